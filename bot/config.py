@@ -1,0 +1,148 @@
+"""The config file: TOML, validated once at start into pydantic models, the only reader of the file.
+
+A bad file stops with one line naming the file, the key, what is allowed and what was found. The engine gets a
+frozen `EngineConfig`, so it never reads files of ours.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bot.errors import ConfigError
+from engine.config import EngineConfig, Limits
+
+DEFAULT_CONFIG_NAME = "config.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EngineSection(_Section):
+    models_dir: str = "models"
+    default_model: str = ""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
+    vae_cache_size: Annotated[int, Field(ge=0, le=64)] = 3
+    checkpoint_cache_size: Annotated[int, Field(ge=1, le=16)] = 1
+    allow_pickle: bool = False
+    max_steps: Annotated[int, Field(ge=1, le=1000)] = 150
+    max_pixels: Annotated[int, Field(ge=64 * 64, le=4096 * 4096)] = 1024 * 1024
+    max_batch: Annotated[int, Field(ge=1, le=16)] = 4
+    max_prompt_chars: Annotated[int, Field(ge=1, le=20000)] = 4000
+    max_queued_per_user: Annotated[int, Field(ge=1, le=1000)] = 5
+    round_robin: bool = True
+    job_timeout_s: Annotated[float, Field(gt=0, le=86400)] = 600.0
+    preview_every: Annotated[int, Field(ge=0, le=1000)] = 0
+    threads: Annotated[int, Field(ge=0, le=256)] = 0
+
+
+class DatabaseSection(_Section):
+    url: str = ""
+
+
+class DiscordSection(_Section):
+    token_env: str = "DISCORD_TOKEN"
+    api_base_url: str = "https://discord.com/api/v10"
+    gateway_url: str = "wss://gateway.discord.gg/"
+    guild_ids: list[Annotated[int, Field(ge=0)]] = []
+    command_sync: bool = True
+
+
+class Settings(_Section):
+    engine: EngineSection = EngineSection()
+    database: DatabaseSection = DatabaseSection()
+    discord: DiscordSection = DiscordSection()
+
+
+class Config:
+    """A validated config plus the directory its relative paths are resolved against."""
+
+    def __init__(self, settings: Settings, base_dir: Path, source: Path | None) -> None:
+        self.settings = settings
+        self.base_dir = base_dir
+        self.source = source
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.resolve(self.settings.engine.models_dir)
+
+    def engine_config(self) -> EngineConfig:
+        e = self.settings.engine
+        return EngineConfig(
+            models_dir=self.models_dir,
+            default_model=e.default_model,
+            device=e.device,
+            dtype=e.dtype,
+            vae_cache_size=e.vae_cache_size,
+            checkpoint_cache_size=e.checkpoint_cache_size,
+            allow_pickle=e.allow_pickle,
+            limits=Limits(
+                max_steps=e.max_steps,
+                max_pixels=e.max_pixels,
+                max_batch=e.max_batch,
+                max_prompt_chars=e.max_prompt_chars,
+            ),
+            max_queued_per_user=e.max_queued_per_user,
+            round_robin=e.round_robin,
+            job_timeout_s=e.job_timeout_s,
+            preview_every=e.preview_every,
+            threads=e.threads,
+        )
+
+    @property
+    def database_url(self) -> str:
+        """`SDBOT_DATABASE_URL` wins over the file; default: `sdbot.db` beside the config."""
+        url = os.environ.get("SDBOT_DATABASE_URL") or self.settings.database.url
+        if url:
+            return url
+        return f"sqlite+aiosqlite:///{self.base_dir / 'sdbot.db'}"
+
+
+def _describe(err: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in err["loc"])
+    section, _, rest = key.partition(".")
+    where = f"[{section}] {rest}" if rest else key
+    found = err.get("input")
+    if err["type"] == "extra_forbidden":
+        return f"unknown key {where}; allowed keys are documented in config.example.toml"
+    ctx = err.get("ctx") or {}
+    if err["type"] == "literal_error":
+        allowed = ctx.get("expected", "")
+        return f"{where} must be one of {allowed}, got {found!r}"
+    return f"{where}: {err['msg'].lower()}, got {found!r}"
+
+
+def parse_settings(data: dict[str, Any], source: str) -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_describe(exc.errors()[0])}") from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load `path`, else `./config.toml` when present, else the embedded defaults (relative to the cwd)."""
+    if path is None:
+        candidate = Path(DEFAULT_CONFIG_NAME)
+        if not candidate.exists():
+            return Config(Settings(), Path.cwd(), None)
+        path = candidate
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read config file ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML ({exc})") from None
+    return Config(parse_settings(data, str(p)), p.resolve().parent, p)

@@ -1,0 +1,35 @@
+"""The engine's settings, as the bot's config loader hands them over: plain, frozen, already validated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Hard caps on one request; guild caps may only be lower."""
+
+    max_steps: int = 150
+    max_pixels: int = 1024 * 1024
+    max_side: int = 2048
+    max_batch: int = 4
+    max_prompt_chars: int = 4000
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    models_dir: Path = Path("models")
+    default_model: str = ""
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "auto"  # auto | fp16 | bf16 | fp32
+    vae_cache_size: int = 3
+    checkpoint_cache_size: int = 1
+    allow_pickle: bool = False
+    limits: Limits = Limits()
+    # The worker's settings (issue 3): kept here so one object configures the whole engine.
+    max_queued_per_user: int = 5
+    round_robin: bool = True
+    job_timeout_s: float = 600.0
+    preview_every: int = 0  # 0: no previews; K: a preview every K steps
+    threads: int = 0  # torch intra-op threads; 0: torch's default

@@ -1,0 +1,20 @@
+"""The engine's one user-facing error type.
+
+Every invalid value, missing file or refused format raises `EngineError` with a message that can be shown
+to a user as it is: it says what was wrong and what is allowed. Anything else escaping the engine is a bug.
+"""
+
+
+class EngineError(Exception):
+    """A problem the user can fix; `str(err)` is the message to show."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class JobCancelled(EngineError):
+    """The job was cancelled (by its owner, a moderator, a timeout or shutdown)."""

@@ -1,0 +1,135 @@
+"""`GenerationRequest`: one job's settings, validated on construction and immutable afterwards.
+
+Field meanings are A1111's: `clip_skip` 1 = last layer, `seed` -1 = random, `sampler` an A1111 sampler name
+(an old combined name such as "DPM++ 2M Karras" is split into sampler and schedule), `vae` is `auto`, `none`, a
+VAE name from the models dir or a path. Checks that need the models dir (does the VAE exist? does CLIP skip fit
+the encoder?) happen when the job is rendered, with the same error type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.config import Limits
+from engine.errors import EngineError
+from engine.samplers import normalize_sampler
+
+MAX_SEED = 2**32 - 1
+MAX_CLIP_SKIP = 12
+MIN_SIDE = 64
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str
+    negative_prompt: str = ""
+    steps: int = 20
+    cfg_scale: float = 7.0
+    sampler: str = "DPM++ 2M Karras"
+    schedule: str = "Automatic"
+    seed: int = -1
+    width: int = 512
+    height: int = 512
+    batch_size: int = 1
+    clip_skip: int = 1
+    vae: str = "auto"
+    model: str = ""
+    limits: Limits = field(default=Limits(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        lim = self.limits
+        _check_text("prompt", self.prompt, lim.max_prompt_chars)
+        _check_text("negative prompt", self.negative_prompt, lim.max_prompt_chars)
+        _check_int("steps", self.steps, 1, lim.max_steps)
+        _check_float("CFG scale", self.cfg_scale, 1.0, 30.0)
+        sampler, schedule = normalize_sampler(self.sampler, self.schedule)
+        object.__setattr__(self, "sampler", sampler)
+        object.__setattr__(self, "schedule", schedule)
+        _check_int("seed", self.seed, -1, MAX_SEED)
+        _check_int("batch size", self.batch_size, 1, lim.max_batch)
+        _check_int("CLIP skip", self.clip_skip, 1, MAX_CLIP_SKIP)
+        for name, value in (("width", self.width), ("height", self.height)):
+            _check_int(name, value, MIN_SIDE, lim.max_side)
+            if value % 8:
+                raise EngineError(f"{name} must be a multiple of 8 (got {value}); try {value // 8 * 8 or 8}")
+        if self.width * self.height > lim.max_pixels:
+            raise EngineError(
+                f"size {self.width}x{self.height} is {self.width * self.height} pixels; "
+                f"the limit is {lim.max_pixels} pixels (e.g. {_square(lim.max_pixels)})"
+            )
+        if not isinstance(self.vae, str) or not self.vae.strip():
+            raise EngineError("VAE must be 'auto', 'none', a VAE name or a path")
+        if not isinstance(self.model, str):
+            raise EngineError("model must be a checkpoint name or a path")
+        object.__setattr__(self, "vae", self.vae.strip())
+        object.__setattr__(self, "model", self.model.strip())
+
+    @property
+    def sampler_label(self) -> str:
+        """The sampler as users type it: "DPM++ 2M Karras", "Euler a"."""
+        return self.sampler if self.schedule == "Automatic" else f"{self.sampler} {self.schedule}"
+
+    def with_seed(self) -> "GenerationRequest":
+        """This request with a concrete seed: -1 becomes a random seed in [0, 2**32 - 2], as A1111 draws it."""
+        if self.seed != -1:
+            return self
+        return self.replace(seed=random.randrange(0, MAX_SEED))
+
+    def seeds(self) -> list[int]:
+        """Image i of a batch uses seed + i (A1111)."""
+        if self.seed == -1:
+            raise EngineError("resolve the random seed first (with_seed)")
+        return [self.seed + i for i in range(self.batch_size)]
+
+    def replace(self, **changes: Any) -> "GenerationRequest":
+        return dataclasses.replace(self, **changes)
+
+    def batch_key(self) -> tuple:
+        """Jobs with equal keys can share one diffusers call (the worker's batching)."""
+        return (self.model, self.vae, self.clip_skip, self.width, self.height, self.steps,
+                self.sampler, self.schedule, self.cfg_scale)
+
+    def options(self) -> dict[str, Any]:
+        """The fields as plain data (for storage and display), without the limits."""
+        data = dataclasses.asdict(self)
+        data.pop("limits")
+        return data
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'768x512' -> (768, 512); anything else is a user error saying the form expected."""
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        width, height = (int(p.strip()) for p in parts)
+    except ValueError:
+        raise EngineError(f"size must look like WIDTHxHEIGHT, e.g. 512x768 (got {text!r})") from None
+    return width, height
+
+
+def _square(pixels: int) -> str:
+    side = int(pixels**0.5) // 8 * 8
+    return f"{side}x{side}"
+
+
+def _check_text(name: str, value: Any, max_chars: int) -> None:
+    if not isinstance(value, str):
+        raise EngineError(f"{name} must be text")
+    if len(value) > max_chars:
+        raise EngineError(f"{name} is {len(value)} characters long; the limit is {max_chars}")
+
+
+def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise EngineError(f"{name} must be a whole number from {lo} to {hi} (got {value!r})")
+    if not lo <= value <= hi:
+        raise EngineError(f"{name} must be from {lo} to {hi} (got {value})")
+
+
+def _check_float(name: str, value: Any, lo: float, hi: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise EngineError(f"{name} must be a number from {lo:g} to {hi:g} (got {value!r})")
+    if not lo <= value <= hi:
+        raise EngineError(f"{name} must be from {lo:g} to {hi:g} (got {value:g})")
