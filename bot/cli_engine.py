@@ -1,0 +1,117 @@
+"""Engine sub-commands: `render`, `tiny-model`, `infotext`, `models`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from bot.config import load_config
+from bot.errors import UserError
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("render", help="render a prompt to PNG, without Discord")
+    p.add_argument("prompt")
+    p.add_argument("--negative", default="", metavar="T")
+    p.add_argument("--steps", type=int, default=20, metavar="N")
+    p.add_argument("--cfg", type=float, default=7.0, metavar="F")
+    p.add_argument("--sampler", default="DPM++ 2M Karras", metavar="NAME")
+    p.add_argument("--seed", type=int, default=-1, metavar="N")
+    p.add_argument("--size", default="512x512", metavar="WxH")
+    p.add_argument("--clip-skip", type=int, default=1, metavar="N")
+    p.add_argument("--vae", default="auto", metavar="auto|none|NAME|PATH")
+    p.add_argument("--model", default="", metavar="NAME|PATH")
+    p.add_argument("--batch", type=int, default=1, metavar="N")
+    p.add_argument("--out", default="out/sdbot.png", metavar="FILE.png")
+    p.add_argument("--config", metavar="F")
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("tiny-model", help="write a tiny random model (tests, offline demo)")
+    p.add_argument("dir")
+    p.add_argument("--family", choices=("sd15", "sdxl"), default="sd15")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_tiny_model)
+
+    p = sub.add_parser("infotext", help="print a PNG's (or a text file's) A1111 infotext as JSON")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_infotext)
+
+    p = sub.add_parser("models", help="list checkpoints, VAEs and samplers")
+    p.add_argument("--config", metavar="F")
+    p.set_defaults(func=cmd_models)
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from engine.pipeline import Engine, save_images
+    from engine.request import GenerationRequest, parse_size
+
+    config = load_config(args.config)
+    engine_config = config.engine_config()
+    width, height = parse_size(args.size)
+    request = GenerationRequest(
+        prompt=args.prompt, negative_prompt=args.negative, steps=args.steps, cfg_scale=args.cfg,
+        sampler=args.sampler, seed=args.seed, width=width, height=height, batch_size=args.batch,
+        clip_skip=args.clip_skip, vae=args.vae, model=args.model, limits=engine_config.limits,
+    )
+    if Path(args.out).suffix.lower() != ".png":
+        raise UserError(f"--out must name a .png file (got {args.out!r})")
+    result = Engine(engine_config).render(request)
+    for path, image in zip(save_images(result, args.out), result.images):
+        print(f"{path}  seed {image.seed}")
+    for note in result.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def cmd_tiny_model(args: argparse.Namespace) -> int:
+    from engine.tiny import write_tiny_model
+
+    target = Path(args.dir)
+    if target.exists() and any(target.iterdir()):
+        raise UserError(f"{target} exists and is not empty; choose a new directory")
+    write_tiny_model(target, family=args.family, seed=args.seed)
+    print(f"wrote tiny {args.family} model to {target}")
+    return 0
+
+
+def cmd_infotext(args: argparse.Namespace) -> int:
+    from engine.infotext import parse_infotext, read_png_infotext, to_dict
+
+    path = Path(args.file)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if data.startswith(b"\x89PNG"):
+        text = read_png_infotext(data)
+        if text is None:
+            raise UserError(f"{path} carries no A1111 infotext (no 'parameters' text chunk)")
+    else:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UserError(f"{path} is neither a PNG image nor UTF-8 text") from None
+    json.dump(to_dict(parse_infotext(text)), sys.stdout, ensure_ascii=False, indent=2)
+    print()
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from engine.models import ModelLibrary
+    from engine.samplers import SCHEDULES, sampler_names
+
+    config = load_config(args.config)
+    library = ModelLibrary(config.engine_config())
+    print(f"models dir: {library.root}")
+    checkpoints = library.checkpoints()
+    print("checkpoints:")
+    for c in checkpoints:
+        print(f"  {c.name}  ({c.path})")
+    if not checkpoints:
+        print("  (none: the tiny demo model is written on first use)")
+    print("VAEs: auto, none" + "".join(f"\n  {v.name}  ({v.path})" for v in library.vaes()))
+    print("samplers: " + ", ".join(sampler_names()))
+    print("schedule types: " + ", ".join(SCHEDULES))
+    return 0

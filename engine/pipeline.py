@@ -1,0 +1,208 @@
+"""`Engine.render`: one request (or a batch of compatible ones) through diffusers, in numbered stages.
+
+The stages follow diffusers' own pipelines: (1) seeds, (2) checkpoint and VAE, (3) prompts with the job's CLIP
+skip, (4) a fresh scheduler, (5) A1111 "CPU" noise from the seed, (6) denoise with a step callback, (7) decode with
+the job's VAE (re-decoding in fp32 on NaN, as A1111 does), (8) images with their infotext.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from PIL import Image
+
+from engine import __version__
+from engine.config import EngineConfig
+from engine.errors import EngineError, JobCancelled
+from engine.infotext import infotext_for_request, png_bytes
+from engine.models import LoadedCheckpoint, ModelCache, ModelFile, file_hash
+from engine.prompts import PromptEncoder
+from engine.request import GenerationRequest
+from engine.samplers import make_scheduler
+
+log = logging.getLogger(__name__)
+
+# on_step(step, total, latents): called after each denoising step, from the rendering thread.
+StepCallback = Callable[[int, int, torch.Tensor], None]
+
+
+@dataclass(frozen=True)
+class RenderedImage:
+    image: Image.Image
+    seed: int
+    infotext: str
+
+    def png(self) -> bytes:
+        return png_bytes(self.image, self.infotext)
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    request: GenerationRequest  # with the seed actually used
+    images: list[RenderedImage]
+    model: str
+    vae: str | None  # None: the checkpoint's own VAE
+    seconds: float
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def seed(self) -> int:
+        return self.request.seed
+
+
+def initial_noise(seeds: Sequence[int], width: int, height: int, channels: int = 4) -> tuple[torch.Tensor, list]:
+    """A1111's CPU RNG: per image, a fresh CPU generator seeded with its seed, the same on every device."""
+    generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+    noise = torch.stack([torch.randn((channels, height // 8, width // 8), generator=g) for g in generators])
+    return noise, generators
+
+
+class Engine:
+    """Owns the model caches; not thread-safe on purpose: the worker calls it from one thread."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.models = ModelCache(config)
+
+    def render(self, request: GenerationRequest, on_step: StepCallback | None = None,
+               should_stop: Callable[[], bool] | None = None) -> RenderResult:
+        return self.render_batch([request], on_step, should_stop)[0]
+
+    def render_batch(self, requests: Sequence[GenerationRequest], on_step: StepCallback | None = None,
+                     should_stop: Callable[[], bool] | None = None) -> list[RenderResult]:
+        """Render compatible requests (equal `batch_key`) in one diffusers call; image i of a job uses seed + i."""
+        started = time.perf_counter()
+        # 1. seeds
+        requests = [r.with_seed() for r in requests]
+        first = requests[0]
+        if any(r.batch_key() != first.batch_key() for r in requests):
+            raise EngineError("internal: only requests with equal settings can be batched")
+        # 2. checkpoint and VAE
+        ckpt = self.models.checkpoint(first.model)
+        vae, vae_file = self.models.vae(first.vae, ckpt)
+        pipe = ckpt.pipe
+        # 3. prompts
+        encoder = PromptEncoder.for_pipeline(pipe)
+        encoder.check_clip_skip(first.clip_skip)
+        conds = [encoder.encode_pair(r.prompt, r.negative_prompt, r.clip_skip) for r in requests]
+        if len({c.chunks for c, _ in conds}) > 1:
+            raise EngineError("internal: batched prompts must have the same number of 75-token chunks")
+        expand = [n for r in requests for n in [r.batch_size]]
+        prompt_embeds = _stack([c.embeds for c, _ in conds], expand)
+        negative_embeds = _stack([n.embeds for _, n in conds], expand)
+        # 4. scheduler (schedulers hold state: a new one per call)
+        pipe.scheduler = make_scheduler(first.sampler, first.schedule, ckpt.pipe.scheduler.config)
+        # 5. latents
+        seeds = [s for r in requests for s in r.seeds()]
+        noise, generators = initial_noise(seeds, first.width, first.height, pipe.unet.config.in_channels)
+        # 6. denoise
+        interrupted = False
+
+        def step_end(p, index, timestep, kwargs):
+            nonlocal interrupted
+            if on_step is not None:
+                on_step(index + 1, p.num_timesteps, kwargs["latents"])
+            if should_stop is not None and should_stop():
+                p._interrupt = True
+                interrupted = True
+            return kwargs
+
+        extra = {}
+        if ckpt.family == "sdxl":
+            extra = dict(
+                pooled_prompt_embeds=_stack([c.pooled for c, _ in conds], expand),
+                negative_pooled_prompt_embeds=_stack([n.pooled for _, n in conds], expand),
+            )
+        dtype = pipe.unet.dtype
+        with torch.inference_mode():
+            latents = pipe(
+                prompt_embeds=prompt_embeds.to(dtype), negative_prompt_embeds=negative_embeds.to(dtype),
+                num_inference_steps=first.steps, guidance_scale=first.cfg_scale,
+                width=first.width, height=first.height, latents=noise.to(pipe.device, dtype),
+                generator=generators, output_type="latent", callback_on_step_end=step_end, **extra,
+            ).images
+            if interrupted:
+                raise JobCancelled("the job was cancelled")
+            # 7. decode
+            images, notes = self._decode(pipe, vae, latents)
+        # 8. images with infotext
+        seconds = time.perf_counter() - started
+        return self._results(requests, images, ckpt, vae_file, seconds, notes)
+
+    def _decode(self, pipe, vae, latents: torch.Tensor) -> tuple[list[Image.Image], tuple[str, ...]]:
+        notes: tuple[str, ...] = ()
+        decoded = _vae_decode(vae, latents)
+        if torch.isnan(decoded).any():
+            if vae.dtype == torch.float32:
+                raise EngineError("the image came out as NaN (not a number) even in 32-bit; try another VAE")
+            log.warning("VAE produced NaN in %s: reverting the VAE to 32-bit floats and decoding again", vae.dtype)
+            vae.to(torch.float32)
+            decoded = _vae_decode(vae, latents.float())
+            notes = ("VAE reverted to 32-bit floats after a NaN decode",)
+            if torch.isnan(decoded).any():
+                raise EngineError("the image came out as NaN (not a number) even in 32-bit; try another VAE")
+        return pipe.image_processor.postprocess(decoded.float(), output_type="pil"), notes
+
+    def _results(self, requests, images, ckpt: LoadedCheckpoint, vae_file: ModelFile | None,
+                 seconds: float, notes: tuple[str, ...]) -> list[RenderResult]:
+        vae_name = vae_file.name if vae_file else None
+        vae_hash = file_hash(vae_file.path) if vae_file else None
+        results, i = [], 0
+        for r in requests:
+            rendered = []
+            for seed in r.seeds():
+                text = infotext_for_request(
+                    r, seed=seed, model_name=ckpt.file.name, model_hash=ckpt.hash,
+                    vae_name=vae_name, vae_hash=vae_hash, version=f"sdbot {__version__}",
+                )
+                rendered.append(RenderedImage(images[i], seed, text))
+                i += 1
+            results.append(RenderResult(r.replace(model=r.model or ckpt.file.name), rendered,
+                                        ckpt.file.name, vae_name, seconds, notes))
+        return results
+
+
+def _stack(tensors: list[torch.Tensor], repeats: list[int]) -> torch.Tensor:
+    return torch.cat([t.expand(n, *t.shape[1:]) for t, n in zip(tensors, repeats)])
+
+
+def _vae_decode(vae, latents: torch.Tensor) -> torch.Tensor:
+    config = vae.config
+    latents = latents.to(vae.device, vae.dtype)
+    mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
+    if mean is not None and std is not None:
+        shape = (1, len(mean), 1, 1)
+        latents = latents * torch.tensor(std).view(shape).to(latents) / config.scaling_factor \
+            + torch.tensor(mean).view(shape).to(latents)
+    else:
+        latents = latents / config.scaling_factor
+        if getattr(config, "shift_factor", None):
+            latents = latents + config.shift_factor
+    return vae.decode(latents, return_dict=False)[0]
+
+
+def save_images(result: RenderResult, out: str) -> list[str]:
+    """Write a result's PNGs: FILE.png for one image, FILE-1.png, FILE-2.png ... for a batch."""
+    from pathlib import Path
+
+    target = Path(out)
+    if target.suffix.lower() != ".png":
+        raise EngineError(f"--out must name a .png file (got {out!r})")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, img in enumerate(result.images, start=1):
+        path = target if len(result.images) == 1 else target.with_name(f"{target.stem}-{i}.png")
+        path.write_bytes(img.png())
+        paths.append(str(path))
+    return paths
+
+
+def png_buffer(image: RenderedImage) -> io.BytesIO:
+    return io.BytesIO(image.png())

@@ -1,0 +1,261 @@
+"""A1111 prompt syntax, 75-token chunks and the CLIP-skip text encoder (spec §1, §5).
+
+diffusers alone truncates at 77 tokens, ignores CLIP skip for the negative prompt and crashes on transformers 5
+when asked for `clip_skip`, so sdbot encodes both prompts itself and hands the pipeline `prompt_embeds`.
+Everything here follows A1111's `prompt_parser.py` and `sd_hijack_clip.py` ("Original" emphasis).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import torch
+
+from engine.errors import EngineError
+
+CHUNK_LENGTH = 75
+COMMA_BACKTRACK = 20  # A1111's default "comma_padding_backtrack"
+ROUND = 1.1
+SQUARE = 1 / 1.1
+
+_ATTENTION = re.compile(
+    r"""
+\\\(|
+\\\)|
+\\\[|
+\\]|
+\\\\|
+\\|
+\(|
+\[|
+:\s*([+-]?[.\d]+)\s*\)|
+\)|
+]|
+[^\\()\[\]:]+|
+:
+""",
+    re.X,
+)
+_BREAK = re.compile(r"\s*\bBREAK\b\s*", re.S)
+BREAK = "BREAK"
+
+
+def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
+    """Split a prompt into (text, weight) runs, exactly as A1111's `parse_prompt_attention`.
+
+    `BREAK` comes back as ("BREAK", -1.0). Never raises: an unclosed bracket weights the rest of the prompt, a
+    stray closing bracket is text, and a weight that is not a number (A1111 would crash on `(x:.)`) is text.
+    """
+    res: list[list] = []
+    round_brackets: list[int] = []
+    square_brackets: list[int] = []
+
+    def multiply_range(start: int, multiplier: float) -> None:
+        for p in range(start, len(res)):
+            res[p][1] *= multiplier
+
+    for m in _ATTENTION.finditer(text):
+        chunk = m.group(0)
+        weight = _number(m.group(1))
+        if chunk.startswith("\\"):
+            res.append([chunk[1:], 1.0])
+        elif chunk == "(":
+            round_brackets.append(len(res))
+        elif chunk == "[":
+            square_brackets.append(len(res))
+        elif weight is not None and round_brackets:
+            multiply_range(round_brackets.pop(), weight)
+        elif chunk == ")" and round_brackets:
+            multiply_range(round_brackets.pop(), ROUND)
+        elif chunk == "]" and square_brackets:
+            multiply_range(square_brackets.pop(), SQUARE)
+        else:
+            for i, part in enumerate(_BREAK.split(chunk)):
+                if i > 0:
+                    res.append([BREAK, -1.0])
+                res.append([part, 1.0])
+    for pos in round_brackets:
+        multiply_range(pos, ROUND)
+    for pos in square_brackets:
+        multiply_range(pos, SQUARE)
+    if not res:
+        res = [["", 1.0]]
+    i = 0  # merge runs of equal weight (BREAK markers never merge with anything)
+    while i + 1 < len(res):
+        if res[i][1] == res[i + 1][1] and res[i][1] != -1.0:
+            res[i][0] += res[i + 1][0]
+            res.pop(i + 1)
+        else:
+            i += 1
+    return [(t, float(w)) for t, w in res]
+
+
+def _number(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value == value and abs(value) != float("inf") else None
+
+
+@dataclass
+class PromptChunk:
+    """77 token ids (BOS, 75 tokens, EOS) and one multiplier per id."""
+
+    tokens: list[int] = field(default_factory=list)
+    multipliers: list[float] = field(default_factory=list)
+
+
+def tokenize_chunks(prompt: str, tokenizer) -> list[PromptChunk]:
+    """A1111's `tokenize_line`: weighted tokens split into 75-token chunks, BREAK and comma backtrack."""
+    parsed = parse_prompt_attention(prompt)
+    texts = [text for text, _ in parsed]
+    tokenized = tokenizer(texts, truncation=False, add_special_tokens=False)["input_ids"]
+    id_start, id_end = tokenizer.bos_token_id, tokenizer.eos_token_id
+    comma = tokenizer.get_vocab().get(",</w>")
+    chunks: list[PromptChunk] = []
+    chunk = PromptChunk()
+    last_comma = -1
+
+    def next_chunk() -> None:
+        nonlocal chunk, last_comma
+        pad = CHUNK_LENGTH - len(chunk.tokens)
+        chunk.tokens = [id_start] + chunk.tokens + [id_end] * pad + [id_end]
+        chunk.multipliers = [1.0] + chunk.multipliers + [1.0] * pad + [1.0]
+        chunks.append(chunk)
+        chunk = PromptChunk()
+        last_comma = -1
+
+    for tokens, (text, weight) in zip(tokenized, parsed):
+        if text == BREAK and weight == -1.0:
+            next_chunk()
+            continue
+        for token in tokens:
+            if token == comma:
+                last_comma = len(chunk.tokens)
+            elif (len(chunk.tokens) == CHUNK_LENGTH and last_comma != -1
+                  and len(chunk.tokens) - last_comma <= COMMA_BACKTRACK):
+                cut = last_comma + 1
+                moved_tokens, moved_mults = chunk.tokens[cut:], chunk.multipliers[cut:]
+                chunk.tokens, chunk.multipliers = chunk.tokens[:cut], chunk.multipliers[:cut]
+                next_chunk()
+                chunk.tokens, chunk.multipliers = moved_tokens, moved_mults
+            if len(chunk.tokens) == CHUNK_LENGTH:
+                next_chunk()
+            chunk.tokens.append(token)
+            chunk.multipliers.append(weight)
+    if chunk.tokens or not chunks:
+        next_chunk()
+    return chunks
+
+
+def empty_chunk(tokenizer) -> PromptChunk:
+    return tokenize_chunks("", tokenizer)[0]
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """What the pipeline gets: one prompt's embeddings (1, 77*chunks, dim) and, for SDXL, its pooled vector."""
+
+    embeds: torch.Tensor
+    pooled: torch.Tensor | None = None
+
+    @property
+    def chunks(self) -> int:
+        return self.embeds.shape[1] // (CHUNK_LENGTH + 2)
+
+
+def _final_layer_norm(model) -> torch.nn.Module:
+    return model.final_layer_norm if hasattr(model, "final_layer_norm") else model.text_model.final_layer_norm
+
+
+def layer_count(text_encoder) -> int:
+    return int(text_encoder.config.num_hidden_layers)
+
+
+class PromptEncoder:
+    """Encodes prompts with A1111's CLIP skip, chunking and emphasis for one loaded checkpoint.
+
+    `encoders` is [(tokenizer, text_encoder)], one pair for SD 1.x/2.x, two for SDXL (outputs concatenated
+    along the feature axis, pooled vector from the second).
+    """
+
+    def __init__(self, encoders: list[tuple[object, torch.nn.Module]], sdxl: bool) -> None:
+        self.encoders = encoders
+        self.sdxl = sdxl
+
+    @classmethod
+    def for_pipeline(cls, pipe) -> "PromptEncoder":
+        if getattr(pipe, "text_encoder_2", None) is not None:
+            return cls([(pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2)], sdxl=True)
+        return cls([(pipe.tokenizer, pipe.text_encoder)], sdxl=False)
+
+    @property
+    def max_clip_skip(self) -> int:
+        return min(layer_count(te) for _, te in self.encoders)
+
+    def check_clip_skip(self, clip_skip: int) -> None:
+        top = self.max_clip_skip
+        if not 1 <= clip_skip <= top:
+            raise EngineError(f"CLIP skip must be from 1 to {top} for this model (got {clip_skip})")
+
+    def chunk_count(self, prompt: str) -> int:
+        return len(tokenize_chunks(prompt, self.encoders[0][0]))
+
+    @torch.no_grad()
+    def encode(self, prompt: str, clip_skip: int, *, chunks: int | None = None,
+               zero_if_empty: bool = False) -> Conditioning:
+        """Encode one prompt; `chunks` pads it with empty chunks (A1111 pads the shorter of cond/uncond)."""
+        self.check_clip_skip(clip_skip)
+        if zero_if_empty and self.sdxl and prompt == "":
+            # A1111 (sd_models_xl) zeroes an empty SDXL negative prompt, embeddings and pooled alike.
+            cond = self.encode("", clip_skip, chunks=chunks)
+            return Conditioning(torch.zeros_like(cond.embeds), torch.zeros_like(cond.pooled))
+        per_encoder = []
+        pooled = None
+        for index, (tokenizer, text_encoder) in enumerate(self.encoders):
+            token_chunks = tokenize_chunks(prompt, tokenizer)
+            if chunks is not None:
+                token_chunks += [empty_chunk(tokenizer)] * (chunks - len(token_chunks))
+            zs = []
+            for n, chunk in enumerate(token_chunks):
+                z, pool = self._encode_chunk(tokenizer, text_encoder, chunk, clip_skip)
+                zs.append(z)
+                if n == 0 and index == len(self.encoders) - 1 and self.sdxl:
+                    pooled = pool
+            per_encoder.append(torch.cat(zs, dim=1))
+        return Conditioning(torch.cat(per_encoder, dim=-1), pooled)
+
+    def _encode_chunk(self, tokenizer, text_encoder, chunk: PromptChunk, clip_skip: int):
+        device = text_encoder.device
+        ids = list(chunk.tokens)
+        pad = tokenizer.pad_token_id
+        if pad != tokenizer.eos_token_id:  # SD 2.x / OpenCLIP: after the first EOS, pad with the pad id
+            first_end = ids.index(tokenizer.eos_token_id)
+            ids = ids[: first_end + 1] + [pad] * (len(ids) - first_end - 1)
+        tokens = torch.tensor([ids], device=device)
+        out = text_encoder(input_ids=tokens, output_hidden_states=True)
+        if self.sdxl:
+            # Native SDXL conditioning: penultimate layer, no final layer norm; skip >= 3 goes deeper.
+            z = out.hidden_states[-max(clip_skip, 2)]
+        elif clip_skip > 1:
+            z = _final_layer_norm(text_encoder)(out.hidden_states[-clip_skip])
+        else:
+            z = out.last_hidden_state
+        pooled = getattr(out, "text_embeds", None)
+        weights = torch.tensor(chunk.multipliers, device=device, dtype=z.dtype).reshape(1, -1, 1)
+        original_mean = z.mean()
+        z = z * weights
+        z = z * (original_mean / z.mean())
+        return z, pooled
+
+    def encode_pair(self, prompt: str, negative: str, clip_skip: int) -> tuple[Conditioning, Conditioning]:
+        """Positive and negative conditioning with the same number of chunks."""
+        count = max(self.chunk_count(prompt), self.chunk_count(negative))
+        return (
+            self.encode(prompt, clip_skip, chunks=count),
+            self.encode(negative, clip_skip, chunks=count, zero_if_empty=True),
+        )
