@@ -40,6 +40,7 @@ class EngineSection(_Section):
     job_timeout_s: Annotated[float, Field(gt=0, le=86400)] = 600.0
     preview_every: Annotated[int, Field(ge=0, le=1000)] = 0
     threads: Annotated[int, Field(ge=0, le=256)] = 0
+    batch_mode: Literal["exact", "fast"] = "exact"
 
 
 class DatabaseSection(_Section):
@@ -97,6 +98,7 @@ class Config:
             job_timeout_s=e.job_timeout_s,
             preview_every=e.preview_every,
             threads=e.threads,
+            batch_mode=e.batch_mode,
         )
 
     @property

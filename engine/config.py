@@ -33,3 +33,6 @@ class EngineConfig:
     job_timeout_s: float = 600.0
     preview_every: int = 0  # 0: no previews; K: a preview every K steps
     threads: int = 0  # torch intra-op threads; 0: torch's default
+    # "exact": a batched image is pixel-identical to its solo run (the UNet and VAE see one image at a time;
+    # BLAS results depend on the batch size). "fast": true tensor batching, for GPU throughput.
+    batch_mode: str = "exact"

@@ -17,7 +17,7 @@ import numbers
 import os
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from engine.errors import EngineError
 from engine.request import parse_size
@@ -199,7 +199,7 @@ def parse_infotext(text: str) -> Infotext:
     "Negative prompt:" form the prompt, that line (without the prefix) and the rest the negative prompt, each
     joined with "\\n" the way A1111 accumulates them (so leading empty lines are dropped). Quoted values are
     JSON-decoded (kept as written if that fails). A later duplicate key wins, as in A1111's dict.
-    Unlike A1111, a pair with an empty value is kept ("" ) rather than dropped by an IndexError.
+    Unlike A1111, a pair with an empty value is kept as "" rather than dropped (A1111 hits an IndexError on it).
     Any text parses (garbage is a prompt-only Infotext); only non-text input raises EngineError.
     """
     if not isinstance(text, str):
@@ -273,7 +273,7 @@ def _parse_float(key: str, value: str) -> float:
     return number
 
 
-def request_options(info: Infotext) -> tuple[dict[str, Any], list[str]]:
+def request_options(info: Infotext) -> tuple[dict[str, object], list[str]]:
     """GenerationRequest keyword options from an infotext, plus the parameter keys that were not used.
 
     Unused keys (hires fix, LoRA hashes, denoising strength...) are returned so the caller can tell the user
@@ -284,7 +284,7 @@ def request_options(info: Infotext) -> tuple[dict[str, Any], list[str]]:
     GenerationRequest, which gives the same messages as for typed options.
     """
     params = info.params
-    options: dict[str, Any] = {"prompt": info.prompt, "negative_prompt": info.negative_prompt or ""}
+    options: dict[str, object] = {"prompt": info.prompt, "negative_prompt": info.negative_prompt or ""}
     used: set[str] = set(_INFORMATIONAL)
 
     if "Steps" in params:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import time
+from contextlib import contextmanager
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -121,7 +122,8 @@ class Engine:
                 negative_pooled_prompt_embeds=_stack([n.pooled for _, n in conds], expand),
             )
         dtype = pipe.unet.dtype
-        with torch.inference_mode():
+        exact = self.config.batch_mode == "exact"
+        with torch.inference_mode(), _one_image_at_a_time(pipe.unet, len(seeds), exact):
             latents = pipe(
                 prompt_embeds=prompt_embeds.to(dtype), negative_prompt_embeds=negative_embeds.to(dtype),
                 num_inference_steps=first.steps, guidance_scale=first.cfg_scale,
@@ -131,20 +133,20 @@ class Engine:
             if interrupted:
                 raise JobCancelled("the job was cancelled")
             # 7. decode
-            images, notes = self._decode(pipe, vae, latents)
+            images, notes = self._decode(pipe, vae, latents, exact)
         # 8. images with infotext
         seconds = time.perf_counter() - started
         return self._results(requests, images, ckpt, vae_file, seconds, notes)
 
-    def _decode(self, pipe, vae, latents: torch.Tensor) -> tuple[list[Image.Image], tuple[str, ...]]:
+    def _decode(self, pipe, vae, latents: torch.Tensor, exact: bool) -> tuple[list[Image.Image], tuple[str, ...]]:
         notes: tuple[str, ...] = ()
-        decoded = _vae_decode(vae, latents)
+        decoded = _vae_decode(vae, latents, exact)
         if torch.isnan(decoded).any():
             if vae.dtype == torch.float32:
                 raise EngineError("the image came out as NaN (not a number) even in 32-bit; try another VAE")
             log.warning("VAE produced NaN in %s: reverting the VAE to 32-bit floats and decoding again", vae.dtype)
             vae.to(torch.float32)
-            decoded = _vae_decode(vae, latents.float())
+            decoded = _vae_decode(vae, latents.float(), exact)
             notes = ("VAE reverted to 32-bit floats after a NaN decode",)
             if torch.isnan(decoded).any():
                 raise EngineError("the image came out as NaN (not a number) even in 32-bit; try another VAE")
@@ -173,7 +175,60 @@ def _stack(tensors: list[torch.Tensor], repeats: list[int]) -> torch.Tensor:
     return torch.cat([t.expand(n, *t.shape[1:]) for t, n in zip(tensors, repeats)])
 
 
-def _vae_decode(vae, latents: torch.Tensor) -> torch.Tensor:
+@contextmanager
+def _one_image_at_a_time(unet, images: int, enabled: bool):
+    """Make the UNet see one image (its uncond + cond rows) per forward call while the pipeline batches.
+
+    BLAS kernels pick their blocking by matrix size, so a batched convolution or linear layer rounds differently
+    from the same image alone (~1e-7, enough to flip pixels). Splitting the UNet call per image keeps every
+    image bit-identical to its solo run while the rest of the job (prompts, scheduler, noise, callbacks,
+    decode and PNGs) is still shared.
+    """
+    if not enabled or images <= 1:
+        yield
+        return
+    forward = unet.forward
+
+    def split(value, rows: list[int]):
+        if torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == total:
+            return value[rows]
+        if isinstance(value, dict):
+            return {k: split(v, rows) for k, v in value.items()}
+        return value
+
+    def per_image(sample, timestep, encoder_hidden_states, *args, **kwargs):
+        nonlocal total
+        total = sample.shape[0]
+        if total == 1 or total % images:
+            return forward(sample, timestep, encoder_hidden_states, *args, **kwargs)
+        copies = total // images  # 2 with classifier-free guidance: [uncond..., cond...]
+        outputs = [None] * total
+        for i in range(images):
+            rows = [i + c * images for c in range(copies)]
+            out = forward(split(sample, rows), split(timestep, rows), split(encoder_hidden_states, rows),
+                          *args, **{k: split(v, rows) for k, v in kwargs.items() if k != "return_dict"},
+                          return_dict=False)[0]
+            for c, row in enumerate(rows):
+                outputs[row] = out[c]
+        result = torch.stack(outputs)
+        return (result,) if kwargs.get("return_dict") is False else _UNetOutput(result)
+
+    total = 0
+    unet.forward = per_image
+    try:
+        yield
+    finally:
+        del unet.forward
+
+
+@dataclass(frozen=True)
+class _UNetOutput:
+    sample: torch.Tensor
+
+
+def _vae_decode(vae, latents: torch.Tensor, exact: bool = True) -> torch.Tensor:
+    if exact and latents.shape[0] > 1:
+        return torch.cat([_vae_decode(vae, latents[i:i + 1]) for i in range(latents.shape[0])])
     config = vae.config
     latents = latents.to(vae.device, vae.dtype)
     mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)

@@ -32,7 +32,7 @@ SAMPLERS: dict[str, Sampler] = {
         Sampler("DPM++ 2M SDE", "DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
         Sampler("DPM++ SDE", "DPMSolverSinglestepScheduler"),
         Sampler("DDIM", "DDIMScheduler"),
-        Sampler("PLMS", "PNDMScheduler"),
+        Sampler("PLMS", "PNDMScheduler", {"skip_prk_steps": True}),  # LDM's PLMS has no Runge-Kutta warm-up
         Sampler("UniPC", "UniPCMultistepScheduler"),
     )
 }

@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny random models written once per test session, and the `--slow` switch."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true", default=False,
+                     help="run the long fuzzing runs (10,000+ cases) and other slow tests")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--slow"):
+        from hypothesis import settings
+
+        settings.register_profile("slow", max_examples=10_000, deadline=None)
+        settings.load_profile("slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd15(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny SD 1.x model in diffusers layout (read-only: copy it before changing anything)."""
+    from engine.tiny import write_tiny_model
+
+    return write_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-sd15")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from engine.tiny import write_tiny_model
+
+    return write_tiny_model(tmp_path_factory.mktemp("tinyxl") / "tiny-sdxl", family="sdxl")
+
+
+@pytest.fixture
+def models_dir(tmp_path: Path, tiny_sd15: Path) -> Path:
+    """A fresh models dir holding the tiny SD 1.x checkpoint as `tiny-sd15`."""
+    root = tmp_path / "models"
+    root.mkdir()
+    shutil.copytree(tiny_sd15, root / "tiny-sd15")
+    return root
