@@ -1,0 +1,102 @@
+"""Engine benchmarks, measured side by side in one run on the same tiny model.
+
+- overhead_ratio: the engine's time per image (A1111 prompt encoding, fresh scheduler, CPU noise, own decode,
+  infotext) over a bare diffusers call doing the same work. Goal <= 1.03.
+- vae_switch_ratio: alternating two VAEs every image over a fixed VAE (both cached). Goal <= 1.03.
+- The worker's figures (issue 3) come from benchmarks/worker_measures.py when present.
+
+Run: .venv/bin/python benchmarks/engine_bench.py [--rounds N] [--size 128] [--steps 20]
+Each figure is printed last as `name: value`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from engine.config import EngineConfig  # noqa: E402
+from engine.pipeline import Engine  # noqa: E402
+from engine.request import GenerationRequest  # noqa: E402
+from engine.tiny import perturbed_vae, write_ldm_vae, write_tiny_model  # noqa: E402
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def measure(rounds: int, size: int, steps: int, unet_width: int) -> dict[str, float]:
+    root = Path(tempfile.mkdtemp(prefix="sdbot-bench-"))
+    write_tiny_model(root / "bench", unet_width=unet_width)
+    engine = Engine(EngineConfig(models_dir=root))
+    ckpt = engine.models.checkpoint("bench")
+    (root / "VAE").mkdir()
+    write_ldm_vae(perturbed_vae(ckpt.own_vae, 1), root / "VAE" / "a.safetensors")
+    write_ldm_vae(perturbed_vae(ckpt.own_vae, 2), root / "VAE" / "b.safetensors")
+    pipe = ckpt.pipe
+    prompt, negative = "a photo of a cat, best quality", "blurry"
+
+    def request(vae: str = "none", seed: int = 1) -> GenerationRequest:
+        return GenerationRequest(prompt=prompt, negative_prompt=negative, steps=steps, sampler="Euler",
+                                 seed=seed, width=size, height=size, vae=vae)
+
+    from diffusers import EulerDiscreteScheduler
+
+    base_scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+
+    def bare() -> None:
+        pipe.scheduler = base_scheduler
+        pipe(prompt, negative_prompt=negative, num_inference_steps=steps, guidance_scale=7.0,
+             height=size, width=size, generator=torch.Generator("cpu").manual_seed(1))
+
+    for _ in range(2):  # warm up both paths and both VAEs
+        bare()
+        engine.render(request())
+        engine.render(request("a"))
+        engine.render(request("b"))
+    bare_t, ours_t, fixed_t, switch_t = [], [], [], []
+    for i in range(rounds):  # interleaved, so drift in machine speed hits both sides alike
+        bare_t.append(timed(bare))
+        ours_t.append(timed(lambda: engine.render(request())))
+        fixed_t.append(timed(lambda: (engine.render(request("a")), engine.render(request("a")))))
+        switch_t.append(timed(lambda: (engine.render(request("a")), engine.render(request("b")))))
+    return {
+        "bare_ms_per_image": statistics.median(bare_t) * 1000,
+        "engine_ms_per_image": statistics.median(ours_t) * 1000,
+        "overhead_ratio": statistics.median(ours_t) / statistics.median(bare_t),
+        "vae_switch_ratio": statistics.median(switch_t) / statistics.median(fixed_t),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--unet-width", type=int, default=32)
+    parser.add_argument("--skip-worker", action="store_true", help="only the engine figures")
+    args = parser.parse_args()
+    figures = measure(args.rounds, args.size, args.steps, args.unet_width)
+    if not args.skip_worker:
+        try:
+            from benchmarks import worker_measures
+        except ImportError:
+            worker_measures = None
+        if worker_measures is not None:
+            figures.update(worker_measures.measure_all())
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, size {args.size}, steps {args.steps}")
+    for name, value in figures.items():
+        print(f"{name}: {value:.3f}" if isinstance(value, float) else f"{name}: {value}")
+
+
+if __name__ == "__main__":
+    main()

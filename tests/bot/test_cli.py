@@ -1,0 +1,97 @@
+"""The `sdbot` command line: exact interface, one-line errors, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.cli import main
+from engine.infotext import read_png_infotext
+
+
+@pytest.fixture
+def config(tmp_path: Path, models_dir: Path) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(f'[engine]\nmodels_dir = "{models_dir}"\n')
+    return path
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_render_writes_pngs_and_prints_seeds(capsys, tmp_path, config):
+    out = tmp_path / "out" / "cat.png"
+    code, stdout, _ = run(capsys, "render", "a photo of a cat", "--negative", "blurry", "--steps", "3",
+                          "--cfg", "6", "--sampler", "Euler a", "--seed", "11", "--size", "64x64",
+                          "--clip-skip", "2", "--vae", "none", "--batch", "2", "--out", str(out),
+                          "--config", str(config))
+    assert code == 0
+    files = [tmp_path / "out" / "cat-1.png", tmp_path / "out" / "cat-2.png"]
+    assert stdout.splitlines() == [f"{files[0]}  seed 11", f"{files[1]}  seed 12"]
+    assert "Clip skip: 2" in read_png_infotext(files[1].read_bytes())
+
+
+def test_infotext_prints_json(capsys, tmp_path, config):
+    out = tmp_path / "one.png"
+    run(capsys, "render", "cat, (dog:1.2)", "--steps", "2", "--size", "64x64", "--seed", "5",
+        "--out", str(out), "--config", str(config))
+    code, stdout, _ = run(capsys, "infotext", str(out))
+    data = json.loads(stdout)
+    assert code == 0 and data["Prompt"] == "cat, (dog:1.2)" and data["Seed"] == "5"
+    assert "Negative prompt" not in data
+    text = tmp_path / "info.txt"
+    text.write_text('x\nNegative prompt: y\nSteps: 20, Sampler: DPM++ 2M Karras, Lora hashes: "a: 1, b: 2"')
+    code, stdout, _ = run(capsys, "infotext", str(text))
+    assert json.loads(stdout) == {"Prompt": "x", "Negative prompt": "y", "Steps": "20",
+                                  "Sampler": "DPM++ 2M Karras", "Lora hashes": "a: 1, b: 2"}
+
+
+def test_models_lists_checkpoints_vaes_and_samplers(capsys, config):
+    code, stdout, _ = run(capsys, "models", "--config", str(config))
+    assert code == 0
+    assert "tiny-sd15" in stdout and "VAEs: auto, none" in stdout and "DPM++ 2M SDE" in stdout
+
+
+def test_tiny_model_writes_a_diffusers_folder(capsys, tmp_path):
+    code, stdout, _ = run(capsys, "tiny-model", str(tmp_path / "t"), "--family", "sd15")
+    assert code == 0 and (tmp_path / "t" / "model_index.json").exists()
+    code, _, err = run(capsys, "tiny-model", str(tmp_path / "t"))
+    assert code == 2 and "not empty" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["render", "cat", "--size", "65x64"], "width must be a multiple of 8"),
+        (["render", "cat", "--size", "big"], "size must look like WIDTHxHEIGHT"),
+        (["render", "cat", "--sampler", "Nope"], "unknown sampler 'Nope'; valid samplers:"),
+        (["render", "cat", "--steps", "0"], "steps must be from 1 to 150"),
+        (["render", "cat", "--out", "x.jpg"], "--out must name a .png file"),
+        (["render", "cat", "--model", "missing", "--steps", "1"], "unknown model 'missing'; available models:"),
+        (["render", "cat", "--vae", "missing", "--steps", "1", "--size", "64x64"], "unknown VAE 'missing'"),
+        (["infotext", "/nonexistent.png"], "cannot read /nonexistent.png"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2(capsys, config, args, message):
+    code, _, err = run(capsys, *args, *(["--config", str(config)] if args[0] == "render" else []))
+    assert code == 2
+    assert err.startswith("sdbot: error: ") and message in err
+    assert err.count("\n") == 1
+
+
+def test_bad_config_is_one_line_from_a_real_process(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[engine]\nwhat = 1\n")
+    proc = subprocess.run([sys.executable, "-m", "bot", "models", "--config", str(bad)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"sdbot: error: {bad}: unknown key [engine] what; allowed keys are " \
+                                  "documented in config.example.toml"
+    assert "Traceback" not in proc.stderr
