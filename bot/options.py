@@ -1,0 +1,138 @@
+"""Midjourney-style inline options in a prompt: `a cat --seed 5 --ar 2:3 --no text, blur --portrait`.
+
+Pure parsing, shared by /imagine, the edit modal and /preset save, so every path fails the same way. The
+prompt is the text before the first option; an option's value runs to the next option (so `--no text, blur`
+and `--sampler DPM++ 2M Karras` need no quotes; quotes are allowed). `--name` that is not an option names a
+preset. Discord's mobile keyboards turn `--` into an em dash, so `—seed` works too.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.errors import UserError
+
+_OPTION = re.compile(r"(?:^|(?<=\s))(?:--|—)([A-Za-z][\w-]*)")
+
+# option name (as typed) -> (request key, kind)
+ALIASES: dict[str, tuple[str, str]] = {
+    "seed": ("seed", "int"),
+    "steps": ("steps", "int"),
+    "cfg": ("cfg_scale", "float"),
+    "cfg-scale": ("cfg_scale", "float"),
+    "ar": ("aspect_ratio", "ratio"),
+    "aspect": ("aspect_ratio", "ratio"),
+    "size": ("size", "size"),
+    "no": ("negative_prompt", "text"),
+    "negative": ("negative_prompt", "text"),
+    "vae": ("vae", "text"),
+    "clip-skip": ("clip_skip", "int"),
+    "clipskip": ("clip_skip", "int"),
+    "sampler": ("sampler", "text"),
+    "schedule": ("schedule", "text"),
+    "model": ("model", "text"),
+    "batch": ("batch_size", "int"),
+    "preset": ("preset", "text"),
+}
+OPTION_NAMES = sorted({name for name in ALIASES if name not in ("cfg-scale", "aspect", "clipskip", "negative")})
+
+
+@dataclass(frozen=True)
+class InlineOptions:
+    """What a prompt carried: the bare prompt, typed options (request keys), and preset names in order."""
+
+    prompt: str
+    options: dict[str, Any] = field(default_factory=dict)
+    presets: tuple[str, ...] = ()
+
+
+def parse_inline(text: str) -> InlineOptions:
+    """Split `text` into prompt, options and preset names; a bad value is a `UserError` naming the option."""
+    matches = list(_OPTION.finditer(text))
+    prompt = text[: matches[0].start()] if matches else text
+    options: dict[str, Any] = {}
+    presets: list[str] = []
+    for i, m in enumerate(matches):
+        name = m.group(1).lower().replace("_", "-")
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+        raw = _unquote(text[m.end():end].strip())
+        if name not in ALIASES:
+            if raw:
+                raise UserError(
+                    f"unknown option --{m.group(1)}; options are --{', --'.join(OPTION_NAMES)} "
+                    f"(a bare --name uses your preset of that name)"
+                )
+            presets.append(m.group(1))
+            continue
+        key, kind = ALIASES[name]
+        if key == "preset":
+            if not raw:
+                raise UserError("--preset needs a preset name, e.g. --preset portrait")
+            presets.append(raw)
+            continue
+        options.update(convert(name, key, kind, raw))
+    return InlineOptions(prompt.strip(), options, tuple(presets))
+
+
+def convert(name: str, key: str, kind: str, raw: str) -> dict[str, Any]:
+    """One option's typed value; `UserError` says what the option takes."""
+    if raw == "" and kind != "text":
+        raise UserError(f"--{name} needs a value, e.g. --{name} {_EXAMPLES[kind]}")
+    if kind == "int":
+        try:
+            return {key: int(raw)}
+        except ValueError:
+            raise UserError(f"--{name} takes a whole number, e.g. --{name} 30 (got {raw!r})") from None
+    if kind == "float":
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise UserError(f"--{name} takes a number, e.g. --{name} 7.5 (got {raw!r})")
+        return {key: value}
+    if kind == "ratio":
+        return {key: parse_ratio(raw)}
+    if kind == "size":
+        width, height = parse_size_text(raw)
+        return {"width": width, "height": height}
+    return {key: raw}
+
+
+_EXAMPLES = {"int": "30", "float": "7.5", "ratio": "2:3", "size": "512x768", "text": "..."}
+
+
+def parse_ratio(raw: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d{1,4})\s*[:/x]\s*(\d{1,4})\s*", raw)
+    if not m or not int(m.group(1)) or not int(m.group(2)):
+        raise UserError(f"--ar takes an aspect ratio such as 2:3 or 16:9 (got {raw!r})")
+    w, h = int(m.group(1)), int(m.group(2))
+    if max(w / h, h / w) > 4:
+        raise UserError(f"--ar {w}:{h} is too extreme; ratios from 1:4 to 4:1 are allowed")
+    return w, h
+
+
+def parse_size_text(raw: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d{1,5})\s*[x×*]\s*(\d{1,5})\s*", raw.lower())
+    if not m:
+        raise UserError(f"size takes WIDTHxHEIGHT, e.g. 512x768 (got {raw!r})")
+    return int(m.group(1)), int(m.group(2))
+
+
+def size_for_ratio(ratio: tuple[int, int], pixels: int) -> tuple[int, int]:
+    """The size with `ratio` and about `pixels` pixels, sides multiples of 8 (as Midjourney's --ar keeps area)."""
+    w, h = ratio
+    height = math.sqrt(pixels * h / w)
+    width = height * w / h
+    return max(64, round(width / 8) * 8), max(64, round(height / 8) * 8)
+
+
+def _unquote(raw: str) -> str:
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'“”":
+        return raw[1:-1].strip()
+    if len(raw) >= 2 and raw[0] == "“" and raw[-1] == "”":
+        return raw[1:-1].strip()
+    return raw

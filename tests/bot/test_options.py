@@ -1,0 +1,77 @@
+"""Inline options: Midjourney's syntax, typed values, clear errors (plain tables and hypothesis)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bot.errors import UserError
+from bot.options import parse_inline, size_for_ratio
+
+
+@pytest.mark.parametrize(
+    ("text", "prompt", "options", "presets"),
+    [
+        ("a cat", "a cat", {}, ()),
+        ("a cat --seed 5 --steps 30 --cfg 6", "a cat", {"seed": 5, "steps": 30, "cfg_scale": 6.0}, ()),
+        ("a cat --ar 2:3", "a cat", {"aspect_ratio": (2, 3)}, ()),
+        ("a cat --no text, blur", "a cat", {"negative_prompt": "text, blur"}, ()),
+        ('x --sampler "DPM++ 2M Karras" --vae anime', "x", {"sampler": "DPM++ 2M Karras", "vae": "anime"}, ()),
+        ("x --sampler DPM++ 2M Karras --clip-skip 2", "x", {"sampler": "DPM++ 2M Karras", "clip_skip": 2}, ()),
+        ("x --preset portrait --anime", "x", {}, ("portrait", "anime")),
+        ("x --size 512x768 --batch 2", "x", {"width": 512, "height": 768, "batch_size": 2}, ()),
+        ("x —seed 9", "x", {"seed": 9}, ()),
+        ("a--b c", "a--b c", {}, ()),
+        ("--seed 1", "", {"seed": 1}, ()),
+        ("x --seed 1 --seed 2", "x", {"seed": 2}, ()),
+        ("x --SEED 3 --model sd15", "x", {"seed": 3, "model": "sd15"}, ()),
+    ],
+)
+def test_parse_inline(text, prompt, options, presets):
+    parsed = parse_inline(text)
+    assert (parsed.prompt, parsed.options, parsed.presets) == (prompt, options, presets)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("x --seed abc", "--seed takes a whole number, e.g. --seed 30 (got 'abc')"),
+        ("x --cfg lots", "--cfg takes a number"),
+        ("x --cfg nan", "--cfg takes a number"),
+        ("x --ar wide", "--ar takes an aspect ratio such as 2:3"),
+        ("x --ar 9:1", "too extreme"),
+        ("x --steps", "--steps needs a value"),
+        ("x --bogus 3", "unknown option --bogus; options are --ar, --batch"),
+        ("x --preset", "--preset needs a preset name"),
+        ("x --size big", "size takes WIDTHxHEIGHT"),
+    ],
+)
+def test_bad_options_say_what_is_allowed(text, message):
+    with pytest.raises(UserError) as err:
+        parse_inline(text)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(("ratio", "size"), [((1, 1), (512, 512)), ((2, 3), (416, 624)), ((16, 9), (680, 384))])
+def test_aspect_ratio_keeps_the_area(ratio, size):
+    assert size_for_ratio(ratio, 512 * 512) == size
+
+
+@given(st.text(max_size=80))
+def test_any_text_parses_or_gives_a_user_error(text):
+    try:
+        parsed = parse_inline(text)
+    except UserError as err:
+        assert str(err) and "\n" not in str(err)
+    else:
+        assert isinstance(parsed.prompt, str)
+        assert parsed.prompt == parsed.prompt.strip()
+
+
+@given(prompt=st.text(st.characters(blacklist_characters="-—\"'“”", blacklist_categories=["Cs"]), max_size=40),
+       seed=st.integers(0, 2**32 - 1), steps=st.integers(1, 150), cfg=st.floats(1, 30), batch=st.integers(1, 4))
+def test_options_round_trip(prompt, seed, steps, cfg, batch):
+    parsed = parse_inline(f"{prompt} --seed {seed} --steps {steps} --cfg {cfg!r} --batch {batch}")
+    assert parsed.prompt == prompt.strip()
+    assert parsed.options == {"seed": seed, "steps": steps, "cfg_scale": cfg, "batch_size": batch}
