@@ -45,6 +45,7 @@ class EngineSection(_Section):
 
 class DatabaseSection(_Section):
     url: str = ""
+    max_presets_per_user: Annotated[int, Field(ge=1, le=1000)] = 50
 
 
 class DiscordSection(_Section):
@@ -53,6 +54,13 @@ class DiscordSection(_Section):
     gateway_url: str = "wss://gateway.discord.gg/"
     guild_ids: list[Annotated[int, Field(ge=0)]] = []
     command_sync: bool = True
+    outputs_dir: str = "outputs"
+    cooldown_s: Annotated[float, Field(ge=0, le=3600)] = 2.0
+    edits_per_channel: Annotated[int, Field(ge=1, le=50)] = 1
+    edit_period_s: Annotated[float, Field(gt=0, le=60)] = 1.5
+    api_calls_per_s: Annotated[int, Field(ge=1, le=50)] = 40
+    preview_period_s: Annotated[float, Field(ge=1, le=120)] = 4.0
+    token_lifetime_s: Annotated[float, Field(gt=0, le=900)] = 870.0
 
 
 class Settings(_Section):
@@ -100,6 +108,10 @@ class Config:
             threads=e.threads,
             batch_mode=e.batch_mode,
         )
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.resolve(self.settings.discord.outputs_dir)
 
     @property
     def database_url(self) -> str:

@@ -1,0 +1,89 @@
+"""The option keys a preset, the guild defaults or a job may hold, and their validation.
+
+Keys are exactly `GenerationRequest`'s field names plus `prompt_prefix` / `prompt_suffix`; values are plain JSON
+types. Validation reuses the engine's own checks (`GenerationRequest` construction) one option at a time, so a
+refused value gets a message that names the option and says what is allowed, in the engine's words.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from bot.store.errors import InvalidOptions
+from engine.config import Limits
+from engine.errors import EngineError
+from engine.request import GenerationRequest
+from engine.samplers import normalize_sampler
+
+REQUEST_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(GenerationRequest) if f.name != "limits")
+PROMPT_PARTS: tuple[str, ...] = ("prompt_prefix", "prompt_suffix")
+OPTION_KEYS: tuple[str, ...] = (*REQUEST_FIELDS, *PROMPT_PARTS)
+
+_TEXT = {"prompt", "negative_prompt", "sampler", "schedule", "vae", "model", *PROMPT_PARTS}
+_INT = {"steps", "seed", "width", "height", "batch_size", "clip_skip"}
+_FLOAT = {"cfg_scale"}
+
+
+def validate_options(
+    options: Any, *, limits: Limits = Limits(), what: str = "option", allow_prompt_parts: bool = True
+) -> dict[str, Any]:
+    """A checked, normalized copy of `options`, or `InvalidOptions` naming the first bad option.
+
+    Normalization: the sampler is stored in its canonical spelling, and an old combined name ("DPM++ 2M
+    Karras") is split into `sampler` + `schedule`; a float CFG that is whole stays a float; `None` values are
+    dropped (they mean "not set").
+    """
+    if not isinstance(options, Mapping):
+        raise InvalidOptions(f"{what}s must be a mapping of option names to values")
+    allowed = OPTION_KEYS if allow_prompt_parts else REQUEST_FIELDS
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if key not in allowed:
+            raise InvalidOptions(f"unknown {what} {key!r}; allowed: {', '.join(allowed)}")
+        if value is None:
+            continue
+        out[key] = _check_value(key, value, limits, what)
+    if "sampler" in out or "schedule" in out:
+        sampler = out.get("sampler", "Euler a")
+        try:
+            name, schedule = normalize_sampler(sampler, out.get("schedule", "Automatic"))
+        except EngineError as exc:
+            raise InvalidOptions(f"invalid {what} sampler: {exc}") from None
+        if "sampler" in out:
+            out["sampler"] = name
+            if "schedule" in out or schedule != "Automatic":
+                out["schedule"] = schedule
+        else:
+            out["schedule"] = schedule
+    if "width" in out and "height" in out:
+        try:
+            GenerationRequest(prompt="", width=out["width"], height=out["height"], limits=limits)
+        except EngineError as exc:
+            raise InvalidOptions(f"invalid {what} width/height: {exc}") from None
+    return out
+
+
+def _check_value(key: str, value: Any, limits: Limits, what: str) -> Any:
+    if key in _TEXT and not isinstance(value, str):
+        raise InvalidOptions(f"{what} {key} must be text (got {type(value).__name__})")
+    if key in _INT and (isinstance(value, bool) or not isinstance(value, int)):
+        raise InvalidOptions(f"{what} {key} must be a whole number (got {value!r})")
+    if key in _FLOAT:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidOptions(f"{what} {key} must be a number (got {value!r})")
+        value = float(value)
+    if key in PROMPT_PARTS:
+        if len(value) > limits.max_prompt_chars:
+            raise InvalidOptions(
+                f"{what} {key} is {len(value)} characters long; the limit is {limits.max_prompt_chars}"
+            )
+        return value
+    if key in ("sampler", "schedule"):
+        return value  # checked together in validate_options
+    try:
+        GenerationRequest(**{"prompt": "", key: value}, limits=limits)
+    except EngineError as exc:
+        raise InvalidOptions(f"invalid {what} {key}: {exc}") from None
+    return value
