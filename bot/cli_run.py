@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import signal
 
-from bot.config import load_config
+from bot.config import Config, load_config
 from bot.errors import UserError
 
 
@@ -19,16 +21,52 @@ def add_parsers(sub) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.check:
-        from engine.models import ModelLibrary
-
-        library = ModelLibrary(config.engine_config())
-        checkpoint = library.checkpoint("")
-        print(f"config ok ({config.source or 'embedded defaults'}); default model: {checkpoint.name}")
-        return 0
+        return asyncio.run(_check(config))
     token_env = config.settings.discord.token_env
-    if not os.environ.get(token_env):
+    token = os.environ.get(token_env, "").strip()
+    if not token:
         raise UserError(
             f"no Discord bot token: set the {token_env} environment variable "
-            f"(Discord Developer Portal > your application > Bot > Reset Token)"
+            f"(Discord Developer Portal > your application > Bot > Reset Token); see README.md"
         )
-    raise UserError("the Discord front end is not built yet; try `sdbot render` meanwhile")
+    asyncio.run(_run(config, token))
+    return 0
+
+
+async def _run(config: Config, token: str) -> None:
+    import discord
+
+    from bot.runner import serve
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await serve(config, token, stop)
+    except discord.LoginFailure:
+        raise UserError(f"Discord refused the token in {config.settings.discord.token_env}; reset it in "
+                        "the Developer Portal and try again") from None
+    except discord.PrivilegedIntentsRequired:
+        raise UserError("Discord refused a privileged intent; sdbot needs none, check the application") from None
+
+
+async def _check(config: Config) -> int:
+    from bot.store import migrate
+    from bot.store.db import make_engine, ping
+    from engine.models import ModelLibrary
+
+    db = make_engine(config.database_url)
+    try:
+        await ping(db)
+        await migrate.upgrade(db)
+        pending = await migrate.check(db)
+    finally:
+        await db.dispose()
+    library = ModelLibrary(config.engine_config())
+    checkpoint = library.checkpoint("")
+    print(f"config ok ({config.source or 'embedded defaults'})")
+    print(f"database ok ({len(pending)} differences between models and migrations)")
+    print(f"models ok: default {checkpoint.name}, {len(library.checkpoints())} checkpoints, "
+          f"{len(library.vaes())} VAEs")
+    return 0

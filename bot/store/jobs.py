@@ -91,6 +91,11 @@ async def find(s: AsyncSession, job_id: int) -> Job | None:
     return await s.get(Job, job_id)
 
 
+async def find_by_message(s: AsyncSession, message_id: int) -> Job | None:
+    """The job whose images (or progress) a Discord message shows."""
+    return (await s.execute(select(Job).where(Job.message_id == message_id).limit(1))).scalars().first()
+
+
 async def get(s: AsyncSession, job_id: int, *, for_update: bool = False) -> Job:
     """The job, or `JobNotFound`; `for_update` locks the row (PostgreSQL) for a read-modify-write."""
     if for_update:

@@ -1,0 +1,101 @@
+"""`SdBot`: the discord.py client, its command tree's one error handler, and start-up wiring.
+
+Long-lived resources (database sessions, the engine worker, the job service) are built by `bot.runner` and
+handed in; `setup_hook` loads the feature areas (`bot.exts.*`), registers the persistent job buttons, syncs
+commands where configured and picks up jobs a previous run left unfinished.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import discord
+from asyncio_throttle import Throttler
+from discord import app_commands
+from discord.ext import commands
+
+from bot.config import Config
+from bot.errors import UserError
+from bot.services import Services
+from bot.store.errors import StoreError
+from engine.errors import EngineError
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("bot.exts.imagine", "bot.exts.presets", "bot.exts.info")
+USER_ERRORS = (UserError, EngineError, StoreError)
+
+
+def user_message(error: BaseException) -> str:
+    """What the user sees for an error: ours verbatim, anything else as an id to quote (the input is kept)."""
+    while isinstance(error, (app_commands.CommandInvokeError, app_commands.TransformerError)) and error.__cause__:
+        error = error.__cause__
+    if isinstance(error, USER_ERRORS):
+        return f"⚠️ {error}"
+    if isinstance(error, app_commands.CommandOnCooldown):
+        return f"⚠️ you're going fast: try again in {error.retry_after:.0f} s"
+    if isinstance(error, app_commands.CheckFailure):
+        return f"⚠️ {error}" if str(error) else "⚠️ you can't use this here"
+    error_id = uuid.uuid4().hex[:8]
+    log.error("unexpected error %s", error_id, exc_info=error)
+    return f"something went wrong (error id {error_id}); nothing you typed was lost, please try again"
+
+
+async def reply_error(interaction: discord.Interaction, error: BaseException) -> None:
+    """Tell the user ephemerally, whether or not the interaction was answered already."""
+    text = user_message(error)[:2000]
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True)
+        else:
+            await interaction.response.send_message(text, ephemeral=True)
+    except discord.HTTPException:
+        log.warning("could not report an error to the user", exc_info=True)
+
+
+class SdTree(app_commands.CommandTree):
+    async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        await reply_error(interaction, error)
+
+
+class SdBot(commands.Bot):
+    def __init__(self, config: Config, services: Services) -> None:
+        intents = discord.Intents.none()
+        intents.guilds = True
+        super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None,
+                         tree_cls=SdTree, guild_ready_timeout=0.05,
+                         allowed_mentions=discord.AllowedMentions(users=True, everyone=False, roles=False))
+        self.config = config
+        self.services = services
+        settings = config.settings.discord
+        # discord.py already honours Discord's buckets; this caps our own REST calls beyond that.
+        self.api_throttle = Throttler(rate_limit=settings.api_calls_per_s, period=1.0)
+        self._channel_throttles: dict[int, Throttler] = {}
+        self.recovered: tuple[int, int] | None = None
+
+    def channel_throttle(self, channel_id: int) -> Throttler:
+        if channel_id not in self._channel_throttles:
+            s = self.config.settings.discord
+            self._channel_throttles[channel_id] = Throttler(rate_limit=s.edits_per_channel, period=s.edit_period_s)
+        return self._channel_throttles[channel_id]
+
+    async def setup_hook(self) -> None:
+        for name in EXTENSIONS:
+            await self.load_extension(name)
+        settings = self.config.settings.discord
+        if settings.command_sync:
+            if settings.guild_ids:
+                for guild_id in settings.guild_ids:
+                    guild = discord.Object(id=guild_id)
+                    self.tree.copy_global_to(guild=guild)
+                    await self.tree.sync(guild=guild)
+            else:
+                await self.tree.sync()
+
+    async def on_ready(self) -> None:
+        log.info("connected as %s (%s)", self.user, self.user.id if self.user else "?")
+        if self.recovered is None:
+            self.recovered = await self.services.jobs.recover()
+            if any(self.recovered):
+                log.info("recovered %d jobs to re-run and %d to post", *self.recovered)

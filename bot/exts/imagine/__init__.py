@@ -1,0 +1,13 @@
+"""/imagine, its progress message and the result buttons."""
+
+from bot.exts.imagine._cog import Imagine
+from bot.exts.imagine._delivery import DiscordJobListener
+from bot.exts.imagine._views import JobButton
+
+
+async def setup(bot) -> None:
+    bot.add_dynamic_items(JobButton)
+    # Jobs a previous run left unfinished report to their channel, mentioning their owner.
+    bot.services.jobs.recovery_listener = lambda job: DiscordJobListener(
+        bot, user_id=job.user_id, channel_id=job.channel_id, guild_id=job.guild_id, resumed=True)
+    await bot.add_cog(Imagine(bot))

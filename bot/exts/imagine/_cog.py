@@ -1,0 +1,202 @@
+"""/imagine and the job buttons. Each handler: check, parse (pure helpers), call a service, reply."""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.errors import UserError
+from bot.exts.imagine import _format
+from bot.exts.imagine._delivery import DiscordJobListener
+from bot.exts.imagine._views import EditModal, SavePresetModal
+from bot.options import parse_inline, parse_size_text
+from bot.services.jobs import Requester
+from bot.store.models import Job
+from engine.models import ModelLibrary
+from engine.samplers import sampler_labels
+
+log = logging.getLogger(__name__)
+
+SIZES = ["512x512", "512x768", "768x512", "640x640", "768x768", "832x1216", "1216x832", "1024x1024"]
+
+
+def options_text(options: dict[str, Any], seed: int | None = None) -> str:
+    """A job's options in the inline syntax, to prefill the edit modal (parsed back by `parse_inline`)."""
+    sampler = options["sampler"] if options.get("schedule", "Automatic") == "Automatic" else \
+        f"{options['sampler']} {options['schedule']}"
+    parts = [f"--steps {options['steps']}", f"--cfg {options['cfg_scale']:g}", f"--sampler {sampler}",
+             f"--size {options['width']}x{options['height']}", f"--clip-skip {options['clip_skip']}",
+             f"--vae {options['vae']}", f"--batch {options['batch_size']}",
+             f"--seed {seed if seed is not None else options['seed']}"]
+    if options.get("model"):
+        parts.append(f"--model {options['model']}")
+    return " ".join(parts)
+
+
+def is_moderator(interaction: discord.Interaction) -> bool:
+    perms = interaction.permissions
+    return bool(perms and (perms.manage_messages or perms.administrator))
+
+
+class Imagine(commands.Cog):
+    def __init__(self, bot) -> None:
+        self.bot = bot
+        self._last_command: dict[int, float] = {}
+
+    @property
+    def services(self):
+        return self.bot.services
+
+    # --- /imagine --------------------------------------------------------------------------------------
+    @app_commands.command(name="imagine", description="Draw an image from a prompt (A1111 syntax, --options)")
+    @app_commands.describe(
+        prompt="What to draw; may end with options like --ar 2:3 --seed 5 --no text --steps 30 --<preset>",
+        negative="What to avoid (negative prompt)",
+        preset="One of your presets",
+        steps="Denoising steps",
+        cfg="CFG scale: how closely to follow the prompt",
+        sampler="A1111 sampler name, e.g. DPM++ 2M Karras",
+        seed="Seed (-1 = random)",
+        size="WIDTHxHEIGHT, e.g. 512x768",
+        clip_skip="CLIP skip (1 = last layer, 2 = usual for anime models)",
+        vae="auto, none, or a VAE name",
+        model="Checkpoint name",
+        batch="Images to make",
+    )
+    async def imagine(
+        self, interaction: discord.Interaction, prompt: app_commands.Range[str, 1, 4000],
+        negative: app_commands.Range[str, 0, 4000] | None = None, preset: str | None = None,
+        steps: app_commands.Range[int, 1, 1000] | None = None, cfg: app_commands.Range[float, 1.0, 30.0] | None = None,
+        sampler: str | None = None, seed: app_commands.Range[int, -1, 4294967295] | None = None,
+        size: str | None = None, clip_skip: app_commands.Range[int, 1, 12] | None = None,
+        vae: str | None = None, model: str | None = None, batch: app_commands.Range[int, 1, 16] | None = None,
+    ) -> None:
+        typed: dict[str, Any] = dict(negative_prompt=negative, steps=steps, cfg_scale=cfg, sampler=sampler,
+                                     seed=seed, clip_skip=clip_skip, vae=vae, model=model, batch_size=batch)
+        if size is not None:
+            typed["width"], typed["height"] = parse_size_text(size)
+        await self.run_prompt(interaction, prompt, typed, [preset] if preset else [])
+
+    async def run_prompt(self, interaction: discord.Interaction, text: str, typed: dict[str, Any],
+                         typed_presets: list[str]) -> None:
+        """Shared by /imagine, the edit modal and re-roll: inline options, presets, typed options (which win)."""
+        self._cooldown(interaction.user.id)
+        inline = parse_inline(text)
+        merged = {**inline.options, **{k: v for k, v in typed.items() if v is not None}}
+        if inline.prompt:
+            merged["prompt"] = inline.prompt
+        command = await self.services.presets.resolve_command(
+            interaction.user.id, interaction.guild_id, [*inline.presets, *typed_presets], merged)
+        await self.services.jobs.check_capacity(interaction.user.id)
+        await interaction.response.defer(thinking=True)
+        await self._submit(interaction, command.request, command.sources)
+
+    async def _submit(self, interaction: discord.Interaction, request, sources: dict[str, str]) -> Job | None:
+        who = Requester(interaction.user.id, interaction.guild_id, interaction.channel_id, interaction.id,
+                        is_moderator=is_moderator(interaction))
+        listener = DiscordJobListener(self.bot, user_id=who.user_id, channel_id=interaction.channel_id,
+                                      guild_id=interaction.guild_id, interaction=interaction,
+                                      previews=self.bot.config.engine_config().preview_every > 0)
+        try:
+            return await self.services.jobs.submit(who, request, listener, sources=sources)
+        except UserError as exc:  # the queue filled up since the check: the thinking message says why
+            await interaction.edit_original_response(content=f"⚠️ {exc}")
+            return None
+
+    def _cooldown(self, user_id: int) -> None:
+        period = self.bot.config.settings.discord.cooldown_s
+        now = time.monotonic()
+        last = self._last_command.get(user_id)
+        if last is not None and now - last < period:
+            raise UserError(f"you're going fast: wait {period - (now - last):.1f} s before the next image")
+        self._last_command[user_id] = now
+
+    # --- autocomplete ----------------------------------------------------------------------------------
+    @imagine.autocomplete("sampler")
+    async def _sampler_choices(self, interaction: discord.Interaction, current: str):
+        return _choices(sampler_labels(), current)
+
+    @imagine.autocomplete("size")
+    async def _size_choices(self, interaction: discord.Interaction, current: str):
+        return _choices(SIZES, current)
+
+    @imagine.autocomplete("vae")
+    async def _vae_choices(self, interaction: discord.Interaction, current: str):
+        library = ModelLibrary(self.bot.config.engine_config())
+        return _choices(["auto", "none"] + [v.name for v in library.vaes()], current)
+
+    @imagine.autocomplete("model")
+    async def _model_choices(self, interaction: discord.Interaction, current: str):
+        library = ModelLibrary(self.bot.config.engine_config())
+        return _choices([c.name for c in library.checkpoints()], current)
+
+    @imagine.autocomplete("preset")
+    async def _preset_choices(self, interaction: discord.Interaction, current: str):
+        return _choices(await self.services.presets.names(interaction.user.id, current), current)
+
+    # --- buttons ---------------------------------------------------------------------------------------
+    async def on_job_button(self, interaction: discord.Interaction, job_id: int, action: str) -> None:
+        job = await self.services.jobs.get(job_id)
+        if action == "reroll":
+            request = self._request_of(job).replace(seed=-1)
+            self._cooldown(interaction.user.id)
+            await self.services.jobs.check_capacity(interaction.user.id)
+            await interaction.response.defer(thinking=True)
+            await self._submit(interaction, request, {**(job.sources or {}), "seed": "re-roll"})
+        elif action == "edit":
+            options = dict(job.request)
+            await interaction.response.send_modal(EditModal(
+                job.id, options.get("prompt", ""), options.get("negative_prompt", ""),
+                options_text(options, job.seed), self._on_edit))
+        elif action == "save":
+            await interaction.response.send_modal(SavePresetModal(job.id, lambda i, name: self._on_save(i, job, name)))
+        elif action == "info":
+            await interaction.response.send_message(**self._info_message(job), ephemeral=True)
+        elif action == "delete":
+            if job.user_id != interaction.user.id and not is_moderator(interaction):
+                raise UserError("only the person who made this image or a moderator can delete it")
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            await self.services.jobs.delete_files(job)
+            if interaction.message is not None:
+                await interaction.message.delete()
+            await interaction.followup.send(f"🗑️ deleted job #{job.id}'s images", ephemeral=True)
+
+    def _request_of(self, job: Job):
+        from engine.request import GenerationRequest
+
+        return GenerationRequest(**job.request, limits=self.bot.config.engine_config().limits)
+
+    async def _on_edit(self, interaction: discord.Interaction, prompt: str, negative: str, options: str) -> None:
+        typed = {"negative_prompt": negative}
+        await self.run_prompt(interaction, f"{prompt} {options}", typed, [])
+
+    async def _on_save(self, interaction: discord.Interaction, job: Job, name: str) -> None:
+        keep = {k: v for k, v in job.request.items() if k != "seed"}
+        result = await self.services.presets.save(interaction.user.id, name, keep)
+        verb = "created" if result.created else "updated"
+        await interaction.response.send_message(
+            f"💾 preset **{result.preset.name}** {verb}: use it with `--{result.preset.name}` or "
+            f"`/imagine preset:{result.preset.name}`", ephemeral=True)
+
+    def _info_message(self, job: Job) -> dict[str, Any]:
+        from engine.infotext import read_png_infotext
+
+        files = self.services.jobs.files_of(job)
+        text = read_png_infotext(files[0].read_bytes()) if files else None
+        embed = _format.parameters_embed(job.id, job.request, job.sources or {},
+                                         [job.seed] if job.seed is not None else None)
+        content = f"```\n{_format.clip(text, 1900)}\n```" if text else "(the image files are gone)"
+        return {"content": content, "embed": embed}
+
+
+def _choices(values: list[str], current: str) -> list[app_commands.Choice[str]]:
+    current = current.lower()
+    ranked = [v for v in values if v.lower().startswith(current)] + \
+             [v for v in values if current in v.lower() and not v.lower().startswith(current)]
+    return [app_commands.Choice(name=v[:100], value=v[:100]) for v in ranked[:25]]

@@ -1,0 +1,89 @@
+"""Text and embeds for jobs: progress lines, the parameters embed, queue listings. Pure, within Discord's limits."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import discord
+
+CONTENT_LIMIT = 2000
+SHOWN_SOURCES = {"default": None}  # sources not worth showing
+
+_FIELDS = (
+    ("Steps", "steps"), ("Sampler", "sampler"), ("CFG scale", "cfg_scale"), ("Seed", "seed"), ("Size", "size"),
+    ("CLIP skip", "clip_skip"), ("VAE", "vae"), ("Model", "model"), ("Batch", "batch_size"),
+)
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def progress_line(job_id: int, state: str, *, position: int | None = None, step: int | None = None,
+                  total: int | None = None) -> str:
+    if state == "queued":
+        ahead = "next up" if position <= 1 else f"position {position}"
+        return f"⏳ Job #{job_id} queued: {ahead}"
+    if state == "step" and step is not None and total:
+        filled = round(10 * step / total)
+        return f"🎨 Job #{job_id} rendering: {step}/{total} `{'█' * filled}{'░' * (10 - filled)}`"
+    if state == "started":
+        return f"🎨 Job #{job_id} rendering…"
+    if state == "resumed":
+        return f"🔁 Job #{job_id} resumed after a restart"
+    return f"Job #{job_id}: {state}"
+
+
+def _value(key: str, options: Mapping[str, Any], seeds: list[int] | None) -> str:
+    if key == "size":
+        return f"{options['width']}x{options['height']}"
+    if key == "sampler":
+        schedule = options.get("schedule", "Automatic")
+        return options["sampler"] if schedule == "Automatic" else f"{options['sampler']} ({schedule})"
+    if key == "seed" and seeds:
+        return ", ".join(str(s) for s in seeds) if len(seeds) <= 4 else f"{seeds[0]} … {seeds[-1]}"
+    if key == "model":
+        return options.get("model") or "default"
+    value = options.get(key)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _source(key: str, sources: Mapping[str, str]) -> str | None:
+    keys = ("width", "height") if key == "size" else (key,)
+    found = [sources.get(k) for k in keys if sources.get(k) not in (None, "default")]
+    return found[0] if found else None
+
+
+def parameters_embed(job_id: int, options: Mapping[str, Any], sources: Mapping[str, str],
+                     seeds: list[int] | None = None, user: str | None = None) -> discord.Embed:
+    """The parameters of a job, each with where it came from when not a default (Discord's embed limits kept)."""
+    embed = discord.Embed(title=clip(f"Job #{job_id}", 256), description=clip(options.get("prompt", ""), 4096),
+                          colour=discord.Colour.blurple())
+    if options.get("negative_prompt"):
+        embed.add_field(name="Negative prompt", value=clip(options["negative_prompt"], 1024), inline=False)
+    for label, key in _FIELDS:
+        if key == "batch_size" and options.get(key, 1) == 1:
+            continue
+        value = _value(key, options, seeds)
+        source = _source(key, sources)
+        text = f"{value}\n-# {source}" if source else value
+        embed.add_field(name=label, value=clip(text, 1024), inline=True)
+    if user:
+        embed.set_footer(text=clip(f"requested by {user}", 2048))
+    return embed
+
+
+def sources_summary(sources: Mapping[str, str]) -> str:
+    """One line naming the presets and caps that shaped a request (the embed has the details)."""
+    labels = sorted({v for v in sources.values() if v not in ("default", "command")})
+    return "from " + ", ".join(labels) if labels else ""
+
+
+def final_content(job_id: int, mention: str | None, note: str | None, count: int) -> str:
+    head = f"{mention} " if mention else ""
+    what = "your image is ready" if count == 1 else f"your {count} images are ready"
+    text = f"{head}✅ Job #{job_id}: {what}"
+    if note:
+        text += f"\n-# {note}"
+    return clip(text, CONTENT_LIMIT)

@@ -1,0 +1,109 @@
+"""/queue (your jobs, with cancel buttons), /models, /info (what made an image) and the "Image info" menu."""
+
+from __future__ import annotations
+
+import re
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.app import reply_error
+from bot.errors import UserError
+from bot.exts.imagine import _format
+from engine.models import ModelLibrary
+from engine.samplers import SCHEDULES, sampler_names
+
+_JOB_IN_MESSAGE = re.compile(r"Job #(\d+)")
+
+
+def is_moderator(interaction: discord.Interaction) -> bool:
+    perms = interaction.permissions
+    return bool(perms and (perms.manage_messages or perms.administrator))
+
+
+class CancelButton(discord.ui.DynamicItem[discord.ui.Button], template=r"sdbot:cancel:(?P<job>[0-9]{1,19})"):
+    def __init__(self, job_id: int) -> None:
+        super().__init__(discord.ui.Button(label=f"Cancel #{job_id}", emoji="✖️", style=discord.ButtonStyle.danger,
+                                           custom_id=f"sdbot:cancel:{job_id}"))
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction, item, match) -> "CancelButton":
+        return cls(int(match["job"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        try:
+            jobs = interaction.client.services.jobs
+            done = await jobs.cancel(self.job_id, interaction.user.id, is_moderator=is_moderator(interaction))
+            text = f"✖️ job #{self.job_id} cancelled" if done else f"job #{self.job_id} is no longer waiting or running"
+            await interaction.response.send_message(text, ephemeral=True)
+        except Exception as exc:  # noqa: BLE001 - every error becomes a reply
+            await reply_error(interaction, exc)
+
+
+class Info(commands.Cog):
+    def __init__(self, bot) -> None:
+        self.bot = bot
+        self.menu = app_commands.ContextMenu(name="Image info", callback=self.image_info_menu)
+        bot.tree.add_command(self.menu)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
+
+    @app_commands.command(name="queue", description="Your waiting and running jobs")
+    async def queue(self, interaction: discord.Interaction) -> None:
+        active = await self.bot.services.jobs.active_for(interaction.user.id)
+        if not active:
+            await interaction.response.send_message("you have no jobs waiting or running", ephemeral=True)
+            return
+        lines, view = [], discord.ui.View(timeout=None)
+        for job, position in active:
+            where = "rendering" if job.status == "running" else (
+                "waiting for review" if job.status == "awaiting_review" else
+                f"position {position}" if position else "queued")
+            lines.append(f"#{job.id} · {where} · {_format.clip(job.request.get('prompt', ''), 80)}")
+            if len(view.children) < 25:
+                view.add_item(CancelButton(job.id))
+        await interaction.response.send_message("\n".join(lines)[:2000], view=view, ephemeral=True)
+
+    @app_commands.command(name="models", description="Checkpoints, VAEs and samplers you can use")
+    async def models(self, interaction: discord.Interaction) -> None:
+        library = ModelLibrary(self.bot.config.engine_config())
+        embed = discord.Embed(title="Models", colour=discord.Colour.blurple())
+        checkpoints = [c.name for c in library.checkpoints()] or ["(none installed: the tiny demo model)"]
+        embed.add_field(name="Checkpoints", value=_format.clip("\n".join(checkpoints), 1024), inline=False)
+        embed.add_field(name="VAEs", value=_format.clip("\n".join(["auto", "none"] + [v.name for v in library.vaes()]),
+                                                        1024), inline=False)
+        embed.add_field(name="Samplers", value=_format.clip(", ".join(sampler_names()), 1024), inline=False)
+        embed.add_field(name="Schedule types", value=", ".join(SCHEDULES), inline=False)
+        await interaction.response.send_message(embed=embed, ephemeral=True)
+
+    @app_commands.command(name="info", description="What made an image: give its job number or message id")
+    @app_commands.describe(id="The job number (#12) or the image message's id")
+    async def info(self, interaction: discord.Interaction, id: str) -> None:
+        job_id = await self._job_id(interaction, id.strip().lstrip("#"))
+        await self._send_info(interaction, job_id)
+
+    async def image_info_menu(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        match = _JOB_IN_MESSAGE.search(message.content or "") or next(
+            (m for e in message.embeds if (m := _JOB_IN_MESSAGE.search(e.title or ""))), None)
+        if match is None:
+            raise UserError("that message is not an sdbot image")
+        await self._send_info(interaction, int(match.group(1)))
+
+    async def _job_id(self, interaction: discord.Interaction, text: str) -> int:
+        if not text.isdigit():
+            raise UserError(f"give a job number such as 12, or a message id (got {text!r})")
+        value = int(text)
+        if value < 1 << 22:  # small numbers are job ids; snowflakes are huge
+            return value
+        job = await self.bot.services.jobs.by_message(value)
+        if job is None:
+            raise UserError("no sdbot image has that message id")
+        return job.id
+
+    async def _send_info(self, interaction: discord.Interaction, job_id: int) -> None:
+        cog = self.bot.get_cog("Imagine")
+        job = await self.bot.services.jobs.get(job_id)
+        await interaction.response.send_message(**cog._info_message(job), ephemeral=True)

@@ -1,0 +1,72 @@
+"""`sdbot run`'s code path: open the database (migrating it), start the engine worker, build the services and
+run the bot until stopped. Tests drive this same path against the local Discord stand-in."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from bot.config import Config
+from bot.discord_endpoints import point_discord_at
+from bot.services import Services
+from bot.services.jobs import JobService
+from bot.services.presets import PresetService
+from bot.store import migrate
+from bot.store.db import make_engine, make_sessions, ping
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.asynccontextmanager
+async def open_services(config: Config) -> AsyncIterator[Services]:
+    """Database (migrated to head), engine worker and services; everything closed on exit."""
+    from engine.worker import Worker
+
+    engine_config = config.engine_config()
+    db = make_engine(config.database_url)
+    try:
+        await ping(db)
+        await migrate.upgrade(db)
+        sessions = make_sessions(db)
+        worker = Worker(engine_config)
+        worker.start()
+        try:
+            jobs = JobService(sessions, worker, config.outputs_dir, limits=engine_config.limits,
+                              max_active_per_user=engine_config.max_queued_per_user)
+            presets = PresetService(sessions, limits=engine_config.limits,
+                                    max_per_user=config.settings.database.max_presets_per_user)
+            yield Services(config, db, sessions, worker, jobs, presets)
+            await jobs.close()
+        finally:
+            await worker.close()
+    finally:
+        await db.dispose()
+
+
+async def serve(config: Config, token: str, stop: asyncio.Event | None = None,
+                started: asyncio.Future | None = None) -> None:
+    """Run the bot until `stop` is set (or forever); `started` receives the bot once it is ready."""
+    from bot.app import SdBot
+
+    settings = config.settings.discord
+    point_discord_at(settings.api_base_url, settings.gateway_url)
+    async with open_services(config) as services:
+        bot = SdBot(config, services)
+        async with bot:
+            runner = asyncio.create_task(bot.start(token), name="discord")
+            if started is not None:
+                ready = asyncio.create_task(bot.wait_until_ready())
+                await asyncio.wait([runner, ready], return_when=asyncio.FIRST_COMPLETED)
+                if runner.done():
+                    ready.cancel()
+                    runner.result()  # raises the login or connection error
+                started.set_result(bot)
+            waiters = [runner] + ([asyncio.create_task(stop.wait())] if stop is not None else [])
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            if runner.done():
+                runner.result()
+            for task in waiters[1:]:
+                task.cancel()
+        log.info("bot stopped")

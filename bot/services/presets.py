@@ -1,0 +1,110 @@
+"""Presets and option resolution for commands: the store's preset functions in transactions, plus
+`resolve_command`, which turns what a user typed into a validated `GenerationRequest` and its sources."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.errors import UserError
+from bot.options import size_for_ratio
+from bot.services.resolution import Caps, resolve
+from bot.store import guilds as guild_store
+from bot.store import presets as preset_store
+from bot.store.db import transaction
+from bot.store.models import Preset
+from engine.config import Limits
+from engine.request import GenerationRequest
+
+
+@dataclass(frozen=True)
+class CommandRequest:
+    request: GenerationRequest
+    sources: dict[str, str]
+
+
+@dataclass
+class PresetService:
+    sessions: async_sessionmaker[AsyncSession]
+    limits: Limits = Limits()
+    max_per_user: int = 50
+
+    async def resolve_command(self, user_id: int, guild_id: int | None, preset_names: list[str],
+                              typed: Mapping[str, Any]) -> CommandRequest:
+        """guild defaults < default preset < named presets < typed options; then guild caps (storage issue)."""
+        typed = {k: v for k, v in typed.items() if v is not None}
+        ratio = typed.pop("aspect_ratio", None)
+
+        async def load(s: AsyncSession):
+            settings = await guild_store.get(s, guild_id) if guild_id is not None else None
+            default = await preset_store.get_default(s, user_id)
+            named = [await preset_store.get(s, user_id, name) for name in preset_names]
+            return settings, default, named
+
+        settings, default, named = await transaction(self.sessions, load)
+        layers = dict(
+            guild_defaults=settings.defaults if settings else None,
+            default_preset=(default.name, default.options) if default else None,
+            presets=[(p.name, p.options) for p in named],
+            caps=Caps.of(settings) if settings else None,
+            forced_negative=settings.forced_negative_prompt if settings else "",
+        )
+        resolved = resolve(typed=typed, **layers)
+        if ratio is not None and not ("width" in typed and "height" in typed):
+            width, height = size_for_ratio(ratio, resolved.options["width"] * resolved.options["height"])
+            resolved = resolve(typed={**typed, "width": width, "height": height}, **layers)
+        if not resolved.options["prompt"]:
+            raise UserError("the prompt is empty: type what to draw, e.g. /imagine prompt: a cat in a hat")
+        if settings is not None:
+            _check_allowed("model", resolved.options["model"], settings.allowed_models)
+            _check_allowed("VAE", resolved.options["vae"], settings.allowed_vaes, always=("auto", "none"))
+        return CommandRequest(resolved.request(self.limits), dict(resolved.sources))
+
+    async def save(self, user_id: int, name: str, options: Mapping[str, Any]) -> preset_store.SaveResult:
+        return await transaction(self.sessions, preset_store.save, user_id, name, options,
+                                 limit=self.max_per_user, limits=self.limits)
+
+    async def get(self, user_id: int, name: str) -> Preset:
+        return await transaction(self.sessions, preset_store.get, user_id, name)
+
+    async def list(self, user_id: int) -> tuple[list[Preset], str | None]:
+        async def load(s: AsyncSession):
+            default = await preset_store.get_default(s, user_id)
+            return await preset_store.list_for_user(s, user_id), default.name if default else None
+
+        return await transaction(self.sessions, load)
+
+    async def names(self, user_id: int, prefix: str) -> list[str]:
+        return await transaction(self.sessions, preset_store.names, user_id, prefix, 25)
+
+    async def rename(self, user_id: int, old: str, new: str) -> Preset:
+        return await transaction(self.sessions, preset_store.rename, user_id, old, new)
+
+    async def delete(self, user_id: int, name: str) -> None:
+        await transaction(self.sessions, preset_store.delete, user_id, name)
+
+    async def set_default(self, user_id: int, name: str) -> Preset:
+        return await transaction(self.sessions, preset_store.set_default, user_id, name)
+
+    async def clear_default(self, user_id: int) -> bool:
+        return await transaction(self.sessions, preset_store.clear_default, user_id)
+
+    async def import_infotext(self, user_id: int, name: str, text: str) -> preset_store.InfotextImport:
+        return await transaction(self.sessions, preset_store.import_infotext, user_id, name, text,
+                                 limit=self.max_per_user, limits=self.limits)
+
+    async def import_json(self, user_id: int, text: str | bytes) -> preset_store.ImportResult:
+        return await transaction(self.sessions, preset_store.import_json, user_id, text, overwrite=True,
+                                 limit=self.max_per_user)
+
+    async def export_json(self, user_id: int) -> str:
+        return await transaction(self.sessions, preset_store.export_json, user_id)
+
+
+def _check_allowed(what: str, value: str, allowed: list[str], always: tuple[str, ...] = ("",)) -> None:
+    if not allowed or value in always or value.lower() in {a.lower() for a in allowed}:
+        return
+    raise UserError(f"this server allows only these {what}s: {', '.join(allowed)} (got {value!r})")

@@ -1,0 +1,92 @@
+"""The real bot, started through `sdbot run`'s own code path (`bot.runner.serve`), against the Discord stand-in.
+
+Each test gets a fresh database and outputs folder; `restart()` stops the bot and starts a new process-like
+instance on the same files, for persistence tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot.config import load_config
+from bot.discord_endpoints import restore_discord_endpoints
+from tests.discord_standin import DiscordStandIn
+
+FAST = "--size 64x64 --steps 2"  # tiny renders: the tiny model's images in well under a second
+
+
+def write_config(root: Path, models_dir: Path, standin: DiscordStandIn, **sections: dict[str, Any]) -> Path:
+    engine = {"models_dir": str(models_dir), "max_queued_per_user": 5, **sections.get("engine", {})}
+    discord = {
+        "api_base_url": standin.api_base_url, "gateway_url": standin.gateway_url,
+        "guild_ids": [standin.guild.id], "cooldown_s": 0.0, "edit_period_s": 0.2, "edits_per_channel": 1,
+        "outputs_dir": str(root / "outputs"), **sections.get("discord", {}),
+    }
+    database = {"url": f"sqlite+aiosqlite:///{root / 'sdbot.db'}", **sections.get("database", {})}
+    lines = []
+    for name, values in (("engine", engine), ("database", database), ("discord", discord)):
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    path = root / "config.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@dataclass
+class RunningBot:
+    standin: DiscordStandIn
+    config_path: Path
+    bot: Any = None
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task | None = None
+
+    async def start(self) -> "RunningBot":
+        from bot.runner import serve
+
+        config = load_config(self.config_path)
+        started: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(serve(config, self.standin.token, self._stop, started))
+        done, _ = await asyncio.wait([self._task, started], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        if self._task in done:
+            self._task.result()
+        if started not in done:
+            raise AssertionError("the bot did not become ready in 30 s")
+        self.bot = started.result()
+        return self
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(self._task, 30)
+        restore_discord_endpoints()
+
+    async def restart(self) -> "RunningBot":
+        await self.stop()
+        return await self.start()
+
+    @property
+    def services(self):
+        return self.bot.services
+
+
+@contextlib.asynccontextmanager
+async def running_bot(tmp_path: Path, tiny_sd15: Path, **sections: dict[str, Any]):
+    models = tmp_path / "models"
+    if not models.exists():
+        models.mkdir()
+        shutil.copytree(tiny_sd15, models / "tiny-sd15")
+    async with DiscordStandIn() as standin:
+        running = RunningBot(standin, write_config(tmp_path, models, standin, **sections))
+        await running.start()
+        try:
+            yield running
+        finally:
+            await running.stop()
