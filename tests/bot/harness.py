@@ -16,7 +16,7 @@ from typing import Any
 
 from bot.config import load_config
 from bot.discord_endpoints import restore_discord_endpoints
-from tests.discord_standin import DiscordStandIn
+from tests.discord_standin import DiscordStandIn, StandInGuild, StandInUser
 
 FAST = "--size 64x64 --steps 2"  # tiny renders: the tiny model's images in well under a second
 
@@ -83,7 +83,9 @@ async def running_bot(tmp_path: Path, tiny_sd15: Path, **sections: dict[str, Any
     if not models.exists():
         models.mkdir()
         shutil.copytree(tiny_sd15, models / "tiny-sd15")
-    async with DiscordStandIn() as standin:
+    # "tester" (the default user) and "alice" are plain members; "guild-owner" has every permission.
+    guild = StandInGuild(members=[StandInUser("tester"), StandInUser("alice")])
+    async with DiscordStandIn([guild]) as standin:
         running = RunningBot(standin, write_config(tmp_path, models, standin, **sections))
         await running.start()
         try:

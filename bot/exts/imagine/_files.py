@@ -11,7 +11,7 @@ from PIL import Image
 
 MAX_ATTACHMENTS = 10
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
-_MARGIN = 64 * 1024  # room for the multipart framing and the JSON payload
+_MARGIN = 16 * 1024  # room for the multipart framing and the JSON payload
 
 
 @dataclass(frozen=True)

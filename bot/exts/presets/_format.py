@@ -5,17 +5,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+PART_LIMIT = 300  # characters of a prompt part shown; /preset export has the full text
 _INLINE = (("steps", "steps"), ("cfg_scale", "cfg"), ("seed", "seed"), ("clip_skip", "clip-skip"),
            ("vae", "vae"), ("model", "model"), ("batch_size", "batch"))
 
 
 def describe_options(options: Mapping[str, Any]) -> str:
-    """A preset's options as `--steps 30 --cfg 7 …` plus its prompt parts (quoted), for lists and /preset show."""
+    """A preset's options as `--steps 30 --cfg 7 …` plus its prompt parts (quoted, long ones clipped), for lists
+    and /preset show."""
     parts: list[str] = []
     for key, label in (("prompt", "prompt"), ("prompt_prefix", "prefix"), ("prompt_suffix", "suffix"),
                        ("negative_prompt", "no")):
         if options.get(key):
-            parts.append(f"{label}: “{options[key]}”")
+            parts.append(f"{label}: “{clip(options[key], PART_LIMIT)}”")
     if "sampler" in options:
         schedule = options.get("schedule", "Automatic")
         parts.append(f"--sampler {options['sampler']}" + ("" if schedule == "Automatic" else f" {schedule}"))
@@ -28,6 +30,10 @@ def describe_options(options: Mapping[str, Any]) -> str:
             value = options[key]
             parts.append(f"--{label} {value:g}" if isinstance(value, float) else f"--{label} {value}")
     return " ".join(parts) or "(no options)"
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def preset_lines(presets: list[tuple[str, Mapping[str, Any]]], default: str | None, limit: int = 1900) -> str:

@@ -29,3 +29,159 @@ async def test_imagine_with_typed_and_inline_options(harness):
     assert cfg["value"].startswith("8")
     assert [c["custom_id"] for row in message["components"] for c in row["components"]][0].startswith("sdbot:job:")
     s.assert_no_invalid_requests()
+
+
+def ephemeral_text(ix) -> str:
+    body = ix.callbacks[0].json
+    assert body["type"] == 4 and body["data"]["flags"] & 64, body
+    return body["data"]["content"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"prompt": "a cat --steps abc"}, "--steps takes a whole number"),
+        ({"prompt": "a cat", "size": "65x64"}, "width must be a multiple of 8"),
+        ({"prompt": "a cat", "size": "huge"}, "size takes WIDTHxHEIGHT"),
+        ({"prompt": "a cat", "sampler": "Nope"}, "unknown sampler 'Nope'; valid samplers: Euler a"),
+        ({"prompt": "a cat", "clip_skip": 7}, "CLIP skip must be from 1 to 5 for this model"),
+        ({"prompt": "a cat --nosuch"}, "you have no preset named"),
+        ({"prompt": "a cat", "vae": "missing"}, "unknown VAE 'missing'; valid: auto, none"),
+        ({"prompt": "a cat --ar 20:1"}, "ratios from 1:4 to 4:1"),
+    ],
+)
+async def test_invalid_options_get_an_ephemeral_message_naming_them(harness, options, message):
+    s = harness.standin
+    ix = await s.send_interaction(s.slash("imagine", options))
+    await ix.wait_callback()
+    if ix.callbacks[0].json["type"] == 5:  # checked by the engine once the job runs: the job message says it
+        final = await ix.wait_original_message(lambda m: "failed" in m.get("content", ""), timeout=20)
+        assert message in final["content"]
+    else:
+        assert message in ephemeral_text(ix)
+    s.assert_no_invalid_requests()
+
+
+async def test_sampler_autocomplete_offers_at_most_25_matches(harness):
+    s = harness.standin
+    ix = await s.send_interaction(s.autocomplete("imagine", {"prompt": "x", "sampler": "dpm"}))
+    await ix.wait_callback()
+    choices = ix.callbacks[0].json["data"]["choices"]
+    assert 0 < len(choices) <= 25
+    assert all("dpm" in c["name"].lower() for c in choices)
+    ix = await s.send_interaction(s.autocomplete("imagine", {"prompt": "x", "model": ""}))
+    await ix.wait_callback()
+    assert [c["name"] for c in ix.callbacks[0].json["data"]["choices"]] == ["tiny-sd15"]
+    s.assert_no_invalid_requests()
+
+
+async def test_progress_edits_respect_the_channel_rate(tmp_path, tiny_sd15):
+    from tests.bot.harness import running_bot
+
+    async with running_bot(tmp_path, tiny_sd15, discord={"edit_period_s": 0.5, "edits_per_channel": 1}) as h:
+        s = h.standin
+        ix = await s.send_interaction(s.slash("imagine", {"prompt": "a cat --size 128x128 --steps 30"}))
+        await ix.wait_original_message(lambda m: m.get("attachments"), timeout=60)
+        edits = [r for r in s.requests if r.method == "PATCH" and "@original" in r.path]
+        contents = [r.json.get("content", "") for r in edits if r.json]
+        assert any("/30" in c for c in contents), contents
+        assert len(edits) >= 2
+        times = [r.time for r in edits]
+        for a, b in zip(times, times[1:]):
+            assert b - a >= 0.5 - 0.05, times
+        steps = [int(c.split("/30")[0].rsplit(" ", 1)[1]) for c in contents if "/30" in c]
+        assert steps == sorted(steps)
+        s.assert_no_invalid_requests()
+
+
+async def test_oversized_images_are_sent_smaller_and_say_so(harness):
+    s = harness.standin
+    ix = await s.send_interaction(s.slash("imagine", {"prompt": "a cat --size 256x256 --steps 2 --seed 1"}))
+    png = await ix.wait_original_message(lambda m: m.get("attachments"), timeout=30)
+    png_size = png["attachments"][0]["size"]
+    assert png["attachments"][0]["filename"].endswith(".png")
+    s.set_upload_limit(s.guild, 16 * 1024 + png_size // 2)
+    ix = await s.send_interaction(s.slash("imagine", {"prompt": "a cat --size 256x256 --steps 2 --seed 1"}))
+    small = await ix.wait_original_message(lambda m: m.get("attachments"), timeout=30)
+    name = small["attachments"][0]["filename"]
+    assert name.endswith((".webp", ".jpg"))
+    assert ("WebP" if name.endswith(".webp") else "JPEG") in small["content"]
+    s.assert_no_invalid_requests()
+
+
+async def test_buttons_work_after_a_restart(harness):
+    s = harness.standin
+    ix = await s.send_interaction(s.slash("imagine", {"prompt": f"a cat --seed 3 {FAST}"}))
+    message = await ix.wait_original_message(lambda m: m.get("attachments"), timeout=30)
+    job_id = message["components"][0]["components"][0]["custom_id"].split(":")[2]
+    await harness.restart()
+    info = await s.send_interaction(s.button(f"sdbot:job:{job_id}:info", message=message))
+    await info.wait_callback()
+    assert "Seed: 3" in info.callbacks[0].json["data"]["content"]
+    reroll = await s.send_interaction(s.button(f"sdbot:job:{job_id}:reroll", message=message))
+    again = await reroll.wait_original_message(lambda m: m.get("attachments"), timeout=30)
+    params = params_of(s, again)
+    assert params["Size"] == "64x64" and params["Seed"] != "3"
+    s.assert_no_invalid_requests()
+
+
+async def test_late_results_go_to_the_channel_with_a_mention(harness):
+    s = harness.standin
+    ix = await s.send_interaction(s.slash("imagine", {"prompt": "a cat --size 128x128 --steps 40"}))
+    await ix.wait_for(lambda r: r.method == "PATCH" and "/40" in (r.json or {}).get("content", ""), timeout=30)
+    ix.expire()
+    posted = await s.wait_for(lambda r: r.method == "POST" and r.route == "/channels/{channel_id}/messages"
+                              and r.files, timeout=60)
+    assert f"<@{s.user.id}>" in posted.json["content"]
+    assert [str(u) for u in posted.json["allowed_mentions"]["users"]] == [str(s.user.id)]
+    s.assert_no_invalid_requests()
+
+
+async def test_delete_is_for_the_owner_or_a_moderator(harness):
+    s = harness.standin
+    ix = await s.send_interaction(s.slash("imagine", {"prompt": f"a cat {FAST}"}))
+    message = await ix.wait_original_message(lambda m: m.get("attachments"), timeout=30)
+    job_id = int(message["components"][0]["components"][0]["custom_id"].split(":")[2])
+    files = harness.services.jobs.files_of(await harness.services.jobs.get(job_id))
+    assert files
+    other = await s.send_interaction(s.button(f"sdbot:job:{job_id}:delete", message=message, user="alice"))
+    await other.wait_callback()
+    assert "only the person who made this image or a moderator" in ephemeral_text(other)
+    assert all(f.exists() for f in files)
+    mine = await s.send_interaction(s.button(f"sdbot:job:{job_id}:delete", message=message))
+    await s.wait_for(lambda r: r.method == "DELETE" and r.route.startswith("/channels/"), timeout=10)
+    await mine.wait_for(lambda r: r.route.startswith("/webhooks/"), timeout=10)
+    assert not any(f.exists() for f in files)
+    s.assert_no_invalid_requests()
+
+
+async def test_edit_button_opens_a_prefilled_modal_that_runs_again(harness):
+    s = harness.standin
+    ix = await s.send_interaction(s.slash("imagine", {"prompt": f"a cat --seed 8 {FAST}"}))
+    message = await ix.wait_original_message(lambda m: m.get("attachments"), timeout=30)
+    job_id = message["components"][0]["components"][0]["custom_id"].split(":")[2]
+    press = await s.send_interaction(s.button(f"sdbot:job:{job_id}:edit", message=message))
+    await press.wait_callback()
+    modal = press.callbacks[0].json["data"]
+    texts = {c["components"][0]["custom_id"]: c["components"][0].get("value") for c in modal["components"]}
+    assert texts["prompt"] == "a cat" and "--seed 8" in texts["options"] and "--size 64x64" in texts["options"]
+    submit = await s.send_interaction(s.modal_submit(modal["custom_id"], {
+        "prompt": "a dog", "negative": "blurry", "options": texts["options"].replace("--seed 8", "--seed 9")}))
+    again = await submit.wait_original_message(lambda m: m.get("attachments"), timeout=30)
+    data = read_png_infotext(s.attachment_bytes(again["attachments"][0]))
+    info = parse_infotext(data)
+    assert info.prompt == "a dog" and info.negative_prompt == "blurry" and info.params["Seed"] == "9"
+    s.assert_no_invalid_requests()
+
+
+async def test_queue_cap_says_how_many_jobs_are_queued(tmp_path, tiny_sd15):
+    from tests.bot.harness import running_bot
+
+    async with running_bot(tmp_path, tiny_sd15, engine={"max_queued_per_user": 1}) as h:
+        s = h.standin
+        first = await s.send_interaction(s.slash("imagine", {"prompt": "a cat --size 128x128 --steps 40"}))
+        await first.wait_callback()
+        second = await s.send_interaction(s.slash("imagine", {"prompt": "a cat"}))
+        await second.wait_callback()
+        assert "you have 1 jobs queued; the limit is 1" in ephemeral_text(second)
+        s.assert_no_invalid_requests()
