@@ -78,19 +78,23 @@ class JobService:
 
     async def submit(self, who: Requester, request: GenerationRequest, listener: JobListener, *,
                      sources: dict[str, str] | None = None, priority: bool = False) -> Job:
-        """Persist the job, then queue it; `UserError` when the user already has too many active jobs."""
-        await self.check_capacity(who.user_id)
-        job = await transaction(
-            self.sessions, lambda s: job_store.create(
+        """Persist the job, then queue it; `UserError` when the user already has too many active jobs.
+
+        The count and the insert share one transaction (writers are serialized), so two quick commands
+        cannot both slip under the cap.
+        """
+        async def persist(s: AsyncSession) -> Job:
+            self._check_capacity(await job_store.count_active(s, who.user_id))
+            return await job_store.create(
                 s, user_id=who.user_id, request=request, guild_id=who.guild_id, channel_id=who.channel_id,
                 interaction_id=who.interaction_id, sources=sources,
             )
-        )
+
+        job = await transaction(self.sessions, persist)
         self._start(job.id, who.user_id, request, listener, priority=priority)
         return job
 
-    async def check_capacity(self, user_id: int) -> None:
-        active = await transaction(self.sessions, job_store.count_active, user_id)
+    def _check_capacity(self, active: int) -> None:
         if active >= self.max_active_per_user:
             raise UserError(
                 f"you have {active} jobs queued; the limit is {self.max_active_per_user}. "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import io
+import contextlib
 import logging
 import time
 from typing import Any
@@ -11,6 +11,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.app import USER_ERRORS, reply_error
 from bot.errors import UserError
 from bot.exts.imagine import _format
 from bot.exts.imagine._delivery import DiscordJobListener
@@ -85,17 +86,21 @@ class Imagine(commands.Cog):
 
     async def run_prompt(self, interaction: discord.Interaction, text: str, typed: dict[str, Any],
                          typed_presets: list[str]) -> None:
-        """Shared by /imagine, the edit modal and re-roll: inline options, presets, typed options (which win)."""
+        """Shared by /imagine and the edit modal: inline options, presets, typed options (which win).
+
+        Pure checks answer at once (ephemeral); then the interaction is deferred before any database or engine
+        work, so it is acknowledged within milliseconds however busy the bot is.
+        """
         self._cooldown(interaction.user.id)
         inline = parse_inline(text)
         merged = {**inline.options, **{k: v for k, v in typed.items() if v is not None}}
         if inline.prompt:
             merged["prompt"] = inline.prompt
-        command = await self.services.presets.resolve_command(
-            interaction.user.id, interaction.guild_id, [*inline.presets, *typed_presets], merged)
-        await self.services.jobs.check_capacity(interaction.user.id)
         await interaction.response.defer(thinking=True)
-        await self._submit(interaction, command.request, command.sources)
+        async with _errors_replace_thinking(interaction):
+            command = await self.services.presets.resolve_command(
+                interaction.user.id, interaction.guild_id, [*inline.presets, *typed_presets], merged)
+            await self._submit(interaction, command.request, command.sources)
 
     async def _submit(self, interaction: discord.Interaction, request, sources: dict[str, str]) -> Job | None:
         who = Requester(interaction.user.id, interaction.guild_id, interaction.channel_id, interaction.id,
@@ -103,11 +108,7 @@ class Imagine(commands.Cog):
         listener = DiscordJobListener(self.bot, user_id=who.user_id, channel_id=interaction.channel_id,
                                       guild_id=interaction.guild_id, interaction=interaction,
                                       previews=self.bot.config.engine_config().preview_every > 0)
-        try:
-            return await self.services.jobs.submit(who, request, listener, sources=sources)
-        except UserError as exc:  # the queue filled up since the check: the thinking message says why
-            await interaction.edit_original_response(content=f"⚠️ {exc}")
-            return None
+        return await self.services.jobs.submit(who, request, listener, sources=sources)
 
     def _cooldown(self, user_id: int) -> None:
         period = self.bot.config.settings.discord.cooldown_s
@@ -146,9 +147,9 @@ class Imagine(commands.Cog):
         if action == "reroll":
             request = self._request_of(job).replace(seed=-1)
             self._cooldown(interaction.user.id)
-            await self.services.jobs.check_capacity(interaction.user.id)
             await interaction.response.defer(thinking=True)
-            await self._submit(interaction, request, {**(job.sources or {}), "seed": "re-roll"})
+            async with _errors_replace_thinking(interaction):
+                await self._submit(interaction, request, {**(job.sources or {}), "seed": "re-roll"})
         elif action == "edit":
             options = dict(job.request)
             await interaction.response.send_modal(EditModal(
@@ -193,6 +194,17 @@ class Imagine(commands.Cog):
                                          [job.seed] if job.seed is not None else None)
         content = f"```\n{_format.clip(text, 1900)}\n```" if text else "(the image files are gone)"
         return {"content": content, "embed": embed}
+
+
+@contextlib.asynccontextmanager
+async def _errors_replace_thinking(interaction: discord.Interaction):
+    """After a public defer, a user error removes the "thinking…" message and answers ephemerally instead."""
+    try:
+        yield
+    except USER_ERRORS as exc:
+        with contextlib.suppress(discord.HTTPException):
+            await interaction.delete_original_response()
+        await reply_error(interaction, exc)
 
 
 def _choices(values: list[str], current: str) -> list[app_commands.Choice[str]]:

@@ -31,10 +31,19 @@ async def test_imagine_with_typed_and_inline_options(harness):
     s.assert_no_invalid_requests()
 
 
-def ephemeral_text(ix) -> str:
+async def error_text(ix) -> str:
+    """The ephemeral error a user sees: the first answer, or after a public defer, a follow-up that replaces
+    the deleted "thinking…" message (nobody else sees the mistake)."""
+    await ix.wait_callback()
     body = ix.callbacks[0].json
-    assert body["type"] == 4 and body["data"]["flags"] & 64, body
-    return body["data"]["content"]
+    if body["type"] == 4:
+        assert body["data"]["flags"] & 64, body
+        return body["data"]["content"]
+    assert body["type"] == 5, body
+    await ix.wait_for(lambda r: r.method == "DELETE", timeout=20)
+    followup = await ix.wait_for(lambda r: r.method == "POST" and r.route.startswith("/webhooks/"), timeout=20)
+    assert followup.json["flags"] & 64, followup.json
+    return followup.json["content"]
 
 
 @pytest.mark.parametrize(
@@ -44,21 +53,31 @@ def ephemeral_text(ix) -> str:
         ({"prompt": "a cat", "size": "65x64"}, "width must be a multiple of 8"),
         ({"prompt": "a cat", "size": "huge"}, "size takes WIDTHxHEIGHT"),
         ({"prompt": "a cat", "sampler": "Nope"}, "unknown sampler 'Nope'; valid samplers: Euler a"),
-        ({"prompt": "a cat", "clip_skip": 7}, "CLIP skip must be from 1 to 5 for this model"),
         ({"prompt": "a cat --nosuch"}, "you have no preset named"),
-        ({"prompt": "a cat", "vae": "missing"}, "unknown VAE 'missing'; valid: auto, none"),
         ({"prompt": "a cat --ar 20:1"}, "ratios from 1:4 to 4:1"),
+        ({"prompt": "a cat", "steps": 151}, "steps must be from 1 to 150"),
     ],
 )
 async def test_invalid_options_get_an_ephemeral_message_naming_them(harness, options, message):
     s = harness.standin
     ix = await s.send_interaction(s.slash("imagine", options))
-    await ix.wait_callback()
-    if ix.callbacks[0].json["type"] == 5:  # checked by the engine once the job runs: the job message says it
-        final = await ix.wait_original_message(lambda m: "failed" in m.get("content", ""), timeout=20)
-        assert message in final["content"]
-    else:
-        assert message in ephemeral_text(ix)
+    assert message in await error_text(ix)
+    assert not [m for m in s.messages.values() if m.get("attachments")]
+    s.assert_no_invalid_requests()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"prompt": f"a cat {FAST}", "clip_skip": 7}, "CLIP skip must be from 1 to 5 for this model"),
+        ({"prompt": f"a cat {FAST}", "vae": "missing"}, "unknown VAE 'missing'; valid: auto, none"),
+    ],
+)
+async def test_settings_checked_against_the_model_fail_the_job_with_a_message(harness, options, message):
+    s = harness.standin
+    ix = await s.send_interaction(s.slash("imagine", options))
+    final = await ix.wait_original_message(lambda m: "failed" in m.get("content", ""), timeout=20)
+    assert message in final["content"]
     s.assert_no_invalid_requests()
 
 
@@ -146,7 +165,7 @@ async def test_delete_is_for_the_owner_or_a_moderator(harness):
     assert files
     other = await s.send_interaction(s.button(f"sdbot:job:{job_id}:delete", message=message, user="alice"))
     await other.wait_callback()
-    assert "only the person who made this image or a moderator" in ephemeral_text(other)
+    assert "only the person who made this image or a moderator" in await error_text(other)
     assert all(f.exists() for f in files)
     mine = await s.send_interaction(s.button(f"sdbot:job:{job_id}:delete", message=message))
     await s.wait_for(lambda r: r.method == "DELETE" and r.route.startswith("/channels/"), timeout=10)
@@ -180,8 +199,7 @@ async def test_queue_cap_says_how_many_jobs_are_queued(tmp_path, tiny_sd15):
     async with running_bot(tmp_path, tiny_sd15, engine={"max_queued_per_user": 1}) as h:
         s = h.standin
         first = await s.send_interaction(s.slash("imagine", {"prompt": "a cat --size 128x128 --steps 40"}))
-        await first.wait_callback()
+        await first.wait_for(lambda r: r.method == "PATCH", timeout=20)  # the job is persisted and queued
         second = await s.send_interaction(s.slash("imagine", {"prompt": "a cat"}))
-        await second.wait_callback()
-        assert "you have 1 jobs queued; the limit is 1" in ephemeral_text(second)
+        assert "you have 1 jobs queued; the limit is 1" in await error_text(second)
         s.assert_no_invalid_requests()
