@@ -769,6 +769,30 @@ class DiscordStandIn:
             focused=None, command_type=command_type,
         )
 
+    def message_command(
+        self,
+        name: str,
+        message: dict[str, Any] | int | str,
+        *,
+        user: UserRef = None,
+        locale: str | None = None,
+    ) -> dict[str, Any]:
+        """A message context-menu INTERACTION_CREATE ("Apps > `name`" on `message`, a stored message object or
+        id): type 2 with data.type 3, `target_id` and the message in `resolved.messages`, in its own channel."""
+        msg = copy.deepcopy(message if isinstance(message, dict) else self.messages[int(message)])
+        ch, g = self._channel_entry(int(msg["channel_id"])) or (None, None)
+        if ch is None:
+            raise KeyError(f"message {msg['id']} is in unknown channel {msg['channel_id']}")
+        u = self._resolve_user(user, g)
+        command = self.find_command(name, g, P.COMMAND_MESSAGE)
+        data = P.command_data(name, [], command=command, resolved={"messages": {msg["id"]: msg}},
+                              command_type=P.COMMAND_MESSAGE)
+        data["target_id"] = msg["id"]
+        return P.interaction_payload(
+            type=P.APPLICATION_COMMAND, data=data, application_id=self.application_id, bot_user_id=self.bot_user.id,
+            user=u, guild=g, channel=ch, locale=locale,
+        )
+
     def autocomplete(
         self,
         name: str,

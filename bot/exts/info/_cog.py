@@ -86,8 +86,16 @@ class Info(commands.Cog):
         await self._send_info(interaction, job_id)
 
     async def image_info_menu(self, interaction: discord.Interaction, message: discord.Message) -> None:
-        match = _JOB_IN_MESSAGE.search(message.content or "") or next(
-            (m for e in message.embeds if (m := _JOB_IN_MESSAGE.search(e.title or ""))), None)
+        """The job whose images the message shows; failing that (a batch's later parts), the job one of our
+        own messages names. Anyone else's message that merely says "Job #12" is not job 12's image."""
+        job = await self.bot.services.jobs.by_message(message.id)
+        if job is not None:
+            await self._send_info(interaction, job.id)
+            return
+        match = None
+        if self.bot.user is not None and message.author.id == self.bot.user.id:
+            match = _JOB_IN_MESSAGE.search(message.content or "") or next(
+                (m for e in message.embeds if (m := _JOB_IN_MESSAGE.search(e.title or ""))), None)
         if match is None:
             raise UserError("that message is not an sdbot image")
         await self._send_info(interaction, int(match.group(1)))

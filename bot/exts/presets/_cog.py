@@ -10,7 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.errors import UserError
-from bot.exts.presets._format import describe_options, preset_lines
+from bot.exts.presets._format import clip, describe_options, preset_lines
 from bot.options import parse_inline, parse_size_text
 from bot.app import reply_error
 
@@ -84,7 +84,8 @@ class Presets(commands.GroupCog, group_name="preset", group_description="Your sa
         if options:
             inline = parse_inline(options if options.lstrip().startswith(("--", "—")) else "--" + options.lstrip())
             if inline.presets:
-                raise UserError(f"unknown option --{inline.presets[0]} in options")
+                raise UserError(f"options can't name a preset (--{inline.presets[0]}): a preset holds options "
+                                "such as --steps 30 --cfg 7")
             values.update(_size_from_ratio(inline.options))
         typed = dict(prompt_prefix=prefix, prompt_suffix=suffix, negative_prompt=negative, steps=steps,
                      cfg_scale=cfg, sampler=sampler, seed=seed, clip_skip=clip_skip, vae=vae, model=model,
@@ -164,8 +165,10 @@ class Presets(commands.GroupCog, group_name="preset", group_description="Your sa
             else:
                 result = await self.services.presets.import_json(user, data)
                 parts = [f"created {', '.join(result.created)}" if result.created else "",
-                         f"updated {', '.join(result.updated)}" if result.updated else ""]
-                await interaction.followup.send("📥 " + "; ".join(p for p in parts if p), ephemeral=True)
+                         f"updated {', '.join(result.updated)}" if result.updated else "",
+                         f"⭐ default: {result.default}" if result.default else ""]
+                text = "; ".join(p for p in parts if p) or "the file holds no presets"
+                await interaction.followup.send(clip("📥 " + text, 2000), ephemeral=True)
                 return
         if not text:
             raise UserError("give an infotext as text, or attach a PNG or a JSON export")

@@ -1,0 +1,112 @@
+"""/queue, /models, /info and the "Image info" message menu end to end, against the Discord stand-in."""
+
+from __future__ import annotations
+
+import re
+
+from tests.bot.harness import FAST
+from tests.discord_standin import snowflake
+from tests.discord_standin.payloads import message_object
+
+
+def ephemeral(ix) -> dict:
+    """The data of an interaction's immediate ephemeral reply (callback type 4, flags 64)."""
+    body = ix.callbacks[0].json
+    assert body["type"] == 4 and body["data"]["flags"] & 64, body
+    return body["data"]
+
+
+async def reply(s, payload: dict) -> dict:
+    ix = await s.send_interaction(payload)
+    await ix.wait_callback()
+    return ephemeral(ix)
+
+
+def job_id_in(content: str) -> int:
+    return int(re.search(r"Job #(\d+)", content).group(1))
+
+
+def edited_to(text: str):
+    return lambda r: r.method == "PATCH" and text in (r.json or {}).get("content", "")
+
+
+async def test_queue_lists_jobs_with_cancel_buttons_that_cancel_them(harness):
+    s = harness.standin
+    assert (await reply(s, s.slash("queue")))["content"] == "you have no jobs waiting or running"
+    slow = await s.send_interaction(s.slash("imagine", {"prompt": "a slow cat --steps 150 --size 256x256"}))
+    started = await slow.wait_for(edited_to("rendering"), timeout=30)
+    slow_id = job_id_in(started.json["content"])
+    waiting = await s.send_interaction(s.slash("imagine", {"prompt": f"a waiting dog {FAST}"}))
+    queued = await waiting.wait_for(edited_to("queued"), timeout=10)
+    waiting_id = job_id_in(queued.json["content"])
+
+    listing = await s.send_interaction(s.slash("queue"))
+    await listing.wait_callback()
+    data = ephemeral(listing)
+    assert data["content"].splitlines() == [f"#{waiting_id} · position 1 · a waiting dog",
+                                            f"#{slow_id} · rendering · a slow cat"]
+    buttons = [c for row in data["components"] for c in row["components"]]
+    assert [b["custom_id"] for b in buttons] == [f"sdbot:cancel:{waiting_id}", f"sdbot:cancel:{slow_id}"]
+    assert buttons[0]["label"] == f"Cancel #{waiting_id}"
+    message = listing.original_message
+
+    refused = await reply(s, s.button(f"sdbot:cancel:{waiting_id}", message=message, user="alice"))
+    assert "only the job's owner or a moderator can cancel it" in refused["content"]
+    done = await reply(s, s.button(f"sdbot:cancel:{waiting_id}", message=message))
+    assert done["content"] == f"✖️ job #{waiting_id} cancelled"
+    await waiting.wait_original_message(lambda m: "was cancelled" in m["content"], timeout=10)
+    again = await reply(s, s.button(f"sdbot:cancel:{waiting_id}", message=message))
+    assert again["content"] == f"job #{waiting_id} is no longer waiting or running"
+
+    # The running job stops at its next step (150 steps at 256x256: ~50 s on CPU, far from done when pressed).
+    done = await reply(s, s.button(f"sdbot:cancel:{slow_id}", message=message))
+    assert done["content"] == f"✖️ job #{slow_id} cancelled"
+    final = await slow.wait_original_message(lambda m: "was cancelled" in m["content"], timeout=30)
+    assert not final["attachments"]
+    assert (await reply(s, s.slash("queue")))["content"] == "you have no jobs waiting or running"
+    assert (await harness.services.jobs.get(slow_id)).status == "cancelled"
+    s.assert_no_invalid_requests()
+
+
+async def test_models_lists_the_installed_checkpoint(harness):
+    s = harness.standin
+    data = await reply(s, s.slash("models"))
+    fields = {f["name"]: f["value"] for f in data["embeds"][0]["fields"]}
+    assert fields["Checkpoints"] == "tiny-sd15"
+    assert fields["VAEs"].splitlines()[:2] == ["auto", "none"]
+    assert "Euler a" in fields["Samplers"] and "Automatic" in fields["Schedule types"]
+    s.assert_no_invalid_requests()
+
+
+async def test_info_by_job_number_message_id_and_the_image_info_menu(harness):
+    s = harness.standin
+    ix = await s.send_interaction(s.slash("imagine", {"prompt": f"a cat --seed 3 {FAST}"}))
+    result = await ix.wait_original_message(lambda m: m.get("attachments"), timeout=30)
+    job_id = job_id_in(result["content"])
+
+    def check(data: dict) -> None:
+        assert data["content"].startswith("```\na cat\n") and "Seed: 3" in data["content"]
+        embed = data["embeds"][0]
+        assert embed["title"] == f"Job #{job_id}" and embed["description"] == "a cat"
+
+    check(await reply(s, s.slash("info", {"id": f"#{job_id}"})))
+    check(await reply(s, s.slash("info", {"id": str(job_id)}, user="alice")))  # anyone may ask
+    check(await reply(s, s.slash("info", {"id": result["id"]})))
+    check(await reply(s, s.message_command("Image info", result)))
+    check(await reply(s, s.message_command("Image info", result, user="alice")))
+
+    assert "give a job number such as 12" in (await reply(s, s.slash("info", {"id": "abc"})))["content"]
+    assert "there is no job #999" in (await reply(s, s.slash("info", {"id": "999"})))["content"]
+    assert "no sdbot image has that message id" in (await reply(s, s.slash("info", {"id": str(snowflake())})))[
+        "content"]
+    models = await s.send_interaction(s.slash("models"))
+    await models.wait_callback()
+    data = await reply(s, s.message_command("Image info", models.original_message))
+    assert "that message is not an sdbot image" in data["content"]
+    # Someone else's message that merely mentions a job is not that job's image.
+    alice = s.guild.member("alice")
+    fake = message_object(id=snowflake(), channel_id=s.channel.id, author=alice.to_dict(), guild_id=s.guild.id,
+                          content=f"✅ Job #{job_id}: your image is ready")
+    data = await reply(s, s.message_command("Image info", fake))
+    assert "that message is not an sdbot image" in data["content"]
+    s.assert_no_invalid_requests()
