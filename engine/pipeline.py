@@ -13,6 +13,7 @@ import time
 from contextlib import contextmanager
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 from PIL import Image
@@ -38,8 +39,13 @@ class RenderedImage:
     seed: int
     infotext: str
 
-    def png(self) -> bytes:
+    @cached_property
+    def png_data(self) -> bytes:
+        """The PNG, encoded once: the worker encodes it in its thread so the event loop never does."""
         return png_bytes(self.image, self.infotext)
+
+    def png(self) -> bytes:
+        return self.png_data
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,11 @@ class Info(commands.Cog):
         self.menu = app_commands.ContextMenu(name="Image info", callback=self.image_info_menu)
         bot.tree.add_command(self.menu)
 
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        """Acknowledge every command at once (privately); handlers then answer with follow-ups."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        return True
+
     async def cog_unload(self) -> None:
         self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
 
@@ -55,7 +60,7 @@ class Info(commands.Cog):
     async def queue(self, interaction: discord.Interaction) -> None:
         active = await self.bot.services.jobs.active_for(interaction.user.id)
         if not active:
-            await interaction.response.send_message("you have no jobs waiting or running", ephemeral=True)
+            await interaction.followup.send("you have no jobs waiting or running", ephemeral=True)
             return
         lines, view = [], discord.ui.View(timeout=None)
         for job, position in active:
@@ -65,7 +70,7 @@ class Info(commands.Cog):
             lines.append(f"#{job.id} · {where} · {_format.clip(job.request.get('prompt', ''), 80)}")
             if len(view.children) < 25:
                 view.add_item(CancelButton(job.id))
-        await interaction.response.send_message("\n".join(lines)[:2000], view=view, ephemeral=True)
+        await interaction.followup.send("\n".join(lines)[:2000], view=view, ephemeral=True)
 
     @app_commands.command(name="models", description="Checkpoints, VAEs and samplers you can use")
     async def models(self, interaction: discord.Interaction) -> None:
@@ -77,7 +82,7 @@ class Info(commands.Cog):
                                                         1024), inline=False)
         embed.add_field(name="Samplers", value=_format.clip(", ".join(sampler_names()), 1024), inline=False)
         embed.add_field(name="Schedule types", value=", ".join(SCHEDULES), inline=False)
-        await interaction.response.send_message(embed=embed, ephemeral=True)
+        await interaction.followup.send(embed=embed, ephemeral=True)
 
     @app_commands.command(name="info", description="What made an image: give its job number or message id")
     @app_commands.describe(id="The job number (#12) or the image message's id")
@@ -86,6 +91,7 @@ class Info(commands.Cog):
         await self._send_info(interaction, job_id)
 
     async def image_info_menu(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)  # menus skip the cog's check
         """The job whose images the message shows; failing that (a batch's later parts), the job one of our
         own messages names. Anyone else's message that merely says "Job #12" is not job 12's image."""
         job = await self.bot.services.jobs.by_message(message.id)
@@ -114,4 +120,4 @@ class Info(commands.Cog):
     async def _send_info(self, interaction: discord.Interaction, job_id: int) -> None:
         cog = self.bot.get_cog("Imagine")
         job = await self.bot.services.jobs.get(job_id)
-        await interaction.response.send_message(**cog._info_message(job), ephemeral=True)
+        await interaction.followup.send(**cog._info_message(job), ephemeral=True)

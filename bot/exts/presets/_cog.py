@@ -54,6 +54,11 @@ class Presets(commands.GroupCog, group_name="preset", group_description="Your sa
     def services(self):
         return self.bot.services
 
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        """Acknowledge every command at once (privately); handlers then answer with follow-ups."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        return True
+
     async def _name_choices(self, interaction: discord.Interaction, current: str):
         names = await self.services.presets.names(interaction.user.id, current)
         return [app_commands.Choice(name=n, value=n) for n in names[:25]]
@@ -98,7 +103,7 @@ class Presets(commands.GroupCog, group_name="preset", group_description="Your sa
                             "or from_last:true")
         result = await self.services.presets.save(interaction.user.id, name, values)
         verb = "created" if result.created else "updated"
-        await interaction.response.send_message(
+        await interaction.followup.send(
             f"💾 preset **{result.preset.name}** {verb}: {describe_options(result.preset.options)}\n"
             f"use it with `--{result.preset.name}` in a prompt or `/imagine preset:{result.preset.name}`",
             ephemeral=True)
@@ -107,29 +112,29 @@ class Presets(commands.GroupCog, group_name="preset", group_description="Your sa
     async def list_(self, interaction: discord.Interaction) -> None:
         presets, default = await self.services.presets.list(interaction.user.id)
         if not presets:
-            await interaction.response.send_message("you have no presets yet: /preset save", ephemeral=True)
+            await interaction.followup.send("you have no presets yet: /preset save", ephemeral=True)
             return
         body = preset_lines([(p.name, p.options) for p in presets], default)
-        await interaction.response.send_message(f"your presets ({len(presets)}):\n{body}", ephemeral=True)
+        await interaction.followup.send(f"your presets ({len(presets)}):\n{body}", ephemeral=True)
 
     @app_commands.command(name="show", description="One preset's options")
     @app_commands.autocomplete(name=_name_choices)
     async def show(self, interaction: discord.Interaction, name: str) -> None:
         preset = await self.services.presets.get(interaction.user.id, name)
-        await interaction.response.send_message(f"**{preset.name}**: {describe_options(preset.options)}",
+        await interaction.followup.send(f"**{preset.name}**: {describe_options(preset.options)}",
                                                 ephemeral=True)
 
     @app_commands.command(name="rename", description="Rename a preset")
     @app_commands.autocomplete(old=_name_choices)
     async def rename(self, interaction: discord.Interaction, old: str, new: app_commands.Range[str, 1, 32]) -> None:
         preset = await self.services.presets.rename(interaction.user.id, old, new)
-        await interaction.response.send_message(f"✏️ preset **{old}** is now **{preset.name}**", ephemeral=True)
+        await interaction.followup.send(f"✏️ preset **{old}** is now **{preset.name}**", ephemeral=True)
 
     @app_commands.command(name="delete", description="Delete a preset (asks first)")
     @app_commands.autocomplete(name=_name_choices)
     async def delete(self, interaction: discord.Interaction, name: str) -> None:
         preset = await self.services.presets.get(interaction.user.id, name)
-        await interaction.response.send_message(
+        await interaction.followup.send(
             f"delete preset **{preset.name}** ({describe_options(preset.options)})?",
             view=ConfirmDelete(self, interaction.user.id, preset.name), ephemeral=True)
 
@@ -142,7 +147,7 @@ class Presets(commands.GroupCog, group_name="preset", group_description="Your sa
         else:
             preset = await self.services.presets.set_default(interaction.user.id, name)
             text = f"⭐ **{preset.name}** now applies to every /imagine (typed options still win)"
-        await interaction.response.send_message(text, ephemeral=True)
+        await interaction.followup.send(text, ephemeral=True)
 
     @app_commands.command(name="import", description="Import an A1111 infotext (text or PNG) or a preset export")
     @app_commands.describe(name="Preset name (for an infotext)", text="A1111 infotext (PNG Info text)",
@@ -152,7 +157,6 @@ class Presets(commands.GroupCog, group_name="preset", group_description="Your sa
                       file: discord.Attachment | None = None) -> None:
         from engine.infotext import read_png_infotext
 
-        await interaction.response.defer(ephemeral=True, thinking=True)
         user = interaction.user.id
         if file is not None:
             if file.size > MAX_IMPORT_BYTES:
@@ -186,7 +190,7 @@ class Presets(commands.GroupCog, group_name="preset", group_description="Your sa
     @app_commands.command(name="export", description="All your presets as a JSON file")
     async def export(self, interaction: discord.Interaction) -> None:
         data = await self.services.presets.export_json(interaction.user.id)
-        await interaction.response.send_message(
+        await interaction.followup.send(
             "📤 your presets (import them with /preset import file:)",
             file=discord.File(io.BytesIO(data.encode()), filename="sdbot-presets.json"), ephemeral=True)
 

@@ -97,18 +97,18 @@ async def test_sampler_autocomplete_offers_at_most_25_matches(harness):
 async def test_progress_edits_respect_the_channel_rate(tmp_path, tiny_sd15):
     from tests.bot.harness import running_bot
 
-    async with running_bot(tmp_path, tiny_sd15, discord={"edit_period_s": 0.5, "edits_per_channel": 1}) as h:
+    async with running_bot(tmp_path, tiny_sd15, discord={"edit_period_s": 0.3, "edits_per_channel": 1}) as h:
         s = h.standin
-        ix = await s.send_interaction(s.slash("imagine", {"prompt": "a cat --size 128x128 --steps 30"}))
+        ix = await s.send_interaction(s.slash("imagine", {"prompt": "a cat --size 128x128 --steps 100"}))
         await ix.wait_original_message(lambda m: m.get("attachments"), timeout=60)
         edits = [r for r in s.requests if r.method == "PATCH" and "@original" in r.path]
         contents = [r.json.get("content", "") for r in edits if r.json]
-        assert any("/30" in c for c in contents), contents
+        assert any("/100" in c for c in contents), contents
         assert len(edits) >= 2
         times = [r.time for r in edits]
         for a, b in zip(times, times[1:]):
-            assert b - a >= 0.5 - 0.05, times
-        steps = [int(c.split("/30")[0].rsplit(" ", 1)[1]) for c in contents if "/30" in c]
+            assert b - a >= 0.3 - 0.05, times
+        steps = [int(c.split("/100")[0].rsplit(" ", 1)[1]) for c in contents if "/100" in c]
         assert steps == sorted(steps)
         s.assert_no_invalid_requests()
 

@@ -17,9 +17,16 @@ def ephemeral(ix) -> dict:
 
 
 async def reply(s, payload: dict) -> dict:
+    """A command's private answer: commands defer ephemerally at once, then the answer replaces "thinking…"."""
     ix = await s.send_interaction(payload)
     await ix.wait_callback()
-    return ephemeral(ix)
+    body = ix.callbacks[0].json
+    if body["type"] == 4:
+        return ephemeral(ix)
+    assert body["type"] == 5 and body["data"]["flags"] & 64, body
+    message = await ix.wait_original_message(timeout=10)
+    assert message["flags"] & 64
+    return message
 
 
 def job_id_in(content: str) -> int:
@@ -40,15 +47,13 @@ async def test_queue_lists_jobs_with_cancel_buttons_that_cancel_them(harness):
     queued = await waiting.wait_for(edited_to("queued"), timeout=10)
     waiting_id = job_id_in(queued.json["content"])
 
-    listing = await s.send_interaction(s.slash("queue"))
-    await listing.wait_callback()
-    data = ephemeral(listing)
+    data = await reply(s, s.slash("queue"))
     assert data["content"].splitlines() == [f"#{waiting_id} · position 1 · a waiting dog",
                                             f"#{slow_id} · rendering · a slow cat"]
     buttons = [c for row in data["components"] for c in row["components"]]
     assert [b["custom_id"] for b in buttons] == [f"sdbot:cancel:{waiting_id}", f"sdbot:cancel:{slow_id}"]
     assert buttons[0]["label"] == f"Cancel #{waiting_id}"
-    message = listing.original_message
+    message = data
 
     refused = await reply(s, s.button(f"sdbot:cancel:{waiting_id}", message=message, user="alice"))
     assert "only the job's owner or a moderator can cancel it" in refused["content"]

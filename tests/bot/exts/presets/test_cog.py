@@ -14,18 +14,23 @@ INFOTEXT = ("a castle on a hill\nNegative prompt: ugly\n"
             "Steps: 4, Sampler: Euler a, CFG scale: 6, Seed: 9, Size: 64x64, Hires upscale: 2, Lora hashes: \"x: ab\"")
 
 
-def ephemeral_text(ix) -> str:
-    """The content of an interaction's immediate ephemeral reply (callback type 4, flags 64)."""
+async def ephemeral_text(ix) -> str:
+    """What the user alone sees: an immediate ephemeral reply (type 4), or the text replacing an ephemeral
+    "thinking…" (type 5: commands are acknowledged before any database work)."""
+    await ix.wait_callback()
     body = ix.callbacks[0].json
-    assert body["type"] == 4 and body["data"]["flags"] & 64, body
-    return body["data"]["content"]
+    assert body["data"]["flags"] & 64, body
+    if body["type"] == 4:
+        return body["data"]["content"]
+    assert body["type"] == 5, body
+    message = await ix.wait_original_message(timeout=10)
+    assert message["flags"] & 64
+    return message["content"]
 
 
 async def say(s, name: str, options: dict | None = None, *, user: str | None = None) -> str:
-    """Run a slash command answered at once (ephemerally); its text."""
-    ix = await s.send_interaction(s.slash(name, options or {}, user=user))
-    await ix.wait_callback()
-    return ephemeral_text(ix)
+    """Run a slash command: it is acknowledged privately at once (deferred, ephemeral), then answered."""
+    return await deferred(s, name, options or {}, user=user)
 
 
 async def imagine_error(s, options: dict) -> str:
@@ -34,7 +39,7 @@ async def imagine_error(s, options: dict) -> str:
     ix = await s.send_interaction(s.slash("imagine", options))
     await ix.wait_callback()
     if ix.callbacks[0].json["type"] == 4:
-        return ephemeral_text(ix)
+        return await ephemeral_text(ix)
     await ix.wait_for(lambda r: r.method == "DELETE", timeout=10)
     followup = await ix.wait_for(lambda r: r.method == "POST" and r.route.startswith("/webhooks/"), timeout=10)
     assert followup.json["flags"] & 64, followup.json
@@ -87,20 +92,19 @@ async def test_save_list_show_rename_delete(harness):
 
     ask = await s.send_interaction(s.slash("preset delete", {"name": "face"}))
     await ask.wait_callback()
-    assert "delete preset **face**" in ephemeral_text(ask)
-    prompt = ask.original_message
+    assert "delete preset **face**" in await ephemeral_text(ask)
+    prompt = await ask.wait_original_message(lambda m: m.get("components"), timeout=10)
     delete_id, keep_id = button_ids(prompt)
     other = await s.send_interaction(s.button(delete_id, message=prompt, user="alice"))
     await other.wait_callback()
-    assert "only the preset's owner" in ephemeral_text(other)
+    assert "only the preset's owner" in await ephemeral_text(other)
     assert "**face**" in await say(s, "preset list")  # still there
     keep = await s.send_interaction(s.button(keep_id, message=prompt))
     await keep.wait_callback()
     assert keep.callbacks[0].json["type"] == 7 and "kept" in keep.callbacks[0].json["data"]["content"]
 
     ask = await s.send_interaction(s.slash("preset delete", {"name": "FACE"}))
-    await ask.wait_callback()
-    prompt = ask.original_message
+    prompt = await ask.wait_original_message(lambda m: m.get("components"), timeout=10)
     press = await s.send_interaction(s.button(button_ids(prompt)[0], message=prompt))
     await press.wait_callback()
     body = press.callbacks[0].json
@@ -135,7 +139,7 @@ async def test_errors_are_ephemeral_and_name_the_problem(harness):
     assert len(await say(s, "preset list")) <= 2000
     ask = await s.send_interaction(s.slash("preset delete", {"name": "long"}))
     await ask.wait_callback()
-    assert "delete preset **long**" in ephemeral_text(ask)
+    assert "delete preset **long**" in await ephemeral_text(ask)
     s.assert_no_invalid_requests()
 
 
@@ -179,7 +183,7 @@ async def test_import_infotext_and_export_then_import_the_file(harness):
 
     ix = await s.send_interaction(s.slash("preset export"))
     await ix.wait_callback()
-    assert "your presets" in ephemeral_text(ix)
+    assert "your presets" in await ephemeral_text(ix)
     attachment = ix.original_message["attachments"][0]
     assert attachment["filename"] == "sdbot-presets.json"
     data = s.attachment_bytes(attachment)
