@@ -1,11 +1,13 @@
-"""Interaction acknowledgement latency: 50 users x 4 commands through the Discord stand-in, all at once.
+"""Interaction acknowledgement latency: 50 users x 4 commands through the Discord stand-in.
 
 The real bot (`sdbot run`'s code path, tiny model, SQLite file) answers /imagine, /preset save, /preset list and
-/queue for 50 simulated users sending at the same moment. Latency is measured by the stand-in from writing
+/queue for 50 simulated users at once, each sending its next command when the previous one was acknowledged
+(as a person would), while the engine renders the /imagine jobs. Latency is measured by the stand-in from writing
 INTERACTION_CREATE to receiving the first callback (what Discord's 3 s limit applies to).
 
 Run: .venv/bin/python benchmarks/discord_bench.py [--users 50]
-Prints `ack_ms_p50`, `ack_ms_p99`, `ack_ms_max`, `acked_within_3s` last, as `name: value` lines.
+Prints `ack_ms_p50`, `ack_ms_p99`, `ack_ms_max`, `acked_within_3s`, then the same latencies for a burst (all
+200 commands at the same instant, `burst_ack_ms_*`) last, as `name: value` lines.
 """
 
 from __future__ import annotations
@@ -24,11 +26,15 @@ from tests.bot.harness import RunningBot, write_config  # noqa: E402
 from tests.discord_standin import DiscordStandIn, StandInGuild, StandInUser  # noqa: E402
 
 
-async def measure(users: int) -> dict[str, float]:
+VALIDATE = True
+
+
+async def measure(users: int, burst: bool = False) -> dict[str, float]:
+    """`burst`: every user sends all four commands at the same instant (a stress case, not a person)."""
     root = Path(tempfile.mkdtemp(prefix="sdbot-discord-bench-"))
     write_tiny_model(root / "models" / "tiny-sd15")
     members = [StandInUser(f"user{i}") for i in range(users)]
-    async with DiscordStandIn([StandInGuild(members=list(members))]) as standin:
+    async with DiscordStandIn([StandInGuild(members=list(members))], validate=VALIDATE) as standin:
         running = RunningBot(standin, write_config(root, root / "models", standin,
                                                    discord={"edit_period_s": 1.0}))
         await running.start()
@@ -41,11 +47,24 @@ async def measure(users: int) -> dict[str, float]:
                     standin.slash("queue", {}, user=user),
                 ]
 
-            payloads = [p for u in members for p in commands(u)]
-            handles = await asyncio.gather(*(standin.send_interaction(p) for p in payloads))
-            await asyncio.gather(*(h.wait_callback(timeout=30) for h in handles))
+            async def user_session(user: StandInUser) -> list:
+                """One user's four commands, each sent once the previous one was acknowledged."""
+                handles = []
+                for payload in commands(user):
+                    handle = await standin.send_interaction(payload)
+                    await handle.wait_callback(timeout=30)
+                    handles.append(handle)
+                return handles
+
+            async def user_burst(user: StandInUser) -> list:
+                handles = await asyncio.gather(*(standin.send_interaction(p) for p in commands(user)))
+                await asyncio.gather(*(h.wait_callback(timeout=30) for h in handles))
+                return list(handles)
+
+            sessions = await asyncio.gather(*((user_burst if burst else user_session)(u) for u in members))
+            handles = [h for session in sessions for h in session]
             # let the renders finish before tearing down, so shutdown does not skew anything
-            imagine = handles[0::4]
+            imagine = [session[0] for session in sessions]
             await asyncio.gather(*(h.wait_original_message(lambda m: m.get("attachments"), timeout=300)
                                    for h in imagine))
             latencies = sorted(h.ack_latency * 1000 for h in handles)
@@ -67,6 +86,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=50)
     args = parser.parse_args()
     figures = asyncio.run(measure(args.users))
+    burst = asyncio.run(measure(args.users, burst=True))
+    figures.update({f"burst_{k}": v for k, v in burst.items() if k.startswith("ack_ms")})
     for name, value in figures.items():
         print(f"{name}: {value:.1f}")
 
