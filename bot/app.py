@@ -23,7 +23,7 @@ from engine.errors import EngineError
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.exts.imagine", "bot.exts.presets", "bot.exts.info")
+EXTENSIONS = ("bot.exts.imagine", "bot.exts.presets", "bot.exts.info", "bot.exts.moderation")
 USER_ERRORS = (UserError, EngineError, StoreError)
 
 
@@ -54,7 +54,28 @@ async def reply_error(interaction: discord.Interaction, error: BaseException) ->
         log.warning("could not report an error to the user", exc_info=True)
 
 
+async def admit(interaction: discord.Interaction) -> bool:
+    """The one ban check, for commands and buttons alike: a banned user gets one clear message and nothing runs.
+
+    In memory (the moderation service keeps the bans), so it adds no database work before the answer."""
+    moderation = getattr(getattr(interaction.client, "services", None), "moderation", None)
+    ban = moderation.ban_of(interaction.user.id, interaction.guild_id) if moderation is not None else None
+    if ban is None:
+        return True
+    try:
+        if interaction.type is discord.InteractionType.autocomplete:
+            await interaction.response.autocomplete([])
+        elif not interaction.response.is_done():
+            await interaction.response.send_message(ban.message(), ephemeral=True)
+    except discord.HTTPException:
+        log.warning("could not tell a banned user", exc_info=True)
+    return False
+
+
 class SdTree(app_commands.CommandTree):
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        return await admit(interaction)
+
     async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         await reply_error(interaction, error)
 
@@ -99,3 +120,5 @@ class SdBot(commands.Bot):
             self.recovered = await self.services.jobs.recover()
             if any(self.recovered):
                 log.info("recovered %d jobs to re-run and %d to post", *self.recovered)
+            if self.services.moderation is not None and await self.services.moderation.recover():
+                log.info("posted review items a previous run left unshown")

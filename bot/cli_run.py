@@ -53,13 +53,14 @@ async def _run(config: Config, token: str) -> None:
 
 async def _check(config: Config) -> int:
     from bot.store import migrate
-    from bot.store.db import make_engine, ping
+    from bot.store.db import check_writable, make_engine, ping
     from engine.models import ModelLibrary
 
     db = make_engine(config.database_url)
     try:
         await ping(db)
         await migrate.upgrade(db)
+        await check_writable(db)
         pending = await migrate.check(db)
     finally:
         await db.dispose()

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.errors import ConfigError
-from engine.config import EngineConfig, Limits
+from engine.config import EngineConfig, Limits, RayConfig
 
 DEFAULT_CONFIG_NAME = "config.toml"
 
@@ -41,11 +41,22 @@ class EngineSection(_Section):
     preview_every: Annotated[int, Field(ge=0, le=1000)] = 0
     threads: Annotated[int, Field(ge=0, le=256)] = 0
     batch_mode: Literal["exact", "fast"] = "exact"
+    backend: Literal["local", "ray"] = "local"
+    ray_address: str = ""
+    ray_app: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "sdbot"
+    ray_replicas: Annotated[int, Field(ge=1, le=1024)] = 1
+    ray_num_gpus: Annotated[float, Field(ge=0, le=64)] = 1.0
+    ray_num_cpus: Annotated[float, Field(ge=0, le=1024)] = 1.0
+    ray_max_retries: Annotated[int, Field(ge=0, le=100)] = 2
+    ray_max_ongoing_requests: Annotated[int, Field(ge=1, le=1000)] = 4
+    ray_batch_wait_s: Annotated[float, Field(ge=0, le=10)] = 0.01
+    ray_start_timeout_s: Annotated[float, Field(gt=0, le=86400)] = 600.0
 
 
 class DatabaseSection(_Section):
     url: str = ""
     max_presets_per_user: Annotated[int, Field(ge=1, le=1000)] = 50
+    busy_timeout_ms: Annotated[int, Field(ge=0, le=600_000)] = 10_000
 
 
 class DiscordSection(_Section):
@@ -61,12 +72,26 @@ class DiscordSection(_Section):
     api_calls_per_s: Annotated[int, Field(ge=1, le=50)] = 40
     preview_period_s: Annotated[float, Field(ge=1, le=120)] = 4.0
     token_lifetime_s: Annotated[float, Field(gt=0, le=900)] = 870.0
+    shutdown_timeout_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    post_retry_s: Annotated[float, Field(ge=0, le=86400)] = 900.0
+    post_backoff_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+
+
+class ModerationSection(_Section):
+    user_rate: Annotated[int, Field(ge=1, le=10000)] = 10
+    user_period_s: Annotated[float, Field(gt=0, le=86400)] = 60.0
+    guild_rate: Annotated[int, Field(ge=1, le=100000)] = 60
+    guild_period_s: Annotated[float, Field(gt=0, le=86400)] = 60.0
+    rate_wait_s: Annotated[float, Field(ge=0, le=10)] = 2.0
+    max_queued_per_guild: Annotated[int, Field(ge=1, le=100000)] = 30
+    banned_users: list[Annotated[int, Field(ge=0)]] = []
 
 
 class Settings(_Section):
     engine: EngineSection = EngineSection()
     database: DatabaseSection = DatabaseSection()
     discord: DiscordSection = DiscordSection()
+    moderation: ModerationSection = ModerationSection()
 
 
 class Config:
@@ -107,6 +132,13 @@ class Config:
             preview_every=e.preview_every,
             threads=e.threads,
             batch_mode=e.batch_mode,
+            backend=e.backend,
+            ray=RayConfig(
+                address=e.ray_address, app_name=e.ray_app, replicas=e.ray_replicas, num_gpus=e.ray_num_gpus,
+                num_cpus=e.ray_num_cpus, max_retries=e.ray_max_retries,
+                max_ongoing_requests=e.ray_max_ongoing_requests, batch_wait_s=e.ray_batch_wait_s,
+                start_timeout_s=e.ray_start_timeout_s,
+            ),
         )
 
     @property

@@ -12,9 +12,11 @@ from bot.config import Config
 from bot.discord_endpoints import point_discord_at
 from bot.services import Services
 from bot.services.jobs import JobService
+from bot.services.moderation import ModerationService
 from bot.services.presets import PresetService
+from bot.services.ratelimit import Rate, RateLimits
 from bot.store import migrate
-from bot.store.db import make_engine, make_sessions, ping
+from bot.store.db import check_writable, make_engine, make_sessions, ping
 
 log = logging.getLogger(__name__)
 
@@ -22,27 +24,43 @@ log = logging.getLogger(__name__)
 @contextlib.asynccontextmanager
 async def open_services(config: Config) -> AsyncIterator[Services]:
     """Database (migrated to head), engine worker and services; everything closed on exit."""
-    from engine.worker import Worker
+    from engine.backends import make_worker
 
     engine_config = config.engine_config()
-    db = make_engine(config.database_url)
+    db = make_engine(config.database_url, busy_timeout_ms=config.settings.database.busy_timeout_ms)
     try:
         await ping(db)
         await migrate.upgrade(db)
+        await check_writable(db)  # a read-only database stops the start with one line, not every command
         sessions = make_sessions(db)
-        worker = Worker(engine_config)
+        worker = make_worker(engine_config)  # [engine] backend: in-process, or replicas on a Ray cluster
         worker.start()
         try:
+            if hasattr(worker, "ready"):  # the Ray backend: fail now, with a readable message, if Ray is unusable
+                await worker.ready()
             jobs = JobService(sessions, worker, config.outputs_dir, limits=engine_config.limits,
-                              max_active_per_user=engine_config.max_queued_per_user)
+                              max_active_per_user=engine_config.max_queued_per_user,
+                              post_retry_s=config.settings.discord.post_retry_s,
+                              post_backoff_s=config.settings.discord.post_backoff_s)
             presets = PresetService(sessions, limits=engine_config.limits,
                                     max_per_user=config.settings.database.max_presets_per_user)
-            yield Services(config, db, sessions, worker, jobs, presets)
-            await jobs.close()
+            moderation = _moderation(config, sessions, jobs)
+            await moderation.start()
+            jobs.image_gate = moderation.gate_images
+            yield Services(config, db, sessions, worker, jobs, presets, moderation)
+            await moderation.close()
+            await jobs.shutdown(config.settings.discord.shutdown_timeout_s)  # no-op after serve's
         finally:
             await worker.close()
     finally:
         await db.dispose()
+
+
+def _moderation(config: Config, sessions, jobs: JobService) -> ModerationService:
+    m = config.settings.moderation
+    rates = RateLimits(Rate(m.user_rate, m.user_period_s), Rate(m.guild_rate, m.guild_period_s), m.rate_wait_s)
+    return ModerationService(sessions, jobs, rates, limits=jobs.limits, max_queued_per_guild=m.max_queued_per_guild,
+                             global_bans=frozenset(m.banned_users))
 
 
 async def serve(config: Config, token: str, stop: asyncio.Event | None = None,
@@ -69,4 +87,6 @@ async def serve(config: Config, token: str, stop: asyncio.Event | None = None,
                 runner.result()
             for task in waiters[1:]:
                 task.cancel()
+            # Still connected: the running job may finish and post; new commands hear "restarting".
+            await services.jobs.shutdown(settings.shutdown_timeout_s)
         log.info("bot stopped")

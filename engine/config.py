@@ -18,6 +18,22 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class RayConfig:
+    """The Ray Serve backend (issue 8, `backend = "ray"`; docs/scaling.md): where the cluster is, how many
+    engine replicas, what each one reserves, and the back-pressure and retry limits."""
+
+    address: str = ""  # "": the Ray of this process, else a local one; "auto", "HOST:6379" or "ray://HOST:10001"
+    app_name: str = "sdbot"  # the Serve application; `sdbot worker` and the bot must agree on it
+    replicas: int = 1  # engine replicas: one per GPU
+    num_gpus: float = 1.0  # GPUs each replica reserves (0: CPU replicas)
+    num_cpus: float = 1.0  # CPUs each replica reserves; also its torch threads when `threads` is 0
+    max_retries: int = 2  # re-runs of a job whose replica died, on another replica
+    max_ongoing_requests: int = 4  # jobs one replica holds at once (Serve batches them); the bot keeps the rest
+    batch_wait_s: float = 0.01  # how long a replica waits for more jobs to batch
+    start_timeout_s: float = 600.0  # how long `ready()` waits for the replicas to come up
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     models_dir: Path = Path("models")
     default_model: str = ""
@@ -36,3 +52,6 @@ class EngineConfig:
     # "exact": a batched image is pixel-identical to its solo run (the UNet and VAE see one image at a time;
     # BLAS results depend on the batch size). "fast": true tensor batching, for GPU throughput.
     batch_mode: str = "exact"
+    # Who renders (issue 8): "local", the in-process worker; "ray", engine replicas on a Ray cluster.
+    backend: str = "local"
+    ray: RayConfig = RayConfig()

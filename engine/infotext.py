@@ -385,5 +385,5 @@ def read_png_infotext(data: bytes | bytearray | memoryview | str | os.PathLike[s
     except EngineError:
         raise
     except Exception as err:  # Pillow raises many types (OSError, SyntaxError, ValueError, struct.error...)
-        raise EngineError(f"not a PNG image, or a damaged one ({type(err).__name__}: {err})") from None
+        raise EngineError("not a PNG image, or a damaged one") from None
     return None if value is None else str(value)

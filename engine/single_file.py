@@ -164,8 +164,8 @@ def _what_is_it(state: Mapping[str, Any] | None, keys: list[str], name: str) -> 
 
 # -------------------------------------------------------------------------------------------------- tokenizer
 
-def _bytes_to_unicode() -> list[str]:
-    """CLIP's reversible byte -> printable character table, in CLIP's order."""
+def clip_byte_characters() -> list[str]:
+    """CLIP's reversible byte -> printable character table, in CLIP's order (also the tiny vocab's base)."""
     bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     cs = bs[:]
     n = 0
@@ -185,7 +185,7 @@ def _clip_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     with gzip.open(BPE_FILE, "rt", encoding="utf-8") as fh:
         lines = fh.read().split("\n")
     merges = [tuple(line.split()) for line in lines[1:49152 - 256 - 2 + 1]]
-    chars = _bytes_to_unicode()
+    chars = clip_byte_characters()
     tokens = chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges]
     tokens += ["<|startoftext|>", "<|endoftext|>"]
     vocab = {tok: i for i, tok in enumerate(tokens)}

@@ -25,22 +25,11 @@ TEXT_LAYERS = 5
 TEXT_HIDDEN = 32
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte -> printable character table."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs)))
-
-
 def byte_level_vocab(words: tuple[str, ...] | list[str] = TINY_WORDS) -> tuple[dict[str, int], list[str]]:
     """CLIP's byte-level BPE layout (spec §7) with merges that make each of `words` one token."""
-    chars = list(_bytes_to_unicode().values())
+    from engine.single_file import clip_byte_characters
+
+    chars = clip_byte_characters()
     tokens = chars + [c + "</w>" for c in chars]
     merges: list[str] = []
     for word in words:

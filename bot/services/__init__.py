@@ -20,3 +20,4 @@ class Services:
     worker: Any  # engine.worker.Worker
     jobs: Any  # bot.services.jobs.JobService
     presets: Any  # bot.services.presets.PresetService
+    moderation: Any = None  # bot.services.moderation.ModerationService

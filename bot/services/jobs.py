@@ -4,6 +4,15 @@ The order is what makes restarts safe: a job row is committed (`queued`) before 
 images are written to disk and the row marked `done` before anything is posted, and `posted` is recorded after
 the post. `recover()` at start-up picks up whatever a crash left in between.
 
+Posting is at-least-once by nature: a post can reach Discord while its answer is lost (a reset connection), or
+the process can die between the post and `mark_posted`. It is made exactly-once by asking the listener whether
+the job's message is already there (`already_posted`, which looks for the job's buttons in the channel) before
+every retry and before re-posting a `done` job after a restart. Failed posts are retried with exponential
+back-off for `post_retry_s`; until then (and after, until the next start) the job stays `done` with its files.
+
+`shutdown()` (SIGTERM) stops taking jobs, lets the running one finish and post within the timeout, and puts
+what did not finish back to `queued` for the next start. See docs/operations.md for every failure case.
+
 The Discord side is a `JobListener` per job (progress message, final post); this module knows no Discord.
 """
 
@@ -13,7 +22,7 @@ import asyncio
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,11 +32,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.errors import UserError
 from bot.store import jobs as job_store
 from bot.store.db import transaction
+from bot.store.errors import DatabaseBusy, DatabaseUnavailable
 from bot.store.models import Job, JobStatus
 from engine.config import Limits
+from engine.errors import EngineError
 from engine.request import GenerationRequest
 
 log = logging.getLogger(__name__)
+
+RESTARTING = "the bot is restarting; try again in a minute"
+MAX_BACKOFF_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +71,9 @@ class JobListener(Protocol):
     async def finished(self, job: Job, files: list[Path]) -> Delivered: ...
     async def failed(self, job_id: int, message: str) -> None: ...
     async def cancelled(self, job_id: int) -> None: ...
+    # Optional (looked up with getattr): `retryable(error) -> bool` says whether a failed `finished` may succeed
+    # later; `already_posted(job) -> Delivered | None` finds a post that happened although it seemed to fail;
+    # `interrupted(job_id)` says the job was put back in the queue by a shutdown.
 
 
 @dataclass
@@ -74,25 +91,52 @@ class JobService:
     limits: Limits = Limits()
     max_active_per_user: int = 5
     recovery_listener: Callable[[Job], JobListener] | None = None
+    # Set by the moderation service: True when a rendered job's images are held for review instead of posted.
+    image_gate: Callable[[Job, JobListener], Awaitable[bool]] | None = None
+    post_retry_s: float = 900.0  # how long a failed post is retried (then the job waits, `done`, for a restart)
+    post_backoff_s: float = 1.0  # the first retry's delay; doubled each time up to MAX_BACKOFF_S
+    record_retry_s: float = 60.0  # how long a job's status change is retried while the database is unavailable
     _jobs: dict[int, _Running] = field(default_factory=dict)
+    _posting: set[int] = field(default_factory=set)
+    _background: set[asyncio.Task] = field(default_factory=set)
+    _stopping: bool = False
+    _recovered: bool = False
+    _mine: set[int] = field(default_factory=set)  # jobs made by this process before `recover()` finished
 
     async def submit(self, who: Requester, request: GenerationRequest, listener: JobListener, *,
                      sources: dict[str, str] | None = None, priority: bool = False) -> Job:
         """Persist the job, then queue it; `UserError` when the user already has too many active jobs.
 
         The count and the insert share one transaction (writers are serialized), so two quick commands
-        cannot both slip under the cap.
+        cannot both slip under the cap. A job the worker refuses is recorded `failed`, never left `queued`.
         """
+        if self._stopping:
+            raise UserError(RESTARTING)
         async def persist(s: AsyncSession) -> Job:
             self._check_capacity(await job_store.count_active(s, who.user_id))
-            return await job_store.create(
+            job = await job_store.create(
                 s, user_id=who.user_id, request=request, guild_id=who.guild_id, channel_id=who.channel_id,
                 interaction_id=who.interaction_id, sources=sources,
             )
+            if not self._recovered:  # known before the commit, so `recover()` cannot take it for a leftover
+                self._mine.add(job.id)
+            return job
 
         job = await transaction(self.sessions, persist)
-        self._start(job.id, who.user_id, request, listener, priority=priority)
+        try:
+            self._start(job.id, who.user_id, request, listener, priority=priority)
+        except Exception as exc:
+            await self._refused(job.id, exc)
+            raise
         return job
+
+    async def _refused(self, job_id: int, exc: Exception) -> None:
+        """The worker would not take a persisted job (shutting down, full): record it as failed."""
+        message = str(exc) if isinstance(exc, EngineError) else "the job could not be queued"
+        try:
+            await self._write(job_store.transition, job_id, JobStatus.FAILED, error=message)
+        except Exception:
+            log.exception("job %s: could not record that the worker refused it", job_id)
 
     def _check_capacity(self, active: int) -> None:
         if active >= self.max_active_per_user:
@@ -100,6 +144,11 @@ class JobService:
                 f"you have {active} jobs queued; the limit is {self.max_active_per_user}. "
                 f"Wait for one to finish, or cancel one with /queue"
             )
+
+    def start_queued(self, job: Job, listener: JobListener) -> None:
+        """Hand the worker a job whose row is already `queued` (e.g. approved after review)."""
+        request = GenerationRequest(**job.request, limits=self.limits)
+        self._start(job.id, job.user_id, request, listener)
 
     def _start(self, job_id: int, user_id: int, request: GenerationRequest, listener: JobListener,
                *, priority: bool = False) -> None:
@@ -115,16 +164,20 @@ class JobService:
                 if isinstance(event, w.Queued):
                     await _quietly(listener.queued(job_id, event.position))
                 elif isinstance(event, w.Started):
-                    await transaction(self.sessions, job_store.transition, job_id, JobStatus.RUNNING)
+                    await self._write(job_store.transition, job_id, JobStatus.RUNNING)
                     await _quietly(listener.started(job_id))
                 elif isinstance(event, w.Step):
                     await _quietly(listener.step(job_id, event.step, event.total, event.preview))
                 elif isinstance(event, w.Finished):
                     await self._finish(job_id, event.result, listener)
                 elif isinstance(event, w.Failed):
-                    await transaction(self.sessions, job_store.transition, job_id, JobStatus.FAILED,
-                                      error=event.message)
+                    await self._write(job_store.transition, job_id, JobStatus.FAILED, error=event.message)
                     await _quietly(listener.failed(job_id, event.message))
+                elif isinstance(event, w.Cancelled) and self._stopping and \
+                        event.reason in (w.SHUTDOWN_QUEUED, w.SHUTDOWN_RUNNING):
+                    await self._write(_back_to_queue, job_id)  # the next start runs it again
+                    if hasattr(listener, "interrupted"):
+                        await _quietly(listener.interrupted(job_id))
                 elif isinstance(event, w.Cancelled):
                     await transaction(self.sessions, job_store.transition, job_id, JobStatus.CANCELLED)
                     await _quietly(listener.cancelled(job_id))
@@ -141,20 +194,87 @@ class JobService:
             path = folder / f"{job_id}-{i}.png"
             await asyncio.to_thread(path.write_bytes, image.png())
             paths.append(path)
-        job = await transaction(self.sessions, job_store.transition, job_id, JobStatus.DONE,
+        job = await self._write(job_store.transition, job_id, JobStatus.DONE,
                                 seed=result.seed, result_paths=[str(p) for p in paths])
         await self.post(job, listener)
 
-    async def post(self, job: Job, listener: JobListener) -> None:
-        """Post a `done` job's saved files and record it as `posted` (exactly once)."""
+    async def post(self, job: Job, listener: JobListener, *, check_first: bool = False) -> None:
+        """Post a `done` job's saved files and record it as `posted`, exactly once.
+
+        Failures the listener calls retryable (Discord 5xx/429, dropped connections) are retried with exponential
+        back-off for `post_retry_s`, each retry first asking `already_posted` (so a post whose answer was lost is
+        not made twice); `check_first` asks before the first attempt too (after a restart). Other failures fail
+        the job with the reason. A job still unposted at the end stays `done` and is posted at the next start.
+        """
+        if job.id in self._posting:
+            return  # already being posted by another task
+        self._posting.add(job.id)
+        try:
+            await self._post(job, listener, check_first)
+        finally:
+            self._posting.discard(job.id)
+
+    async def _post(self, job: Job, listener: JobListener, check_first: bool) -> None:
         files = [Path(p) for p in job.result_paths or []]
         if not files or not all(p.exists() for p in files):
-            await transaction(self.sessions, job_store.transition, job.id, JobStatus.FAILED,
+            await self._write(job_store.transition, job.id, JobStatus.FAILED,
                               error="the rendered images were lost before they could be posted")
             await _quietly(listener.failed(job.id, "the rendered images were lost before they could be posted"))
             return
-        delivered = await listener.finished(job, files)
-        await transaction(self.sessions, job_store.mark_posted, job.id, message_id=delivered.message_id)
+        if self.image_gate is not None and await self.image_gate(job, listener):
+            return
+        deadline = time.monotonic() + self.post_retry_s
+        delay, attempt = self.post_backoff_s, 0
+        while True:
+            try:
+                delivered = None
+                if (check_first or attempt) and hasattr(listener, "already_posted"):
+                    delivered = await listener.already_posted(job)
+                    if delivered is not None:
+                        log.info("job %s was posted already (message %s); not posting it again",
+                                 job.id, delivered.message_id)
+                if delivered is None:
+                    delivered = await listener.finished(job, files)
+                break
+            except Exception as exc:
+                attempt += 1
+                retryable = getattr(listener, "retryable", None)
+                if self._stopping:
+                    log.warning("job %s: posting failed during shutdown (%s); it is posted at the next start",
+                                job.id, _reason(exc))
+                    return
+                if retryable is None or not retryable(exc):
+                    log.warning("job %s could not be posted", job.id, exc_info=exc)
+                    message = f"the images could not be posted ({_reason(exc)})"
+                    await self._write(job_store.transition, job.id, JobStatus.FAILED, error=message)
+                    await _quietly(listener.failed(job.id, message))
+                    return
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    log.error("job %s: still not posted after %d attempts (%s); its files are kept and it is "
+                              "posted at the next start", job.id, attempt, _reason(exc))
+                    return
+                log.warning("job %s: posting failed (%s); retry %d in %.1f s", job.id, _reason(exc), attempt,
+                            min(delay, left))
+                await asyncio.sleep(min(delay, left))
+                delay = min(delay * 2, MAX_BACKOFF_S)
+        await self._write(job_store.mark_posted, job.id, message_id=delivered.message_id)
+
+    async def _write(self, fn, /, *args: Any, **kwargs: Any) -> Any:
+        """`transaction(fn, ...)` for a job's own state, retried with back-off for `record_retry_s` while the
+        database is busy or unavailable: a short outage delays a job instead of dropping it."""
+        deadline = time.monotonic() + self.record_retry_s
+        delay = 0.2
+        while True:
+            try:
+                return await transaction(self.sessions, fn, *args, **kwargs)
+            except (DatabaseBusy, DatabaseUnavailable) as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("database unavailable (%s); retrying %s in %.1f s", exc,
+                            getattr(fn, "__name__", fn), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def cancel(self, job_id: int, user_id: int, *, is_moderator: bool = False) -> bool:
         """Cancel a queued or running job of `user_id` (moderators: anyone's). False if it is not active."""
@@ -181,6 +301,13 @@ class JobService:
         rows = await transaction(self.sessions, job_store.list_for_user, user_id, None, limit=1)
         return rows[0] if rows else None
 
+    def infotext_of(self, job: Job) -> str | None:
+        """The A1111 infotext of the job's first image, read back from its PNG (None: files gone)."""
+        from engine.infotext import read_png_infotext
+
+        files = self.files_of(job)
+        return read_png_infotext(files[0].read_bytes()) if files else None
+
     def files_of(self, job: Job) -> list[Path]:
         return [Path(p) for p in job.result_paths or [] if Path(p).exists()]
 
@@ -189,26 +316,78 @@ class JobService:
         await asyncio.to_thread(shutil.rmtree, folder, True)
 
     async def recover(self) -> tuple[int, int]:
-        """At start-up: re-run queued/running jobs, post done ones. Returns (re-run, re-posted)."""
+        """At start-up: re-run queued/running jobs, post done ones. Returns (re-run, re-posted).
+
+        `awaiting_review` jobs are left to their moderators. Done jobs are posted in background tasks (with
+        `check_first`: a post may have happened just before the crash), so start-up does not wait on Discord.
+        """
         if self.recovery_listener is None:
             raise RuntimeError("recover() needs a recovery_listener")
-        await transaction(self.sessions, job_store.requeue_running)
-        unfinished = await transaction(self.sessions, job_store.unfinished)
-        for job in unfinished.rerun:
-            request = GenerationRequest(**job.request, limits=self.limits)
-            if job.seed is not None:
-                request = request.replace(seed=job.seed)
+        unfinished = await self._write(job_store.unfinished)
+        # Commands are served from READY on, so this process may have made (and started) jobs already.
+        rerun = [j for j in unfinished.rerun if j.id not in self._jobs and j.id not in self._mine]
+        to_post = [j for j in unfinished.to_post if j.id not in self._mine]
+        for job in rerun:
+            if job.status == JobStatus.RUNNING.value:  # its render died with the last process
+                await self._write(_back_to_queue, job.id)
+            try:
+                request = GenerationRequest(**job.request, limits=self.limits)
+                if job.seed is not None:
+                    request = request.replace(seed=job.seed)
+            except EngineError as exc:  # e.g. the limits were lowered since: fail this job, recover the others
+                log.warning("job %s cannot be resumed: %s", job.id, exc)
+                await self._refused(job.id, exc)
+                continue
             # Older than anything queued now, so they go first (and past the per-user cap).
             self._start(job.id, job.user_id, request, self.recovery_listener(job), priority=True)
-        for job in unfinished.to_post:
-            await self.post(job, self.recovery_listener(job))
-        return len(unfinished.rerun), len(unfinished.to_post)
+        for job in to_post:
+            self._spawn(self.post(job, self.recovery_listener(job), check_first=True), f"post-{job.id}")
+        self._recovered = True
+        self._mine.clear()
+        return len(rerun), len(to_post)
+
+    def _spawn(self, coro, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def shutdown(self, timeout: float) -> None:
+        """Stop taking jobs (new commands hear `RESTARTING`); give the running job `timeout` seconds to finish
+        and be posted. Queued jobs stay `queued` for the next start; so does the running job when time runs
+        out (it is cancelled at its next step and put back). A post still in flight at the end is cut off: its
+        job stays `done` and is posted, once, at the next start. Safe to call twice."""
+        if self._stopping:
+            return
+        self._stopping = True
+        deadline = time.monotonic() + timeout
+        log.info("shutting down: %d jobs queued or running, waiting up to %.0f s", len(self._jobs), timeout)
+        await self.worker.close(timeout=timeout)
+        tasks = [r.task for r in self._jobs.values()] + list(self._background)
+        if tasks:
+            # At least a moment for the status writes of jobs cancelled at the deadline.
+            _, pending = await asyncio.wait(tasks, timeout=max(deadline - time.monotonic(), 2.0))
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        log.info("shutdown: the job service stopped")
 
     async def close(self, timeout: float = 10.0) -> None:
         started = time.monotonic()
         tasks = [r.task for r in self._jobs.values()]
         if tasks:
             await asyncio.wait(tasks, timeout=max(0.0, timeout - (time.monotonic() - started)))
+
+
+async def _back_to_queue(s: AsyncSession, job_id: int) -> None:
+    """A job interrupted by a shutdown goes back to `queued` (a queued one stays as it is)."""
+    job = await job_store.get(s, job_id, for_update=True)
+    if job.status == JobStatus.RUNNING.value:
+        await job_store.transition(s, job_id, JobStatus.QUEUED)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    return text or type(exc).__name__
 
 
 async def _quietly(coro) -> None:

@@ -55,6 +55,9 @@ _SQLITE_BUSY_CODES = {5, 6}
 _PG_RETRY_STATES = {"40001", "40P01"}
 
 BUSY_MESSAGE = "the database is busy; please try again in a moment"
+READ_ONLY_MESSAGE = ("the database is read-only, so nothing can be saved right now; "
+                     "an admin must make the database file (and its folder) writable")
+_SQLITE_READONLY = 8
 TRANSACTION_ATTEMPTS = 6
 
 P = ParamSpec("P")
@@ -183,6 +186,23 @@ def _translate_errors(engine: AsyncEngine) -> None:
         if is_busy_error(ctx.original_exception):
             log.warning("database busy: %s", _first_line(ctx.original_exception))
             raise DatabaseBusy(BUSY_MESSAGE) from ctx.sqlalchemy_exception
+        if is_read_only_error(ctx.original_exception):
+            log.error("database read-only: %s", _first_line(ctx.original_exception))
+            raise DatabaseUnavailable(READ_ONLY_MESSAGE) from ctx.sqlalchemy_exception
+
+
+def is_read_only_error(exc: BaseException | None) -> bool:
+    """Whether a driver error means the database cannot be written (SQLite READONLY, PostgreSQL 25006)."""
+    if exc is None:
+        return False
+    if isinstance(exc, DBAPIError):
+        exc = exc.orig
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF == _SQLITE_READONLY:
+        return True
+    if (getattr(exc, "pgcode", None) or getattr(exc, "sqlstate", None)) == "25006":
+        return True
+    return "readonly database" in str(exc).lower() or "read-only" in str(exc).lower()
 
 
 def is_busy_error(exc: BaseException | None) -> bool:
@@ -219,6 +239,14 @@ async def ping(engine: AsyncEngine) -> None:
         raise
     except (SQLAlchemyError, OSError) as exc:
         raise unavailable(engine.url, exc) from None
+
+
+async def check_writable(engine: AsyncEngine) -> None:
+    """`DatabaseUnavailable` (one line) when the database can be read but not written: a read-only file, folder
+    or mount, or a PostgreSQL replica. Writes nothing: a no-op UPDATE of the migrations' table, rolled back."""
+    async with engine.connect() as conn:
+        await conn.exec_driver_sql("UPDATE alembic_version SET version_num = version_num")
+        await conn.rollback()
 
 
 def unavailable(url: str | URL, exc: BaseException) -> DatabaseUnavailable:

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.store.errors import InvalidGuildSetting, InvalidOptions
-from bot.store.models import GuildSettings, ModerationMode, NsfwPolicy, utcnow
+from bot.store.models import GuildSettings, ModerationMode, NotifyBy, NsfwPolicy, utcnow
 from bot.store.options import validate_options
 from bot.store.users import upsert_ignore
 from engine.config import Limits
@@ -25,13 +25,13 @@ MAX_WORDS = 500
 MAX_WORD_CHARS = 100
 MAX_NAMES = 200  # allowed models / VAEs
 
-_CAPS = ("max_steps", "max_pixels", "max_batch", "max_jobs_per_user")
+_CAPS = ("max_steps", "max_pixels", "max_batch", "max_jobs_per_user", "max_prompt_chars")
 _IDS = ("review_channel_id", "moderator_role_id")
 _NAME_LISTS = ("allowed_models", "allowed_vaes")
 _WORD_LISTS = {"banned": "banned_words", "flagged": "flagged_words"}
 SETTABLE: tuple[str, ...] = (
     "moderation_mode", *_IDS, "banned_words", "flagged_words", "forced_negative_prompt", "defaults", *_CAPS,
-    *_NAME_LISTS, "nsfw_policy",
+    *_NAME_LISTS, "nsfw_policy", "notify_by",
 )
 
 
@@ -53,6 +53,8 @@ def defaults_for(guild_id: int) -> GuildSettings:
         allowed_models=[],
         allowed_vaes=[],
         nsfw_policy=NsfwPolicy.NSFW_CHANNELS.value,
+        notify_by=NotifyBy.DM.value,
+        max_prompt_chars=None,
         updated_at=utcnow(),
     )
 
@@ -166,6 +168,8 @@ def _check(key: str, value: Any, limits: Limits) -> Any:
         return _choice(key, value, ModerationMode)
     if key == "nsfw_policy":
         return _choice(key, value, NsfwPolicy)
+    if key == "notify_by":
+        return _choice(key, value, NotifyBy)
     if key in _IDS:
         if value is None:
             return None
@@ -208,7 +212,7 @@ def _check(key: str, value: Any, limits: Limits) -> Any:
     raise AssertionError(key)  # pragma: no cover
 
 
-def _choice(key: str, value: Any, enum: type[ModerationMode] | type[NsfwPolicy]) -> str:
+def _choice(key: str, value: Any, enum: type[ModerationMode] | type[NsfwPolicy] | type[NotifyBy]) -> str:
     allowed = [m.value for m in enum]
     if value not in allowed:
         raise InvalidGuildSetting(f"{key.replace('_', ' ')} must be one of {', '.join(allowed)}, got {value!r}")

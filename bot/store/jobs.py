@@ -17,7 +17,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.store.errors import IllegalTransition, InvalidOptions, JobNotFound
-from bot.store.models import Job, JobStatus, utcnow
+from bot.store.models import ItemStatus, Job, JobStatus, ModerationItem, utcnow
 from bot.store.options import REQUEST_FIELDS
 from bot.store.users import ensure_user
 from engine.request import GenerationRequest
@@ -30,7 +30,8 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     # RUNNING -> QUEUED: a render interrupted by a restart is run again.
     S.RUNNING: frozenset({S.DONE, S.FAILED, S.CANCELLED, S.QUEUED}),
     # DONE -> FAILED: the images could not be posted (files gone, channel deleted) and posting gave up.
-    S.DONE: frozenset({S.POSTED, S.FAILED}),
+    # DONE -> REJECTED: a moderator refused the images (a guild reviewing images before they are posted).
+    S.DONE: frozenset({S.POSTED, S.FAILED, S.REJECTED}),
     S.POSTED: frozenset(),
     S.FAILED: frozenset(),
     S.CANCELLED: frozenset(),
@@ -200,9 +201,27 @@ async def count_active(s: AsyncSession, user_id: int, *, guild_id: int | None = 
     return int((await s.execute(stmt)).scalar_one())
 
 
+async def count_active_in_guild(s: AsyncSession, guild_id: int) -> int:
+    """How many jobs of the guild are waiting for review, queued or running (for the guild's queue cap)."""
+    stmt = select(func.count()).select_from(Job).where(
+        Job.guild_id == guild_id, Job.status.in_([x.value for x in ACTIVE])
+    )
+    return int((await s.execute(stmt)).scalar_one())
+
+
 async def unfinished(s: AsyncSession) -> Unfinished:
-    """Jobs a fresh start must pick up: `queued`/`running` ones to re-run, `done` ones to post. Read-only."""
-    stmt = select(Job).where(Job.status.in_([S.QUEUED.value, S.RUNNING.value, S.DONE.value])).order_by(Job.id)
+    """Jobs a fresh start must pick up: `queued`/`running` ones to re-run, `done` ones to post. Read-only.
+
+    A `done` job whose images wait for a moderator (a pending moderation item) is left alone: it is posted
+    once approved."""
+    held = select(ModerationItem.id).where(
+        ModerationItem.job_id == Job.id, ModerationItem.status == ItemStatus.PENDING.value
+    )
+    stmt = (
+        select(Job)
+        .where(Job.status.in_([S.QUEUED.value, S.RUNNING.value, S.DONE.value]), ~held.exists())
+        .order_by(Job.id)
+    )
     jobs = list((await s.execute(stmt)).scalars())
     return Unfinished(
         rerun=[j for j in jobs if j.status != S.DONE.value],

@@ -1,4 +1,5 @@
-"""The tables: users, presets (+ each user's default), jobs, guild settings, moderation items, the audit log.
+"""The tables: users, presets (+ each user's default), jobs, guild settings, moderation items, the audit log,
+bans.
 
 Option dicts and word lists are JSON columns. A JSON value is replaced, never mutated in place (SQLAlchemy does
 not see in-place changes), which the store modules respect. Discord ids are 64-bit, hence `BigInteger`.
@@ -85,7 +86,15 @@ class JobStatus(StrEnum):
 class ModerationMode(StrEnum):
     OFF = "off"  # nothing is held; banned words still refuse a prompt
     FLAGGED = "flagged"  # prompts with a flagged word wait for a moderator
-    ALL = "all"  # every job waits for a moderator
+    PROMPTS = "prompts"  # every prompt waits for a moderator before it runs
+    IMAGES = "images"  # prompts run; the images wait for a moderator before they are posted
+
+
+class NotifyBy(StrEnum):
+    """How a user hears of a moderator's decision once the command's interaction token has expired."""
+
+    DM = "dm"
+    CHANNEL = "channel"  # a message in the channel they asked in, mentioning them
 
 
 class NsfwPolicy(StrEnum):
@@ -181,6 +190,7 @@ class GuildSettings(Base):
     __table_args__ = (
         CheckConstraint(_in("moderation_mode", ModerationMode), name="moderation_mode"),
         CheckConstraint(_in("nsfw_policy", NsfwPolicy), name="nsfw_policy"),
+        CheckConstraint(_in("notify_by", NotifyBy), name="notify_by"),
     )
 
     guild_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
@@ -198,6 +208,8 @@ class GuildSettings(Base):
     allowed_models: Mapped[list[str]] = mapped_column(default=list)  # empty: every model
     allowed_vaes: Mapped[list[str]] = mapped_column(default=list)  # empty: every VAE
     nsfw_policy: Mapped[str] = mapped_column(String(16), default=NsfwPolicy.NSFW_CHANNELS.value)
+    notify_by: Mapped[str] = mapped_column(String(16), default=NotifyBy.DM.value)
+    max_prompt_chars: Mapped[int | None] = mapped_column()  # None: the engine's limit
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -233,3 +245,21 @@ class AuditEntry(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Ban(Base):
+    """A user barred from the bot, in one guild (or everywhere: `guild_id` NULL) until `expires_at` (NULL: for
+    good) or until lifted. Rows are kept after they end, as the user's history."""
+
+    __tablename__ = "bans"
+    __table_args__ = (Index("ix_bans_user_id_guild_id", "user_id", "guild_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    guild_id: Mapped[int | None] = mapped_column(BigInteger)
+    actor_id: Mapped[int] = mapped_column(BigInteger)  # the moderator who banned
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column()
+    lifted_at: Mapped[datetime | None] = mapped_column()
+    lifted_by: Mapped[int | None] = mapped_column(BigInteger)

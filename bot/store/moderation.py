@@ -20,10 +20,12 @@ MAX_REASON_CHARS = 1000
 
 
 async def hold(s: AsyncSession, job_id: int, *, reason: str = "") -> ModerationItem:
-    """Open a review item for a job that was created as `awaiting_review`."""
+    """Open a review item for a job that was created as `awaiting_review` (its prompt is reviewed), or for a
+    `done` job whose images are reviewed before they are posted."""
     job = await jobs.get(s, job_id)
-    if job.status != JobStatus.AWAITING_REVIEW.value:
-        raise IllegalTransition(f"job #{job_id} is {job.status}; only jobs awaiting review can be held")
+    if job.status not in (JobStatus.AWAITING_REVIEW.value, JobStatus.DONE.value):
+        raise IllegalTransition(
+            f"job #{job_id} is {job.status}; only jobs awaiting review (or rendered, not yet posted) can be held")
     existing = await item_for_job(s, job_id)
     if existing is not None:
         return existing
@@ -66,7 +68,8 @@ async def set_review_message(s: AsyncSession, item_id: int, message_id: int) -> 
 
 
 async def approve(s: AsyncSession, item_id: int, moderator_id: int, *, reason: str = "") -> ModerationItem:
-    """Approve: the job goes to `queued` and the decision is logged. `AlreadyDecided` if someone was faster."""
+    """Approve: a held prompt's job goes to `queued` (held images stay `done`, to be posted) and the decision is
+    logged. `AlreadyDecided` if someone was faster."""
     return await _decide(s, item_id, moderator_id, ItemStatus.APPROVED, JobStatus.QUEUED, reason)
 
 
@@ -111,9 +114,13 @@ async def audit_log(
     limit: int = 50,
     before_id: int | None = None,
     action: str | None = None,
+    target_user_id: int | None = None,
 ) -> list[AuditEntry]:
-    """The guild's audit entries, newest first; page with `before_id` (the last id of the previous page)."""
+    """The guild's audit entries, newest first; page with `before_id` (the last id of the previous page);
+    `target_user_id`: only those about that user."""
     stmt = select(AuditEntry).where(AuditEntry.guild_id == guild_id)
+    if target_user_id is not None:
+        stmt = stmt.where(AuditEntry.target_user_id == target_user_id)
     if before_id is not None:
         stmt = stmt.where(AuditEntry.id < before_id)
     if action is not None:
@@ -139,7 +146,9 @@ async def _decide(
         raise ModerationItemNotFound(f"there is no moderation item #{item_id}")
     if item.status != ItemStatus.PENDING.value:
         raise AlreadyDecided(f"this request was already {item.status}")
-    job = await jobs.transition(s, item.job_id, job_status)
+    job = await jobs.get(s, item.job_id, for_update=True)
+    if not (job_status is JobStatus.QUEUED and job.status == JobStatus.DONE.value):  # approved images stay done
+        job = await jobs.transition(s, item.job_id, job_status)
     now = utcnow()
     item.status = decision.value
     item.decided_by = moderator_id
@@ -165,3 +174,14 @@ def _reason(reason: Any) -> str:
     if not isinstance(reason, str):
         raise ValueError("a reason must be text")
     return reason.strip()[:MAX_REASON_CHARS]
+
+
+async def unshown(s: AsyncSession, *, limit: int = 100) -> list[ModerationItem]:
+    """Pending items that have no review message yet (the bot stopped before posting it), oldest first."""
+    stmt = (
+        select(ModerationItem)
+        .where(ModerationItem.status == ItemStatus.PENDING.value, ModerationItem.review_message_id.is_(None))
+        .order_by(ModerationItem.id)
+        .limit(limit)
+    )
+    return list((await s.execute(stmt)).scalars())

@@ -29,8 +29,11 @@ def write_config(root: Path, models_dir: Path, standin: DiscordStandIn, **sectio
         "outputs_dir": str(root / "outputs"), **sections.get("discord", {}),
     }
     database = {"url": f"sqlite+aiosqlite:///{root / 'sdbot.db'}", **sections.get("database", {})}
+    # Rate limits out of the way (as cooldown_s above) unless a test sets them.
+    moderation = {"user_rate": 1000, "guild_rate": 10000, **sections.get("moderation", {})}
     lines = []
-    for name, values in (("engine", engine), ("database", database), ("discord", discord)):
+    for name, values in (("engine", engine), ("database", database), ("discord", discord),
+                         ("moderation", moderation)):
         lines.append(f"[{name}]")
         lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
     path = root / "config.toml"

@@ -95,3 +95,20 @@ def test_bad_config_is_one_line_from_a_real_process(tmp_path):
     assert proc.stderr.strip() == f"sdbot: error: {bad}: unknown key [engine] what; allowed keys are " \
                                   "documented in config.example.toml"
     assert "Traceback" not in proc.stderr
+
+
+def test_run_without_a_token_says_how_to_set_it(capsys, config, monkeypatch):
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
+    code, _, err = run(capsys, "run", "--config", str(config))
+    assert code == 2 and err.count("\n") == 1
+    assert "set the DISCORD_TOKEN environment variable" in err
+
+
+def test_run_check_validates_config_database_and_models(capsys, tmp_path, config, monkeypatch):
+    monkeypatch.setenv("SDBOT_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'check.db'}")
+    code, out, _ = run(capsys, "run", "--check", "--config", str(config))
+    assert code == 0
+    assert "config ok" in out and "database ok" in out and "default tiny-sd15" in out
+    monkeypatch.setenv("SDBOT_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'x.db'}")
+    code, _, err = run(capsys, "run", "--check", "--config", str(config))
+    assert code == 2 and err.startswith("sdbot: error: ") and err.count("\n") == 1

@@ -95,6 +95,7 @@ class RecordedRequest:
     finished: float | None = None
     errors: list[dict[str, Any]] = field(default_factory=list)  # schema errors (400 / 50035)
     injected: bool = False  # answered by a fault hook
+    reset: str | None = None  # its connection was dropped by `reset_next` ("before"/"after" processing)
     refused: bool = False  # a 4xx from the stand-in's own rules (not a fault hook)
 
     @property
@@ -127,6 +128,7 @@ class Fault:
     is_global: bool = False
     via: bool = True
     body: Any = None
+    reset: str | None = None  # "before" / "after": drop the connection instead of answering (see reset_next)
     hits: list[RecordedRequest] = field(default_factory=list)
     cancelled: bool = False
 
@@ -685,6 +687,17 @@ class DiscordStandIn:
         self.faults.append(fault)
         return fault
 
+    def reset_next(
+        self, route: Callable[[RecordedRequest], bool] | str | None = None, *, count: int | None = 1,
+        after_processing: bool = False,
+    ) -> Fault:
+        """The next `count` matching requests get their TCP connection dropped with no answer (the client sees
+        a connection reset / server disconnect). `after_processing=True`: the request takes effect first (the
+        message is created), only the answer is lost, the case where a retry would post twice."""
+        fault = Fault(self._fault_matcher(route), count, reset="after" if after_processing else "before")
+        self.faults.append(fault)
+        return fault
+
     def set_upload_limit(self, guild: GuildRef, limit_bytes: int) -> None:
         self._resolve_guild(guild).upload_limit = limit_bytes
 
@@ -991,6 +1004,8 @@ class DiscordStandIn:
         self.requests.append(rec)
         try:
             response = await self._answer(rec, request)
+            if rec.reset is not None:
+                return await self._reset(rec, request)
         except DiscordError as e:
             body = {"message": e.message, "code": e.code}
             if e.errors is not None:
@@ -1007,6 +1022,14 @@ class DiscordStandIn:
         rec.finished = time.perf_counter()
         self._notify(rec)
         return response
+
+    async def _reset(self, rec: RecordedRequest, request: web.Request) -> web.StreamResponse:
+        """Drop the connection without an answer (a `reset_next` fault)."""
+        rec.status, rec.injected, rec.finished = 0, True, time.perf_counter()
+        if request.transport is not None:
+            request.transport.abort()
+        self._notify(rec)
+        raise asyncio.CancelledError()
 
     async def _read_body(self, rec: RecordedRequest, request: web.Request) -> None:
         ctype = request.headers.get("Content-Type", "")
@@ -1078,6 +1101,13 @@ class DiscordStandIn:
 
     async def _answer(self, rec: RecordedRequest, request: web.Request) -> web.StreamResponse:
         fault = self._apply_faults(rec)
+        if fault is not None and fault.reset is not None:
+            rec.reset = fault.reset
+            if fault.reset == "before":
+                with contextlib.suppress(Exception):
+                    await self._read_body(rec, request)
+                return web.Response(status=204)  # never sent: `_rest` drops the connection instead
+            fault = None  # "after": answer normally, then drop the connection
         if fault is not None:
             if fault.delay:
                 await asyncio.sleep(fault.delay)

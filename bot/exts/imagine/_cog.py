@@ -16,6 +16,7 @@ from bot.errors import UserError
 from bot.exts.imagine import _format
 from bot.exts.imagine._delivery import DiscordJobListener
 from bot.exts.imagine._views import EditModal, SavePresetModal
+from bot.exts.moderation import actor_of
 from bot.options import parse_inline, parse_size_text
 from bot.services.jobs import Requester
 from bot.store.models import Job
@@ -108,7 +109,8 @@ class Imagine(commands.Cog):
         listener = DiscordJobListener(self.bot, user_id=who.user_id, channel_id=interaction.channel_id,
                                       guild_id=interaction.guild_id, interaction=interaction,
                                       previews=self.bot.config.engine_config().preview_every > 0)
-        return await self.services.jobs.submit(who, request, listener, sources=sources)
+        # Moderation screens (banned words, caps, rates) and queues it, or holds it for review.
+        return await self.services.moderation.submit(who, request, listener, sources=sources)
 
     def _cooldown(self, user_id: int) -> None:
         period = self.bot.config.settings.discord.cooldown_s
@@ -160,8 +162,7 @@ class Imagine(commands.Cog):
         elif action == "info":
             await interaction.response.send_message(**self._info_message(job), ephemeral=True)
         elif action == "delete":
-            if job.user_id != interaction.user.id and not is_moderator(interaction):
-                raise UserError("only the person who made this image or a moderator can delete it")
+            await self.services.moderation.authorize_delete(actor_of(interaction), job)  # owner or moderator
             await interaction.response.defer(ephemeral=True, thinking=True)
             await self.services.jobs.delete_files(job)
             if interaction.message is not None:
@@ -186,14 +187,7 @@ class Imagine(commands.Cog):
             f"`/imagine preset:{result.preset.name}`", ephemeral=True)
 
     def _info_message(self, job: Job) -> dict[str, Any]:
-        from engine.infotext import read_png_infotext
-
-        files = self.services.jobs.files_of(job)
-        text = read_png_infotext(files[0].read_bytes()) if files else None
-        embed = _format.parameters_embed(job.id, job.request, job.sources or {},
-                                         [job.seed] if job.seed is not None else None)
-        content = f"```\n{_format.clip(text, 1900)}\n```" if text else "(the image files are gone)"
-        return {"content": content, "embed": embed}
+        return _format.info_message(job, self.services.jobs.infotext_of(job))
 
 
 @contextlib.asynccontextmanager

@@ -3,6 +3,11 @@
 Edits go through the channel's throttle (asyncio-throttle) and coalesce: while an edit waits for its slot, newer
 progress replaces older, so a channel never sees more than its configured edit rate and the last state always
 arrives. The interaction's token lives 15 minutes: later, results go to the channel with a mention.
+
+For `JobService.post`'s retries: `retryable` says which failures may pass (Discord 5xx and 429, dropped
+connections), and `already_posted` looks for the job's buttons (`sdbot:job:<id>:…`) on the bot's messages in
+the channel since the job was made, so a post whose answer was lost, or that a crash kept from being recorded,
+is found instead of being made again.
 """
 
 from __future__ import annotations
@@ -11,9 +16,11 @@ import asyncio
 import io
 import logging
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import discord
 
 from bot.exts.imagine import _format
@@ -22,6 +29,11 @@ from bot.services.jobs import Delivered
 from bot.store.models import Job
 
 log = logging.getLogger(__name__)
+
+# How far back `already_posted` starts (the deferred "thinking…" message is made just before the job row) and
+# how many of the channel's messages after that it reads at most.
+SEARCH_MARGIN = timedelta(minutes=5)
+SEARCH_LIMIT = 1000
 
 
 class DiscordJobListener:
@@ -74,7 +86,7 @@ class DiscordJobListener:
             kwargs: dict[str, Any] = dict(attachments=attachments)
             if last:
                 kwargs.update(embed=embed, view=view)
-            content = _format.final_content(job.id, None, note, len(files))
+            content = self._prefix() + _format.final_content(job.id, None, note, len(files))
             if i == 0:
                 message = await self._show(content=content, final=True, **kwargs)
                 first = message
@@ -90,6 +102,47 @@ class DiscordJobListener:
     async def cancelled(self, job_id: int) -> None:
         await self._stop_updates()
         await self._show(content=f"🚫 Job #{job_id} was cancelled", final=True)
+
+    async def interrupted(self, job_id: int) -> None:
+        await self._stop_updates()
+        await self._show(content=f"⏸️ Job #{job_id}: the bot is restarting; your job will resume by itself")
+
+    def retryable(self, error: BaseException) -> bool:
+        """Whether a failed post may pass later: Discord's 5xx and 429s, timeouts and dropped connections."""
+        if isinstance(error, discord.HTTPException):
+            return error.status >= 500 or error.status == 429
+        return isinstance(error, (discord.RateLimited, aiohttp.ClientError, OSError, asyncio.TimeoutError))
+
+    async def already_posted(self, job: Job) -> Delivered | None:
+        """The job's final message, if the channel has one already (see the module docstring)."""
+        marker = f"sdbot:job:{job.id}:"
+        me = self.bot.user.id if self.bot.user else None
+        channel = self.bot.get_partial_messageable(self.channel_id, guild_id=self.guild_id)
+        after = discord.Object(discord.utils.time_snowflake(job.created_at - SEARCH_MARGIN))
+        async with self.bot.api_throttle:
+            async for message in channel.history(limit=SEARCH_LIMIT, after=after, oldest_first=True):
+                if message.author.id == me and any(
+                        str(getattr(item, "custom_id", "") or "").startswith(marker)
+                        for row in message.components for item in getattr(row, "children", [])):
+                    return Delivered(message.id)
+        return None
+
+    # --- moderation (bot.services.moderation.ReviewListener) ---------------------------------------------
+    async def notice(self, job_id: int, text: str) -> None:
+        """A status line in place of the progress (held for review, rejected); progress may resume after it."""
+        await self._stop_updates()
+        await self._show(content=_format.clip(text, 2000), final=True)
+        self._closed = False
+
+    async def whisper(self, text: str) -> bool:
+        """An ephemeral follow-up only the user sees, while the command's token lives; False when it cannot."""
+        if not self._token_alive():
+            return False
+        try:
+            await self.interaction.followup.send(_format.clip(text, 2000), ephemeral=True)
+        except discord.HTTPException:
+            return False
+        return True
 
     # --- plumbing ----------------------------------------------------------------------------------------
     def _prefix(self) -> str:
@@ -118,7 +171,7 @@ class DiscordJobListener:
                     preview.save(buf, format="PNG")
                     state["attachments"] = [discord.File(io.BytesIO(buf.getvalue()), filename="preview.png")]
                 await self._show(**state)
-            except discord.HTTPException:
+            except Exception:  # a dropped connection too: progress is best effort, the updater must live on
                 log.warning("progress edit failed", exc_info=True)
 
     async def _stop_updates(self) -> None:

@@ -87,3 +87,10 @@ def final_content(job_id: int, mention: str | None, note: str | None, count: int
     if note:
         text += f"\n-# {note}"
     return clip(text, CONTENT_LIMIT)
+
+
+def info_message(job, infotext: str | None) -> dict[str, Any]:
+    """ℹ️ and /info: the infotext (as A1111's PNG Info shows it) and the parameters embed."""
+    embed = parameters_embed(job.id, job.request, job.sources or {}, [job.seed] if job.seed is not None else None)
+    content = f"```\n{clip(infotext, 1900)}\n```" if infotext else "(the image files are gone)"
+    return {"content": content, "embed": embed}

@@ -8,7 +8,7 @@ from typing import Any
 
 import discord
 
-from bot.app import reply_error
+from bot.app import admit, reply_error
 
 ACTIONS = {
     "reroll": ("🎲", "Re-roll", discord.ButtonStyle.primary),
@@ -38,6 +38,9 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=r"sdbot:job:
         if action not in ACTIONS:
             raise ValueError(f"unknown job action {action!r}")
         return cls(int(match["job"]), action)
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        return await admit(interaction)  # banned users get one clear message
 
     async def callback(self, interaction: discord.Interaction) -> Any:
         cog = interaction.client.get_cog("Imagine")

@@ -118,6 +118,8 @@ class Info(commands.Cog):
         return job.id
 
     async def _send_info(self, interaction: discord.Interaction, job_id: int) -> None:
-        cog = self.bot.get_cog("Imagine")
-        job = await self.bot.services.jobs.get(job_id)
-        await interaction.followup.send(**cog._info_message(job), ephemeral=True)
+        jobs = self.bot.services.jobs
+        job = await jobs.get(job_id)
+        if job.guild_id not in (None, interaction.guild_id) and job.user_id != interaction.user.id:
+            raise UserError(f"job #{job_id} was made in another server")
+        await interaction.followup.send(**_format.info_message(job, jobs.infotext_of(job)), ephemeral=True)

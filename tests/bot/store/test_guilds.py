@@ -46,7 +46,7 @@ async def test_update_and_read_back(any_sessions):
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"moderation_mode": "strict"}, "moderation mode must be one of off, flagged, all"),
+        ({"moderation_mode": "strict"}, "moderation mode must be one of off, flagged, prompts, images"),
         ({"nsfw_policy": "maybe"}, "nsfw policy must be one of allow, nsfw_channels, block"),
         ({"max_steps": 0}, "max steps must be a whole number of at least 1"),
         ({"max_pixels": 100}, "max pixels must be a whole number of at least 4096"),

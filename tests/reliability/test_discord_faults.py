@@ -1,0 +1,133 @@
+"""Discord faults injected by the stand-in: 429s, 5xx bursts, dropped connections, gateway drops.
+
+Every job must be posted exactly once (one message with its buttons, one upload that took effect), be recorded
+`posted`, and the bot must reconnect by itself.
+"""
+
+from __future__ import annotations
+
+from tests.discord_standin import Routes
+from tests.reliability._helpers import (
+    FAST,
+    assert_delivered_once,
+    channel_upload,
+    final_edit,
+    marker_of,
+    uploads,
+    wait_until,
+)
+
+
+async def imagine(s, prompt: str = f"a cat {FAST}", user=None):
+    ix = await s.send_interaction(s.slash("imagine", {"prompt": prompt}, user=user))
+    await ix.wait_callback(timeout=10)
+    return ix
+
+
+async def delivered(bot, ix, timeout: float = 30) -> int:
+    """The job id of `ix` once its images are in the original response, and it is recorded as posted."""
+    msg = await ix.wait_original_message(lambda m: bool(m.get("attachments")), timeout=timeout)
+    job_id = marker_of(msg)
+    await wait_until(lambda: job_id in _posted(bot), 10, f"job {job_id} recorded as posted")
+    return job_id
+
+
+def _posted(bot) -> set[int]:
+    import sqlite3
+
+    path = bot.config_path.parent / "sdbot.db"
+    with sqlite3.connect(path) as conn:
+        return {row[0] for row in conn.execute("SELECT id FROM jobs WHERE status = 'posted'")}
+
+
+async def test_429s_are_waited_out_with_and_without_via(bot):
+    """discord.py waits out a 429 with Via itself; a bare 429 (Cloudflare) reaches us and is retried."""
+    s = bot.standin
+    via = s.rate_limit_next(final_edit, count=2, retry_after=0.2)
+    first = await delivered(bot, await imagine(s))
+    bare = s.rate_limit_next(final_edit, count=2, retry_after=0.2, via=False)
+    second = await delivered(bot, await imagine(s))
+    assert via.remaining == 0 and bare.remaining == 0
+    for job_id in (first, second):
+        assert_delivered_once(s, job_id)
+    s.assert_no_invalid_requests()
+
+
+async def test_5xx_bursts_are_retried_with_backoff(bot):
+    """503s (raised by discord.py) are retried by us with doubling delays; 500/502 by discord.py."""
+    s = bot.standin
+    burst = s.fail_next(final_edit, 503, count=3)
+    job_id = await delivered(bot, await imagine(s))
+    assert burst.remaining == 0
+    attempts = [r.time for r in s.requests if final_edit(r)]
+    gaps = [b - a for a, b in zip(attempts, attempts[1:])]
+    assert len(gaps) == 3 and gaps[0] >= 0.05 and gaps[1] >= 0.1 and gaps[2] >= 0.2, gaps
+    assert_delivered_once(s, job_id)
+    s.fail_next(final_edit, 502, count=1)
+    s.fail_next(final_edit, 500, count=1)
+    assert_delivered_once(s, await delivered(bot, await imagine(s)))
+    s.assert_no_invalid_requests()
+
+
+async def test_a_dropped_connection_is_retried(bot):
+    """The connection drops before Discord sees the post: it is made again, once."""
+    s = bot.standin
+    reset = s.reset_next(final_edit, count=2)
+    job_id = await delivered(bot, await imagine(s))
+    assert reset.remaining == 0
+    assert_delivered_once(s, job_id)
+    s.assert_no_invalid_requests()
+
+
+async def test_a_post_whose_answer_was_lost_is_not_made_twice(bot):
+    """The channel post takes effect but its answer is lost: the retry finds the message instead of posting."""
+    s = bot.standin
+    ix = await imagine(s)
+    ix.expire()  # the result goes to the channel with a mention: a POST that a blind retry would duplicate
+    lost = s.reset_next(channel_upload, after_processing=True)
+    await wait_until(lambda: lost.remaining == 0, 30, "the post whose answer is lost")
+    job_id = marker_of(lost.hits[0].response or {}) or marker_of(
+        next(m for m in s.messages.values() if marker_of(m)))
+    await wait_until(lambda: job_id in _posted(bot), 20, f"job {job_id} recorded as posted")
+    message = assert_delivered_once(s, job_id)
+    assert message["content"].startswith(f"<@{s.user.id}>")
+    job = await bot.services.jobs.get(job_id)
+    assert job.message_id == int(message["id"])  # found by its buttons, recorded as the job's message
+    assert [r for r in s.requests if r.route == "/channels/{channel_id}/messages" and r.method == "GET"]
+    s.assert_no_invalid_requests()
+
+
+async def test_a_refused_post_fails_the_job_with_a_message(bot):
+    """A 403 will not pass by retrying: the job fails at once and the user is told why."""
+    s = bot.standin
+    s.fail_next(final_edit, 403, count=1)
+    ix = await imagine(s)
+    msg = await ix.wait_original_message(lambda m: "failed" in m.get("content", ""), timeout=30)
+    assert "could not be posted" in msg["content"] and "403" in msg["content"]
+    assert len([r for r in s.requests if final_edit(r)]) == 1
+    s.assert_no_invalid_requests()
+
+
+async def test_gateway_drops_resume_by_themselves_and_lose_nothing(bot):
+    """A closed gateway (4000), a dropped TCP connection and an invalidated session: the bot reconnects by
+    itself, the command sent while it was away is replayed on RESUME, and every job is posted once."""
+    s = bot.standin
+    mark = s.gateway_mark()
+    before = await imagine(s, "a cat --size 128x128 --steps 20")
+    await s.drop_gateway()  # close code 4000: resume
+    away = await s.send_interaction(s.slash("imagine", {"prompt": f"a dog {FAST}"}))  # waits in the session
+    await s.wait_for_gateway(t="RESUMED", since=mark, timeout=30)
+    mark = s.gateway_mark()
+    await s.drop_gateway(abort=True)  # no close frame at all
+    await s.wait_for_gateway(t="RESUMED", since=mark, timeout=30)
+    mark = s.gateway_mark()
+    await s.invalidate_session()  # not resumable: IDENTIFY again
+    await s.wait_for_gateway(t="READY", since=mark, timeout=30)
+    after = await imagine(s, f"a bird {FAST}")
+    jobs = [await delivered(bot, ix) for ix in (before, away, after)]
+    assert len(set(jobs)) == 3
+    for job_id in jobs:
+        assert_delivered_once(s, job_id)
+    assert sum(1 for f in s.gateway_frames if f.op == 2) == 2  # one IDENTIFY at start, one after invalidation
+    assert bot.bot.recovered is not None and len(uploads(s, jobs[0])) == 1
+    s.assert_no_invalid_requests()

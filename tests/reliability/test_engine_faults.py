@@ -1,0 +1,93 @@
+"""Engine faults in the running bot: an exception, out of memory, a NaN decode, corrupt model files.
+
+Each fails (with a message to its user) or recovers only the job concerned; the jobs around it are posted
+once and the queue keeps moving. Faults are injected with the worker's `fault_injector` hook (called in the
+worker thread before each render) and, for the NaN, by making the VAE decode return NaN for one prompt.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+
+import pytest
+import torch
+
+from engine.worker import OOM_MESSAGE
+from tests.reliability._helpers import FAST, assert_delivered_once, marker_of
+
+NAN = "the image came out as NaN (not a number) even in 32-bit; try another VAE"
+
+
+@pytest.fixture
+def faulty(bot, monkeypatch):
+    """Faults keyed by prompt: 'boom' raises, 'oom-once' runs out of memory on its first try, 'oom-always'
+    on every try, 'nan-decode' decodes to NaN."""
+    import engine.pipeline as pipeline
+
+    poisoned = threading.local()
+    decode = pipeline._vae_decode
+    oomed: set[str] = set()
+
+    def inject(attempt) -> None:
+        jobs = dict(zip(attempt.job_ids, (r.prompt for r in attempt.requests)))
+        poisoned.nan = any("nan-decode" in p for p in jobs.values())
+        if any("boom" in p for p in jobs.values()):
+            raise RuntimeError("injected fault")
+        once = {j for j, p in jobs.items() if "oom-once" in p} - oomed
+        if once or any("oom-always" in p for p in jobs.values()):
+            oomed.update(once)
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    def nan_decode(vae, latents, exact=True):
+        out = decode(vae, latents, exact)
+        return out * float("nan") if getattr(poisoned, "nan", False) else out
+
+    monkeypatch.setattr(pipeline, "_vae_decode", nan_decode)
+    bot.services.worker.fault_injector = inject
+    yield bot
+    bot.services.worker.fault_injector = None
+
+
+async def test_each_engine_fault_touches_only_its_job(faulty):
+    s = faulty.standin
+    models = faulty.config_path.parent / "models"
+    # Named to sort after tiny-sd15: with `default_model = ""` the first checkpoint by name is the default.
+    (models / "zz-broken.safetensors").write_bytes(os.urandom(4096))  # garbage where a checkpoint should be
+    shutil.copytree(models / "tiny-sd15", models / "tiny-sd15-cut")  # a diffusers folder with a truncated UNet
+    unet = next((models / "tiny-sd15-cut" / "unet").glob("*.safetensors"))
+    unet.write_bytes(unet.read_bytes()[: unet.stat().st_size // 2])
+
+    cases = {  # prompt -> expected failure text (None: delivered)
+        "a cat": None,
+        "boom": "internal error (RuntimeError: injected fault)",
+        "oom-once": None,
+        "oom-always": OOM_MESSAGE,
+        "nan-decode": NAN,
+        "a dog": None,
+        "broken --model zz-broken": "zz-broken.safetensors is not a readable safetensors file",
+        "cut --model tiny-sd15-cut": "model tiny-sd15-cut could not be loaded",
+        "a bird": None,
+    }
+    users = ["tester", "alice", "guild-owner"]
+    sent = {}
+    for i, prompt in enumerate(cases):  # all queued at once: faulty jobs share the queue (and batches) with good ones
+        sent[prompt] = await s.send_interaction(s.slash("imagine", {"prompt": f"{prompt} {FAST}"},
+                                                        user=users[i % 3]))
+    for prompt, expected in cases.items():
+        ix = sent[prompt]
+        final = await ix.wait_original_message(
+            lambda m: bool(m.get("attachments")) or "failed" in m.get("content", ""), timeout=60)
+        if expected is None:
+            assert final.get("attachments"), (prompt, final["content"])
+            assert_delivered_once(s, marker_of(final))
+        else:
+            assert "failed" in final["content"] and expected in final["content"], (prompt, final["content"])
+            assert not final.get("attachments")
+    stats = faulty.services.worker.stats
+    assert stats.oom_retries >= 2 and stats.jobs_failed == 5
+    faulty.services.worker.fault_injector = None
+    again = await s.send_interaction(s.slash("imagine", {"prompt": f"after {FAST}"}))  # the queue still moves
+    assert (await again.wait_original_message(lambda m: bool(m.get("attachments")), timeout=30))
+    s.assert_no_invalid_requests()
