@@ -38,7 +38,7 @@ class EngineSection(_Section):
     max_queued_per_user: Annotated[int, Field(ge=1, le=1000)] = 5
     round_robin: bool = True
     job_timeout_s: Annotated[float, Field(gt=0, le=86400)] = 600.0
-    preview_every: Annotated[int, Field(ge=0, le=1000)] = 0
+    preview_every: Annotated[int, Field(ge=0, le=1000)] = 5
     threads: Annotated[int, Field(ge=0, le=256)] = 0
     batch_mode: Literal["exact", "fast"] = "exact"
     backend: Literal["local", "ray"] = "local"

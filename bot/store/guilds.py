@@ -31,7 +31,7 @@ _NAME_LISTS = ("allowed_models", "allowed_vaes")
 _WORD_LISTS = {"banned": "banned_words", "flagged": "flagged_words"}
 SETTABLE: tuple[str, ...] = (
     "moderation_mode", *_IDS, "banned_words", "flagged_words", "forced_negative_prompt", "defaults", *_CAPS,
-    *_NAME_LISTS, "nsfw_policy", "notify_by",
+    *_NAME_LISTS, "nsfw_policy", "notify_by", "previews",
 )
 
 
@@ -55,6 +55,7 @@ def defaults_for(guild_id: int) -> GuildSettings:
         nsfw_policy=NsfwPolicy.NSFW_CHANNELS.value,
         notify_by=NotifyBy.DM.value,
         max_prompt_chars=None,
+        previews=False,
         updated_at=utcnow(),
     )
 
@@ -170,6 +171,10 @@ def _check(key: str, value: Any, limits: Limits) -> Any:
         return _choice(key, value, NsfwPolicy)
     if key == "notify_by":
         return _choice(key, value, NotifyBy)
+    if key == "previews":
+        if not isinstance(value, bool):
+            raise InvalidGuildSetting(f"previews must be true or false, got {value!r}")
+        return value
     if key in _IDS:
         if value is None:
             return None

@@ -210,6 +210,7 @@ class GuildSettings(Base):
     nsfw_policy: Mapped[str] = mapped_column(String(16), default=NsfwPolicy.NSFW_CHANNELS.value)
     notify_by: Mapped[str] = mapped_column(String(16), default=NotifyBy.DM.value)
     max_prompt_chars: Mapped[int | None] = mapped_column()  # None: the engine's limit
+    previews: Mapped[bool] = mapped_column(default=False)  # show live preview images in progress messages
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

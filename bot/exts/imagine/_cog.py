@@ -106,9 +106,10 @@ class Imagine(commands.Cog):
     async def _submit(self, interaction: discord.Interaction, request, sources: dict[str, str]) -> Job | None:
         who = Requester(interaction.user.id, interaction.guild_id, interaction.channel_id, interaction.id,
                         is_moderator=is_moderator(interaction))
+        previews = interaction.guild_id is not None and \
+            (await self.services.moderation.settings(interaction.guild_id)).previews
         listener = DiscordJobListener(self.bot, user_id=who.user_id, channel_id=interaction.channel_id,
-                                      guild_id=interaction.guild_id, interaction=interaction,
-                                      previews=self.bot.config.engine_config().preview_every > 0)
+                                      guild_id=interaction.guild_id, interaction=interaction, previews=previews)
         # Moderation screens (banned words, caps, rates) and queues it, or holds it for review.
         return await self.services.moderation.submit(who, request, listener, sources=sources)
 

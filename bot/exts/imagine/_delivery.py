@@ -52,6 +52,7 @@ class DiscordJobListener:
         self._latest: dict[str, Any] | None = None
         self._wake = asyncio.Event()
         self._updater: asyncio.Task | None = None
+        self._editing = asyncio.Lock()  # held while a progress edit is in flight
         self._last_preview = 0.0
         self._closed = False
 
@@ -170,14 +171,18 @@ class DiscordJobListener:
                     buf = io.BytesIO()
                     preview.save(buf, format="PNG")
                     state["attachments"] = [discord.File(io.BytesIO(buf.getvalue()), filename="preview.png")]
-                await self._show(**state)
+                async with self._editing:
+                    await self._show(**state)
             except Exception:  # a dropped connection too: progress is best effort, the updater must live on
                 log.warning("progress edit failed", exc_info=True)
 
     async def _stop_updates(self) -> None:
         self._closed = True
         if self._updater is not None:
-            self._updater.cancel()
+            # Let an edit already on its way land first: cancelled mid-request, it could reach Discord after
+            # the final edit and put a stale preview back on the finished message.
+            async with self._editing:
+                self._updater.cancel()
             try:
                 await self._updater
             except (asyncio.CancelledError, Exception):

@@ -109,6 +109,12 @@ class Moderation(commands.Cog):
             settings = await self.moderation.settings(actor.guild_id)
         await self._reply(interaction, _format.settings_text(settings))
 
+    @config.command(name="previews", description="Show live preview images while images render here")
+    async def config_previews(self, interaction: discord.Interaction, enabled: bool) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        settings = await self.moderation.configure(actor_of(interaction), previews=enabled)
+        await self._reply(interaction, _format.settings_text(settings))
+
     # --- /mod ----------------------------------------------------------------------------------------------
     @mod.command(name="queue", description="Prompts and images waiting for review")
     async def mod_queue(self, interaction: discord.Interaction) -> None:

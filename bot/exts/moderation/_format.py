@@ -91,6 +91,7 @@ def settings_text(s: GuildSettings) -> str:
         f"**Moderator role:** {f'<@&{s.moderator_role_id}>' if s.moderator_role_id else 'none'}",
         f"**Decisions reach users by:** {'direct message' if s.notify_by == 'dm' else 'a mention in the channel'}"
         " (once the command's 15 minutes are over)",
+        f"**Live previews:** {'on' if s.previews else 'off'}",
         f"**Banned words:** {len(s.banned_words)} · **flagged words:** {len(s.flagged_words)}",
         f"**Caps:** steps {cap(s.max_steps)} · pixels {cap(s.max_pixels)} · batch {cap(s.max_batch)} · "
         f"waiting jobs per member {cap(s.max_jobs_per_user)} · prompt characters {cap(s.max_prompt_chars)}",

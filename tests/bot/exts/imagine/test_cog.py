@@ -203,3 +203,33 @@ async def test_queue_cap_says_how_many_jobs_are_queued(tmp_path, tiny_sd15):
         second = await s.send_interaction(s.slash("imagine", {"prompt": "a cat"}))
         assert "you have 1 jobs queued; the limit is 1" in await error_text(second)
         s.assert_no_invalid_requests()
+
+
+async def test_live_previews_only_where_the_server_turned_them_on(tmp_path, tiny_sd15):
+    from tests.bot.harness import running_bot
+
+    async with running_bot(tmp_path, tiny_sd15, engine={"preview_every": 2},
+                           discord={"preview_period_s": 1.0, "edit_period_s": 0.2}) as h:
+        s = h.standin
+        slow = {"prompt": "a cat --size 128x128 --steps 150"}
+
+        def preview_edits(ix):
+            return [r for r in ix.requests if r.method == "PATCH" and any(f.filename == "preview.png" for f in r.files)]
+
+        off = await s.send_interaction(s.slash("imagine", slow))
+        await off.wait_original_message(lambda m: m.get("attachments"), timeout=120)
+        assert not preview_edits(off)
+
+        turn_on = await s.send_interaction(s.slash("config previews", {"enabled": True}, user="guild-owner"))
+        await turn_on.wait_original_message(lambda m: "Live previews:** on" in m.get("content", ""), timeout=10)
+        on = await s.send_interaction(s.slash("imagine", slow))
+        final = await on.wait_original_message(lambda m: m.get("attachments") and "ready" in m["content"],
+                                               timeout=120)
+        edits = preview_edits(on)
+        assert edits, [r.describe() for r in on.requests]
+        times = [r.time for r in edits]
+        # previews are taken at most once a second; an edit may wait up to one edit period (0.2 s) for its slot
+        assert all(b - a >= 1.0 - 0.2 - 0.05 for a, b in zip(times, times[1:])), times
+        assert [a["filename"] for a in final["attachments"]][0].endswith(".png")
+        assert all(a["filename"] != "preview.png" for a in final["attachments"]), final["attachments"]
+        s.assert_no_invalid_requests()
