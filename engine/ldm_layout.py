@@ -19,12 +19,9 @@ from typing import Any, Mapping
 
 import torch
 
-UNET_PREFIX = "model.diffusion_model."
-VAE_PREFIX = "first_stage_model."
-SD1_CLIP_PREFIX = "cond_stage_model.transformer."
-SD2_OPENCLIP_PREFIX = "cond_stage_model.model."
-SDXL_CLIP_PREFIX = "conditioner.embedders.0.transformer."
-SDXL_OPENCLIP_PREFIX = "conditioner.embedders.1.model."
+from engine.single_file import (  # the single-file layout's key prefixes, read by the loader there
+    SD1_CLIP_PREFIX, SD2_OPENCLIP_PREFIX, SDXL_CLIP_PREFIX, SDXL_OPENCLIP_PREFIX, UNET_PREFIX, VAE_PREFIX,
+)
 
 _UNET_FIXED = {
     "time_embedding.linear_1.": "time_embed.0.",

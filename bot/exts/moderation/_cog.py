@@ -43,6 +43,15 @@ class Moderation(commands.Cog):
     async def _reply(self, interaction: discord.Interaction, content: str = "", **kwargs) -> None:
         await interaction.followup.send(content or discord.utils.MISSING, ephemeral=True, **kwargs)
 
+    async def _configure_or_show(self, interaction: discord.Interaction, actor, changes: dict) -> None:
+        """Apply the changes (managers only, audited), or with none just show the settings; reply with them."""
+        if changes:
+            settings = await self.moderation.configure(actor, **changes)
+        else:
+            await self.moderation.require_manager(actor, "config")
+            settings = await self.moderation.settings(actor.guild_id)
+        await self._reply(interaction, _format.settings_text(settings))
+
     # --- /config -------------------------------------------------------------------------------------------
     @config.command(name="moderation", description="What is reviewed, where, by whom; no options: show settings")
     @app_commands.describe(
@@ -62,12 +71,7 @@ class Moderation(commands.Cog):
             moderation_mode=mode, review_channel_id=review_channel.id if review_channel else None,
             moderator_role_id=moderator_role.id if moderator_role else None, notify_by=notify).items()
             if v is not None}
-        if changes:
-            settings = await self.moderation.configure(actor, **changes)
-        else:
-            await self.moderation.require_manager(actor, "config")
-            settings = await self.moderation.settings(actor.guild_id)
-        await self._reply(interaction, _format.settings_text(settings))
+        await self._configure_or_show(interaction, actor, changes)
 
     @config.command(name="words", description="Banned words refuse a prompt; flagged words send it to review")
     @app_commands.describe(action="add, remove or list", which="Which list",
@@ -102,12 +106,7 @@ class Moderation(commands.Cog):
                      max_prompt_chars=prompt_chars)
         changes = {k: (v or None) for k, v in given.items() if v is not None}
         actor = actor_of(interaction)
-        if changes:
-            settings = await self.moderation.configure(actor, **changes)
-        else:
-            await self.moderation.require_manager(actor, "config")
-            settings = await self.moderation.settings(actor.guild_id)
-        await self._reply(interaction, _format.settings_text(settings))
+        await self._configure_or_show(interaction, actor, changes)
 
     @config.command(name="previews", description="Show live preview images while images render here")
     async def config_previews(self, interaction: discord.Interaction, enabled: bool) -> None:
