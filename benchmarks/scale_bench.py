@@ -13,7 +13,9 @@
 - ray_overhead_ms_per_job: what the Ray path adds to one job over the local backend: jobs run one at a time
   (submit, await, next) through the local worker and through one replica, on the small tiny model
   (`--overhead-size`, 4 steps) where the overhead is visible; median per job of interleaved rounds, Ray minus
-  local. `local_ms_per_job` and `ray_ms_per_job` are the two medians.
+  local. `local_ms_per_job` and `ray_ms_per_job` are the two medians. Part of it is Serve's batch window: a
+  lone job waits `ray_batch_wait_s` (0.01 s) for company; `ray_overhead_ms_per_job_no_batch_wait` is the same
+  with `ray_batch_wait_s = 0`.
 
 Ray runs in this process (`ray.init(num_cpus=2)`), as the tests start it.
 Run: .venv/bin/python benchmarks/scale_bench.py [--jobs 16] [--size 256] [--steps 10] [--unet-width 96]
@@ -27,6 +29,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -142,25 +145,33 @@ async def measure(args) -> dict[str, float]:
         figures["parallel_ceiling"] = await asyncio.to_thread(parallel_ceiling, root, args)
 
         small = _requests(args.overhead_jobs, args.overhead_size, 4)
-        worker = RayWorker(_config(root, "small", 1))
-        await worker.ready()
         local = Worker(dataclasses.replace(_config(root, "small", 1), backend="local"))
         local.start()
         try:
             await _one_by_one(local, small[:3])
-            await _one_by_one(worker, small[:3])
-            local_t, ray_t = [], []
-            for _ in range(args.rounds):  # interleaved, so drift in machine speed hits both sides alike
-                local_t += await _one_by_one(local, small)
-                ray_t += await _one_by_one(worker, small)
+            for suffix, wait_s in (("", RayConfig.batch_wait_s), ("_no_batch_wait", 0.0)):
+                config = _config(root, "small", 1)
+                worker = RayWorker(dataclasses.replace(config, ray=dataclasses.replace(config.ray,
+                                                                                       batch_wait_s=wait_s)))
+                await worker.ready()
+                try:
+                    await _one_by_one(worker, small[:3])
+                    local_t, ray_t = [], []
+                    for _ in range(args.rounds):  # interleaved, so drift in machine speed hits both alike
+                        local_t += await _one_by_one(local, small)
+                        ray_t += await _one_by_one(worker, small)
+                finally:
+                    await worker.close()
+                if not suffix:
+                    figures["local_ms_per_job"] = statistics.median(local_t) * 1000
+                    figures["ray_ms_per_job"] = statistics.median(ray_t) * 1000
+                figures[f"ray_overhead_ms_per_job{suffix}"] = (statistics.median(ray_t)
+                                                               - statistics.median(local_t)) * 1000
         finally:
             await local.close()
-            await worker.close()
-        figures["local_ms_per_job"] = statistics.median(local_t) * 1000
-        figures["ray_ms_per_job"] = statistics.median(ray_t) * 1000
-        figures["ray_overhead_ms_per_job"] = figures["ray_ms_per_job"] - figures["local_ms_per_job"]
     finally:
         ray.shutdown()
+        shutil.rmtree(root, ignore_errors=True)
     return figures
 
 

@@ -11,7 +11,6 @@ import dataclasses
 import os
 import signal
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,6 +120,16 @@ async def test_jobs_spread_over_both_replicas_and_equal_the_local_backend(worker
     await assert_same_as_local(local, requests, results)
     for handle in handles:
         one_terminal_and_steps_in_order(handle)
+
+
+async def test_compatible_jobs_are_batched_on_their_replica(worker, local):
+    """Jobs that reach a replica together share one render there (Serve's batching), and still equal solo runs."""
+    requests = [request(70 + i) for i in range(4)]  # the same settings: one batch key
+    handles = [worker.submit(r, owner=f"user{i}") for i, r in enumerate(requests)]
+    results = [await h for h in handles]
+    batches = [e.batch for h in handles for e in h.events if isinstance(e, Started)]
+    assert max(batches) >= 2, batches
+    await assert_same_as_local(local, requests, results)
 
 
 async def test_events_are_those_of_the_local_backend(worker, local):
