@@ -52,7 +52,7 @@ from engine.pipeline import RenderedImage, RenderResult
 from engine.request import GenerationRequest
 from engine.worker import (
     CANCELLED, SHUTDOWN_QUEUED, SHUTDOWN_RUNNING, Cancelled, Failed, Finished, JobEvent, JobHandle, PendingJob,
-    QueueFull, Queued, Started, Step, WorkerClosed,
+    QueueFull, Queued, Started, Step, WorkerClosed, fair_order,
 )
 
 log = logging.getLogger(__name__)
@@ -381,9 +381,7 @@ class RayWorker:
     # -- queue helpers --------------------------------------------------------------------------------------
 
     def _ordered(self) -> list[_RayJob]:
-        if self.config.round_robin:
-            return sorted(self._queue, key=lambda j: (not j.priority, 0 if j.priority else j.turn, j.seq))
-        return sorted(self._queue, key=lambda j: (not j.priority, j.seq))
+        return fair_order(self._queue, self.config.round_robin)
 
     def _reposition(self) -> None:
         for index, job in enumerate(self._ordered(), start=1):

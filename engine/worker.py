@@ -330,6 +330,14 @@ class _Job:
         self.handle: JobHandle | None = None
 
 
+def fair_order(queue, round_robin: bool) -> list:
+    """The queue in start order: priority jobs first, then by submission, or with `round_robin` by each owner's
+    turn (a user's n-th job waits behind everyone's (n-1)-th), ties by submission. Shared by every backend."""
+    if round_robin:
+        return sorted(queue, key=lambda j: (not j.priority, 0 if j.priority else j.turn, j.seq))
+    return sorted(queue, key=lambda j: (not j.priority, j.seq))
+
+
 class Worker:
     """One device, one thread, one job (or one batch of compatible jobs) at a time. See the module docstring.
 
@@ -501,9 +509,7 @@ class Worker:
     # -- shared helpers (called with the lock held) ---------------------------------------------------------
 
     def _ordered(self) -> list[_Job]:
-        if self.config.round_robin:
-            return sorted(self._queue, key=lambda j: (not j.priority, 0 if j.priority else j.turn, j.seq))
-        return sorted(self._queue, key=lambda j: (not j.priority, j.seq))
+        return fair_order(self._queue, self.config.round_robin)
 
     def _reposition(self) -> None:
         for index, job in enumerate(self._ordered(), start=1):
