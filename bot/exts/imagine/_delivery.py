@@ -54,6 +54,7 @@ class DiscordJobListener:
         self._updater: asyncio.Task | None = None
         self._editing = asyncio.Lock()  # held while a progress edit is in flight
         self._last_preview = 0.0
+        self._preview: Any | None = None  # the newest preview not yet shown (kept when progress coalesces)
         self._closed = False
 
     # --- JobListener -------------------------------------------------------------------------------------
@@ -69,7 +70,7 @@ class DiscordJobListener:
         period = self.bot.config.settings.discord.preview_period_s
         if self.previews and preview is not None and time.monotonic() - self._last_preview >= period:
             self._last_preview = time.monotonic()
-            update["preview"] = preview
+            self._preview = preview
         self._update(**update)
 
     async def finished(self, job: Job, files: list[Path]) -> Delivered:
@@ -166,7 +167,7 @@ class DiscordJobListener:
             if state is None:
                 continue
             try:
-                preview = state.pop("preview", None)
+                preview, self._preview = self._preview, None
                 if preview is not None:
                     buf = io.BytesIO()
                     preview.save(buf, format="PNG")
