@@ -14,6 +14,9 @@ At the end every job a user got a job number for must have exactly one message w
     duplicated  jobs with more than one such message, or more than one upload of their images that took effect
     lost        submitted - delivered (after the settle time)
 
+and, beside them, `commands_in_flight_at_the_kill`: commands the killed process had acknowledged but not saved
+(nothing on disk knows of them; the users send them again; see docs/operations.md).
+
 Run: .venv/bin/python benchmarks/soak.py [--jobs 1000] [--users 100] [--kill-at 0.5] [--seed 1]
 Prints `name: value` lines last: submitted, delivered, duplicated, lost, failed, peak_rss_mb,
 rss_growth_mb_after_warmup, and what was injected.
@@ -79,22 +82,6 @@ def serve(config: str, oom_rate: float, seed: int) -> int:
         return await original_serve(*args, **kwargs)
 
     runner.serve = serve_with_task_dump
-    if os.environ.get("SOAK_TRACE"):
-        import logging
-        from bot.exts.imagine._cog import Imagine
-        original_run = Imagine.run_prompt
-
-        async def traced(self, interaction, *a, **kw):
-            logging.getLogger("soak").warning("run_prompt %s start", interaction.id)
-            try:
-                r = await original_run(self, interaction, *a, **kw)
-                logging.getLogger("soak").warning("run_prompt %s end", interaction.id)
-                return r
-            except BaseException as exc:
-                logging.getLogger("soak").warning("run_prompt %s raised %r", interaction.id, exc)
-                raise
-
-        Imagine.run_prompt = traced
     return main(["run", "--config", config])
 
 
@@ -150,6 +137,9 @@ class Soak:
         self.refusals: Counter[str] = Counter()  # why commands got no job (then the user tried again)
         self.phase: dict[int, str] = {}  # user id -> what the user waits for (shown with --verbose)
         self.current: dict[int, object] = {}  # user id -> the user's last command
+        self.killed_at: float | None = None
+        self.restarted_at: float | None = None
+        self.lost_at_crash = 0  # commands acknowledged by the killed process but not yet saved (see docs)
         self.memory: list[tuple[int, int, float]] = []  # (process start number, delivered then, rss MB)
         self.done = asyncio.Event()
 
@@ -184,6 +174,16 @@ class Soak:
         deadline = sent + 90
         next_db_check = sent + 5
         while time.monotonic() < deadline:
+            if self.killed_at is not None and self.restarted_at is not None and sent < self.killed_at \
+                    and time.monotonic() - self.restarted_at > 10:
+                # acknowledged by the killed process but not saved yet: the user sees "thinking…" for ever
+                job = job_for_interaction(self.db, ix.id)
+                if job is None:
+                    self.lost_at_crash += 1
+                    self.refusals["acknowledged, then the bot was killed before saving it"] += 1
+                else:
+                    self.jobs[ix.id] = job
+                return job
             if time.monotonic() - sent > 10 and not [r for r in ix.callbacks if r.status in (200, 204)]:
                 self.refusals["never acknowledged (bot down)"] += 1
                 return job_for_interaction(self.db, ix.id)  # never acknowledged (the bot was down): retry
@@ -353,9 +353,11 @@ class Soak:
             while not all(u.done() for u in users):
                 if kill_at is not None and self.delivered() >= kill_at:
                     kill_at = None
+                    self.killed_at = time.monotonic()
                     await bot.kill()
                     self.injected["SIGKILL of the bot"] += 1
                     await bot.start()
+                    self.restarted_at = time.monotonic()
                 for u in users:
                     if u.done() and u.exception():
                         raise u.exception()
@@ -388,6 +390,7 @@ class Soak:
             "restarts": bot.starts - 1,
             "commands_sent": len(self.sent),
             "refused_or_retried_commands": len(self.sent) - len(wanted),
+            "commands_in_flight_at_the_kill": self.lost_at_crash,
             "failed": sum(1 for st in statuses.values() if st == "failed"),
             "not_final_in_database": sum(1 for st in statuses.values() if st not in ("posted", "failed", "cancelled")),
             "requests_discord_would_refuse": invalid,
