@@ -371,11 +371,6 @@ class JobService:
             await asyncio.gather(*pending, return_exceptions=True)
         log.info("shutdown: the job service stopped")
 
-    async def close(self, timeout: float = 10.0) -> None:
-        started = time.monotonic()
-        tasks = [r.task for r in self._jobs.values()]
-        if tasks:
-            await asyncio.wait(tasks, timeout=max(0.0, timeout - (time.monotonic() - started)))
 
 
 async def _back_to_queue(s: AsyncSession, job_id: int) -> None:

@@ -11,15 +11,11 @@ from discord.ext import commands
 from bot.app import reply_error
 from bot.errors import UserError
 from bot.exts.imagine import _format
+from bot.exts.imagine._cog import is_moderator
 from engine.models import ModelLibrary
 from engine.samplers import SCHEDULES, sampler_names
 
 _JOB_IN_MESSAGE = re.compile(r"Job #(\d+)")
-
-
-def is_moderator(interaction: discord.Interaction) -> bool:
-    perms = interaction.permissions
-    return bool(perms and (perms.manage_messages or perms.administrator))
 
 
 class CancelButton(discord.ui.DynamicItem[discord.ui.Button], template=r"sdbot:cancel:(?P<job>[0-9]{1,19})"):
