@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import struct
 import zlib
+from pathlib import Path
 
 import aiohttp
 import discord
@@ -330,14 +332,19 @@ async def test_upload_limit_gives_413(running):
     assert len(ix.followups) == 0
 
 
-def test_spec_is_found_by_env_var_or_next_to_the_clone(monkeypatch, tmp_path):
-    from tests.discord_standin.validation import SPEC_ENV, Spec, find_spec
+def test_spec_is_found_in_the_repository_or_by_env_var(monkeypatch, tmp_path):
+    from tests.discord_standin.validation import BUNDLED_SPEC, SPEC_ENV, Spec, find_spec, load_spec
 
     monkeypatch.delenv(SPEC_ENV, raising=False)
     default = find_spec()
-    assert default.is_file() and default.name == "openapi.json"
+    repo = Path(__file__).resolve().parents[2]
+    assert default == BUNDLED_SPEC and default.is_file() and default.is_relative_to(repo)
+    plain = tmp_path / "openapi.json"  # an uncompressed copy given by the override reads the same
+    plain.write_text(json.dumps(load_spec(default)), encoding="utf-8")
+    monkeypatch.setenv(SPEC_ENV, str(plain))
+    assert find_spec() == plain
+    assert load_spec(plain)["paths"].keys() == load_spec(default)["paths"].keys()
     monkeypatch.setenv(SPEC_ENV, str(default))
-    assert find_spec() == default
     assert Spec.get() is Spec.get(default)  # loaded and built once per process
     spec = Spec.get()
     assert spec.match("/users/@me", "GET") == ("/users/@me", {})

@@ -8,6 +8,7 @@ spec, but Discord also takes a non-negative integer (discord.py 2.7 sends ints f
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -21,30 +22,22 @@ from typing import Any
 import jsonschema
 
 SPEC_ENV = "SDBOT_DISCORD_OPENAPI"
-_REPO_ROOT = Path(__file__).resolve().parents[2]
-SPEC_CANDIDATES = (
-    _REPO_ROOT.parent / "shared" / "discord" / "openapi.json",  # <clone>/../shared/discord/openapi.json
-    _REPO_ROOT / "shared" / "discord" / "openapi.json",
-)
+# Kept in the repository (gzipped, MIT licence beside it; spec/README.md says where it came from), so a
+# fresh clone tests on its own. `$SDBOT_DISCORD_OPENAPI` overrides it with another copy (plain or .gz).
+BUNDLED_SPEC = Path(__file__).resolve().parent / "spec" / "openapi.json.gz"
 
 _SNOWFLAKE_PATTERN = "^(0|[1-9][0-9]*)$"
 _METHODS = ("get", "put", "post", "patch", "delete")
 
 
 def find_spec() -> Path:
-    """The spec's path: `$SDBOT_DISCORD_OPENAPI`, else `<repo>/../shared/discord/openapi.json`."""
+    """The spec's path: `$SDBOT_DISCORD_OPENAPI`, else the copy in `tests/discord_standin/spec/`."""
     env = os.environ.get(SPEC_ENV)
-    if env:
-        path = Path(env)
-        if not path.is_file():
-            raise FileNotFoundError(f"{SPEC_ENV}={env!r} is not a file")
-        return path
-    for path in SPEC_CANDIDATES:
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        "Discord's openapi.json not found; set " + SPEC_ENV + " or put it at " + str(SPEC_CANDIDATES[0])
-    )
+    path = Path(env) if env else BUNDLED_SPEC
+    if not path.is_file():
+        where = f"{SPEC_ENV}={env!r}" if env else str(BUNDLED_SPEC)
+        raise FileNotFoundError(f"Discord's OpenAPI spec not found: {where} is not a file")
+    return path
 
 
 _load_lock = threading.Lock()
@@ -52,7 +45,8 @@ _load_lock = threading.Lock()
 
 @lru_cache(maxsize=4)
 def _load(path: str) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as fh:
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as fh:
         spec = json.load(fh)
     schemas = spec["components"]["schemas"]
     original = schemas.get("SnowflakeType") or {"type": "string", "pattern": _SNOWFLAKE_PATTERN, "format": "snowflake"}
