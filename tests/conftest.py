@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random models written once per test session, and the `--slow` switch."""
+"""Shared fixtures: tiny random models written once per test session, a PostgreSQL server, and `--slow`."""
 
 from __future__ import annotations
 
@@ -52,3 +52,14 @@ def models_dir(tmp_path: Path, tiny_sd15: Path) -> Path:
     root.mkdir()
     shutil.copytree(tiny_sd15, root / "tiny-sd15")
     return root
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> str:
+    """A real PostgreSQL server's URL for the whole run (tests/postgres.py): skips only where none can start."""
+    from tests import postgres
+
+    try:
+        return postgres.start()
+    except postgres.NoPostgres as exc:
+        pytest.skip(str(exc))

@@ -34,17 +34,17 @@ async def test_ban_replace_lift_and_history(any_sessions):
             await bans.ban(s, ALICE, guild_id=GUILD, actor_id=MOD, expires_at=utcnow() - timedelta(seconds=1))
 
 
-async def test_new_settings_validate(sessions):
-    async with sessions.begin() as s:
+async def test_new_settings_validate(any_sessions):
+    async with any_sessions.begin() as s:
         row = await guilds.update(s, GUILD, moderation_mode="images", notify_by="channel", max_prompt_chars=100)
         assert (row.moderation_mode, row.notify_by, row.max_prompt_chars) == ("images", "channel", 100)
         with pytest.raises(Exception, match="notify by must be one of dm, channel"):
             await guilds.update(s, GUILD, notify_by="pigeon")
 
 
-async def test_migration_0002_maps_the_old_all_mode(tmp_path):
+async def test_migration_0002_maps_the_old_all_mode(any_url):
     """A guild that held every job ('all') holds every prompt after the upgrade ('prompts'), and back."""
-    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'old.db'}")
+    engine = make_engine(any_url)
     try:
         await migrate.upgrade(engine, "0001")
         async with engine.begin() as conn:

@@ -62,15 +62,15 @@ async def test_update_and_read_back(any_sessions):
         ({"color": "red"}, "unknown guild setting 'color'"),
     ],
 )
-async def test_invalid_settings_are_refused(sessions, changes, message):
-    async with sessions.begin() as s:
+async def test_invalid_settings_are_refused(any_sessions, changes, message):
+    async with any_sessions.begin() as s:
         with pytest.raises(InvalidGuildSetting) as info:
             await guilds.update(s, GUILD, **changes)
     assert message in str(info.value)
 
 
-async def test_defaults_use_the_configured_limits(sessions):
-    async with sessions.begin() as s:
+async def test_defaults_use_the_configured_limits(any_sessions):
+    async with any_sessions.begin() as s:
         row = await guilds.update(s, GUILD, defaults={"steps": 400}, limits=Limits(max_steps=500))
     assert row.defaults == {"steps": 400}
 
@@ -89,16 +89,16 @@ async def test_word_lists(any_sessions):
             await guilds.add_words(s, GUILD, "naughty", ["x"])
 
 
-async def test_word_list_size_limit(sessions, monkeypatch):
+async def test_word_list_size_limit(any_sessions, monkeypatch):
     monkeypatch.setattr(guilds, "MAX_WORDS", 3)
-    async with sessions.begin() as s:
+    async with any_sessions.begin() as s:
         await guilds.add_words(s, GUILD, "flagged", ["a", "b", "c"])
         with pytest.raises(InvalidGuildSetting, match="at most 3 entries"):
             await guilds.add_words(s, GUILD, "flagged", ["d"])
 
 
-async def test_reset(sessions):
-    async with sessions.begin() as s:
+async def test_reset(any_sessions):
+    async with any_sessions.begin() as s:
         assert await guilds.reset(s, GUILD) is False
         await guilds.update(s, GUILD, max_batch=1)
         assert await guilds.reset(s, GUILD) is True

@@ -42,21 +42,21 @@ async def test_create_persists_everything(any_sessions):
     assert got.created_at.tzinfo is UTC
 
 
-async def test_create_from_a_dict_and_awaiting_review(sessions):
-    job = await _create(sessions, request={"prompt": "x", "seed": -1}, status="awaiting_review")
+async def test_create_from_a_dict_and_awaiting_review(any_sessions):
+    job = await _create(any_sessions, request={"prompt": "x", "seed": -1}, status="awaiting_review")
     assert job.status == "awaiting_review" and job.seed is None  # a random seed is drawn when it runs
 
 
 @pytest.mark.parametrize("status", ["running", "done", "posted", "bogus"])
-async def test_create_refuses_other_initial_states(sessions, status):
+async def test_create_refuses_other_initial_states(any_sessions, status):
     with pytest.raises(IllegalTransition):
-        await _create(sessions, status=status)
+        await _create(any_sessions, status=status)
 
 
 @pytest.mark.parametrize("request_", [{"prompt": "x", "hires": 2}, {"steps": 3}, {"prompt": "x", "seed": object()}])
-async def test_create_refuses_bad_requests(sessions, request_):
+async def test_create_refuses_bad_requests(any_sessions, request_):
     with pytest.raises(InvalidOptions):
-        await _create(sessions, request=request_)
+        await _create(any_sessions, request=request_)
 
 
 async def test_the_happy_path(any_sessions):
@@ -90,25 +90,25 @@ async def _job_in(sessions, status: JobStatus):
 
 
 @pytest.mark.parametrize("current, target", _PAIRS, ids=[f"{a.value}->{b.value}" for a, b in _PAIRS])
-async def test_state_machine(sessions, current, target):
-    job = await _job_in(sessions, current)
+async def test_state_machine(any_sessions, current, target):
+    job = await _job_in(any_sessions, current)
     if target in jobs.TRANSITIONS[current]:
-        assert (await _move(sessions, job.id, target, error="boom")).status == target.value
+        assert (await _move(any_sessions, job.id, target, error="boom")).status == target.value
         assert jobs.can_transition(current, target)
     else:
         with pytest.raises(IllegalTransition, match=f"job #{job.id} is"):
-            await _move(sessions, job.id, target)
-        async with sessions.begin() as s:
+            await _move(any_sessions, job.id, target)
+        async with any_sessions.begin() as s:
             assert (await jobs.get(s, job.id)).status == current.value  # unchanged
 
 
-async def test_failed_keeps_the_error_and_requeue_clears_it(sessions):
-    job = await _create(sessions)
-    await _move(sessions, job.id, "running")
-    await _move(sessions, job.id, "queued")
-    again = await _move(sessions, job.id, "running")
+async def test_failed_keeps_the_error_and_requeue_clears_it(any_sessions):
+    job = await _create(any_sessions)
+    await _move(any_sessions, job.id, "running")
+    await _move(any_sessions, job.id, "queued")
+    again = await _move(any_sessions, job.id, "running")
     assert again.error is None
-    failed = await _move(sessions, job.id, "failed", error="CUDA out of memory")
+    failed = await _move(any_sessions, job.id, "failed", error="CUDA out of memory")
     assert failed.error == "CUDA out of memory" and failed.finished_at is not None
 
 
@@ -124,8 +124,8 @@ async def test_mark_posted_is_idempotent(any_sessions):
             await jobs.mark_posted(s, queued.id)
 
 
-async def test_missing_job(sessions):
-    async with sessions.begin() as s:
+async def test_missing_job(any_sessions):
+    async with any_sessions.begin() as s:
         with pytest.raises(JobNotFound, match="no job #404"):
             await jobs.transition(s, 404, "running")
         assert await jobs.find(s, 404) is None
@@ -146,32 +146,32 @@ async def test_list_for_user_and_count_active(any_sessions):
         assert [j.id for j in await jobs.list_for_user(s, 222)] == [other.id]
 
 
-async def test_unfinished(sessions):
+async def test_unfinished(any_sessions):
     """queued and running jobs are to be re-run, done ones to be posted; nothing else comes back."""
-    queued = await _create(sessions)
-    running = await _job_in(sessions, S.RUNNING)
-    done = await _job_in(sessions, S.DONE)
+    queued = await _create(any_sessions)
+    running = await _job_in(any_sessions, S.RUNNING)
+    done = await _job_in(any_sessions, S.DONE)
     for status in (S.POSTED, S.FAILED, S.CANCELLED, S.REJECTED, S.AWAITING_REVIEW):
-        await _job_in(sessions, status)
-    async with sessions.begin() as s:
+        await _job_in(any_sessions, status)
+    async with any_sessions.begin() as s:
         found = await jobs.unfinished(s)
         assert [j.id for j in found.rerun] == [queued.id, running.id]
         assert [j.id for j in found.to_post] == [done.id]
         assert await jobs.requeue_running(s) == 1
-    async with sessions.begin() as s:
+    async with any_sessions.begin() as s:
         assert (await jobs.get(s, running.id)).status == "queued"
 
 
-async def test_crash_between_persist_and_queue(db_url):
+async def test_crash_between_persist_and_queue(any_url):
     """A job committed but never handed to the worker (the process died) is found by the next start."""
-    first = make_engine(db_url)
+    first = make_engine(any_url)
     await migrate.upgrade(first)
     async with make_sessions(first).begin() as s:
         job = await jobs.create(s, user_id=ALICE, request=REQUEST, channel_id=5)
     # ... the process dies here: the worker never heard of the job; nothing else is written.
     await first.dispose()
 
-    second = make_engine(db_url)  # the next start
+    second = make_engine(any_url)  # the next start
     try:
         await migrate.upgrade(second)
         async with make_sessions(second).begin() as s:
@@ -183,16 +183,16 @@ async def test_crash_between_persist_and_queue(db_url):
         await second.dispose()
 
 
-async def test_crash_while_running_and_after_rendering(db_url):
+async def test_crash_while_running_and_after_rendering(any_url):
     """A render cut short is re-run; finished-but-unposted images are posted from their files."""
-    first = make_engine(db_url)
+    first = make_engine(any_url)
     await migrate.upgrade(first)
     sessions = make_sessions(first)
     running = await _job_in(sessions, S.RUNNING)
     rendered = await _job_in(sessions, S.DONE)
     await first.dispose()  # the process dies: the render of `running` is lost, `rendered` was never posted
 
-    second = make_engine(db_url)
+    second = make_engine(any_url)
     try:
         async with make_sessions(second).begin() as s:
             found = await jobs.unfinished(s)

@@ -30,10 +30,10 @@ async def test_up_down_up_from_empty(any_engine):
     assert TABLES <= await _tables(any_engine)
 
 
-async def test_upgrade_twice_is_a_no_op(engine):
+async def test_upgrade_twice_is_a_no_op(any_engine):
     """Running upgrade at head changes nothing (what `sdbot run` does at every start)."""
-    await migrate.upgrade(engine)
-    assert await migrate.current(engine) == migrate.head()
+    await migrate.upgrade(any_engine)
+    assert await migrate.current(any_engine) == migrate.head()
 
 
 async def test_check_is_clean(any_engine):
@@ -41,16 +41,16 @@ async def test_check_is_clean(any_engine):
     assert await migrate.check(any_engine) == []
 
 
-async def test_check_reports_a_difference(engine):
+async def test_check_reports_a_difference(any_engine):
     """A table the models do not know is reported, one line per difference."""
-    async with engine.begin() as conn:
+    async with any_engine.begin() as conn:
         await conn.exec_driver_sql("CREATE TABLE stray (id INTEGER PRIMARY KEY)")
-    assert await migrate.check(engine) == ["remove table stray"]
+    assert await migrate.check(any_engine) == ["remove table stray"]
 
 
-async def test_check_needs_head(tmp_path):
+async def test_check_needs_head(any_url):
     """Like `alembic check`, a database that is not at head is refused with a hint."""
-    eng = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}")
+    eng = make_engine(any_url)
     try:
         with pytest.raises(NotMigrated, match="sdbot db upgrade"):
             await migrate.check(eng)

@@ -29,8 +29,8 @@ async def test_hold_and_list_pending(any_sessions):
         assert (await moderation.get_item(s, item.id)).review_message_id == 31337
 
 
-async def test_hold_needs_a_job_awaiting_review(sessions):
-    async with sessions.begin() as s:
+async def test_hold_needs_a_job_awaiting_review(any_sessions):
+    async with any_sessions.begin() as s:
         job = await jobs.create(s, user_id=ALICE, request={"prompt": "x"})
         with pytest.raises(IllegalTransition, match="only jobs awaiting review"):
             await moderation.hold(s, job.id)
@@ -64,19 +64,19 @@ async def test_reject_and_decide_only_once(any_sessions):
     assert (entry.action, entry.actor_id, entry.reason) == ("reject", MOD, "not here")
 
 
-async def test_missing_item(sessions):
-    async with sessions.begin() as s:
+async def test_missing_item(any_sessions):
+    async with any_sessions.begin() as s:
         with pytest.raises(ModerationItemNotFound):
             await moderation.approve(s, 404, MOD)
 
 
-async def test_audit_log_paging_and_filter(sessions):
-    async with sessions.begin() as s:
+async def test_audit_log_paging_and_filter(any_sessions):
+    async with any_sessions.begin() as s:
         for i in range(5):
             await moderation.record(s, actor_id=MOD, action="settings" if i % 2 else "ban_word",
                                     guild_id=GUILD, details={"i": i})
         await moderation.record(s, actor_id=MOD, action="settings", guild_id=1)
-    async with sessions.begin() as s:
+    async with any_sessions.begin() as s:
         page1 = await moderation.audit_log(s, GUILD, limit=2)
         page2 = await moderation.audit_log(s, GUILD, limit=2, before_id=page1[-1].id)
         assert [e.details["i"] for e in page1 + page2] == [4, 3, 2, 1]

@@ -61,13 +61,13 @@ def test_long_names_are_refused(name):
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=valid_names, flips=st.lists(st.booleans(), min_size=32, max_size=32))
-async def test_names_are_case_insensitive_in_the_database(sessions, name, flips):
+async def test_names_are_case_insensitive_in_the_database(any_sessions, name, flips):
     """Any re-casing of a saved name finds the same preset, and saving under it updates rather than adds."""
     user = next(_users)
     variant = "".join(ch.swapcase() if flip else ch for ch, flip in zip(name, flips))
-    async with sessions.begin() as s:
+    async with any_sessions.begin() as s:
         await presets.save(s, user, name, {"steps": 10})
-    async with sessions.begin() as s:
+    async with any_sessions.begin() as s:
         assert (await presets.get(s, user, variant)).name == name
         again = await presets.save(s, user, variant, {"steps": 11})
         assert not again.created and again.preset.name == variant

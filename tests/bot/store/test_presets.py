@@ -54,18 +54,18 @@ async def test_names_are_per_user(any_sessions):
         assert (await presets.get(s, BOB, "anime")).options["steps"] == 40
 
 
-async def test_get_missing_is_a_clear_error(sessions):
-    async with sessions.begin() as s:
+async def test_get_missing_is_a_clear_error(any_sessions):
+    async with any_sessions.begin() as s:
         with pytest.raises(PresetNotFound, match="you have no preset named 'nope'"):
             await presets.get(s, ALICE, "nope")
         assert await presets.find(s, ALICE, "nope") is None
 
 
-async def test_list_and_autocomplete_names(sessions):
+async def test_list_and_autocomplete_names(any_sessions):
     """Listing is by name; autocomplete matches a prefix case-insensitively, '_' and '%' taken literally."""
     for name in ("zeta", "Alpha", "al_x", "alpha2", "alxy"):
-        await _save(sessions, ALICE, name, {"steps": 10})
-    async with sessions.begin() as s:
+        await _save(any_sessions, ALICE, name, {"steps": 10})
+    async with any_sessions.begin() as s:
         assert [p.name for p in await presets.list_for_user(s, ALICE)] == ["al_x", "Alpha", "alpha2", "alxy", "zeta"]
         assert await presets.names(s, ALICE, "AL") == ["al_x", "Alpha", "alpha2", "alxy"]
         assert await presets.names(s, ALICE, "al_") == ["al_x"]
@@ -156,30 +156,30 @@ async def test_limit_is_a_clear_error(any_sessions):
         ({"steps": None}, "a preset needs at least one option"),
     ],
 )
-async def test_invalid_options_name_the_option(sessions, options, message):
+async def test_invalid_options_name_the_option(any_sessions, options, message):
     with pytest.raises(InvalidOptions) as info:
-        await _save(sessions, ALICE, "bad", options)
+        await _save(any_sessions, ALICE, "bad", options)
     assert message in str(info.value)
 
 
-async def test_options_are_normalized(sessions):
+async def test_options_are_normalized(any_sessions):
     """Combined sampler names are split; a bare sampler keeps no schedule; ints stay ints, CFG becomes float."""
-    saved = await _save(sessions, ALICE, "n", {"sampler": "dpm++ 2m karras", "cfg_scale": 7, "seed": 5})
+    saved = await _save(any_sessions, ALICE, "n", {"sampler": "dpm++ 2m karras", "cfg_scale": 7, "seed": 5})
     assert saved.preset.options == {"sampler": "DPM++ 2M", "schedule": "Karras", "cfg_scale": 7.0, "seed": 5}
-    bare = await _save(sessions, ALICE, "m", {"sampler": "euler a"})
+    bare = await _save(any_sessions, ALICE, "m", {"sampler": "euler a"})
     assert bare.preset.options == {"sampler": "Euler a"}
 
 
-async def test_configured_limits_apply(sessions):
+async def test_configured_limits_apply(any_sessions):
     """Presets are checked against the configured engine limits, not only the defaults."""
     with pytest.raises(InvalidOptions, match="steps must be from 1 to 40"):
-        await _save(sessions, ALICE, "x", {"steps": 41}, limits=Limits(max_steps=40))
-    assert (await _save(sessions, ALICE, "y", {"steps": 300}, limits=Limits(max_steps=500))).created
+        await _save(any_sessions, ALICE, "x", {"steps": 41}, limits=Limits(max_steps=40))
+    assert (await _save(any_sessions, ALICE, "y", {"steps": 300}, limits=Limits(max_steps=500))).created
 
 
-async def test_invalid_names_are_refused(sessions):
+async def test_invalid_names_are_refused(any_sessions):
     with pytest.raises(InvalidPresetName, match="contains ' '"):
-        await _save(sessions, ALICE, "two words", {"steps": 3})
+        await _save(any_sessions, ALICE, "two words", {"steps": 3})
 
 
 # --- export / import -----------------------------------------------------------------------------------------
@@ -204,37 +204,37 @@ async def test_export_import_round_trip(any_sessions):
         assert (await presets.get_default(s, BOB)).name == "anime"
 
 
-async def test_export_only_some(sessions):
-    await _save(sessions, ALICE, "a", {"steps": 1})
-    await _save(sessions, ALICE, "b", {"steps": 2})
-    async with sessions.begin() as s:
+async def test_export_only_some(any_sessions):
+    await _save(any_sessions, ALICE, "a", {"steps": 1})
+    await _save(any_sessions, ALICE, "b", {"steps": 2})
+    async with any_sessions.begin() as s:
         doc = json.loads(await presets.export_json(s, ALICE, only=["B"]))
         assert [p["name"] for p in doc["presets"]] == ["b"]
         with pytest.raises(PresetNotFound):
             await presets.export_json(s, ALICE, only=["zzz"])
 
 
-async def test_import_conflicts_and_overwrite(sessions):
+async def test_import_conflicts_and_overwrite(any_sessions):
     """Existing names are refused unless overwrite; with it they are updated, and nothing is half-done."""
-    await _save(sessions, ALICE, "keep", {"steps": 1})
+    await _save(any_sessions, ALICE, "keep", {"steps": 1})
     text = json.dumps({"format": "sdbot-presets", "version": 1, "presets": [
         {"name": "KEEP", "options": {"steps": 9}}, {"name": "fresh", "options": {"steps": 8}}]})
-    async with sessions.begin() as s:
+    async with any_sessions.begin() as s:
         with pytest.raises(PresetExists, match="'keep'"):
             await presets.import_json(s, ALICE, text)
-    async with sessions.begin() as s:
+    async with any_sessions.begin() as s:
         assert await presets.find(s, ALICE, "fresh") is None  # all or nothing
         result = await presets.import_json(s, ALICE, text, overwrite=True)
     assert result.created == ("fresh",) and result.updated == ("KEEP",)
-    async with sessions.begin() as s:
+    async with any_sessions.begin() as s:
         assert (await presets.get(s, ALICE, "keep")).options == {"steps": 9}
 
 
-async def test_import_respects_the_limit(sessions):
-    await _save(sessions, ALICE, "one", {"steps": 1}, limit=2)
+async def test_import_respects_the_limit(any_sessions):
+    await _save(any_sessions, ALICE, "one", {"steps": 1}, limit=2)
     text = json.dumps({"format": "sdbot-presets", "version": 1, "presets": [
         {"name": "two", "options": {"steps": 2}}, {"name": "three", "options": {"steps": 3}}]})
-    async with sessions.begin() as s:
+    async with any_sessions.begin() as s:
         with pytest.raises(PresetLimit, match="would give you 3; the limit is 2"):
             await presets.import_json(s, ALICE, text, limit=2)
 
@@ -258,8 +258,8 @@ async def test_import_respects_the_limit(sessions):
         ("[" * 100_000, "not valid JSON"),
     ],
 )
-async def test_bad_import_files(sessions, text, message):
-    async with sessions.begin() as s:
+async def test_bad_import_files(any_sessions, text, message):
+    async with any_sessions.begin() as s:
         with pytest.raises(InvalidImport) as info:
             await presets.import_json(s, ALICE, text)
     assert message in str(info.value)
@@ -303,8 +303,8 @@ async def test_import_infotext(any_sessions):
         ("x\nSteps: 20, Sampler: Euler, CFG scale: 7, Size: 100x100", InvalidOptions, "multiple of 8"),
     ],
 )
-async def test_import_infotext_errors(sessions, text, error, message):
-    async with sessions.begin() as s:
+async def test_import_infotext_errors(any_sessions, text, error, message):
+    async with any_sessions.begin() as s:
         with pytest.raises(error) as info:
             await presets.import_infotext(s, ALICE, "x", text)
     assert message in str(info.value)
