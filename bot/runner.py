@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from bot.config import Config
 from bot.discord_endpoints import point_discord_at
@@ -22,9 +23,14 @@ log = logging.getLogger(__name__)
 
 
 @contextlib.asynccontextmanager
-async def open_services(config: Config) -> AsyncIterator[Services]:
-    """Database (migrated to head), engine worker and services; everything closed on exit."""
-    from engine.backends import make_worker
+async def open_services(config: Config, make_worker: Callable[[Any], Any] | None = None,
+                        ) -> AsyncIterator[Services]:
+    """Database (migrated to head), engine worker and services; everything closed on exit.
+
+    `make_worker(engine_config)` builds the (not yet started) worker: `[engine] backend`'s by default; tests
+    pass one whose render they control."""
+    if make_worker is None:
+        from engine.backends import make_worker
 
     engine_config = config.engine_config()
     db = make_engine(config.database_url, busy_timeout_ms=config.settings.database.busy_timeout_ms)
@@ -64,13 +70,13 @@ def _moderation(config: Config, sessions, jobs: JobService) -> ModerationService
 
 
 async def serve(config: Config, token: str, stop: asyncio.Event | None = None,
-                started: asyncio.Future | None = None) -> None:
+                started: asyncio.Future | None = None, make_worker: Callable[[Any], Any] | None = None) -> None:
     """Run the bot until `stop` is set (or forever); `started` receives the bot once it is ready."""
     from bot.app import SdBot
 
     settings = config.settings.discord
     point_discord_at(settings.api_base_url, settings.gateway_url)
-    async with open_services(config) as services:
+    async with open_services(config, make_worker) as services:
         bot = SdBot(config, services)
         async with bot:
             runner = asyncio.create_task(bot.start(token), name="discord")

@@ -22,7 +22,9 @@ FAST = "--size 64x64 --steps 2"  # tiny renders: the tiny model's images in well
 
 
 def write_config(root: Path, models_dir: Path, standin: DiscordStandIn, **sections: dict[str, Any]) -> Path:
-    engine = {"models_dir": str(models_dir), "max_queued_per_user": 5, **sections.get("engine", {})}
+    # One torch thread: the bot, the stand-in and pytest share the process, and two OpenMP threads spinning
+    # against the event loop on a 2-core machine made a tiny render step take seconds instead of 0.03 s.
+    engine = {"models_dir": str(models_dir), "max_queued_per_user": 5, "threads": 1, **sections.get("engine", {})}
     discord = {
         "api_base_url": standin.api_base_url, "gateway_url": standin.gateway_url,
         "guild_ids": [standin.guild.id], "cooldown_s": 0.0, "edit_period_s": 0.2, "edits_per_channel": 1,
@@ -45,6 +47,7 @@ def write_config(root: Path, models_dir: Path, standin: DiscordStandIn, **sectio
 class RunningBot:
     standin: DiscordStandIn
     config_path: Path
+    make_worker: Any = None  # e.g. tests.paced_engine.paced_worker(step_s): renders that last as long as asked
     bot: Any = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task | None = None
@@ -55,7 +58,8 @@ class RunningBot:
         config = load_config(self.config_path)
         started: asyncio.Future = asyncio.get_running_loop().create_future()
         self._stop = asyncio.Event()
-        self._task = asyncio.create_task(serve(config, self.standin.token, self._stop, started))
+        self._task = asyncio.create_task(serve(config, self.standin.token, self._stop, started,
+                                               self.make_worker))
         done, _ = await asyncio.wait([self._task, started], timeout=30, return_when=asyncio.FIRST_COMPLETED)
         if self._task in done:
             self._task.result()
@@ -81,7 +85,8 @@ class RunningBot:
 
 
 @contextlib.asynccontextmanager
-async def running_bot(tmp_path: Path, tiny_sd15: Path, **sections: dict[str, Any]):
+async def running_bot(tmp_path: Path, tiny_sd15: Path, *, step_s: float = 0.0, **sections: dict[str, Any]):
+    """The bot against a fresh stand-in; `step_s` > 0 paces every render step (tests/paced_engine.py)."""
     models = tmp_path / "models"
     if not models.exists():
         models.mkdir()
@@ -89,7 +94,12 @@ async def running_bot(tmp_path: Path, tiny_sd15: Path, **sections: dict[str, Any
     # "tester" (the default user) and "alice" are plain members; "guild-owner" has every permission.
     guild = StandInGuild(members=[StandInUser("tester"), StandInUser("alice")])
     async with DiscordStandIn([guild]) as standin:
-        running = RunningBot(standin, write_config(tmp_path, models, standin, **sections))
+        make_worker = None
+        if step_s:
+            from tests.paced_engine import paced_worker
+
+            make_worker = paced_worker(step_s)
+        running = RunningBot(standin, write_config(tmp_path, models, standin, **sections), make_worker)
         await running.start()
         try:
             yield running

@@ -29,6 +29,7 @@ from engine.worker import (
     OOM_MESSAGE, Cancelled, Failed, Finished, PendingJob, QueueFull, Queued, Started, Step, Worker, WorkerClosed,
     is_out_of_memory,
 )
+from tests.paced_engine import PacedEngine
 
 FAST = dict(steps=3, width=64, height=64)
 
@@ -370,9 +371,9 @@ async def test_cancel_one_job_of_a_batch_keeps_the_others(make_worker):
         check_stream(events, total=30)
 
 
-async def test_job_timeout_cancels_and_the_worker_goes_on(make_worker):
-    worker = make_worker(job_timeout_s=1.0)
-    slow = worker.submit(req(steps=150, width=128, height=128), owner="u")
+async def test_job_timeout_cancels_and_the_worker_goes_on(make_worker, config):
+    worker = make_worker(PacedEngine(config, step_s=0.1), job_timeout_s=1.0)
+    slow = worker.submit(req(steps=30), owner="u")  # 3 s at least, on any machine
     quick = worker.submit(req(steps=1), owner="v")
     with pytest.raises(JobCancelled, match="1 s time limit"):
         await slow
@@ -636,9 +637,9 @@ async def test_close_lets_the_running_job_finish(make_worker):
     assert running.status == "finished" and [p.job_id for p in left] == [queued.job_id]
 
 
-async def test_close_with_timeout_cancels_a_long_job(make_worker):
-    worker = make_worker()
-    running = worker.submit(req(steps=150, width=128, height=128), owner="a")
+async def test_close_with_timeout_cancels_a_long_job(make_worker, config):
+    worker = make_worker(PacedEngine(config, step_s=0.1))
+    running = worker.submit(req(steps=30), owner="a")  # 3 s at least: far from done after 0.1 s
     async for event in running:
         if isinstance(event, Step):
             break

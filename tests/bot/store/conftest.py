@@ -1,10 +1,10 @@
 """Fixtures for the store tests: a real database migrated through the real Alembic migrations.
 
 Every test gets a fresh SQLite file in `tmp_path`: a copy of one file migrated to head once per run (the
-migrations themselves are tested from empty in test_migrate.py). Tests that take `any_engine` (or `any_sessions`) run a second
-time against a real PostgreSQL: the server `SDBOT_TEST_PG_URL` names (e.g.
-postgresql+asyncpg://user@localhost/sdbot_test), else a throwaway one the run starts itself (tests/postgres.py);
-that database's public schema is wiped before each such test.
+migrations themselves are tested from empty in test_migrate.py). Tests that take `any_engine`, `any_sessions` or
+`any_url` run twice: on SQLite, then on a real PostgreSQL: the server `SDBOT_TEST_PG_URL` names (e.g.
+postgresql+asyncpg://user@localhost/sdbot_test), else a throwaway one the run starts itself (tests/postgres.py).
+Each PostgreSQL test starts on emptied tables (or a wiped schema, for `any_url` and after a test that changed it).
 """
 
 from __future__ import annotations

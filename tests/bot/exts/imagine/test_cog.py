@@ -97,18 +97,20 @@ async def test_sampler_autocomplete_offers_at_most_25_matches(harness):
 async def test_progress_edits_respect_the_channel_rate(tmp_path, tiny_sd15):
     from tests.bot.harness import running_bot
 
-    async with running_bot(tmp_path, tiny_sd15, discord={"edit_period_s": 0.3, "edits_per_channel": 1}) as h:
+    # 30 steps of at least 50 ms each: the render outlasts several edit periods on any machine.
+    async with running_bot(tmp_path, tiny_sd15, step_s=0.05,
+                           discord={"edit_period_s": 0.3, "edits_per_channel": 1}) as h:
         s = h.standin
-        ix = await s.send_interaction(s.slash("imagine", {"prompt": "a cat --size 128x128 --steps 100"}))
+        ix = await s.send_interaction(s.slash("imagine", {"prompt": "a cat --size 64x64 --steps 30"}))
         await ix.wait_original_message(lambda m: m.get("attachments"), timeout=60)
         edits = [r for r in s.requests if r.method == "PATCH" and "@original" in r.path]
         contents = [r.json.get("content", "") for r in edits if r.json]
-        assert any("/100" in c for c in contents), contents
+        assert any("/30" in c for c in contents), contents
         assert len(edits) >= 2
         times = [r.time for r in edits]
         for a, b in zip(times, times[1:]):
             assert b - a >= 0.3 - 0.05, times
-        steps = [int(c.split("/100")[0].rsplit(" ", 1)[1]) for c in contents if "/100" in c]
+        steps = [int(c.split("/30")[0].rsplit(" ", 1)[1]) for c in contents if "/30" in c]
         assert steps == sorted(steps)
         s.assert_no_invalid_requests()
 
@@ -144,16 +146,19 @@ async def test_buttons_work_after_a_restart(harness):
     s.assert_no_invalid_requests()
 
 
-async def test_late_results_go_to_the_channel_with_a_mention(harness):
-    s = harness.standin
-    ix = await s.send_interaction(s.slash("imagine", {"prompt": "a cat --size 128x128 --steps 40"}))
-    await ix.wait_for(lambda r: r.method == "PATCH" and "/40" in (r.json or {}).get("content", ""), timeout=30)
-    ix.expire()
-    posted = await s.wait_for(lambda r: r.method == "POST" and r.route == "/channels/{channel_id}/messages"
-                              and r.files, timeout=60)
-    assert f"<@{s.user.id}>" in posted.json["content"]
-    assert [str(u) for u in posted.json["allowed_mentions"]["users"]] == [str(s.user.id)]
-    s.assert_no_invalid_requests()
+async def test_late_results_go_to_the_channel_with_a_mention(tmp_path, tiny_sd15):
+    from tests.bot.harness import running_bot
+
+    async with running_bot(tmp_path, tiny_sd15, step_s=0.1) as h:  # 40 steps: 4 s at least, still rendering
+        s = h.standin
+        ix = await s.send_interaction(s.slash("imagine", {"prompt": "a cat --size 64x64 --steps 40"}))
+        await ix.wait_for(lambda r: r.method == "PATCH" and "/40" in (r.json or {}).get("content", ""), timeout=30)
+        ix.expire()
+        posted = await s.wait_for(lambda r: r.method == "POST" and r.route == "/channels/{channel_id}/messages"
+                                  and r.files, timeout=60)
+        assert f"<@{s.user.id}>" in posted.json["content"]
+        assert [str(u) for u in posted.json["allowed_mentions"]["users"]] == [str(s.user.id)]
+        s.assert_no_invalid_requests()
 
 
 async def test_delete_is_for_the_owner_or_a_moderator(harness):
@@ -196,9 +201,9 @@ async def test_edit_button_opens_a_prefilled_modal_that_runs_again(harness):
 async def test_queue_cap_says_how_many_jobs_are_queued(tmp_path, tiny_sd15):
     from tests.bot.harness import running_bot
 
-    async with running_bot(tmp_path, tiny_sd15, engine={"max_queued_per_user": 1}) as h:
-        s = h.standin
-        first = await s.send_interaction(s.slash("imagine", {"prompt": "a cat --size 128x128 --steps 40"}))
+    async with running_bot(tmp_path, tiny_sd15, step_s=0.1, engine={"max_queued_per_user": 1}) as h:
+        s = h.standin  # 20 steps of at least 0.1 s: the first job is still active when the second comes
+        first = await s.send_interaction(s.slash("imagine", {"prompt": "a cat --size 64x64 --steps 20"}))
         await first.wait_for(lambda r: r.method == "PATCH", timeout=20)  # the job is persisted and queued
         second = await s.send_interaction(s.slash("imagine", {"prompt": "a cat"}))
         assert "you have 1 jobs queued; the limit is 1" in await error_text(second)
@@ -208,10 +213,10 @@ async def test_queue_cap_says_how_many_jobs_are_queued(tmp_path, tiny_sd15):
 async def test_live_previews_only_where_the_server_turned_them_on(tmp_path, tiny_sd15):
     from tests.bot.harness import running_bot
 
-    async with running_bot(tmp_path, tiny_sd15, engine={"preview_every": 2},
+    async with running_bot(tmp_path, tiny_sd15, step_s=0.1, engine={"preview_every": 2},
                            discord={"preview_period_s": 1.0, "edit_period_s": 0.2}) as h:
         s = h.standin
-        slow = {"prompt": "a cat --size 128x128 --steps 150"}
+        slow = {"prompt": "a cat --size 64x64 --steps 30"}  # 3 s at least: several preview periods
 
         def preview_edits(ix):
             return [r for r in ix.requests if r.method == "PATCH" and any(f.filename == "preview.png" for f in r.files)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tests.bot.harness import FAST
+from tests.bot.harness import FAST, running_bot
 from tests.discord_standin import snowflake
 from tests.discord_standin.payloads import message_object
 
@@ -37,40 +37,41 @@ def edited_to(text: str):
     return lambda r: r.method == "PATCH" and text in (r.json or {}).get("content", "")
 
 
-async def test_queue_lists_jobs_with_cancel_buttons_that_cancel_them(harness):
-    s = harness.standin
-    assert (await reply(s, s.slash("queue")))["content"] == "you have no jobs waiting or running"
-    slow = await s.send_interaction(s.slash("imagine", {"prompt": "a slow cat --steps 150 --size 256x256"}))
-    started = await slow.wait_for(edited_to("rendering"), timeout=30)
-    slow_id = job_id_in(started.json["content"])
-    waiting = await s.send_interaction(s.slash("imagine", {"prompt": f"a waiting dog {FAST}"}))
-    queued = await waiting.wait_for(edited_to("queued"), timeout=10)
-    waiting_id = job_id_in(queued.json["content"])
+async def test_queue_lists_jobs_with_cancel_buttons_that_cancel_them(tmp_path, tiny_sd15):
+    async with running_bot(tmp_path, tiny_sd15, step_s=0.2) as h:  # 150 steps: 30 s at least
+        s = h.standin
+        assert (await reply(s, s.slash("queue")))["content"] == "you have no jobs waiting or running"
+        slow = await s.send_interaction(s.slash("imagine", {"prompt": "a slow cat --steps 150 --size 64x64"}))
+        started = await slow.wait_for(edited_to("rendering"), timeout=30)
+        slow_id = job_id_in(started.json["content"])
+        waiting = await s.send_interaction(s.slash("imagine", {"prompt": f"a waiting dog {FAST}"}))
+        queued = await waiting.wait_for(edited_to("queued"), timeout=10)
+        waiting_id = job_id_in(queued.json["content"])
 
-    data = await reply(s, s.slash("queue"))
-    assert data["content"].splitlines() == [f"#{waiting_id} · position 1 · a waiting dog",
-                                            f"#{slow_id} · rendering · a slow cat"]
-    buttons = [c for row in data["components"] for c in row["components"]]
-    assert [b["custom_id"] for b in buttons] == [f"sdbot:cancel:{waiting_id}", f"sdbot:cancel:{slow_id}"]
-    assert buttons[0]["label"] == f"Cancel #{waiting_id}"
-    message = data
+        data = await reply(s, s.slash("queue"))
+        assert data["content"].splitlines() == [f"#{waiting_id} · position 1 · a waiting dog",
+                                                f"#{slow_id} · rendering · a slow cat"]
+        buttons = [c for row in data["components"] for c in row["components"]]
+        assert [b["custom_id"] for b in buttons] == [f"sdbot:cancel:{waiting_id}", f"sdbot:cancel:{slow_id}"]
+        assert buttons[0]["label"] == f"Cancel #{waiting_id}"
+        message = data
 
-    refused = await reply(s, s.button(f"sdbot:cancel:{waiting_id}", message=message, user="alice"))
-    assert "only the job's owner or a moderator can cancel it" in refused["content"]
-    done = await reply(s, s.button(f"sdbot:cancel:{waiting_id}", message=message))
-    assert done["content"] == f"✖️ job #{waiting_id} cancelled"
-    await waiting.wait_original_message(lambda m: "was cancelled" in m["content"], timeout=10)
-    again = await reply(s, s.button(f"sdbot:cancel:{waiting_id}", message=message))
-    assert again["content"] == f"job #{waiting_id} is no longer waiting or running"
+        refused = await reply(s, s.button(f"sdbot:cancel:{waiting_id}", message=message, user="alice"))
+        assert "only the job's owner or a moderator can cancel it" in refused["content"]
+        done = await reply(s, s.button(f"sdbot:cancel:{waiting_id}", message=message))
+        assert done["content"] == f"✖️ job #{waiting_id} cancelled"
+        await waiting.wait_original_message(lambda m: "was cancelled" in m["content"], timeout=10)
+        again = await reply(s, s.button(f"sdbot:cancel:{waiting_id}", message=message))
+        assert again["content"] == f"job #{waiting_id} is no longer waiting or running"
 
-    # The running job stops at its next step (150 steps at 256x256: ~50 s on CPU, far from done when pressed).
-    done = await reply(s, s.button(f"sdbot:cancel:{slow_id}", message=message))
-    assert done["content"] == f"✖️ job #{slow_id} cancelled"
-    final = await slow.wait_original_message(lambda m: "was cancelled" in m["content"], timeout=30)
-    assert not final["attachments"]
-    assert (await reply(s, s.slash("queue")))["content"] == "you have no jobs waiting or running"
-    assert (await harness.services.jobs.get(slow_id)).status == "cancelled"
-    s.assert_no_invalid_requests()
+        # The running job stops at its next step (150 paced steps: 30 s at least, far from done when pressed).
+        done = await reply(s, s.button(f"sdbot:cancel:{slow_id}", message=message))
+        assert done["content"] == f"✖️ job #{slow_id} cancelled"
+        final = await slow.wait_original_message(lambda m: "was cancelled" in m["content"], timeout=30)
+        assert not final["attachments"]
+        assert (await reply(s, s.slash("queue")))["content"] == "you have no jobs waiting or running"
+        assert (await h.services.jobs.get(slow_id)).status == "cancelled"
+        s.assert_no_invalid_requests()
 
 
 async def test_models_lists_the_installed_checkpoint(harness):
