@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 import discord
 from asyncio_throttle import Throttler
@@ -81,15 +82,15 @@ class SdTree(app_commands.CommandTree):
 
 
 class SdBot(commands.Bot):
-    def __init__(self, config: Config, services: Services) -> None:
+    def __init__(self, config: Config, services: Services, **options: Any) -> None:
         intents = discord.Intents.none()
         intents.guilds = True
+        settings = config.settings.discord
         super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None,
                          tree_cls=SdTree, guild_ready_timeout=0.05,
-                         allowed_mentions=discord.AllowedMentions(users=True, everyone=False, roles=False))
+                         allowed_mentions=discord.AllowedMentions(users=True, everyone=False, roles=False), **options)
         self.config = config
         self.services = services
-        settings = config.settings.discord
         # discord.py already honours Discord's buckets; this caps our own REST calls beyond that.
         self.api_throttle = Throttler(rate_limit=settings.api_calls_per_s, period=1.0)
         self._channel_throttles: dict[int, Throttler] = {}
@@ -114,11 +115,38 @@ class SdBot(commands.Bot):
             else:
                 await self.tree.sync()
 
+    def serves(self, guild_id: int | None) -> bool:
+        """Whether this process serves the guild (None: direct messages): always, unless sharded (below)."""
+        return True
+
     async def on_ready(self) -> None:
         log.info("connected as %s (%s)", self.user, self.user.id if self.user else "?")
         if self.recovered is None:
-            self.recovered = await self.services.jobs.recover()
+            # Only this process's guilds: another process, on the other shards, picks up its own.
+            self.recovered = await self.services.jobs.recover(self.serves)
             if any(self.recovered):
                 log.info("recovered %d jobs to re-run and %d to post", *self.recovered)
-            if self.services.moderation is not None and await self.services.moderation.recover():
+            if self.services.moderation is not None and await self.services.moderation.recover(self.serves):
                 log.info("posted review items a previous run left unshown")
+
+
+class ShardedSdBot(SdBot, commands.AutoShardedBot):
+    """`[discord] shards` / `shard_ids`: discord.py's sharded client, one gateway connection per shard.
+
+    Several processes may share the shards (each its `shard_ids`) and one database: everything a guild does comes
+    on its shard, so it is served by one process; jobs are recovered at start only for this process's guilds."""
+
+    def __init__(self, config: Config, services: Services) -> None:
+        settings = config.settings.discord
+        # "auto": discord.py asks GET /gateway/bot for Discord's recommended count; no shard_ids: all of them.
+        super().__init__(config, services, shard_count=None if settings.shards == "auto" else settings.shards,
+                         shard_ids=settings.shard_ids or None)
+
+    def serves(self, guild_id: int | None) -> bool:
+        shard = 0 if guild_id is None else (guild_id >> 22) % (self.shard_count or 1)  # Discord's rule; DMs: 0
+        return self.shard_ids is None or shard in self.shard_ids
+
+
+def make_bot(config: Config, services: Services) -> SdBot:
+    """The bot for this config: sharded when `[discord] shards` or `shard_ids` say so."""
+    return (ShardedSdBot if config.settings.discord.sharded else SdBot)(config, services)

@@ -7,11 +7,12 @@ frozen `EngineConfig`, so it never reads files of ours.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from bot.errors import ConfigError
 from engine.config import EngineConfig, Limits, RayConfig
@@ -75,6 +76,40 @@ class DiscordSection(_Section):
     shutdown_timeout_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
     post_retry_s: Annotated[float, Field(ge=0, le=86400)] = 900.0
     post_backoff_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    # Sharding (docs/scaling.md): 1 = one gateway connection; "auto" = Discord's recommended count; N shards.
+    shards: int | Literal["auto"] = 1
+    # The shards this process runs: a list or a range "FIRST-LAST"; empty = all of them.
+    shard_ids: list[int] = []
+
+    @field_validator("shards", mode="before")
+    @classmethod
+    def _shards(cls, value: Any) -> Any:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65536):
+            return value
+        raise ValueError('shards must be "auto" or a whole number from 1 to 65536')
+
+    @field_validator("shard_ids", mode="before")
+    @classmethod
+    def _shard_ids(cls, value: Any, info: ValidationInfo) -> list[int]:
+        if isinstance(value, str) and re.fullmatch(r"\d+-\d+", value.strip()):
+            first, last = (int(x) for x in value.split("-"))
+            if first > last:
+                raise ValueError(f"the range {value!r} runs backwards; write it FIRST-LAST")
+            value = list(range(first, last + 1))
+        if not isinstance(value, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in value):
+            raise ValueError('shard_ids must be a list of shard numbers ([0, 1]) or a range ("0-3")')
+        if not value:
+            return []
+        shards = info.data.get("shards", 1)
+        if not isinstance(shards, int):
+            raise ValueError('shard_ids needs a number of shards (shards = N), not "auto"')
+        if min(value) < 0 or max(value) >= shards or len(set(value)) != len(value):
+            raise ValueError(f"shard_ids must be distinct shard numbers from 0 to {shards - 1} (shards = {shards})")
+        return sorted(value)
+
+    @property
+    def sharded(self) -> bool:
+        return self.shards != 1 or bool(self.shard_ids)
 
 
 class ModerationSection(_Section):
@@ -162,6 +197,8 @@ def _describe(err: dict[str, Any]) -> str:
     if err["type"] == "extra_forbidden":
         return f"unknown key {where}; allowed keys are documented in config.example.toml"
     ctx = err.get("ctx") or {}
+    if err["type"] == "value_error":  # our validators' messages, as written
+        return f"{where}: {ctx.get('error', err['msg'])}, got {found!r}"
     if err["type"] == "literal_error":
         allowed = ctx.get("expected", "")
         return f"{where} must be one of {allowed}, got {found!r}"

@@ -72,12 +72,12 @@ def _moderation(config: Config, sessions, jobs: JobService) -> ModerationService
 async def serve(config: Config, token: str, stop: asyncio.Event | None = None,
                 started: asyncio.Future | None = None, make_worker: Callable[[Any], Any] | None = None) -> None:
     """Run the bot until `stop` is set (or forever); `started` receives the bot once it is ready."""
-    from bot.app import SdBot
+    from bot.app import make_bot
 
     settings = config.settings.discord
     point_discord_at(settings.api_base_url, settings.gateway_url)
     async with open_services(config, make_worker) as services:
-        bot = SdBot(config, services)
+        bot = make_bot(config, services)
         async with bot:
             runner = asyncio.create_task(bot.start(token), name="discord")
             if started is not None:

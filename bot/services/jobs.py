@@ -315,18 +315,21 @@ class JobService:
         folder = self.outputs_dir / str(job.id)
         await asyncio.to_thread(shutil.rmtree, folder, True)
 
-    async def recover(self) -> tuple[int, int]:
+    async def recover(self, serves: Callable[[int | None], bool] = lambda guild_id: True) -> tuple[int, int]:
         """At start-up: re-run queued/running jobs, post done ones. Returns (re-run, re-posted).
 
         `awaiting_review` jobs are left to their moderators. Done jobs are posted in background tasks (with
         `check_first`: a post may have happened just before the crash), so start-up does not wait on Discord.
+        Only jobs of guilds this process `serves` (by guild id, None for direct messages): with shards split over
+        processes sharing one database, each process recovers its own, and a running job is never taken twice.
         """
         if self.recovery_listener is None:
             raise RuntimeError("recover() needs a recovery_listener")
         unfinished = await self._write(job_store.unfinished)
         # Commands are served from READY on, so this process may have made (and started) jobs already.
-        rerun = [j for j in unfinished.rerun if j.id not in self._jobs and j.id not in self._mine]
-        to_post = [j for j in unfinished.to_post if j.id not in self._mine]
+        ours = [j for j in unfinished.rerun + unfinished.to_post if j.id not in self._mine and serves(j.guild_id)]
+        rerun = [j for j in ours if j.status != JobStatus.DONE.value and j.id not in self._jobs]
+        to_post = [j for j in ours if j.status == JobStatus.DONE.value]
         for job in rerun:
             if job.status == JobStatus.RUNNING.value:  # its render died with the last process
                 await self._write(_back_to_queue, job.id)

@@ -417,14 +417,18 @@ class ModerationService:
         return await transaction(self.sessions, write)
 
     # --- start-up ----------------------------------------------------------------------------------------
-    async def recover(self) -> int:
-        """Show pending items whose review message was never posted (a crash in between); returns how many."""
+    async def recover(self, serves: Callable[[int | None], bool] = lambda guild_id: True) -> int:
+        """Show pending items whose review message was never posted (a crash in between); returns how many.
+
+        Only for guilds this process `serves` (shards split over processes: each shows its own)."""
         items = await transaction(self.sessions, mod_store.unshown)
+        shown = 0
         for item in items:
             job = await self.jobs.get(item.job_id)
-            if job.guild_id is not None:
+            if job.guild_id is not None and serves(job.guild_id):
                 await self._show(item, job, self.jobs.files_of(job), await self.settings(job.guild_id))
-        return len(items)
+                shown += 1
+        return shown
 
     async def close(self) -> None:
         if self._tasks:

@@ -4,6 +4,10 @@ Plain JSON text frames (discord.py asks for zlib-stream but only inflates binary
 -> READY + one GUILD_CREATE per guild, or RESUME -> the events the client missed, then RESUMED. Heartbeats are
 ACKed. Dispatches go to the current session; while it has no connection they wait in its log and are replayed
 on RESUME, as Discord does.
+
+Sharding: an IDENTIFY with `shard: [shard_id, shard_count]` gets only the guilds of that shard, Discord's
+`(guild_id >> 22) % shard_count` (direct messages come on shard 0), and a dispatch about a guild goes to the
+newest session whose shard holds it, so several shards (in one process or several) each see their own guilds.
 """
 
 from __future__ import annotations
@@ -87,6 +91,22 @@ class GatewaySession:
     @property
     def intents(self) -> int:
         return int(self.identify.get("intents", 0))
+
+    @property
+    def shard(self) -> tuple[int, int]:
+        """(shard_id, shard_count) from IDENTIFY; (0, 1) for an unsharded client."""
+        shard_id, count = self.identify.get("shard") or (0, 1)
+        return int(shard_id), int(count)
+
+    def holds(self, guild_id: int | None) -> bool:
+        """Whether events about this guild (None: a direct message) belong on this session's shard."""
+        shard_id, count = self.shard
+        return shard_of(guild_id, count) == shard_id
+
+
+def shard_of(guild_id: int | None, shard_count: int) -> int:
+    """Discord's rule: a guild's events come on shard (guild_id >> 22) % shard_count; DMs on shard 0."""
+    return 0 if guild_id is None else (int(guild_id) >> 22) % shard_count
 
 
 class Gateway:
@@ -228,7 +248,7 @@ class Gateway:
         ready = {
             "v": 10,
             "user": {**st.bot_user.to_dict(), "verified": True, "mfa_enabled": False, "email": None},
-            "guilds": [{"id": str(g.id), "unavailable": True} for g in st.guilds],
+            "guilds": [{"id": str(g.id), "unavailable": True} for g in st.guilds if session.holds(g.id)],
             "session_id": session.session_id,
             "session_type": "normal",
             "resume_gateway_url": st.resume_gateway_url,
@@ -248,7 +268,8 @@ class Gateway:
         async with session.lock:
             await self._append_and_send(session, conn, "READY", ready)
             for g in st.guilds:
-                await self._append_and_send(session, conn, "GUILD_CREATE", g.to_dict(bot=st.bot_user, full=True))
+                if session.holds(g.id):
+                    await self._append_and_send(session, conn, "GUILD_CREATE", g.to_dict(bot=st.bot_user, full=True))
             session.connection = conn
         return session
 
@@ -321,6 +342,16 @@ class Gateway:
 
     # ------------------------------------------------------------------------------------------ test hooks
 
+    def _session_for(self, t: str, d: Any) -> GatewaySession:
+        guild_id = None
+        if isinstance(d, dict):
+            guild_id = d.get("id") if t in ("GUILD_CREATE", "GUILD_UPDATE", "GUILD_DELETE") else d.get("guild_id")
+        guild_id = int(guild_id) if guild_id is not None else None
+        for session in reversed(list(self.sessions.values())):
+            if not session.invalidated and session.holds(guild_id):
+                return session
+        return self._session(None)
+
     def _session(self, session: GatewaySession | None) -> GatewaySession:
         session = session or self.current
         if session is None:
@@ -330,8 +361,10 @@ class Gateway:
     async def dispatch(
         self, t: str, d: Any, *, session: GatewaySession | None = None, on_sent: Callable[[float], None] | None = None
     ) -> GatewayEvent:
-        """Send a dispatch event (or queue it for replay if the session has no connection right now)."""
-        session = self._session(session)
+        """Send a dispatch event (or queue it for replay if the session has no connection right now).
+
+        Without `session`: the newest session whose shard holds the event's guild (the current one if none)."""
+        session = session or self._session_for(t, d)
         async with session.lock:
             session.seq += 1
             ev = GatewayEvent(seq=session.seq, t=t, d=d)

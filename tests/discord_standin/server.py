@@ -315,6 +315,7 @@ class DiscordStandIn:
     users: extra users that share no guild with the bot (for DMs).
     interaction_ack_deadline: seconds a bot has to answer an interaction callback (Discord: 3); None = no limit.
     validate: check request bodies against the OpenAPI spec (400 / 50035 when they do not conform).
+    shards: the shard count GET /gateway/bot recommends (what discord.py's sharded client uses with "auto").
     """
 
     def __init__(
@@ -332,6 +333,7 @@ class DiscordStandIn:
         default_upload_limit: int = P.DEFAULT_UPLOAD_LIMIT,
         host: str = "127.0.0.1",
         port: int = 0,
+        shards: int = 1,
     ) -> None:
         if guilds is None:
             guilds = [StandInGuild()]
@@ -346,6 +348,7 @@ class DiscordStandIn:
         self.validate = validate
         self.default_upload_limit = default_upload_limit
         self.host, self.port = host, port
+        self.shards = shards
         self.spec = Spec.get(spec_path)
         self.gateway = Gateway(self, heartbeat_interval_ms)
 
@@ -1215,7 +1218,7 @@ class DiscordStandIn:
     async def _get_gateway_bot(self, rec: RecordedRequest) -> web.Response:
         return _json_response(200, {
             "url": self.gateway_url,
-            "shards": 1,
+            "shards": self.shards,
             "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 14400000, "max_concurrency": 1},
         })
 
