@@ -97,11 +97,9 @@ async def worker(url: str, index: int, tasks: int, rounds: int) -> dict[str, flo
 
 async def prepare(url: str) -> None:
     from bot.store import db, migrate, presets
+    from tests.postgres import wiped
 
-    engine = db.make_engine(url)
-    async with engine.begin() as conn:
-        await conn.exec_driver_sql("DROP SCHEMA public CASCADE")
-        await conn.exec_driver_sql("CREATE SCHEMA public")
+    engine = await wiped(url)
     await migrate.upgrade(engine)
     async with db.make_sessions(engine).begin() as s:
         await presets.save(s, COUNTER_USER, "counter", {"seed": 1})

@@ -7,7 +7,7 @@ ends. PostgreSQL refuses to run as root; as root (CI), pgserver runs it as a sys
 with `useradd`. Durability is switched off (`fsync`, `synchronous_commit`): a crash only loses test data.
 
 `start()` returns the URL, or raises `NoPostgres` with a sentence saying why none could be had, which the
-fixtures turn into the skip message.
+fixtures turn into the skip message. `wiped(url)` empties that database for a test.
 """
 
 from __future__ import annotations
@@ -18,6 +18,10 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.store.db import make_engine
 
 ENV_URL = "SDBOT_TEST_PG_URL"
 
@@ -56,3 +60,12 @@ def start() -> str:
                          f"set {ENV_URL} to a server's URL instead") from None
     # pgserver's URI is postgresql://postgres:@/postgres?host=/socket/dir
     return server.get_uri().replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+async def wiped(url: str) -> AsyncEngine:
+    """An engine on `url` whose public schema was just dropped and made again: an empty database."""
+    eng = make_engine(url)
+    async with eng.begin() as conn:
+        await conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+        await conn.exec_driver_sql("CREATE SCHEMA public")
+    return eng

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.store import migrate
 from bot.store.db import make_engine, make_sessions
 from bot.store.models import Base
+from tests.postgres import wiped
 
 MODEL_TABLES = {t.name for t in Base.metadata.sorted_tables}
 
@@ -71,15 +72,6 @@ def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return make_sessions(engine)
 
 
-async def wiped_pg(url: str) -> AsyncEngine:
-    """An engine on `url` whose public schema was just dropped and made again: an empty database."""
-    eng = make_engine(url)
-    async with eng.begin() as conn:
-        await conn.exec_driver_sql("DROP SCHEMA public CASCADE")
-        await conn.exec_driver_sql("CREATE SCHEMA public")
-    return eng
-
-
 async def migrated_pg(url: str) -> AsyncEngine:
     """An engine on `url` at head with every table empty and every id counter back at 1.
 
@@ -95,7 +87,7 @@ async def migrated_pg(url: str) -> AsyncEngine:
             await conn.exec_driver_sql(f"TRUNCATE {', '.join(sorted(MODEL_TABLES))} RESTART IDENTITY CASCADE")
         return eng
     await eng.dispose()
-    eng = await wiped_pg(url)
+    eng = await wiped(url)
     await migrate.upgrade(eng)
     return eng
 
@@ -117,7 +109,7 @@ async def any_url(request: pytest.FixtureRequest, db_url: str) -> str:
     if request.param == "sqlite":
         return db_url
     url = request.getfixturevalue("pg_server_url")
-    await (await wiped_pg(url)).dispose()
+    await (await wiped(url)).dispose()
     return url
 
 
