@@ -347,6 +347,8 @@ class Gateway:
         if isinstance(d, dict):
             guild_id = d.get("id") if t in ("GUILD_CREATE", "GUILD_UPDATE", "GUILD_DELETE") else d.get("guild_id")
         guild_id = int(guild_id) if guild_id is not None else None
+        if self.current is not None and self.current.holds(guild_id):
+            return self.current  # unsharded: always the current session, as before sharding
         for session in reversed(list(self.sessions.values())):
             if not session.invalidated and session.holds(guild_id):
                 return session
@@ -363,7 +365,7 @@ class Gateway:
     ) -> GatewayEvent:
         """Send a dispatch event (or queue it for replay if the session has no connection right now).
 
-        Without `session`: the newest session whose shard holds the event's guild (the current one if none)."""
+        Without `session`: the current session if its shard holds the event's guild, else the newest that does."""
         session = session or self._session_for(t, d)
         async with session.lock:
             session.seq += 1
