@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -92,7 +93,7 @@ async def worker(url: str, index: int, tasks: int, rounds: int) -> dict[str, flo
     claim_s = time.perf_counter() - start
     await engine.dispose()
     return {"limit_created": created, "preset_s": preset_s, "jobs_made": made, "jobs_s": jobs_s,
-            "won": won, "claim_s": claim_s, "seen_queued": len(queued)}
+            "won": won, "claim_s": claim_s}
 
 
 async def prepare(url: str) -> None:
@@ -106,7 +107,7 @@ async def prepare(url: str) -> None:
     await engine.dispose()
 
 
-async def count(url: str, tasks: int, rounds: int) -> dict[str, int]:
+async def count(url: str) -> dict[str, int]:
     from sqlalchemy import text
 
     from bot.store import db, presets
@@ -133,8 +134,6 @@ def main() -> int:
         print(json.dumps(asyncio.run(worker(args.url, args.worker, args.tasks, args.rounds))))
         return 0
 
-    import os
-
     from tests import postgres
 
     url = args.url or postgres.start()
@@ -148,7 +147,7 @@ def main() -> int:
         print("a worker process failed", file=sys.stderr)
         return 1
     results = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
-    rows = asyncio.run(count(url, args.tasks, args.rounds))
+    rows = asyncio.run(count(url))
 
     bumps = PROCESSES * args.tasks * args.rounds
     made = [i for r in results for i in r["jobs_made"]]
@@ -159,11 +158,11 @@ def main() -> int:
         "preset_writes_per_s": round(2 * bumps / max(r["preset_s"] for r in results), 1),
         "jobs_created_per_s": round(len(made) / max(r["jobs_s"] for r in results), 1),
         "job_starts_per_s": round(len(made) / max(r["claim_s"] for r in results), 1),
-        "presets_lost": bumps - rows["saved"] if rows["saved"] <= bumps else 0,
+        "presets_lost": max(0, bumps - rows["saved"]),
         "presets_doubled": max(0, rows["saved"] - bumps),
         "counter_lost_updates": (1 + bumps) - rows["counter"],
         "limit_user_presets": f"{rows['at_limit']} (limit {LIMIT})",
-        "jobs_lost": len(made) - rows["job_rows"] if rows["job_rows"] <= len(made) else 0,
+        "jobs_lost": max(0, len(made) - rows["job_rows"]),
         "jobs_doubled": max(0, rows["job_rows"] - len(made)) + (len(made) - len(set(made))),
         "jobs_started_twice": len(won) - len(set(won)),
         "jobs_never_started": len(set(made) - set(won)),

@@ -26,6 +26,7 @@ from tests.postgres import wiped
 
 MODEL_TABLES = {t.name for t in Base.metadata.sorted_tables}
 
+
 def sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
