@@ -53,7 +53,8 @@ def test_bad_shard_settings_are_one_clear_line(discord, message):
 
 async def test_two_shards_in_one_process(tmp_path, tiny_sd15, models_dir):
     """shards = "auto": two shards from GET /gateway/bot, each IDENTIFYing with [id, 2] and getting only its
-    guild; a command in either guild arrives on its own shard's connection and is answered with images."""
+    guild; a command in either guild arrives on its own shard's connection and is answered with images, and
+    one in a direct message on shard 0's."""
     guilds = [guild_on(0, 2, "even"), guild_on(1, 2, "odd")]
     async with DiscordStandIn(guilds, shards=2) as s:
         config = write_config(tmp_path, models_dir, s, engine={"threads": 1},
@@ -77,6 +78,10 @@ async def test_two_shards_in_one_process(tmp_path, tiny_sd15, models_dir):
                 sent = [f for f in s.gateway_frames if f.t == "INTERACTION_CREATE" and f.d["id"] == str(ix.id)]
                 assert [f.connection for f in sent] == [identified[(shard, 2)]]
                 assert bot.serves(guild.id)
+            dm = await s.send_interaction(s.slash("queue", dm=True))  # direct messages come on shard 0
+            await dm.wait_callback()
+            sent = [f for f in s.gateway_frames if f.t == "INTERACTION_CREATE" and f.d["id"] == str(dm.id)]
+            assert [f.connection for f in sent] == [identified[(0, 2)]] and bot.serves(None)
             s.assert_no_invalid_requests()
         finally:
             await running.stop()
