@@ -51,10 +51,14 @@ class RunningBot:
     bot: Any = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task | None = None
+    _torch_threads: int = 0
 
     async def start(self) -> "RunningBot":
+        import torch
+
         from bot.runner import serve
 
+        self._torch_threads = self._torch_threads or torch.get_num_threads()  # the engine sets it process-wide
         config = load_config(self.config_path)
         started: asyncio.Future = asyncio.get_running_loop().create_future()
         self._stop = asyncio.Event()
@@ -74,6 +78,10 @@ class RunningBot:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(self._task, 30)
         restore_discord_endpoints()
+        if self._torch_threads:  # the tests after this one get the process's own thread count back
+            import torch
+
+            torch.set_num_threads(self._torch_threads)
 
     async def restart(self) -> "RunningBot":
         await self.stop()
