@@ -18,6 +18,7 @@ from discord.ext import commands
 
 from bot.config import Config
 from bot.errors import UserError
+from bot.channel_edits import ChannelEdits
 from bot.services import Services
 from bot.store.errors import StoreError
 from engine.errors import EngineError
@@ -93,14 +94,15 @@ class SdBot(commands.Bot):
         self.services = services
         # discord.py already honours Discord's buckets; this caps our own REST calls beyond that.
         self.api_throttle = Throttler(rate_limit=settings.api_calls_per_s, period=1.0)
-        self._channel_throttles: dict[int, Throttler] = {}
+        self._channel_edits: dict[int, ChannelEdits] = {}
         self.recovered: tuple[int, int] | None = None
 
-    def channel_throttle(self, channel_id: int) -> Throttler:
-        if channel_id not in self._channel_throttles:
+    def channel_edits(self, channel_id: int) -> ChannelEdits:
+        """The pace of progress edits in a channel (finals do not take part: they never wait for progress)."""
+        if channel_id not in self._channel_edits:
             s = self.config.settings.discord
-            self._channel_throttles[channel_id] = Throttler(rate_limit=s.edits_per_channel, period=s.edit_period_s)
-        return self._channel_throttles[channel_id]
+            self._channel_edits[channel_id] = ChannelEdits(s.edits_per_channel, s.edit_period_s)
+        return self._channel_edits[channel_id]
 
     async def setup_hook(self) -> None:
         for name in EXTENSIONS:

@@ -41,7 +41,7 @@ class RenderedImage:
 
     @cached_property
     def png_data(self) -> bytes:
-        """The PNG, encoded once: the worker encodes it in its thread so the event loop never does."""
+        """The PNG, encoded once (by the bot, in a thread: neither the engine nor the event loop waits for it)."""
         return png_bytes(self.image, self.infotext)
 
     def png(self) -> bytes:

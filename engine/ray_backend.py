@@ -5,8 +5,8 @@ job_id, priority)` returning a `JobHandle` (the same events `Queued`, `Started`,
 `Cancelled`; awaitable for the result), `cancel(job_id)`, `position(job_id)` and `close()`, all on the event
 loop. The replicas (`engine.ray_replica.EngineReplica`) each run a local `Worker`; see docs/scaling.md.
 
-Queue. The waiting jobs stay here, in the bot, in the local worker's order (priority first, then round-robin
-turns across owners, `max_queued_per_user` per owner, `QueueFull` past it), with the same `Queued(position)`
+Queue. The waiting jobs stay here, in the bot, in the local worker's order (priority first, then round robin
+by server and member, `max_queued_per_user` per owner, `QueueFull` past it), with the same `Queued(position)`
 events and `position()`. Ray executes, the bot's database remembers: nothing waits in Ray that the bot does not
 also hold.
 
@@ -52,8 +52,9 @@ from engine.pipeline import RenderedImage, RenderResult
 from engine.request import GenerationRequest
 from engine.worker import (
     CANCELLED, SHUTDOWN_QUEUED, SHUTDOWN_RUNNING, Cancelled, Failed, Finished, JobEvent, JobHandle, PendingJob,
-    QueueFull, Queued, Started, Step, WorkerClosed, fair_order,
+    QueueFull, Queued, Started, Step, WorkerClosed,
 )
+from engine.fairness import Served, fair_order
 
 log = logging.getLogger(__name__)
 
@@ -223,10 +224,10 @@ class _RayJob:
         self.pending = pending
         self.id = pending.job_id
         self.owner = pending.owner
+        self.group = pending.group
         self.request = pending.request
         self.priority = pending.priority
         self.seq = seq
-        self.turn = 0
         self.position: int | None = None
         self.state = "queued"  # queued | dispatched | done
         self.cancel_reason: str | None = None
@@ -249,7 +250,7 @@ class RayWorker:
         self._jobs: dict[str, _RayJob] = {}
         self._tasks: set[asyncio.Task] = set()
         self._seq = itertools.count()
-        self._turn = 0
+        self._served = Served()
         self._in_flight = 0
         self._closing = False
         self._pause_until = 0.0
@@ -291,7 +292,7 @@ class RayWorker:
         await self.close(cancel_running=True)
 
     def submit(self, request: GenerationRequest, *, owner: str | int, job_id: str | None = None,
-               priority: bool = False) -> JobHandle:
+               priority: bool = False, group: str | int | None = None) -> JobHandle:
         """Queue a job and return its handle at once. Raises QueueFull at the owner's cap, WorkerClosed."""
         if not isinstance(request, GenerationRequest):
             raise TypeError("submit() takes a GenerationRequest")
@@ -309,11 +310,8 @@ class RayWorker:
             queued = sum(1 for j in self._queue if j.owner == owner and not j.priority)
             if queued >= cap:
                 raise QueueFull(f"you have {queued} jobs queued; the limit is {cap}")
-        pending = PendingJob(job_id, owner, request, bool(priority), time.time())
+        pending = PendingJob(job_id, owner, request, bool(priority), time.time(), None if group is None else str(group))
         job = _RayJob(pending, next(self._seq), JobHandle(self, pending))  # type: ignore[arg-type]
-        if not priority:  # the local worker's round-robin turns (engine/worker.py)
-            mine = [j.turn for j in self._queue if j.owner == owner and not j.priority]
-            job.turn = max(self._turn, max(mine) + 1) if mine else self._turn
         self._queue.append(job)
         self._jobs[job_id] = job
         self._reposition()
@@ -381,7 +379,7 @@ class RayWorker:
     # -- queue helpers --------------------------------------------------------------------------------------
 
     def _ordered(self) -> list[_RayJob]:
-        return fair_order(self._queue, self.config.round_robin)
+        return fair_order(self._queue, self.config.round_robin, self._served)  # the local worker's order
 
     def _reposition(self) -> None:
         for index, job in enumerate(self._ordered(), start=1):
@@ -475,8 +473,7 @@ class RayWorker:
             self._queue.remove(job)
             job.state = "dispatched"
             job.request = job.request.with_seed()  # every attempt draws the same noise
-            if not job.priority:
-                self._turn = max(self._turn, job.turn)
+            self._served.note(job)
             self._reposition()
             self._in_flight += 1
             self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
@@ -577,7 +574,7 @@ class RayWorker:
             self._done(job, Cancelled(job_id=job.id, reason=job.cancel_reason or message[1]))
 
     def _requeue(self, job: _RayJob) -> None:
-        """Put a job Serve refused back at its place in the queue (it keeps its turn and arrival)."""
+        """Put a job Serve refused back at its place in the queue (it keeps its arrival)."""
         if self._closing or job.cancel_reason is not None:
             self._done(job, Cancelled(job_id=job.id, reason=job.cancel_reason or SHUTDOWN_QUEUED))
             return

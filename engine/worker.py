@@ -23,13 +23,13 @@ Threads. The worker thread appends events to one FIFO outbox and wakes the loop 
 (`stats.loop_callbacks` counts them); events reach handles in the order they were made. Calls made on the
 loop thread (`submit`, `cancel`, `close`) deliver their events before they return: `submit` returns a handle
 that already shows its `Queued(position)`, and `cancel` of a queued job has already delivered `Cancelled`.
-Results carry their PNGs already encoded (in the worker thread), so sending them costs the loop nothing.
+Results carry images, not PNGs: the caller encodes them in a thread of its own (`RenderedImage.png()`), so the
+engine renders the next job meanwhile and the loop never compresses an image.
 
 Order. Priority jobs (moderators' re-runs) go first, first come first served. The others go first come first
-served across users (`round_robin = false`), or round-robin (`round_robin = true`, the config default): a
-job's turn is max(current turn, its owner's last queued turn + 1), ordered by turn and then arrival, so one
-user's ten jobs take turns with other users' jobs instead of holding them back (start-time fair queueing,
-one job per turn). At most `max_queued_per_user` jobs per owner may wait (0 = no cap; running jobs and
+served (`round_robin = false`), or round robin by server (`submit(group=...)`), then by member within a server
+(`round_robin = true`, the config default), so one server's fifty jobs take turns with another server's one,
+and one member's ten jobs with the other members' (see engine/fairness.py). At most `max_queued_per_user` jobs per owner may wait (0 = no cap; running jobs and
 priority jobs do not count); one more raises `QueueFull`, a user-facing `EngineError`.
 
 Batching. When a job starts, the worker adds queued jobs with the same `GenerationRequest.batch_key()`
@@ -81,6 +81,7 @@ from PIL import Image
 
 from engine.config import EngineConfig
 from engine.errors import EngineError, JobCancelled
+from engine.fairness import Served, fair_order
 from engine.pipeline import Engine, RenderResult
 from engine.request import GenerationRequest
 
@@ -156,6 +157,7 @@ class PendingJob:
     request: GenerationRequest
     priority: bool = False
     submitted_at: float = 0.0  # time.time()
+    group: str | None = None  # the server it came from: the queue is round robin by server, then by owner
 
 
 @dataclass(frozen=True)
@@ -316,10 +318,10 @@ class _Job:
         self.pending = pending
         self.id = pending.job_id
         self.owner = pending.owner
+        self.group = pending.group
         self.request = pending.request  # the seed is resolved when the job starts
         self.priority = pending.priority
         self.seq = seq
-        self.turn = 0
         self.position: int | None = None
         self.state = "queued"  # queued | running | done
         self.cancel_reason: str | None = None
@@ -328,14 +330,6 @@ class _Job:
         self.last_step = 0
         self.chunks: dict[Any, int] = {}
         self.handle: JobHandle | None = None
-
-
-def fair_order(queue, round_robin: bool) -> list:
-    """The queue in start order: priority jobs first, then by submission, or with `round_robin` by each owner's
-    turn (a user's n-th job waits behind everyone's (n-1)-th), ties by submission. Shared by every backend."""
-    if round_robin:
-        return sorted(queue, key=lambda j: (not j.priority, 0 if j.priority else j.turn, j.seq))
-    return sorted(queue, key=lambda j: (not j.priority, j.seq))
 
 
 class Worker:
@@ -364,7 +358,7 @@ class Worker:
         self._running: list[_Job] = []
         self._control: collections.deque = collections.deque()
         self._seq = itertools.count()
-        self._turn = 0  # round-robin: the turn of the last job started
+        self._served = Served()  # round robin: who started a job last
         self._closing = False
         self._stopping = False
         self._step_counter = 0
@@ -399,7 +393,7 @@ class Worker:
         await self.close(cancel_running=True)
 
     def submit(self, request: GenerationRequest, *, owner: str | int, job_id: str | None = None,
-               priority: bool = False) -> JobHandle:
+               priority: bool = False, group: str | int | None = None) -> JobHandle:
         """Queue a job and return its handle at once. Raises QueueFull at the owner's cap, WorkerClosed."""
         if not isinstance(request, GenerationRequest):
             raise TypeError("submit() takes a GenerationRequest")
@@ -417,12 +411,10 @@ class Worker:
                 queued = sum(1 for j in self._queue if j.owner == owner and not j.priority)
                 if queued >= cap:
                     raise QueueFull(f"you have {queued} jobs queued; the limit is {cap}")
-            pending = PendingJob(job_id, owner, request, bool(priority), time.time())
+            pending = PendingJob(job_id, owner, request, bool(priority), time.time(),
+                                 None if group is None else str(group))
             job = _Job(pending, next(self._seq))
             job.handle = JobHandle(self, pending)
-            if not priority:
-                mine = [j.turn for j in self._queue if j.owner == owner and not j.priority]
-                job.turn = max(self._turn, max(mine) + 1) if mine else self._turn
             self._queue.append(job)
             self._jobs[job_id] = job
             self._reposition()
@@ -509,7 +501,7 @@ class Worker:
     # -- shared helpers (called with the lock held) ---------------------------------------------------------
 
     def _ordered(self) -> list[_Job]:
-        return fair_order(self._queue, self.config.round_robin)
+        return fair_order(self._queue, self.config.round_robin, self._served)
 
     def _reposition(self) -> None:
         for index, job in enumerate(self._ordered(), start=1):
@@ -663,8 +655,7 @@ class Worker:
             job.state = "running"
             job.started_at = now
             job.request = job.request.with_seed()  # a retry must draw the same noise
-            if not job.priority:
-                self._turn = max(self._turn, job.turn)
+            self._served.note(job)
             self._running.append(job)
         self._reposition()
 
@@ -862,8 +853,8 @@ class Worker:
         if job.cancel_reason is not None:
             self._report_cancelled([job])
             return
-        for image in result.images:
-            image.png_data  # encode here, not on the event loop
+        # The PNGs are encoded by the caller in a thread of its own (`RenderedImage.png_data`, cached), so the
+        # engine goes on to the next job at once instead of compressing this one's images.
         with self._lock:
             if job.state != "done":
                 self._done(job, Finished(job_id=job.id, result=result))

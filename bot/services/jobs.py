@@ -124,7 +124,7 @@ class JobService:
 
         job = await transaction(self.sessions, persist)
         try:
-            self._start(job.id, who.user_id, request, listener, priority=priority)
+            self._start(job.id, who.user_id, request, listener, priority=priority, guild_id=who.guild_id)
         except Exception as exc:
             await self._refused(job.id, exc)
             raise
@@ -148,11 +148,13 @@ class JobService:
     def start_queued(self, job: Job, listener: JobListener) -> None:
         """Hand the worker a job whose row is already `queued` (e.g. approved after review)."""
         request = GenerationRequest(**job.request, limits=self.limits)
-        self._start(job.id, job.user_id, request, listener)
+        self._start(job.id, job.user_id, request, listener, guild_id=job.guild_id)
 
     def _start(self, job_id: int, user_id: int, request: GenerationRequest, listener: JobListener,
-               *, priority: bool = False) -> None:
-        handle = self.worker.submit(request, job_id=str(job_id), owner=str(user_id), priority=priority)
+               *, priority: bool = False, guild_id: int | None = None) -> None:
+        # The queue is round robin by server (`group`), then by member.
+        handle = self.worker.submit(request, job_id=str(job_id), owner=str(user_id), priority=priority,
+                                    group=None if guild_id is None else str(guild_id))
         task = asyncio.create_task(self._follow(job_id, handle, listener), name=f"job-{job_id}")
         self._jobs[job_id] = _Running(handle, task, user_id)
 
@@ -192,7 +194,8 @@ class JobService:
         paths = []
         for i, image in enumerate(result.images, start=1):
             path = folder / f"{job_id}-{i}.png"
-            await asyncio.to_thread(path.write_bytes, image.png())
+            # Encoded here, in a thread: not on the event loop, and not in the engine, which renders the next job.
+            await asyncio.to_thread(_save_png, path, image)
             paths.append(path)
         job = await self._write(job_store.transition, job_id, JobStatus.DONE,
                                 seed=result.seed, result_paths=[str(p) for p in paths])
@@ -342,7 +345,8 @@ class JobService:
                 await self._refused(job.id, exc)
                 continue
             # Older than anything queued now, so they go first (and past the per-user cap).
-            self._start(job.id, job.user_id, request, self.recovery_listener(job), priority=True)
+            self._start(job.id, job.user_id, request, self.recovery_listener(job), priority=True,
+                        guild_id=job.guild_id)
         for job in to_post:
             self._spawn(self.post(job, self.recovery_listener(job), check_first=True), f"post-{job.id}")
         self._recovered = True
@@ -381,6 +385,10 @@ async def _back_to_queue(s: AsyncSession, job_id: int) -> None:
     job = await job_store.get(s, job_id, for_update=True)
     if job.status == JobStatus.RUNNING.value:
         await job_store.transition(s, job_id, JobStatus.QUEUED)
+
+
+def _save_png(path: Path, image: Any) -> None:
+    path.write_bytes(image.png())
 
 
 def _reason(exc: BaseException) -> str:

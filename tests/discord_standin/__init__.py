@@ -13,6 +13,7 @@ from .payloads import (
     image_size,
     snowflake,
 )
+from .ratelimits import DISCORD_LIKE, Bucket
 from .server import (
     DEFAULT_TOKEN,
     DiscordStandIn,
@@ -25,6 +26,8 @@ from .server import (
 from .validation import Spec, find_spec
 
 __all__ = [
+    "Bucket",
+    "DISCORD_LIKE",
     "DEFAULT_TOKEN",
     "DiscordStandIn",
     "Fault",

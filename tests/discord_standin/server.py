@@ -32,6 +32,7 @@ from aiohttp import web
 from . import payloads as P
 from .gateway import OP_INVALID_SESSION, OP_RECONNECT, RESUMABLE_CLOSE, Gateway, GatewayFrame
 from .payloads import StandInChannel, StandInGuild, StandInUser, snowflake
+from .ratelimits import GLOBAL_PER_S, Bucket, RateLimiter
 from .validation import Spec, discord_error_tree
 
 DEFAULT_TOKEN = "sdbot-standin." + "X" * 8 + ".test-token"
@@ -97,6 +98,8 @@ class RecordedRequest:
     injected: bool = False  # answered by a fault hook
     reset: str | None = None  # its connection was dropped by `reset_next` ("before"/"after" processing)
     refused: bool = False  # a 4xx from the stand-in's own rules (not a fault hook)
+    rate_limited: bool = False  # a 429 from the rate limits the test set (`DiscordStandIn(rate_limits=...)`)
+    ratelimit_headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -316,6 +319,9 @@ class DiscordStandIn:
     interaction_ack_deadline: seconds a bot has to answer an interaction callback (Discord: 3); None = no limit.
     validate: check request bodies against the OpenAPI spec (400 / 50035 when they do not conform).
     shards: the shard count GET /gateway/bot recommends (what discord.py's sharded client uses with "auto").
+    rate_limits: enforce Discord's rate limits (see `ratelimits`): per-route bucket sizes ("METHOD template" ->
+        `Bucket`, e.g. `ratelimits.DISCORD_LIKE`) plus the global limit of `global_rate_limit` requests/s
+        (None: none); None (the default) enforces nothing.
     """
 
     def __init__(
@@ -334,6 +340,8 @@ class DiscordStandIn:
         host: str = "127.0.0.1",
         port: int = 0,
         shards: int = 1,
+        rate_limits: dict[str, Bucket] | None = None,
+        global_rate_limit: int | None = GLOBAL_PER_S,
     ) -> None:
         if guilds is None:
             guilds = [StandInGuild()]
@@ -351,6 +359,7 @@ class DiscordStandIn:
         self.shards = shards
         self.spec = Spec.get(spec_path)
         self.gateway = Gateway(self, heartbeat_interval_ms)
+        self.rate_limiter = RateLimiter(rate_limits, global_rate_limit) if rate_limits is not None else None
 
         self.requests: list[RecordedRequest] = []
         self.internal_errors: list[str] = []
@@ -632,6 +641,11 @@ class DiscordStandIn:
     def refused_requests(self) -> list[RecordedRequest]:
         """Requests the stand-in answered 4xx by Discord's rules (schema, unknown ids, expired tokens...)."""
         return [r for r in self.requests if r.refused]
+
+    @property
+    def rate_limited_requests(self) -> list[RecordedRequest]:
+        """Requests answered 429 by the rate limits the test set (not by `rate_limit_next`)."""
+        return [r for r in self.requests if r.rate_limited]
 
     def assert_no_invalid_requests(self) -> None:
         bad = self.invalid_requests
@@ -1018,6 +1032,8 @@ class DiscordStandIn:
         except Exception:
             self.internal_errors.append(f"{method} {sub}: {traceback.format_exc()}")
             response = _json_response(500, {"message": "500: Internal Server Error", "code": 0})
+        for name, value in rec.ratelimit_headers.items():
+            response.headers.setdefault(name, value)
         rec.status = response.status
         if isinstance(response, web.Response) and response.body and response.content_type == "application/json":
             with contextlib.suppress(ValueError, TypeError):
@@ -1125,6 +1141,13 @@ class DiscordStandIn:
         if self._needs_auth(rec.route) and not self._token_ok(request.headers.get("Authorization")):
             await self._read_body(rec, request)
             raise DiscordError(401, 0, "401: Unauthorized")
+        if self.rate_limiter is not None:
+            verdict = self.rate_limiter.check(rec.key, rec.params, interaction=not self._needs_auth(rec.route))
+            rec.ratelimit_headers = verdict.headers
+            if verdict.limited:
+                rec.rate_limited = True
+                await self._read_body(rec, request)
+                return _json_response(429, verdict.body(), verdict.headers)
         await self._read_body(rec, request)
         limit = self._upload_limit_for(rec)
         if rec.files and sum(len(f.data) for f in rec.files) > limit:

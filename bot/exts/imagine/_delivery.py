@@ -1,8 +1,11 @@
 """`DiscordJobListener`: one message per job that shows the queue position, then `12/30`, then the images.
 
-Edits go through the channel's throttle (asyncio-throttle) and coalesce: while an edit waits for its slot, newer
-progress replaces older, so a channel never sees more than its configured edit rate and the last state always
-arrives. The interaction's token lives 15 minutes: later, results go to the channel with a mention.
+Progress is best effort: edits take turns in the channel's `ChannelEdits` (its configured edit rate) and coalesce
+(while a job waits for its turn, newer progress replaces older; a job that ends meanwhile drops what it had). The
+final message (images, failure, cancel) takes no turn: it goes out as soon as the job ends, limited only by
+Discord's buckets (discord.py honours them; each interaction token is its own) and the bot's global API cap.
+PNG work (previews, uploads) runs in a thread, off the event loop. The interaction's token lives 15 minutes:
+later, results go to the channel with a mention.
 
 For `JobService.post`'s retries: `retryable` says which failures may pass (Discord 5xx and 429, dropped
 connections), and `already_posted` looks for the job's buttons (`sdbot:job:<id>:…`) on the bot's messages in
@@ -50,8 +53,6 @@ class DiscordJobListener:
         self.previews = previews
         self._message: discord.Message | discord.PartialMessage | None = None
         self._latest: dict[str, Any] | None = None
-        self._wake = asyncio.Event()
-        self._updater: asyncio.Task | None = None
         self._editing = asyncio.Lock()  # held while a progress edit is in flight
         self._last_preview = 0.0
         self._preview: Any | None = None  # the newest preview not yet shown (kept when progress coalesces)
@@ -151,44 +152,32 @@ class DiscordJobListener:
         return "🔁 resumed after a restart · " if self.resumed else ""
 
     def _update(self, **state: Any) -> None:
-        """Record the newest progress; the updater task edits when the channel's throttle allows."""
+        """Record the newest progress; it is shown when the channel's `ChannelEdits` gives this job a turn."""
         if self._closed:
             return
         self._latest = state
-        self._wake.set()
-        if self._updater is None:
-            self._updater = asyncio.create_task(self._run_updates(), name=f"progress-{self.channel_id}")
+        self.bot.channel_edits(self.channel_id).want(self)
 
-    async def _run_updates(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
+    async def edit_progress(self) -> None:
+        """This job's turn in the channel: show its newest progress, unless the job ended meanwhile."""
+        async with self._editing:
             state, self._latest = self._latest, None
-            if state is None:
-                continue
-            try:
-                preview, self._preview = self._preview, None
-                if preview is not None:
-                    buf = io.BytesIO()
-                    preview.save(buf, format="PNG")
-                    state["attachments"] = [discord.File(io.BytesIO(buf.getvalue()), filename="preview.png")]
-                async with self._editing:
-                    await self._show(**state)
-            except Exception:  # a dropped connection too: progress is best effort, the updater must live on
-                log.warning("progress edit failed", exc_info=True)
+            preview, self._preview = self._preview, None
+            if state is None or self._closed:
+                return
+            if preview is not None:
+                state["attachments"] = [await asyncio.to_thread(_preview_file, preview)]
+            if not self._closed:
+                await self._show(**state)
 
     async def _stop_updates(self) -> None:
+        """No more progress. An edit already on its way lands first: cut off mid-request, it could reach Discord
+        after the final edit and put a stale preview back on the finished message. That is one request at
+        most; nothing queued for a turn is waited for."""
         self._closed = True
-        if self._updater is not None:
-            # Let an edit already on its way land first: cancelled mid-request, it could reach Discord after
-            # the final edit and put a stale preview back on the finished message.
-            async with self._editing:
-                self._updater.cancel()
-            try:
-                await self._updater
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._updater = None
+        self.bot.channel_edits(self.channel_id).forget(self)
+        async with self._editing:
+            self._latest = self._preview = None
 
     def _token_alive(self) -> bool:
         lifetime = self.bot.config.settings.discord.token_lifetime_s
@@ -203,7 +192,7 @@ class DiscordJobListener:
 
     async def _show(self, final: bool = False, **kwargs: Any) -> discord.Message:
         """Edit the job's message: through the interaction while its token lives, else in the channel."""
-        async with self.bot.channel_throttle(self.channel_id), self.bot.api_throttle:
+        async with self.bot.api_throttle:
             if self._token_alive():
                 try:
                     return await self.interaction.edit_original_response(**kwargs)
@@ -229,6 +218,14 @@ class DiscordJobListener:
         channel = self.bot.get_partial_messageable(self.channel_id, guild_id=self.guild_id)
         kwargs["allowed_mentions"] = discord.AllowedMentions(users=[discord.Object(self.user_id)])
         return await channel.send(files=files or discord.utils.MISSING, **kwargs)
+
+
+def _preview_file(preview: Any) -> discord.File:
+    """A preview image as a PNG attachment (run in a thread: encoding is CPU work)."""
+    buf = io.BytesIO()
+    preview.save(buf, format="PNG")
+    buf.seek(0)
+    return discord.File(buf, filename="preview.png")
 
 
 def _seeds(job: Job) -> list[int] | None:

@@ -39,7 +39,7 @@ class Worker:
     def __init__(self) -> None:
         self.submitted: list[str] = []
 
-    def submit(self, request, *, job_id: str, owner: str, priority: bool = False) -> Handle:
+    def submit(self, request, *, job_id: str, owner: str, priority: bool = False, group: str | None = None) -> Handle:
         self.submitted.append(job_id)
         return Handle()
 
