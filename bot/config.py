@@ -67,7 +67,7 @@ class DiscordSection(_Section):
     guild_ids: list[Annotated[int, Field(ge=0)]] = []
     command_sync: bool = True
     outputs_dir: str = "outputs"
-    cooldown_s: Annotated[float, Field(ge=0, le=3600)] = 2.0
+    cooldown_s: Annotated[float, Field(ge=0, le=3600)] = 0.0
     edits_per_channel: Annotated[int, Field(ge=1, le=50)] = 1
     edit_period_s: Annotated[float, Field(gt=0, le=60)] = 1.5
     api_calls_per_s: Annotated[int, Field(ge=1, le=50)] = 40
@@ -118,7 +118,7 @@ class ModerationSection(_Section):
     guild_rate: Annotated[int, Field(ge=1, le=100000)] = 60
     guild_period_s: Annotated[float, Field(gt=0, le=86400)] = 60.0
     rate_wait_s: Annotated[float, Field(ge=0, le=10)] = 2.0
-    max_queued_per_guild: Annotated[int, Field(ge=1, le=100000)] = 30
+    max_queued_per_guild: Annotated[int, Field(ge=0, le=100000)] = 0
     banned_users: list[Annotated[int, Field(ge=0)]] = []
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -44,6 +45,7 @@ async def open_services(config: Config, make_worker: Callable[[Any], Any] | None
         try:
             if hasattr(worker, "ready"):  # the Ray backend: fail now, with a readable message, if Ray is unusable
                 await worker.ready()
+            await _preload(worker)
             jobs = JobService(sessions, worker, config.outputs_dir, limits=engine_config.limits,
                               max_active_per_user=engine_config.max_queued_per_user,
                               post_retry_s=config.settings.discord.post_retry_s,
@@ -60,6 +62,20 @@ async def open_services(config: Config, make_worker: Callable[[Any], Any] | None
             await worker.close()
     finally:
         await db.dispose()
+
+
+async def _preload(worker) -> None:
+    """Load the default checkpoint and its default VAE before serving, so the first member's job does not pay for
+    the load; log how long it took. A failure is only logged: the first job that needs the model reports it."""
+    if not hasattr(worker, "call"):  # Ray replicas load their models when they start
+        return
+    started = time.perf_counter()
+    try:
+        name = await worker.call(lambda engine: engine.models.preload())
+    except Exception as exc:
+        log.warning("could not load the default checkpoint at start (%s); the first job will try again", exc)
+        return
+    log.info("default checkpoint %s and its VAE loaded in %.2f s", name, time.perf_counter() - started)
 
 
 def _moderation(config: Config, sessions, jobs: JobService) -> ModerationService:

@@ -344,6 +344,12 @@ class ModelCache:
                 self._vaes.popitem(last=False)
         return vae, file
 
+    def preload(self, name: str = "", vae: str = "auto") -> str:
+        """Load a checkpoint (default: the default one) and the VAE `vae` selects for it; returns its name."""
+        ckpt = self.checkpoint(name)
+        self.vae(vae, ckpt)
+        return ckpt.file.name
+
     def clear(self) -> None:
         """Drop every cached model (after an out-of-memory error)."""
         self._vaes.clear()

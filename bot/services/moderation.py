@@ -134,7 +134,7 @@ class ModerationService:
     jobs: JobService
     rates: RateLimits
     limits: Limits = Limits()
-    max_queued_per_guild: int = 30
+    max_queued_per_guild: int = 0  # 0: no cap (the queue is fair across servers without one)
     global_bans: frozenset[int] = frozenset()
     notifier: ReviewNotifier | None = None
     _bans: dict[tuple[int, int | None], BanInfo] = field(default_factory=dict)
@@ -255,9 +255,12 @@ class ModerationService:
             if mine >= settings.max_jobs_per_user:
                 raise UserError(f"this server allows {settings.max_jobs_per_user} waiting jobs per member and you "
                                 f"have {mine}. Wait for one to finish, or cancel one with /queue")
+        if not self.max_queued_per_guild:
+            return
         waiting = await job_store.count_active_in_guild(s, guild_id)
         if waiting >= self.max_queued_per_guild:
-            raise UserError(f"this server has {waiting} jobs waiting, the most it may have; try again in a while")
+            raise UserError(f"this server has {waiting} jobs waiting, the most the bot allows a server "
+                            f"({self.max_queued_per_guild}); try again when some have finished")
 
     async def gate_images(self, job: Job, listener: Any) -> bool:
         """`JobService.image_gate`: True when the job's images are held for review instead of posted."""

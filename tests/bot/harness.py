@@ -21,18 +21,23 @@ from tests.discord_standin import DiscordStandIn, StandInGuild, StandInUser
 FAST = "--size 64x64 --steps 2"  # tiny renders: the tiny model's images in well under a second
 
 
-def write_config(root: Path, models_dir: Path, standin: DiscordStandIn, **sections: dict[str, Any]) -> Path:
+def write_config(root: Path, models_dir: Path, standin: DiscordStandIn, *, defaults: bool = False,
+                 **sections: dict[str, Any]) -> Path:
+    """`defaults`: only what points the bot at the stand-in and the temporary files; every limit, pace and
+    cooldown as config.example.toml has it (else quick edits and rate limits out of the way)."""
     # One torch thread: the bot, the stand-in and pytest share the process, and two OpenMP threads spinning
     # against the event loop on a 2-core machine made a tiny render step take seconds instead of 0.03 s.
-    engine = {"models_dir": str(models_dir), "max_queued_per_user": 5, "threads": 1, **sections.get("engine", {})}
+    engine = {"models_dir": str(models_dir), **({} if defaults else {"max_queued_per_user": 5}), "threads": 1,
+              **sections.get("engine", {})}
     discord = {
         "api_base_url": standin.api_base_url, "gateway_url": standin.gateway_url,
-        "guild_ids": [standin.guild.id], "cooldown_s": 0.0, "edit_period_s": 0.2, "edits_per_channel": 1,
-        "outputs_dir": str(root / "outputs"), **sections.get("discord", {}),
+        "guild_ids": [standin.guild.id], "outputs_dir": str(root / "outputs"),
+        **({} if defaults else {"cooldown_s": 0.0, "edit_period_s": 0.2, "edits_per_channel": 1}),
+        **sections.get("discord", {}),
     }
     database = {"url": f"sqlite+aiosqlite:///{root / 'sdbot.db'}", **sections.get("database", {})}
     # Rate limits out of the way (as cooldown_s above) unless a test sets them.
-    moderation = {"user_rate": 1000, "guild_rate": 10000, **sections.get("moderation", {})}
+    moderation = {**({} if defaults else {"user_rate": 1000, "guild_rate": 10000}), **sections.get("moderation", {})}
     lines = []
     for name, values in (("engine", engine), ("database", database), ("discord", discord),
                          ("moderation", moderation)):

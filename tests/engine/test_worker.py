@@ -266,6 +266,23 @@ async def test_round_robin_newcomer_goes_ahead_of_a_backlog(make_worker):
     await asyncio.gather(newcomer, *backlog)
 
 
+async def test_two_servers_alternate_then_members_take_turns(make_worker, engine, monkeypatch):
+    """Server G1 sends six jobs (a1 four, a2 two) before server G2 sends two: G2 is not starved behind G1's
+    backlog, the two servers alternate, and inside G1 its members take turns."""
+    spy = RenderSpy(engine, monkeypatch)
+    worker = make_worker(batching=False, round_robin=True)
+    gate = Gate(worker)
+    for owner, group, count in (("a1", "G1", 4), ("a2", "G1", 2), ("b1", "G2", 2)):
+        for i in range(count):
+            worker.submit(req(f"{owner}-{i}"), owner=owner, group=group, job_id=f"{owner}-{i}")
+    expected = ["a1-0", "b1-0", "a2-0", "b1-1", "a1-1", "a2-1", "a1-2", "a1-3"]
+    assert [p.job_id for p in worker.queued()] == expected
+    assert [worker.position(j) for j in expected] == list(range(1, 9))
+    await gate.open()
+    await asyncio.gather(*(worker.handle(j) for j in expected))
+    assert [call[0].prompt for call in spy.calls] == expected
+
+
 async def test_fifo_when_round_robin_is_off(make_worker):
     worker = make_worker(batching=False, round_robin=False)
     gate = Gate(worker)

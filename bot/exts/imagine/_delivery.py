@@ -57,10 +57,20 @@ class DiscordJobListener:
         self._last_preview = 0.0
         self._preview: Any | None = None  # the newest preview not yet shown (kept when progress coalesces)
         self._closed = False
+        self._told_position = False
 
     # --- JobListener -------------------------------------------------------------------------------------
     async def queued(self, job_id: int, position: int) -> None:
-        self._update(content=self._prefix() + _format.progress_line(job_id, "queued", position=position))
+        content = self._prefix() + _format.progress_line(job_id, "queued", position=position)
+        if self._told_position or self._closed:
+            self._update(content=content)
+            return
+        # The first thing a member hears after "thinking…" is their place in the queue, at once: one request per
+        # job, on the interaction's own bucket. Later changes of place are progress, paced by the channel.
+        self._told_position = True
+        async with self._editing:
+            if not self._closed:
+                await self._show(content=content)
 
     async def started(self, job_id: int) -> None:
         self._update(content=self._prefix() + _format.progress_line(job_id, "started"))

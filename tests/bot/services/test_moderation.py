@@ -272,8 +272,10 @@ async def test_guild_caps(service):
         await submit(service)
     service.max_queued_per_guild = 2
     await submit(service, user=BOB)
-    with pytest.raises(UserError, match="this server has 2 jobs waiting"):
+    with pytest.raises(UserError, match=r"this server has 2 jobs waiting, the most the bot allows a server \(2\)"):
         await submit(service, user=OWNER)
+    service.max_queued_per_guild = 0  # the default: no server cap
+    await submit(service, user=OWNER)
 
 
 async def test_rate_limits():
