@@ -94,6 +94,8 @@ class SdBot(commands.Bot):
         self.services = services
         # discord.py already honours Discord's buckets; this caps our own REST calls beyond that.
         self.api_throttle = Throttler(rate_limit=settings.api_calls_per_s, period=1.0)
+        # Progress edits (best effort) may use half of that at most, so results always find room.
+        self.progress_throttle = Throttler(rate_limit=max(1, settings.api_calls_per_s // 2), period=1.0)
         self._channel_edits: dict[int, ChannelEdits] = {}
         self.recovered: tuple[int, int] | None = None
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -57,6 +58,9 @@ log = logging.getLogger(__name__)
 NOT_A_MODERATOR = ("only moderators can do that: members with Manage Messages in the review channel, or with "
                    "the server's moderator role")
 NOT_A_MANAGER = "only members with the Manage Server permission can change the bot's settings here"
+# A server's settings are read several times per /imagine; they are kept this long (a change made through this
+# process is seen at once; one made by another process, within this time).
+SETTINGS_TTL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,7 @@ class ModerationService:
     _bans: dict[tuple[int, int | None], BanInfo] = field(default_factory=dict)
     _waiting: dict[int, Any] = field(default_factory=dict)  # job id -> its listener, while this process lives
     _tasks: set[asyncio.Task] = field(default_factory=set)
+    _settings: dict[int, tuple[float, GuildSettings]] = field(default_factory=dict)
 
     async def start(self) -> None:
         """Load the bans in force (checked in memory on every interaction)."""
@@ -226,7 +231,7 @@ class ModerationService:
         screening = self.screen(settings, request.prompt)
         await self.rates.acquire(who.user_id, who.guild_id)
         if not screening.hold:
-            if settings is not None:
+            if settings is not None and (settings.max_jobs_per_user is not None or self.max_queued_per_guild):
                 await transaction(self.sessions, self._check_caps, who.user_id, settings)
             return await self.jobs.submit(who, request, listener, sources=sources, priority=priority)
 
@@ -389,7 +394,15 @@ class ModerationService:
 
     # --- settings ----------------------------------------------------------------------------------------
     async def settings(self, guild_id: int) -> GuildSettings:
-        return await transaction(self.sessions, guild_store.get, guild_id)
+        """The guild's settings, read at most once per `SETTINGS_TTL_S` (changes made here are seen at once)."""
+        kept = self._settings.get(guild_id)
+        if kept is not None and time.monotonic() - kept[0] < SETTINGS_TTL_S:
+            return kept[1]
+        row = await transaction(self.sessions, guild_store.get, guild_id)
+        if len(self._settings) >= 10_000:
+            self._settings.clear()
+        self._settings[guild_id] = (time.monotonic(), row)
+        return row
 
     async def configure(self, actor: Actor, **changes: Any) -> GuildSettings:
         """Change guild settings (names as `bot.store.guilds.SETTABLE`); needs Manage Server; audited."""
@@ -402,7 +415,10 @@ class ModerationService:
                                    details={k: getattr(row, k) for k in changes})
             return row
 
-        return await transaction(self.sessions, write)
+        try:
+            return await transaction(self.sessions, write)
+        finally:
+            self._settings.pop(guild_id, None)  # also after: a read during the write kept the old row
 
     async def edit_words(self, actor: Actor, kind: str, words: list[str], *, add: bool) -> list[str]:
         """Add words to (or remove them from) the banned or flagged list; returns those that changed."""
@@ -417,7 +433,10 @@ class ModerationService:
                                        details={"list": kind, "added" if add else "removed": changed})
             return changed
 
-        return await transaction(self.sessions, write)
+        try:
+            return await transaction(self.sessions, write)
+        finally:
+            self._settings.pop(guild_id, None)  # also after: a read during the write kept the old row
 
     # --- start-up ----------------------------------------------------------------------------------------
     async def recover(self, serves: Callable[[int | None], bool] = lambda guild_id: True) -> int:

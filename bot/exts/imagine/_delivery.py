@@ -170,6 +170,7 @@ class DiscordJobListener:
 
     async def edit_progress(self) -> None:
         """This job's turn in the channel: show its newest progress, unless the job ended meanwhile."""
+        await self.bot.progress_throttle.acquire()  # before `_editing`: a final never waits for this slot
         async with self._editing:
             state, self._latest = self._latest, None
             preview, self._preview = self._preview, None
