@@ -174,7 +174,7 @@ class DiscordJobListener:
         async with self._editing:
             state, self._latest = self._latest, None
             preview, self._preview = self._preview, None
-            if state is None or self._closed:
+            if state is None or self._closed or self.bot.is_closed():
                 return
             if preview is not None:
                 state["attachments"] = [await asyncio.to_thread(_preview_file, preview)]
