@@ -4,8 +4,9 @@ Priority jobs (moderators' re-runs, jobs resumed after a restart) go first, firs
 `round_robin = false` the others follow first come first served. With `round_robin = true` (the default) the
 queue is dealt in rounds: each round gives every server with jobs waiting one start, and inside a server, the
 server's starts go to its members in turn (each member's jobs in the order they were sent). Whoever started a
-job least recently goes first in a round (one never served before goes ahead of everyone served), so a busy
-server cannot starve a quiet one, nor a busy member the other members of their server.
+job least recently goes first in a round (one never served before goes ahead of everyone served; between equals,
+the one whose oldest waiting job came first), so a busy server cannot starve a quiet one, nor a busy member the
+other members of their server.
 
 A job's server is its `group` (the bot passes the guild id); a job without one (a direct message) is a server
 of its own owner. The memory of who started last (`Served`) is bounded: the least recent entries are

@@ -4,6 +4,7 @@ once, a member's quick prompts are all queued, and servers take turns in the que
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import shutil
 import threading
@@ -121,5 +122,22 @@ async def test_two_servers_sharing_the_bot_alternate_in_the_queue(tmp_path, tiny
                 await held
             await asyncio.gather(*(h.wait_original_message(lambda m: m.get("attachments"), timeout=120)
                                    for h in handles))
+        finally:
+            await running.stop()
+
+
+async def test_the_default_checkpoint_is_loaded_at_start_and_the_time_logged(tmp_path, tiny_sd15, caplog):
+    caplog.set_level(logging.INFO, logger="bot.runner")
+    async with DiscordStandIn() as standin:
+        running = await start_bot(tmp_path, tiny_sd15, standin)
+        try:
+            models = running.services.worker.engine.models
+            assert models.disk_loads >= 1  # before any command
+            assert any(re.fullmatch(r"default checkpoint tiny-sd15 and its VAE loaded in \d+\.\d\d s", r.getMessage())
+                       for r in caplog.records), [r.getMessage() for r in caplog.records]
+            loads = models.disk_loads
+            ix = await standin.send_interaction(standin.slash("imagine", {"prompt": f"a cat {FAST}"}))
+            await ix.wait_original_message(lambda m: m.get("attachments"), timeout=120)
+            assert models.disk_loads == loads  # the first job found it loaded
         finally:
             await running.stop()
