@@ -49,7 +49,7 @@ _CORE_ORDER: tuple[str, ...] = (
     "Steps", "Sampler", "CFG scale", "Seed", "Size", "Model hash", "Model", "VAE hash", "VAE",
     "Variation seed", "Variation seed strength", "Denoising strength", "Clip skip", "RNG",
 )
-_EXTRA_ORDER: tuple[str, ...] = ("Schedule type", "Emphasis", "Lora hashes")
+_EXTRA_ORDER: tuple[str, ...] = ("Schedule type", "Emphasis", "Lora hashes", "TI hashes")
 _LAST: str = "Version"
 _KNOWN = frozenset(_CORE_ORDER) | frozenset(_EXTRA_ORDER) | {_LAST}
 
@@ -110,6 +110,7 @@ def infotext_for_request(
     vae_name: str | None,
     vae_hash: str | None,
     version: str,
+    extra: dict[str, object] | None = None,
 ) -> str:
     """The infotext A1111 would write for `request` rendered with `seed` (one image of a batch).
 
@@ -131,9 +132,19 @@ def infotext_for_request(
         "Clip skip": request.clip_skip if request.clip_skip > 1 else None,
         "RNG": "CPU",
         "Schedule type": request.schedule if request.schedule != "Automatic" else None,
+        **(extra or {}),
         "Version": version or None,
     }
     return format_infotext(request.prompt, request.negative_prompt, params)
+
+
+def network_hashes(loras, embeddings: list[tuple[str, str]]) -> dict[str, object]:
+    """`Lora hashes` and `TI hashes` as A1111 writes them: "name: hash, name: hash" (names without , or :)."""
+    def joined(pairs) -> str | None:
+        text = ", ".join(f"{name.replace(':', '').replace(',', '')}: {short}" for name, short in pairs)
+        return text or None
+
+    return {"Lora hashes": joined((u.name, u.hash) for u in loras), "TI hashes": joined(embeddings)}
 
 
 # --- reading -------------------------------------------------------------------------------------------------

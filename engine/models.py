@@ -8,7 +8,6 @@ the checkpoint they are used with (so an SDXL VAE keeps SDXL's scaling factor). 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections import OrderedDict
@@ -150,25 +149,16 @@ def _vae_weights_in(folder: Path) -> Path | None:
     return None
 
 
-_hash_cache: dict[tuple[str, int, float], str] = {}
-
-
 def file_hash(path: Path) -> str:
     """First 10 hex chars of the file's sha256 (A1111's model and VAE hash), cached by path, size and mtime."""
+    from engine.hashing import sha256_hex
+
     if path.is_dir():
         weights = _vae_weights_in(path) or _vae_weights_in(path / "unet")
         if weights is None:
             return "0000000000"
         path = weights
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime)
-    if key not in _hash_cache:
-        digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        _hash_cache[key] = digest.hexdigest()[:10]
-    return _hash_cache[key]
+    return sha256_hex(path)[:10]
 
 
 def read_state_dict(path: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
@@ -182,21 +172,26 @@ def read_state_dict(path: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
         except Exception as exc:  # safetensors raises its own error types for broken files
             raise EngineError(f"{path.name} is not a readable safetensors file ({exc})") from None
     if suffix in PICKLE_SUFFIXES:
-        if not allow_pickle:
-            raise EngineError(
-                f"{path.name} is a pickle file ({suffix}), which can run code when loaded; convert it to "
-                f".safetensors, or set allow_pickle = true in [engine] to load it in weights-only mode"
-            )
-        try:
-            data = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:  # UnpicklingError for anything but plain tensors
-            raise EngineError(f"{path.name} was refused: it holds more than plain weights ({exc})") from None
+        data = load_pickle(path, allow_pickle)
         if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
             data = data["state_dict"]
         if not isinstance(data, dict):
             raise EngineError(f"{path.name} does not hold a state dict")
         return {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
     raise EngineError(f"{path.name}: unsupported file type; use .safetensors")
+
+
+def load_pickle(path: Path, allow_pickle: bool) -> Any:
+    """A pickle file's data, only with `allow_pickle` and then with `weights_only=True`: never runs its code."""
+    if not allow_pickle:
+        raise EngineError(
+            f"{path.name} is a pickle file ({path.suffix.lower()}), which can run code when loaded; convert it to "
+            f".safetensors, or set allow_pickle = true in [engine] to load it in weights-only mode"
+        )
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError for anything but plain tensors
+        raise EngineError(f"{path.name} was refused: it holds more than plain weights ({exc})") from None
 
 
 def load_vae(file: ModelFile, base_config: dict[str, Any], allow_pickle: bool):

@@ -20,9 +20,13 @@ from PIL import Image
 
 from engine import __version__
 from engine.config import EngineConfig
+from engine.embeddings import EmbeddingStore
 from engine.errors import EngineError, JobCancelled
-from engine.infotext import infotext_for_request, png_bytes
+from engine.extra_networks import tags_of
+from engine.infotext import infotext_for_request, network_hashes, png_bytes
+from engine.lora import LoraMerger, UsedNetwork
 from engine.models import LoadedCheckpoint, ModelCache, ModelFile, file_hash
+from engine.networks import NetworkLibrary
 from engine.prompts import PromptEncoder
 from engine.request import GenerationRequest
 from engine.samplers import make_scheduler
@@ -77,6 +81,13 @@ class Engine:
         if config.threads:
             torch.set_num_threads(config.threads)
         self.models = ModelCache(config)
+        self.networks = NetworkLibrary(config)
+        self.loras = LoraMerger(self.networks, config.allow_pickle)
+        self.embeddings = EmbeddingStore(self.networks, config.allow_pickle)
+
+    def prompt_encoder(self, ckpt: LoadedCheckpoint) -> PromptEncoder:
+        """The checkpoint's prompt encoder with the embeddings it can use (the worker counts chunks with it)."""
+        return PromptEncoder.for_pipeline(ckpt.pipe, self.embeddings)
 
     def render(self, request: GenerationRequest, on_step: StepCallback | None = None,
                should_stop: Callable[[], bool] | None = None) -> RenderResult:
@@ -95,8 +106,9 @@ class Engine:
         ckpt = self.models.checkpoint(first.model)
         vae, vae_file = self.models.vae(first.vae, ckpt)
         pipe = ckpt.pipe
-        # 3. prompts
-        encoder = PromptEncoder.for_pipeline(pipe)
+        # 3. LoRAs merged into the weights (batched jobs share one set), then prompts with embeddings
+        loras = self.loras.activate(pipe, ckpt.family, tags_of(first.prompt, first.negative_prompt))
+        encoder = self.prompt_encoder(ckpt)
         encoder.check_clip_skip(first.clip_skip)
         conds = [encoder.encode_pair(r.prompt, r.negative_prompt, r.clip_skip) for r in requests]
         if len({c.chunks for c, _ in conds}) > 1:
@@ -142,7 +154,8 @@ class Engine:
             images, notes = self._decode(pipe, vae, latents, exact)
         # 8. images with infotext
         seconds = time.perf_counter() - started
-        return self._results(requests, images, ckpt, vae_file, seconds, notes)
+        used = [(loras, c.embeddings + n.embeddings) for c, n in conds]
+        return self._results(requests, images, ckpt, vae_file, seconds, notes, used)
 
     def _decode(self, pipe, vae, latents: torch.Tensor, exact: bool) -> tuple[list[Image.Image], tuple[str, ...]]:
         notes: tuple[str, ...] = ()
@@ -159,16 +172,18 @@ class Engine:
         return pipe.image_processor.postprocess(decoded.float(), output_type="pil"), notes
 
     def _results(self, requests, images, ckpt: LoadedCheckpoint, vae_file: ModelFile | None,
-                 seconds: float, notes: tuple[str, ...]) -> list[RenderResult]:
+                 seconds: float, notes: tuple[str, ...],
+                 used: list[tuple[list[UsedNetwork], tuple[str, ...]]]) -> list[RenderResult]:
         vae_name = vae_file.name if vae_file else None
         vae_hash = file_hash(vae_file.path) if vae_file else None
         results, i = [], 0
-        for r in requests:
+        for r, (loras, embeddings) in zip(requests, used):
             rendered = []
+            extra = network_hashes(loras, self.embeddings.hashes(embeddings))
             for seed in r.seeds():
                 text = infotext_for_request(
                     r, seed=seed, model_name=ckpt.file.name, model_hash=ckpt.hash,
-                    vae_name=vae_name, vae_hash=vae_hash, version=f"sdbot {__version__}",
+                    vae_name=vae_name, vae_hash=vae_hash, version=f"sdbot {__version__}", extra=extra,
                 )
                 rendered.append(RenderedImage(images[i], seed, text))
                 i += 1

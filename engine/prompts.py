@@ -8,11 +8,14 @@ Everything here follows A1111's `prompt_parser.py` and `sd_hijack_clip.py` ("Ori
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 
 from engine.errors import EngineError
+from engine.extra_networks import strip_tags
 
 CHUNK_LENGTH = 75
 COMMA_BACKTRACK = 20  # A1111's default "comma_padding_backtrack"
@@ -103,14 +106,27 @@ def _number(text: str | None) -> float | None:
 
 @dataclass
 class PromptChunk:
-    """77 token ids (BOS, 75 tokens, EOS) and one multiplier per id."""
+    """77 token ids (BOS, 75 tokens, EOS), one multiplier per id, and the embeddings placed in it.
+
+    `fixes` are (offset, name, vectors): the vectors replace the token embeddings from offset + 1 (after BOS).
+    """
 
     tokens: list[int] = field(default_factory=list)
     multipliers: list[float] = field(default_factory=list)
+    fixes: list[tuple[int, str, torch.Tensor]] = field(default_factory=list)
 
 
-def tokenize_chunks(prompt: str, tokenizer) -> list[PromptChunk]:
-    """A1111's `tokenize_line`: weighted tokens split into 75-token chunks, BREAK and comma backtrack."""
+# find(tokens, position) -> (embedding name, vectors, tokens its name took) or None: engine.embeddings.
+EmbeddingFinder = Callable[[list[int], int], "tuple[str, torch.Tensor, int] | None"]
+
+
+def tokenize_chunks(prompt: str, tokenizer, find: EmbeddingFinder | None = None) -> list[PromptChunk]:
+    """A1111's `tokenize_line`: weighted tokens split into 75-token chunks, BREAK, comma backtrack, embeddings.
+
+    An embedding's vectors take its slots with the weight where it stands, and start a new chunk when they do
+    not fit in the current one. Unlike A1111, a comma backtrack moves an embedding with its tokens (A1111 leaves
+    the embedding's vectors behind in the old chunk's padding).
+    """
     parsed = parse_prompt_attention(prompt)
     texts = [text for text, _ in parsed]
     tokenized = tokenizer(texts, truncation=False, add_special_tokens=False)["input_ids"]
@@ -133,20 +149,35 @@ def tokenize_chunks(prompt: str, tokenizer) -> list[PromptChunk]:
         if text == BREAK and weight == -1.0:
             next_chunk()
             continue
-        for token in tokens:
+        position = 0
+        while position < len(tokens):
+            token = tokens[position]
             if token == comma:
                 last_comma = len(chunk.tokens)
             elif (len(chunk.tokens) == CHUNK_LENGTH and last_comma != -1
                   and len(chunk.tokens) - last_comma <= COMMA_BACKTRACK):
                 cut = last_comma + 1
                 moved_tokens, moved_mults = chunk.tokens[cut:], chunk.multipliers[cut:]
+                moved_fixes = [(o - cut, n, v) for o, n, v in chunk.fixes if o >= cut]
                 chunk.tokens, chunk.multipliers = chunk.tokens[:cut], chunk.multipliers[:cut]
+                chunk.fixes = [f for f in chunk.fixes if f[0] < cut]
                 next_chunk()
-                chunk.tokens, chunk.multipliers = moved_tokens, moved_mults
+                chunk.tokens, chunk.multipliers, chunk.fixes = moved_tokens, moved_mults, moved_fixes
             if len(chunk.tokens) == CHUNK_LENGTH:
                 next_chunk()
-            chunk.tokens.append(token)
-            chunk.multipliers.append(weight)
+            found = find(tokens, position) if find is not None else None
+            if found is None:
+                chunk.tokens.append(token)
+                chunk.multipliers.append(weight)
+                position += 1
+                continue
+            name, vectors, used = found
+            if len(chunk.tokens) + vectors.shape[0] > CHUNK_LENGTH:
+                next_chunk()
+            chunk.fixes.append((len(chunk.tokens), name, vectors))
+            chunk.tokens += [0] * vectors.shape[0]
+            chunk.multipliers += [weight] * vectors.shape[0]
+            position += used
     if chunk.tokens or not chunks:
         next_chunk()
     return chunks
@@ -158,10 +189,14 @@ def empty_chunk(tokenizer) -> PromptChunk:
 
 @dataclass(frozen=True)
 class Conditioning:
-    """What the pipeline gets: one prompt's embeddings (1, 77*chunks, dim) and, for SDXL, its pooled vector."""
+    """What the pipeline gets: one prompt's embeddings (1, 77*chunks, dim) and, for SDXL, its pooled vector.
+
+    `embeddings` names the textual-inversion embeddings the prompt used (for the infotext's `TI hashes`).
+    """
 
     embeds: torch.Tensor
     pooled: torch.Tensor | None = None
+    embeddings: tuple[str, ...] = ()
 
     @property
     def chunks(self) -> int:
@@ -180,18 +215,25 @@ class PromptEncoder:
     """Encodes prompts with A1111's CLIP skip, chunking and emphasis for one loaded checkpoint.
 
     `encoders` is [(tokenizer, text_encoder)], one pair for SD 1.x/2.x, two for SDXL (outputs concatenated
-    along the feature axis, pooled vector from the second).
+    along the feature axis, pooled vector from the second); `finders`, one per encoder, find embeddings.
+    `<lora:…>` tags are removed from the text before tokenizing (they are merged into the weights instead).
     """
 
-    def __init__(self, encoders: list[tuple[object, torch.nn.Module]], sdxl: bool) -> None:
+    def __init__(self, encoders: list[tuple[object, torch.nn.Module]], sdxl: bool,
+                 finders: list[EmbeddingFinder | None] | None = None) -> None:
         self.encoders = encoders
         self.sdxl = sdxl
+        self.finders = finders or [None] * len(encoders)
 
     @classmethod
-    def for_pipeline(cls, pipe) -> "PromptEncoder":
+    def for_pipeline(cls, pipe, embeddings=None) -> "PromptEncoder":
+        """`embeddings` (an `engine.embeddings.EmbeddingStore`) supplies the embeddings this model can use."""
         if getattr(pipe, "text_encoder_2", None) is not None:
-            return cls([(pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2)], sdxl=True)
-        return cls([(pipe.tokenizer, pipe.text_encoder)], sdxl=False)
+            encoders = [(pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2)]
+        else:
+            encoders = [(pipe.tokenizer, pipe.text_encoder)]
+        finders = embeddings.matchers(encoders) if embeddings is not None else None
+        return cls(encoders, sdxl=len(encoders) == 2, finders=finders)
 
     @property
     def max_clip_skip(self) -> int:
@@ -203,7 +245,7 @@ class PromptEncoder:
             raise EngineError(f"CLIP skip must be from 1 to {top} for this model (got {clip_skip})")
 
     def chunk_count(self, prompt: str) -> int:
-        return len(tokenize_chunks(prompt, self.encoders[0][0]))
+        return len(tokenize_chunks(strip_tags(prompt), self.encoders[0][0], self.finders[0]))
 
     @torch.no_grad()
     def encode(self, prompt: str, clip_skip: int, *, chunks: int | None = None,
@@ -216,18 +258,20 @@ class PromptEncoder:
             return Conditioning(torch.zeros_like(cond.embeds), torch.zeros_like(cond.pooled))
         per_encoder = []
         pooled = None
+        used: dict[str, None] = {}
         for index, (tokenizer, text_encoder) in enumerate(self.encoders):
-            token_chunks = tokenize_chunks(prompt, tokenizer)
+            token_chunks = tokenize_chunks(strip_tags(prompt), tokenizer, self.finders[index])
             if chunks is not None:
                 token_chunks += [empty_chunk(tokenizer)] * (chunks - len(token_chunks))
             zs = []
             for n, chunk in enumerate(token_chunks):
                 z, pool = self._encode_chunk(tokenizer, text_encoder, chunk, clip_skip)
                 zs.append(z)
+                used.update((name, None) for _, name, _ in chunk.fixes)
                 if n == 0 and index == len(self.encoders) - 1 and self.sdxl:
                     pooled = pool
             per_encoder.append(torch.cat(zs, dim=1))
-        return Conditioning(torch.cat(per_encoder, dim=-1), pooled)
+        return Conditioning(torch.cat(per_encoder, dim=-1), pooled, tuple(used))
 
     def _encode_chunk(self, tokenizer, text_encoder, chunk: PromptChunk, clip_skip: int):
         device = text_encoder.device
@@ -237,7 +281,8 @@ class PromptEncoder:
             first_end = ids.index(tokenizer.eos_token_id)
             ids = ids[: first_end + 1] + [pad] * (len(ids) - first_end - 1)
         tokens = torch.tensor([ids], device=device)
-        out = text_encoder(input_ids=tokens, output_hidden_states=True)
+        with _embeddings_placed(text_encoder, chunk.fixes):
+            out = text_encoder(input_ids=tokens, output_hidden_states=True)
         if self.sdxl:
             # Native SDXL conditioning: penultimate layer, no final layer norm; skip >= 3 goes deeper.
             z = out.hidden_states[-max(clip_skip, 2)]
@@ -259,3 +304,23 @@ class PromptEncoder:
             self.encode(prompt, clip_skip, chunks=count),
             self.encode(negative, clip_skip, chunks=count, zero_if_empty=True),
         )
+
+
+@contextmanager
+def _embeddings_placed(text_encoder, fixes: list[tuple[int, str, torch.Tensor]]):
+    """While encoding one chunk, the token-embedding layer's output takes the embeddings' vectors at their slots
+    (A1111's `EmbeddingsWithFixes`); position embeddings are added afterwards, as for any token."""
+    if not fixes:
+        yield
+        return
+
+    def place(module, inputs, output):
+        for offset, _, vectors in fixes:
+            output[0, offset + 1: offset + 1 + vectors.shape[0]] = vectors.to(output.device, output.dtype)
+        return output
+
+    handle = text_encoder.get_input_embeddings().register_forward_hook(place)
+    try:
+        yield
+    finally:
+        handle.remove()

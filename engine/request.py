@@ -15,6 +15,7 @@ from typing import Any
 
 from engine.config import Limits
 from engine.errors import EngineError
+from engine.extra_networks import network_set
 from engine.samplers import normalize_sampler
 
 MAX_SEED = 2**32 - 1
@@ -43,6 +44,7 @@ class GenerationRequest:
         lim = self.limits
         _check_text("prompt", self.prompt, lim.max_prompt_chars)
         _check_text("negative prompt", self.negative_prompt, lim.max_prompt_chars)
+        network_set(self.prompt, self.negative_prompt)  # a malformed <lora:…> tag fails here, with its text
         _check_int("steps", self.steps, 1, lim.max_steps)
         _check_float("CFG scale", self.cfg_scale, 1.0, 30.0)
         sampler, schedule = normalize_sampler(self.sampler, self.schedule)
@@ -88,9 +90,10 @@ class GenerationRequest:
         return dataclasses.replace(self, **changes)
 
     def batch_key(self) -> tuple:
-        """Jobs with equal keys can share one diffusers call (the worker's batching)."""
+        """Jobs with equal keys can share one diffusers call (the worker's batching): LoRAs are merged into the
+        weights, so only jobs with the same LoRA set batch together."""
         return (self.model, self.vae, self.clip_skip, self.width, self.height, self.steps,
-                self.sampler, self.schedule, self.cfg_scale)
+                self.sampler, self.schedule, self.cfg_scale, network_set(self.prompt, self.negative_prompt))
 
     def options(self) -> dict[str, Any]:
         """The fields as plain data (for storage and display), without the limits."""

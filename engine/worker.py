@@ -33,7 +33,7 @@ and one member's ten jobs with the other members' (see engine/fairness.py). At m
 priority jobs do not count); one more raises `QueueFull`, a user-facing `EngineError`.
 
 Batching. When a job starts, the worker adds queued jobs with the same `GenerationRequest.batch_key()`
-(model, VAE, CLIP skip, size, steps, sampler, schedule, CFG) and the same number of 75-token prompt chunks,
+(model, VAE, CLIP skip, size, steps, sampler, schedule, CFG, LoRA set) and the same number of 75-token prompt chunks,
 in queue order, up to `max_batch` images per call (default `limits.max_batch`), and renders them in one
 diffusers call with one CPU generator per image. With `batch_mode = "exact"` (the config default) the engine
 gives the UNet and the VAE one image at a time inside that call, so every image is pixel-identical to the
@@ -634,7 +634,7 @@ class Worker:
                           if j.request.batch_key() == key and j.request.batch_size <= budget]
         if not candidates:
             return batch
-        chunks = self._chunk_counter(ckpt)
+        chunks = self._chunk_counter(self.engine.prompt_encoder(ckpt), ckpt)
         wanted = chunks(head)
         fits = {j.id for j in candidates if chunks(j) == wanted}
         with self._lock:
@@ -677,10 +677,7 @@ class Worker:
         return ckpt
 
     @staticmethod
-    def _chunk_counter(ckpt) -> Callable[[_Job], int]:
-        from engine.prompts import PromptEncoder
-
-        encoder = PromptEncoder.for_pipeline(ckpt.pipe)
+    def _chunk_counter(encoder, ckpt) -> Callable[[_Job], int]:
         where = ckpt.file.path
 
         def count(job: _Job) -> int:
