@@ -239,12 +239,16 @@ class LoraMerger:
         self.merges = 0  # counted for tests and benchmarks: a repeated set merges nothing
 
     def activate(self, pipe, family: str, tags) -> list[UsedNetwork]:
-        """Make `pipe`'s weights the checkpoint's plus exactly `tags` (canonical order); return what was used."""
-        key = tuple(tag.key() for tag in tags)
+        """Make `pipe`'s weights the checkpoint's plus exactly `tags` (canonical order); return what was used.
+
+        The set is the tags and the files' versions, so a file replaced on disk is merged again.
+        """
+        files = [self.library.lora(tag.name) for tag in tags]
+        key = tuple((tag.key(), _version(file.path)) for tag, file in zip(tags, files))
         current = self._merged.get(pipe.unet)
         if current is not None and current.key == key:
             return current.used
-        deltas, used = self._deltas(pipe, family, tags)  # every error happens here, before any weight changes
+        deltas, used = self._deltas(pipe, family, tags, files)  # every error happens here, before weights change
         self.restore(pipe)
         originals: dict[torch.nn.Module, torch.Tensor] = {}
         try:
@@ -266,7 +270,8 @@ class LoraMerger:
         if merged is not None:
             _put_back(merged.originals)
 
-    def _deltas(self, pipe, family: str, tags) -> tuple[dict[torch.nn.Module, torch.Tensor], list[UsedNetwork]]:
+    def _deltas(self, pipe, family: str, tags, files) -> tuple[dict[torch.nn.Module, torch.Tensor],
+                                                               list[UsedNetwork]]:
         from engine.hashing import network_hash
 
         if not tags:
@@ -274,8 +279,7 @@ class LoraMerger:
         targets = pipeline_targets(pipe)
         totals: dict[torch.nn.Module, torch.Tensor] = {}
         used: list[UsedNetwork] = []
-        for tag in tags:
-            file = self.library.lora(tag.name)
+        for tag, file in zip(tags, files):
             network = self._parse(file)
             _check_family(network, file.path, family)
             matched = [k for k in network.groups if k in targets]
@@ -306,8 +310,7 @@ class LoraMerger:
         from engine.models import read_state_dict
         from engine.networks import safetensors_metadata
 
-        stat = file.path.stat()
-        key = (str(file.path.resolve()), stat.st_size, stat.st_mtime)
+        key = (str(file.path.resolve()), *_version(file.path))
         if key in self._parsed:
             self._parsed.move_to_end(key)
             return self._parsed[key]
@@ -317,6 +320,11 @@ class LoraMerger:
         while len(self._parsed) > self.cache_size:
             self._parsed.popitem(last=False)
         return network
+
+
+def _version(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
 
 
 def _check_family(network: ParsedNetwork, path: Path, family: str) -> None:
