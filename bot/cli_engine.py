@@ -112,6 +112,28 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not checkpoints:
         print("  (none: the tiny demo model is written on first use)")
     print("VAEs: auto, none" + "".join(f"\n  {v.name}  ({v.path})" for v in library.vaes()))
+    print_networks(config.engine_config())
     print("samplers: " + ", ".join(sampler_names()))
     print("schedule types: " + ", ".join(SCHEDULES))
     return 0
+
+
+def print_networks(engine_config) -> None:
+    """LoRAs (with family and trigger words from their metadata) and embeddings; nothing is downloaded."""
+    from engine.networks import EMBEDDING_DIR, LORA_DIRS, NetworkLibrary, embedding_family
+
+    library = NetworkLibrary(engine_config)
+    print(f"LoRAs ({' and '.join(LORA_DIRS)}; use <lora:NAME:WEIGHT>):")
+    loras = library.loras()
+    for file in loras:
+        info = library.lora_info(file)
+        triggers = f"  triggers: {', '.join(info.triggers)}" if info.triggers else ""
+        print(f"  {file.name}  [{info.family}]{triggers}  ({file.path})")
+    if not loras:
+        print("  (none)")
+    print(f"embeddings ({EMBEDDING_DIR}; write the name in a prompt):")
+    embeddings = library.embeddings()
+    for file in embeddings:
+        print(f"  {file.name}  [{embedding_family(file)}]  ({file.path})")
+    if not embeddings:
+        print("  (none)")

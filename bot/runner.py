@@ -51,7 +51,8 @@ async def open_services(config: Config, make_worker: Callable[[Any], Any] | None
                               post_retry_s=config.settings.discord.post_retry_s,
                               post_backoff_s=config.settings.discord.post_backoff_s)
             presets = PresetService(sessions, limits=engine_config.limits,
-                                    max_per_user=config.settings.database.max_presets_per_user)
+                                    max_per_user=config.settings.database.max_presets_per_user,
+                                    relink=_relinker(engine_config))
             moderation = _moderation(config, sessions, jobs)
             await moderation.start()
             jobs.image_gate = moderation.gate_images
@@ -76,6 +77,16 @@ async def _preload(worker) -> None:
         log.warning("could not load the default checkpoint at start (%s); the first job will try again", exc)
         return
     log.info("default checkpoint %s and its VAE loaded in %.2f s", name, time.perf_counter() - started)
+
+
+def _relinker(engine_config):
+    """Imported infotexts' LoRAs and embeddings, renamed to this models dir's files by hash."""
+    from functools import partial
+
+    from engine.network_import import relink_infotext
+    from engine.networks import NetworkLibrary
+
+    return partial(relink_infotext, library=NetworkLibrary(engine_config))
 
 
 def _moderation(config: Config, sessions, jobs: JobService) -> ModerationService:

@@ -74,7 +74,8 @@ class EmbeddingMatcher:
 
     def __init__(self, tokenizer, embeddings: list[tuple[str, torch.Tensor]]) -> None:
         self._by_first: dict[int, list[tuple[list[int], str, torch.Tensor]]] = {}
-        ids_of = tokenizer([name for name, _ in embeddings], truncation=False, add_special_tokens=False)["input_ids"]
+        names = [name for name, _ in embeddings]
+        ids_of = tokenizer(names, truncation=False, add_special_tokens=False)["input_ids"] if names else []
         for ids, (name, vectors) in zip(ids_of, embeddings):
             if ids:
                 self._by_first.setdefault(ids[0], []).append((ids, name, vectors))
@@ -126,6 +127,8 @@ class EmbeddingStore:
         widths = [te.get_input_embeddings().weight.shape[1] for _, te in encoders]
         fitting = [e for e in embeddings
                    if all(slot in e.vectors and e.vectors[slot].shape[1] == w for slot, w in zip(slots, widths))]
+        if not fitting:
+            return [None] * len(encoders)
         return [EmbeddingMatcher(tok, [(e.name, e.vectors[slot]) for e in fitting])
                 for (tok, _), slot in zip(encoders, slots)]
 

@@ -256,9 +256,10 @@ def to_dict(info: Infotext) -> dict[str, str]:
 
 # --- infotext -> request options -----------------------------------------------------------------------------
 
-# Keys that describe the render but are not settings: checked elsewhere (hashes) or fixed by sdbot (RNG: sdbot
+# Keys that describe the render but are not settings: checked elsewhere (hashes; LoRAs and embeddings travel in
+# the prompt text, and engine.network_import links their hashes to local files) or fixed by sdbot (RNG: sdbot
 # always draws CPU noise), so they are neither used nor worth a warning.
-_INFORMATIONAL = frozenset({"Model hash", "VAE hash", "Version", "RNG"})
+_INFORMATIONAL = frozenset({"Model hash", "VAE hash", "Version", "RNG", "Lora hashes", "TI hashes"})
 
 _RE_INT = re.compile(r"[+-]?[0-9]+")
 
@@ -287,7 +288,7 @@ def _parse_float(key: str, value: str) -> float:
 def request_options(info: Infotext) -> tuple[dict[str, object], list[str]]:
     """GenerationRequest keyword options from an infotext, plus the parameter keys that were not used.
 
-    Unused keys (hires fix, LoRA hashes, denoising strength...) are returned so the caller can tell the user
+    Unused keys (hires fix, denoising strength...) are returned so the caller can tell the user
     what will not be reproduced instead of silently dropping it; informational keys (hashes, Version, RNG) are
     not reported. Both sampler forms are read: "DPM++ 2M Karras" and "DPM++ 2M" + "Schedule type: Karras".
     Missing Clip skip means 1 (A1111 writes it only when > 1). VAE/Model are set only when the text names them.

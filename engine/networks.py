@@ -58,8 +58,8 @@ def _scan(folders: list[Path]) -> list[NetworkFile]:
     return sorted(found.values(), key=lambda f: f.name.lower())
 
 
-def safetensors_metadata(path: Path) -> dict[str, str]:
-    """The `__metadata__` of a safetensors header ({} for other files or a broken header)."""
+def safetensors_header(path: Path) -> dict:
+    """A safetensors file's JSON header (tensor names, dtypes, shapes, `__metadata__`); {} if unreadable."""
     if path.suffix.lower() not in SAFE_SUFFIXES:
         return {}
     try:
@@ -70,18 +70,33 @@ def safetensors_metadata(path: Path) -> dict[str, str]:
             header = json.loads(fh.read(size))
     except (OSError, ValueError):
         return {}
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return header if isinstance(header, dict) else {}
+
+
+def safetensors_metadata(path: Path) -> dict[str, str]:
+    """The `__metadata__` of a safetensors header ({} for other files or a broken header)."""
+    meta = safetensors_header(path).get("__metadata__")
     return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
 
 
 def safetensors_keys(path: Path) -> list[str]:
-    try:
-        with path.open("rb") as fh:
-            size = int.from_bytes(fh.read(8), "little")
-            header = json.loads(fh.read(min(size, 100 * 1024 * 1024)))
-    except (OSError, ValueError):
-        return []
-    return [k for k in header if k != "__metadata__"] if isinstance(header, dict) else []
+    return [k for k in safetensors_header(path) if k != "__metadata__"]
+
+
+# Text-encoder widths of the real families, for listing embeddings without loading them.
+_EMBEDDING_WIDTHS = {768: "SD 1.x", 1024: "SD 2.x"}
+
+
+def embedding_family(file: NetworkFile) -> str:
+    """"SDXL" (clip_l + clip_g), "SD 1.x" (768 wide), "SD 2.x" (1024) or "?", from the header alone."""
+    header = {k: v for k, v in safetensors_header(file.path).items() if k != "__metadata__"}
+    if "clip_l" in header and "clip_g" in header:
+        return "SDXL"
+    if len(header) == 1:
+        info = next(iter(header.values()))
+        shape = info.get("shape") if isinstance(info, dict) else None
+        return _EMBEDDING_WIDTHS.get(shape[-1], "?") if shape else "?"
+    return "?"
 
 
 def trigger_words(metadata: dict[str, str], limit: int = 5) -> tuple[str, ...]:

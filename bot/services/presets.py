@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +33,8 @@ class PresetService:
     sessions: async_sessionmaker[AsyncSession]
     limits: Limits = Limits()
     max_per_user: int = 50
+    # infotext -> (infotext with LoRAs/embeddings renamed to local files by hash, notes): engine.network_import
+    relink: Callable[[str], tuple[str, list[str]]] | None = None
 
     async def resolve_command(self, user_id: int, guild_id: int | None, preset_names: list[str],
                               typed: Mapping[str, Any]) -> CommandRequest:
@@ -93,8 +97,12 @@ class PresetService:
         return await transaction(self.sessions, preset_store.clear_default, user_id)
 
     async def import_infotext(self, user_id: int, name: str, text: str) -> preset_store.InfotextImport:
-        return await transaction(self.sessions, preset_store.import_infotext, user_id, name, text,
-                                 limit=self.max_per_user, limits=self.limits)
+        notes: list[str] = []
+        if self.relink is not None:  # hashing local files reads them: not on the event loop
+            text, notes = await asyncio.to_thread(self.relink, text)
+        result = await transaction(self.sessions, preset_store.import_infotext, user_id, name, text,
+                                   limit=self.max_per_user, limits=self.limits)
+        return dataclasses.replace(result, notes=tuple(notes))
 
     async def import_json(self, user_id: int, text: str | bytes) -> preset_store.ImportResult:
         return await transaction(self.sessions, preset_store.import_json, user_id, text, overwrite=True,

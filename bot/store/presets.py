@@ -62,8 +62,9 @@ class ImportResult:
 class InfotextImport:
     preset: Preset
     created: bool
-    unknown_keys: tuple[str, ...]  # infotext parameters sdbot cannot reproduce (hires fix, LoRA hashes...)
+    unknown_keys: tuple[str, ...]  # infotext parameters sdbot cannot reproduce (hires fix, ...)
     dropped: tuple[str, ...]  # options read but deliberately not kept (the seed, unless asked for)
+    notes: tuple[str, ...] = ()  # LoRAs/embeddings renamed to local files by hash, or missing here
 
 
 # --- names ---------------------------------------------------------------------------------------------------
@@ -380,7 +381,7 @@ def infotext_options(
       command gives no prompt, the preset reproduces the image. Users who want it as a prefix can re-save it.
     - the seed is dropped unless `keep_seed`: a fixed seed in a preset would make every later image with the
       same prompt identical, which is not what a preset is for. It is reported in `dropped`.
-    Parameters the engine cannot reproduce (hires fix, LoRA hashes, ...) are returned in `unknown_keys`, never
+    Parameters the engine cannot reproduce (hires fix, ...) are returned in `unknown_keys`, never
     silently dropped. A text without an A1111 parameter line, or with a value that does not parse or is out of
     range, raises `InvalidImport` / `InvalidOptions` (both `StoreError`), never anything else.
     """

@@ -218,7 +218,7 @@ def test_request_options_real() -> None:
         "width": 512, "height": 768, "model": "v1-5-pruned-emaonly",
         "vae": "vae-ft-mse-840000-ema-pruned.safetensors", "clip_skip": 2,
     }
-    assert unused == ["Emphasis", "Lora hashes"]  # Model hash, VAE hash, Version: informational
+    assert unused == ["Emphasis"]  # Model hash, VAE hash, Version, Lora hashes: informational
     GenerationRequest(**options)
 
 

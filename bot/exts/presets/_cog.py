@@ -185,6 +185,7 @@ class Presets(commands.GroupCog, group_name="preset", group_description="Your sa
             lines.append("not imported (sdbot can't reproduce them): " + ", ".join(result.unknown_keys))
         if result.dropped:
             lines.append("left out on purpose: " + ", ".join(result.dropped))
+        lines += result.notes
         await interaction.followup.send("\n".join(lines)[:2000], ephemeral=True)
 
     @app_commands.command(name="export", description="All your presets as a JSON file")
