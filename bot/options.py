@@ -3,7 +3,8 @@
 Pure parsing, shared by /imagine, the edit modal and /preset save, so every path fails the same way. The
 prompt is the text before the first option; an option's value runs to the next option (so `--no text, blur`
 and `--sampler DPM++ 2M Karras` need no quotes; quotes are allowed). `--name` that is not an option names a
-preset. Discord's mobile keyboards turn `--` into an em dash, so `—seed` works too.
+preset. Discord's mobile keyboards turn `--` into an em dash, so `—seed` works too. `--lora NAME:0.8` (or
+`--lora a:0.5, b`) adds A1111's `<lora:NAME:0.8>` tag to the prompt, which is where LoRAs live.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ ALIASES: dict[str, tuple[str, str]] = {
     "model": ("model", "text"),
     "batch": ("batch_size", "int"),
     "preset": ("preset", "text"),
+    "lora": ("lora", "lora"),
 }
 OPTION_NAMES = sorted({name for name in ALIASES if name not in ("cfg-scale", "aspect", "clipskip", "negative")})
 
@@ -55,6 +57,7 @@ def parse_inline(text: str) -> InlineOptions:
     prompt = text[: matches[0].start()] if matches else text
     options: dict[str, Any] = {}
     presets: list[str] = []
+    tags: list[str] = []
     for i, m in enumerate(matches):
         name = m.group(1).lower().replace("_", "-")
         end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
@@ -73,8 +76,42 @@ def parse_inline(text: str) -> InlineOptions:
                 raise UserError("--preset needs a preset name, e.g. --preset portrait")
             presets.append(raw)
             continue
+        if kind == "lora":
+            tags += lora_tags(raw)
+            continue
         options.update(convert(name, key, kind, raw))
-    return InlineOptions(prompt.strip(), options, tuple(presets))
+    return InlineOptions(" ".join([prompt.strip(), *tags]).strip(), options, tuple(presets))
+
+
+def lora_tags(raw: str) -> list[str]:
+    """`add_detail:0.8, style` -> ["<lora:add_detail:0.8>", "<lora:style:1>"]; a bad weight is a `UserError`."""
+    from engine.extra_networks import lora_tag
+
+    tags = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        name, sep, weight = item.rpartition(":")
+        if not sep:
+            name, weight = item, "1"
+        try:
+            value = float(weight)
+        except ValueError:
+            value = math.nan
+        if not name.strip() or not math.isfinite(value) or any(c in name for c in "<>:"):
+            raise UserError(f"--lora takes NAME or NAME:WEIGHT, e.g. --lora add_detail:0.8 (got {item!r})")
+        tags.append(lora_tag(name.strip(), value))
+    if not tags:
+        raise UserError("--lora needs a LoRA name, e.g. --lora add_detail:0.8")
+    return tags
+
+
+def append_to_prompt(text: str, addition: str) -> str:
+    """`text` with `addition` at the end of its prompt, before any --options (whose values run to the end)."""
+    m = _OPTION.search(text)
+    if m is None:
+        return f"{text.rstrip()} {addition}"
+    return f"{text[:m.start()].rstrip()} {addition} {text[m.start():]}"
 
 
 def convert(name: str, key: str, kind: str, raw: str) -> dict[str, Any]:

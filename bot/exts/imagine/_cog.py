@@ -17,10 +17,12 @@ from bot.exts.imagine import _format
 from bot.exts.imagine._delivery import DiscordJobListener
 from bot.exts.imagine._views import EditModal, SavePresetModal
 from bot.exts.moderation import actor_of
-from bot.options import parse_inline, parse_size_text
+from bot.options import append_to_prompt, parse_inline, parse_size_text
 from bot.services.jobs import Requester
 from bot.store.models import Job
+from engine.extra_networks import lora_tag
 from engine.models import ModelLibrary
+from engine.networks import NetworkLibrary
 from engine.samplers import sampler_labels
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,7 @@ class Imagine(commands.Cog):
         vae="auto, none, or a VAE name",
         model="Checkpoint name",
         batch="Images to make",
+        lora="A LoRA to add as <lora:NAME:1> (more: --lora NAME:0.8 or <lora:…> tags in the prompt)",
     )
     async def imagine(
         self, interaction: discord.Interaction, prompt: app_commands.Range[str, 1, 4000],
@@ -78,11 +81,14 @@ class Imagine(commands.Cog):
         sampler: str | None = None, seed: app_commands.Range[int, -1, 4294967295] | None = None,
         size: str | None = None, clip_skip: app_commands.Range[int, 1, 12] | None = None,
         vae: str | None = None, model: str | None = None, batch: app_commands.Range[int, 1, 16] | None = None,
+        lora: app_commands.Range[str, 1, 200] | None = None,
     ) -> None:
         typed: dict[str, Any] = dict(negative_prompt=negative, steps=steps, cfg_scale=cfg, sampler=sampler,
                                      seed=seed, clip_skip=clip_skip, vae=vae, model=model, batch_size=batch)
         if size is not None:
             typed["width"], typed["height"] = parse_size_text(size)
+        if lora:
+            prompt = append_to_prompt(prompt, lora_tag(lora.strip()))
         await self.run_prompt(interaction, prompt, typed, [preset] if preset else [])
 
     async def run_prompt(self, interaction: discord.Interaction, text: str, typed: dict[str, Any],
@@ -139,6 +145,11 @@ class Imagine(commands.Cog):
     async def _model_choices(self, interaction: discord.Interaction, current: str):
         library = ModelLibrary(self.bot.config.engine_config())
         return _choices([c.name for c in library.checkpoints()], current)
+
+    @imagine.autocomplete("lora")
+    async def _lora_choices(self, interaction: discord.Interaction, current: str):
+        library = NetworkLibrary(self.bot.config.engine_config())
+        return _choices([f.name for f in library.loras()], current)
 
     @imagine.autocomplete("preset")
     async def _preset_choices(self, interaction: discord.Interaction, current: str):

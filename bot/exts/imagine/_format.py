@@ -62,6 +62,9 @@ def parameters_embed(job_id: int, options: Mapping[str, Any], sources: Mapping[s
                           colour=discord.Colour.blurple())
     if options.get("negative_prompt"):
         embed.add_field(name="Negative prompt", value=clip(options["negative_prompt"], 1024), inline=False)
+    loras = loras_text(options.get("prompt", ""), options.get("negative_prompt", ""))
+    if loras:
+        embed.add_field(name="LoRAs", value=clip(loras, 1024), inline=False)
     for label, key in _FIELDS:
         if key == "batch_size" and options.get(key, 1) == 1:
             continue
@@ -72,6 +75,18 @@ def parameters_embed(job_id: int, options: Mapping[str, Any], sources: Mapping[s
     if user:
         embed.set_footer(text=clip(f"requested by {user}", 2048))
     return embed
+
+
+def loras_text(prompt: str, negative: str) -> str:
+    """The LoRAs a prompt's tags apply: "add_detail 0.6, style 1 (UNet 0.5)"."""
+    from engine.errors import EngineError
+    from engine.extra_networks import tags_of
+
+    try:
+        tags = tags_of(prompt or "", negative or "")
+    except EngineError:
+        return ""
+    return ", ".join(f"{t.name} {t.te:g}" + (f" (UNet {t.unet:g})" if t.unet != t.te else "") for t in tags)
 
 
 def sources_summary(sources: Mapping[str, str]) -> str:

@@ -13,6 +13,7 @@ from bot.errors import UserError
 from bot.exts.imagine import _format
 from bot.exts.imagine._cog import is_moderator
 from engine.models import ModelLibrary
+from engine.networks import NetworkLibrary, embedding_family
 from engine.samplers import SCHEDULES, sampler_names
 
 _JOB_IN_MESSAGE = re.compile(r"Job #(\d+)")
@@ -78,6 +79,8 @@ class Info(commands.Cog):
                                                         1024), inline=False)
         embed.add_field(name="Samplers", value=_format.clip(", ".join(sampler_names()), 1024), inline=False)
         embed.add_field(name="Schedule types", value=", ".join(SCHEDULES), inline=False)
+        for name, value in networks_fields(NetworkLibrary(self.bot.config.engine_config())):
+            embed.add_field(name=name, value=_format.clip(value, 1024), inline=False)
         await interaction.followup.send(embed=embed, ephemeral=True)
 
     @app_commands.command(name="info", description="What made an image: give its job number or message id")
@@ -119,3 +122,15 @@ class Info(commands.Cog):
         if job.guild_id not in (None, interaction.guild_id) and job.user_id != interaction.user.id:
             raise UserError(f"job #{job_id} was made in another server")
         await interaction.followup.send(**_format.info_message(job, jobs.infotext_of(job)), ephemeral=True)
+
+
+def networks_fields(library: NetworkLibrary) -> list[tuple[str, str]]:
+    """/models' LoRA and embedding fields: name [family] and a LoRA's trigger words."""
+    loras = []
+    for file in library.loras():
+        info = library.lora_info(file)
+        triggers = f" · {', '.join(info.triggers)}" if info.triggers else ""
+        loras.append(f"{file.name} [{info.family}]{triggers}")
+    embeddings = [f"{f.name} [{embedding_family(f)}]" for f in library.embeddings()]
+    return [("LoRAs: <lora:NAME:WEIGHT> or --lora NAME:WEIGHT", "\n".join(loras) or "(none installed)"),
+            ("Embeddings: write the name in a prompt", ", ".join(embeddings) or "(none installed)")]
