@@ -3,6 +3,11 @@
 - overhead_ratio: the engine's time per image (A1111 prompt encoding, fresh scheduler, CPU noise, own decode,
   infotext) over a bare diffusers call doing the same work. Goal <= 1.03.
 - vae_switch_ratio: alternating two VAEs every image over a fixed VAE (both cached). Goal <= 1.03.
+- lora_same_set_ratio: every job with the same LoRA (merged once) over no LoRA. Goal <= 1.02: merged weights
+  cost nothing per step.
+- lora_switch_ms: the extra time of a job whose LoRA differs from the previous job's (restore + merge), with a
+  rank-8 LoCon on every Linear/Conv2d layer of the UNet and text encoder; lora_switch_fraction is that over one
+  render (20 steps by default); lora_merge_ms times the restore + merge alone.
 - The worker's figures (issue 3) come from benchmarks/worker_measures.py when present.
 
 Run: .venv/bin/python benchmarks/engine_bench.py [--rounds N] [--size 128] [--steps 20]
@@ -26,6 +31,7 @@ from engine.config import EngineConfig  # noqa: E402
 from engine.pipeline import Engine  # noqa: E402
 from engine.request import GenerationRequest  # noqa: E402
 from engine.tiny import perturbed_vae, write_ldm_vae, write_tiny_model  # noqa: E402
+from engine.tiny_networks import write_network  # noqa: E402
 
 
 def timed(fn) -> float:
@@ -69,11 +75,50 @@ def measure(rounds: int, size: int, steps: int, unet_width: int) -> dict[str, fl
         ours_t.append(timed(lambda: engine.render(request())))
         fixed_t.append(timed(lambda: (engine.render(request("a")), engine.render(request("a")))))
         switch_t.append(timed(lambda: (engine.render(request("a")), engine.render(request("b")))))
-    return {
+    figures = {
         "bare_ms_per_image": statistics.median(bare_t) * 1000,
         "engine_ms_per_image": statistics.median(ours_t) * 1000,
         "overhead_ratio": statistics.median(ours_t) / statistics.median(bare_t),
         "vae_switch_ratio": statistics.median(switch_t) / statistics.median(fixed_t),
+    }
+    figures.update(measure_loras(engine, root, request, rounds))
+    return figures
+
+
+def measure_loras(engine: Engine, root: Path, request, rounds: int) -> dict[str, float]:
+    """LoRA jobs: same set every job vs none; a different set than the previous job vs the same set."""
+    from engine.extra_networks import tags_of
+
+    pipe = engine.models.checkpoint("bench").pipe
+    for name, seed in (("a", 1), ("b", 2)):
+        write_network(pipe, root / "Lora" / f"{name}.safetensors", rank=8, seed=seed, std=0.05)
+    base = request()
+
+    def with_lora(name: str) -> GenerationRequest:
+        return base.replace(prompt=f"{base.prompt} <lora:{name}:0.8>")
+
+    for _ in range(2):
+        engine.render(with_lora("a"))
+        engine.render(with_lora("b"))
+    none_t, same_t, switch_t, merge_t = [], [], [], []
+    for _ in range(rounds):
+        engine.render(base)  # untimed: the weights are the checkpoint's
+        none_t.append(timed(lambda: engine.render(base)))
+        engine.render(with_lora("a"))  # untimed: merges a
+        same_t.append(timed(lambda: engine.render(with_lora("a"))))
+        switch_t.append(timed(lambda: engine.render(with_lora("b"))))  # a -> b
+        same_t.append(timed(lambda: engine.render(with_lora("b"))))
+        switch_t.append(timed(lambda: engine.render(with_lora("a"))))  # b -> a
+        for name in ("b", "a"):
+            tags = tags_of(with_lora(name).prompt)
+            merge_t.append(timed(lambda: engine.loras.activate(pipe, "sd", tags)))
+    render_s = statistics.median(same_t)
+    switch_ms = (statistics.median(switch_t) - render_s) * 1000
+    return {
+        "lora_same_set_ratio": render_s / statistics.median(none_t),
+        "lora_merge_ms": statistics.median(merge_t) * 1000,
+        "lora_switch_ms": switch_ms,
+        "lora_switch_fraction": switch_ms / (render_s * 1000),
     }
 
 

@@ -17,6 +17,7 @@ delta is computed before any weight changes, so a bad file fails the job with th
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,11 +60,16 @@ def file_family(keys: list[str], metadata: dict[str, str]) -> str:
     return "sd"
 
 
-def parse_network(name: str, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> ParsedNetwork:
-    """Group a state dict by module; keys this engine cannot use are an error naming one of them."""
+def parse_network(name: str, state: dict[str, torch.Tensor], metadata: dict[str, str],
+                  unet_config=None) -> ParsedNetwork:
+    """Group a state dict by module; keys this engine cannot use are an error naming one of them.
+
+    `unet_config` (the checkpoint's UNet config) maps kohya's SDXL UNet names, which follow the original (SGM)
+    UNet, onto diffusers' blocks.
+    """
     family = file_family(list(state), metadata)
-    if any(k.startswith(_SGM_BLOCKS) for k in state):
-        state = _sgm_to_diffusers(name, state)
+    if unet_config is not None and any(k.startswith(_SGM_BLOCKS) for k in state):
+        state = sgm_to_diffusers(name, state, unet_config)
     groups: dict[str, dict[str, torch.Tensor]] = {}
     unknown: list[str] = []
     for key, value in state.items():
@@ -94,16 +100,41 @@ def _kohya_module(module: str, family: str) -> str:
     return module.replace(".", "_")
 
 
-def _sgm_to_diffusers(name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """kohya's SDXL files name UNet modules in the original (SGM) layout; diffusers' mapper renames them."""
-    from diffusers import UNet2DConditionModel
+# After diffusers renumbers the blocks: the original UNet's layer names -> diffusers' (kohya underscore form).
+_SGM_RENAMES = (
+    (re.compile(r"^lora_unet_input_blocks_0_0(?=\.)"), "lora_unet_conv_in"),
+    (re.compile(r"^lora_unet_out_2(?=\.)"), "lora_unet_conv_out"),
+    (re.compile(r"^lora_unet_time_embed_0(?=\.)"), "lora_unet_time_embedding_linear_1"),
+    (re.compile(r"^lora_unet_time_embed_2(?=\.)"), "lora_unet_time_embedding_linear_2"),
+    (re.compile(r"^lora_unet_label_emb_0_0(?=\.)"), "lora_unet_add_embedding_linear_1"),
+    (re.compile(r"^lora_unet_label_emb_0_2(?=\.)"), "lora_unet_add_embedding_linear_2"),
+    (re.compile(r"^lora_unet_input_blocks_"), "lora_unet_down_blocks_"),
+    (re.compile(r"^lora_unet_middle_block_"), "lora_unet_mid_block_"),
+    (re.compile(r"^lora_unet_output_blocks_"), "lora_unet_up_blocks_"),
+    (re.compile(r"_in_layers_2(?=\.)"), "_conv1"),
+    (re.compile(r"_out_layers_3(?=\.)"), "_conv2"),
+    (re.compile(r"_emb_layers_1(?=\.)"), "_time_emb_proj"),
+    (re.compile(r"_skip_connection(?=\.)"), "_conv_shortcut"),
+    (re.compile(r"(samplers_0)_op(?=\.)"), r"\1_conv"),
+)
+
+
+def sgm_to_diffusers(name: str, state: dict[str, torch.Tensor], unet_config) -> dict[str, torch.Tensor]:
+    """kohya's SDXL files name UNet layers after the original (SGM) UNet: diffusers renumbers the blocks for this
+    checkpoint's UNet config, then the layer names are renamed to diffusers' own."""
     from diffusers.loaders.lora_conversion_utils import _maybe_map_sgm_blocks_to_diffusers
 
-    config = UNet2DConditionModel.load_config(str(Path(__file__).parent / "configs" / "sdxl" / "unet"))
     try:
-        return _maybe_map_sgm_blocks_to_diffusers(dict(state), config)
+        state = _maybe_map_sgm_blocks_to_diffusers(dict(state), unet_config)
     except (ValueError, KeyError, IndexError) as exc:
         raise EngineError(f"LoRA {name}: its UNet keys are in a layout sdbot cannot map ({exc})") from None
+    renamed = {}
+    for key, value in state.items():
+        if key.startswith("lora_unet_"):
+            for pattern, repl in _SGM_RENAMES:
+                key = pattern.sub(repl, key)
+        renamed[key] = value
+    return renamed
 
 
 # --- the modules a pipeline offers -------------------------------------------------------------------------
@@ -280,7 +311,7 @@ class LoraMerger:
         totals: dict[torch.nn.Module, torch.Tensor] = {}
         used: list[UsedNetwork] = []
         for tag, file in zip(tags, files):
-            network = self._parse(file)
+            network = self._parse(file, pipe.unet.config)
             _check_family(network, file.path, family)
             matched = [k for k in network.groups if k in targets]
             if not matched:
@@ -306,16 +337,17 @@ class LoraMerger:
                 used.append(UsedNetwork(shown, network_hash(file.path)))
         return totals, used
 
-    def _parse(self, file) -> ParsedNetwork:
+    def _parse(self, file, unet_config) -> ParsedNetwork:
         from engine.models import read_state_dict
         from engine.networks import safetensors_metadata
 
-        key = (str(file.path.resolve()), *_version(file.path))
+        layout = (tuple(unet_config.block_out_channels), str(unet_config.layers_per_block))
+        key = (str(file.path.resolve()), *_version(file.path), layout)
         if key in self._parsed:
             self._parsed.move_to_end(key)
             return self._parsed[key]
         state = read_state_dict(file.path, self.allow_pickle)
-        network = parse_network(file.name, state, safetensors_metadata(file.path))
+        network = parse_network(file.name, state, safetensors_metadata(file.path), unet_config)
         self._parsed[key] = network
         while len(self._parsed) > self.cache_size:
             self._parsed.popitem(last=False)
