@@ -16,7 +16,7 @@ from pathlib import Path
 from engine.config import EngineConfig
 from engine.errors import EngineError
 from engine.hashing import embedding_hash, network_hash
-from engine.models import PICKLE_SUFFIXES, SAFE_SUFFIXES
+from engine.models import PICKLE_SUFFIXES, SAFE_SUFFIXES, ModelFile
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +25,8 @@ EMBEDDING_DIR = "embeddings"
 
 
 @dataclass(frozen=True)
-class NetworkFile:
+class NetworkFile(ModelFile):
     """A LoRA/LyCORIS or embedding file; `name` is what prompts use (the file stem)."""
-
-    name: str
-    path: Path
 
     @property
     def is_pickle(self) -> bool:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from bot.cli import main
 from engine.infotext import parse_infotext, read_png_infotext
 from engine.tiny import build_tiny_pipeline
 from engine.tiny_networks import write_embedding, write_network
+from tests.bot.test_cli import run
 
 
 @pytest.fixture
@@ -24,12 +24,6 @@ def config(tmp_path: Path, models_dir: Path) -> Path:
     path = tmp_path / "config.toml"
     path.write_text(f'[engine]\nmodels_dir = "{models_dir}"\n')
     return path
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_render_accepts_lora_tags_and_writes_their_hashes(capsys, tmp_path, config):
