@@ -10,7 +10,7 @@
   render (20 steps by default); lora_merge_ms times the restore + merge alone.
 - The worker's figures (issue 3) come from benchmarks/worker_measures.py when present.
 
-Run: .venv/bin/python benchmarks/engine_bench.py [--rounds N] [--size 128] [--steps 20]
+Run: .venv/bin/python benchmarks/engine_bench.py [--rounds N] [--size 128] [--steps 20] [--lora-only]
 Each figure is printed last as `name: value`.
 """
 
@@ -40,11 +40,15 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def measure(rounds: int, size: int, steps: int, unet_width: int) -> dict[str, float]:
+def measure(rounds: int, size: int, steps: int, unet_width: int, lora_only: bool = False) -> dict[str, float]:
     root = Path(tempfile.mkdtemp(prefix="sdbot-bench-"))
     write_tiny_model(root / "bench", unet_width=unet_width)
     engine = Engine(EngineConfig(models_dir=root))
     ckpt = engine.models.checkpoint("bench")
+    if lora_only:
+        return measure_loras(engine, root, lambda: GenerationRequest(
+            prompt="a photo of a cat, best quality", negative_prompt="blurry", steps=steps, sampler="Euler",
+            seed=1, width=size, height=size, vae="none"), rounds)
     (root / "VAE").mkdir()
     write_ldm_vae(perturbed_vae(ckpt.own_vae, 1), root / "VAE" / "a.safetensors")
     write_ldm_vae(perturbed_vae(ckpt.own_vae, 2), root / "VAE" / "b.safetensors")
@@ -129,9 +133,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--unet-width", type=int, default=32)
     parser.add_argument("--skip-worker", action="store_true", help="only the engine figures")
+    parser.add_argument("--lora-only", action="store_true", help="only the lora_* figures")
     args = parser.parse_args()
-    figures = measure(args.rounds, args.size, args.steps, args.unet_width)
-    if not args.skip_worker:
+    figures = measure(args.rounds, args.size, args.steps, args.unet_width, args.lora_only)
+    if not args.skip_worker and not args.lora_only:
         try:
             from benchmarks import worker_measures
         except ImportError:

@@ -328,8 +328,12 @@ class LoraMerger:
                 multiplier = tag.te if target.part == "te" else tag.unet
                 if multiplier == 0:
                     continue
-                delta = module_delta(file.name, module_key, network.groups[module_key], target.module.weight,
-                                     tag.dyn) * multiplier
+                try:
+                    delta = module_delta(file.name, module_key, network.groups[module_key], target.module.weight,
+                                         tag.dyn) * multiplier
+                except RuntimeError as exc:  # factors whose shapes do not multiply
+                    raise EngineError(f"LoRA {file.name}: the weights of {module_key} do not fit together "
+                                      f"({str(exc).splitlines()[0][:160]})") from None
                 previous = totals.get(target.module)
                 totals[target.module] = delta if previous is None else previous + delta
             shown = tag.name.replace(":", "").replace(",", "")

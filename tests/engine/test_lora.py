@@ -274,6 +274,15 @@ def test_a_failing_set_leaves_the_previous_merge_consistent(engine, models_dir):
     assert np.array_equal(pixels(engine.render(req(f"{PROMPT} <lora:x:1>"))), with_x)
 
 
+def test_factors_that_do_not_multiply_are_a_clear_error(engine, models_dir):
+    state = make_network(pipe_of(engine), seed=18)
+    key = next(k for k in state if k.endswith("lora_up.weight") and state[k].ndim == 2)
+    state[key] = torch.zeros(state[key].shape[0], 3)
+    save_file(state, str(models_dir / "Lora" / "mismatch.safetensors"))
+    with pytest.raises(EngineError, match=r"LoRA mismatch: the weights of lora_\w+ do not fit together"):
+        engine.render(req(f"{PROMPT} <lora:mismatch:1>"))
+
+
 def test_unknown_weight_kinds_are_refused_not_ignored(engine, models_dir):
     state = make_network(pipe_of(engine), seed=17)
     state[next(iter(state)).rsplit(".", 2)[0] + ".dora_scale"] = torch.ones(4)
