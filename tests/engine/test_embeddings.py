@@ -5,12 +5,15 @@ it; A1111's chunk rule; `TI hashes`; SDXL's clip_l/clip_g files."""
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.config import EngineConfig
 from engine.embeddings import EmbeddingMatcher
@@ -144,3 +147,31 @@ def test_sdxl_embeddings_use_clip_l_and_clip_g(sdxl):
     words = sdxl.render(req(f"a photo of {WORDS}", negative_prompt="sd15only", width=64, height=64))
     assert np.array_equal(pixels(tagged), pixels(words))
     assert parse_infotext(tagged.images[0].infotext).params["TI hashes"].startswith("xlred: ")
+
+
+_TOKENIZER = None
+
+
+def _tiny_tokenizer():
+    global _TOKENIZER
+    if _TOKENIZER is None:
+        from engine.tiny import make_tokenizer
+
+        _TOKENIZER = make_tokenizer()
+    return _TOKENIZER
+
+
+@settings(deadline=None, max_examples=60)  # tokenizing 150 words on a loaded machine
+@given(st.lists(st.sampled_from(["cat", "trio", "duo", ",", "dog", "BREAK", "(sky trio:1.2)", "[duo]"]),
+                max_size=150))
+def test_every_embedding_lands_whole_inside_one_chunk(words):
+    tokenizer = _tiny_tokenizer()
+    prompt = " ".join(words)
+    chunks = tokenize_chunks(prompt, tokenizer, _finder(tokenizer, trio=3, duo=2))
+    placed = [name for chunk in chunks for _, name, _ in chunk.fixes]
+    assert sorted(placed) == sorted(re.findall(r"\b(?:trio|duo)\b", prompt))
+    for chunk in chunks:
+        assert len(chunk.tokens) == len(chunk.multipliers) == CHUNK_LENGTH + 2
+        for offset, _, vectors in chunk.fixes:
+            assert offset + vectors.shape[0] <= CHUNK_LENGTH
+            assert chunk.tokens[offset + 1: offset + 1 + vectors.shape[0]] == [0] * vectors.shape[0]
