@@ -36,6 +36,8 @@ class EngineSection(_Section):
     max_pixels: Annotated[int, Field(ge=64 * 64, le=4096 * 4096)] = 1024 * 1024
     max_batch: Annotated[int, Field(ge=1, le=16)] = 4
     max_prompt_chars: Annotated[int, Field(ge=1, le=20000)] = 4000
+    max_input_bytes: Annotated[int, Field(ge=1024, le=512 * 2**20)] = 20 * 2**20  # img2img start images
+    max_input_pixels: Annotated[int, Field(ge=64 * 64, le=2**28)] = 4096 * 4096
     max_queued_per_user: Annotated[int, Field(ge=1, le=1000)] = 5
     round_robin: bool = True
     job_timeout_s: Annotated[float, Field(gt=0, le=86400)] = 600.0
@@ -160,6 +162,8 @@ class Config:
                 max_pixels=e.max_pixels,
                 max_batch=e.max_batch,
                 max_prompt_chars=e.max_prompt_chars,
+                max_input_bytes=e.max_input_bytes,
+                max_input_pixels=e.max_input_pixels,
             ),
             max_queued_per_user=e.max_queued_per_user,
             round_robin=e.round_robin,
