@@ -16,7 +16,7 @@ import torch
 
 from engine.errors import EngineError
 from engine.img2img import StepPlan, encode_images, run_last
-from engine.upscalers import LATENT_MODES, UpscalerLibrary, is_latent, upscale_latents
+from engine.upscalers import IMAGE_UPSCALERS, LATENT_MODES, UpscalerLibrary, is_latent, upscale_latents
 
 if TYPE_CHECKING:
     from engine.request import GenerationRequest
@@ -41,7 +41,9 @@ def check_hires_fields(request: GenerationRequest) -> None:
     _check_int("hires steps", request.hires_steps, 0, request.limits.max_steps)
     if not isinstance(request.hires_upscaler, str) or not request.hires_upscaler.strip():
         raise EngineError("hires upscaler must be an upscaler name, e.g. Latent, Lanczos or an ESRGAN model")
-    object.__setattr__(request, "hires_upscaler", request.hires_upscaler.strip())
+    builtin = {name.lower(): name for name in (*LATENT_MODES, *IMAGE_UPSCALERS)}
+    name = request.hires_upscaler.strip()
+    object.__setattr__(request, "hires_upscaler", builtin.get(name.lower(), name))  # model names: at render
     if 0.0 < request.hires <= 1.0:
         object.__setattr__(request, "hires", 0.0)  # A1111: a scale of 1 upscales nothing; store it as "off"
     if not request.hires:

@@ -34,9 +34,19 @@ def init_png(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def engine(models_dir: Path) -> Engine:
-    return Engine(EngineConfig(models_dir=models_dir))
+@pytest.fixture(scope="module")
+def module_models(tmp_path_factory, tiny_sd15: Path) -> Path:
+    """One models dir (and so one loaded checkpoint) for the module: these tests only read it."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("models")
+    shutil.copytree(tiny_sd15, root / "tiny-sd15")
+    return root
+
+
+@pytest.fixture(scope="module")
+def engine(module_models: Path) -> Engine:
+    return Engine(EngineConfig(models_dir=module_models))
 
 
 def req(init: Path | str = "", **kw) -> GenerationRequest:
