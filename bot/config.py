@@ -78,6 +78,8 @@ class DiscordSection(_Section):
     shutdown_timeout_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
     post_retry_s: Annotated[float, Field(ge=0, le=86400)] = 900.0
     post_backoff_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    upscale_upscaler: str = "Lanczos"  # the Upscale ×2 button: this upscaler, then img2img at upscale_strength
+    upscale_strength: Annotated[float, Field(ge=0, le=1)] = 0.3
     # Sharding (docs/scaling.md): 1 = one gateway connection; "auto" = Discord's recommended count; N shards.
     shards: int | Literal["auto"] = 1
     # The shards this process runs: a list or a range "FIRST-LAST"; empty = all of them.

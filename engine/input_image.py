@@ -71,7 +71,8 @@ def load_input_image(data: bytes, limits: Limits, name: str = "the image") -> Im
     except EngineError:
         raise
     except Image.DecompressionBombError:
-        raise EngineError(f"{name} decodes to too many pixels; the limit is {limits.max_input_pixels:,}") from None
+        raise EngineError(f"{name} claims more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels; the limit is "
+                          f"{limits.max_input_pixels:,} pixels (refused before decoding)") from None
     except Exception:  # Pillow raises many types for damaged files (OSError, SyntaxError, ValueError...)
         raise EngineError(f"{name} could not be decoded: it is damaged or not really a {fmt} image") from None
 

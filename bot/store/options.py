@@ -21,9 +21,10 @@ REQUEST_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Gener
 PROMPT_PARTS: tuple[str, ...] = ("prompt_prefix", "prompt_suffix")
 OPTION_KEYS: tuple[str, ...] = (*REQUEST_FIELDS, *PROMPT_PARTS)
 
-_TEXT = {"prompt", "negative_prompt", "sampler", "schedule", "vae", "model", *PROMPT_PARTS}
-_INT = {"steps", "seed", "width", "height", "batch_size", "clip_skip"}
-_FLOAT = {"cfg_scale"}
+_TEXT = {"prompt", "negative_prompt", "sampler", "schedule", "vae", "model", "init_image", "resize_mode",
+         "hires_upscaler", *PROMPT_PARTS}
+_INT = {"steps", "seed", "width", "height", "batch_size", "clip_skip", "hires_steps"}
+_FLOAT = {"cfg_scale", "strength", "hires"}
 
 
 def validate_options(
@@ -82,8 +83,11 @@ def _check_value(key: str, value: Any, limits: Limits, what: str) -> Any:
         return value
     if key in ("sampler", "schedule"):
         return value  # checked together in validate_options
+    probe = {"prompt": "", key: value}
+    if key == "hires":  # the scale alone: whether the final size fits is checked with the job's size
+        probe.update(width=64, height=64)
     try:
-        GenerationRequest(**{"prompt": "", key: value}, limits=limits)
+        GenerationRequest(**probe, limits=limits)
     except EngineError as exc:
         raise InvalidOptions(f"invalid {what} {key}: {exc}") from None
     return value

@@ -61,7 +61,7 @@ def test_an_oversized_file_is_refused_before_anything_else():
 
 @pytest.mark.parametrize(("side", "message"), [
     (5000, "5000x5000 = 25,000,000 pixels; the limit is 1,000,000"),
-    (60_000, "too many pixels; the limit is 1,000,000"),  # Pillow's own guard fires first, also from the header
+    (60_000, "claims more than .* pixels; the limit is 1,000,000 pixels"),  # Pillow's own guard fires first, also from the header
 ])
 def test_a_decompression_bomb_is_refused_before_decoding(monkeypatch, side, message):
     data = png_header_only(side, side)
