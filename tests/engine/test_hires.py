@@ -15,43 +15,13 @@ from engine.infotext import parse_infotext, request_options
 from engine.pipeline import Engine
 from engine.request import GenerationRequest
 from engine.tiny import write_tiny_esrgan
-from engine.upscalers import LATENT_MODES, UpscalerLibrary, run_tiled, _import_spandrel, load_model
-
-
-@pytest.fixture(scope="module")
-def module_models(tmp_path_factory, tiny_sd15: Path) -> Path:
-    """One models dir (and so one loaded checkpoint) for the module: these tests only read it."""
-    import shutil
-
-    root = tmp_path_factory.mktemp("models")
-    shutil.copytree(tiny_sd15, root / "tiny-sd15")
-    return root
-
-
-@pytest.fixture(scope="module")
-def engine(module_models: Path) -> Engine:
-    return Engine(EngineConfig(models_dir=module_models))
+from engine.upscalers import LATENT_MODES, UpscalerLibrary, _import_spandrel, load_model, run_tiled
+from tests.engine._render_helpers import count_unet_calls, engine, module_models  # noqa: F401 - fixtures
 
 
 def req(**kw) -> GenerationRequest:
     base = dict(prompt="a photo of a cat", seed=3, width=64, height=64, steps=3, sampler="Euler", hires=2.0)
     return GenerationRequest(**{**base, **kw})
-
-
-def unet_calls(engine: Engine, request: GenerationRequest) -> tuple[int, list]:
-    unet = engine.models.checkpoint("").pipe.unet
-    calls, original, progress = [0], unet.forward, []
-
-    def counting(*args, **kwargs):
-        calls[0] += 1
-        return original(*args, **kwargs)
-
-    unet.forward = counting
-    try:
-        result = engine.render(request, on_step=lambda s, t, latents: progress.append((s, t)))
-    finally:
-        del unet.forward
-    return calls[0], progress, result
 
 
 @pytest.mark.parametrize("mode", list(LATENT_MODES))
@@ -67,13 +37,13 @@ def test_latent_modes_differ(engine):
 
 
 def test_second_pass_runs_exactly_hires_steps(engine):
-    calls, progress, _ = unet_calls(engine, req(steps=3, hires_steps=2, strength=0.4))
+    calls, progress, _ = count_unet_calls(engine, req(steps=3, hires_steps=2, strength=0.4))
     assert calls == 3 + 2
     assert progress[-1] == (5, 5)  # both passes reported as one run
 
 
 def test_hires_steps_zero_means_the_same_steps(engine):
-    calls, _, _ = unet_calls(engine, req(steps=3, hires_steps=0))
+    calls, _, _ = count_unet_calls(engine, req(steps=3, hires_steps=0))
     assert calls == 6
 
 

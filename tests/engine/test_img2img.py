@@ -15,6 +15,7 @@ from engine.img2img import StepPlan, fixed_steps_schedule, img2img_steps
 from engine.infotext import parse_infotext, request_options
 from engine.pipeline import Engine
 from engine.request import GenerationRequest
+from tests.engine._render_helpers import count_unet_calls, engine, module_models  # noqa: F401 - fixtures
 
 
 def picture(width: int = 96, height: int = 64, fmt: str = "PNG", mode: str = "RGB") -> bytes:
@@ -34,44 +35,10 @@ def init_png(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def module_models(tmp_path_factory, tiny_sd15: Path) -> Path:
-    """One models dir (and so one loaded checkpoint) for the module: these tests only read it."""
-    import shutil
-
-    root = tmp_path_factory.mktemp("models")
-    shutil.copytree(tiny_sd15, root / "tiny-sd15")
-    return root
-
-
-@pytest.fixture(scope="module")
-def engine(module_models: Path) -> Engine:
-    return Engine(EngineConfig(models_dir=module_models))
-
-
 def req(init: Path | str = "", **kw) -> GenerationRequest:
     base = dict(prompt="a photo of a cat", seed=7, width=64, height=64, steps=10, sampler="Euler",
                 init_image=str(init))
     return GenerationRequest(**{**base, **kw})
-
-
-def count_unet_calls(engine: Engine, request: GenerationRequest) -> tuple[int, list]:
-    """(UNet forward calls, the progress reports) for one render: each denoising step is one call (with CFG)."""
-    unet = engine.models.checkpoint("").pipe.unet
-    calls = [0]
-    original = unet.forward
-
-    def counting(*args, **kwargs):
-        calls[0] += 1
-        return original(*args, **kwargs)
-
-    unet.forward = counting
-    steps: list = []
-    try:
-        engine.render(request, on_step=lambda step, total, latents: steps.append((step, total)))
-    finally:
-        del unet.forward
-    return calls[0], steps
 
 
 @pytest.mark.parametrize(("steps", "strength", "expected"), [
@@ -98,7 +65,7 @@ def test_fixed_steps_rule_runs_exactly_the_hires_steps():
 
 @pytest.mark.parametrize(("steps", "strength"), [(10, 0.75), (8, 0.3), (5, 1.0), (6, 0.0)])
 def test_denoising_steps_actually_run(engine, init_png, steps, strength):
-    calls, progress = count_unet_calls(engine, req(init_png, steps=steps, strength=strength))
+    calls, progress, _ = count_unet_calls(engine, req(init_png, steps=steps, strength=strength))
     expected = int(min(strength, 0.999) * steps) + 1
     assert calls == expected
     assert progress[-1] == (expected, expected)
@@ -106,7 +73,7 @@ def test_denoising_steps_actually_run(engine, init_png, steps, strength):
 
 def test_step_count_with_a_second_order_sampler(engine, init_png):
     # Heun evaluates the UNet twice per step but the last: 4 steps of 6 are 2 * 4 - 1 evaluations.
-    calls, _ = count_unet_calls(engine, req(init_png, steps=6, strength=0.5, sampler="Heun"))
+    calls, _, _ = count_unet_calls(engine, req(init_png, steps=6, strength=0.5, sampler="Heun"))
     assert calls == 2 * 4 - 1
 
 
@@ -186,3 +153,12 @@ def test_resize_mode_accepts_a1111_names(init_png):
 def test_a_missing_start_image_is_a_clear_error(engine, tmp_path):
     with pytest.raises(EngineError, match="cannot read the init image"):
         engine.render(req(tmp_path / "nope.png"))
+
+
+def test_sdxl_img2img_runs_the_same_step_rule(tiny_sdxl, tmp_path, init_png):
+    import shutil
+
+    shutil.copytree(tiny_sdxl, tmp_path / "models" / "tiny-sdxl")
+    xl = Engine(EngineConfig(models_dir=tmp_path / "models"))
+    calls, progress, _ = count_unet_calls(xl, req(init_png, steps=6, strength=0.5))
+    assert calls == 4 and progress[-1] == (4, 4)
