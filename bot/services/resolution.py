@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from bot.store.options import OPTION_KEYS, REQUEST_FIELDS
+from bot.store.options import COMMAND_ONLY, OPTION_KEYS, REQUEST_FIELDS
 from engine.config import Limits
 from engine.request import MIN_SIDE, GenerationRequest
 
@@ -101,7 +101,7 @@ def resolve(
     sources: dict[str, str] = dict.fromkeys(REQUEST_FIELDS, DEFAULT)
     for label, options in layers:
         for key, value in (options or {}).items():
-            if key not in OPTION_KEYS:
+            if key not in OPTION_KEYS and not (label == COMMAND and key in COMMAND_ONLY):
                 raise ValueError(f"unknown option {key!r} in {label}")
             if value is None:
                 continue

@@ -19,7 +19,11 @@ from engine.samplers import normalize_sampler
 
 REQUEST_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(GenerationRequest) if f.name != "limits")
 PROMPT_PARTS: tuple[str, ...] = ("prompt_prefix", "prompt_suffix")
-OPTION_KEYS: tuple[str, ...] = (*REQUEST_FIELDS, *PROMPT_PARTS)
+# A start image is a file on the bot's host: it comes only from an attachment or a button (never from a preset,
+# guild default or imported file, which could name any path), so it is a request field but not an option.
+COMMAND_ONLY: tuple[str, ...] = ("init_image",)
+USER_FIELDS: tuple[str, ...] = tuple(f for f in REQUEST_FIELDS if f not in COMMAND_ONLY)
+OPTION_KEYS: tuple[str, ...] = (*USER_FIELDS, *PROMPT_PARTS)
 
 _TEXT = {"prompt", "negative_prompt", "sampler", "schedule", "vae", "model", "init_image", "resize_mode",
          "hires_upscaler", *PROMPT_PARTS}
@@ -38,7 +42,7 @@ def validate_options(
     """
     if not isinstance(options, Mapping):
         raise InvalidOptions(f"{what}s must be a mapping of option names to values")
-    allowed = OPTION_KEYS if allow_prompt_parts else REQUEST_FIELDS
+    allowed = OPTION_KEYS if allow_prompt_parts else USER_FIELDS
     out: dict[str, Any] = {}
     for key, value in options.items():
         if key not in allowed:

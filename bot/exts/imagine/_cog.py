@@ -41,6 +41,11 @@ def options_text(options: dict[str, Any], seed: int | None = None) -> str:
              f"--seed {seed if seed is not None else options['seed']}"]
     if options.get("model"):
         parts.append(f"--model {options['model']}")
+    if (options.get("hires") or 0) > 1:
+        parts.append(f"--hires {options['hires']:g} --hires-steps {options.get('hires_steps', 0)} "
+                     f"--hires-upscaler \"{options.get('hires_upscaler', 'Latent')}\"")
+    if options.get("strength") is not None:
+        parts.append(f"--strength {options['strength']:g}")
     return " ".join(parts)
 
 
@@ -278,7 +283,7 @@ class Imagine(commands.Cog):
         await self.run_prompt(interaction, f"{prompt} {options}", typed, [])
 
     async def _on_save(self, interaction: discord.Interaction, job: Job, name: str) -> None:
-        keep = {k: v for k, v in job.request.items() if k != "seed"}
+        keep = {k: v for k, v in job.request.items() if k not in ("seed", "init_image")}
         result = await self.services.presets.save(interaction.user.id, name, keep)
         verb = "created" if result.created else "updated"
         await interaction.response.send_message(
