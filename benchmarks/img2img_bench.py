@@ -53,7 +53,7 @@ def start_image(path: Path, size: int) -> Path:
 
 
 def measure_costs(root: Path, rounds: int, size: int, steps: int, strength: float) -> dict[str, float]:
-    engine = Engine(EngineConfig(models_dir=root))
+    engine = Engine(EngineConfig(models_dir=root, threads=torch.get_num_threads()))
     init = start_image(root / "start.png", size)
     base = dict(prompt="a photo of a cat, best quality", negative_prompt="blurry", sampler="Euler", seed=1,
                 steps=steps)
@@ -120,9 +120,12 @@ def main() -> None:
     parser.add_argument("--unet-width", type=int, default=32)
     parser.add_argument("--memory-steps", type=int, default=2, help="steps per pass of the peak-memory runs")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     root = Path(tempfile.mkdtemp(prefix="sdbot-i2i-bench-"))
-    write_tiny_model(root / "bench", unet_width=args.unet_width)
+    write_tiny_model(root / "bench", unet_width=args.unet_width)  # a wider UNet: denoising dominates, as in SD
     figures = measure_costs(root, args.rounds, args.size, args.steps, args.strength)
     if not args.skip_memory:
         figures.update(measure_memory(root, args.memory_steps))
