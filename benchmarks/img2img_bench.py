@@ -2,6 +2,7 @@
 
 - img2img_cost_ratio: an img2img job at strength d over a txt2img job of the same size and steps; goal within 5 %
   of `(int(d*N)+1)/N` (`img2img_expected_ratio`), i.e. only the steps A1111 runs are paid for.
+  `img2img_denoise_ratio` is the same over the UNet's time alone (the fixed VAE encode/decode costs left out).
 - hires_overhead_ratio: Hires 2x (N first-pass steps at the base size + N second-pass steps at the final size) over
   a plain render at the final size with the same total steps (2N).
 - hires_peak_rss_mb / plain_peak_rss_mb: peak resident memory of a process rendering one 2x Hires job at the
@@ -66,13 +67,32 @@ def measure_costs(root: Path, rounds: int, size: int, steps: int, strength: floa
                                     height=hires.final_size[1])
     for request in (txt, i2i, hires, plain_final):  # warm up every path
         engine.render(request)
-    txt_t, i2i_t, hires_t, plain_t = [], [], [], []
+    unet = engine.models.checkpoint("").pipe.unet
+    in_unet = [0.0]
+    forward = unet.forward
+
+    def timed_forward(*args, **kwargs):  # the denoising time alone, without the VAE and PNG fixed costs
+        start = time.perf_counter()
+        try:
+            return forward(*args, **kwargs)
+        finally:
+            in_unet[0] += time.perf_counter() - start
+
+    def unet_seconds(request: GenerationRequest) -> float:
+        in_unet[0] = 0.0
+        engine.render(request)
+        return in_unet[0]
+
+    unet.forward = timed_forward
+    txt_t, i2i_t, hires_t, plain_t, txt_u, i2i_u = [], [], [], [], [], []
     for _ in range(rounds):  # interleaved, so drift in machine speed hits every side alike
-        txt_t.append(timed(lambda: engine.render(txt)))
-        i2i_t.append(timed(lambda: engine.render(i2i)))
+        txt_t.append(timed(lambda: txt_u.append(unet_seconds(txt))))
+        i2i_t.append(timed(lambda: i2i_u.append(unet_seconds(i2i))))
         hires_t.append(timed(lambda: engine.render(hires)))
         plain_t.append(timed(lambda: engine.render(plain_final)))
+    del unet.forward
     return {
+        "img2img_denoise_ratio": statistics.median(i2i_u) / statistics.median(txt_u),
         "txt2img_ms": statistics.median(txt_t) * 1000,
         "img2img_ms": statistics.median(i2i_t) * 1000,
         "img2img_expected_ratio": (int(min(strength, 0.999) * steps) + 1) / steps,
