@@ -19,11 +19,20 @@ def add_parsers(sub) -> None:
     p.add_argument("--cfg", type=float, default=7.0, metavar="F")
     p.add_argument("--sampler", default="DPM++ 2M Karras", metavar="NAME")
     p.add_argument("--seed", type=int, default=-1, metavar="N")
-    p.add_argument("--size", default="512x512", metavar="WxH")
+    p.add_argument("--size", default=None, metavar="WxH",
+                   help="default 512x512; with --init-image, the image's aspect within max_pixels")
     p.add_argument("--clip-skip", type=int, default=1, metavar="N")
     p.add_argument("--vae", default="auto", metavar="auto|none|NAME|PATH")
     p.add_argument("--model", default="", metavar="NAME|PATH")
     p.add_argument("--batch", type=int, default=1, metavar="N")
+    p.add_argument("--init-image", default="", metavar="FILE", help="img2img: start from this PNG, JPEG or WebP")
+    p.add_argument("--strength", type=float, default=None, metavar="D",
+                   help="denoising strength (default 0.75 with --init-image, 0.7 for the Hires pass)")
+    p.add_argument("--resize-mode", default="just", choices=("just", "crop", "fill"))
+    p.add_argument("--hires", type=float, default=0.0, metavar="SCALE", help="Hires. fix: upscale by SCALE")
+    p.add_argument("--hires-steps", type=int, default=0, metavar="N", help="second-pass steps (0 = --steps)")
+    p.add_argument("--hires-upscaler", default="Latent", metavar="NAME",
+                   help="Latent, Latent (bicubic) ... Lanczos, Nearest or a model in models/ESRGAN")
     p.add_argument("--out", default="out/sdbot.png", metavar="FILE.png")
     p.add_argument("--config", metavar="F")
     p.set_defaults(func=cmd_render)
@@ -49,11 +58,21 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     engine_config = config.engine_config()
-    width, height = parse_size(args.size)
+    if args.size is not None:
+        width, height = parse_size(args.size)
+    elif args.init_image:
+        from engine.input_image import default_size, read_input_image
+
+        width, height = default_size(*read_input_image(args.init_image, engine_config.limits).size,
+                                     engine_config.limits)
+    else:
+        width, height = 512, 512
     request = GenerationRequest(
         prompt=args.prompt, negative_prompt=args.negative, steps=args.steps, cfg_scale=args.cfg,
         sampler=args.sampler, seed=args.seed, width=width, height=height, batch_size=args.batch,
-        clip_skip=args.clip_skip, vae=args.vae, model=args.model, limits=engine_config.limits,
+        clip_skip=args.clip_skip, vae=args.vae, model=args.model, init_image=args.init_image,
+        strength=args.strength, resize_mode=args.resize_mode, hires=args.hires, hires_steps=args.hires_steps,
+        hires_upscaler=args.hires_upscaler, limits=engine_config.limits,
     )
     if Path(args.out).suffix.lower() != ".png":
         raise UserError(f"--out must name a .png file (got {args.out!r})")
@@ -114,6 +133,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     print("VAEs: auto, none" + "".join(f"\n  {v.name}  ({v.path})" for v in library.vaes()))
     print_networks(config.engine_config())
     print("samplers: " + ", ".join(sampler_names()))
+    from engine.upscalers import UpscalerLibrary
+
+    upscalers = UpscalerLibrary(library.root, allow_pickle=config.engine_config().allow_pickle)
+    print("upscalers: " + ", ".join(upscalers.names()))
     print("schedule types: " + ", ".join(SCHEDULES))
     return 0
 

@@ -36,6 +36,8 @@ class EngineSection(_Section):
     max_pixels: Annotated[int, Field(ge=64 * 64, le=4096 * 4096)] = 1024 * 1024
     max_batch: Annotated[int, Field(ge=1, le=16)] = 4
     max_prompt_chars: Annotated[int, Field(ge=1, le=20000)] = 4000
+    max_input_bytes: Annotated[int, Field(ge=1024, le=512 * 2**20)] = 20 * 2**20  # img2img start images
+    max_input_pixels: Annotated[int, Field(ge=64 * 64, le=2**28)] = 4096 * 4096
     max_queued_per_user: Annotated[int, Field(ge=1, le=1000)] = 5
     round_robin: bool = True
     job_timeout_s: Annotated[float, Field(gt=0, le=86400)] = 600.0
@@ -76,6 +78,8 @@ class DiscordSection(_Section):
     shutdown_timeout_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
     post_retry_s: Annotated[float, Field(ge=0, le=86400)] = 900.0
     post_backoff_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    upscale_upscaler: str = "Lanczos"  # the Upscale ×2 button: this upscaler, then img2img at upscale_strength
+    upscale_strength: Annotated[float, Field(ge=0, le=1)] = 0.3
     # Sharding (docs/scaling.md): 1 = one gateway connection; "auto" = Discord's recommended count; N shards.
     shards: int | Literal["auto"] = 1
     # The shards this process runs: a list or a range "FIRST-LAST"; empty = all of them.
@@ -160,6 +164,8 @@ class Config:
                 max_pixels=e.max_pixels,
                 max_batch=e.max_batch,
                 max_prompt_chars=e.max_prompt_chars,
+                max_input_bytes=e.max_input_bytes,
+                max_input_pixels=e.max_input_pixels,
             ),
             max_queued_per_user=e.max_queued_per_user,
             round_robin=e.round_robin,

@@ -36,10 +36,17 @@ ALIASES: dict[str, tuple[str, str]] = {
     "schedule": ("schedule", "text"),
     "model": ("model", "text"),
     "batch": ("batch_size", "int"),
+    "strength": ("strength", "float"),
+    "denoise": ("strength", "float"),
+    "resize-mode": ("resize_mode", "text"),
+    "hires": ("hires", "float"),
+    "hires-steps": ("hires_steps", "int"),
+    "hires-upscaler": ("hires_upscaler", "text"),
     "preset": ("preset", "text"),
     "lora": ("lora", "lora"),
 }
-OPTION_NAMES = sorted({name for name in ALIASES if name not in ("cfg-scale", "aspect", "clipskip", "negative")})
+OPTION_NAMES = sorted({name for name in ALIASES
+                       if name not in ("cfg-scale", "aspect", "clipskip", "negative", "denoise")})
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,9 @@ class Limits:
     max_side: int = 2048
     max_batch: int = 4
     max_prompt_chars: int = 4000
+    # Start images (img2img): bytes of the file, and pixels of its header's size (checked before decoding).
+    max_input_bytes: int = 20 * 1024 * 1024
+    max_input_pixels: int = 4096 * 4096
 
 
 @dataclass(frozen=True)

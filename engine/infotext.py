@@ -129,12 +129,17 @@ def infotext_for_request(
         "Model": model_name or None,
         "VAE hash": vae_hash or None,
         "VAE": vae_name or None,
+        "Denoising strength": request.denoising_strength,
         "Clip skip": request.clip_skip if request.clip_skip > 1 else None,
         "RNG": "CPU",
         "Schedule type": request.schedule if request.schedule != "Automatic" else None,
-        **(extra or {}),
-        "Version": version or None,
     }
+    if request.hires_enabled:  # A1111's Hires keys; "Size" above stays the first pass's size, as A1111 writes it
+        params["Hires upscale"] = request.hires
+        params["Hires steps"] = request.hires_steps or None
+        params["Hires upscaler"] = request.hires_upscaler
+    params.update(extra or {})  # "Lora hashes", "TI hashes": after Hires, before Version, as A1111 writes them
+    params["Version"] = version or None
     return format_infotext(request.prompt, request.negative_prompt, params)
 
 
@@ -333,9 +338,34 @@ def request_options(info: Infotext) -> tuple[dict[str, object], list[str]]:
         used.add("VAE")
     options["clip_skip"] = _parse_int("Clip skip", params["Clip skip"]) if "Clip skip" in params else 1
     used.add("Clip skip")
+    if "Denoising strength" in params:
+        options["strength"] = _parse_float("Denoising strength", params["Denoising strength"])
+        used.add("Denoising strength")
+    _hires_options(params, options, used)
 
     unused = [key for key in params if key not in used]
     return options, unused
+
+
+def _hires_options(params: dict[str, str], options: dict[str, object], used: set[str]) -> None:
+    """A1111's Hires keys: "Hires upscale" (a scale) or "Hires resize" (WxH, read as the scale from Size)."""
+    if "Hires upscale" in params:
+        options["hires"] = _parse_float("Hires upscale", params["Hires upscale"])
+        used.add("Hires upscale")
+    elif "Hires resize" in params and "width" in options:
+        try:
+            target_w, _ = parse_size(params["Hires resize"])
+        except EngineError:
+            raise _bad_value("Hires resize", params["Hires resize"], "WIDTHxHEIGHT, e.g. 1024x1536") from None
+        options["hires"] = target_w / int(options["width"])  # type: ignore[call-overload]
+        used.add("Hires resize")
+    if "Hires steps" in params:
+        options["hires_steps"] = _parse_int("Hires steps", params["Hires steps"])
+        used.add("Hires steps")
+    if "Hires upscaler" in params:
+        if params["Hires upscaler"].strip():
+            options["hires_upscaler"] = params["Hires upscaler"].strip()
+        used.add("Hires upscaler")
 
 
 # --- PNG -----------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from functools import cached_property
 import torch
 from PIL import Image
 
-from engine import __version__
+from engine import __version__, hires, img2img
 from engine.config import EngineConfig
 from engine.embeddings import EmbeddingStore
 from engine.errors import EngineError, JobCancelled
@@ -30,6 +30,7 @@ from engine.networks import NetworkLibrary
 from engine.prompts import PromptEncoder
 from engine.request import GenerationRequest
 from engine.samplers import make_scheduler
+from engine.upscalers import UpscalerLibrary
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,8 @@ class Engine:
     def prompt_encoder(self, ckpt: LoadedCheckpoint) -> PromptEncoder:
         """The checkpoint's prompt encoder with the embeddings it can use (the worker counts chunks with it)."""
         return PromptEncoder.for_pipeline(ckpt.pipe, self.embeddings)
+        self.upscalers = UpscalerLibrary(config.models_dir, allow_pickle=config.allow_pickle,
+                                         device=self.models.device)
 
     def render(self, request: GenerationRequest, on_step: StepCallback | None = None,
                should_stop: Callable[[], bool] | None = None) -> RenderResult:
@@ -121,13 +124,14 @@ class Engine:
         # 5. latents
         seeds = [s for r in requests for s in r.seeds()]
         noise, generators = initial_noise(seeds, first.width, first.height, pipe.unet.config.in_channels)
-        # 6. denoise
+        # 6. denoise: txt2img from noise, or img2img from a start image; then Hires' second pass
         interrupted = False
+        progress = {"offset": 0, "total": None}  # Hires reports both passes as one run of steps
 
         def step_end(p, index, timestep, kwargs):
             nonlocal interrupted
             if on_step is not None:
-                on_step(index + 1, p.num_timesteps, kwargs["latents"])
+                on_step(progress["offset"] + index + 1, progress["total"] or p.num_timesteps, kwargs["latents"])
             if should_stop is not None and should_stop():
                 p._interrupt = True
                 interrupted = True
@@ -141,17 +145,30 @@ class Engine:
             )
         dtype = pipe.unet.dtype
         exact = self.config.batch_mode == "exact"
+        call = dict(prompt_embeds=prompt_embeds.to(dtype), negative_prompt_embeds=negative_embeds.to(dtype),
+                    guidance_scale=first.cfg_scale, **extra)
+        final_w, final_h = first.final_size
         with torch.inference_mode(), _one_image_at_a_time(pipe.unet, len(seeds), exact):
-            latents = pipe(
-                prompt_embeds=prompt_embeds.to(dtype), negative_prompt_embeds=negative_embeds.to(dtype),
-                num_inference_steps=first.steps, guidance_scale=first.cfg_scale,
-                width=first.width, height=first.height, latents=noise.to(pipe.device, dtype),
-                generator=generators, output_type="latent", callback_on_step_end=step_end, **extra,
-            ).images
+            if first.is_img2img:
+                start = img2img.start_latents(vae, first, len(seeds), self.upscalers)
+                latents = img2img.run_last(pipe, img2img.StepPlan.img2img(first.steps, first.denoising_strength),
+                                           start, generators, step_end=step_end, **call)
+            else:
+                if first.hires_enabled:
+                    progress["total"] = first.steps + (first.hires_steps or first.steps)
+                latents = pipe(num_inference_steps=first.steps, width=first.width, height=first.height,
+                               latents=noise.to(pipe.device, dtype), generator=generators, output_type="latent",
+                               callback_on_step_end=step_end, **call).images
+            if first.hires_enabled and not interrupted:
+                progress["offset"] = first.steps
+                latents = hires.second_pass(pipe, vae, first, latents, seeds, upscalers=self.upscalers,
+                                            decode=lambda v, lat: self._decode(pipe, v, lat, exact)[0],
+                                            step_end=step_end, call=call)
             if interrupted:
                 raise JobCancelled("the job was cancelled")
             # 7. decode
-            images, notes = self._decode(pipe, vae, latents, exact)
+            with hires.decode_tiled_if_large(vae, final_w, final_h):
+                images, notes = self._decode(pipe, vae, latents, exact)
         # 8. images with infotext
         seconds = time.perf_counter() - started
         used = [(loras, c.embeddings + n.embeddings) for c, n in conds]

@@ -38,6 +38,15 @@ class GenerationRequest:
     clip_skip: int = 1
     vae: str = "auto"
     model: str = ""
+    # img2img (issue 14): a path to the start image (checked by `engine.input_image`), A1111's "Denoising
+    # strength" (None: 0.75 for img2img, 0.7 for the Hires second pass) and resize mode (just | crop | fill).
+    init_image: str = ""
+    strength: float | None = None
+    resize_mode: str = "just"
+    # Hires. fix (txt2img only): scale 0 = off; hires_steps 0 = the same as steps; an upscaler name.
+    hires: float = 0.0
+    hires_steps: int = 0
+    hires_upscaler: str = "Latent"
     limits: Limits = field(default=Limits(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -68,6 +77,12 @@ class GenerationRequest:
             raise EngineError("model must be a checkpoint name or a path")
         object.__setattr__(self, "vae", self.vae.strip())
         object.__setattr__(self, "model", self.model.strip())
+        # Imported here: both modules import this one.
+        from engine.hires import check_hires_fields
+        from engine.img2img import check_img2img_fields
+
+        check_img2img_fields(self)
+        check_hires_fields(self)
 
     @property
     def sampler_label(self) -> str:
@@ -93,7 +108,34 @@ class GenerationRequest:
         """Jobs with equal keys can share one diffusers call (the worker's batching): LoRAs are merged into the
         weights, so only jobs with the same LoRA set batch together."""
         return (self.model, self.vae, self.clip_skip, self.width, self.height, self.steps,
-                self.sampler, self.schedule, self.cfg_scale, network_set(self.prompt, self.negative_prompt))
+                self.sampler, self.schedule, self.cfg_scale, self.init_image, self.strength, self.resize_mode,
+                self.hires, self.hires_steps, self.hires_upscaler, network_set(self.prompt, self.negative_prompt))
+
+    @property
+    def is_img2img(self) -> bool:
+        return bool(self.init_image)
+
+    @property
+    def denoising_strength(self) -> float | None:
+        """The strength in effect: the typed one, else A1111's default for the mode; None for plain txt2img."""
+        if self.strength is not None:
+            return self.strength
+        if self.is_img2img:
+            return 0.75
+        return 0.7 if self.hires_enabled else None
+
+    @property
+    def hires_enabled(self) -> bool:
+        return self.hires > 1.0 and not self.is_img2img
+
+    @property
+    def final_size(self) -> tuple[int, int]:
+        """The size of the delivered image: the Hires target when Hires is on, else width x height."""
+        if not self.hires_enabled:
+            return self.width, self.height
+        from engine.hires import hires_size
+
+        return hires_size(self.width, self.height, self.hires)
 
     def options(self) -> dict[str, Any]:
         """The fields as plain data (for storage and display), without the limits."""

@@ -239,3 +239,20 @@ def perturbed_vae(vae, seed: int):
 def describe(directory: Path) -> str:
     index = json.loads((directory / "model_index.json").read_text())
     return f"{directory} ({index.get('_class_name')})"
+
+
+def write_tiny_esrgan(path: str | Path, scale: int = 2, seed: int = 0) -> Path:
+    """A tiny ESRGAN (RRDBNet, old key layout) upscaler saved as safetensors, for the model-upscaler tests."""
+    from safetensors.torch import save_file
+
+    from engine.upscalers import _import_spandrel
+
+    _import_spandrel()
+    from spandrel.architectures.ESRGAN import ESRGAN
+
+    torch.manual_seed(seed)
+    model = ESRGAN(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=scale)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from bot.store.options import OPTION_KEYS, REQUEST_FIELDS
+from bot.store.options import COMMAND_ONLY, OPTION_KEYS, REQUEST_FIELDS
 from engine.config import Limits
 from engine.request import MIN_SIDE, GenerationRequest
 
@@ -101,7 +101,7 @@ def resolve(
     sources: dict[str, str] = dict.fromkeys(REQUEST_FIELDS, DEFAULT)
     for label, options in layers:
         for key, value in (options or {}).items():
-            if key not in OPTION_KEYS:
+            if key not in OPTION_KEYS and not (label == COMMAND and key in COMMAND_ONLY):
                 raise ValueError(f"unknown option {key!r} in {label}")
             if value is None:
                 continue
@@ -135,9 +135,18 @@ def _apply_caps(values: dict[str, Any], sources: dict[str, str], caps: Caps) -> 
             values[key], sources[key] = cap, CAP
     width, height = values["width"], values["height"]
     if caps.max_pixels is not None and _is_int(width) and _is_int(height) and width > 0 and height > 0:
-        if width * height > caps.max_pixels:
-            values["width"], values["height"] = fit_pixels(width, height, caps.max_pixels)
+        # Hires. fix: the cap is on the final size, so the base size is fitted to max_pixels / scale².
+        scale = _hires_scale(values)
+        if width * height * scale * scale > caps.max_pixels:
+            values["width"], values["height"] = fit_pixels(width, height, int(caps.max_pixels / (scale * scale)))
             sources["width"] = sources["height"] = CAP
+
+
+def _hires_scale(values: dict[str, Any]) -> float:
+    scale = values.get("hires")
+    if values.get("init_image") or isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 1:
+        return 1.0
+    return float(scale)
 
 
 def fit_pixels(width: int, height: int, max_pixels: int) -> tuple[int, int]:

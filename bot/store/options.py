@@ -19,11 +19,16 @@ from engine.samplers import normalize_sampler
 
 REQUEST_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(GenerationRequest) if f.name != "limits")
 PROMPT_PARTS: tuple[str, ...] = ("prompt_prefix", "prompt_suffix")
-OPTION_KEYS: tuple[str, ...] = (*REQUEST_FIELDS, *PROMPT_PARTS)
+# A start image is a file on the bot's host: it comes only from an attachment or a button (never from a preset,
+# guild default or imported file, which could name any path), so it is a request field but not an option.
+COMMAND_ONLY: tuple[str, ...] = ("init_image",)
+USER_FIELDS: tuple[str, ...] = tuple(f for f in REQUEST_FIELDS if f not in COMMAND_ONLY)
+OPTION_KEYS: tuple[str, ...] = (*USER_FIELDS, *PROMPT_PARTS)
 
-_TEXT = {"prompt", "negative_prompt", "sampler", "schedule", "vae", "model", *PROMPT_PARTS}
-_INT = {"steps", "seed", "width", "height", "batch_size", "clip_skip"}
-_FLOAT = {"cfg_scale"}
+_TEXT = {"prompt", "negative_prompt", "sampler", "schedule", "vae", "model", "init_image", "resize_mode",
+         "hires_upscaler", *PROMPT_PARTS}
+_INT = {"steps", "seed", "width", "height", "batch_size", "clip_skip", "hires_steps"}
+_FLOAT = {"cfg_scale", "strength", "hires"}
 
 
 def validate_options(
@@ -37,7 +42,7 @@ def validate_options(
     """
     if not isinstance(options, Mapping):
         raise InvalidOptions(f"{what}s must be a mapping of option names to values")
-    allowed = OPTION_KEYS if allow_prompt_parts else REQUEST_FIELDS
+    allowed = OPTION_KEYS if allow_prompt_parts else USER_FIELDS
     out: dict[str, Any] = {}
     for key, value in options.items():
         if key not in allowed:
@@ -82,8 +87,11 @@ def _check_value(key: str, value: Any, limits: Limits, what: str) -> Any:
         return value
     if key in ("sampler", "schedule"):
         return value  # checked together in validate_options
+    probe = {"prompt": "", key: value}
+    if key == "hires":  # the scale alone: whether the final size fits is checked with the job's size
+        probe.update(width=64, height=64)
     try:
-        GenerationRequest(**{"prompt": "", key: value}, limits=limits)
+        GenerationRequest(**probe, limits=limits)
     except EngineError as exc:
         raise InvalidOptions(f"invalid {what} {key}: {exc}") from None
     return value

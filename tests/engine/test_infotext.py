@@ -238,7 +238,8 @@ def test_request_options_reports_unknown_not_informational() -> None:
     text = ("p\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x512, Model hash: x, "
             "Denoising strength: 0.7, RNG: GPU, Hires upscale: 2, ENSD: 31337, Version: v1.6.0")
     options, unused = request_options(parse_infotext(text))
-    assert unused == ["Denoising strength", "Hires upscale", "ENSD"]
+    assert unused == ["ENSD"]  # Denoising strength and Hires upscale are settings since issue 14
+    assert options["strength"] == 0.7 and options["hires"] == 2.0
     assert options["sampler"] == "Euler a" and options["schedule"] == "Automatic"
 
 

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import USER_ERRORS, reply_error
+from bot.app import USER_ERRORS, admit, reply_error
 from bot.errors import UserError
-from bot.exts.imagine import _format
+from bot.exts.imagine import _format, _inputs
 from bot.exts.imagine._delivery import DiscordJobListener
-from bot.exts.imagine._views import EditModal, SavePresetModal
+from bot.exts.imagine._views import EditModal, RemixModal, SavePresetModal
 from bot.exts.moderation import actor_of
 from bot.options import append_to_prompt, parse_inline, parse_size_text
 from bot.services.jobs import Requester
@@ -23,6 +25,7 @@ from bot.store.models import Job
 from engine.extra_networks import lora_tag
 from engine.models import ModelLibrary
 from engine.networks import NetworkLibrary
+from engine.upscalers import UpscalerLibrary
 from engine.samplers import sampler_labels
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,11 @@ def options_text(options: dict[str, Any], seed: int | None = None) -> str:
              f"--seed {seed if seed is not None else options['seed']}"]
     if options.get("model"):
         parts.append(f"--model {options['model']}")
+    if (options.get("hires") or 0) > 1:
+        parts.append(f"--hires {options['hires']:g} --hires-steps {options.get('hires_steps', 0)} "
+                     f"--hires-upscaler \"{options.get('hires_upscaler', 'Latent')}\"")
+    if options.get("strength") is not None:
+        parts.append(f"--strength {options['strength']:g}")
     return " ".join(parts)
 
 
@@ -52,6 +60,14 @@ class Imagine(commands.Cog):
     def __init__(self, bot) -> None:
         self.bot = bot
         self._last_command: dict[int, float] = {}
+        # A message context menu ("Apps > Remix"); context menus cannot be declared inside a cog class.
+        self._remix_menu = app_commands.ContextMenu(name="Remix", callback=self.remix)
+
+    async def cog_load(self) -> None:
+        self.bot.tree.add_command(self._remix_menu)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self._remix_menu.name, type=self._remix_menu.type)
 
     @property
     def services(self):
@@ -73,7 +89,18 @@ class Imagine(commands.Cog):
         model="Checkpoint name",
         batch="Images to make",
         lora="A LoRA to add as <lora:NAME:1> (more: --lora NAME:0.8 or <lora:…> tags in the prompt)",
+        image="Start from this image (img2img): PNG, JPEG or WebP",
+        strength="Denoising strength: how much to change the image (0-1; A1111: 0.75, Hires 0.7)",
+        resize_mode="How the image fits the size (img2img)",
+        hires="Hires. fix: render small, then upscale by this factor (e.g. 2) and refine",
+        hires_steps="Steps of the Hires second pass (0 = same as steps)",
+        hires_upscaler="Latent, Latent (nearest-exact), Lanczos, Nearest or an ESRGAN model",
     )
+    @app_commands.choices(resize_mode=[
+        app_commands.Choice(name="Just resize", value="just"),
+        app_commands.Choice(name="Crop and resize", value="crop"),
+        app_commands.Choice(name="Resize and fill", value="fill"),
+    ])
     async def imagine(
         self, interaction: discord.Interaction, prompt: app_commands.Range[str, 1, 4000],
         negative: app_commands.Range[str, 0, 4000] | None = None, preset: str | None = None,
@@ -82,17 +109,22 @@ class Imagine(commands.Cog):
         size: str | None = None, clip_skip: app_commands.Range[int, 1, 12] | None = None,
         vae: str | None = None, model: str | None = None, batch: app_commands.Range[int, 1, 16] | None = None,
         lora: app_commands.Range[str, 1, 200] | None = None,
+        image: discord.Attachment | None = None, strength: app_commands.Range[float, 0.0, 1.0] | None = None,
+        resize_mode: str | None = None, hires: app_commands.Range[float, 1.0, 4.0] | None = None,
+        hires_steps: app_commands.Range[int, 0, 1000] | None = None, hires_upscaler: str | None = None,
     ) -> None:
         typed: dict[str, Any] = dict(negative_prompt=negative, steps=steps, cfg_scale=cfg, sampler=sampler,
-                                     seed=seed, clip_skip=clip_skip, vae=vae, model=model, batch_size=batch)
+                                     seed=seed, clip_skip=clip_skip, vae=vae, model=model, batch_size=batch,
+                                     strength=strength, resize_mode=resize_mode, hires=hires,
+                                     hires_steps=hires_steps, hires_upscaler=hires_upscaler)
         if size is not None:
             typed["width"], typed["height"] = parse_size_text(size)
         if lora:
             prompt = append_to_prompt(prompt, lora_tag(lora.strip()))
-        await self.run_prompt(interaction, prompt, typed, [preset] if preset else [])
+        await self.run_prompt(interaction, prompt, typed, [preset] if preset else [], image=image)
 
     async def run_prompt(self, interaction: discord.Interaction, text: str, typed: dict[str, Any],
-                         typed_presets: list[str]) -> None:
+                         typed_presets: list[str], *, image: discord.Attachment | None = None) -> None:
         """Shared by /imagine and the edit modal: inline options, presets, typed options (which win).
 
         Pure checks answer at once (ephemeral); then the interaction is deferred before any database or engine
@@ -103,11 +135,23 @@ class Imagine(commands.Cog):
         merged = {**inline.options, **{k: v for k, v in typed.items() if v is not None}}
         if inline.prompt:
             merged["prompt"] = inline.prompt
+        limits = self.bot.config.engine_config().limits
+        if image is not None:
+            _inputs.check_declared_size(image, limits)  # before any download, answered at once
         await interaction.response.defer(thinking=True)
         async with _errors_replace_thinking(interaction):
+            start = None
+            if image is not None:
+                start = await _inputs.save_attachment(image, self._inputs_dir, limits)
+                merged = _inputs.with_start_image(merged, start, limits)
             command = await self.services.presets.resolve_command(
                 interaction.user.id, interaction.guild_id, [*inline.presets, *typed_presets], merged)
-            await self._submit(interaction, command.request, command.sources)
+            sources = command.sources if start is None else {**command.sources, "init_image": start.label}
+            await self._submit(interaction, command.request, sources)
+
+    @property
+    def _inputs_dir(self):
+        return self.bot.config.outputs_dir / "inputs"
 
     async def _submit(self, interaction: discord.Interaction, request, sources: dict[str, str]) -> Job | None:
         who = Requester(interaction.user.id, interaction.guild_id, interaction.channel_id, interaction.id,
@@ -151,6 +195,11 @@ class Imagine(commands.Cog):
         library = NetworkLibrary(self.bot.config.engine_config())
         return _choices([f.name for f in library.loras()], current)
 
+    @imagine.autocomplete("hires_upscaler")
+    async def _upscaler_choices(self, interaction: discord.Interaction, current: str):
+        config = self.bot.config.engine_config()
+        return _choices(UpscalerLibrary(config.models_dir).names(), current)
+
     @imagine.autocomplete("preset")
     async def _preset_choices(self, interaction: discord.Interaction, current: str):
         return _choices(await self.services.presets.names(interaction.user.id, current), current)
@@ -181,6 +230,60 @@ class Imagine(commands.Cog):
                 await interaction.message.delete()
             await interaction.followup.send(f"🗑️ deleted job #{job.id}'s images", ephemeral=True)
 
+    # --- image buttons (Upscale ×2, Vary) and the Remix menu -----------------------------------------------
+    async def on_image_button(self, interaction: discord.Interaction, job_id: int, index: int, action: str) -> None:
+        """Upscale ×2 / Vary (subtle|strong) of image `index` of a job: img2img from that image, lineage kept."""
+        job = await self.services.jobs.get(job_id)
+        paths = job.result_paths or []
+        what = "upscaled" if action == "upscale" else "varied"
+        if index >= len(paths) or not Path(paths[index]).exists():
+            raise UserError(f"image {index + 1} of job #{job.id} is gone (deleted), so it cannot be {what}")
+        path = Path(paths[index])
+        width, height = await asyncio.to_thread(_inputs.image_size, path)
+        settings = self.bot.config.settings.discord
+        common = dict(init_image=str(path), batch_size=1, hires=0.0, hires_steps=0, resize_mode="just")
+        if action == "upscale":
+            width, height = width * 2, height * 2
+            seed = job.seed + index if job.seed is not None else -1
+            changes = dict(width=width, height=height, strength=settings.upscale_strength, seed=seed,
+                           hires_upscaler=settings.upscale_upscaler)
+            label = f"Upscale ×2 of job #{job.id}, image {index + 1}"
+        else:
+            changes = dict(width=width, height=height, strength=_inputs.VARY[action], seed=-1)
+            label = f"Vary ({action}) of job #{job.id}, image {index + 1}"
+        await self._check_guild_pixels(interaction, width, height, label)
+        request = self._request_of(job).replace(**common, **changes)
+        self._cooldown(interaction.user.id)
+        await interaction.response.defer(thinking=True)
+        async with _errors_replace_thinking(interaction):
+            sources = {**(job.sources or {}), "init_image": label, "strength": label.split(" of ")[0]}
+            if action != "upscale":
+                sources["seed"] = "new seed"
+            await self._submit(interaction, request, sources)
+
+    async def _check_guild_pixels(self, interaction: discord.Interaction, width: int, height: int, what: str) -> None:
+        if interaction.guild_id is None:
+            return
+        cap = (await self.services.moderation.settings(interaction.guild_id)).max_pixels
+        if cap is not None and width * height > cap:
+            raise UserError(f"{what} would be {width}x{height} = {width * height} pixels; this server's cap is {cap}")
+
+    async def remix(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        """Apps > Remix on a message with an image: a modal for the prompt and strength, then img2img from it."""
+        if not await admit(interaction):
+            return
+        attachment = _inputs.first_image(message)
+        if attachment is None:
+            raise UserError("that message has no image to remix: Remix needs a PNG, JPEG or WebP attachment")
+        _inputs.check_declared_size(attachment, self.bot.config.engine_config().limits)
+        job = await self.services.jobs.by_message(message.id)
+        prompt = job.request.get("prompt", "") if job is not None else ""
+
+        async def submitted(modal_interaction: discord.Interaction, text: str, strength: float) -> None:
+            await self.run_prompt(modal_interaction, text, {"strength": strength}, [], image=attachment)
+
+        await interaction.response.send_modal(RemixModal(message.id, prompt, submitted))
+
     def _request_of(self, job: Job):
         from engine.request import GenerationRequest
 
@@ -191,7 +294,7 @@ class Imagine(commands.Cog):
         await self.run_prompt(interaction, f"{prompt} {options}", typed, [])
 
     async def _on_save(self, interaction: discord.Interaction, job: Job, name: str) -> None:
-        keep = {k: v for k, v in job.request.items() if k != "seed"}
+        keep = {k: v for k, v in job.request.items() if k not in ("seed", "init_image")}
         result = await self.services.presets.save(interaction.user.id, name, keep)
         verb = "created" if result.created else "updated"
         await interaction.response.send_message(

@@ -91,7 +91,7 @@ class DiscordJobListener:
         from bot.exts.imagine._views import job_view
 
         embed = _format.parameters_embed(job.id, job.request, job.sources or {}, _seeds(job))
-        view = job_view(job.id)
+        view = job_view(job.id, images=len(files))
         first: discord.Message | None = None
         for i, batch in enumerate(batches):
             attachments = [discord.File(io.BytesIO(u.data), filename=u.filename) for u in batch]

@@ -72,6 +72,8 @@ def parameters_embed(job_id: int, options: Mapping[str, Any], sources: Mapping[s
         source = _source(key, sources)
         text = f"{value}\n-# {source}" if source else value
         embed.add_field(name=label, value=clip(text, 1024), inline=True)
+    for label, text in _second_pass_fields(options, sources):
+        embed.add_field(name=label, value=clip(text, 1024), inline=True)
     if user:
         embed.set_footer(text=clip(f"requested by {user}", 2048))
     return embed
@@ -87,6 +89,23 @@ def loras_text(prompt: str, negative: str) -> str:
     except EngineError:
         return ""
     return ", ".join(f"{t.name} {t.te:g}" + (f" (UNet {t.unet:g})" if t.unet != t.te else "") for t in tags)
+
+
+def _second_pass_fields(options: Mapping[str, Any], sources: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Start image (its lineage: an attachment, or "Vary (subtle) of job #12, image 2"), strength, Hires."""
+    fields = []
+    if options.get("init_image"):
+        fields.append(("Start image", sources.get("init_image") or "an image"))
+    hires = options.get("hires") or 0
+    strength = options.get("strength")
+    if strength is None and (options.get("init_image") or hires > 1):
+        strength = 0.75 if options.get("init_image") else 0.7
+    if strength is not None and (options.get("init_image") or hires > 1):
+        fields.append(("Strength", f"{strength:g}"))
+    if hires > 1 and not options.get("init_image"):
+        steps = options.get("hires_steps") or options.get("steps")
+        fields.append(("Hires", f"×{hires:g}, {options.get('hires_upscaler', 'Latent')}, {steps} steps"))
+    return fields
 
 
 def sources_summary(sources: Mapping[str, str]) -> str:

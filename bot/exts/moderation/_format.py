@@ -33,6 +33,8 @@ def review_embed(item: ModerationItem, job: Job) -> discord.Embed:
     embed.add_field(name="Where", value=f"<#{job.channel_id}>" if job.channel_id else "direct messages")
     if item.reason:
         embed.add_field(name="Held because", value=clip(item.reason, 1024), inline=False)
+    if job.request.get("init_image"):
+        embed.add_field(name="Start image", value="attached as start-image.png (img2img from it)", inline=False)
     negative = str(job.request.get("negative_prompt", "") or "")
     if negative:
         embed.add_field(name="Negative prompt", value=clip(negative, 1024), inline=False)

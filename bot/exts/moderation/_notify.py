@@ -38,6 +38,10 @@ class DiscordReviewNotifier:
             limit = guild.filesize_limit if guild is not None else DEFAULT_UPLOAD_LIMIT
             batches, _ = await asyncio.to_thread(prepare_uploads, files, limit)
             uploads = [discord.File(io.BytesIO(u.data), filename=u.filename, spoiler=True) for u in batches[0]]
+        start = Path(job.request.get("init_image") or "")
+        if job.request.get("init_image") and start.is_file() and len(uploads) < 10:
+            # img2img: the start image is part of what is reviewed, shown beside the prompt (and the results).
+            uploads.append(discord.File(start, filename="start-image.png", spoiler=True))
         async with self.bot.api_throttle:
             message = await self._channel(channel_id, job.guild_id).send(
                 embed=_format.review_embed(item, job), view=review_view([item.id]),

@@ -85,7 +85,7 @@ class Presets(commands.GroupCog, group_name="preset", group_description="Your sa
             last = await self.services.jobs.last_for(interaction.user.id)
             if last is None:
                 raise UserError("you have no image yet to copy options from; make one with /imagine")
-            values.update({k: v for k, v in last.request.items() if k not in ("seed", "prompt")})
+            values.update({k: v for k, v in last.request.items() if k not in ("seed", "prompt", "init_image")})
         if options:
             inline = parse_inline(options if options.lstrip().startswith(("--", "—")) else "--" + options.lstrip())
             if inline.presets:

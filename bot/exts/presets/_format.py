@@ -7,7 +7,9 @@ from typing import Any
 
 PART_LIMIT = 300  # characters of a prompt part shown; /preset export has the full text
 _INLINE = (("steps", "steps"), ("cfg_scale", "cfg"), ("seed", "seed"), ("clip_skip", "clip-skip"),
-           ("vae", "vae"), ("model", "model"), ("batch_size", "batch"))
+           ("vae", "vae"), ("model", "model"), ("batch_size", "batch"), ("strength", "strength"),
+           ("resize_mode", "resize-mode"), ("hires", "hires"), ("hires_steps", "hires-steps"),
+           ("hires_upscaler", "hires-upscaler"))
 
 
 def describe_options(options: Mapping[str, Any]) -> str:

@@ -214,8 +214,8 @@ def test_forced_negative_is_added_to_a_preset_value():
 
 
 def test_unknown_options_are_a_bug():
-    with pytest.raises(ValueError, match="unknown option 'hires' in preset x"):
-        resolve(None, None, [("x", {"hires": 2})], {})
+    with pytest.raises(ValueError, match="unknown option 'tiling' in preset x"):
+        resolve(None, None, [("x", {"tiling": 2})], {})
 
 
 def test_result_is_read_only():

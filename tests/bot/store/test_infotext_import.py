@@ -64,7 +64,7 @@ valid_params = st.fixed_dictionaries(
         .map(lambda wh: f"{wh[0] * 8}x{wh[1] * 8}"),
     },
     optional={"Clip skip": st.integers(2, 12), "Model": st.sampled_from(["sd15", "dreamshaper_8"]),
-              "Hires upscale": st.just("2")},
+              "ENSD": st.just("31337")},
 )
 
 
@@ -79,7 +79,7 @@ def test_valid_infotexts_keep_their_settings(prompt, params, keep_seed):
     assert options["clip_skip"] == params.get("Clip skip", 1)
     assert options.get("model") == params.get("Model")
     assert ("seed" in options) == keep_seed and ("seed" in dropped) != keep_seed
-    assert unknown == (("Hires upscale",) if "Hires upscale" in params else ())
+    assert unknown == (("ENSD",) if "ENSD" in params else ())
     assert "negative_prompt" not in options
 
 

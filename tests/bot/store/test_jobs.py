@@ -53,7 +53,7 @@ async def test_create_refuses_other_initial_states(any_sessions, status):
         await _create(any_sessions, status=status)
 
 
-@pytest.mark.parametrize("request_", [{"prompt": "x", "hires": 2}, {"steps": 3}, {"prompt": "x", "seed": object()}])
+@pytest.mark.parametrize("request_", [{"prompt": "x", "tiling": 2}, {"steps": 3}, {"prompt": "x", "seed": object()}])
 async def test_create_refuses_bad_requests(any_sessions, request_):
     with pytest.raises(InvalidOptions):
         await _create(any_sessions, request=request_)

@@ -151,7 +151,7 @@ async def test_limit_is_a_clear_error(any_sessions):
         ({"vae": ""}, "invalid preset option vae"),
         ({"prompt_prefix": 3}, "preset option prompt_prefix must be text"),
         ({"prompt_prefix": "x" * 5000}, "preset option prompt_prefix is 5000 characters long"),
-        ({"hires": 2}, "unknown preset option 'hires'; allowed: prompt, "),
+        ({"tiling": 2}, "unknown preset option 'tiling'; allowed: prompt, "),
         ({}, "a preset needs at least one option"),
         ({"steps": None}, "a preset needs at least one option"),
     ],
@@ -285,8 +285,10 @@ async def test_import_infotext(any_sessions):
         "height": 768,
         "model": "dreamshaper",
         "clip_skip": 2,
+        "hires": 2.0,
+        "hires_steps": 10,
     }
-    assert result.unknown_keys == ("Hires upscale", "Hires steps")
+    assert result.unknown_keys == ()
     assert result.dropped == ("seed",)
     async with any_sessions.begin() as s:
         again = await presets.import_infotext(s, ALICE, "CASTLE", INFOTEXT, keep_seed=True)

@@ -1,0 +1,91 @@
+"""Start images for img2img: an attachment (of /imagine or of a message for Remix), or one of a job's images.
+
+An attachment is checked before it is downloaded (its declared size), then by content (`engine.input_image`:
+format, pixel count before decoding, EXIF, alpha), in a thread; what is kept is the cleaned RGB image as a PNG
+named by its hash under `<outputs_dir>/inputs/`, so a restart, the moderators and the engine all read the same
+checked file. A refused image raises `UserError` before any job exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import discord
+
+from bot.errors import UserError
+from engine.config import Limits
+from engine.errors import EngineError
+from engine.input_image import default_size, load_input_image
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+VARY = {"subtle": 0.35, "strong": 0.7}
+
+
+@dataclass(frozen=True)
+class StartImage:
+    path: Path
+    width: int
+    height: int
+    label: str  # where it came from, for the embed and /info
+
+
+def first_image(message: discord.Message) -> discord.Attachment | None:
+    """The first attachment of `message` that looks like an image (by content type or name)."""
+    for attachment in message.attachments:
+        kind = (attachment.content_type or "").split(";")[0]
+        if kind.startswith("image/") or attachment.filename.lower().endswith(IMAGE_SUFFIXES):
+            return attachment
+    return None
+
+
+def check_declared_size(attachment: discord.Attachment, limits: Limits) -> None:
+    """Refuse an attachment Discord says is too large, without downloading it."""
+    if attachment.size > limits.max_input_bytes:
+        raise UserError(f"{attachment.filename} is {attachment.size / 2**20:.1f} MiB; the limit for a start image "
+                        f"is {limits.max_input_bytes / 2**20:.1f} MiB")
+
+
+async def save_attachment(attachment: discord.Attachment, folder: Path, limits: Limits) -> StartImage:
+    check_declared_size(attachment, limits)
+    try:
+        data = await attachment.read()
+    except discord.HTTPException as exc:
+        raise UserError(f"could not download {attachment.filename} from Discord ({exc.status}); try again") from None
+    return await asyncio.to_thread(_save, data, folder, limits, attachment.filename)
+
+
+def _save(data: bytes, folder: Path, limits: Limits, label: str) -> StartImage:
+    try:
+        image = load_input_image(data, limits, name=label)
+    except EngineError as exc:
+        raise UserError(str(exc)) from None
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    png = buffer.getvalue()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{hashlib.sha256(png).hexdigest()[:24]}.png"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(png)
+        tmp.replace(path)
+    return StartImage(path, image.width, image.height, f"attachment {label}")
+
+
+def with_start_image(options: dict[str, Any], start: StartImage, limits: Limits) -> dict[str, Any]:
+    """`options` starting from `start`: the size defaults to the image's aspect within `max_pixels`."""
+    out = {**options, "init_image": str(start.path)}
+    if "width" not in out and "aspect_ratio" not in out:
+        out["width"], out["height"] = default_size(start.width, start.height, limits)
+    return out
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.size

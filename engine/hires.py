@@ -1,0 +1,100 @@
+"""A1111's Hires. fix: a txt2img first pass at the base size, an upscale, then an img2img second pass.
+
+The upscale is either of the latents (A1111's `Latent …` modes) or of the decoded image (Lanczos, Nearest or a
+model upscaler), re-encoded with the job's VAE. The second pass draws the same seeds' noise at the new shape and
+runs exactly `hires_steps` steps (A1111's fixed-steps rule, `img2img.StepPlan.fixed`); `hires_steps` 0 means
+the first pass's step count. `Size` in the infotext stays the first pass's size, as A1111 writes it; the limits
+on pixels and sides apply to the final size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from engine.errors import EngineError
+from engine.img2img import StepPlan, encode_images, run_last
+from engine.upscalers import IMAGE_UPSCALERS, LATENT_MODES, UpscalerLibrary, is_latent, upscale_latents
+
+if TYPE_CHECKING:
+    from engine.request import GenerationRequest
+
+MAX_SCALE = 4.0
+HIRES_DEFAULT_STRENGTH = 0.7
+# Above this many output pixels the VAE decodes in tiles (diffusers' tiled decoding), so memory stays bounded.
+TILED_DECODE_PIXELS = 1536 * 1536
+
+
+def hires_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """A1111's target `int(side * scale)`, rounded down to a multiple of 8 (the latent grid)."""
+    return int(width * scale) // 8 * 8, int(height * scale) // 8 * 8
+
+
+def check_hires_fields(request: GenerationRequest) -> None:
+    """The Hires fields' checks, in GenerationRequest's words (called from its `__post_init__`)."""
+    from engine.request import _check_float, _check_int
+
+    _check_float("hires scale", request.hires, 0.0, MAX_SCALE)
+    object.__setattr__(request, "hires", float(request.hires))
+    _check_int("hires steps", request.hires_steps, 0, request.limits.max_steps)
+    if not isinstance(request.hires_upscaler, str) or not request.hires_upscaler.strip():
+        raise EngineError("hires upscaler must be an upscaler name, e.g. Latent, Lanczos or an ESRGAN model")
+    builtin = {name.lower(): name for name in (*LATENT_MODES, *IMAGE_UPSCALERS)}
+    name = request.hires_upscaler.strip()
+    object.__setattr__(request, "hires_upscaler", builtin.get(name.lower(), name))  # model names: at render
+    if 0.0 < request.hires <= 1.0:
+        object.__setattr__(request, "hires", 0.0)  # A1111: a scale of 1 upscales nothing; store it as "off"
+    if not request.hires:
+        return
+    if request.is_img2img:
+        raise EngineError("Hires. fix is for prompts without a start image; with an image, set the size instead")
+    if request.denoising_strength == 0:
+        raise EngineError("Hires. fix needs a strength above 0 for its second pass (A1111's default is 0.7)")
+    width, height = request.final_size
+    lim = request.limits
+    if max(width, height) > lim.max_side or width * height > lim.max_pixels:
+        raise EngineError(
+            f"Hires ×{request.hires:g} makes {width}x{height} = {width * height} pixels; the limit is "
+            f"{lim.max_pixels} pixels and {lim.max_side} per side: use a smaller scale or base size")
+
+
+def second_pass(pipe, vae, request: GenerationRequest, latents: torch.Tensor, seeds: list[int], *,
+                upscalers: UpscalerLibrary, decode: Callable[[Any, torch.Tensor], list],
+                step_end: Callable | None, call: dict[str, Any]) -> torch.Tensor:
+    """The Hires second pass on the first pass's `latents`; returns the final latents."""
+    from engine.pipeline import initial_noise
+    from engine.samplers import make_scheduler
+
+    width, height = request.final_size
+    name = request.hires_upscaler if request.hires_upscaler in LATENT_MODES else upscalers.resolve(
+        request.hires_upscaler)
+    if is_latent(name):
+        start = upscale_latents(latents.float(), width, height, name)
+    else:
+        images = decode(vae, latents)
+        start = encode_images(vae, [upscalers.upscale(im, width, height, name) for im in images])
+    steps = request.hires_steps or request.steps
+    plan = StepPlan.fixed(steps, request.denoising_strength)
+    _, generators = initial_noise(seeds, width, height, start.shape[1])  # fresh: the same seeds, the new shape
+    pipe.scheduler = make_scheduler(request.sampler, request.schedule, pipe.scheduler.config)  # schedulers hold state
+    return run_last(pipe, plan, start, generators, step_end=step_end, **call)
+
+
+def decode_tiled_if_large(vae, width: int, height: int):
+    """A context that turns on diffusers' tiled VAE decoding for outputs above `TILED_DECODE_PIXELS`."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def tiled():
+        if width * height <= TILED_DECODE_PIXELS or not hasattr(vae, "enable_tiling"):
+            yield
+            return
+        vae.enable_tiling()
+        try:
+            yield
+        finally:
+            vae.disable_tiling()
+
+    return tiled()

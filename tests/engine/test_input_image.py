@@ -1,0 +1,123 @@
+"""Start-image checks: formats by content, byte and pixel limits (bombs refused before decoding), EXIF, alpha;
+A1111's resize modes and the default size."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.config import Limits
+from engine.errors import EngineError
+from engine.input_image import default_size, load_input_image, resize_image, sniff_format
+
+LIMITS = Limits(max_input_bytes=200_000, max_input_pixels=1000 * 1000)
+
+
+def encode(image: Image.Image, fmt: str, **kw) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kw)
+    return buffer.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height and whose data is a few bytes: a decompression bomb's shape."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
+        chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+def test_accepted_formats_load_as_rgb(fmt):
+    data = encode(Image.new("RGB", (40, 30), (10, 200, 30)), fmt)
+    assert sniff_format(data) == fmt
+    image = load_input_image(data, LIMITS)
+    assert image.mode == "RGB" and image.size == (40, 30)
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "BMP", "TIFF"])
+def test_other_image_formats_are_refused(fmt):
+    data = encode(Image.new("RGB", (8, 8)), fmt)
+    with pytest.raises(EngineError, match="not a PNG, JPEG or WebP image"):
+        load_input_image(data, LIMITS)
+
+
+def test_a_non_image_named_png_is_refused_by_content():
+    with pytest.raises(EngineError, match="checked by its content"):
+        load_input_image(b"#!/bin/sh\necho hi\n", LIMITS)
+
+
+def test_an_oversized_file_is_refused_before_anything_else():
+    with pytest.raises(EngineError, match=r"the limit is 195 KiB"):
+        load_input_image(b"\x89PNG\r\n\x1a\n" + b"\0" * 300_000, LIMITS)
+
+
+@pytest.mark.parametrize(("side", "message"), [
+    (5000, "5000x5000 = 25,000,000 pixels; the limit is 1,000,000"),
+    (60_000, "claims more than .* pixels; the limit is 1,000,000 pixels"),  # Pillow's own guard fires first, also from the header
+])
+def test_a_decompression_bomb_is_refused_before_decoding(monkeypatch, side, message):
+    data = png_header_only(side, side)
+    assert len(data) < 200
+    decoded = []
+    monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(1))
+    with pytest.raises(EngineError, match=message):
+        load_input_image(data, LIMITS)
+    assert decoded == []  # refused from the header alone
+
+
+def test_a_damaged_image_is_a_clear_error():
+    data = encode(Image.new("RGB", (64, 64), (1, 2, 3)), "PNG")
+    with pytest.raises(EngineError, match="could not be decoded"):
+        load_input_image(data[:60], LIMITS)
+
+
+def test_exif_orientation_is_applied():
+    image = Image.new("RGB", (40, 20), (255, 0, 0))
+    image.paste((0, 0, 255), (0, 0, 20, 20))  # left half blue
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    loaded = load_input_image(encode(image, "JPEG", exif=exif, quality=95), LIMITS)
+    assert loaded.size == (20, 40)
+    top = np.asarray(loaded)[2, 10]
+    assert top[2] > 200 and top[0] < 60  # the blue half is now on top
+
+
+def test_alpha_is_composited_over_white():
+    image = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
+    image.putpixel((0, 0), (0, 0, 255, 255))
+    loaded = np.asarray(load_input_image(encode(image, "PNG"), LIMITS))
+    assert tuple(loaded[4, 4]) == (255, 255, 255)
+    assert tuple(loaded[0, 0]) == (0, 0, 255)
+
+
+@pytest.mark.parametrize("mode", ["just", "crop", "fill"])
+@pytest.mark.parametrize("size", [(64, 96), (96, 64), (80, 80)])
+def test_resize_modes_output_size(mode, size):
+    image = Image.new("RGB", (120, 50), (9, 9, 9))
+    assert resize_image(image, *size, mode).size == size
+
+
+def test_crop_keeps_the_centre_and_fill_keeps_everything():
+    image = Image.new("RGB", (200, 100), (255, 0, 0))
+    image.paste((0, 255, 0), (0, 0, 20, 100))  # a green strip at the left edge
+    cropped = np.asarray(resize_image(image, 100, 100, "crop"))
+    filled = np.asarray(resize_image(image, 100, 100, "fill"))
+    assert cropped[50, 1, 1] < 50  # the strip was cropped away
+    assert filled[50, 1, 1] > 200  # the whole width fits, the strip is still there
+    assert filled[2, 50, 0] > 200  # the top band is stretched from the image's edge, not black
+
+
+def test_default_size_keeps_the_aspect_within_max_pixels():
+    limits = Limits(max_pixels=512 * 512)
+    assert default_size(3000, 2000, limits) == (624, 416)
+    assert default_size(300, 200, limits) == (296, 200)
+    w, h = default_size(4000, 100, limits)
+    assert w % 8 == 0 and h == 64 and w * h <= limits.max_pixels
