@@ -2,7 +2,8 @@
 
 The stages follow diffusers' own pipelines: (1) seeds, (2) checkpoint and VAE, (3) prompts with the job's CLIP
 skip, (4) a fresh scheduler, (5) A1111 "CPU" noise from the seed, (6) denoise with a step callback, (7) decode with
-the job's VAE (re-decoding in fp32 on NaN, as A1111 does), (8) images with their infotext.
+the job's VAE (re-decoding in fp32 on NaN, as A1111 does), (7b) safety scores from the image classifier, batched
+over the call's images, when one is configured (engine/classifier.py), (8) images with their infotext.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from PIL import Image
 
 from engine import __version__
+from engine.classifier import Scores, ScoringStage
 from engine.config import EngineConfig
 from engine.errors import EngineError, JobCancelled
 from engine.infotext import infotext_for_request, png_bytes
@@ -38,6 +40,7 @@ class RenderedImage:
     image: Image.Image
     seed: int
     infotext: str
+    scores: Scores | None = None  # the image classifier's {label: probability}; None: not scored
 
     @cached_property
     def png_data(self) -> bytes:
@@ -77,6 +80,7 @@ class Engine:
         if config.threads:
             torch.set_num_threads(config.threads)
         self.models = ModelCache(config)
+        self.scorer = ScoringStage(config.image_classifier, self.models.device)
 
     def render(self, request: GenerationRequest, on_step: StepCallback | None = None,
                should_stop: Callable[[], bool] | None = None) -> RenderResult:
@@ -140,9 +144,11 @@ class Engine:
                 raise JobCancelled("the job was cancelled")
             # 7. decode
             images, notes = self._decode(pipe, vae, latents, exact)
+        # 7b. safety scores (None: no classifier)
+        scores = self.scorer(images)
         # 8. images with infotext
         seconds = time.perf_counter() - started
-        return self._results(requests, images, ckpt, vae_file, seconds, notes)
+        return self._results(requests, images, ckpt, vae_file, seconds, notes, scores)
 
     def _decode(self, pipe, vae, latents: torch.Tensor, exact: bool) -> tuple[list[Image.Image], tuple[str, ...]]:
         notes: tuple[str, ...] = ()
@@ -159,7 +165,7 @@ class Engine:
         return pipe.image_processor.postprocess(decoded.float(), output_type="pil"), notes
 
     def _results(self, requests, images, ckpt: LoadedCheckpoint, vae_file: ModelFile | None,
-                 seconds: float, notes: tuple[str, ...]) -> list[RenderResult]:
+                 seconds: float, notes: tuple[str, ...], scores: list[Scores] | None = None) -> list[RenderResult]:
         vae_name = vae_file.name if vae_file else None
         vae_hash = file_hash(vae_file.path) if vae_file else None
         results, i = [], 0
@@ -170,7 +176,7 @@ class Engine:
                     r, seed=seed, model_name=ckpt.file.name, model_hash=ckpt.hash,
                     vae_name=vae_name, vae_hash=vae_hash, version=f"sdbot {__version__}",
                 )
-                rendered.append(RenderedImage(images[i], seed, text))
+                rendered.append(RenderedImage(images[i], seed, text, scores[i] if scores else None))
                 i += 1
             results.append(RenderResult(r.replace(model=r.model or ckpt.file.name), rendered,
                                         ckpt.file.name, vae_name, seconds, notes))
