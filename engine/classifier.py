@@ -17,6 +17,7 @@ bot's business (bot/services/image_policy.py): the engine only measures.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -110,7 +111,8 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> Ima
     kinds = {str(a) for a in config.get("architectures") or []} | {str(config.get("_class_name", ""))}
     kind = SafetyCheckerClassifier if SAFETY_CHECKER in kinds else PipelineClassifier
     try:
-        classifier = kind(folder, torch.device(device))
+        with _quiet_transformers():
+            classifier = kind(folder, torch.device(device))
     except Exception as exc:  # noqa: BLE001 - whatever transformers raises, the admin gets one line
         raise ClassifierError(f"{where} could not be loaded: {type(exc).__name__}: {_first_line(exc)}") from None
     if not classifier.labels:
@@ -154,6 +156,22 @@ class ScoringStage:
             log.exception("the image classifier failed; %d image(s) go unscored", len(images))
             return None
         return scores if len(scores) == len(images) else None
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """No progress bars or advice on stderr while loading: a start-up failure stays one line."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _first_line(exc: BaseException) -> str:
