@@ -3,6 +3,8 @@
 - overhead_ratio: the engine's time per image (A1111 prompt encoding, fresh scheduler, CPU noise, own decode,
   infotext) over a bare diffusers call doing the same work. Goal <= 1.03.
 - vae_switch_ratio: alternating two VAEs every image over a fixed VAE (both cached). Goal <= 1.03.
+- classifier_ms_per_image: the image classifier (issue 17; the tiny test ViT) scoring a batch of 4 rendered
+  images, per image; classifier_render_fraction: that over engine_ms_per_image (the cost it adds to a render).
 - The worker's figures (issue 3) come from benchmarks/worker_measures.py when present.
 
 Run: .venv/bin/python benchmarks/engine_bench.py [--rounds N] [--size 128] [--steps 20]
@@ -26,6 +28,8 @@ from engine.config import EngineConfig  # noqa: E402
 from engine.pipeline import Engine  # noqa: E402
 from engine.request import GenerationRequest  # noqa: E402
 from engine.tiny import perturbed_vae, write_ldm_vae, write_tiny_model  # noqa: E402
+from engine.classifier import ScoringStage  # noqa: E402
+from engine.tiny_classifier import write_tiny_classifier  # noqa: E402
 
 
 def timed(fn) -> float:
@@ -58,22 +62,29 @@ def measure(rounds: int, size: int, steps: int, unet_width: int) -> dict[str, fl
         pipe(prompt, negative_prompt=negative, num_inference_steps=steps, guidance_scale=7.0,
              height=size, width=size, generator=torch.Generator("cpu").manual_seed(1))
 
+    scorer = ScoringStage(write_tiny_classifier(root / "classifier"), engine.models.device)
+    scored = [img.image for seed in range(4) for img in engine.render(request(seed=seed)).images]
+
     for _ in range(2):  # warm up both paths and both VAEs
         bare()
         engine.render(request())
         engine.render(request("a"))
         engine.render(request("b"))
-    bare_t, ours_t, fixed_t, switch_t = [], [], [], []
+        scorer(scored)
+    bare_t, ours_t, fixed_t, switch_t, score_t = [], [], [], [], []
     for i in range(rounds):  # interleaved, so drift in machine speed hits both sides alike
         bare_t.append(timed(bare))
         ours_t.append(timed(lambda: engine.render(request())))
         fixed_t.append(timed(lambda: (engine.render(request("a")), engine.render(request("a")))))
         switch_t.append(timed(lambda: (engine.render(request("a")), engine.render(request("b")))))
+        score_t.append(timed(lambda: scorer(scored)) / len(scored))
     return {
         "bare_ms_per_image": statistics.median(bare_t) * 1000,
         "engine_ms_per_image": statistics.median(ours_t) * 1000,
         "overhead_ratio": statistics.median(ours_t) / statistics.median(bare_t),
         "vae_switch_ratio": statistics.median(switch_t) / statistics.median(fixed_t),
+        "classifier_ms_per_image": statistics.median(score_t) * 1000,
+        "classifier_render_fraction": statistics.median(score_t) / statistics.median(ours_t),
     }
 
 

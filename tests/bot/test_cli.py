@@ -166,3 +166,16 @@ def test_run_check_stops_with_one_line_on_a_missing_or_broken_classifier(capsys,
     code, _, err = run(capsys, "run", "--check", "--config",
                        str(_with_classifier(config, write_tiny_classifier(tmp_path / "c2"), unsafe_labels=["porn"])))
     assert code == 2 and err.count("\n") == 1 and "unsafe_labels names porn" in err
+
+
+def test_run_stops_at_start_with_one_line_on_a_broken_classifier(capsys, tmp_path, config, monkeypatch):
+    from engine.tiny_classifier import write_tiny_classifier
+
+    monkeypatch.setenv("SDBOT_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'run.db'}")
+    monkeypatch.setenv("DISCORD_TOKEN", "not-used: the start stops before Discord")
+    folder = write_tiny_classifier(tmp_path / "clf")
+    (folder / "config.json").write_text('{"architectures": ["ViTForImageClassification"], "model_type": "vit"')
+    code, _, err = run(capsys, "run", "--config", str(_with_classifier(config, folder)))
+    assert code == 2 and "Traceback" not in err
+    assert err == f"sdbot: error: the image classifier {folder} has an unreadable config.json " \
+                  "(Expecting ',' delimiter: line 1 column 70 (char 69))\n"

@@ -16,7 +16,7 @@ from bot.store import jobs as job_store
 from bot.store import moderation as mod_store
 from bot.store.db import transaction
 from engine.tiny_classifier import logit, write_tiny_classifier
-from tests.bot.exts.moderation.test_cog import ephemeral_text, item_of, press, review_message, setup_guild
+from tests.bot.exts.moderation.test_cog import _owner, ephemeral_text, press, review_message, setup_guild
 from tests.bot.harness import FAST, RunningBot, write_config
 from tests.discord_standin import DiscordStandIn, StandInGuild, StandInUser
 from tests.discord_standin.payloads import StandInChannel, StandInRole
@@ -185,10 +185,3 @@ async def test_auto_mode_needs_a_classifier(tmp_path, tiny_sd15):
         ix = await s.send_interaction(s.slash("config moderation", {"mode": "auto"}, user="guild-owner"))
         assert "`auto` mode needs an image classifier" in await ephemeral_text(ix)
         assert (await h.services.moderation.settings(s.guild.id)).moderation_mode == "off"
-
-
-def _owner(h):
-    from bot.services.moderation import Actor
-
-    s = h.standin
-    return Actor(user_id=s.guild.owner_id, guild_id=s.guild.id, manage_messages=True, manage_guild=True)
