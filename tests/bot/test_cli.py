@@ -177,5 +177,5 @@ def test_run_stops_at_start_with_one_line_on_a_broken_classifier(capsys, tmp_pat
     (folder / "config.json").write_text('{"architectures": ["ViTForImageClassification"], "model_type": "vit"')
     code, _, err = run(capsys, "run", "--config", str(_with_classifier(config, folder)))
     assert code == 2 and "Traceback" not in err
-    assert err == f"sdbot: error: the image classifier {folder} has an unreadable config.json " \
-                  "(Expecting ',' delimiter: line 1 column 70 (char 69))\n"
+    assert err.startswith(f"sdbot: error: the image classifier {folder} has an unreadable config.json (")
+    assert err.count("\n") == 1
