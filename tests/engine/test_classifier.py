@@ -48,6 +48,23 @@ def test_tiny_classifier_is_tiny_and_gives_its_known_score(flags_all, passes_all
     assert logit(0.75) == pytest.approx(1.0986, abs=1e-4)
 
 
+def test_batched_scores_agree_with_the_transformers_pipeline(tmp_path):
+    from transformers import ViTForImageClassification
+
+    folder = write_tiny_classifier(tmp_path / "clf")
+    model = ViTForImageClassification.from_pretrained(folder)
+    with torch.no_grad():  # a head that looks at the picture, so the images score differently
+        model.classifier.weight.normal_(0, 3.0)
+    model.save_pretrained(folder)
+    classifier = load_classifier(folder)
+    pictures = [Image.new("RGB", (48, 40), (250 * (i % 2), 60 * i, 30)) for i in range(3)]
+    ours = classifier.score(pictures)
+    theirs = classifier._pipe(pictures, top_k=None)
+    assert len({round(s["nsfw"], 4) for s in ours}) > 1
+    for mine, per_image in zip(ours, theirs):
+        assert mine == pytest.approx({row["label"]: row["score"] for row in per_image}, abs=1e-5)
+
+
 @pytest.mark.parametrize("damage, expected", [
     ("missing", "does not exist: download the model folder once"),
     ("no-config", "is not a model folder (it has no config.json)"),
