@@ -9,6 +9,8 @@
   merge the new set), timed on its own, with a rank-8 LoCon on every Linear/Conv2d layer of the UNet and text
   encoder; lora_switch_fraction is that over one render (20 steps by default); lora_switch_render_ms is the same
   extra seen as the difference of whole renders (noisier: it carries the render's own variation).
+- classifier_ms_per_image: the image classifier (issue 17; the tiny test ViT) scoring a batch of 4 rendered
+  images, per image; classifier_render_fraction: that over engine_ms_per_image (the cost it adds to a render).
 - The worker's figures (issue 3) come from benchmarks/worker_measures.py when present.
 
 Run: .venv/bin/python benchmarks/engine_bench.py [--rounds N] [--size 128] [--steps 20] [--lora-only]
@@ -33,6 +35,8 @@ from engine.pipeline import Engine  # noqa: E402
 from engine.request import GenerationRequest  # noqa: E402
 from engine.tiny import perturbed_vae, write_ldm_vae, write_tiny_model  # noqa: E402
 from engine.tiny_networks import write_network  # noqa: E402
+from engine.classifier import ScoringStage  # noqa: E402
+from engine.tiny_classifier import write_tiny_classifier  # noqa: E402
 
 
 def timed(fn) -> float:
@@ -69,22 +73,29 @@ def measure(rounds: int, size: int, steps: int, unet_width: int, lora_only: bool
         pipe(prompt, negative_prompt=negative, num_inference_steps=steps, guidance_scale=7.0,
              height=size, width=size, generator=torch.Generator("cpu").manual_seed(1))
 
+    scorer = ScoringStage(write_tiny_classifier(root / "classifier"), engine.models.device)
+    scored = [img.image for seed in range(4) for img in engine.render(request(seed=seed)).images]
+
     for _ in range(2):  # warm up both paths and both VAEs
         bare()
         engine.render(request())
         engine.render(request("a"))
         engine.render(request("b"))
-    bare_t, ours_t, fixed_t, switch_t = [], [], [], []
+        scorer(scored)
+    bare_t, ours_t, fixed_t, switch_t, score_t = [], [], [], [], []
     for i in range(rounds):  # interleaved, so drift in machine speed hits both sides alike
         bare_t.append(timed(bare))
         ours_t.append(timed(lambda: engine.render(request())))
         fixed_t.append(timed(lambda: (engine.render(request("a")), engine.render(request("a")))))
         switch_t.append(timed(lambda: (engine.render(request("a")), engine.render(request("b")))))
+        score_t.append(timed(lambda: scorer(scored)) / len(scored))
     figures = {
         "bare_ms_per_image": statistics.median(bare_t) * 1000,
         "engine_ms_per_image": statistics.median(ours_t) * 1000,
         "overhead_ratio": statistics.median(ours_t) / statistics.median(bare_t),
         "vae_switch_ratio": statistics.median(switch_t) / statistics.median(fixed_t),
+        "classifier_ms_per_image": statistics.median(score_t) * 1000,
+        "classifier_render_fraction": statistics.median(score_t) / statistics.median(ours_t),
     }
     figures.update(measure_loras(engine, root, request, rounds))
     return figures

@@ -15,7 +15,7 @@ from bot.errors import UserError
 from engine.errors import EngineError
 
 # Modules that contribute sub-commands, each with `add_parsers(subparsers)`.
-_COMMAND_MODULES = ("bot.cli_engine", "bot.cli_db", "bot.cli_run", "bot.cli_worker")
+_COMMAND_MODULES = ("bot.cli_engine", "bot.cli_db", "bot.cli_run", "bot.cli_worker", "bot.cli_classify")
 
 
 def _user_error_types() -> tuple[type[Exception], ...]:

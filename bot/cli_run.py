@@ -52,6 +52,7 @@ async def _run(config: Config, token: str) -> None:
 
 
 async def _check(config: Config) -> int:
+    from bot.runner import load_classifier
     from bot.store import migrate
     from bot.store.db import check_writable, make_engine, ping
     from engine.models import ModelLibrary
@@ -66,8 +67,12 @@ async def _check(config: Config) -> int:
         await db.dispose()
     library = ModelLibrary(config.engine_config())
     checkpoint = library.checkpoint("")
+    classifier = await load_classifier(config)
     print(f"config ok ({config.source or 'embedded defaults'})")
     print(f"database ok ({len(pending)} differences between models and migrations)")
     print(f"models ok: default {checkpoint.name}, {len(library.checkpoints())} checkpoints, "
           f"{len(library.vaes())} VAEs")
+    if classifier is not None:
+        print(f"image classifier ok: {config.image_classifier} (labels {', '.join(classifier.labels)}; unsafe: "
+              f"{', '.join(config.settings.moderation.unsafe_labels)})")
     return 0

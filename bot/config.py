@@ -10,12 +10,15 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from bot.errors import ConfigError
 from engine.config import EngineConfig, Limits, RayConfig
+
+if TYPE_CHECKING:
+    from bot.services.image_policy import ImagePolicy
 
 DEFAULT_CONFIG_NAME = "config.toml"
 
@@ -124,6 +127,19 @@ class ModerationSection(_Section):
     rate_wait_s: Annotated[float, Field(ge=0, le=10)] = 2.0
     max_queued_per_guild: Annotated[int, Field(ge=0, le=100000)] = 0
     banned_users: list[Annotated[int, Field(ge=0)]] = []
+    # Issue 17: a local image-classification model folder ("": none); guilds in `auto` mode need one.
+    image_classifier: str = ""
+    unsafe_labels: list[Annotated[str, Field(min_length=1, max_length=100)]] = ["nsfw"]
+    flag_above: Annotated[float, Field(ge=0, le=1)] = 0.5
+    block_above: Annotated[float, Field(ge=0, le=1)] = 0.9
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "ModerationSection":
+        if self.flag_above > self.block_above:
+            raise ValueError(f"flag_above ({self.flag_above:g}) must not be above block_above ({self.block_above:g})")
+        if not self.unsafe_labels:
+            raise ValueError("unsafe_labels must name at least one of the classifier's labels")
+        return self
 
 
 class Settings(_Section):
@@ -174,6 +190,7 @@ class Config:
             threads=e.threads,
             batch_mode=e.batch_mode,
             backend=e.backend,
+            image_classifier=self.image_classifier,
             ray=RayConfig(
                 address=e.ray_address, app_name=e.ray_app, replicas=e.ray_replicas, num_gpus=e.ray_num_gpus,
                 num_cpus=e.ray_num_cpus, max_retries=e.ray_max_retries,
@@ -181,6 +198,21 @@ class Config:
                 start_timeout_s=e.ray_start_timeout_s,
             ),
         )
+
+    @property
+    def image_classifier(self) -> Path | None:
+        """`[moderation] image_classifier`, resolved against the config's folder; None when not set."""
+        path = self.settings.moderation.image_classifier.strip()
+        return self.resolve(path) if path else None
+
+    def image_policy(self) -> ImagePolicy | None:
+        """What scores mean for posting (bot/services/image_policy.py); None without a classifier."""
+        from bot.services.image_policy import ImagePolicy, Thresholds  # bot.services imports this module
+
+        m = self.settings.moderation
+        if self.image_classifier is None:
+            return None
+        return ImagePolicy(tuple(m.unsafe_labels), Thresholds(m.flag_above, m.block_above))
 
     @property
     def outputs_dir(self) -> Path:
@@ -203,6 +235,8 @@ def _describe(err: dict[str, Any]) -> str:
     if err["type"] == "extra_forbidden":
         return f"unknown key {where}; allowed keys are documented in config.example.toml"
     ctx = err.get("ctx") or {}
+    if err["type"] == "value_error" and not rest:  # a check across keys (model_validator): its message names them
+        return f"[{section}] {ctx.get('error', err['msg'])}"
     if err["type"] == "value_error":  # our validators' messages, as written
         return f"{where}: {ctx.get('error', err['msg'])}, got {found!r}"
     if err["type"] == "literal_error":

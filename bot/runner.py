@@ -46,6 +46,7 @@ async def open_services(config: Config, make_worker: Callable[[Any], Any] | None
             if hasattr(worker, "ready"):  # the Ray backend: fail now, with a readable message, if Ray is unusable
                 await worker.ready()
             await _preload(worker)
+            await load_classifier(config, worker)  # a missing or broken model stops the start with one line
             jobs = JobService(sessions, worker, config.outputs_dir, limits=engine_config.limits,
                               max_active_per_user=engine_config.max_queued_per_user,
                               post_retry_s=config.settings.discord.post_retry_s,
@@ -93,7 +94,26 @@ def _moderation(config: Config, sessions, jobs: JobService) -> ModerationService
     m = config.settings.moderation
     rates = RateLimits(Rate(m.user_rate, m.user_period_s), Rate(m.guild_rate, m.guild_period_s), m.rate_wait_s)
     return ModerationService(sessions, jobs, rates, limits=jobs.limits, max_queued_per_guild=m.max_queued_per_guild,
-                             global_bans=frozenset(m.banned_users))
+                             global_bans=frozenset(m.banned_users), image_policy=config.image_policy())
+
+
+async def load_classifier(config: Config, worker: Any = None) -> Any:
+    """Load `[moderation] image_classifier` and check its labels (`ClassifierError` / `ConfigError`: one line).
+
+    With the local worker it is loaded once, in the worker's thread on the engine's device, where it will score;
+    otherwise (Ray replicas load their own, `sdbot run --check`) it is loaded here on the CPU, to check it.
+    """
+    policy, path = config.image_policy(), config.image_classifier
+    if policy is None or path is None:
+        return None
+    if worker is not None and hasattr(worker, "call"):
+        classifier = await worker.call(lambda engine: engine.scorer.load())
+    else:
+        from engine.classifier import load_classifier as load
+
+        classifier = await asyncio.to_thread(load, path)
+    policy.check_labels(classifier.labels, str(path))
+    return classifier
 
 
 async def serve(config: Config, token: str, stop: asyncio.Event | None = None,

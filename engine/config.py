@@ -58,3 +58,6 @@ class EngineConfig:
     # Who renders (issue 8): "local", the in-process worker; "ray", engine replicas on a Ray cluster.
     backend: str = "local"
     ray: RayConfig = RayConfig()
+    # Issue 17: a local image-classification model folder; every rendered image is scored with it right after
+    # decoding (engine/classifier.py). None: images are not scored.
+    image_classifier: Path | None = None

@@ -2,7 +2,8 @@
 
 The stages follow diffusers' own pipelines: (1) seeds, (2) checkpoint and VAE, (3) prompts with the job's CLIP
 skip, (4) a fresh scheduler, (5) A1111 "CPU" noise from the seed, (6) denoise with a step callback, (7) decode with
-the job's VAE (re-decoding in fp32 on NaN, as A1111 does), (8) images with their infotext.
+the job's VAE (re-decoding in fp32 on NaN, as A1111 does), (7b) safety scores from the image classifier, batched
+over the call's images, when one is configured (engine/classifier.py), (8) images with their infotext.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from PIL import Image
 
 from engine import __version__, hires, img2img
+from engine.classifier import Scores, ScoringStage
 from engine.config import EngineConfig
 from engine.embeddings import EmbeddingStore
 from engine.errors import EngineError, JobCancelled
@@ -43,6 +45,7 @@ class RenderedImage:
     image: Image.Image
     seed: int
     infotext: str
+    scores: Scores | None = None  # the image classifier's {label: probability}; None: not scored
 
     @cached_property
     def png_data(self) -> bytes:
@@ -85,12 +88,13 @@ class Engine:
         self.networks = NetworkLibrary(config)
         self.loras = LoraMerger(self.networks, config.allow_pickle)
         self.embeddings = EmbeddingStore(self.networks, config.allow_pickle)
+        self.upscalers = UpscalerLibrary(config.models_dir, allow_pickle=config.allow_pickle,
+                                         device=self.models.device)
+        self.scorer = ScoringStage(config.image_classifier, self.models.device)
 
     def prompt_encoder(self, ckpt: LoadedCheckpoint) -> PromptEncoder:
         """The checkpoint's prompt encoder with the embeddings it can use (the worker counts chunks with it)."""
         return PromptEncoder.for_pipeline(ckpt.pipe, self.embeddings)
-        self.upscalers = UpscalerLibrary(config.models_dir, allow_pickle=config.allow_pickle,
-                                         device=self.models.device)
 
     def render(self, request: GenerationRequest, on_step: StepCallback | None = None,
                should_stop: Callable[[], bool] | None = None) -> RenderResult:
@@ -169,10 +173,12 @@ class Engine:
             # 7. decode
             with hires.decode_tiled_if_large(vae, final_w, final_h):
                 images, notes = self._decode(pipe, vae, latents, exact)
+        # 7b. safety scores (None: no classifier)
+        scores = self.scorer(images)
         # 8. images with infotext
         seconds = time.perf_counter() - started
         used = [(loras, c.embeddings + n.embeddings) for c, n in conds]
-        return self._results(requests, images, ckpt, vae_file, seconds, notes, used)
+        return self._results(requests, images, ckpt, vae_file, seconds, notes, used, scores)
 
     def _decode(self, pipe, vae, latents: torch.Tensor, exact: bool) -> tuple[list[Image.Image], tuple[str, ...]]:
         notes: tuple[str, ...] = ()
@@ -189,8 +195,8 @@ class Engine:
         return pipe.image_processor.postprocess(decoded.float(), output_type="pil"), notes
 
     def _results(self, requests, images, ckpt: LoadedCheckpoint, vae_file: ModelFile | None,
-                 seconds: float, notes: tuple[str, ...],
-                 used: list[tuple[list[UsedNetwork], tuple[str, ...]]]) -> list[RenderResult]:
+                 seconds: float, notes: tuple[str, ...], used: list[tuple[list[UsedNetwork], tuple[str, ...]]],
+                 scores: list[Scores] | None = None) -> list[RenderResult]:
         vae_name = vae_file.name if vae_file else None
         vae_hash = file_hash(vae_file.path) if vae_file else None
         results, i = [], 0
@@ -202,7 +208,7 @@ class Engine:
                     r, seed=seed, model_name=ckpt.file.name, model_hash=ckpt.hash,
                     vae_name=vae_name, vae_hash=vae_hash, version=f"sdbot {__version__}", extra=extra,
                 )
-                rendered.append(RenderedImage(images[i], seed, text))
+                rendered.append(RenderedImage(images[i], seed, text, scores[i] if scores else None))
                 i += 1
             results.append(RenderResult(r.replace(model=r.model or ckpt.file.name), rendered,
                                         ckpt.file.name, vae_name, seconds, notes))

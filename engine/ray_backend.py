@@ -86,13 +86,14 @@ def encode_event(event: JobEvent) -> tuple | None:
 def encode_result(result: RenderResult) -> dict:
     """A result with its images as their PNG bytes (already encoded by the worker thread): no raw pixels."""
     return dict(request=result.request, model=result.model, vae=result.vae, seconds=result.seconds,
-                notes=result.notes, images=[(image.png(), image.seed, image.infotext) for image in result.images])
+                notes=result.notes,
+                images=[(image.png(), image.seed, image.infotext, image.scores) for image in result.images])
 
 
 def decode_result(data: dict) -> RenderResult:
     images = []
-    for png, seed, infotext in data["images"]:
-        image = RenderedImage(Image.open(io.BytesIO(png)), seed, infotext)  # decoded on first pixel access
+    for png, seed, infotext, scores in data["images"]:
+        image = RenderedImage(Image.open(io.BytesIO(png)), seed, infotext, scores)  # decoded on first pixel access
         image.__dict__["png_data"] = png  # the cached PNG: the very bytes the replica made
         images.append(image)
     return RenderResult(request=data["request"], images=images, model=data["model"], vae=data["vae"],

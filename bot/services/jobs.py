@@ -197,8 +197,10 @@ class JobService:
             # Encoded here, in a thread: not on the event loop, and not in the engine, which renders the next job.
             await asyncio.to_thread(_save_png, path, image)
             paths.append(path)
+        scores = [getattr(image, "scores", None) for image in result.images]
         job = await self._write(job_store.transition, job_id, JobStatus.DONE,
-                                seed=result.seed, result_paths=[str(p) for p in paths])
+                                seed=result.seed, result_paths=[str(p) for p in paths],
+                                image_scores=scores if any(s is not None for s in scores) else None)
         await self.post(job, listener)
 
     async def post(self, job: Job, listener: JobListener, *, check_first: bool = False) -> None:

@@ -4,7 +4,9 @@
   and banned words refuse at once (a `UserError` naming the rule), the rate limits and queue caps apply, and in
   `flagged` / `prompts` mode the job is created `awaiting_review` with a review item instead of being queued.
 * `gate_images()` is `JobService.image_gate`: in `images` mode a rendered job is held (still `done`, with a
-  pending item) instead of being posted.
+  pending item) instead of being posted; in `auto` mode the image classifier's scores decide (post, hold, or
+  refuse and keep for moderators: bot/services/image_policy.py), with the guild's own thresholds in
+  age-restricted channels.
 * `approve()` / `reject()` decide an item once (the store locks it: of two moderators pressing at once, one
   wins and the other is told it was decided already), then queue the job or post its images, and tell the user.
 * Who may act is decided here, for buttons and commands alike: a moderator is a member with Manage Messages in
@@ -31,6 +33,7 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.errors import UserError
+from bot.services.image_policy import ImagePolicy, Judgement, Verdict
 from bot.services.jobs import JobListener, JobService, Requester
 from bot.services.ratelimit import RateLimits
 from bot.services.wordfilter import find_words
@@ -130,6 +133,7 @@ class ReviewNotifier(Protocol):
     async def decided(self, item: ModerationItem, job: Job, channel_id: int) -> None: ...
     async def tell(self, job: Job, text: str, listener: Any | None, notify_by: str) -> None: ...
     def listener_for(self, job: Job) -> JobListener: ...
+    def is_nsfw(self, job: Job) -> bool: ...  # asked in an age-restricted channel
 
 
 @dataclass
@@ -141,6 +145,7 @@ class ModerationService:
     max_queued_per_guild: int = 0  # 0: no cap (the queue is fair across servers without one)
     global_bans: frozenset[int] = frozenset()
     notifier: ReviewNotifier | None = None
+    image_policy: ImagePolicy | None = None  # None: no image classifier, so no `auto` mode
     _bans: dict[tuple[int, int | None], BanInfo] = field(default_factory=dict)
     _waiting: dict[int, Any] = field(default_factory=dict)  # job id -> its listener, while this process lives
     _tasks: set[asyncio.Task] = field(default_factory=set)
@@ -268,23 +273,39 @@ class ModerationService:
                             f"({self.max_queued_per_guild}); try again when some have finished")
 
     async def gate_images(self, job: Job, listener: Any) -> bool:
-        """`JobService.image_gate`: True when the job's images are held for review instead of posted."""
+        """`JobService.image_gate`: True when the job's images are held for review (or refused) instead of posted."""
         if job.guild_id is None:
             return False
         settings = await self.settings(job.guild_id)
+        if settings.moderation_mode == ModerationMode.AUTO.value:
+            judgement = self._judge(job, settings)
+            return judgement.verdict is not Verdict.POST and await self._hold_images(job, listener, settings, judgement)
         if settings.moderation_mode != ModerationMode.IMAGES.value:
             return False
+        return await self._hold_images(job, listener, settings,
+                                       Judgement(Verdict.HOLD, "images are reviewed before they are posted"))
 
+    def _judge(self, job: Job, settings: GuildSettings) -> Judgement:
+        if self.image_policy is None:
+            return Judgement(Verdict.HOLD, "the bot has no image classifier, so a moderator looks instead")
+        nsfw = self.notifier is not None and self.notifier.is_nsfw(job)
+        thresholds = self.image_policy.thresholds_for(settings.nsfw_flag_above, settings.nsfw_block_above, nsfw)
+        return self.image_policy.judge(job.image_scores, thresholds)
+
+    async def _hold_images(self, job: Job, listener: Any, settings: GuildSettings, why: Judgement) -> bool:
         async def hold(s: AsyncSession) -> ModerationItem:
             existing = await mod_store.item_for_job(s, job.id)
-            return existing or await mod_store.hold(s, job.id, reason="images are reviewed before they are posted")
+            return existing or await mod_store.hold(s, job.id, reason=why.reason)
 
         item = await transaction(self.sessions, hold)
         if item.status != ItemStatus.PENDING.value:
             return False  # approved: post it
         self._waiting[job.id] = listener
-        await _quietly(_notice(listener, job.id, f"🕵️ Job #{job.id} is ready and waits for a moderator's review "
-                                                 "before it is posted; you will be told when it is decided"))
+        text = (f"🚫 Job #{job.id}'s images were not posted ({why.reason}); moderators can still review them"
+                if why.verdict is Verdict.BLOCK else
+                f"🕵️ Job #{job.id} is ready and waits for a moderator's review before it is posted; you will be "
+                "told when it is decided")
+        await _quietly(_notice(listener, job.id, text))
         if item.review_message_id is None:
             await self._show(item, job, self.jobs.files_of(job), settings)
         return True
@@ -408,6 +429,9 @@ class ModerationService:
         """Change guild settings (names as `bot.store.guilds.SETTABLE`); needs Manage Server; audited."""
         await self.require_manager(actor, "config")
         guild_id = self._guild(actor)
+        if changes.get("moderation_mode") == ModerationMode.AUTO.value and self.image_policy is None:
+            raise UserError("`auto` mode needs an image classifier and this bot has none: its admin names one in "
+                            "[moderation] image_classifier (see README)")
 
         async def write(s: AsyncSession) -> GuildSettings:
             row = await guild_store.update(s, guild_id, limits=self.limits, **changes)

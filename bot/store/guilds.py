@@ -29,9 +29,10 @@ _CAPS = ("max_steps", "max_pixels", "max_batch", "max_jobs_per_user", "max_promp
 _IDS = ("review_channel_id", "moderator_role_id")
 _NAME_LISTS = ("allowed_models", "allowed_vaes")
 _WORD_LISTS = {"banned": "banned_words", "flagged": "flagged_words"}
+_SCORES = ("nsfw_flag_above", "nsfw_block_above")  # image classifier thresholds in age-restricted channels
 SETTABLE: tuple[str, ...] = (
     "moderation_mode", *_IDS, "banned_words", "flagged_words", "forced_negative_prompt", "defaults", *_CAPS,
-    *_NAME_LISTS, "nsfw_policy", "notify_by", "previews",
+    *_NAME_LISTS, "nsfw_policy", "notify_by", "previews", *_SCORES,
 )
 
 
@@ -56,6 +57,8 @@ def defaults_for(guild_id: int) -> GuildSettings:
         notify_by=NotifyBy.DM.value,
         max_prompt_chars=None,
         previews=False,
+        nsfw_flag_above=None,
+        nsfw_block_above=None,
         updated_at=utcnow(),
     )
 
@@ -72,6 +75,7 @@ async def update(s: AsyncSession, guild_id: int, *, limits: Limits = Limits(), *
     row = await _locked(s, guild_id)
     for key, value in clean.items():
         setattr(row, key, value)
+    _check_scores(row)
     row.updated_at = utcnow()
     await s.flush()
     return row
@@ -139,6 +143,14 @@ async def _locked(s: AsyncSession, guild_id: int) -> GuildSettings:
     return (await s.execute(locked)).scalar_one()
 
 
+def _check_scores(row: GuildSettings) -> None:
+    flag, block = row.nsfw_flag_above, row.nsfw_block_above
+    if (flag is None) != (block is None):
+        raise InvalidGuildSetting("the age-restricted channels' flag and block scores are set together")
+    if flag is not None and block is not None and flag > block:
+        raise InvalidGuildSetting(f"the flag score ({flag:g}) must not be above the block score ({block:g})")
+
+
 def _word_column(kind: str) -> str:
     if kind not in _WORD_LISTS:
         raise InvalidGuildSetting(f"word list must be 'banned' or 'flagged', not {kind!r}")
@@ -175,6 +187,12 @@ def _check(key: str, value: Any, limits: Limits) -> Any:
         if not isinstance(value, bool):
             raise InvalidGuildSetting(f"previews must be true or false, got {value!r}")
         return value
+    if key in _SCORES:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise InvalidGuildSetting(f"{key.replace('_', ' ')} must be a score from 0 to 1 or None, got {value!r}")
+        return float(value)
     if key in _IDS:
         if value is None:
             return None

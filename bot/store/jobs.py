@@ -116,6 +116,7 @@ async def transition(
     result_paths: Sequence[str] | None = None,
     error: str | None = None,
     message_id: int | None = None,
+    image_scores: Sequence[Mapping[str, float] | None] | None = None,
 ) -> Job:
     """Move the job to status `to`, or raise `IllegalTransition` (e.g. `posted` -> `running`).
 
@@ -149,6 +150,8 @@ async def transition(
         job.result_paths = [str(p) for p in result_paths]
     if message_id is not None:
         job.message_id = message_id
+    if image_scores is not None:  # the image classifier's, saved with the files it judged
+        job.image_scores = [dict(x) if x is not None else None for x in image_scores]
     await s.flush()
     return job
 

@@ -20,6 +20,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -88,6 +89,7 @@ class ModerationMode(StrEnum):
     FLAGGED = "flagged"  # prompts with a flagged word wait for a moderator
     PROMPTS = "prompts"  # every prompt waits for a moderator before it runs
     IMAGES = "images"  # prompts run; the images wait for a moderator before they are posted
+    AUTO = "auto"  # the image classifier scores every image: doubtful ones wait for a moderator, the worst are refused
 
 
 class NotifyBy(StrEnum):
@@ -172,6 +174,8 @@ class Job(Base):
     status: Mapped[str] = mapped_column(String(20), index=True)
     seed: Mapped[int | None] = mapped_column(BigInteger)  # the seed actually used
     result_paths: Mapped[list[str]] = mapped_column(default=list)
+    # The image classifier's {label: probability} per image, in result order; None: not scored.
+    image_scores: Mapped[list[dict[str, float]] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -211,6 +215,9 @@ class GuildSettings(Base):
     notify_by: Mapped[str] = mapped_column(String(16), default=NotifyBy.DM.value)
     max_prompt_chars: Mapped[int | None] = mapped_column()  # None: the engine's limit
     previews: Mapped[bool] = mapped_column(default=False)  # show live preview images in progress messages
+    # `auto` mode in age-restricted channels: the guild's own thresholds (None: the bot's [moderation] ones).
+    nsfw_flag_above: Mapped[float | None] = mapped_column(Float)
+    nsfw_block_above: Mapped[float | None] = mapped_column(Float)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

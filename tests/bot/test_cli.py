@@ -112,3 +112,70 @@ def test_run_check_validates_config_database_and_models(capsys, tmp_path, config
     monkeypatch.setenv("SDBOT_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'x.db'}")
     code, _, err = run(capsys, "run", "--check", "--config", str(config))
     assert code == 2 and err.startswith("sdbot: error: ") and err.count("\n") == 1
+
+
+# --- the image classifier (issue 17) ---------------------------------------------------------------------------
+
+
+def _with_classifier(config: Path, folder: Path, **extra) -> Path:
+    lines = [f'image_classifier = "{folder}"'] + [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
+    config.write_text(config.read_text() + "[moderation]\n" + "\n".join(lines) + "\n")
+    return config
+
+
+def test_classify_prints_each_images_scores(capsys, tmp_path, config):
+    from PIL import Image
+
+    from engine.tiny_classifier import write_tiny_classifier
+
+    _with_classifier(config, write_tiny_classifier(tmp_path / "clf", nsfw_logit=1.0), flag_above=0.6,
+                     block_above=0.8)
+    pictures = []
+    for name in ("a.png", "b.jpg"):
+        Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / name)
+        pictures.append(str(tmp_path / name))
+    code, out, _ = run(capsys, "classify", *pictures, "--config", str(config))
+    assert code == 0
+    header, *lines = out.splitlines()
+    assert header == f"# {tmp_path / 'clf'}: unsafe = nsfw; flag above 0.60, block above 0.80"
+    assert lines == [f"{p}: nsfw 0.731 · normal 0.269 -> unsafe 0.731: hold" for p in pictures]
+    code, _, err = run(capsys, "classify", str(tmp_path / "nope.png"), "--config", str(config))
+    assert code == 2 and err == f"sdbot: error: {tmp_path / 'nope.png'}: no such file\n"
+    code, _, err = run(capsys, "classify", pictures[0], "--config", str(config.with_name("none.toml")))
+    assert code == 2 and "config file not found" in err
+
+
+def test_classify_without_a_classifier_says_how_to_set_one(capsys, tmp_path, config):
+    code, _, err = run(capsys, "classify", str(tmp_path / "x.png"), "--config", str(config))
+    assert code == 2 and err.count("\n") == 1 and "set [moderation] image_classifier" in err
+
+
+def test_run_check_stops_with_one_line_on_a_missing_or_broken_classifier(capsys, tmp_path, config, monkeypatch):
+    from engine.tiny_classifier import write_tiny_classifier
+
+    monkeypatch.setenv("SDBOT_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'check.db'}")
+    folder = write_tiny_classifier(tmp_path / "clf")
+    original = config.read_text()
+    code, out, _ = run(capsys, "run", "--check", "--config", str(_with_classifier(config, folder)))
+    assert code == 0 and f"image classifier ok: {folder} (labels normal, nsfw; unsafe: nsfw)" in out
+    (folder / "model.safetensors").write_bytes(b"broken")
+    code, _, err = run(capsys, "run", "--check", "--config", str(config))
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"sdbot: error: the image classifier {folder} could not be loaded: ")
+    config.write_text(original)
+    code, _, err = run(capsys, "run", "--check", "--config",
+                       str(_with_classifier(config, write_tiny_classifier(tmp_path / "c2"), unsafe_labels=["porn"])))
+    assert code == 2 and err.count("\n") == 1 and "unsafe_labels names porn" in err
+
+
+def test_run_stops_at_start_with_one_line_on_a_broken_classifier(capsys, tmp_path, config, monkeypatch):
+    from engine.tiny_classifier import write_tiny_classifier
+
+    monkeypatch.setenv("SDBOT_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'run.db'}")
+    monkeypatch.setenv("DISCORD_TOKEN", "not-used: the start stops before Discord")
+    folder = write_tiny_classifier(tmp_path / "clf")
+    (folder / "config.json").write_text('{"architectures": ["ViTForImageClassification"], "model_type": "vit"')
+    code, _, err = run(capsys, "run", "--config", str(_with_classifier(config, folder)))
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith(f"sdbot: error: the image classifier {folder} has an unreadable config.json (")
+    assert err.count("\n") == 1

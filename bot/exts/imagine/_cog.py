@@ -156,8 +156,9 @@ class Imagine(commands.Cog):
     async def _submit(self, interaction: discord.Interaction, request, sources: dict[str, str]) -> Job | None:
         who = Requester(interaction.user.id, interaction.guild_id, interaction.channel_id, interaction.id,
                         is_moderator=is_moderator(interaction))
-        previews = interaction.guild_id is not None and \
-            (await self.services.moderation.settings(interaction.guild_id)).previews
+        settings = await self.services.moderation.settings(interaction.guild_id) if interaction.guild_id else None
+        # A preview shows the picture before it is scored or reviewed: none where images are moderated.
+        previews = settings is not None and settings.previews and settings.moderation_mode not in ("images", "auto")
         listener = DiscordJobListener(self.bot, user_id=who.user_id, channel_id=interaction.channel_id,
                                       guild_id=interaction.guild_id, interaction=interaction, previews=previews)
         # Moderation screens (banned words, caps, rates) and queues it, or holds it for review.

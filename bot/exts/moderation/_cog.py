@@ -17,8 +17,9 @@ from bot.exts.moderation import _format
 from bot.exts.moderation._actor import actor_of
 from bot.exts.moderation._duration import describe, parse_duration
 from bot.exts.moderation._views import RejectModal, review_view
+from bot.services.image_policy import parse_nsfw_thresholds
 
-Mode = Literal["off", "flagged", "prompts", "images"]
+Mode = Literal["off", "flagged", "prompts", "images", "auto"]
 WordList = Literal["banned", "flagged"]
 
 
@@ -56,21 +57,26 @@ class Moderation(commands.Cog):
     @config.command(name="moderation", description="What is reviewed, where, by whom; no options: show settings")
     @app_commands.describe(
         mode="off: banned words only; flagged: prompts with flagged words wait; prompts: every prompt waits; "
-             "images: results wait before they are posted",
+             "images: results wait; auto: the image classifier holds doubtful results",
         review_channel="Where held prompts and images wait for a moderator",
         moderator_role="Members with this role moderate (besides Manage Messages in the review channel)",
         notify="How users hear of decisions after their command's 15 minutes: dm or channel",
+        nsfw_channels="auto mode in age-restricted channels: flag and block scores (e.g. 0.8 0.95), off or default",
     )
     async def config_moderation(self, interaction: discord.Interaction, mode: Mode | None = None,
                                 review_channel: discord.TextChannel | None = None,
                                 moderator_role: discord.Role | None = None,
-                                notify: Literal["dm", "channel"] | None = None) -> None:
+                                notify: Literal["dm", "channel"] | None = None,
+                                nsfw_channels: app_commands.Range[str, 1, 40] | None = None) -> None:
+        scores = parse_nsfw_thresholds(nsfw_channels) if nsfw_channels is not None else None
         await interaction.response.defer(ephemeral=True, thinking=True)
         actor = actor_of(interaction)
         changes = {k: v for k, v in dict(
             moderation_mode=mode, review_channel_id=review_channel.id if review_channel else None,
             moderator_role_id=moderator_role.id if moderator_role else None, notify_by=notify).items()
             if v is not None}
+        if scores is not None:
+            changes["nsfw_flag_above"], changes["nsfw_block_above"] = scores
         await self._configure_or_show(interaction, actor, changes)
 
     @config.command(name="words", description="Banned words refuse a prompt; flagged words send it to review")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import discord
 
+from bot.services.image_policy import scores_line
 from bot.services.moderation import History
 from bot.store.models import AuditEntry, Ban, GuildSettings, ItemStatus, Job, ModerationItem
 
@@ -35,6 +36,9 @@ def review_embed(item: ModerationItem, job: Job) -> discord.Embed:
         embed.add_field(name="Held because", value=clip(item.reason, 1024), inline=False)
     if job.request.get("init_image"):
         embed.add_field(name="Start image", value="attached as start-image.png (img2img from it)", inline=False)
+    if job.image_scores:
+        lines = [f"image {i}: {scores_line(scores)}" for i, scores in enumerate(job.image_scores, start=1)]
+        embed.add_field(name="Image classifier", value=clip("\n".join(lines), 1024), inline=False)
     negative = str(job.request.get("negative_prompt", "") or "")
     if negative:
         embed.add_field(name="Negative prompt", value=clip(negative, 1024), inline=False)
@@ -94,6 +98,7 @@ def settings_text(s: GuildSettings) -> str:
         f"**Decisions reach users by:** {'direct message' if s.notify_by == 'dm' else 'a mention in the channel'}"
         " (once the command's 15 minutes are over)",
         f"**Live previews:** {'on' if s.previews else 'off'}",
+        f"**Age-restricted channels (auto mode):** {nsfw_text(s)}",
         f"**Banned words:** {len(s.banned_words)} · **flagged words:** {len(s.flagged_words)}",
         f"**Caps:** steps {cap(s.max_steps)} · pixels {cap(s.max_pixels)} · batch {cap(s.max_batch)} · "
         f"waiting jobs per member {cap(s.max_jobs_per_user)} · prompt characters {cap(s.max_prompt_chars)}",
@@ -104,3 +109,11 @@ def words_text(kind_: str, words: list[str]) -> str:
     if not words:
         return f"The {kind_} word list is empty."
     return clip(f"**{kind_.capitalize()} words ({len(words)}):** " + ", ".join(f"`{w}`" for w in words), 2000)
+
+
+def nsfw_text(s: GuildSettings) -> str:
+    if s.nsfw_flag_above is None or s.nsfw_block_above is None:
+        return "the same thresholds as other channels"
+    if s.nsfw_flag_above >= 1:
+        return "nothing is held"
+    return f"held above {s.nsfw_flag_above:.2f}, refused above {s.nsfw_block_above:.2f}"

@@ -73,6 +73,12 @@ class DiscordReviewNotifier:
             f"<@{job.user_id}> {text}"[:2000],
             allowed_mentions=discord.AllowedMentions(users=[discord.Object(id=job.user_id)]))
 
+    def is_nsfw(self, job: Job) -> bool:
+        """Whether the job's channel (or a thread's parent) is age-restricted; False when it cannot be told."""
+        channel = self.bot.get_channel(job.channel_id) if job.channel_id else None
+        is_nsfw = getattr(channel, "is_nsfw", None)
+        return bool(is_nsfw()) if callable(is_nsfw) else False
+
     def listener_for(self, job: Job) -> DiscordJobListener:
         """For a job decided after its command's listener is gone (a restart): results go to its channel."""
         return DiscordJobListener(self.bot, user_id=job.user_id, channel_id=job.channel_id, guild_id=job.guild_id,

@@ -103,3 +103,20 @@ async def test_reset(any_sessions):
         await guilds.update(s, GUILD, max_batch=1)
         assert await guilds.reset(s, GUILD) is True
         assert (await guilds.get(s, GUILD)).max_batch is None
+
+
+async def test_auto_mode_and_age_restricted_thresholds(any_sessions):
+    """Issue 17: mode `auto` passes the database's check; the NSFW-channel scores are set together, in order."""
+    async with any_sessions.begin() as s:
+        await guilds.update(s, GUILD, moderation_mode="auto", nsfw_flag_above=0.8, nsfw_block_above=1)
+    async with any_sessions.begin() as s:
+        row = await guilds.get(s, GUILD)
+    assert (row.moderation_mode, row.nsfw_flag_above, row.nsfw_block_above) == ("auto", 0.8, 1.0)
+    for bad in ({"nsfw_flag_above": 1.5, "nsfw_block_above": 2}, {"nsfw_flag_above": True, "nsfw_block_above": 1},
+                {"nsfw_flag_above": 0.9, "nsfw_block_above": 0.5}, {"nsfw_flag_above": None}):
+        with pytest.raises(InvalidGuildSetting):
+            async with any_sessions.begin() as s:
+                await guilds.update(s, GUILD, **bad)
+    async with any_sessions.begin() as s:
+        row = await guilds.update(s, GUILD, nsfw_flag_above=None, nsfw_block_above=None)
+    assert (row.nsfw_flag_above, row.nsfw_block_above) == (None, None)
