@@ -7,7 +7,8 @@ INTERACTION_CREATE to receiving the first callback (what Discord's 3 s limit app
 
 Run: .venv/bin/python benchmarks/discord_bench.py [--users 50]
 Prints `ack_ms_p50`, `ack_ms_p99`, `ack_ms_max`, `acked_within_3s`, then the same latencies for a burst (all
-200 commands at the same instant, `burst_ack_ms_*`) last, as `name: value` lines.
+200 commands at the same instant, `burst_ack_ms_*`), then what journaling a command costs before its deferral
+(`journal_append_us_p50`/`_p99`: one committed append to the WAL journal, issue 16) last, as `name: value` lines.
 """
 
 from __future__ import annotations
@@ -81,6 +82,26 @@ async def measure(users: int, burst: bool = False) -> dict[str, float]:
     }
 
 
+def journal_cost(entries: int = 2000) -> dict[str, float]:
+    """Microseconds per committed append (plus its settle) to the command journal, as the ack path pays it."""
+    import time
+
+    from bot.store.journal import Ack, Journal
+
+    journal = Journal(Path(tempfile.mkdtemp(prefix="sdbot-journal-bench-")) / "journal.db")
+    appends = []
+    for i in range(entries):
+        ack = Ack(i, 1, "t" * 200, 5, 6, 7, {"typed": {"prompt": "a cat --size 64x64 --steps 2"}, "presets": []})
+        start = time.perf_counter()
+        journal.append(ack)
+        appends.append((time.perf_counter() - start) * 1e6)
+        journal.settle(i)
+    journal.close()
+    appends.sort()
+    return {"journal_append_us_p50": statistics.median(appends),
+            "journal_append_us_p99": appends[int(0.99 * (len(appends) - 1))]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=50)
@@ -88,6 +109,7 @@ def main() -> None:
     figures = asyncio.run(measure(args.users))
     burst = asyncio.run(measure(args.users, burst=True))
     figures.update({f"burst_{k}": v for k, v in burst.items() if k.startswith("ack_ms")})
+    figures.update(journal_cost())
     for name, value in figures.items():
         print(f"{name}: {value:.1f}")
 

@@ -12,6 +12,9 @@
 - classifier_ms_per_image: the image classifier (issue 17; the tiny test ViT) scoring a batch of 4 rendered
   images, per image; classifier_render_fraction: that over engine_ms_per_image (the cost it adds to a render).
 - The worker's figures (issue 3) come from benchmarks/worker_measures.py when present.
+- process_boundary_ms_per_job (issue 16): what running the engine in a child process (`isolation = "process"`)
+  adds per job over the in-process worker, jobs one at a time (submit to result), 128x128, 10 steps, interleaved;
+  process_boundary_ratio is the same as a ratio. Goals: under 20 ms, or under 2 % of the render.
 
 Run: .venv/bin/python benchmarks/engine_bench.py [--rounds N] [--size 128] [--steps 20] [--lora-only]
 Each figure is printed last as `name: value`.
@@ -139,6 +142,44 @@ def measure_loras(engine: Engine, root: Path, request, rounds: int) -> dict[str,
     }
 
 
+async def measure_process_boundary(rounds: int, unet_width: int, size: int = 128,
+                                   steps: int = 10) -> dict[str, float]:
+    """The same jobs, one at a time, on the in-process worker and on the engine child, interleaved."""
+    import dataclasses
+
+    from engine.process_backend import ProcessWorker
+    from engine.worker import Worker
+
+    root = Path(tempfile.mkdtemp(prefix="sdbot-bench-process-"))
+    write_tiny_model(root / "bench", unet_width=unet_width)
+    config = EngineConfig(models_dir=root, default_model="bench", threads=1, job_timeout_s=0, max_queued_per_user=0)
+    thread_t, process_t = [], []
+    async with Worker(dataclasses.replace(config, isolation="thread")) as local, \
+            ProcessWorker(dataclasses.replace(config, isolation="process")) as child:
+        await child.ready()
+
+        async def job(worker, seed: int) -> float:
+            start = time.perf_counter()
+            result = await worker.submit(GenerationRequest(prompt="a photo of a cat", steps=steps, width=size,
+                                                           height=size, sampler="Euler", seed=seed), owner=1)
+            assert result.images
+            return time.perf_counter() - start
+
+        for seed in range(3):  # warm up both
+            await job(local, seed)
+            await job(child, seed)
+        for i in range(rounds):
+            thread_t.append(await job(local, i))
+            process_t.append(await job(child, i))
+    thread_ms, process_ms = statistics.median(thread_t) * 1000, statistics.median(process_t) * 1000
+    return {
+        "thread_ms_per_job": thread_ms,
+        "process_ms_per_job": process_ms,
+        "process_boundary_ms_per_job": process_ms - thread_ms,
+        "process_boundary_ratio": process_ms / thread_ms,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
@@ -147,8 +188,13 @@ def main() -> None:
     parser.add_argument("--unet-width", type=int, default=32)
     parser.add_argument("--skip-worker", action="store_true", help="only the engine figures")
     parser.add_argument("--lora-only", action="store_true", help="only the lora_* figures")
+    parser.add_argument("--skip-process", action="store_true", help="not the process boundary's cost")
     args = parser.parse_args()
     figures = measure(args.rounds, args.size, args.steps, args.unet_width, args.lora_only)
+    if not args.skip_process and not args.lora_only:
+        import asyncio
+
+        figures.update(asyncio.run(measure_process_boundary(args.rounds, args.unet_width)))
     if not args.skip_worker and not args.lora_only:
         try:
             from benchmarks import worker_measures

@@ -4,21 +4,27 @@ The bot is a real `sdbot run` process (tiny model, one CPU thread, SQLite file);
 run in this process. Each user sends /imagine, waits for the job's images, then sends the next, as a person
 would. Meanwhile, at random: 429s (with and without Via), 500/502/503s, connections dropped before or after the
 request took effect, slow answers, gateway drops (resume, TCP abort, invalidated session), a database lock held
-by another process, out-of-memory on 2% of renders (the worker retries smaller), and one SIGKILL of the bot
-half-way (then a restart). Memory is the bot process's RSS, sampled every half second.
+by another process, out-of-memory on 2% of renders (the worker retries smaller), and SIGKILLs of the bot at
+random instants (`--kills`, then a restart each time). Before each kill another process holds the database's
+write lock for a moment (`--hold-before-kill`), so commands are acknowledged ("thinking…") but not yet saved when
+the kill lands: the window the command journal (issue 16) closes. The engine runs as configured by default, in a
+child process (`--isolation`). Memory is the bot process's RSS, sampled every half second.
 
 At the end every job a user got a job number for must have exactly one message with its images:
 
     submitted   jobs created (a job row for one of the users' commands)
     delivered   jobs with at least one message carrying their images and buttons
-    duplicated  jobs with more than one such message, or more than one upload of their images that took effect
+    duplicated  jobs with more than one such message, or more than one upload of their images that took effect,
+                plus jobs beyond the first made for one command (a command run twice)
     lost        submitted - delivered (after the settle time)
 
-and, beside them, `commands_in_flight_at_the_kill`: commands the killed process had acknowledged but not saved
-(nothing on disk knows of them; the users send them again; see docs/operations.md).
+and, beside them:
 
-Run: .venv/bin/python benchmarks/soak.py [--jobs 1000] [--users 100] [--kill-at 0.5] [--seed 1]
-Prints `name: value` lines last: submitted, delivered, duplicated, lost, failed, peak_rss_mb,
+    acked_unsaved_at_kills  commands acknowledged by a killed process with no job row yet at the kill
+    acked_lost              commands acknowledged (deferred) that never got a job nor an answer: goal 0
+
+Run: .venv/bin/python benchmarks/soak.py [--jobs 1000] [--users 100] [--kills 3] [--isolation process] [--seed 1]
+Prints `name: value` lines last: submitted, delivered, duplicated, lost, acked_lost, failed, peak_rss_mb,
 rss_growth_mb_after_warmup, and what was injected.
 """
 
@@ -48,25 +54,40 @@ WARMUP_JOBS = 100  # jobs delivered by a process before its memory counts as war
 
 # --- the bot process ---------------------------------------------------------------------------------------------
 
-def serve(config: str, oom_rate: float, seed: int) -> int:
-    """`sdbot run --config CONFIG` with an engine fault injector: out of memory on `oom_rate` of first attempts."""
+def oom_injector(oom_rate: float, seed: int):
+    """Out of memory on `oom_rate` of first attempts."""
     import torch
 
-    import engine.worker as worker
-    from bot.cli import main
-
     rng = random.Random(seed)
-    init = worker.Worker.__init__
 
     def inject(attempt) -> None:
         if not attempt.retry and rng.random() < oom_rate:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected by the soak)")
+
+    return inject
+
+
+def child_hook(worker) -> None:
+    """The engine child's hook (`SDBOT_ENGINE_CHILD_HOOK`): the same out-of-memory faults, in the child."""
+    rate, seed = os.environ["SDBOT_SOAK_OOM"].split(":")
+    worker.fault_injector = oom_injector(float(rate), int(seed) * 1000 + os.getpid() % 1000)
+
+
+def serve(config: str, oom_rate: float, seed: int) -> int:
+    """`sdbot run --config CONFIG` with an engine fault injector: out of memory on `oom_rate` of first attempts."""
+    import engine.worker as worker
+    from bot.cli import main
+
+    inject = oom_injector(oom_rate, seed)
+    init = worker.Worker.__init__
 
     def patched(self, *args, **kwargs) -> None:
         init(self, *args, **kwargs)
         self.fault_injector = self.fault_injector or inject
 
     worker.Worker.__init__ = patched
+    os.environ["SDBOT_ENGINE_CHILD_HOOK"] = "benchmarks.soak:child_hook"  # with isolation = "process"
+    os.environ["SDBOT_SOAK_OOM"] = f"{oom_rate}:{seed}"
 
     import bot.runner as runner
     original_serve = runner.serve
@@ -139,7 +160,8 @@ class Soak:
         self.current: dict[int, object] = {}  # user id -> the user's last command
         self.killed_at: float | None = None
         self.restarted_at: float | None = None
-        self.lost_at_crash = 0  # commands acknowledged by the killed process but not yet saved (see docs)
+        self.lost_at_crash = 0  # commands acknowledged by a killed process and still without a job after restart
+        self.acked_unsaved: set[int] = set()  # commands acknowledged by a killed process, no job row at its kill
         self.memory: list[tuple[int, int, float]] = []  # (process start number, delivered then, rss MB)
         self.done = asyncio.Event()
 
@@ -175,12 +197,13 @@ class Soak:
         next_db_check = sent + 5
         while time.monotonic() < deadline:
             if self.killed_at is not None and self.restarted_at is not None and sent < self.killed_at \
-                    and time.monotonic() - self.restarted_at > 10:
-                # acknowledged by the killed process but not saved yet: the user sees "thinking…" for ever
+                    and time.monotonic() - self.restarted_at > 30:
+                # acknowledged by the killed process, still no job 30 s after the restart (the journal's replay
+                # runs right after the start): the user gives up and sends it again
                 job = job_for_interaction(self.db, ix.id)
                 if job is None:
                     self.lost_at_crash += 1
-                    self.refusals["acknowledged, then the bot was killed before saving it"] += 1
+                    self.refusals["acknowledged, then no job 30 s after the restart"] += 1
                 else:
                     self.jobs[ix.id] = job
                 return job
@@ -218,7 +241,7 @@ class Soak:
             if r.status is None and r.reset is None and time.perf_counter() - r.time < 30:
                 break  # not answered yet: look again later
             self.indexed += 1
-            if r.files and (r.status == 200 or r.reset == "after") and isinstance(r.json, dict):
+            if r.files and not r.deduplicated and (r.status == 200 or r.reset == "after") and isinstance(r.json, dict):
                 m = JOB.search(r.json.get("content") or "")
                 if m and "✅" in r.json["content"]:
                     self.uploads[int(m.group(1))] += 1
@@ -335,8 +358,10 @@ class Soak:
         members = [StandInUser(f"user{i}") for i in range(self.args.users)]
         channels = [StandInChannel(f"art-{i}") for i in range(CHANNELS)]
         async with DiscordStandIn([StandInGuild(members=members, channels=channels)]) as s:
+            self.standin = s
             config = write_config(
-                self.root, self.root / "models", s, engine={"threads": 1, "max_queued_per_user": 5},
+                self.root, self.root / "models", s, engine={"threads": 1, "max_queued_per_user": 5,
+                                                            "isolation": self.args.isolation},
                 discord={"edits_per_channel": 5, "edit_period_s": 1.0, "post_backoff_s": 0.5,
                          "shutdown_timeout_s": 10.0},
                 moderation={"user_rate": 10000, "guild_rate": 100000, "max_queued_per_guild": 100000})
@@ -349,12 +374,11 @@ class Soak:
             per_user = -(-self.args.jobs // self.args.users)
             users = [asyncio.create_task(self.user(s, m, channels[i % CHANNELS], per_user))
                      for i, m in enumerate(members)]
-            kill_at = int(self.args.jobs * self.args.kill_at) if self.args.kill_at else None
+            kills = sorted(int(self.args.jobs * self.rng.uniform(0.1, 0.9)) for _ in range(self.args.kills))
             while not all(u.done() for u in users):
-                if kill_at is not None and self.delivered() >= kill_at:
-                    kill_at = None
-                    self.killed_at = time.monotonic()
-                    await bot.kill()
+                if kills and self.delivered() >= kills[0]:
+                    kills.pop(0)
+                    await self.kill(bot)
                     self.injected["SIGKILL of the bot"] += 1
                     await bot.start()
                     self.restarted_at = time.monotonic()
@@ -382,15 +406,17 @@ class Soak:
                     finals[job] += 1
             statuses = job_statuses(self.db, wanted)
             invalid = len(s.invalid_requests)
+            acked_lost = self.acked_lost()
         delivered = {j for j in wanted if finals[j] or self.uploads[j]}
-        duplicated = {j for j in wanted if finals[j] > 1 or self.uploads[j] > 1}
+        duplicated = {j for j in wanted if finals[j] > 1 or self.uploads[j] > 1} | second_jobs(self.db, wanted)
         figures = {
             "users": self.args.users,
             "elapsed_s": round(elapsed, 1),
             "restarts": bot.starts - 1,
             "commands_sent": len(self.sent),
             "refused_or_retried_commands": len(self.sent) - len(wanted),
-            "commands_in_flight_at_the_kill": self.lost_at_crash,
+            "acked_unsaved_at_kills": len(self.acked_unsaved),
+            "acked_then_no_job_30s_after_restart": self.lost_at_crash,
             "failed": sum(1 for st in statuses.values() if st == "failed"),
             "not_final_in_database": sum(1 for st in statuses.values() if st not in ("posted", "failed", "cancelled")),
             "requests_discord_would_refuse": invalid,
@@ -406,8 +432,36 @@ class Soak:
             "delivered": len(delivered),
             "duplicated": len(duplicated),
             "lost": len(wanted - delivered),
+            "acked_lost": acked_lost,
         })
         return figures
+
+    async def kill(self, bot: Bot) -> None:
+        """SIGKILL the bot while another process holds the database's write lock: the commands acknowledged
+        meanwhile have no job row when the kill lands (only the journal knows them)."""
+        conn = sqlite3.connect(self.db, isolation_level=None, timeout=30, check_same_thread=False)
+        try:
+            await asyncio.to_thread(conn.execute, "BEGIN EXCLUSIVE")
+            await asyncio.sleep(self.args.hold_before_kill)
+            self.killed_at = time.monotonic()
+            await bot.kill()
+            conn.rollback()
+        finally:
+            conn.close()
+        settled = jobs_by_interaction(self.db) | self.answered_ids()
+        self.acked_unsaved |= {ix.id for ix in self.sent if ix.acked and ix.id not in settled}
+
+    def answered_ids(self) -> set[int]:
+        """Interactions that got an answer of their own (an error or refusal through the interaction's webhook)."""
+        by_token = {ix.token: ix.id for ix in self.sent}
+        return {by_token[r.params["webhook_token"]] for r in self.standin.requests
+                if r.route and r.route.startswith("/webhooks/") and r.status in (200, 204)
+                and r.params.get("webhook_token") in by_token}
+
+    def acked_lost(self) -> int:
+        """Commands acknowledged (deferred) that never got a job nor any answer."""
+        settled = jobs_by_interaction(self.db) | self.answered_ids()
+        return sum(1 for ix in self.sent if ix.acked and ix.id not in settled)
 
     def memory_figures(self) -> dict[str, float]:
         if not self.memory:
@@ -433,6 +487,24 @@ def lock_database(path: Path, seconds: float) -> None:
         conn.rollback()
     finally:
         conn.close()
+
+
+def second_jobs(db: Path, ids: set[int]) -> set[int]:
+    """Jobs made for a command that already had a job (the command ran twice)."""
+    with sqlite3.connect(db, timeout=30) as conn:
+        rows = conn.execute("SELECT id, interaction_id FROM jobs WHERE interaction_id IS NOT NULL ORDER BY id")
+        seen: set[int] = set()
+        extra = set()
+        for job, ix in rows:
+            if ix in seen and job in ids:
+                extra.add(job)
+            seen.add(ix)
+        return extra
+
+
+def jobs_by_interaction(db: Path) -> set[int]:
+    with sqlite3.connect(db, timeout=30) as conn:
+        return {ix for (ix,) in conn.execute("SELECT interaction_id FROM jobs WHERE interaction_id IS NOT NULL")}
 
 
 def job_for_interaction(db: Path, interaction_id: int) -> int | None:
@@ -462,8 +534,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--users", type=int, default=100)
-    parser.add_argument("--kill-at", type=float, default=0.5, help="SIGKILL the bot when this share of the jobs "
-                        "is delivered, then restart it (0: never)")
+    parser.add_argument("--kills", type=int, default=3, help="SIGKILLs of the bot at random instants (each then "
+                        "restarted)")
+    parser.add_argument("--hold-before-kill", type=float, default=3.0, help="seconds another process holds the "
+                        "database's write lock before each kill (commands acknowledged meanwhile are not saved)")
+    parser.add_argument("--isolation", choices=["process", "thread"], default="process",
+                        help="[engine] isolation of the bot under test")
     parser.add_argument("--oom-rate", type=float, default=0.02)
     parser.add_argument("--rest-fault-every", type=int, default=25, help="REST requests per injected fault "
                         "(on average)")

@@ -132,6 +132,9 @@ class SdBot(commands.Bot):
                 log.info("recovered %d jobs to re-run and %d to post", *self.recovered)
             if self.services.moderation is not None and await self.services.moderation.recover(self.serves):
                 log.info("posted review items a previous run left unshown")
+            for cog in list(self.cogs.values()):  # e.g. the journal's acknowledged but unsaved commands
+                if hasattr(cog, "recover"):
+                    await cog.recover()
 
 
 class ShardedSdBot(SdBot, commands.AutoShardedBot):

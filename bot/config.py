@@ -48,6 +48,7 @@ class EngineSection(_Section):
     threads: Annotated[int, Field(ge=0, le=256)] = 0
     batch_mode: Literal["exact", "fast"] = "exact"
     backend: Literal["local", "ray"] = "local"
+    isolation: Literal["process", "thread"] = "process"
     ray_address: str = ""
     ray_app: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "sdbot"
     ray_replicas: Annotated[int, Field(ge=1, le=1024)] = 1
@@ -63,6 +64,7 @@ class DatabaseSection(_Section):
     url: str = ""
     max_presets_per_user: Annotated[int, Field(ge=1, le=1000)] = 50
     busy_timeout_ms: Annotated[int, Field(ge=0, le=600_000)] = 10_000
+    journal_path: str = ""  # the command journal (bot/store/journal.py); "": beside the SQLite database
 
 
 class DiscordSection(_Section):
@@ -191,6 +193,7 @@ class Config:
             batch_mode=e.batch_mode,
             backend=e.backend,
             image_classifier=self.image_classifier,
+            isolation=e.isolation,
             ray=RayConfig(
                 address=e.ray_address, app_name=e.ray_app, replicas=e.ray_replicas, num_gpus=e.ray_num_gpus,
                 num_cpus=e.ray_num_cpus, max_retries=e.ray_max_retries,
@@ -225,6 +228,27 @@ class Config:
         if url:
             return url
         return f"sqlite+aiosqlite:///{self.base_dir / 'sdbot.db'}"
+
+    @property
+    def journal_path(self) -> Path:
+        """The command journal: `[database] journal_path`, else `<name>-journal.db` beside a SQLite database file,
+        else `sdbot-journal.db` beside the config (PostgreSQL, in-memory SQLite); with `shard_ids`, one per process
+        (`sdbot-journal-shards-0-1.db`)."""
+        if self.settings.database.journal_path:
+            return self.resolve(self.settings.database.journal_path)
+        from sqlalchemy.engine import make_url
+
+        try:
+            url = make_url(self.database_url)
+        except Exception:
+            url = None
+        # Processes sharing the shards (each its `shard_ids`) share the config dir: each gets a journal of its own.
+        ids = self.settings.discord.shard_ids
+        suffix = f"-shards-{'-'.join(str(i) for i in ids)}" if ids else ""
+        if url is not None and url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            db = self.resolve(url.database)
+            return db.with_name(f"{db.stem}-journal{suffix}.db")
+        return self.base_dir / f"sdbot-journal{suffix}.db"
 
 
 def _describe(err: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ from bot.services.presets import PresetService
 from bot.services.ratelimit import Rate, RateLimits
 from bot.store import migrate
 from bot.store.db import check_writable, make_engine, make_sessions, ping
+from bot.store.journal import Journal
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,13 @@ async def open_services(config: Config, make_worker: Callable[[Any], Any] | None
             moderation = _moderation(config, sessions, jobs)
             await moderation.start()
             jobs.image_gate = moderation.gate_images
-            yield Services(config, db, sessions, worker, jobs, presets, moderation)
-            await moderation.close()
-            await jobs.shutdown(config.settings.discord.shutdown_timeout_s)  # no-op after serve's
+            journal = Journal(config.journal_path)  # acknowledged commands, durable before the deferral
+            try:
+                yield Services(config, db, sessions, worker, jobs, presets, moderation, journal)
+                await moderation.close()
+                await jobs.shutdown(config.settings.discord.shutdown_timeout_s)  # no-op after serve's
+            finally:
+                journal.close()
         finally:
             await worker.close()
     finally:

@@ -57,6 +57,9 @@ class EngineConfig:
     batch_mode: str = "exact"
     # Who renders (issue 8): "local", the in-process worker; "ray", engine replicas on a Ray cluster.
     backend: str = "local"
+    # The local backend's engine (issue 16): "process", a child process the bot restarts when it dies (the
+    # default); "thread", a thread of the bot's own process (tests, tiny machines).
+    isolation: str = "process"
     ray: RayConfig = RayConfig()
     # Issue 17: a local image-classification model folder; every rendered image is scored with it right after
     # decoding (engine/classifier.py). None: images are not scored.

@@ -269,6 +269,15 @@ class RayWorker:
         """Jobs in Ray at once: every replica's `max_ongoing_requests`."""
         return self.ray.replicas * self.ray.max_ongoing_requests
 
+    @property
+    def max_retries(self) -> int:
+        """Re-runs of a job whose replica died."""
+        return self.ray.max_retries
+
+    def lost_message(self, attempts: int) -> str:
+        """What the user reads when the job's last retry died too."""
+        return REPLICA_LOST.format(n=attempts)
+
     # -- loop side ------------------------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -497,8 +506,8 @@ class RayWorker:
                     await asyncio.sleep(BACK_PRESSURE_PAUSE_S)
                     continue
                 if outcome == "lost":
-                    if job.attempts > self.ray.max_retries:
-                        self._done(job, Failed(job_id=job.id, message=REPLICA_LOST.format(n=job.attempts)))
+                    if job.attempts > self.max_retries:
+                        self._done(job, Failed(job_id=job.id, message=self.lost_message(job.attempts)))
                         break
                     self.stats.retries += 1
                     await asyncio.sleep(min(2.0, 0.25 * 2 ** (job.attempts - 1)))

@@ -21,3 +21,4 @@ class Services:
     jobs: Any  # bot.services.jobs.JobService
     presets: Any  # bot.services.presets.PresetService
     moderation: Any = None  # bot.services.moderation.ModerationService
+    journal: Any = None  # bot.store.journal.Journal: acknowledged commands not yet saved

@@ -6,8 +6,9 @@ the post. `recover()` at start-up picks up whatever a crash left in between.
 
 Posting is at-least-once by nature: a post can reach Discord while its answer is lost (a reset connection), or
 the process can die between the post and `mark_posted`. It is made exactly-once by asking the listener whether
-the job's message is already there (`already_posted`, which looks for the job's buttons in the channel) before
-every retry and before re-posting a `done` job after a restart. Failed posts are retried with exponential
+the job's message is already there (`already_posted`: the job's message by its stored id, Discord's `nonce`
+idempotency, and only as the last resort the channel's history) before every retry and before re-posting a
+`done` job after a restart. Failed posts are retried with exponential
 back-off for `post_retry_s`; until then (and after, until the next start) the job stays `done` with its files.
 
 `shutdown()` (SIGTERM) stops taking jobs, lets the running one finish and post within the timeout, and puts
@@ -198,9 +199,11 @@ class JobService:
             await asyncio.to_thread(_save_png, path, image)
             paths.append(path)
         scores = [getattr(image, "scores", None) for image in result.images]
+        # The job's message id, when the listener knows it already, lets a restart check that one message.
         job = await self._write(job_store.transition, job_id, JobStatus.DONE,
                                 seed=result.seed, result_paths=[str(p) for p in paths],
-                                image_scores=scores if any(s is not None for s in scores) else None)
+                                image_scores=scores if any(s is not None for s in scores) else None,
+                                message_id=getattr(listener, "message_id", None))
         await self.post(job, listener)
 
     async def post(self, job: Job, listener: JobListener, *, check_first: bool = False) -> None:
@@ -301,6 +304,9 @@ class JobService:
 
     async def by_message(self, message_id: int) -> Job | None:
         return await transaction(self.sessions, job_store.find_by_message, message_id)
+
+    async def interactions_with_jobs(self, interaction_ids: list[int]) -> set[int]:
+        return await self._write(job_store.interactions_with_jobs, interaction_ids)
 
     async def last_for(self, user_id: int) -> Job | None:
         rows = await transaction(self.sessions, job_store.list_for_user, user_id, None, limit=1)

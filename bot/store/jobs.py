@@ -97,6 +97,14 @@ async def find_by_message(s: AsyncSession, message_id: int) -> Job | None:
     return (await s.execute(select(Job).where(Job.message_id == message_id).limit(1))).scalars().first()
 
 
+async def interactions_with_jobs(s: AsyncSession, interaction_ids: Sequence[int]) -> set[int]:
+    """Which of these Discord interactions have a job (the command journal's replay skips those)."""
+    if not interaction_ids:
+        return set()
+    stmt = select(Job.interaction_id).where(Job.interaction_id.in_(list(interaction_ids)))
+    return {int(i) for i in (await s.execute(stmt)).scalars()}
+
+
 async def get(s: AsyncSession, job_id: int, *, for_update: bool = False) -> Job:
     """The job, or `JobNotFound`; `for_update` locks the row (PostgreSQL) for a read-modify-write."""
     if for_update:

@@ -27,7 +27,9 @@ def write_config(root: Path, models_dir: Path, standin: DiscordStandIn, *, defau
     cooldown as config.example.toml has it (else quick edits and rate limits out of the way)."""
     # One torch thread: the bot, the stand-in and pytest share the process, and two OpenMP threads spinning
     # against the event loop on a 2-core machine made a tiny render step take seconds instead of 0.03 s.
+    # The engine in a thread (fast to start); tests of the child process set isolation = "process" themselves.
     engine = {"models_dir": str(models_dir), **({} if defaults else {"max_queued_per_user": 5}), "threads": 1,
+              "isolation": "thread",
               **sections.get("engine", {})}
     discord = {
         "api_base_url": standin.api_base_url, "gateway_url": standin.gateway_url,

@@ -100,6 +100,7 @@ class RecordedRequest:
     refused: bool = False  # a 4xx from the stand-in's own rules (not a fault hook)
     rate_limited: bool = False  # a 429 from the rate limits the test set (`DiscordStandIn(rate_limits=...)`)
     ratelimit_headers: dict[str, str] = field(default_factory=dict)
+    deduplicated: bool = False  # a repeated `nonce` with `enforce_nonce`: answered with the first message
 
     @property
     def key(self) -> str:
@@ -281,6 +282,21 @@ def _unknown_channel() -> DiscordError:
     return DiscordError(404, 10003, "Unknown Channel")
 
 
+NONCE_WINDOW_S = 300.0  # how long a `nonce` with `enforce_nonce` dedups ("the past few minutes", Discord says)
+
+
+def _nonce_of(body: dict[str, Any]) -> str | None:
+    """A message's nonce as Discord compares it (an integer or a string of at most 25 characters), or None."""
+    nonce = body.get("nonce")
+    if nonce is None:
+        return None
+    if isinstance(nonce, bool) or not isinstance(nonce, (int, str)):
+        raise _form_error(["nonce"], "BASE_TYPE_BAD_TYPE", "Must be an integer or a string.")
+    if isinstance(nonce, str) and len(nonce) > 25:
+        raise _form_error(["nonce"], "BASE_TYPE_BAD_LENGTH", "Must be 25 or fewer in length.")
+    return str(nonce)
+
+
 def _form_error(path: list[str], code: str, message: str) -> DiscordError:
     tree = discord_error_tree([{"path": path, "code": code, "message": message}])
     return DiscordError(400, 50035, "Invalid Form Body", tree)
@@ -342,6 +358,7 @@ class DiscordStandIn:
         shards: int = 1,
         rate_limits: dict[str, Bucket] | None = None,
         global_rate_limit: int | None = GLOBAL_PER_S,
+        nonce_window_s: float = NONCE_WINDOW_S,
     ) -> None:
         if guilds is None:
             guilds = [StandInGuild()]
@@ -365,6 +382,9 @@ class DiscordStandIn:
         self.internal_errors: list[str] = []
         self.faults: list[Fault] = []
         self.messages: dict[int, dict[str, Any]] = {}  # id -> message object, in creation order
+        # `enforce_nonce`: (author id, nonce) -> (message id, time.monotonic() of its creation)
+        self.nonce_window_s = nonce_window_s
+        self._nonces: dict[tuple[int, str], tuple[int, float]] = {}
         self.attachments: dict[int, tuple[bytes, dict[str, Any]]] = {}  # id -> (bytes, attachment object)
         self.commands: dict[int | None, list[dict[str, Any]]] = {}  # guild id (None: global) -> commands
         self.interactions: dict[int, InteractionHandle] = {}
@@ -1533,7 +1553,19 @@ class DiscordStandIn:
             raise DiscordError(403, 50007, "Cannot send messages to this user")
         if guild is not None and not guild.permissions_of(self.bot_user.id) & P.SEND_MESSAGES:
             raise DiscordError(403, 50013, "Missing Permissions")
-        msg = self._new_message(rec.json or {}, rec.files, cid)
+        body = rec.json or {}
+        nonce = _nonce_of(body)
+        if nonce is not None and body.get("enforce_nonce"):
+            # Discord: "If true and nonce is present, it will be checked for uniqueness in the past few minutes.
+            # If another message was created by the same author with the same nonce, that message will be
+            # returned and no new message will be created."
+            seen = self._nonces.get((self.bot_user.id, nonce))
+            if seen is not None and time.monotonic() - seen[1] < self.nonce_window_s and seen[0] in self.messages:
+                rec.deduplicated = True
+                return _json_response(200, self.messages[seen[0]])
+        msg = self._new_message(body, rec.files, cid)
+        if nonce is not None:
+            self._nonces[(self.bot_user.id, nonce)] = (int(msg["id"]), time.monotonic())
         return _json_response(200, msg)
 
     @_handles("GET", "/channels/{channel_id}/messages")

@@ -378,3 +378,35 @@ async def test_raw_rest_rules_without_a_bot(standin):
             assert resp.status == 404 and (await resp.json())["code"] == 10062
     assert handle.missed_deadline and not handle.acked
     assert [r.status for r in standin.refused_requests] == [401, 404, 404]
+
+
+async def test_enforce_nonce_answers_a_repeat_with_the_first_message(running):
+    """Discord's idempotency for channel posts: a repeat of a nonce with `enforce_nonce` (discord.py sends it with
+    every nonce) within the window returns the first message and creates none; other nonces, no enforcement,
+    and repeats after the window create messages; a nonce over 25 characters is refused."""
+    standin, bot = running
+    channel = bot.get_channel(standin.channel.id)
+    first = await channel.send("images", nonce="sdbot:7:1")
+    again = await channel.send("images again", nonce="sdbot:7:1")
+    assert again.id == first.id and again.content == "images"
+    assert [m["content"] for m in standin.messages.values()] == ["images"]
+    posts = [r for r in standin.requests if r.key == "POST /channels/{channel_id}/messages"]
+    assert [r.deduplicated for r in posts] == [False, True]
+    assert posts[1].json["enforce_nonce"] is True
+
+    other = await channel.send("other", nonce="sdbot:7:2")
+    assert other.id != first.id
+    auth = {"Authorization": f"Bot {standin.token}"}
+    url = f"{standin.api_base_url}/channels/{standin.channel.id}/messages"
+    async with aiohttp.ClientSession() as http:
+        for _ in range(2):  # without enforce_nonce the nonce is only echoed back
+            async with http.post(url, json={"content": "plain", "nonce": "sdbot:7:1"}, headers=auth) as resp:
+                assert resp.status == 200
+        async with http.post(url, json={"content": "x", "nonce": "n" * 26, "enforce_nonce": True},
+                             headers=auth) as resp:
+            assert resp.status == 400
+    assert [m["content"] for m in standin.messages.values()] == ["images", "other", "plain", "plain"]
+
+    standin.nonce_window_s = 0.0  # "the past few minutes" are over
+    late = await channel.send("images late", nonce="sdbot:7:1")
+    assert late.id != first.id

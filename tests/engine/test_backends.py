@@ -14,6 +14,7 @@ from engine.backends import make_worker
 from engine.config import EngineConfig
 from engine.errors import EngineError
 from engine.pipeline import RenderedImage, RenderResult
+from engine.process_backend import ProcessWorker
 from engine.ray_backend import RAY_MISSING, RayWorker, decode_result, encode_event
 from engine.request import GenerationRequest
 from engine.worker import Finished, Queued, Step, Worker
@@ -22,8 +23,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_make_worker_picks_the_backend():
-    """`backend = "local"` gives the in-process worker, `"ray"` the Ray worker; anything else is refused."""
-    assert type(make_worker(EngineConfig(backend="local", threads=0))) is Worker
+    """`backend = "local"` gives the engine in a child process (default) or the in-process worker (`isolation =
+    "thread"`), `"ray"` the Ray worker; anything else is refused."""
+    assert type(make_worker(EngineConfig(backend="local", threads=0))) is ProcessWorker
+    assert type(make_worker(EngineConfig(backend="local", isolation="thread", threads=0))) is Worker
+    with pytest.raises(ValueError, match="unknown engine isolation 'vm'"):
+        make_worker(EngineConfig(isolation="vm"))
     assert type(make_worker(EngineConfig(backend="ray"))) is RayWorker
     with pytest.raises(ValueError, match="unknown engine backend 'k8s'"):
         make_worker(EngineConfig(backend="k8s"))

@@ -51,10 +51,11 @@ def final_messages(standin: DiscordStandIn, job_id: int) -> list[dict[str, Any]]
 
 
 def uploads(standin: DiscordStandIn, job_id: int) -> list[RecordedRequest]:
-    """Uploads of the job's images that took effect (answered 200, or applied before the connection dropped)."""
+    """Uploads of the job's images that took effect (answered 200, or applied before the connection dropped; not
+    a repeat that Discord answered with the first message because of its `nonce`)."""
     out = []
     for r in standin.requests:
-        if not r.files or not (r.status == 200 or r.reset == "after"):
+        if not r.files or r.deduplicated or not (r.status == 200 or r.reset == "after"):
             continue
         m = _JOB.search((r.json or {}).get("content") or "")
         if m and int(m.group(1)) == job_id:

@@ -6,12 +6,14 @@ hangs), one rendering, one queued; an `awaiting_review` job is added to the data
 every job exactly once (the rendered ones from their saved files, without rendering them again), tell the users
 their jobs resumed, and leave the held job alone. Then B gets SIGTERM while rendering a long job: it refuses new
 commands, puts the running and the queued job back in the queue, and exits 0 within its shutdown timeout (that
-re-queued jobs run after a restart is shown above and, for a graceful stop, in test_shutdown.py).
+re-queued jobs run after a restart is shown above and, for a graceful stop, in test_shutdown.py). Last, a kill
+right after a command's deferral (its job not yet saved) loses nothing: the command journal replays it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -80,6 +82,22 @@ class BotProcess:
             await self.proc.wait()
 
 
+@contextlib.asynccontextmanager
+async def bot_processes():
+    """The list to put started `BotProcess`es in: their logs are shown if the test fails, and all are killed."""
+    processes: list[BotProcess] = []
+    try:
+        yield processes
+    except BaseException:
+        for p in processes:
+            if p.log.exists():
+                print(f"--- {p.log.name} ---\n{p.text()[-4000:]}")
+        raise
+    finally:
+        for p in processes:
+            await p.kill()
+
+
 def statuses(db: Path) -> dict[int, str]:
     with sqlite3.connect(db) as conn:
         return dict(conn.execute("SELECT id, status FROM jobs"))
@@ -95,7 +113,9 @@ def content(r) -> str:
 
 
 def history(r) -> bool:
-    return r.method == "GET" and r.route == "/channels/{channel_id}/messages"
+    """Any look for an earlier post: the job's message by id, or the channel's history."""
+    return r.method == "GET" and r.route in ("/channels/{channel_id}/messages",
+                                             "/channels/{channel_id}/messages/{message_id}")
 
 
 def progress(ix, text: str):
@@ -125,8 +145,7 @@ async def test_sigkill_then_restart_delivers_every_job_once(tmp_path, tiny_sd15)
         config = write_config(tmp_path, models, s, engine={"threads": 1},
                               discord={**DISCORD, "shutdown_timeout_s": SHUTDOWN_TIMEOUT})
         db = tmp_path / "sdbot.db"
-        processes: list[BotProcess] = []
-        try:
+        async with bot_processes() as processes:
             # --- process A: every state, then SIGKILL -----------------------------------------------------
             a = await BotProcess(config, s, "a").start()
             processes.append(a)
@@ -200,11 +219,49 @@ async def test_sigkill_then_restart_delivers_every_job_once(tmp_path, tiny_sd15)
             for job_id in jobs:  # nothing was posted again on the way out
                 assert_delivered_once(s, job_id)
             s.assert_no_invalid_requests()
-        except BaseException:
-            for p in processes:
-                if p.log.exists():
-                    print(f"--- {p.log.name} ---\n{p.text()[-4000:]}")
-            raise
-        finally:
-            for p in processes:
-                await p.kill()
+
+
+async def test_a_kill_right_after_the_deferral_loses_nothing(tmp_path, tiny_sd15):
+    """The command is journaled before the deferral: killed while its job waits to be saved (another process
+    holds the database's write lock), it is run by the next start, its "thinking…" becomes the result."""
+    models = tmp_path / "models"
+    shutil.copytree(tiny_sd15, models / "tiny-sd15")
+    async with DiscordStandIn([StandInGuild(members=[StandInUser("tester")])]) as s:
+        config = write_config(tmp_path, models, s, engine={"threads": 1}, discord=DISCORD)
+        db = tmp_path / "sdbot.db"
+        async with bot_processes() as processes:
+            a = await BotProcess(config, s, "a").start()
+            processes.append(a)
+            locker = sqlite3.connect(db, isolation_level=None, timeout=30)
+            locker.execute("BEGIN EXCLUSIVE")  # the job row cannot be written: the command hangs after its ack
+            try:
+                ix = await s.send_interaction(s.slash("imagine", {"prompt": f"kept {FAST} --seed 3"}))
+                await wait_until(lambda: ix.acked, 30, "the deferral")
+                a.signal(signal.SIGKILL)
+                assert await a.wait(10) == -signal.SIGKILL
+            finally:
+                locker.rollback()
+                locker.close()
+            with sqlite3.connect(db) as conn:
+                assert conn.execute("SELECT count(*) FROM jobs WHERE interaction_id = ?", (ix.id,)).fetchone() == (0,)
+            with sqlite3.connect(tmp_path / "sdbot-journal.db") as conn:
+                assert conn.execute("SELECT interaction_id FROM acks").fetchall() == [(ix.id,)]
+
+            b = await BotProcess(config, s, "b").start()
+            processes.append(b)
+            await wait_until(lambda: job_of_or_none(db, ix) and statuses(db)[job_of(db, ix)] == "posted", 90,
+                             "the journaled command's job posted")
+            await asyncio.sleep(0.5)
+            job_id = job_of(db, ix)
+            final = assert_delivered_once(s, job_id)
+            assert int(final["id"]) == ix.original_message_id  # the "thinking…" message became the result
+            assert "resumed after a restart" in final["content"]
+            with sqlite3.connect(tmp_path / "sdbot-journal.db") as conn:
+                assert conn.execute("SELECT count(*) FROM acks").fetchone() == (0,)
+            s.assert_no_invalid_requests()
+
+
+def job_of_or_none(db: Path, ix) -> int | None:
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT id FROM jobs WHERE interaction_id = ?", (ix.id,)).fetchone()
+        return row[0] if row else None

@@ -55,7 +55,8 @@ async def test_429s_are_waited_out_with_and_without_via(bot):
 
 async def test_5xx_bursts_are_retried_with_backoff(bot):
     """A burst of 503s on a channel post (raised by discord.py) is retried by us with doubling delays, each retry
-    first checking the channel; 500/502/503 on the interaction's webhook are retried by discord.py itself."""
+    with the same nonce (Discord would answer a repeat of a post that landed with that post), so no retry reads
+    the channel's history; 500/502/503 on the interaction's webhook are retried by discord.py itself."""
     s = bot.standin
     ix = await imagine(s)
     ix.expire()  # the result goes to the channel
@@ -66,8 +67,9 @@ async def test_5xx_bursts_are_retried_with_backoff(bot):
     attempts = [r.time for r in s.requests if channel_upload(r)]
     gaps = [b - a for a, b in zip(attempts, attempts[1:])]
     assert len(gaps) == 3 and gaps[0] >= 0.05 and gaps[1] >= 0.1 and gaps[2] >= 0.2, gaps
-    checks = [r for r in s.requests if r.method == "GET" and r.route == "/channels/{channel_id}/messages"]
-    assert len(checks) == 3  # before each retry: was it posted after all?
+    nonces = {(r.json["nonce"], r.json["enforce_nonce"]) for r in s.requests if channel_upload(r)}
+    assert nonces == {(f"sdbot:{job_id}:1", True)}
+    assert not [r for r in s.requests if r.method == "GET" and r.route == "/channels/{channel_id}/messages"]
     await wait_until(lambda: job_id in _posted(bot), 10, "recorded as posted")
     assert_delivered_once(s, job_id)
     for status in (503, 502, 500):  # one each (discord.py waits 1 s, then 3 s, 5 s ... within a burst)
@@ -87,7 +89,8 @@ async def test_a_dropped_connection_is_retried(bot):
 
 
 async def test_a_post_whose_answer_was_lost_is_not_made_twice(bot):
-    """The channel post takes effect but its answer is lost: the retry finds the message instead of posting."""
+    """The channel post takes effect but its answer is lost: the retry repeats its nonce, and Discord answers
+    with the first message instead of posting again; no history is read."""
     s = bot.standin
     ix = await imagine(s)
     ix.expire()  # the result goes to the channel with a mention: a POST that a blind retry would duplicate
@@ -99,8 +102,10 @@ async def test_a_post_whose_answer_was_lost_is_not_made_twice(bot):
     message = assert_delivered_once(s, job_id)
     assert message["content"].startswith(f"<@{s.user.id}>")
     job = await bot.services.jobs.get(job_id)
-    assert job.message_id == int(message["id"])  # found by its buttons, recorded as the job's message
-    assert [r for r in s.requests if r.route == "/channels/{channel_id}/messages" and r.method == "GET"]
+    assert job.message_id == int(message["id"])  # Discord's answer to the repeat, recorded as the job's message
+    posts = [r for r in s.requests if channel_upload(r)]
+    assert [r.deduplicated for r in posts] == [False, True] and posts[0].json["nonce"] == posts[1].json["nonce"]
+    assert not [r for r in s.requests if r.route == "/channels/{channel_id}/messages" and r.method == "GET"]
     s.assert_no_invalid_requests()
 
 
@@ -137,4 +142,25 @@ async def test_gateway_drops_resume_by_themselves_and_lose_nothing(bot):
         assert_delivered_once(s, job_id)
     assert sum(1 for f in s.gateway_frames if f.op == 2) == 2  # one IDENTIFY at start, one after invalidation
     assert bot.bot.recovered is not None and len(uploads(s, jobs[0])) == 1
+    s.assert_no_invalid_requests()
+
+
+async def test_too_late_for_the_nonce_the_history_is_the_last_resort(bot, monkeypatch):
+    """When a repeat could be past Discord's nonce window, the retry reads the channel's history (bounded, logged)
+    and finds the post there instead of posting again."""
+    from datetime import timedelta
+
+    from bot.exts.imagine import _delivery
+
+    monkeypatch.setattr(_delivery, "NONCE_TRUST", timedelta(0))
+    s = bot.standin
+    ix = await imagine(s)
+    ix.expire()
+    lost = s.reset_next(channel_upload, after_processing=True)
+    await wait_until(lambda: lost.remaining == 0, 30, "the post whose answer is lost")
+    job_id = marker_of(next(m for m in s.messages.values() if marker_of(m)))
+    await wait_until(lambda: job_id in _posted(bot), 20, f"job {job_id} recorded as posted")
+    assert_delivered_once(s, job_id)
+    assert len([r for r in s.requests if channel_upload(r)]) == 1
+    assert [r for r in s.requests if r.route == "/channels/{channel_id}/messages" and r.method == "GET"]
     s.assert_no_invalid_requests()

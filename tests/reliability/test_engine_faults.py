@@ -91,3 +91,42 @@ async def test_each_engine_fault_touches_only_its_job(faulty):
     again = await s.send_interaction(s.slash("imagine", {"prompt": f"after {FAST}"}))  # the queue still moves
     assert (await again.wait_original_message(lambda m: bool(m.get("attachments")), timeout=30))
     s.assert_no_invalid_requests()
+
+
+async def test_engine_child_crashes_cost_a_restart_not_the_bot(tmp_path, tiny_sd15, monkeypatch):
+    """`isolation = "process"`: the engine child killed with SIGKILL mid-job, and a child that aborts (a test hook
+    calls os.abort(), as a segfaulting library would die), are restarted while the bot keeps answering; the job
+    on the child runs once more, and a job that crashes it twice fails with a clear message."""
+    import signal
+
+    from engine.process_backend import CRASHED_TWICE, HOOK_ENV
+    from tests.bot.harness import running_bot
+    from tests.reliability._helpers import DISCORD, ENGINE, recovered, wait_until
+
+    monkeypatch.setenv(HOOK_ENV, "tests.engine.child_hooks:crash_on_prompt")
+    monkeypatch.setenv("SDBOT_TEST_MARKERS", str(tmp_path))
+    async with running_bot(tmp_path, tiny_sd15, engine={**ENGINE, "isolation": "process"}, discord=DISCORD) as bot:
+        await recovered(bot)
+        s, worker = bot.standin, bot.services.worker
+
+        def images(ix):
+            return ix.wait_original_message(lambda m: bool(m.get("attachments")), timeout=240)
+
+        slow = await s.send_interaction(s.slash("imagine", {"prompt": "slow --size 128x128 --steps 60"}))
+        await slow.wait_for(lambda r: r.method == "PATCH" and "rendering: " in ((r.json or {}).get("content") or ""),
+                            timeout=120)
+        first = worker.child_pid
+        os.kill(first, signal.SIGKILL)
+        during = await s.send_interaction(s.slash("imagine", {"prompt": f"during {FAST}"}, user="alice"))
+        await during.wait_original_message(lambda m: "queued" in m.get("content", ""), timeout=30)  # answered
+        for ix in (slow, during):
+            assert_delivered_once(s, marker_of(await images(ix)))
+        await wait_until(lambda: worker.child_pid not in (None, first), 60, "a new engine child")
+
+        always = await s.send_interaction(s.slash("imagine", {"prompt": f"abort-always {FAST}"}))
+        failed = await always.wait_original_message(lambda m: "failed" in m.get("content", ""), timeout=240)
+        assert CRASHED_TWICE in failed["content"] and not failed.get("attachments")
+        once = await s.send_interaction(s.slash("imagine", {"prompt": f"abort-once {FAST}"}))
+        assert_delivered_once(s, marker_of(await images(once)))
+        assert worker.restarts >= 4 and bot.bot.is_ready()
+        s.assert_no_invalid_requests()

@@ -15,7 +15,7 @@ from discord.ext import commands
 
 from bot.app import USER_ERRORS, admit, reply_error
 from bot.errors import UserError
-from bot.exts.imagine import _format, _inputs
+from bot.exts.imagine import _format, _inputs, _replay
 from bot.exts.imagine._delivery import DiscordJobListener
 from bot.exts.imagine._views import EditModal, RemixModal, SavePresetModal
 from bot.exts.moderation import actor_of
@@ -138,14 +138,15 @@ class Imagine(commands.Cog):
         limits = self.bot.config.engine_config().limits
         if image is not None:
             _inputs.check_declared_size(image, limits)  # before any download, answered at once
-        await interaction.response.defer(thinking=True)
-        async with _errors_replace_thinking(interaction):
+        presets = [*inline.presets, *typed_presets]
+        payload = {"typed": merged, "presets": presets, **({"image": image.filename} if image is not None else {})}
+        async with self._acknowledged(interaction, payload):
             start = None
             if image is not None:
                 start = await _inputs.save_attachment(image, self._inputs_dir, limits)
                 merged = _inputs.with_start_image(merged, start, limits)
             command = await self.services.presets.resolve_command(
-                interaction.user.id, interaction.guild_id, [*inline.presets, *typed_presets], merged)
+                interaction.user.id, interaction.guild_id, presets, merged)
             sources = command.sources if start is None else {**command.sources, "init_image": start.label}
             await self._submit(interaction, command.request, sources)
 
@@ -153,14 +154,46 @@ class Imagine(commands.Cog):
     def _inputs_dir(self):
         return self.bot.config.outputs_dir / "inputs"
 
+    @contextlib.asynccontextmanager
+    async def _acknowledged(self, interaction: discord.Interaction, payload: dict[str, Any]):
+        """Journal the command, defer ("thinking…"), then run the body that gives it a job or an answer.
+
+        The journal entry is committed before Discord hears the acknowledgement and settled once the body ends,
+        so a process killed in between leaves it for `_replay` at the next start: acknowledged means durable.
+        """
+        journal = self.services.journal
+        if journal is not None:
+            journal.append(_replay.ack_of(interaction, payload, is_moderator=is_moderator(interaction)))
+        try:
+            await interaction.response.defer(thinking=True)
+            async with _errors_replace_thinking(interaction):
+                yield
+        except asyncio.CancelledError:
+            raise  # stopped mid-way: the entry stays for the next start
+        except BaseException:
+            if journal is not None:
+                journal.settle(interaction.id)
+            raise
+        if journal is not None:
+            journal.settle(interaction.id)
+
+    async def recover(self) -> int:
+        """At start (after the job service's recovery): commands a killed process acknowledged but never saved."""
+        return await _replay.replay(self.bot, self._submit_for)
+
     async def _submit(self, interaction: discord.Interaction, request, sources: dict[str, str]) -> Job | None:
         who = Requester(interaction.user.id, interaction.guild_id, interaction.channel_id, interaction.id,
                         is_moderator=is_moderator(interaction))
-        settings = await self.services.moderation.settings(interaction.guild_id) if interaction.guild_id else None
+        return await self._submit_for(who, request, sources, interaction)
+
+    async def _submit_for(self, who: Requester, request, sources: dict[str, str], interaction: Any,
+                          resumed: bool = False, age_s: float = 0.0) -> Job | None:
+        settings = await self.services.moderation.settings(who.guild_id) if who.guild_id else None
         # A preview shows the picture before it is scored or reviewed: none where images are moderated.
         previews = settings is not None and settings.previews and settings.moderation_mode not in ("images", "auto")
-        listener = DiscordJobListener(self.bot, user_id=who.user_id, channel_id=interaction.channel_id,
-                                      guild_id=interaction.guild_id, interaction=interaction, previews=previews)
+        listener = DiscordJobListener(self.bot, user_id=who.user_id, channel_id=who.channel_id,
+                                      guild_id=who.guild_id, interaction=interaction, previews=previews,
+                                      resumed=resumed, age_s=age_s)
         # Moderation screens (banned words, caps, rates) and queues it, or holds it for review.
         return await self.services.moderation.submit(who, request, listener, sources=sources)
 
@@ -211,9 +244,9 @@ class Imagine(commands.Cog):
         if action == "reroll":
             request = self._request_of(job).replace(seed=-1)
             self._cooldown(interaction.user.id)
-            await interaction.response.defer(thinking=True)
-            async with _errors_replace_thinking(interaction):
-                await self._submit(interaction, request, {**(job.sources or {}), "seed": "re-roll"})
+            sources = {**(job.sources or {}), "seed": "re-roll"}
+            async with self._acknowledged(interaction, {"request": request.options(), "sources": sources}):
+                await self._submit(interaction, request, sources)
         elif action == "edit":
             options = dict(job.request)
             await interaction.response.send_modal(EditModal(

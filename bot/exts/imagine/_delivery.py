@@ -8,9 +8,11 @@ PNG work (previews, uploads) runs in a thread, off the event loop. The interacti
 later, results go to the channel with a mention.
 
 For `JobService.post`'s retries: `retryable` says which failures may pass (Discord 5xx and 429, dropped
-connections), and `already_posted` looks for the job's buttons (`sdbot:job:<id>:…`) on the bot's messages in
-the channel since the job was made, so a post whose answer was lost, or that a crash kept from being recorded,
-is found instead of being made again.
+connections), and `already_posted` finds a post whose answer was lost, or that a crash kept from being recorded,
+with Discord's own idempotency first (see its docstring): the job's message by its known id (the interaction's
+original response, whose edits are idempotent by nature), a channel post repeated with the same `nonce` and
+`enforce_nonce` (Discord answers a repeat within minutes with the first message), and only as the last resort,
+bounded and logged, a scan of the channel's history for the job's buttons (`sdbot:job:<id>:…`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import discord
 from bot.exts.imagine import _format
 from bot.exts.imagine._files import DEFAULT_UPLOAD_LIMIT, prepare_uploads
 from bot.services.jobs import Delivered
-from bot.store.models import Job
+from bot.store.models import Job, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +39,26 @@ log = logging.getLogger(__name__)
 # how many of the channel's messages after that it reads at most.
 SEARCH_MARGIN = timedelta(minutes=5)
 SEARCH_LIMIT = 1000
+# How long after its first attempt a channel post may be repeated with the same nonce and trust Discord to answer
+# with the first message ("the past few minutes", Discord says; kept well inside that).
+NONCE_TRUST = timedelta(minutes=2)
+
+
+def post_nonce(job_id: int, part: str) -> str:
+    """The nonce of one of a job's channel posts (at most 25 characters, as Discord allows)."""
+    return f"sdbot:{job_id}:{part}"
 
 
 class DiscordJobListener:
     def __init__(self, bot, *, user_id: int, channel_id: int, guild_id: int | None,
                  interaction: discord.Interaction | None = None, resumed: bool = False,
-                 previews: bool = False) -> None:
+                 previews: bool = False, age_s: float = 0.0) -> None:
         self.bot = bot
         self.user_id = user_id
         self.channel_id = channel_id
         self.guild_id = guild_id
         self.interaction = interaction
-        self.created = time.monotonic()
+        self.created = time.monotonic() - age_s  # age_s: a command replayed from the journal after a restart
         self.resumed = resumed
         self.previews = previews
         self._message: discord.Message | discord.PartialMessage | None = None
@@ -58,6 +68,9 @@ class DiscordJobListener:
         self._preview: Any | None = None  # the newest preview not yet shown (kept when progress coalesces)
         self._closed = False
         self._told_position = False
+        self._message_id: int | None = None  # the job's message (the interaction's original response), once known
+        self._first_final: float | None = None  # time.monotonic() of the first attempt at the final post
+        self._via_original = False  # a final attempt went through the interaction (not the channel)
 
     # --- JobListener -------------------------------------------------------------------------------------
     async def queued(self, job_id: int, position: int) -> None:
@@ -101,16 +114,18 @@ class DiscordJobListener:
                 kwargs.update(embed=embed, view=view)
             content = self._prefix() + _format.final_content(job.id, None, note, len(files))
             if i == 0:
-                message = await self._show(content=content, final=True, **kwargs)
+                message = await self._show(content=content, final=True, nonce=post_nonce(job.id, "1"), **kwargs)
                 first = message
             else:
                 message = await self._send_channel(content=f"Job #{job.id} (part {i + 1})",
-                                                   files=kwargs.pop("attachments"), **kwargs)
+                                                   files=kwargs.pop("attachments"),
+                                                   nonce=post_nonce(job.id, str(i + 1)), **kwargs)
         return Delivered(first.id if first is not None else None)
 
     async def failed(self, job_id: int, message: str) -> None:
         await self._stop_updates()
-        await self._show(content=_format.clip(f"❌ Job #{job_id} failed: {message}", 2000), final=True)
+        await self._show(content=_format.clip(f"❌ Job #{job_id} failed: {message}", 2000), final=True,
+                         nonce=post_nonce(job_id, "failed"))
 
     async def cancelled(self, job_id: int) -> None:
         await self._stop_updates()
@@ -127,18 +142,66 @@ class DiscordJobListener:
         return isinstance(error, (discord.RateLimited, aiohttp.ClientError, OSError, asyncio.TimeoutError))
 
     async def already_posted(self, job: Job) -> Delivered | None:
-        """The job's final message, if the channel has one already (see the module docstring)."""
+        """The job's final message, if it exists already; None: post it (again).
+
+        1. The job's message by id (the interaction's original response, learnt from a progress edit, or stored
+           on the job when it was rendered): one GET says whether the images are on it.
+        2. A channel post needs no look: it is repeated with the same nonce, and Discord answers a repeat with the
+           first message, while the first attempt is recent (`NONCE_TRUST`) and the original response (1) was
+           checked or never used for this job.
+        3. Otherwise (after a restart with no message id, or too late for the nonce): the channel's history,
+           `SEARCH_LIMIT` messages at most, logged, as the last resort.
+        """
+        message_id = self._message_id or job.message_id
+        checked = False
+        if message_id is not None:
+            found = await self._marked(job, message_id)
+            if found is not None:
+                return found
+            checked = True
+        own_attempts = not self.resumed and (self.interaction is None or self._first_final is not None)
+        if (checked or (own_attempts and not self._via_original)) and self._nonce_covers(job):
+            return None
+        log.warning("job %s: looking for its post in the channel's history (last resort, up to %d messages)",
+                    job.id, SEARCH_LIMIT)
+        return await self._scan_history(job)
+
+    def _nonce_covers(self, job: Job) -> bool:
+        if self._first_final is not None:
+            return time.monotonic() - self._first_final < NONCE_TRUST.total_seconds()
+        finished = job.finished_at or job.updated_at  # after a restart: the first attempt followed `done`
+        return finished is not None and utcnow() - finished < NONCE_TRUST
+
+    async def _marked(self, job: Job, message_id: int) -> Delivered | None:
+        """The message, if it is the job's final one (carries its buttons)."""
+        channel = self.bot.get_partial_messageable(self.channel_id, guild_id=self.guild_id)
+        try:
+            async with self.bot.api_throttle:
+                message = await channel.fetch_message(message_id)
+        except discord.NotFound:
+            return None
+        return Delivered(message.id) if self._is_final(job, message) else None
+
+    def _is_final(self, job: Job, message: discord.Message) -> bool:
         marker = f"sdbot:job:{job.id}:"
         me = self.bot.user.id if self.bot.user else None
+        return message.author.id == me and any(
+            str(getattr(item, "custom_id", "") or "").startswith(marker)
+            for row in message.components for item in getattr(row, "children", []))
+
+    async def _scan_history(self, job: Job) -> Delivered | None:
         channel = self.bot.get_partial_messageable(self.channel_id, guild_id=self.guild_id)
         after = discord.Object(discord.utils.time_snowflake(job.created_at - SEARCH_MARGIN))
         async with self.bot.api_throttle:
             async for message in channel.history(limit=SEARCH_LIMIT, after=after, oldest_first=True):
-                if message.author.id == me and any(
-                        str(getattr(item, "custom_id", "") or "").startswith(marker)
-                        for row in message.components for item in getattr(row, "children", [])):
+                if self._is_final(job, message):
                     return Delivered(message.id)
         return None
+
+    @property
+    def message_id(self) -> int | None:
+        """The job's message on Discord once known (JobService stores it with the rendered job)."""
+        return self._message_id
 
     # --- moderation (bot.services.moderation.ReviewListener) ---------------------------------------------
     async def notice(self, job_id: int, text: str) -> None:
@@ -201,24 +264,30 @@ class DiscordJobListener:
             limit = guild.filesize_limit if guild else None
         return int(limit or DEFAULT_UPLOAD_LIMIT)
 
-    async def _show(self, final: bool = False, **kwargs: Any) -> discord.Message:
-        """Edit the job's message: through the interaction while its token lives, else in the channel."""
+    async def _show(self, final: bool = False, nonce: str | None = None, **kwargs: Any) -> discord.Message:
+        """Edit the job's message: through the interaction while its token lives, else in the channel (a final
+        one there is a new post, made idempotent by `nonce`)."""
         async with self.bot.api_throttle:
+            if final and self._first_final is None:
+                self._first_final = time.monotonic()
             if self._token_alive():
                 try:
-                    return await self.interaction.edit_original_response(**kwargs)
+                    self._via_original = self._via_original or final
+                    message = await self.interaction.edit_original_response(**kwargs)
+                    self._message_id = message.id
+                    return message
                 except discord.NotFound:
                     log.info("interaction token expired early; falling back to the channel")
                     self.interaction = None
-            return await self._channel_message(final=final, **kwargs)
+            return await self._channel_message(final=final, nonce=nonce, **kwargs)
 
-    async def _channel_message(self, final: bool, **kwargs: Any) -> discord.Message:
+    async def _channel_message(self, final: bool, nonce: str | None = None, **kwargs: Any) -> discord.Message:
         mention = f"<@{self.user_id}> "
         if final:
             # A late result is a new message with a mention, so the user is notified.
             kwargs["content"] = mention + kwargs.get("content", "")
             files = kwargs.pop("attachments", None)
-            return await self._send_channel(files=files, **kwargs)
+            return await self._send_channel(files=files, nonce=nonce, **kwargs)
         if self._message is None:
             files = kwargs.pop("attachments", None)
             self._message = await self._send_channel(files=files, **kwargs)

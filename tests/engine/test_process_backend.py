@@ -1,0 +1,92 @@
+"""The engine in a child process (issue 16): crashes of the child cost a restart and one re-run, never the bot.
+
+Real children (spawned interpreters with torch and the tiny model), real deaths: SIGKILL from outside mid-job,
+and os.abort() from inside (a test hook, `tests.engine.child_hooks`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+
+from engine.config import EngineConfig
+from engine.process_backend import CRASHED_TWICE, HOOK_ENV, ProcessWorker
+from engine.request import GenerationRequest
+from engine.worker import Failed, Finished, Started, Step
+
+FAST = dict(width=64, height=64, steps=2)
+SLOW = dict(width=128, height=128, steps=60)  # long enough to be killed mid-job on one thread
+
+
+@pytest.fixture
+def config(tiny_sd15) -> EngineConfig:
+    return EngineConfig(models_dir=tiny_sd15.parent, default_model=tiny_sd15.name, threads=1, job_timeout_s=0,
+                        isolation="process")
+
+
+async def wait_for(handle, kind, timeout: float = 120):
+    async def seen():
+        async for event in handle:
+            if isinstance(event, kind):
+                return event
+        raise AssertionError(f"{handle.job_id} ended without {kind.__name__}: {handle.last_event}")
+
+    return await asyncio.wait_for(seen(), timeout)
+
+
+async def test_sigkill_mid_job_restarts_the_child_and_runs_the_job_again_once(config):
+    async with ProcessWorker(config) as worker:
+        await worker.ready()
+        first = worker.child_pid
+        job = worker.submit(GenerationRequest("a cat", seed=5, **SLOW), owner=1, job_id="slow")
+        behind = worker.submit(GenerationRequest("a dog", seed=6, **FAST), owner=2, job_id="behind")
+        await wait_for(job, Step)
+        os.kill(first, signal.SIGKILL)
+        result = await asyncio.wait_for(job.wait(), 300)  # re-run in a new child, same seed
+        assert result.images and result.images[0].seed == 5
+        assert (await behind).images  # waiting in the dead child: run too, not charged a crash
+        assert worker.child_pid not in (None, first) and worker.restarts == 1
+        assert [type(e) for e in job.events].count(Started) == 1  # the user saw one start
+
+        again = worker.submit(GenerationRequest("a cat", seed=5, **SLOW), owner=1, job_id="twice")
+        for _ in range(2):  # killed on its first run and on its re-run: failed, clearly
+            await wait_for(again, Step)
+            pid = worker.child_pid
+            os.kill(pid, signal.SIGKILL)
+            while worker.child_pid in (pid, None) and not again.done():
+                await asyncio.sleep(0.05)
+            if again.done():
+                break
+            # the re-run must get a step of its own before the next kill
+            await asyncio.sleep(0)
+        await asyncio.wait_for(_until_done(again), 300)
+        assert isinstance(again.last_event, Failed) and again.last_event.message == CRASHED_TWICE
+        assert (await worker.submit(GenerationRequest("after", **FAST), owner=3)).images  # still serving
+
+
+async def _until_done(handle) -> None:
+    async for _ in handle:
+        pass
+
+
+async def test_a_child_that_aborts_is_restarted_and_the_job_retried_once(config, monkeypatch, tmp_path):
+    monkeypatch.setenv(HOOK_ENV, "tests.engine.child_hooks:crash_on_prompt")
+    monkeypatch.setenv("SDBOT_TEST_MARKERS", str(tmp_path))
+    async with ProcessWorker(config) as worker:
+        once = worker.submit(GenerationRequest("abort-once", seed=1, **FAST), owner=1, job_id="once")
+        assert (await asyncio.wait_for(once.wait(), 300)).images  # crashed, restarted, rendered on the re-run
+        assert (tmp_path / "aborted-once").exists() and worker.restarts == 1
+        always = worker.submit(GenerationRequest("abort-always", **FAST), owner=1, job_id="always")
+        await asyncio.wait_for(_until_done(always), 300)
+        assert isinstance(always.last_event, Failed) and always.last_event.message == CRASHED_TWICE
+        assert isinstance(await asyncio.wait_for(_last(worker.submit(GenerationRequest("fine", **FAST), owner=2)),
+                                                 300), Finished)
+        assert worker.restarts == 3
+
+
+async def _last(handle):
+    await _until_done(handle)
+    return handle.last_event
