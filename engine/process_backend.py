@@ -359,8 +359,10 @@ async def _serve(config: EngineConfig, conn: Any, hook: str | None) -> None:
 
     worker.fault_injector = announce
     worker.start()
-    try:  # load the default checkpoint now, so the first job does not wait for it
-        await worker.call(lambda engine: engine.models.checkpoint(config.default_model))
+    started = time.monotonic()
+    try:  # the default checkpoint and its VAE now, so the first job does not wait for them (models are reloaded
+        name = await worker.call(lambda engine: engine.models.preload())  # in every new child)
+        log.info("default checkpoint %s loaded in %.1f s", name, time.monotonic() - started)
     except Exception as exc:  # the jobs will report it
         log.warning("could not preload the default model: %s", exc)
     loop = asyncio.get_running_loop()
@@ -398,7 +400,6 @@ async def _serve(config: EngineConfig, conn: Any, hook: str | None) -> None:
     post(("ready", os.getpid()))
     threading.Thread(target=read, name="sdbot-engine-pipe", daemon=True).start()
     pumps: set[asyncio.Task] = set()
-    started = time.monotonic()
     while True:
         message = await inbox.get()
         if message[0] == "submit":
