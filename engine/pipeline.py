@@ -8,7 +8,6 @@ over the call's images, when one is configured (engine/classifier.py), (8) image
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from contextlib import contextmanager
@@ -301,7 +300,3 @@ def save_images(result: RenderResult, out: str) -> list[str]:
         path.write_bytes(img.png())
         paths.append(str(path))
     return paths
-
-
-def png_buffer(image: RenderedImage) -> io.BytesIO:
-    return io.BytesIO(image.png())

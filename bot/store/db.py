@@ -101,10 +101,6 @@ def _mask_unparsed(text: str) -> str:
     return text
 
 
-def is_sqlite(url: str | URL) -> bool:
-    return parse_url(url).get_backend_name() == "sqlite"
-
-
 def sqlite_path(url: str | URL) -> Path | None:
     """The file a SQLite URL names, or None for an in-memory database (or a non-SQLite URL)."""
     parsed = parse_url(url)

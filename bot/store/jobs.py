@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.store.errors import IllegalTransition, InvalidOptions, JobNotFound
@@ -46,7 +46,7 @@ FINAL: tuple[JobStatus, ...] = tuple(s for s, nxt in TRANSITIONS.items() if not 
 class Unfinished:
     """What a fresh start must pick up, oldest first."""
 
-    rerun: list[Job]  # queued or running: put back on the worker's queue (`requeue_running` first)
+    rerun: list[Job]  # queued or running: put back on the worker's queue
     to_post: list[Job]  # done: rendered, files on disk, never posted
 
 
@@ -86,10 +86,6 @@ async def create(
     s.add(job)
     await s.flush()
     return job
-
-
-async def find(s: AsyncSession, job_id: int) -> Job | None:
-    return await s.get(Job, job_id)
 
 
 async def find_by_message(s: AsyncSession, message_id: int) -> Job | None:
@@ -175,15 +171,6 @@ async def mark_posted(s: AsyncSession, job_id: int, *, message_id: int | None = 
     return await transition(s, job_id, S.POSTED, message_id=message_id)
 
 
-async def attach_message(s: AsyncSession, job_id: int, message_id: int) -> Job:
-    """Remember the Discord message that shows the job (progress, then the images)."""
-    job = await _locked(s, job_id)
-    job.message_id = message_id
-    job.updated_at = utcnow()
-    await s.flush()
-    return job
-
-
 async def list_for_user(
     s: AsyncSession,
     user_id: int,
@@ -238,21 +225,6 @@ async def unfinished(s: AsyncSession) -> Unfinished:
         rerun=[j for j in jobs if j.status != S.DONE.value],
         to_post=[j for j in jobs if j.status == S.DONE.value],
     )
-
-
-async def requeue_running(s: AsyncSession) -> int:
-    """At start-up: every `running` job (its render died with the last process) goes back to `queued`."""
-    result = await s.execute(
-        update(Job)
-        .where(Job.status == S.RUNNING.value)
-        .values(status=S.QUEUED.value, started_at=None, updated_at=utcnow())
-        .execution_options(synchronize_session="fetch")
-    )
-    return int(result.rowcount or 0)
-
-
-def can_transition(current: JobStatus | str, to: JobStatus | str) -> bool:
-    return _status(to) in TRANSITIONS[_status(current)]
 
 
 # --- helpers -------------------------------------------------------------------------------------------------

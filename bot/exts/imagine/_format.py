@@ -8,7 +8,6 @@ from typing import Any
 import discord
 
 CONTENT_LIMIT = 2000
-SHOWN_SOURCES = {"default": None}  # sources not worth showing
 
 _FIELDS = (
     ("Steps", "steps"), ("Sampler", "sampler"), ("CFG scale", "cfg_scale"), ("Seed", "seed"), ("Size", "size"),
@@ -106,12 +105,6 @@ def _second_pass_fields(options: Mapping[str, Any], sources: Mapping[str, str]) 
         steps = options.get("hires_steps") or options.get("steps")
         fields.append(("Hires", f"×{hires:g}, {options.get('hires_upscaler', 'Latent')}, {steps} steps"))
     return fields
-
-
-def sources_summary(sources: Mapping[str, str]) -> str:
-    """One line naming the presets and caps that shaped a request (the embed has the details)."""
-    labels = sorted({v for v in sources.values() if v not in ("default", "command")})
-    return "from " + ", ".join(labels) if labels else ""
 
 
 def final_content(job_id: int, mention: str | None, note: str | None, count: int) -> str:
