@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from engine.request import GenerationRequest
 
 MAX_SCALE = 4.0
-HIRES_DEFAULT_STRENGTH = 0.7
 # Above this many output pixels the VAE decodes in tiles (diffusers' tiled decoding), so memory stays bounded.
 TILED_DECODE_PIXELS = 1536 * 1536
 

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 RESIZE_MODES = ("just", "crop", "fill")
 RESIZE_MODE_NAMES = {"just": "Just resize", "crop": "Crop and resize", "fill": "Resize and fill"}
-IMG2IMG_DEFAULT_STRENGTH = 0.75
 
 
 def img2img_steps(steps: int, strength: float) -> int:

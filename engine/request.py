@@ -18,6 +18,19 @@ from engine.errors import EngineError
 from engine.extra_networks import network_set
 from engine.samplers import normalize_sampler
 
+IMG2IMG_DEFAULT_STRENGTH = 0.75  # A1111's "Denoising strength" default for img2img
+HIRES_DEFAULT_STRENGTH = 0.7  # and for the Hires. fix second pass
+
+
+def strength_in_effect(strength: float | None, *, img2img: bool, hires: float) -> float | None:
+    """The typed strength, else A1111's default for the mode; None for plain txt2img. One rule for the engine and
+    for the result's embed, which only has the stored options."""
+    if strength is not None:
+        return strength
+    if img2img:
+        return IMG2IMG_DEFAULT_STRENGTH
+    return HIRES_DEFAULT_STRENGTH if hires > 1.0 else None
+
 MAX_SEED = 2**32 - 1
 MAX_CLIP_SKIP = 12
 MIN_SIDE = 64
@@ -118,11 +131,7 @@ class GenerationRequest:
     @property
     def denoising_strength(self) -> float | None:
         """The strength in effect: the typed one, else A1111's default for the mode; None for plain txt2img."""
-        if self.strength is not None:
-            return self.strength
-        if self.is_img2img:
-            return 0.75
-        return 0.7 if self.hires_enabled else None
+        return strength_in_effect(self.strength, img2img=self.is_img2img, hires=self.hires)
 
     @property
     def hires_enabled(self) -> bool:

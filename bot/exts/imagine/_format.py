@@ -92,16 +92,17 @@ def loras_text(prompt: str, negative: str) -> str:
 
 def _second_pass_fields(options: Mapping[str, Any], sources: Mapping[str, str]) -> list[tuple[str, str]]:
     """Start image (its lineage: an attachment, or "Vary (subtle) of job #12, image 2"), strength, Hires."""
+    from engine.request import strength_in_effect
+
     fields = []
-    if options.get("init_image"):
+    img2img = bool(options.get("init_image"))
+    if img2img:
         fields.append(("Start image", sources.get("init_image") or "an image"))
     hires = options.get("hires") or 0
-    strength = options.get("strength")
-    if strength is None and (options.get("init_image") or hires > 1):
-        strength = 0.75 if options.get("init_image") else 0.7
-    if strength is not None and (options.get("init_image") or hires > 1):
+    if img2img or hires > 1:
+        strength = strength_in_effect(options.get("strength"), img2img=img2img, hires=hires)
         fields.append(("Strength", f"{strength:g}"))
-    if hires > 1 and not options.get("init_image"):
+    if hires > 1 and not img2img:
         steps = options.get("hires_steps") or options.get("steps")
         fields.append(("Hires", f"×{hires:g}, {options.get('hires_upscaler', 'Latent')}, {steps} steps"))
     return fields
