@@ -11,43 +11,14 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from bot.errors import UserError
+from bot.option_spec import BY_FLAG, FLAG_NAMES, FLOAT, INT, LORA, PRESET, RATIO, SIZE, TEXT
 
 _OPTION = re.compile(r"(?:^|(?<=\s))(?:--|—)([A-Za-z][\w-]*)")
-
-# option name (as typed) -> (request key, kind)
-ALIASES: dict[str, tuple[str, str]] = {
-    "seed": ("seed", "int"),
-    "steps": ("steps", "int"),
-    "cfg": ("cfg_scale", "float"),
-    "cfg-scale": ("cfg_scale", "float"),
-    "ar": ("aspect_ratio", "ratio"),
-    "aspect": ("aspect_ratio", "ratio"),
-    "size": ("size", "size"),
-    "no": ("negative_prompt", "text"),
-    "negative": ("negative_prompt", "text"),
-    "vae": ("vae", "text"),
-    "clip-skip": ("clip_skip", "int"),
-    "clipskip": ("clip_skip", "int"),
-    "sampler": ("sampler", "text"),
-    "schedule": ("schedule", "text"),
-    "model": ("model", "text"),
-    "batch": ("batch_size", "int"),
-    "strength": ("strength", "float"),
-    "denoise": ("strength", "float"),
-    "resize-mode": ("resize_mode", "text"),
-    "hires": ("hires", "float"),
-    "hires-steps": ("hires_steps", "int"),
-    "hires-upscaler": ("hires_upscaler", "text"),
-    "preset": ("preset", "text"),
-    "lora": ("lora", "lora"),
-}
-OPTION_NAMES = sorted({name for name in ALIASES
-                       if name not in ("cfg-scale", "aspect", "clipskip", "negative", "denoise")})
-
 
 @dataclass(frozen=True)
 class InlineOptions:
@@ -69,24 +40,24 @@ def parse_inline(text: str) -> InlineOptions:
         name = m.group(1).lower().replace("_", "-")
         end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
         raw = _unquote(text[m.end():end].strip())
-        if name not in ALIASES:
+        option = BY_FLAG.get(name)
+        if option is None:
             if raw:
                 raise UserError(
-                    f"unknown option --{m.group(1)}; options are --{', --'.join(OPTION_NAMES)} "
+                    f"unknown option --{m.group(1)}; options are --{', --'.join(FLAG_NAMES)} "
                     f"(a bare --name uses your preset of that name)"
                 )
             presets.append(m.group(1))
             continue
-        key, kind = ALIASES[name]
-        if key == "preset":
+        if option.kind == PRESET:
             if not raw:
                 raise UserError("--preset needs a preset name, e.g. --preset portrait")
             presets.append(raw)
             continue
-        if kind == "lora":
+        if option.kind == LORA:
             tags += lora_tags(raw)
             continue
-        options.update(convert(name, key, kind, raw))
+        options.update(convert(name, option.key, option.kind, raw))
     return InlineOptions(" ".join([prompt.strip(), *tags]).strip(), options, tuple(presets))
 
 
@@ -123,14 +94,14 @@ def append_to_prompt(text: str, addition: str) -> str:
 
 def convert(name: str, key: str, kind: str, raw: str) -> dict[str, Any]:
     """One option's typed value; `UserError` says what the option takes."""
-    if raw == "" and kind != "text":
+    if raw == "" and kind != TEXT:
         raise UserError(f"--{name} needs a value, e.g. --{name} {_EXAMPLES[kind]}")
-    if kind == "int":
+    if kind == INT:
         try:
             return {key: int(raw)}
         except ValueError:
             raise UserError(f"--{name} takes a whole number, e.g. --{name} 30 (got {raw!r})") from None
-    if kind == "float":
+    if kind == FLOAT:
         try:
             value = float(raw)
         except ValueError:
@@ -138,15 +109,15 @@ def convert(name: str, key: str, kind: str, raw: str) -> dict[str, Any]:
         if not math.isfinite(value):
             raise UserError(f"--{name} takes a number, e.g. --{name} 7.5 (got {raw!r})")
         return {key: value}
-    if kind == "ratio":
+    if kind == RATIO:
         return {key: parse_ratio(raw)}
-    if kind == "size":
+    if kind == SIZE:
         width, height = parse_size_text(raw)
         return {"width": width, "height": height}
     return {key: raw}
 
 
-_EXAMPLES = {"int": "30", "float": "7.5", "ratio": "2:3", "size": "512x768", "text": "..."}
+_EXAMPLES = {INT: "30", FLOAT: "7.5", RATIO: "2:3", SIZE: "512x768", TEXT: "..."}
 
 
 def parse_ratio(raw: str) -> tuple[int, int]:
@@ -164,6 +135,19 @@ def parse_size_text(raw: str) -> tuple[int, int]:
     if not m:
         raise UserError(f"size takes WIDTHxHEIGHT, e.g. 512x768 (got {raw!r})")
     return int(m.group(1)), int(m.group(2))
+
+
+def sized_by_ratio(options: Mapping[str, Any], base: tuple[int, int]) -> dict[str, Any]:
+    """`options` with `--ar` (`aspect_ratio`) turned into `width`/`height`, the same for /imagine and /preset save.
+
+    The ratio keeps the area of `base`, the size the command would get without it (Midjourney's --ar keeps the
+    area; a 768x768 preset with --ar 2:3 stays about 768x768's pixels). A size given alongside wins: the ratio
+    is dropped, as a typed option wins over what it would otherwise change."""
+    out = dict(options)
+    ratio = out.pop("aspect_ratio", None)
+    if ratio is not None and not ("width" in out and "height" in out):
+        out["width"], out["height"] = size_for_ratio(ratio, base[0] * base[1])
+    return out
 
 
 def size_for_ratio(ratio: tuple[int, int], pixels: int) -> tuple[int, int]:

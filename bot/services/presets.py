@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.errors import UserError
-from bot.options import size_for_ratio
+from bot.options import sized_by_ratio
 from bot.services.resolution import Caps, resolve
 from bot.store import guilds as guild_store
 from bot.store import presets as preset_store
@@ -39,8 +39,8 @@ class PresetService:
     async def resolve_command(self, user_id: int, guild_id: int | None, preset_names: list[str],
                               typed: Mapping[str, Any]) -> CommandRequest:
         """guild defaults < default preset < named presets < typed options; then guild caps (storage issue)."""
-        typed = {k: v for k, v in typed.items() if v is not None}
-        ratio = typed.pop("aspect_ratio", None)
+        with_ratio = {k: v for k, v in typed.items() if v is not None}
+        typed = {k: v for k, v in with_ratio.items() if k != "aspect_ratio"}
 
         async def load(s: AsyncSession):
             settings = await guild_store.get(s, guild_id) if guild_id is not None else None
@@ -57,9 +57,9 @@ class PresetService:
             forced_negative=settings.forced_negative_prompt if settings else "",
         )
         resolved = resolve(typed=typed, **layers)
-        if ratio is not None and not ("width" in typed and "height" in typed):
-            width, height = size_for_ratio(ratio, resolved.options["width"] * resolved.options["height"])
-            resolved = resolve(typed={**typed, "width": width, "height": height}, **layers)
+        sized = sized_by_ratio(with_ratio, (resolved.options["width"], resolved.options["height"]))
+        if sized != typed:  # --ar: the size it gives, at the area the layers below would give
+            resolved = resolve(typed=sized, **layers)
         if not resolved.options["prompt"]:
             raise UserError("the prompt is empty: type what to draw, e.g. /imagine prompt: a cat in a hat")
         if settings is not None:

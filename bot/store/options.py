@@ -1,8 +1,9 @@
 """The option keys a preset, the guild defaults or a job may hold, and their validation.
 
 Keys are exactly `GenerationRequest`'s field names plus `prompt_prefix` / `prompt_suffix`; values are plain JSON
-types. Validation reuses the engine's own checks (`GenerationRequest` construction) one option at a time, so a
-refused value gets a message that names the option and says what is allowed, in the engine's words.
+types, each key's as the option vocabulary (`bot.option_spec`) says. Validation reuses the engine's own checks
+(`GenerationRequest` construction) one option at a time, so a refused value gets a message that names the option
+and says what is allowed, in the engine's words.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from bot.option_spec import FLOAT, INT, STORED_KINDS, TEXT
 from bot.store.errors import InvalidOptions
 from engine.config import Limits
 from engine.errors import EngineError
@@ -24,11 +26,6 @@ PROMPT_PARTS: tuple[str, ...] = ("prompt_prefix", "prompt_suffix")
 COMMAND_ONLY: tuple[str, ...] = ("init_image",)
 USER_FIELDS: tuple[str, ...] = tuple(f for f in REQUEST_FIELDS if f not in COMMAND_ONLY)
 OPTION_KEYS: tuple[str, ...] = (*USER_FIELDS, *PROMPT_PARTS)
-
-_TEXT = {"prompt", "negative_prompt", "sampler", "schedule", "vae", "model", "init_image", "resize_mode",
-         "hires_upscaler", *PROMPT_PARTS}
-_INT = {"steps", "seed", "width", "height", "batch_size", "clip_skip", "hires_steps"}
-_FLOAT = {"cfg_scale", "strength", "hires"}
 
 
 def validate_options(
@@ -71,11 +68,12 @@ def validate_options(
 
 
 def _check_value(key: str, value: Any, limits: Limits, what: str) -> Any:
-    if key in _TEXT and not isinstance(value, str):
+    kind = STORED_KINDS[key]
+    if kind == TEXT and not isinstance(value, str):
         raise InvalidOptions(f"{what} {key} must be text (got {type(value).__name__})")
-    if key in _INT and (isinstance(value, bool) or not isinstance(value, int)):
+    if kind == INT and (isinstance(value, bool) or not isinstance(value, int)):
         raise InvalidOptions(f"{what} {key} must be a whole number (got {value!r})")
-    if key in _FLOAT:
+    if kind == FLOAT:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvalidOptions(f"{what} {key} must be a number (got {value!r})")
         value = float(value)

@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from bot.errors import UserError
-from bot.options import ALIASES, parse_inline
+from bot.option_spec import BY_FLAG
+from bot.options import parse_inline
 from bot.store import migrate
 from bot.store import presets as preset_store
 from bot.store.db import make_engine, make_sessions
@@ -48,7 +49,7 @@ SYNTAX = st.sampled_from(list("()[]:\\,.-+ \n\t") + ["BREAK", " BREAK ", "--", "
 ANY = st.text(max_size=40)
 TEXT = st.lists(st.one_of(SYNTAX, ANY), max_size=25).map("".join)
 
-OPTION_NAMES = sorted(ALIASES) + ["bogus", "x", "SEED", "clip_skip", "Steps", "no-", "a1"]
+OPTION_NAMES = sorted(BY_FLAG) + ["bogus", "x", "SEED", "clip_skip", "Steps", "no-", "a1"]
 VALUES = st.one_of(
     st.integers(-2**70, 2**70).map(str), st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.sampled_from(["", "2:3", "16:9", "0:1", "9999:1", "512x768", "64x64", "65x64", "1x1", "99999x99999",

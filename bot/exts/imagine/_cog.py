@@ -15,11 +15,15 @@ from discord.ext import commands
 
 from bot.app import USER_ERRORS, admit, reply_error
 from bot.errors import UserError
-from bot.exts.imagine import _format, _inputs, _replay
+from bot.exts.common.formatting import info_message
+from bot.exts.imagine import _inputs, _replay
 from bot.exts.imagine._delivery import DiscordJobListener
 from bot.exts.imagine._views import EditModal, RemixModal, SavePresetModal
 from bot.exts.moderation import actor_of
-from bot.options import append_to_prompt, parse_inline, parse_size_text
+from bot.exts.common.permissions import is_moderator
+from bot.exts.common.params import Batch, Cfg, ClipSkip, Hires, HiresSteps, Negative, Prompt, Seed, Steps, Strength
+from bot.option_spec import describe, from_slash, inline_text
+from bot.options import append_to_prompt, parse_inline
 from bot.services.jobs import Requester
 from bot.store.models import Job
 from engine.extra_networks import lora_tag
@@ -34,26 +38,14 @@ SIZES = ["512x512", "512x768", "768x512", "640x640", "768x768", "832x1216", "121
 
 
 def options_text(options: dict[str, Any], seed: int | None = None) -> str:
-    """A job's options in the inline syntax, to prefill the edit modal (parsed back by `parse_inline`)."""
-    sampler = options["sampler"] if options.get("schedule", "Automatic") == "Automatic" else \
-        f"{options['sampler']} {options['schedule']}"
-    parts = [f"--steps {options['steps']}", f"--cfg {options['cfg_scale']:g}", f"--sampler {sampler}",
-             f"--size {options['width']}x{options['height']}", f"--clip-skip {options['clip_skip']}",
-             f"--vae {options['vae']}", f"--batch {options['batch_size']}",
-             f"--seed {seed if seed is not None else options['seed']}"]
-    if options.get("model"):
-        parts.append(f"--model {options['model']}")
-    if (options.get("hires") or 0) > 1:
-        parts.append(f"--hires {options['hires']:g} --hires-steps {options.get('hires_steps', 0)} "
-                     f"--hires-upscaler \"{options.get('hires_upscaler', 'Latent')}\"")
-    if options.get("strength") is not None:
-        parts.append(f"--strength {options['strength']:g}")
-    return " ".join(parts)
-
-
-def is_moderator(interaction: discord.Interaction) -> bool:
-    perms = interaction.permissions
-    return bool(perms and (perms.manage_messages or perms.administrator))
+    """A job's options in the inline syntax, to prefill the edit modal (parsed back by `parse_inline`): what it
+    was made with, leaving out the settings that were off (no checkpoint named, no Hires. fix, no strength)."""
+    shown = {**options, "seed": seed if seed is not None else options["seed"], "init_image": None}
+    if not shown.get("model"):
+        shown["model"] = None
+    if (shown.get("hires") or 0) <= 1:
+        shown.update(hires=None, hires_steps=None, hires_upscaler=None)
+    return inline_text(shown)
 
 
 class Imagine(commands.Cog):
@@ -75,50 +67,28 @@ class Imagine(commands.Cog):
 
     # --- /imagine --------------------------------------------------------------------------------------
     @app_commands.command(name="imagine", description="Draw an image from a prompt (A1111 syntax, --options)")
-    @app_commands.describe(
+    @app_commands.describe(**describe(
+        "negative", "preset", "steps", "cfg", "sampler", "seed", "size", "clip_skip", "vae", "model", "batch", "lora",
+        "strength", "resize_mode", "hires", "hires_steps", "hires_upscaler",
         prompt="What to draw; may end with options like --ar 2:3 --seed 5 --no text --steps 30 --<preset>",
-        negative="What to avoid (negative prompt)",
-        preset="One of your presets",
-        steps="Denoising steps",
-        cfg="CFG scale: how closely to follow the prompt",
-        sampler="A1111 sampler name, e.g. DPM++ 2M Karras",
-        seed="Seed (-1 = random)",
-        size="WIDTHxHEIGHT, e.g. 512x768",
-        clip_skip="CLIP skip (1 = last layer, 2 = usual for anime models)",
-        vae="auto, none, or a VAE name",
-        model="Checkpoint name",
-        batch="Images to make",
-        lora="A LoRA to add as <lora:NAME:1> (more: --lora NAME:0.8 or <lora:…> tags in the prompt)",
-        image="Start from this image (img2img): PNG, JPEG or WebP",
-        strength="Denoising strength: how much to change the image (0-1; A1111: 0.75, Hires 0.7)",
-        resize_mode="How the image fits the size (img2img)",
-        hires="Hires. fix: render small, then upscale by this factor (e.g. 2) and refine",
-        hires_steps="Steps of the Hires second pass (0 = same as steps)",
-        hires_upscaler="Latent, Latent (nearest-exact), Lanczos, Nearest or an ESRGAN model",
-    )
+        image="Start from this image (img2img): PNG, JPEG or WebP"))
     @app_commands.choices(resize_mode=[
         app_commands.Choice(name="Just resize", value="just"),
         app_commands.Choice(name="Crop and resize", value="crop"),
         app_commands.Choice(name="Resize and fill", value="fill"),
     ])
     async def imagine(
-        self, interaction: discord.Interaction, prompt: app_commands.Range[str, 1, 4000],
-        negative: app_commands.Range[str, 0, 4000] | None = None, preset: str | None = None,
-        steps: app_commands.Range[int, 1, 1000] | None = None, cfg: app_commands.Range[float, 1.0, 30.0] | None = None,
-        sampler: str | None = None, seed: app_commands.Range[int, -1, 4294967295] | None = None,
-        size: str | None = None, clip_skip: app_commands.Range[int, 1, 12] | None = None,
-        vae: str | None = None, model: str | None = None, batch: app_commands.Range[int, 1, 16] | None = None,
-        lora: app_commands.Range[str, 1, 200] | None = None,
-        image: discord.Attachment | None = None, strength: app_commands.Range[float, 0.0, 1.0] | None = None,
-        resize_mode: str | None = None, hires: app_commands.Range[float, 1.0, 4.0] | None = None,
-        hires_steps: app_commands.Range[int, 0, 1000] | None = None, hires_upscaler: str | None = None,
+        self, interaction: discord.Interaction, prompt: Prompt, negative: Negative | None = None,
+        preset: str | None = None, steps: Steps | None = None, cfg: Cfg | None = None, sampler: str | None = None,
+        seed: Seed | None = None, size: str | None = None, clip_skip: ClipSkip | None = None, vae: str | None = None,
+        model: str | None = None, batch: Batch | None = None, lora: app_commands.Range[str, 1, 200] | None = None,
+        image: discord.Attachment | None = None, strength: Strength | None = None, resize_mode: str | None = None,
+        hires: Hires | None = None, hires_steps: HiresSteps | None = None, hires_upscaler: str | None = None,
     ) -> None:
-        typed: dict[str, Any] = dict(negative_prompt=negative, steps=steps, cfg_scale=cfg, sampler=sampler,
-                                     seed=seed, clip_skip=clip_skip, vae=vae, model=model, batch_size=batch,
-                                     strength=strength, resize_mode=resize_mode, hires=hires,
-                                     hires_steps=hires_steps, hires_upscaler=hires_upscaler)
-        if size is not None:
-            typed["width"], typed["height"] = parse_size_text(size)
+        typed = from_slash(negative=negative, steps=steps, cfg=cfg, sampler=sampler, seed=seed, size=size,
+                           clip_skip=clip_skip, vae=vae, model=model, batch=batch, strength=strength,
+                           resize_mode=resize_mode, hires=hires, hires_steps=hires_steps,
+                           hires_upscaler=hires_upscaler)
         if lora:
             prompt = append_to_prompt(prompt, lora_tag(lora.strip()))
         await self.run_prompt(interaction, prompt, typed, [preset] if preset else [], image=image)
@@ -336,7 +306,7 @@ class Imagine(commands.Cog):
             f"`/imagine preset:{result.preset.name}`", ephemeral=True)
 
     def _info_message(self, job: Job) -> dict[str, Any]:
-        return _format.info_message(job, self.services.jobs.infotext_of(job))
+        return info_message(job.id, job.request, job.sources, job.seed, self.services.jobs.infotext_of(job))
 
 
 @contextlib.asynccontextmanager

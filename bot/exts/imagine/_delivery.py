@@ -29,7 +29,7 @@ import aiohttp
 import discord
 
 from bot.exts.imagine import _format
-from bot.exts.imagine._files import DEFAULT_UPLOAD_LIMIT, prepare_uploads
+from bot.exts.common.uploads import DEFAULT_UPLOAD_LIMIT, prepare_uploads
 from bot.services.jobs import Delivered
 from bot.store.models import Job, utcnow
 

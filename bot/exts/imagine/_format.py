@@ -1,22 +1,13 @@
-"""Text and embeds for jobs: progress lines, the parameters embed, queue listings. Pure, within Discord's limits."""
+"""Text for a job's messages: progress lines and the final line (the parameters embed is shared:
+`bot.exts.common.formatting`). Pure, within Discord's limits."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from bot.exts.common.formatting import clip, parameters_embed
 
-import discord
+__all__ = ["CONTENT_LIMIT", "clip", "final_content", "parameters_embed", "progress_line"]
 
 CONTENT_LIMIT = 2000
-
-_FIELDS = (
-    ("Steps", "steps"), ("Sampler", "sampler"), ("CFG scale", "cfg_scale"), ("Seed", "seed"), ("Size", "size"),
-    ("CLIP skip", "clip_skip"), ("VAE", "vae"), ("Model", "model"), ("Batch", "batch_size"),
-)
-
-
-def clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def progress_line(job_id: int, state: str, *, position: int | None = None, step: int | None = None,
@@ -34,80 +25,6 @@ def progress_line(job_id: int, state: str, *, position: int | None = None, step:
     return f"Job #{job_id}: {state}"
 
 
-def _value(key: str, options: Mapping[str, Any], seeds: list[int] | None) -> str:
-    if key == "size":
-        return f"{options['width']}x{options['height']}"
-    if key == "sampler":
-        schedule = options.get("schedule", "Automatic")
-        return options["sampler"] if schedule == "Automatic" else f"{options['sampler']} ({schedule})"
-    if key == "seed" and seeds:
-        return ", ".join(str(s) for s in seeds) if len(seeds) <= 4 else f"{seeds[0]} … {seeds[-1]}"
-    if key == "model":
-        return options.get("model") or "default"
-    value = options.get(key)
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _source(key: str, sources: Mapping[str, str]) -> str | None:
-    keys = ("width", "height") if key == "size" else (key,)
-    found = [sources.get(k) for k in keys if sources.get(k) not in (None, "default")]
-    return found[0] if found else None
-
-
-def parameters_embed(job_id: int, options: Mapping[str, Any], sources: Mapping[str, str],
-                     seeds: list[int] | None = None, user: str | None = None) -> discord.Embed:
-    """The parameters of a job, each with where it came from when not a default (Discord's embed limits kept)."""
-    embed = discord.Embed(title=clip(f"Job #{job_id}", 256), description=clip(options.get("prompt", ""), 4096),
-                          colour=discord.Colour.blurple())
-    if options.get("negative_prompt"):
-        embed.add_field(name="Negative prompt", value=clip(options["negative_prompt"], 1024), inline=False)
-    loras = loras_text(options.get("prompt", ""), options.get("negative_prompt", ""))
-    if loras:
-        embed.add_field(name="LoRAs", value=clip(loras, 1024), inline=False)
-    for label, key in _FIELDS:
-        if key == "batch_size" and options.get(key, 1) == 1:
-            continue
-        value = _value(key, options, seeds)
-        source = _source(key, sources)
-        text = f"{value}\n-# {source}" if source else value
-        embed.add_field(name=label, value=clip(text, 1024), inline=True)
-    for label, text in _second_pass_fields(options, sources):
-        embed.add_field(name=label, value=clip(text, 1024), inline=True)
-    if user:
-        embed.set_footer(text=clip(f"requested by {user}", 2048))
-    return embed
-
-
-def loras_text(prompt: str, negative: str) -> str:
-    """The LoRAs a prompt's tags apply: "add_detail 0.6, style 1 (UNet 0.5)"."""
-    from engine.errors import EngineError
-    from engine.extra_networks import tags_of
-
-    try:
-        tags = tags_of(prompt or "", negative or "")
-    except EngineError:
-        return ""
-    return ", ".join(f"{t.name} {t.te:g}" + (f" (UNet {t.unet:g})" if t.unet != t.te else "") for t in tags)
-
-
-def _second_pass_fields(options: Mapping[str, Any], sources: Mapping[str, str]) -> list[tuple[str, str]]:
-    """Start image (its lineage: an attachment, or "Vary (subtle) of job #12, image 2"), strength, Hires."""
-    from engine.request import strength_in_effect
-
-    fields = []
-    img2img = bool(options.get("init_image"))
-    if img2img:
-        fields.append(("Start image", sources.get("init_image") or "an image"))
-    hires = options.get("hires") or 0
-    if img2img or hires > 1:
-        strength = strength_in_effect(options.get("strength"), img2img=img2img, hires=hires)
-        fields.append(("Strength", f"{strength:g}"))
-    if hires > 1 and not img2img:
-        steps = options.get("hires_steps") or options.get("steps")
-        fields.append(("Hires", f"×{hires:g}, {options.get('hires_upscaler', 'Latent')}, {steps} steps"))
-    return fields
-
-
 def final_content(job_id: int, mention: str | None, note: str | None, count: int) -> str:
     head = f"{mention} " if mention else ""
     what = "your image is ready" if count == 1 else f"your {count} images are ready"
@@ -115,10 +32,3 @@ def final_content(job_id: int, mention: str | None, note: str | None, count: int
     if note:
         text += f"\n-# {note}"
     return clip(text, CONTENT_LIMIT)
-
-
-def info_message(job, infotext: str | None) -> dict[str, Any]:
-    """ℹ️ and /info: the infotext (as A1111's PNG Info shows it) and the parameters embed."""
-    embed = parameters_embed(job.id, job.request, job.sources or {}, [job.seed] if job.seed is not None else None)
-    content = f"```\n{clip(infotext, 1900)}\n```" if infotext else "(the image files are gone)"
-    return {"content": content, "embed": embed}

@@ -10,8 +10,8 @@ from discord.ext import commands
 
 from bot.app import reply_error
 from bot.errors import UserError
-from bot.exts.imagine import _format
-from bot.exts.imagine._cog import is_moderator
+from bot.exts.common.formatting import clip, info_message
+from bot.exts.common.permissions import is_moderator
 from engine.models import ModelLibrary
 from engine.networks import NetworkLibrary, embedding_family
 from engine.samplers import SCHEDULES, sampler_names
@@ -64,7 +64,7 @@ class Info(commands.Cog):
             where = "rendering" if job.status == "running" else (
                 "waiting for review" if job.status == "awaiting_review" else
                 f"position {position}" if position else "queued")
-            lines.append(f"#{job.id} · {where} · {_format.clip(job.request.get('prompt', ''), 80)}")
+            lines.append(f"#{job.id} · {where} · {clip(job.request.get('prompt', ''), 80)}")
             if len(view.children) < 25:
                 view.add_item(CancelButton(job.id))
         await interaction.followup.send("\n".join(lines)[:2000], view=view, ephemeral=True)
@@ -74,13 +74,13 @@ class Info(commands.Cog):
         library = ModelLibrary(self.bot.config.engine_config())
         embed = discord.Embed(title="Models", colour=discord.Colour.blurple())
         checkpoints = [c.name for c in library.checkpoints()] or ["(none installed: the tiny demo model)"]
-        embed.add_field(name="Checkpoints", value=_format.clip("\n".join(checkpoints), 1024), inline=False)
-        embed.add_field(name="VAEs", value=_format.clip("\n".join(["auto", "none"] + [v.name for v in library.vaes()]),
+        embed.add_field(name="Checkpoints", value=clip("\n".join(checkpoints), 1024), inline=False)
+        embed.add_field(name="VAEs", value=clip("\n".join(["auto", "none"] + [v.name for v in library.vaes()]),
                                                         1024), inline=False)
-        embed.add_field(name="Samplers", value=_format.clip(", ".join(sampler_names()), 1024), inline=False)
+        embed.add_field(name="Samplers", value=clip(", ".join(sampler_names()), 1024), inline=False)
         embed.add_field(name="Schedule types", value=", ".join(SCHEDULES), inline=False)
         for name, value in networks_fields(NetworkLibrary(self.bot.config.engine_config())):
-            embed.add_field(name=name, value=_format.clip(value, 1024), inline=False)
+            embed.add_field(name=name, value=clip(value, 1024), inline=False)
         await interaction.followup.send(embed=embed, ephemeral=True)
 
     @app_commands.command(name="info", description="What made an image: give its job number or message id")
@@ -121,7 +121,8 @@ class Info(commands.Cog):
         job = await jobs.get(job_id)
         if job.guild_id not in (None, interaction.guild_id) and job.user_id != interaction.user.id:
             raise UserError(f"job #{job_id} was made in another server")
-        await interaction.followup.send(**_format.info_message(job, jobs.infotext_of(job)), ephemeral=True)
+        await interaction.followup.send(**info_message(job.id, job.request, job.sources, job.seed, jobs.infotext_of(job)),
+                                        ephemeral=True)
 
 
 def networks_fields(library: NetworkLibrary) -> list[tuple[str, str]]:

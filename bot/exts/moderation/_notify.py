@@ -15,8 +15,8 @@ from typing import Any
 
 import discord
 
-from bot.exts.imagine._delivery import DiscordJobListener
-from bot.exts.imagine._files import DEFAULT_UPLOAD_LIMIT, prepare_uploads
+from bot.exts.common.uploads import DEFAULT_UPLOAD_LIMIT, prepare_uploads
+from bot.exts.imagine import DiscordJobListener
 from bot.exts.moderation import _format
 from bot.exts.moderation._views import review_view
 from bot.store.models import ItemStatus, Job, ModerationItem, NotifyBy

@@ -10,8 +10,12 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.errors import UserError
-from bot.exts.presets._format import clip, describe_options, preset_lines
-from bot.options import parse_inline, parse_size_text
+from bot.exts.common.formatting import clip
+from bot.exts.presets._format import describe_options, preset_lines
+from bot.exts.common.params import Batch, Cfg, ClipSkip, Negative, Seed, Steps
+from bot.option_spec import describe, from_slash
+from bot.options import parse_inline, sized_by_ratio
+from engine.request import GenerationRequest
 from bot.app import reply_error
 
 MAX_IMPORT_BYTES = 1024 * 1024
@@ -64,21 +68,17 @@ class Presets(commands.GroupCog, group_name="preset", group_description="Your sa
         return [app_commands.Choice(name=n, value=n) for n in names[:25]]
 
     @app_commands.command(name="save", description="Save options as a preset (create or update)")
-    @app_commands.describe(
+    @app_commands.describe(**describe(
+        "prefix", "suffix", "negative", "steps", "cfg", "sampler", "seed", "size", "clip_skip", "vae", "model", "batch",
         name="1-32 letters, digits, - or _", options="Options in the inline syntax: --steps 30 --cfg 7 --no blur",
-        prefix="Text put before every prompt", suffix="Text put after every prompt",
-        negative="Negative prompt", steps="Steps", cfg="CFG scale", sampler="A1111 sampler", seed="Seed",
-        size="WIDTHxHEIGHT", clip_skip="CLIP skip", vae="VAE", model="Checkpoint", batch="Images per job",
-        from_last="Copy the options of your last image",
-    )
+        from_last="Copy the options of your last image"))
     async def save(
         self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 32],
         options: app_commands.Range[str, 0, 2000] | None = None, prefix: app_commands.Range[str, 0, 1000] | None = None,
-        suffix: app_commands.Range[str, 0, 1000] | None = None, negative: app_commands.Range[str, 0, 2000] | None = None,
-        steps: app_commands.Range[int, 1, 1000] | None = None, cfg: app_commands.Range[float, 1.0, 30.0] | None = None,
-        sampler: str | None = None, seed: app_commands.Range[int, -1, 4294967295] | None = None,
-        size: str | None = None, clip_skip: app_commands.Range[int, 1, 12] | None = None, vae: str | None = None,
-        model: str | None = None, batch: app_commands.Range[int, 1, 16] | None = None, from_last: bool = False,
+        suffix: app_commands.Range[str, 0, 1000] | None = None, negative: Negative | None = None,
+        steps: Steps | None = None, cfg: Cfg | None = None, sampler: str | None = None, seed: Seed | None = None,
+        size: str | None = None, clip_skip: ClipSkip | None = None, vae: str | None = None, model: str | None = None,
+        batch: Batch | None = None, from_last: bool = False,
     ) -> None:
         values: dict[str, Any] = {}
         if from_last:
@@ -86,18 +86,18 @@ class Presets(commands.GroupCog, group_name="preset", group_description="Your sa
             if last is None:
                 raise UserError("you have no image yet to copy options from; make one with /imagine")
             values.update({k: v for k, v in last.request.items() if k not in ("seed", "prompt", "init_image")})
+        given: dict[str, Any] = {}
         if options:
             inline = parse_inline(options if options.lstrip().startswith(("--", "—")) else "--" + options.lstrip())
             if inline.presets:
                 raise UserError(f"options can't name a preset (--{inline.presets[0]}): a preset holds options "
                                 "such as --steps 30 --cfg 7")
-            values.update(_size_from_ratio(inline.options))
-        typed = dict(prompt_prefix=prefix, prompt_suffix=suffix, negative_prompt=negative, steps=steps,
-                     cfg_scale=cfg, sampler=sampler, seed=seed, clip_skip=clip_skip, vae=vae, model=model,
-                     batch_size=batch)
-        values.update({k: v for k, v in typed.items() if v is not None})
-        if size is not None:
-            values["width"], values["height"] = parse_size_text(size)
+            given.update(inline.options)
+        given.update(from_slash(prefix=prefix, suffix=suffix, negative=negative, steps=steps, cfg=cfg, sampler=sampler,
+                                seed=seed, size=size, clip_skip=clip_skip, vae=vae, model=model, batch=batch))
+        # A preset stores a concrete size: --ar gives one as /imagine would, at the area of the size it replaces.
+        base = (values.get("width", GenerationRequest.width), values.get("height", GenerationRequest.height))
+        values.update(sized_by_ratio(given, base))
         if not values:
             raise UserError("give at least one option to save, e.g. /preset save name:portrait options:--ar 2:3, "
                             "or from_last:true")
@@ -194,13 +194,3 @@ class Presets(commands.GroupCog, group_name="preset", group_description="Your sa
         await interaction.followup.send(
             "📤 your presets (import them with /preset import file:)",
             file=discord.File(io.BytesIO(data.encode()), filename="sdbot-presets.json"), ephemeral=True)
-
-
-def _size_from_ratio(options: dict[str, Any]) -> dict[str, Any]:
-    """Presets store a concrete size: `--ar` becomes width/height around 512x512's area."""
-    from bot.options import size_for_ratio
-
-    ratio = options.pop("aspect_ratio", None)
-    if ratio is not None:
-        options["width"], options["height"] = size_for_ratio(ratio, 512 * 512)
-    return options

@@ -1,0 +1,129 @@
+"""The vocabulary of generation options, defined once: each option's stored key, type, inline names, slash-command
+parameter, label and range.
+
+Everything that names an option reads this table: inline `--flag` parsing (`bot.options`), stored options'
+validation (`bot.store.options`), `/imagine` and `/preset save` (their parameter types, descriptions and the
+mapping to stored keys), the edit modal's prefill and preset listings (`inline_text`), and the parameters embed's
+labels. The A1111 infotext names of the same settings live with the infotext format in `engine.infotext`.
+
+Why the table holds kinds rather than Python types: a kind also says how text becomes the value (`size` gives
+`width` and `height`; `ratio` is applied to the size; `lora` goes into the prompt; `preset` names a preset).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+INT, FLOAT, TEXT = "int", "float", "text"
+SIZE, RATIO, LORA, PRESET = "size", "ratio", "lora", "preset"
+SCALARS = (INT, FLOAT, TEXT)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option. `key` is the stored key (a `GenerationRequest` field or a prompt part); a `size`, `ratio`,
+    `lora` or `preset` option is not stored as itself. `flags` are the inline names, the canonical one first;
+    `param` the slash-command parameter (default: the first flag with `_`); `label` the parameters embed's name;
+    `range` the slash command's bounds; `describe` the slash command's help."""
+
+    key: str
+    kind: str
+    flags: tuple[str, ...] = ()
+    label: str = ""
+    range: tuple[float, float] | None = None
+    describe: str = ""
+    param: str = ""
+
+    @property
+    def slash_name(self) -> str:
+        return self.param or (self.flags[0].replace("-", "_") if self.flags else self.key)
+
+
+VOCABULARY: tuple[Option, ...] = (
+    Option("prompt", TEXT),  # the text before the first --option
+    Option("prompt_prefix", TEXT, describe="Text put before every prompt", param="prefix"),
+    Option("prompt_suffix", TEXT, describe="Text put after every prompt", param="suffix"),
+    Option("negative_prompt", TEXT, ("no", "negative"), "Negative prompt", describe="What to avoid (negative prompt)",
+           param="negative"),
+    Option("steps", INT, ("steps",), "Steps", (1, 1000), "Denoising steps"),
+    Option("cfg_scale", FLOAT, ("cfg", "cfg-scale"), "CFG scale", (1.0, 30.0),
+           "CFG scale: how closely to follow the prompt"),
+    Option("sampler", TEXT, ("sampler",), "Sampler", describe="A1111 sampler name, e.g. DPM++ 2M Karras"),
+    Option("schedule", TEXT, ("schedule",)),
+    Option("seed", INT, ("seed",), "Seed", (-1, 4294967295), "Seed (-1 = random)"),
+    Option("width", INT),
+    Option("height", INT),
+    Option("size", SIZE, ("size",), "Size", describe="WIDTHxHEIGHT, e.g. 512x768"),
+    Option("aspect_ratio", RATIO, ("ar", "aspect")),
+    Option("clip_skip", INT, ("clip-skip", "clipskip"), "CLIP skip", (1, 12),
+           "CLIP skip (1 = last layer, 2 = usual for anime models)"),
+    Option("vae", TEXT, ("vae",), "VAE", describe="auto, none, or a VAE name"),
+    Option("model", TEXT, ("model",), "Model", describe="Checkpoint name"),
+    Option("batch_size", INT, ("batch",), "Batch", (1, 16), "Images to make"),
+    Option("init_image", TEXT),  # a start image comes only from an attachment or a button (bot.store.options)
+    Option("strength", FLOAT, ("strength", "denoise"), "Strength", (0.0, 1.0),
+           "Denoising strength: how much to change the image (0-1; A1111: 0.75, Hires 0.7)"),
+    Option("resize_mode", TEXT, ("resize-mode",), describe="How the image fits the size (img2img)"),
+    Option("hires", FLOAT, ("hires",), "Hires", (1.0, 4.0),
+           "Hires. fix: render small, then upscale by this factor (e.g. 2) and refine"),
+    Option("hires_steps", INT, ("hires-steps",), range=(0, 1000),
+           describe="Steps of the Hires second pass (0 = same as steps)"),
+    Option("hires_upscaler", TEXT, ("hires-upscaler",),
+           describe="Latent, Latent (nearest-exact), Lanczos, Nearest or an ESRGAN model"),
+    Option("preset", PRESET, ("preset",), describe="One of your presets"),
+    Option("lora", LORA, ("lora",),
+           describe="A LoRA to add as <lora:NAME:1> (more: --lora NAME:0.8 or <lora:…> tags in the prompt)"),
+)
+
+BY_KEY: dict[str, Option] = {o.key: o for o in VOCABULARY}
+BY_FLAG: dict[str, Option] = {flag: o for o in VOCABULARY for flag in o.flags}
+BY_PARAM: dict[str, Option] = {o.slash_name: o for o in VOCABULARY if o.flags or o.describe}
+# The canonical inline names, for "options are --ar, --batch, …".
+FLAG_NAMES: list[str] = sorted(o.flags[0] for o in VOCABULARY if o.flags)
+# Stored keys by type: what `bot.store.options` checks values against.
+STORED_KINDS: dict[str, str] = {o.key: o.kind for o in VOCABULARY if o.kind in SCALARS}
+
+
+def describe(*params: str, **others: str) -> dict[str, str]:
+    """`app_commands.describe` keywords: the vocabulary's text for `params`, plus `others` (a command's own)."""
+    return {p: BY_PARAM[p].describe for p in params} | others
+
+
+def from_slash(**values: Any) -> dict[str, Any]:
+    """Slash-command parameters (by parameter name) as stored keys; unset (None) ones left out, a size parsed."""
+    from bot.options import parse_size_text
+
+    out: dict[str, Any] = {}
+    for param, value in values.items():
+        if value is None:
+            continue
+        option = BY_PARAM[param]
+        if option.kind == SIZE:
+            out["width"], out["height"] = parse_size_text(value)
+        else:
+            out[option.key] = value
+    return out
+
+
+def inline_text(options: Mapping[str, Any]) -> str:
+    """Options as the inline syntax users type (`--steps 30 --cfg 7 --sampler Euler a …`), parsed back by
+    `bot.options.parse_inline`; in vocabulary order, leaving out the prompt parts and unset (None) values."""
+    parts: list[str] = []
+    for option in VOCABULARY:
+        if option.kind == SIZE:
+            if "width" in options or "height" in options:
+                parts.append(f"--size {options.get('width', '?')}x{options.get('height', '?')}")
+            continue
+        if option.key == "negative_prompt" or not option.flags or options.get(option.key) is None:
+            continue
+        if option.key == "schedule" and options.get("sampler") is not None:
+            continue  # said with the sampler: `--sampler DPM++ 2M Karras`
+        value = options[option.key]
+        if option.kind == RATIO:
+            value = f"{value[0]}:{value[1]}"
+        if option.key == "sampler" and options.get("schedule", "Automatic") != "Automatic":
+            value = f"{value} {options['schedule']}"
+        parts.append(f"--{option.flags[0]} {value:g}" if isinstance(value, float) else f"--{option.flags[0]} {value}")
+    return " ".join(parts)
