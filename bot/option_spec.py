@@ -41,22 +41,23 @@ class Option:
         return self.param or (self.flags[0].replace("-", "_") if self.flags else self.key)
 
 
+# In the order options are shown (preset listings, the edit modal).
 VOCABULARY: tuple[Option, ...] = (
     Option("prompt", TEXT),  # the text before the first --option
     Option("prompt_prefix", TEXT, describe="Text put before every prompt", param="prefix"),
     Option("prompt_suffix", TEXT, describe="Text put after every prompt", param="suffix"),
     Option("negative_prompt", TEXT, ("no", "negative"), "Negative prompt", describe="What to avoid (negative prompt)",
            param="negative"),
-    Option("steps", INT, ("steps",), "Steps", (1, 1000), "Denoising steps"),
-    Option("cfg_scale", FLOAT, ("cfg", "cfg-scale"), "CFG scale", (1.0, 30.0),
-           "CFG scale: how closely to follow the prompt"),
     Option("sampler", TEXT, ("sampler",), "Sampler", describe="A1111 sampler name, e.g. DPM++ 2M Karras"),
     Option("schedule", TEXT, ("schedule",)),
-    Option("seed", INT, ("seed",), "Seed", (-1, 4294967295), "Seed (-1 = random)"),
     Option("width", INT),
     Option("height", INT),
     Option("size", SIZE, ("size",), "Size", describe="WIDTHxHEIGHT, e.g. 512x768"),
     Option("aspect_ratio", RATIO, ("ar", "aspect")),
+    Option("steps", INT, ("steps",), "Steps", (1, 1000), "Denoising steps"),
+    Option("cfg_scale", FLOAT, ("cfg", "cfg-scale"), "CFG scale", (1.0, 30.0),
+           "CFG scale: how closely to follow the prompt"),
+    Option("seed", INT, ("seed",), "Seed", (-1, 4294967295), "Seed (-1 = random)"),
     Option("clip_skip", INT, ("clip-skip", "clipskip"), "CLIP skip", (1, 12),
            "CLIP skip (1 = last layer, 2 = usual for anime models)"),
     Option("vae", TEXT, ("vae",), "VAE", describe="auto, none, or a VAE name"),
@@ -109,14 +110,15 @@ def from_slash(**values: Any) -> dict[str, Any]:
 
 def inline_text(options: Mapping[str, Any]) -> str:
     """Options as the inline syntax users type (`--steps 30 --cfg 7 --sampler Euler a …`), parsed back by
-    `bot.options.parse_inline`; in vocabulary order, leaving out the prompt parts and unset (None) values."""
+    `bot.options.parse_inline`; in vocabulary order, leaving out unset (None) values and the prompt, which has
+    no flag. A caller that shows the negative prompt apart sets it to None."""
     parts: list[str] = []
     for option in VOCABULARY:
         if option.kind == SIZE:
             if "width" in options or "height" in options:
                 parts.append(f"--size {options.get('width', '?')}x{options.get('height', '?')}")
             continue
-        if option.key == "negative_prompt" or not option.flags or options.get(option.key) is None:
+        if not option.flags or options.get(option.key) is None:
             continue
         if option.key == "schedule" and options.get("sampler") is not None:
             continue  # said with the sampler: `--sampler DPM++ 2M Karras`
@@ -125,5 +127,11 @@ def inline_text(options: Mapping[str, Any]) -> str:
             value = f"{value[0]}:{value[1]}"
         if option.key == "sampler" and options.get("schedule", "Automatic") != "Automatic":
             value = f"{value} {options['schedule']}"
-        parts.append(f"--{option.flags[0]} {value:g}" if isinstance(value, float) else f"--{option.flags[0]} {value}")
+        parts.append(f"--{option.flags[0]} {_number(value) if isinstance(value, float) else value}")
     return " ".join(parts)
+
+
+def _number(value: float) -> str:
+    """7.0 -> "7", 0.35 -> "0.35": short, but exact where `:g` would round (the text is parsed back)."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)

@@ -39,8 +39,9 @@ SIZES = ["512x512", "512x768", "768x512", "640x640", "768x768", "832x1216", "121
 
 def options_text(options: dict[str, Any], seed: int | None = None) -> str:
     """A job's options in the inline syntax, to prefill the edit modal (parsed back by `parse_inline`): what it
-    was made with, leaving out the settings that were off (no checkpoint named, no Hires. fix, no strength)."""
-    shown = {**options, "seed": seed if seed is not None else options["seed"], "init_image": None}
+    was made with, leaving out the settings that were off (no checkpoint named, no Hires. fix, no strength); the
+    prompts have fields of their own."""
+    shown = {**options, "seed": seed if seed is not None else options["seed"], "negative_prompt": None}
     if not shown.get("model"):
         shown["model"] = None
     if (shown.get("hires") or 0) <= 1:

@@ -19,7 +19,7 @@ def describe_options(options: Mapping[str, Any]) -> str:
                        ("negative_prompt", "no")):
         if options.get(key):
             parts.append(f"{label}: “{clip(options[key], PART_LIMIT)}”")
-    parts.append(inline_text(options))
+    parts.append(inline_text({**options, "negative_prompt": None}))
     return " ".join(p for p in parts if p) or "(no options)"
 
 

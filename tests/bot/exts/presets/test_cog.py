@@ -266,3 +266,20 @@ async def test_preset_limit_is_enforced_with_a_clear_message(tmp_path, tiny_sd15
         assert "the file holds no presets" in await deferred(s, "preset import", {"file": empty})
         assert (await say(s, "preset list")).startswith("your presets (2):")
         s.assert_no_invalid_requests()
+
+
+async def test_ar_is_applied_the_same_by_imagine_and_preset_save(harness):
+    """--ar keeps the area of the size it replaces, and a size given with it wins: in /imagine and /preset save."""
+    s = harness.standin
+    await say(s, "preset save", {"name": "square", "options": "--size 128x128 --steps 2"})
+    params, _ = await imagine_params(s, {"prompt": "a cat --square --ar 1:2 --seed 1"})
+    assert params["Size"] == "88x184"  # 128x128's area at 1:2
+    text = await say(s, "preset save", {"name": "tall", "from_last": True, "options": "--size 128x128 --ar 1:2"})
+    assert "--size 128x128" in text  # the size given with it wins, as in /imagine:
+    params, _ = await imagine_params(s, {"prompt": "a cat --square --ar 1:2 --size 128x128 --seed 1"})
+    assert params["Size"] == "128x128"
+
+    await imagine_params(s, {"prompt": "a cat --size 128x128 --steps 2 --seed 1"})
+    text = await say(s, "preset save", {"name": "tall", "from_last": True, "options": "--ar 1:2"})
+    assert "--size 88x184" in text  # the last image's area, as /imagine with a 128x128 preset
+    s.assert_no_invalid_requests()
