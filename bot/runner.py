@@ -13,6 +13,7 @@ from typing import Any
 from bot.config import Config
 from bot.discord_endpoints import point_discord_at
 from bot.services import Services
+from bot.services.catalog import ModelCatalog
 from bot.services.jobs import JobService
 from bot.services.moderation import ModerationService
 from bot.services.presets import PresetService
@@ -60,7 +61,8 @@ async def open_services(config: Config, make_worker: Callable[[Any], Any] | None
             jobs.image_gate = moderation.gate_images
             journal = Journal(config.journal_path)  # acknowledged commands, durable before the deferral
             try:
-                yield Services(config, db, sessions, worker, jobs, presets, moderation, journal)
+                yield Services(config, db, sessions, worker, jobs, presets, ModelCatalog(engine_config), moderation,
+                               journal)
                 await moderation.close()
                 await jobs.shutdown(config.settings.discord.shutdown_timeout_s)  # no-op after serve's
             finally:

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.config import Config
+from bot.services.catalog import ModelCatalog
 
 
 @dataclass
@@ -20,5 +21,6 @@ class Services:
     worker: Any  # engine.worker.Worker
     jobs: Any  # bot.services.jobs.JobService
     presets: Any  # bot.services.presets.PresetService
+    catalog: ModelCatalog  # installed models' names, for autocomplete and /models
     moderation: Any = None  # bot.services.moderation.ModerationService
     journal: Any = None  # bot.store.journal.Journal: acknowledged commands not yet saved

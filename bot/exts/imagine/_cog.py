@@ -27,9 +27,6 @@ from bot.options import append_to_prompt, parse_inline
 from bot.services.jobs import Requester
 from bot.store.models import Job
 from engine.extra_networks import lora_tag
-from engine.models import ModelLibrary
-from engine.networks import NetworkLibrary
-from engine.upscalers import UpscalerLibrary
 from engine.samplers import sampler_labels
 
 log = logging.getLogger(__name__)
@@ -187,23 +184,19 @@ class Imagine(commands.Cog):
 
     @imagine.autocomplete("vae")
     async def _vae_choices(self, interaction: discord.Interaction, current: str):
-        library = ModelLibrary(self.bot.config.engine_config())
-        return _choices(["auto", "none"] + [v.name for v in library.vaes()], current)
+        return _choices(["auto", "none", *(await self.services.catalog.current()).vaes], current)
 
     @imagine.autocomplete("model")
     async def _model_choices(self, interaction: discord.Interaction, current: str):
-        library = ModelLibrary(self.bot.config.engine_config())
-        return _choices([c.name for c in library.checkpoints()], current)
+        return _choices(list((await self.services.catalog.current()).checkpoints), current)
 
     @imagine.autocomplete("lora")
     async def _lora_choices(self, interaction: discord.Interaction, current: str):
-        library = NetworkLibrary(self.bot.config.engine_config())
-        return _choices([f.name for f in library.loras()], current)
+        return _choices([lora.name for lora in (await self.services.catalog.current()).loras], current)
 
     @imagine.autocomplete("hires_upscaler")
     async def _upscaler_choices(self, interaction: discord.Interaction, current: str):
-        config = self.bot.config.engine_config()
-        return _choices(UpscalerLibrary(config.models_dir).names(), current)
+        return _choices(list((await self.services.catalog.current()).upscalers), current)
 
     @imagine.autocomplete("preset")
     async def _preset_choices(self, interaction: discord.Interaction, current: str):

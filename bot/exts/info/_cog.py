@@ -12,8 +12,7 @@ from bot.app import reply_error
 from bot.errors import UserError
 from bot.exts.common.formatting import clip, info_message
 from bot.exts.common.permissions import is_moderator
-from engine.models import ModelLibrary
-from engine.networks import NetworkLibrary, embedding_family
+from bot.services.catalog import Catalog
 from engine.samplers import SCHEDULES, sampler_names
 
 _JOB_IN_MESSAGE = re.compile(r"Job #(\d+)")
@@ -70,16 +69,17 @@ class Info(commands.Cog):
         await interaction.followup.send("\n".join(lines)[:2000], view=view, ephemeral=True)
 
     @app_commands.command(name="models", description="Checkpoints, VAEs and samplers you can use")
-    async def models(self, interaction: discord.Interaction) -> None:
-        library = ModelLibrary(self.bot.config.engine_config())
+    @app_commands.describe(refresh="Look in the models folder again first (after adding files)")
+    async def models(self, interaction: discord.Interaction, refresh: bool = False) -> None:
+        catalog = self.bot.services.catalog
+        installed = await (catalog.refresh() if refresh else catalog.current())
         embed = discord.Embed(title="Models", colour=discord.Colour.blurple())
-        checkpoints = [c.name for c in library.checkpoints()] or ["(none installed: the tiny demo model)"]
+        checkpoints = installed.checkpoints or ["(none installed: the tiny demo model)"]
         embed.add_field(name="Checkpoints", value=clip("\n".join(checkpoints), 1024), inline=False)
-        embed.add_field(name="VAEs", value=clip("\n".join(["auto", "none"] + [v.name for v in library.vaes()]),
-                                                        1024), inline=False)
+        embed.add_field(name="VAEs", value=clip("\n".join(["auto", "none", *installed.vaes]), 1024), inline=False)
         embed.add_field(name="Samplers", value=clip(", ".join(sampler_names()), 1024), inline=False)
         embed.add_field(name="Schedule types", value=", ".join(SCHEDULES), inline=False)
-        for name, value in networks_fields(NetworkLibrary(self.bot.config.engine_config())):
+        for name, value in networks_fields(installed):
             embed.add_field(name=name, value=clip(value, 1024), inline=False)
         await interaction.followup.send(embed=embed, ephemeral=True)
 
@@ -125,13 +125,10 @@ class Info(commands.Cog):
                                         ephemeral=True)
 
 
-def networks_fields(library: NetworkLibrary) -> list[tuple[str, str]]:
+def networks_fields(installed: Catalog) -> list[tuple[str, str]]:
     """/models' LoRA and embedding fields: name [family] and a LoRA's trigger words."""
-    loras = []
-    for file in library.loras():
-        info = library.lora_info(file)
-        triggers = f" · {', '.join(info.triggers)}" if info.triggers else ""
-        loras.append(f"{file.name} [{info.family}]{triggers}")
-    embeddings = [f"{f.name} [{embedding_family(f)}]" for f in library.embeddings()]
+    loras = [f"{lora.name} [{lora.family}]" + (f" · {', '.join(lora.triggers)}" if lora.triggers else "")
+             for lora in installed.loras]
+    embeddings = [f"{name} [{family}]" for name, family in installed.embeddings]
     return [("LoRAs: <lora:NAME:WEIGHT> or --lora NAME:WEIGHT", "\n".join(loras) or "(none installed)"),
             ("Embeddings: write the name in a prompt", ", ".join(embeddings) or "(none installed)")]

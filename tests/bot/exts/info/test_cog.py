@@ -74,6 +74,9 @@ async def test_queue_lists_jobs_with_cancel_buttons_that_cancel_them(tmp_path, t
         s.assert_no_invalid_requests()
 
 
+LORAS = "LoRAs: <lora:NAME:WEIGHT> or --lora NAME:WEIGHT"
+
+
 async def test_models_lists_the_installed_checkpoint(harness):
     s = harness.standin
     data = await reply(s, s.slash("models"))
@@ -81,6 +84,12 @@ async def test_models_lists_the_installed_checkpoint(harness):
     assert fields["Checkpoints"] == "tiny-sd15"
     assert fields["VAEs"].splitlines()[:2] == ["auto", "none"]
     assert "Euler a" in fields["Samplers"] and "Automatic" in fields["Schedule types"]
+
+    lora = harness.services.config.models_dir / "Lora" / "detail.safetensors"
+    lora.parent.mkdir(parents=True, exist_ok=True)
+    lora.write_bytes(b"")
+    data = await reply(s, s.slash("models", {"refresh": True}))  # else the catalog's scan (tests/bot/services)
+    assert {f["name"]: f["value"] for f in data["embeds"][0]["fields"]}[LORAS].startswith("detail [")
     s.assert_no_invalid_requests()
 
 

@@ -1,0 +1,82 @@
+"""`ModelCatalog`: the names of what is installed (checkpoints, VAEs, LoRAs, embeddings, upscalers), for autocomplete
+and /models.
+
+Why a service: autocomplete runs on every keystroke, and scanning the models folder (and reading each LoRA's header
+for /models) each time would put disk work on the event loop at typing speed. The catalog rescans in a thread at most
+every `max_age_s` seconds, or at once on `refresh()` (/models refresh:true after adding files), and hands out a
+frozen snapshot of plain data in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from engine.config import EngineConfig
+
+
+@dataclass(frozen=True)
+class Lora:
+    name: str
+    family: str  # "SD 1.x", "SDXL" or "?"
+    triggers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """What was installed at the last scan; names as prompts and options write them."""
+
+    checkpoints: tuple[str, ...] = ()
+    vaes: tuple[str, ...] = ()
+    loras: tuple[Lora, ...] = ()
+    embeddings: tuple[tuple[str, str], ...] = ()  # (name, family)
+    upscalers: tuple[str, ...] = ()
+
+
+def scan(config: EngineConfig) -> Catalog:
+    """One scan of the models folder (disk reads: call it off the event loop)."""
+    from engine.models import ModelLibrary
+    from engine.networks import NetworkLibrary, embedding_family
+    from engine.upscalers import UpscalerLibrary
+
+    models, networks = ModelLibrary(config), NetworkLibrary(config)
+    loras = []
+    for file in networks.loras():
+        info = networks.lora_info(file)
+        loras.append(Lora(file.name, info.family, tuple(info.triggers)))
+    return Catalog(
+        checkpoints=tuple(c.name for c in models.checkpoints()),
+        vaes=tuple(v.name for v in models.vaes()),
+        loras=tuple(loras),
+        embeddings=tuple((f.name, embedding_family(f)) for f in networks.embeddings()),
+        upscalers=tuple(UpscalerLibrary(config.models_dir).names()),
+    )
+
+
+class ModelCatalog:
+    def __init__(self, config: EngineConfig, *, max_age_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.max_age_s = max_age_s
+        self._clock = clock
+        self._snapshot: Catalog | None = None
+        self._scanned_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def current(self) -> Catalog:
+        """The last scan, rescanned first when older than `max_age_s` (or never made)."""
+        if self._snapshot is not None and self._clock() - self._scanned_at < self.max_age_s:
+            return self._snapshot
+        return await self.refresh(only_if_stale=True)
+
+    async def refresh(self, *, only_if_stale: bool = False) -> Catalog:
+        """Scan now; with `only_if_stale`, unless a scan that finished while this one waited is fresh enough."""
+        async with self._lock:
+            fresh = self._snapshot is not None and self._clock() - self._scanned_at < self.max_age_s
+            if not (only_if_stale and fresh):
+                self._snapshot = await asyncio.to_thread(scan, self.config)
+                self._scanned_at = self._clock()
+            assert self._snapshot is not None
+            return self._snapshot
