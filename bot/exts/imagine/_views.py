@@ -10,6 +10,7 @@ import discord
 
 from bot.app import admit, reply_error
 from bot.errors import UserError
+from bot.exts.common.views import ActionButton, dispatch
 
 ACTIONS = {
     "reroll": ("🎲", "Re-roll", discord.ButtonStyle.primary),
@@ -20,35 +21,8 @@ ACTIONS = {
 }
 
 
-def custom_id(job_id: int, action: str) -> str:
-    return f"sdbot:job:{job_id}:{action}"
-
-
-class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=r"sdbot:job:(?P<job>[0-9]{1,19}):(?P<action>[a-z]+)"):
-    def __init__(self, job_id: int, action: str) -> None:
-        emoji, label, style = ACTIONS[action]
-        super().__init__(discord.ui.Button(emoji=emoji, label=label, style=style,
-                                           custom_id=custom_id(job_id, action)))
-        self.job_id = job_id
-        self.action = action
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
-                             match: re.Match[str]) -> "JobButton":
-        action = match["action"]
-        if action not in ACTIONS:
-            raise ValueError(f"unknown job action {action!r}")
-        return cls(int(match["job"]), action)
-
-    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
-        return await admit(interaction)  # banned users get one clear message
-
-    async def callback(self, interaction: discord.Interaction) -> Any:
-        cog = interaction.client.get_cog("Imagine")
-        try:
-            await cog.on_job_button(interaction, self.job_id, self.action)
-        except Exception as exc:  # noqa: BLE001 - every error becomes a reply, none a silent failure
-            await reply_error(interaction, exc)
+class JobButton(ActionButton, template=ActionButton.template_for("job")):
+    KIND, ACTIONS, COG, HANDLER = "job", ACTIONS, "Imagine", "on_job_button"
 
 
 # Per image: Midjourney's upscale and variation buttons, with A1111's meaning (img2img from that image).
@@ -62,14 +36,6 @@ MAX_IMAGE_ROWS = 4  # Discord allows 5 rows: the job's own buttons first, then o
 
 def image_custom_id(job_id: int, index: int, action: str) -> str:
     return f"sdbot:img:{job_id}:{index}:{action}"
-
-
-async def _on_image(interaction: discord.Interaction, job_id: int, index: int, action: str) -> None:
-    cog = interaction.client.get_cog("Imagine")
-    try:
-        await cog.on_image_button(interaction, job_id, index, action)
-    except Exception as exc:  # noqa: BLE001 - every error becomes a reply, none a silent failure
-        await reply_error(interaction, exc)
 
 
 class ImageButton(discord.ui.DynamicItem[discord.ui.Button],
@@ -94,7 +60,7 @@ class ImageButton(discord.ui.DynamicItem[discord.ui.Button],
         return await admit(interaction)
 
     async def callback(self, interaction: discord.Interaction) -> Any:
-        await _on_image(interaction, self.job_id, self.index, self.action)
+        await dispatch(interaction, "Imagine", "on_image_button", self.job_id, self.index, self.action)
 
 
 class ImageSelect(discord.ui.DynamicItem[discord.ui.Select], template=r"sdbot:imgsel:(?P<job>[0-9]{1,19})"):
@@ -122,7 +88,7 @@ class ImageSelect(discord.ui.DynamicItem[discord.ui.Select], template=r"sdbot:im
         if match is None or match[2] not in IMAGE_ACTIONS:
             await reply_error(interaction, ValueError(f"unknown choice {values!r}"))
             return
-        await _on_image(interaction, self.job_id, int(match[1]), match[2])
+        await dispatch(interaction, "Imagine", "on_image_button", self.job_id, int(match[1]), match[2])
 
 
 def job_view(job_id: int, images: int = 1) -> discord.ui.View:

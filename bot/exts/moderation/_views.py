@@ -4,12 +4,10 @@ Showing them is no permission: every press is checked by the moderation service.
 
 from __future__ import annotations
 
-import re
-from typing import Any
-
 import discord
 
-from bot.app import admit, reply_error
+from bot.app import reply_error
+from bot.exts.common.views import ActionButton
 
 ACTIONS = {
     "approve": ("✅", "Approve", discord.ButtonStyle.success),
@@ -18,36 +16,8 @@ ACTIONS = {
 }
 
 
-def custom_id(item_id: int, action: str) -> str:
-    return f"sdbot:mod:{item_id}:{action}"
-
-
-class ModButton(discord.ui.DynamicItem[discord.ui.Button],
-                template=r"sdbot:mod:(?P<item>[0-9]{1,19}):(?P<action>[a-z]+)"):
-    def __init__(self, item_id: int, action: str, row: int | None = None) -> None:
-        emoji, label, style = ACTIONS[action]
-        super().__init__(discord.ui.Button(emoji=emoji, label=label, style=style, row=row,
-                                           custom_id=custom_id(item_id, action)))
-        self.item_id = item_id
-        self.action = action
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
-                             match: re.Match[str]) -> "ModButton":
-        action = match["action"]
-        if action not in ACTIONS:
-            raise ValueError(f"unknown moderation action {action!r}")
-        return cls(int(match["item"]), action)
-
-    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
-        return await admit(interaction)
-
-    async def callback(self, interaction: discord.Interaction) -> Any:
-        cog = interaction.client.get_cog("Moderation")
-        try:
-            await cog.on_mod_button(interaction, self.item_id, self.action)
-        except Exception as exc:  # noqa: BLE001 - every error becomes a reply, none a silent failure
-            await reply_error(interaction, exc)
+class ModButton(ActionButton, template=ActionButton.template_for("mod")):
+    KIND, ACTIONS, COG, HANDLER = "mod", ACTIONS, "Moderation", "on_mod_button"
 
 
 def review_view(item_ids: list[int]) -> discord.ui.View:
