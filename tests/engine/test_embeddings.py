@@ -39,12 +39,17 @@ def word_vectors(tokenizer, text_encoder, words: str = WORDS) -> torch.Tensor:
     return text_encoder.get_input_embeddings().weight[ids].detach().clone()
 
 
+def engine_with(tmp_path_factory, model: Path):
+    """An engine whose models folder holds a copy of `model`: (engine, its root, the model's pipeline)."""
+    root = tmp_path_factory.mktemp("emb-models")
+    shutil.copytree(model, root / model.name)
+    engine = Engine(EngineConfig(models_dir=root))
+    return engine, root, engine.models.checkpoint(model.name).pipe
+
+
 @pytest.fixture(scope="module")
 def sd15(tmp_path_factory, tiny_sd15: Path):
-    root = tmp_path_factory.mktemp("emb-models")
-    shutil.copytree(tiny_sd15, root / "tiny-sd15")
-    engine = Engine(EngineConfig(models_dir=root))
-    pipe = engine.models.checkpoint("tiny-sd15").pipe
+    engine, root, pipe = engine_with(tmp_path_factory, tiny_sd15)
     vectors = word_vectors(pipe.tokenizer, pipe.text_encoder)
     write_embedding(root / "embeddings" / "RedDog.safetensors", vectors)
     write_embedding(root / "embeddings" / "sub" / "wide.safetensors", torch.ones(2, 77))  # another model's width
@@ -130,10 +135,7 @@ def test_a_comma_backtrack_moves_the_embedding_with_its_text(sd15):
 
 @pytest.fixture(scope="module")
 def sdxl(tmp_path_factory, tiny_sdxl: Path):
-    root = tmp_path_factory.mktemp("emb-xl")
-    shutil.copytree(tiny_sdxl, root / "tiny-sdxl")
-    engine = Engine(EngineConfig(models_dir=root))
-    pipe = engine.models.checkpoint("tiny-sdxl").pipe
+    engine, root, pipe = engine_with(tmp_path_factory, tiny_sdxl)
     write_embedding(root / "embeddings" / "xlred.safetensors", {
         "clip_l": word_vectors(pipe.tokenizer, pipe.text_encoder),
         "clip_g": word_vectors(pipe.tokenizer_2, pipe.text_encoder_2),

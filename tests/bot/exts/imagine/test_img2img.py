@@ -34,6 +34,12 @@ async def jobs_of(h, user_id: int):
     return await transaction(h.services.sessions, job_store.list_for_user, user_id, None)
 
 
+async def with_images(s, interaction) -> dict:
+    """Send a command, button or modal; the message its images arrive in."""
+    return await (await s.send_interaction(interaction)).wait_original_message(lambda m: m.get("attachments"),
+                                                                                timeout=60)
+
+
 async def refusal(ix) -> str:
     """The ephemeral message a refused command gets (at once, or replacing the "thinking…" message)."""
     await ix.wait_callback()
@@ -49,9 +55,8 @@ async def test_imagine_from_an_attachment_then_upscale_and_vary_after_a_restart(
     async with running_bot(tmp_path, tiny_sd15) as h:
         s = h.standin
         start = s.upload_attachment("start.png", png(96, 64), content_type="image/png")
-        ix = await s.send_interaction(s.slash("imagine", {"prompt": "a cat --steps 3 --seed 4", "image": start,
-                                                          "strength": 0.5}))
-        message = await ix.wait_original_message(lambda m: m.get("attachments"), timeout=60)
+        message = await with_images(s, s.slash("imagine", {"prompt": "a cat --steps 3 --seed 4", "image": start,
+                                                           "strength": 0.5}))
         params = params_of(s, message)
         assert params["Size"] == "96x64" and params["Denoising strength"] == "0.5"  # the attachment's own size
         assert field(message, "Start image") == "attachment start.png"
@@ -60,8 +65,7 @@ async def test_imagine_from_an_attachment_then_upscale_and_vary_after_a_restart(
         assert f"sdbot:img:{job_id}:0:upscale" in ids and f"sdbot:img:{job_id}:0:strong" in ids
 
         await h.restart()
-        up = await s.send_interaction(s.button(f"sdbot:img:{job_id}:0:upscale", message=message))
-        upscaled = await up.wait_original_message(lambda m: m.get("attachments"), timeout=60)
+        upscaled = await with_images(s, s.button(f"sdbot:img:{job_id}:0:upscale", message=message))
         assert Image.open(io.BytesIO(s.attachment_bytes(upscaled["attachments"][0]))).size == (192, 128)
         up_params = params_of(s, upscaled)
         assert up_params["Denoising strength"] == "0.3" and up_params["Seed"] == "4"
@@ -72,8 +76,7 @@ async def test_imagine_from_an_attachment_then_upscale_and_vary_after_a_restart(
         embed = info.callbacks[0].json["data"]["embeds"][0]
         assert any(f["value"] == f"Upscale ×2 of job #{job_id}, image 1" for f in embed["fields"])  # lineage
 
-        vary = await s.send_interaction(s.button(f"sdbot:img:{job_id}:0:subtle", message=message))
-        varied = await vary.wait_original_message(lambda m: m.get("attachments"), timeout=60)
+        varied = await with_images(s, s.button(f"sdbot:img:{job_id}:0:subtle", message=message))
         v_params = params_of(s, varied)
         assert v_params["Denoising strength"] == "0.35" and v_params["Size"] == "96x64"
         assert v_params["Seed"] != "4"  # a new seed
@@ -83,8 +86,7 @@ async def test_imagine_from_an_attachment_then_upscale_and_vary_after_a_restart(
 async def test_batch_results_get_one_row_of_buttons_per_image(tmp_path, tiny_sd15):
     async with running_bot(tmp_path, tiny_sd15) as h:
         s = h.standin
-        ix = await s.send_interaction(s.slash("imagine", {"prompt": "a cat --size 64x64 --steps 2 --batch 3"}))
-        message = await ix.wait_original_message(lambda m: m.get("attachments"), timeout=60)
+        message = await with_images(s, s.slash("imagine", {"prompt": "a cat --size 64x64 --steps 2 --batch 3"}))
         rows = [[c["custom_id"] for c in row["components"]] for row in message["components"]]
         assert len(rows) == 4 and all(r[0].startswith("sdbot:img:") for r in rows[1:])
         assert [r[2].rsplit(":", 2)[1] for r in rows[1:]] == ["0", "1", "2"]
@@ -119,17 +121,15 @@ async def test_bad_attachments_are_refused_and_nothing_is_queued(tmp_path, tiny_
 async def test_remix_menu_starts_from_the_messages_image(tmp_path, tiny_sd15):
     async with running_bot(tmp_path, tiny_sd15) as h:
         s = h.standin
-        ix = await s.send_interaction(s.slash("imagine", {"prompt": "a red fox --size 64x96 --steps 2"}))
-        original = await ix.wait_original_message(lambda m: m.get("attachments"), timeout=60)
+        original = await with_images(s, s.slash("imagine", {"prompt": "a red fox --size 64x96 --steps 2"}))
         menu = await s.send_interaction(s.message_command("Remix", original))
         await menu.wait_callback()
         modal = menu.callbacks[0].json
         assert modal["type"] == 9
         texts = [c for row in modal["data"]["components"] for c in row["components"]]
         assert texts[0]["value"] == "a red fox" and texts[1]["value"] == "0.75"
-        submit = await s.send_interaction(s.modal_submit(modal["data"]["custom_id"],
-                                                         {"prompt": "a blue fox --steps 2", "strength": "0.6"}))
-        remixed = await submit.wait_original_message(lambda m: m.get("attachments"), timeout=60)
+        remixed = await with_images(s, s.modal_submit(modal["data"]["custom_id"],
+                                                      {"prompt": "a blue fox --steps 2", "strength": "0.6"}))
         params = params_of(s, remixed)
         assert params["Denoising strength"] == "0.6" and params["Size"] == "64x96"
         assert field(remixed, "Start image") == f"attachment {original['attachments'][0]['filename']}"
