@@ -13,7 +13,6 @@ Prints `ack_ms_p50`, `ack_ms_p99`, `ack_ms_max`, `acked_within_3s`, then the sam
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._common import arguments, print_figures  # noqa: E402
 from engine.tiny import write_tiny_model  # noqa: E402
 from tests.bot.harness import RunningBot, write_config  # noqa: E402
 from tests.discord_standin import DiscordStandIn, StandInGuild, StandInUser  # noqa: E402
@@ -103,15 +103,12 @@ def journal_cost(entries: int = 2000) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, default=50)
-    args = parser.parse_args()
+    args = arguments(__doc__, users=50).parse_args()
     figures = asyncio.run(measure(args.users))
     burst = asyncio.run(measure(args.users, burst=True))
     figures.update({f"burst_{k}": v for k, v in burst.items() if k.startswith("ack_ms")})
     figures.update(journal_cost())
-    for name, value in figures.items():
-        print(f"{name}: {value:.1f}")
+    print_figures(figures, digits=1)
 
 
 if __name__ == "__main__":

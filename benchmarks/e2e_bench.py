@@ -34,6 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks._common import arguments, print_figures  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -198,18 +199,11 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--members", type=int, default=8)
-    parser.add_argument("--unet-width", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads, for both sides")
-    parser.add_argument("--fast-jobs", type=int, default=50)
-    parser.add_argument("--burst", type=int, default=50, help="members in the burst (the figures keep their names)")
-    args = parser.parse_args()
+    args = arguments(__doc__, rounds=3, members=8, unet_width=32, threads=(1, "torch threads, for both sides"),
+                     fast_jobs=50, burst=(50, "members in the burst (the figures keep their names)")).parse_args()
     logging.basicConfig(level=logging.WARNING)
     figures = asyncio.run(run(args))
-    for name, value in figures.items():
-        print(f"{name}: {value:.3f}" if isinstance(value, float) else f"{name}: {value}")
+    print_figures(figures)
 
 
 if __name__ == "__main__":

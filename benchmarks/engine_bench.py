@@ -22,7 +22,6 @@ Each figure is printed last as `name: value`.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -30,6 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import arguments, print_figures  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -181,11 +181,7 @@ async def measure_process_boundary(rounds: int, unet_width: int, size: int = 128
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--unet-width", type=int, default=32)
+    parser = arguments(__doc__, rounds=15, size=128, steps=20, unet_width=32)
     parser.add_argument("--skip-worker", action="store_true", help="only the engine figures")
     parser.add_argument("--lora-only", action="store_true", help="only the lora_* figures")
     parser.add_argument("--skip-process", action="store_true", help="not the process boundary's cost")
@@ -203,8 +199,7 @@ def main() -> None:
         if worker_measures is not None:
             figures.update(worker_measures.measure_all())
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, size {args.size}, steps {args.steps}")
-    for name, value in figures.items():
-        print(f"{name}: {value:.3f}" if isinstance(value, float) else f"{name}: {value}")
+    print_figures(figures)
 
 
 if __name__ == "__main__":

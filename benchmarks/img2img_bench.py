@@ -14,7 +14,6 @@ Each figure is printed last as `name: value`.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import statistics
@@ -26,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks._common import arguments, print_figures  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -132,15 +132,10 @@ def measure_memory(root: Path, steps: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--strength", type=float, default=0.5)
-    parser.add_argument("--unet-width", type=int, default=32)
-    parser.add_argument("--memory-steps", type=int, default=2, help="steps per pass of the peak-memory runs")
+    parser = arguments(__doc__, rounds=5, size=128, steps=20, strength=0.5, unet_width=32,
+                       memory_steps=(2, "steps per pass of the peak-memory runs"),
+                       threads=(0, "torch threads (0: torch's default)"))
     parser.add_argument("--skip-memory", action="store_true")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -151,8 +146,7 @@ def main() -> None:
         figures.update(measure_memory(root, args.memory_steps))
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, size {args.size}, steps {args.steps}, "
           f"strength {args.strength}")
-    for name, value in figures.items():
-        print(f"{name}: {value:.3f}" if isinstance(value, float) else f"{name}: {value}")
+    print_figures(figures)
 
 
 if __name__ == "__main__":

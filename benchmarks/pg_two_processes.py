@@ -29,6 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks._common import arguments, print_figures  # noqa: E402
 
 COUNTER_USER, LIMIT_USER, LIMIT = 1, 2, 20
 PROCESSES = 2
@@ -124,10 +125,8 @@ async def count(url: str) -> dict[str, int]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--url", default="")
-    parser.add_argument("--tasks", type=int, default=25, help="concurrent units of work in each process")
-    parser.add_argument("--rounds", type=int, default=8, help="presets and jobs each task writes")
+    parser = arguments(__doc__, url="", tasks=(25, "concurrent units of work in each process"),
+                       rounds=(8, "presets and jobs each task writes"))
     parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker is not None:
@@ -167,8 +166,7 @@ def main() -> int:
         "jobs_started_twice": len(won) - len(set(won)),
         "jobs_never_started": len(set(made) - set(won)),
     }
-    for name, value in figures.items():
-        print(f"{name}: {value}")
+    print_figures(figures, digits=None)
     bad = (figures["presets_lost"] or figures["presets_doubled"] or figures["counter_lost_updates"]
            or rows["at_limit"] != LIMIT or figures["jobs_lost"] or figures["jobs_doubled"]
            or figures["jobs_started_twice"] or figures["jobs_never_started"] or rows["running"] != len(made))

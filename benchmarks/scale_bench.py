@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import arguments, print_figures  # noqa: E402
 
 from engine.config import EngineConfig, RayConfig  # noqa: E402
 from engine.request import GenerationRequest  # noqa: E402
@@ -176,14 +177,8 @@ async def measure(args) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=16)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--unet-width", type=int, default=96)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--overhead-jobs", type=int, default=20)
-    parser.add_argument("--overhead-size", type=int, default=64)
+    parser = arguments(__doc__, jobs=16, size=256, steps=10, unet_width=96, rounds=2, overhead_jobs=20,
+                       overhead_size=64)
     parser.add_argument("--solo", metavar="MODELS_DIR", help=argparse.SUPPRESS)
     parser.add_argument("--solo-jobs", type=int, default=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -194,8 +189,7 @@ def main() -> None:
     figures = asyncio.run(measure(args))
     print(f"cpus {os.cpu_count()}, jobs {args.jobs}, size {args.size}, steps {args.steps}, "
           f"unet width {args.unet_width}, one torch thread per replica")
-    for name, value in figures.items():
-        print(f"{name}: {value:.3f}")
+    print_figures(figures)
 
 
 if __name__ == "__main__":

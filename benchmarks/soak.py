@@ -46,6 +46,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks._common import arguments, print_figures  # noqa: E402
 
 JOB = re.compile(r"Job #(\d+)")
 CHANNELS = 10
@@ -531,9 +532,7 @@ def active_jobs(db: Path, ids: set[int]) -> list[int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=1000)
-    parser.add_argument("--users", type=int, default=100)
+    parser = arguments(__doc__, jobs=1000, users=100)
     parser.add_argument("--kills", type=int, default=3, help="SIGKILLs of the bot at random instants (each then "
                         "restarted)")
     parser.add_argument("--hold-before-kill", type=float, default=3.0, help="seconds another process holds the "
@@ -553,8 +552,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="sdbot-soak-"))
     figures = asyncio.run(Soak(args, root).run())
     print(f"# soak files (logs, database): {root}")
-    for name, value in figures.items():
-        print(f"{name}: {value}")
+    print_figures(figures, digits=None)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ OpenMP threads stall whenever another process takes a core, which makes the timi
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -38,6 +37,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import arguments, print_figures  # noqa: E402
 
 from engine.config import EngineConfig, Limits  # noqa: E402
 from engine.request import GenerationRequest  # noqa: E402
@@ -242,21 +242,13 @@ def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--memory-child":
         print(json.dumps(_memory_child(json.loads(sys.argv[2]))))
         return
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--unet-width", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--jobs", type=int, default=200)
-    args = parser.parse_args()
+    args = arguments(__doc__, size=128, steps=10, threads=1, unet_width=32, rounds=5, jobs=200).parse_args()
     started = time.perf_counter()
     figures = measure_all(size=args.size, steps=args.steps, threads=args.threads, unet_width=args.unet_width,
                           rounds=args.rounds, jobs=args.jobs)
     print(f"cpu count {os.cpu_count()}, size {args.size}, steps {args.steps}, unet width {args.unet_width}, "
           f"{time.perf_counter() - started:.0f} s")
-    for name, value in figures.items():
-        print(f"{name}: {value:.3f}" if isinstance(value, float) else f"{name}: {value}")
+    print_figures(figures)
 
 
 if __name__ == "__main__":
