@@ -6,13 +6,16 @@ frozen `EngineConfig`, so it never reads files of ours.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
+import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator,
+                      model_validator)
 
 from bot.errors import ConfigError
 from engine.config import EngineConfig, Limits, RayConfig
@@ -27,37 +30,50 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class EngineSection(_Section):
-    models_dir: str = "models"
-    default_model: str = ""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    dtype: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
-    vae_cache_size: Annotated[int, Field(ge=0, le=64)] = 3
-    checkpoint_cache_size: Annotated[int, Field(ge=1, le=16)] = 1
-    allow_pickle: bool = False
-    max_steps: Annotated[int, Field(ge=1, le=1000)] = 150
-    max_pixels: Annotated[int, Field(ge=64 * 64, le=4096 * 4096)] = 1024 * 1024
-    max_batch: Annotated[int, Field(ge=1, le=16)] = 4
-    max_prompt_chars: Annotated[int, Field(ge=1, le=20000)] = 4000
-    max_input_bytes: Annotated[int, Field(ge=1024, le=512 * 2**20)] = 20 * 2**20  # img2img start images
-    max_input_pixels: Annotated[int, Field(ge=64 * 64, le=2**28)] = 4096 * 4096
-    max_queued_per_user: Annotated[int, Field(ge=1, le=1000)] = 5
-    round_robin: bool = True
-    job_timeout_s: Annotated[float, Field(gt=0, le=86400)] = 600.0
-    preview_every: Annotated[int, Field(ge=0, le=1000)] = 5
-    threads: Annotated[int, Field(ge=0, le=256)] = 0
-    batch_mode: Literal["exact", "fast"] = "exact"
-    backend: Literal["local", "ray"] = "local"
-    isolation: Literal["process", "thread"] = "process"
-    ray_address: str = ""
-    ray_app: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "sdbot"
-    ray_replicas: Annotated[int, Field(ge=1, le=1024)] = 1
-    ray_num_gpus: Annotated[float, Field(ge=0, le=64)] = 1.0
-    ray_num_cpus: Annotated[float, Field(ge=0, le=1024)] = 1.0
-    ray_max_retries: Annotated[int, Field(ge=0, le=100)] = 2
-    ray_max_ongoing_requests: Annotated[int, Field(ge=1, le=1000)] = 4
-    ray_batch_wait_s: Annotated[float, Field(ge=0, le=10)] = 0.01
-    ray_start_timeout_s: Annotated[float, Field(gt=0, le=86400)] = 600.0
+# [engine] holds the engine's settings (engine/config.py: EngineConfig, its Limits, and RayConfig's as ray_*):
+# their names, types and defaults are the engine's, read from its dataclasses, so they live in one place. The file
+# adds what a file needs: bounds, the allowed words, and the one default the bot sets apart (below).
+_ENGINE_SOURCES = ((EngineConfig, ""), (Limits, ""), (RayConfig, "ray_"))
+_NOT_IN_FILE = {"limits", "ray", "image_classifier", "max_side"}  # nested, [moderation]'s, or fixed
+_RENAMED = {"ray_app_name": "ray_app"}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "device": ("auto", "cpu", "cuda"), "dtype": ("auto", "fp16", "bf16", "fp32"), "batch_mode": ("exact", "fast"),
+    "backend": ("local", "ray"), "isolation": ("process", "thread"),
+}
+_BOUNDS: dict[str, dict[str, Any]] = {
+    "vae_cache_size": dict(ge=0, le=64), "checkpoint_cache_size": dict(ge=1, le=16), "max_steps": dict(ge=1, le=1000),
+    "max_pixels": dict(ge=64 * 64, le=4096 * 4096), "max_batch": dict(ge=1, le=16),
+    "max_prompt_chars": dict(ge=1, le=20000), "max_input_bytes": dict(ge=1024, le=512 * 2**20),  # img2img starts
+    "max_input_pixels": dict(ge=64 * 64, le=2**28), "max_queued_per_user": dict(ge=1, le=1000),
+    "job_timeout_s": dict(gt=0, le=86400), "preview_every": dict(ge=0, le=1000), "threads": dict(ge=0, le=256),
+    "ray_app": dict(pattern=r"^[A-Za-z0-9_-]{1,64}$"), "ray_replicas": dict(ge=1, le=1024),
+    "ray_num_gpus": dict(ge=0, le=64), "ray_num_cpus": dict(ge=0, le=1024), "ray_max_retries": dict(ge=0, le=100),
+    "ray_max_ongoing_requests": dict(ge=1, le=1000), "ray_batch_wait_s": dict(ge=0, le=10),
+    "ray_start_timeout_s": dict(gt=0, le=86400),
+}
+# The engine as a library makes no previews unless asked; the bot shows them (where a server turns them on).
+_BOT_DEFAULTS: dict[str, Any] = {"preview_every": 5}
+
+
+def _engine_keys() -> dict[str, tuple[type, str]]:
+    """[engine] key -> (the engine dataclass that holds it, its field name there), in the engine's order."""
+    return {_RENAMED.get(prefix + f.name, prefix + f.name): (cls, f.name)
+            for cls, prefix in _ENGINE_SOURCES for f in dataclasses.fields(cls) if f.name not in _NOT_IN_FILE}
+
+
+def _engine_section() -> type[_Section]:
+    fields: dict[str, Any] = {}
+    for key, (cls, name) in _engine_keys().items():
+        kind, default = typing.get_type_hints(cls)[name], _BOT_DEFAULTS.get(key, getattr(cls(), name))
+        if key in _CHOICES:
+            kind = Literal[_CHOICES[key]]
+        elif kind is Path:
+            kind, default = str, str(default)
+        fields[key] = (Annotated[kind, Field(**_BOUNDS.get(key, {}))], default)
+    return create_model("EngineSection", __base__=_Section, **fields)
+
+
+EngineSection = _engine_section()
 
 
 class DatabaseSection(_Section):
@@ -168,39 +184,12 @@ class Config:
         return self.resolve(self.settings.engine.models_dir)
 
     def engine_config(self) -> EngineConfig:
-        e = self.settings.engine
-        return EngineConfig(
-            models_dir=self.models_dir,
-            default_model=e.default_model,
-            device=e.device,
-            dtype=e.dtype,
-            vae_cache_size=e.vae_cache_size,
-            checkpoint_cache_size=e.checkpoint_cache_size,
-            allow_pickle=e.allow_pickle,
-            limits=Limits(
-                max_steps=e.max_steps,
-                max_pixels=e.max_pixels,
-                max_batch=e.max_batch,
-                max_prompt_chars=e.max_prompt_chars,
-                max_input_bytes=e.max_input_bytes,
-                max_input_pixels=e.max_input_pixels,
-            ),
-            max_queued_per_user=e.max_queued_per_user,
-            round_robin=e.round_robin,
-            job_timeout_s=e.job_timeout_s,
-            preview_every=e.preview_every,
-            threads=e.threads,
-            batch_mode=e.batch_mode,
-            backend=e.backend,
-            image_classifier=self.image_classifier,
-            isolation=e.isolation,
-            ray=RayConfig(
-                address=e.ray_address, app_name=e.ray_app, replicas=e.ray_replicas, num_gpus=e.ray_num_gpus,
-                num_cpus=e.ray_num_cpus, max_retries=e.ray_max_retries,
-                max_ongoing_requests=e.ray_max_ongoing_requests, batch_wait_s=e.ray_batch_wait_s,
-                start_timeout_s=e.ray_start_timeout_s,
-            ),
-        )
+        values = self.settings.engine.model_dump()
+        parts: dict[type, dict[str, Any]] = {cls: {} for cls, _ in _ENGINE_SOURCES}
+        for key, (cls, name) in _engine_keys().items():
+            parts[cls][name] = values[key]
+        return EngineConfig(**{**parts[EngineConfig], "models_dir": self.models_dir}, limits=Limits(**parts[Limits]),
+                            ray=RayConfig(**parts[RayConfig]), image_classifier=self.image_classifier)
 
     @property
     def image_classifier(self) -> Path | None:
