@@ -4,7 +4,8 @@ parameter, label and range.
 Everything that names an option reads this table: inline `--flag` parsing (`bot.options`), stored options'
 validation (`bot.store.options`), `/imagine` and `/preset save` (their parameter types, descriptions and the
 mapping to stored keys), the edit modal's prefill and preset listings (`inline_text`), and the parameters embed's
-labels. The A1111 infotext names of the same settings live with the infotext format in `engine.infotext`.
+labels. Each option's A1111 infotext name is here too; `engine.infotext` (which knows no bot) reads and writes
+them, and tests/bot/test_option_spec.py holds the two to the same names.
 
 Why the table holds kinds rather than Python types: a kind also says how text becomes the value (`size` gives
 `width` and `height`; `ratio` is applied to the size; `lora` goes into the prompt; `preset` names a preset).
@@ -26,7 +27,7 @@ class Option:
     """One option. `key` is the stored key (a `GenerationRequest` field or a prompt part); a `size`, `ratio`,
     `lora` or `preset` option is not stored as itself. `flags` are the inline names, the canonical one first;
     `param` the slash-command parameter (default: the first flag with `_`); `label` the parameters embed's name;
-    `range` the slash command's bounds; `describe` the slash command's help."""
+    `range` the slash command's bounds; `describe` the slash command's help; `infotext` the A1111 infotext key."""
 
     key: str
     kind: str
@@ -35,6 +36,7 @@ class Option:
     range: tuple[float, float] | None = None
     describe: str = ""
     param: str = ""
+    infotext: str = ""  # A1111's name in an infotext's parameter line (engine.infotext reads and writes it)
 
     @property
     def slash_name(self) -> str:
@@ -48,31 +50,33 @@ VOCABULARY: tuple[Option, ...] = (
     Option("prompt_suffix", TEXT, describe="Text put after every prompt", param="suffix"),
     Option("negative_prompt", TEXT, ("no", "negative"), "Negative prompt", describe="What to avoid (negative prompt)",
            param="negative"),
-    Option("sampler", TEXT, ("sampler",), "Sampler", describe="A1111 sampler name, e.g. DPM++ 2M Karras"),
-    Option("schedule", TEXT, ("schedule",)),
+    Option("sampler", TEXT, ("sampler",), "Sampler", describe="A1111 sampler name, e.g. DPM++ 2M Karras",
+           infotext="Sampler"),
+    Option("schedule", TEXT, ("schedule",), infotext="Schedule type"),
     Option("width", INT),
     Option("height", INT),
-    Option("size", SIZE, ("size",), "Size", describe="WIDTHxHEIGHT, e.g. 512x768"),
+    Option("size", SIZE, ("size",), "Size", describe="WIDTHxHEIGHT, e.g. 512x768", infotext="Size"),
     Option("aspect_ratio", RATIO, ("ar", "aspect")),
-    Option("steps", INT, ("steps",), "Steps", (1, 1000), "Denoising steps"),
+    Option("steps", INT, ("steps",), "Steps", (1, 1000), "Denoising steps", infotext="Steps"),
     Option("cfg_scale", FLOAT, ("cfg", "cfg-scale"), "CFG scale", (1.0, 30.0),
-           "CFG scale: how closely to follow the prompt"),
-    Option("seed", INT, ("seed",), "Seed", (-1, 4294967295), "Seed (-1 = random)"),
+           "CFG scale: how closely to follow the prompt", infotext="CFG scale"),
+    Option("seed", INT, ("seed",), "Seed", (-1, 4294967295), "Seed (-1 = random)", infotext="Seed"),
     Option("clip_skip", INT, ("clip-skip", "clipskip"), "CLIP skip", (1, 12),
-           "CLIP skip (1 = last layer, 2 = usual for anime models)"),
-    Option("vae", TEXT, ("vae",), "VAE", describe="auto, none, or a VAE name"),
-    Option("model", TEXT, ("model",), "Model", describe="Checkpoint name"),
+           "CLIP skip (1 = last layer, 2 = usual for anime models)", infotext="Clip skip"),
+    Option("vae", TEXT, ("vae",), "VAE", describe="auto, none, or a VAE name", infotext="VAE"),
+    Option("model", TEXT, ("model",), "Model", describe="Checkpoint name", infotext="Model"),
     Option("batch_size", INT, ("batch",), "Batch", (1, 16), "Images to make"),
     Option("init_image", TEXT),  # a start image comes only from an attachment or a button (bot.store.options)
     Option("strength", FLOAT, ("strength", "denoise"), "Strength", (0.0, 1.0),
-           "Denoising strength: how much to change the image (0-1; A1111: 0.75, Hires 0.7)"),
+           "Denoising strength: how much to change the image (0-1; A1111: 0.75, Hires 0.7)",
+           infotext="Denoising strength"),
     Option("resize_mode", TEXT, ("resize-mode",), describe="How the image fits the size (img2img)"),
     Option("hires", FLOAT, ("hires",), "Hires", (1.0, 4.0),
-           "Hires. fix: render small, then upscale by this factor (e.g. 2) and refine"),
+           "Hires. fix: render small, then upscale by this factor (e.g. 2) and refine", infotext="Hires upscale"),
     Option("hires_steps", INT, ("hires-steps",), range=(0, 1000),
-           describe="Steps of the Hires second pass (0 = same as steps)"),
+           describe="Steps of the Hires second pass (0 = same as steps)", infotext="Hires steps"),
     Option("hires_upscaler", TEXT, ("hires-upscaler",),
-           describe="Latent, Latent (nearest-exact), Lanczos, Nearest or an ESRGAN model"),
+           describe="Latent, Latent (nearest-exact), Lanczos, Nearest or an ESRGAN model", infotext="Hires upscaler"),
     Option("preset", PRESET, ("preset",), describe="One of your presets"),
     Option("lora", LORA, ("lora",),
            describe="A LoRA to add as <lora:NAME:1> (more: --lora NAME:0.8 or <lora:…> tags in the prompt)"),

@@ -15,6 +15,7 @@ from bot.errors import UserError
 from bot.option_spec import BY_FLAG, BY_KEY, FLOAT, INT, SIZE, STORED_KINDS, TEXT, VOCABULARY, from_slash, inline_text
 from bot.options import parse_inline, sized_by_ratio
 from bot.store.options import COMMAND_ONLY, OPTION_KEYS, validate_options
+from engine.infotext import infotext_for_request, parse_infotext, request_options
 from engine.request import GenerationRequest
 from engine.samplers import normalize_sampler, sampler_labels, sampler_names
 
@@ -127,3 +128,38 @@ def test_aspect_ratio_is_one_rule(options, base, size):
     out = sized_by_ratio(options, base)
     assert "aspect_ratio" not in out
     assert ((out["width"], out["height"]) if "height" in out else None) == size
+
+
+INFORMATIONAL = {"Model hash", "VAE hash", "RNG", "Version", "Lora hashes", "TI hashes"}
+
+
+@settings(deadline=None)
+@given(prompt=_WORD, options=option_sets(), seed=st.integers(0, 2**32 - 1))
+def test_every_option_round_trips_through_an_a1111_infotext(prompt, options, seed):
+    """What an image's infotext says reads back as the same options, under the vocabulary's infotext names."""
+    request = GenerationRequest(prompt=prompt, **validate_options(sized_by_ratio(options, (512, 512))))
+    vae = request.vae if request.vae not in ("auto", "none") else None
+    text = infotext_for_request(request, seed=seed, model_name=request.model, model_hash=None, vae_name=vae,
+                                vae_hash=None, version="")
+    info = parse_infotext(text)
+    read, unused = request_options(info)
+    assert unused == []
+    named = {o.infotext: o for o in VOCABULARY if o.infotext}
+    assert set(info.params) - INFORMATIONAL <= set(named)  # every key written is a vocabulary option
+    for name in set(info.params) - INFORMATIONAL:
+        keys = ("width", "height") if named[name].kind == SIZE else (named[name].key,)
+        for key in keys:
+            expected = seed if key == "seed" else request.denoising_strength if key == "strength" else \
+                getattr(request, key)
+            assert read[key] == expected, name
+
+
+def test_every_infotext_name_is_one_engine_infotext_writes_and_reads():
+    request = GenerationRequest(prompt="a cat", steps=9, cfg_scale=6.5, sampler="DPM++ 2M", schedule="Karras",
+                                width=64, height=64, clip_skip=2, vae="anime", model="m", strength=0.4, hires=2.0,
+                                hires_steps=3, hires_upscaler="Lanczos")
+    text = infotext_for_request(request, seed=5, model_name="m", model_hash=None, vae_name="anime", vae_hash=None,
+                                version="")
+    info = parse_infotext(text)
+    assert set(info.params) - INFORMATIONAL == {o.infotext for o in VOCABULARY if o.infotext}
+    assert request_options(info)[1] == []
