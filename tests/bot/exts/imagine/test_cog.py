@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.infotext import parse_infotext, read_png_infotext
+from tests.bot.exts.imagine.helpers import job_id_of, with_images
 from tests.bot.harness import FAST
 
 
@@ -19,7 +20,7 @@ async def test_imagine_with_typed_and_inline_options(harness):
                                                       "clip_skip": 2}))
     await ix.wait_callback()
     assert ix.callbacks[0].json["type"] == 5  # deferred: acknowledged at once
-    message = await ix.wait_original_message(lambda m: m.get("attachments"), timeout=30)
+    message = await ix.wait_original_message(lambda m: m.get("attachments"))
     params = params_of(s, message)
     assert params["Seed"] == "5" and params["Size"] == "64x64" and params["Steps"] == "2"
     assert params["CFG scale"] == "8"  # typed wins over inline
@@ -120,12 +121,11 @@ async def test_progress_edits_respect_the_channel_rate(tmp_path, tiny_sd15):
 async def test_oversized_images_are_sent_smaller_and_say_so(harness):
     s = harness.standin
     ix = await s.send_interaction(s.slash("imagine", {"prompt": "a cat --size 256x256 --steps 2 --seed 1"}))
-    png = await ix.wait_original_message(lambda m: m.get("attachments"), timeout=30)
+    png = await ix.wait_original_message(lambda m: m.get("attachments"))
     png_size = png["attachments"][0]["size"]
     assert png["attachments"][0]["filename"].endswith(".png")
     s.set_upload_limit(s.guild, 16 * 1024 + png_size // 2)
-    ix = await s.send_interaction(s.slash("imagine", {"prompt": "a cat --size 256x256 --steps 2 --seed 1"}))
-    small = await ix.wait_original_message(lambda m: m.get("attachments"), timeout=30)
+    small = await with_images(s, s.slash("imagine", {"prompt": "a cat --size 256x256 --steps 2 --seed 1"}))
     name = small["attachments"][0]["filename"]
     assert name.endswith((".webp", ".jpg"))
     assert ("WebP" if name.endswith(".webp") else "JPEG") in small["content"]
@@ -134,15 +134,13 @@ async def test_oversized_images_are_sent_smaller_and_say_so(harness):
 
 async def test_buttons_work_after_a_restart(harness):
     s = harness.standin
-    ix = await s.send_interaction(s.slash("imagine", {"prompt": f"a cat --seed 3 {FAST}"}))
-    message = await ix.wait_original_message(lambda m: m.get("attachments"), timeout=30)
-    job_id = message["components"][0]["components"][0]["custom_id"].split(":")[2]
+    message = await with_images(s, s.slash("imagine", {"prompt": f"a cat --seed 3 {FAST}"}))
+    job_id = job_id_of(message)
     await harness.restart()
     info = await s.send_interaction(s.button(f"sdbot:job:{job_id}:info", message=message))
     await info.wait_callback()
     assert "Seed: 3" in info.callbacks[0].json["data"]["content"]
-    reroll = await s.send_interaction(s.button(f"sdbot:job:{job_id}:reroll", message=message))
-    again = await reroll.wait_original_message(lambda m: m.get("attachments"), timeout=30)
+    again = await with_images(s, s.button(f"sdbot:job:{job_id}:reroll", message=message))
     params = params_of(s, again)
     assert params["Size"] == "64x64" and params["Seed"] != "3"
     s.assert_no_invalid_requests()
@@ -154,7 +152,7 @@ async def test_late_results_go_to_the_channel_with_a_mention(tmp_path, tiny_sd15
     async with running_bot(tmp_path, tiny_sd15, step_s=0.1) as h:  # 40 steps: 4 s at least, still rendering
         s = h.standin
         ix = await s.send_interaction(s.slash("imagine", {"prompt": "a cat --size 64x64 --steps 40"}))
-        await ix.wait_for(lambda r: r.method == "PATCH" and "/40" in (r.json or {}).get("content", ""), timeout=30)
+        await ix.wait_for(lambda r: r.method == "PATCH" and "/40" in (r.json or {}).get("content", ""))
         ix.expire()
         posted = await s.wait_for(lambda r: r.method == "POST" and r.route == "/channels/{channel_id}/messages"
                                   and r.files, timeout=60)
@@ -165,9 +163,8 @@ async def test_late_results_go_to_the_channel_with_a_mention(tmp_path, tiny_sd15
 
 async def test_delete_is_for_the_owner_or_a_moderator(harness):
     s = harness.standin
-    ix = await s.send_interaction(s.slash("imagine", {"prompt": f"a cat {FAST}"}))
-    message = await ix.wait_original_message(lambda m: m.get("attachments"), timeout=30)
-    job_id = int(message["components"][0]["components"][0]["custom_id"].split(":")[2])
+    message = await with_images(s, s.slash("imagine", {"prompt": f"a cat {FAST}"}))
+    job_id = job_id_of(message)
     files = harness.services.jobs.files_of(await harness.services.jobs.get(job_id))
     assert files
     other = await s.send_interaction(s.button(f"sdbot:job:{job_id}:delete", message=message, user="alice"))
@@ -183,9 +180,8 @@ async def test_delete_is_for_the_owner_or_a_moderator(harness):
 
 async def test_edit_button_opens_a_prefilled_modal_that_runs_again(harness):
     s = harness.standin
-    ix = await s.send_interaction(s.slash("imagine", {"prompt": f"a cat --seed 8 {FAST}"}))
-    message = await ix.wait_original_message(lambda m: m.get("attachments"), timeout=30)
-    job_id = message["components"][0]["components"][0]["custom_id"].split(":")[2]
+    message = await with_images(s, s.slash("imagine", {"prompt": f"a cat --seed 8 {FAST}"}))
+    job_id = job_id_of(message)
     press = await s.send_interaction(s.button(f"sdbot:job:{job_id}:edit", message=message))
     await press.wait_callback()
     modal = press.callbacks[0].json["data"]
@@ -193,7 +189,7 @@ async def test_edit_button_opens_a_prefilled_modal_that_runs_again(harness):
     assert texts["prompt"] == "a cat" and "--seed 8" in texts["options"] and "--size 64x64" in texts["options"]
     submit = await s.send_interaction(s.modal_submit(modal["custom_id"], {
         "prompt": "a dog", "negative": "blurry", "options": texts["options"].replace("--seed 8", "--seed 9")}))
-    again = await submit.wait_original_message(lambda m: m.get("attachments"), timeout=30)
+    again = await submit.wait_original_message(lambda m: m.get("attachments"))
     data = read_png_infotext(s.attachment_bytes(again["attachments"][0]))
     info = parse_infotext(data)
     assert info.prompt == "a dog" and info.negative_prompt == "blurry" and info.params["Seed"] == "9"

@@ -12,6 +12,7 @@ from PIL import Image
 from bot.store import jobs as job_store
 from bot.store.db import transaction
 from engine.infotext import parse_infotext, read_png_infotext
+from tests.bot.exts.imagine.helpers import job_id_of, with_images
 from tests.bot.exts.moderation.test_cog import held, mod_bot, setup_guild
 from tests.bot.harness import running_bot
 
@@ -32,12 +33,6 @@ def field(message, name: str) -> str:
 
 async def jobs_of(h, user_id: int):
     return await transaction(h.services.sessions, job_store.list_for_user, user_id, None)
-
-
-async def with_images(s, interaction) -> dict:
-    """Send a command, button or modal; the message its images arrive in."""
-    return await (await s.send_interaction(interaction)).wait_original_message(lambda m: m.get("attachments"),
-                                                                                timeout=60)
 
 
 async def refusal(ix) -> str:
@@ -70,7 +65,7 @@ async def test_imagine_from_an_attachment_then_upscale_and_vary_after_a_restart(
         up_params = params_of(s, upscaled)
         assert up_params["Denoising strength"] == "0.3" and up_params["Seed"] == "4"
         assert field(upscaled, "Start image") == f"Upscale ×2 of job #{job_id}, image 1"
-        new_id = upscaled["components"][0]["components"][0]["custom_id"].split(":")[2]
+        new_id = job_id_of(upscaled)
         info = await s.send_interaction(s.button(f"sdbot:job:{new_id}:info", message=upscaled))
         await info.wait_callback()
         embed = info.callbacks[0].json["data"]["embeds"][0]
