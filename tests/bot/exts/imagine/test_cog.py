@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.infotext import parse_infotext, read_png_infotext
-from tests.bot.exts.imagine.helpers import job_id_of, with_images
+from tests.bot.exts.helpers import job_id_of, with_images
 from tests.bot.harness import FAST
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 from bot.store import jobs as job_store
 from bot.store.db import transaction
 from engine.infotext import parse_infotext, read_png_infotext
-from tests.bot.exts.imagine.helpers import job_id_of, with_images
+from tests.bot.exts.helpers import job_id_of, with_images
 from tests.bot.exts.moderation.test_cog import held, mod_bot, setup_guild
 from tests.bot.harness import running_bot
 

@@ -12,6 +12,7 @@ from typing import Any
 from bot.store import jobs as job_store
 from bot.store import moderation as mod_store
 from bot.store.db import transaction
+from tests.bot.exts.helpers import ephemeral_text
 from tests.bot.harness import FAST, RunningBot, write_config
 from tests.discord_standin import DiscordStandIn, StandInGuild, StandInUser
 from tests.discord_standin.payloads import StandInChannel, StandInRole
@@ -47,19 +48,6 @@ async def setup_guild(h, **changes: Any) -> None:
     ix = await s.send_interaction(s.slash("config moderation", options, user="guild-owner"))
     text = await ephemeral_text(ix)
     assert "Moderation mode" in text, text
-
-
-async def ephemeral_text(ix, timeout: float = 10) -> str:
-    """What only the presser sees: an ephemeral reply, or the text replacing an ephemeral "thinking…"."""
-    await ix.wait_callback()
-    body = ix.callbacks[0].json
-    assert body["data"]["flags"] & 64, body
-    if body["type"] == 4:
-        return body["data"]["content"]
-    assert body["type"] == 5, body
-    message = await ix.wait_original_message(timeout=timeout)
-    assert message["flags"] & 64
-    return message["content"]
 
 
 async def imagine_error(ix) -> str:

@@ -8,24 +8,11 @@ import json
 from PIL import Image
 
 from engine.infotext import parse_infotext, read_png_infotext
+from tests.bot.exts.helpers import ephemeral_text
 from tests.bot.harness import FAST, running_bot
 
 INFOTEXT = ("a castle on a hill\nNegative prompt: ugly\n"
             "Steps: 4, Sampler: Euler a, CFG scale: 6, Seed: 9, Size: 64x64, Hires upscale: 2, Lora hashes: \"x: ab\"")
-
-
-async def ephemeral_text(ix) -> str:
-    """What the user alone sees: an immediate ephemeral reply (type 4), or the text replacing an ephemeral
-    "thinking…" (type 5: commands are acknowledged before any database work)."""
-    await ix.wait_callback()
-    body = ix.callbacks[0].json
-    assert body["data"]["flags"] & 64, body
-    if body["type"] == 4:
-        return body["data"]["content"]
-    assert body["type"] == 5, body
-    message = await ix.wait_original_message(timeout=10)
-    assert message["flags"] & 64
-    return message["content"]
 
 
 async def say(s, name: str, options: dict | None = None, *, user: str | None = None) -> str:
