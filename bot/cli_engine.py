@@ -9,29 +9,30 @@ from pathlib import Path
 
 from bot.config import load_config
 from bot.errors import UserError
+from bot.option_spec import from_slash
 
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("render", help="render a prompt to PNG, without Discord")
     p.add_argument("prompt")
-    p.add_argument("--negative", default="", metavar="T")
-    p.add_argument("--steps", type=int, default=20, metavar="N")
-    p.add_argument("--cfg", type=float, default=7.0, metavar="F")
-    p.add_argument("--sampler", default="DPM++ 2M Karras", metavar="NAME")
-    p.add_argument("--seed", type=int, default=-1, metavar="N")
+    p.add_argument("--negative", metavar="T")
+    p.add_argument("--steps", type=int, metavar="N")
+    p.add_argument("--cfg", type=float, metavar="F")
+    p.add_argument("--sampler", metavar="NAME")
+    p.add_argument("--seed", type=int, metavar="N")
     p.add_argument("--size", default=None, metavar="WxH",
                    help="default 512x512; with --init-image, the image's aspect within max_pixels")
-    p.add_argument("--clip-skip", type=int, default=1, metavar="N")
-    p.add_argument("--vae", default="auto", metavar="auto|none|NAME|PATH")
-    p.add_argument("--model", default="", metavar="NAME|PATH")
-    p.add_argument("--batch", type=int, default=1, metavar="N")
+    p.add_argument("--clip-skip", type=int, metavar="N")
+    p.add_argument("--vae", metavar="auto|none|NAME|PATH")
+    p.add_argument("--model", metavar="NAME|PATH")
+    p.add_argument("--batch", type=int, metavar="N")
     p.add_argument("--init-image", default="", metavar="FILE", help="img2img: start from this PNG, JPEG or WebP")
-    p.add_argument("--strength", type=float, default=None, metavar="D",
+    p.add_argument("--strength", type=float, metavar="D",
                    help="denoising strength (default 0.75 with --init-image, 0.7 for the Hires pass)")
-    p.add_argument("--resize-mode", default="just", choices=("just", "crop", "fill"))
-    p.add_argument("--hires", type=float, default=0.0, metavar="SCALE", help="Hires. fix: upscale by SCALE")
-    p.add_argument("--hires-steps", type=int, default=0, metavar="N", help="second-pass steps (0 = --steps)")
-    p.add_argument("--hires-upscaler", default="Latent", metavar="NAME",
+    p.add_argument("--resize-mode", choices=("just", "crop", "fill"))
+    p.add_argument("--hires", type=float, metavar="SCALE", help="Hires. fix: upscale by SCALE")
+    p.add_argument("--hires-steps", type=int, metavar="N", help="second-pass steps (0 = --steps)")
+    p.add_argument("--hires-upscaler", metavar="NAME",
                    help="Latent, Latent (bicubic) ... Lanczos, Nearest or a model in models/ESRGAN")
     p.add_argument("--out", default="out/sdbot.png", metavar="FILE.png")
     p.add_argument("--config", metavar="F")
@@ -52,6 +53,10 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_models)
 
 
+_OPTION_FLAGS = ("negative", "steps", "cfg", "sampler", "seed", "clip_skip", "vae", "model", "batch", "strength",
+                 "resize_mode", "hires", "hires_steps", "hires_upscaler")
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     from engine.pipeline import Engine, save_images
     from engine.request import GenerationRequest, parse_size
@@ -67,13 +72,10 @@ def cmd_render(args: argparse.Namespace) -> int:
                                      engine_config.limits)
     else:
         width, height = 512, 512
-    request = GenerationRequest(
-        prompt=args.prompt, negative_prompt=args.negative, steps=args.steps, cfg_scale=args.cfg,
-        sampler=args.sampler, seed=args.seed, width=width, height=height, batch_size=args.batch,
-        clip_skip=args.clip_skip, vae=args.vae, model=args.model, init_image=args.init_image,
-        strength=args.strength, resize_mode=args.resize_mode, hires=args.hires, hires_steps=args.hires_steps,
-        hires_upscaler=args.hires_upscaler, limits=engine_config.limits,
-    )
+    # The flags are the slash commands' parameters (bot/option_spec.py); unset ones keep the request's defaults.
+    options = from_slash(**{name: getattr(args, name) for name in _OPTION_FLAGS})
+    request = GenerationRequest(prompt=args.prompt, width=width, height=height, init_image=args.init_image,
+                                **options, limits=engine_config.limits)
     if Path(args.out).suffix.lower() != ".png":
         raise UserError(f"--out must name a .png file (got {args.out!r})")
     result = Engine(engine_config).render(request)
