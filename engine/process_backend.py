@@ -16,8 +16,10 @@ only replica, so the two backends cannot drift apart. What differs:
   torch, CUDA or threads is unsafe) and runs an `engine.worker.Worker` as its own event loop's only client
   (`_child_main`): ("submit", attempt, owner, request, priority) and ("cancel", attempt) come in, ("events",
   [(attempt, wire tuple), ...]) go out, one message per burst of events. Results cross as their PNG bytes, previews as small PIL images.
-* At most `limits.max_batch` jobs are in the child at once, so compatible jobs still share a diffusers call; the
-  rest wait here. Just before each render the child tells the bot which jobs it renders, synchronously (from the
+* At most two batches (`2 * limits.max_batch` jobs) are in the child at once: one rendering, the next waiting
+  in the child's own queue, so the engine starts it the moment a render ends (no round trip through the bot,
+  which may be busy encoding or posting the previous images), and compatible jobs that came one by one still
+  form a full batch there. The rest wait here, where fairness and cancellation are cheap. Just before each render the child tells the bot which jobs it renders, synchronously (from the
   worker thread, before the engine is entered), so a crash is charged to the jobs that were on the engine, even
   when it comes at the render's first instruction; the others in the child just run again. A job whose child
   died under it while it waited `UNCHARGED_LOSSES` times (say a checkpoint whose load crashes) fails too.
@@ -113,7 +115,8 @@ class ProcessWorker(RayWorker):
 
     @property
     def capacity(self) -> int:
-        return max(1, self.config.limits.max_batch)
+        """Jobs in the child at once: the batch it renders and the next one, ready (see the module doc)."""
+        return 2 * max(1, self.config.limits.max_batch)
 
     @property
     def max_retries(self) -> int:

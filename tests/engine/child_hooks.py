@@ -4,6 +4,7 @@ crash_on_prompt`), called in the child with its worker: they run there, where a 
 Prompts choose the fault: "abort-always" calls os.abort() (SIGABRT, as a segfaulting native library would die)
 on every try, "abort-once" only the first time (remembered in `$SDBOT_TEST_MARKERS`, since the retry runs in a
 new child).
+`probe_next_job` checks that the next job is already in the child while one renders (no round trip between jobs).
 """
 
 from __future__ import annotations
@@ -22,5 +23,21 @@ def crash_on_prompt(worker) -> None:
                 if not marker.exists():
                     marker.write_text(str(os.getpid()))
                     os.abort()
+
+    worker.fault_injector = inject
+
+
+def probe_next_job(worker) -> None:
+    """A render of a prompt with "wait-for-next" waits (up to 30 s) until another job is queued in this child, and
+    writes what it saw to `$SDBOT_TEST_MARKERS/next-job`: "ready" or "missing" (the bot had not sent it)."""
+    import time
+
+    def inject(attempt) -> None:
+        if not any("wait-for-next" in request.prompt for request in attempt.requests):
+            return
+        deadline = time.monotonic() + 30
+        while not worker.queued() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        (Path(os.environ["SDBOT_TEST_MARKERS"]) / "next-job").write_text("ready" if worker.queued() else "missing")
 
     worker.fault_injector = inject

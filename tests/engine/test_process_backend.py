@@ -7,6 +7,7 @@ and os.abort() from inside (a test hook, `tests.engine.child_hooks`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 
@@ -90,3 +91,17 @@ async def test_a_child_that_aborts_is_restarted_and_the_job_retried_once(config,
 async def _last(handle):
     await _until_done(handle)
     return handle.last_event
+
+
+async def test_the_next_job_waits_in_the_child_while_one_renders(config, monkeypatch, tmp_path):
+    """The engine starts the next job the moment a render ends: it is in the child already, not in the bot waiting
+    for the previous job's result to cross the pipe (even with one image per batch)."""
+    monkeypatch.setenv(HOOK_ENV, "tests.engine.child_hooks:probe_next_job")
+    monkeypatch.setenv("SDBOT_TEST_MARKERS", str(tmp_path))
+    one_per_batch = dataclasses.replace(config, limits=dataclasses.replace(config.limits, max_batch=1))
+    async with ProcessWorker(one_per_batch) as worker:
+        await worker.ready()
+        first = worker.submit(GenerationRequest("wait-for-next", seed=1, **FAST), owner=1, job_id="first")
+        second = worker.submit(GenerationRequest("a dog", seed=2, **FAST), owner=2, job_id="second")
+        assert (await asyncio.wait_for(first.wait(), 300)).images and (await asyncio.wait_for(second.wait(), 300)).images
+    assert (tmp_path / "next-job").read_text() == "ready"
