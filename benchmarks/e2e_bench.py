@@ -13,8 +13,9 @@ share one interpreter lock with the bot and with the stand-in, whose work is Dis
   torch threads. Rounds alternate bare / bot (after a warm-up of each); the figure is the median of the
   per-round ratios, so drift in the machine's load hits both sides alike. Goals: >= 0.95 and >= 0.97.
 - `fast_engine_jobs_per_s`: the same path with the engine's render replaced (in the child, by the hook
-  `stub_engine`) by a stub that returns a ready image after 20 ms per job: jobs delivered per second in one channel (`--fast-jobs` members, one job each, sent at
-  once; from the first command to the last final). Goal >= 10.
+  `stub_engine`) by a stub that returns a ready image after 20 ms per job: jobs delivered per second in one
+  channel (`--fast-jobs` members, one job each, sent at once; from the first command to the last final).
+  Goal >= 10.
 - `burst_50_delivered`, `burst_50_seconds`: 50 members x 1 job at the same moment in one server, with the
   default config (only the stand-in's address, the files and the model folder are set), 2 steps at 128x128.
   Goal: 50 delivered, none refused (`burst_50_refused` counts refusals).

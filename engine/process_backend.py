@@ -14,14 +14,18 @@ only replica, so the two backends cannot drift apart. What differs:
 
 * The child is started with multiprocessing's `spawn` method (a fresh interpreter: forking a process that has
   torch, CUDA or threads is unsafe) and runs an `engine.worker.Worker` as its own event loop's only client
-  (`_child_main`): ("submit", attempt, owner, request, priority) and ("cancel", attempt) come in, ("events",
-  [(attempt, wire tuple), ...]) go out, one message per burst of events. Results cross as their PNG bytes, previews as small PIL images.
+  (`_child_main`): ("submit", attempt, owner, request, priority, group) and ("cancel", attempt) come in,
+  ("events", [(attempt, wire tuple), ...]) go out, one message per burst of events. Results cross as their PNG
+  bytes, previews as small PIL images.
 * At most two batches (`2 * limits.max_batch` jobs) are in the child at once: one rendering, the next waiting
   in the child's own queue, so the engine starts it the moment a render ends (no round trip through the bot,
   which may be busy encoding or posting the previous images), and compatible jobs that came one by one still
-  form a full batch there. The rest wait here, where fairness and cancellation are cheap. Just before each render the child tells the bot which jobs it renders, synchronously (from the
-  worker thread, before the engine is entered), so a crash is charged to the jobs that were on the engine, even
-  when it comes at the render's first instruction; the others in the child just run again. A job whose child
+  form a full batch there. The rest wait here, where fairness and cancellation are cheap; a job that comes
+  later (another server's, a moderator's re-run) waits at most for those two batches. The child orders the jobs
+  it holds by the same rule (round robin by server, then by member: each job's server goes with it). Just
+  before each render the child tells the bot which jobs it renders, synchronously (from the worker thread,
+  before the engine is entered), so a crash is charged to the jobs that were on the engine, even when it comes
+  at the render's first instruction; the others in the child just run again. A job whose child
   died under it while it waited `UNCHARGED_LOSSES` times (say a checkpoint whose load crashes) fails too.
 * A child that exits while idle is restarted too, so the next job does not wait for it; a child that cannot
   start (or dies before it is ready) `CHILD_START_ATTEMPTS` times in a row fails the waiting jobs with the reason.
@@ -169,7 +173,7 @@ class ProcessWorker(RayWorker):
         self.stats.dispatched += 1
         started = False
         try:
-            if not child.send(("submit", attempt_id, job.owner, job.request, job.priority)):
+            if not child.send(("submit", attempt_id, job.owner, job.request, job.priority, job.group)):
                 inbox.put_nowait(("lost",))
             while True:
                 message = await inbox.get()
@@ -406,9 +410,9 @@ async def _serve(config: EngineConfig, conn: Any, hook: str | None) -> None:
     while True:
         message = await inbox.get()
         if message[0] == "submit":
-            _, attempt_id, owner, request, priority = message
+            _, attempt_id, owner, request, priority, group = message
             try:
-                handle = worker.submit(request, owner=owner, job_id=attempt_id, priority=priority)
+                handle = worker.submit(request, owner=owner, job_id=attempt_id, priority=priority, group=group)
             except EngineError as exc:
                 send(attempt_id, ("failed", str(exc)))
                 continue

@@ -28,16 +28,19 @@ def crash_on_prompt(worker) -> None:
 
 
 def probe_next_job(worker) -> None:
-    """A render of a prompt with "wait-for-next" waits (up to 30 s) until another job is queued in this child, and
-    writes what it saw to `$SDBOT_TEST_MARKERS/next-job`: "ready" or "missing" (the bot had not sent it)."""
+    """A render of a prompt with "wait-for-N" waits (up to 30 s) until N other jobs are queued in this child, and
+    writes what it saw to `$SDBOT_TEST_MARKERS/next-job`: "ready" or "missing" (the bot had not sent them)."""
+    import re
     import time
 
     def inject(attempt) -> None:
-        if not any("wait-for-next" in request.prompt for request in attempt.requests):
+        found = re.search(r"wait-for-(\d+)", " ".join(request.prompt for request in attempt.requests))
+        if found is None:
             return
-        deadline = time.monotonic() + 30
-        while not worker.queued() and time.monotonic() < deadline:
+        wanted, deadline = int(found.group(1)), time.monotonic() + 30
+        while len(worker.queued()) < wanted and time.monotonic() < deadline:
             time.sleep(0.01)
-        (Path(os.environ["SDBOT_TEST_MARKERS"]) / "next-job").write_text("ready" if worker.queued() else "missing")
+        seen = "ready" if len(worker.queued()) >= wanted else "missing"
+        (Path(os.environ["SDBOT_TEST_MARKERS"]) / "next-job").write_text(seen)
 
     worker.fault_injector = inject

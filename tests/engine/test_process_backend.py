@@ -101,7 +101,40 @@ async def test_the_next_job_waits_in_the_child_while_one_renders(config, monkeyp
     one_per_batch = dataclasses.replace(config, limits=dataclasses.replace(config.limits, max_batch=1))
     async with ProcessWorker(one_per_batch) as worker:
         await worker.ready()
-        first = worker.submit(GenerationRequest("wait-for-next", seed=1, **FAST), owner=1, job_id="first")
+        first = worker.submit(GenerationRequest("wait-for-1", seed=1, **FAST), owner=1, job_id="first")
         second = worker.submit(GenerationRequest("a dog", seed=2, **FAST), owner=2, job_id="second")
-        assert (await asyncio.wait_for(first.wait(), 300)).images and (await asyncio.wait_for(second.wait(), 300)).images
+        for handle in (first, second):
+            assert (await asyncio.wait_for(handle.wait(), 300)).images
     assert (tmp_path / "next-job").read_text() == "ready"
+
+
+async def test_the_jobs_in_the_child_take_turns_by_server(config, monkeypatch, tmp_path):
+    """Jobs waiting in the child keep the bot's order: a server that has had no turn goes before one that has had
+    one, even when its job reached the child last."""
+    monkeypatch.setenv(HOOK_ENV, "tests.engine.child_hooks:probe_next_job")
+    monkeypatch.setenv("SDBOT_TEST_MARKERS", str(tmp_path))
+    two_per_batch = dataclasses.replace(config, limits=dataclasses.replace(config.limits, max_batch=2))
+    sizes = iter((64, 72, 80, 88))  # no two jobs share a diffusers call
+
+    def job(prompt: str, owner: int, server: str):
+        request = GenerationRequest(prompt, seed=owner, **{**FAST, "width": next(sizes)})
+        return worker.submit(request, owner=owner, job_id=f"{server}{owner}", group=server)
+
+    started: list[str] = []
+
+    async def follow(handle) -> None:
+        async for event in handle:
+            if isinstance(event, Started):
+                started.append(handle.job_id)
+
+    async with ProcessWorker(two_per_batch) as worker:
+        await worker.ready()
+        a1 = job("wait-for-3", 1, "a")  # renders once the three others are in the child (two batches fit there)
+        a2 = job("a cat", 2, "a")
+        a3 = job("a cat", 3, "a")
+        await wait_for(a1, Started)
+        b4 = job("a dog", 4, "b")  # reaches the child last, while a1 waits
+        await asyncio.wait_for(asyncio.gather(*(follow(h) for h in (a1, a2, a3, b4))), 300)
+    assert [h.result().images != [] for h in (a1, a2, a3, b4)] == [True] * 4
+    assert (tmp_path / "next-job").read_text() == "ready"
+    assert started == ["a1", "b4", "a2", "a3"]  # server b has had no turn yet; a has had one
