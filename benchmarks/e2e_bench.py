@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import logging
 import os
 import statistics
@@ -43,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._common import arguments, print_figures  # noqa: E402
 
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from engine.config import EngineConfig  # noqa: E402
 from engine.process_backend import HOOK_ENV  # noqa: E402
@@ -53,6 +55,7 @@ from tests.discord_standin import DISCORD_LIKE, DiscordStandIn, Routes, StandInG
 SIZE = 128
 CFG = 7.0
 STUB_SECONDS = 0.02
+STUB_COLOUR = (90, 160)  # green and blue of every stub image
 
 
 def prompt(seed: int, steps: int, size: int = SIZE) -> str:
@@ -149,6 +152,9 @@ class Bench:
                 await self.burst(standin, members[:4], lambda i: prompt(i, 2))  # warm-up
                 seconds, delivered, refused = await self.burst(standin, members, lambda i: prompt(i, 2))
                 assert delivered == len(members) and not refused, (delivered, refused)
+                final = next(r for r in reversed(standin.requests) if r.key == Routes.EDIT_ORIGINAL and r.files)
+                pixel = Image.open(io.BytesIO(final.files[0].data)).getpixel((0, 0))
+                assert tuple(pixel[1:3]) == STUB_COLOUR, "not the stub's image: the hook did not reach the engine"
                 log(f"fast engine: {delivered} jobs in {seconds:.2f} s, {len(standin.rate_limited_requests)} "
                     f"answered 429 by the stand-in's buckets")
             finally:
@@ -176,15 +182,13 @@ def stub_engine(worker) -> None:
 
 def _stub_render(self, requests, on_step=None, should_stop=None):
     """The engine's render replaced: a ready image per job after 20 ms (the bot's work is what is measured)."""
-    from PIL import Image
-
     from engine.pipeline import RenderedImage, RenderResult
 
     results = []
     for request in requests:
         time.sleep(STUB_SECONDS)
         request = request.with_seed()
-        image = Image.new("RGB", (request.width, request.height), (request.seed % 256, 90, 160))
+        image = Image.new("RGB", (request.width, request.height), (request.seed % 256, *STUB_COLOUR))
         results.append(RenderResult(request=request, images=[RenderedImage(image, request.seed, "stub")],
                                     model="tiny-sd15", vae=None, seconds=STUB_SECONDS))
     return results
