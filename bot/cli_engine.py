@@ -66,10 +66,12 @@ def cmd_render(args: argparse.Namespace) -> int:
     if args.size is not None:
         width, height = parse_size(args.size)
     elif args.init_image:
-        from engine.input_image import default_size, read_input_image
+        from engine.input_image import default_size, read_input_image, size_multiple
+        from engine.models import ModelLibrary, checkpoint_family
 
+        multiple = size_multiple(checkpoint_family(ModelLibrary(engine_config).checkpoint(args.model)))
         width, height = default_size(*read_input_image(args.init_image, engine_config.limits).size,
-                                     engine_config.limits)
+                                     engine_config.limits, multiple)
     else:
         width, height = 512, 512
     # The flags are the slash commands' parameters (bot/option_spec.py); unset ones keep the request's defaults.

@@ -101,6 +101,11 @@ def flatten(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def size_multiple(family: str) -> int:
+    """What a default size rounds to: SDXL's training buckets are multiples of 64, SD 1.x/2.x's grid is 8."""
+    return 64 if family == "sdxl" else 8
+
+
 def default_size(width: int, height: int, limits: Limits, multiple: int = 8) -> tuple[int, int]:
     """The image's own size, scaled down to fit `max_pixels` and `max_side`, sides rounded to `multiple`."""
     scale = min(1.0, math.sqrt(limits.max_pixels / (width * height)), limits.max_side / max(width, height))

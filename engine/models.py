@@ -8,6 +8,7 @@ the checkpoint they are used with (so an SDXL VAE keeps SDXL's scaling factor). 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -140,6 +141,26 @@ class ModelLibrary:
             log.warning("no checkpoint in %s: writing the tiny demo model to %s", self.root, path)
             write_tiny_model(path)
         return ModelFile(TINY_MODEL_NAME, path)
+
+
+def checkpoint_family(file: ModelFile) -> str:
+    """"sdxl" or "sd" without loading the weights (a folder's model_index.json, a safetensors header); "sd" when
+    it cannot tell (a pickle), which only costs SDXL its 64-pixel rounding of default sizes."""
+    from safetensors import SafetensorError, safe_open
+
+    from engine.single_file import detect_family, normalize_keys
+
+    try:
+        if file.is_folder:
+            index = json.loads((file.path / "model_index.json").read_text())
+            return "sdxl" if "XL" in str(index.get("_class_name", "")) else "sd"
+        if file.path.suffix.lower() in SAFE_SUFFIXES:
+            with safe_open(str(file.path), framework="pt") as handle:
+                keys = dict.fromkeys(handle.keys())
+            return "sdxl" if detect_family(normalize_keys(keys), file.name) == "sdxl" else "sd"
+    except (OSError, ValueError, EngineError, SafetensorError):
+        pass
+    return "sd"
 
 
 def _vae_weights_in(folder: Path) -> Path | None:

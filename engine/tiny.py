@@ -86,12 +86,12 @@ def _text_encoder(tokenizer, *, hidden: int, layers: int, projection: bool, seed
     return model.eval()
 
 
-def _vae(seed: int):
+def _vae(seed: int, width: int = 8):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
     return AutoencoderKL(
-        block_out_channels=(8, 16, 16, 16),
+        block_out_channels=(width, width * 2, width * 2, width * 2),
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
         latent_channels=4,
@@ -138,8 +138,9 @@ def _scheduler():
     )
 
 
-def build_tiny_pipeline(family: str = "sd15", seed: int = 0, unet_width: int = 16):
-    """The tiny pipeline in memory; `unet_width` grows it for benchmarks that need compute to dominate."""
+def build_tiny_pipeline(family: str = "sd15", seed: int = 0, unet_width: int = 16, vae_width: int = 8):
+    """The tiny pipeline in memory; `unet_width` and `vae_width` (multiples of 8) grow it for benchmarks that need
+    compute to dominate in a real model's proportions."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     if family == "sd15":
@@ -147,7 +148,7 @@ def build_tiny_pipeline(family: str = "sd15", seed: int = 0, unet_width: int = 1
         text_encoder = _text_encoder(tokenizer, hidden=TEXT_HIDDEN, layers=TEXT_LAYERS, projection=False,
                                      seed=seed + 1)
         return StableDiffusionPipeline(
-            vae=_vae(seed + 2), text_encoder=text_encoder, tokenizer=tokenizer,
+            vae=_vae(seed + 2, vae_width), text_encoder=text_encoder, tokenizer=tokenizer,
             unet=_unet(seed + 3, cross_dim=TEXT_HIDDEN, sdxl=False, width=unet_width),
             scheduler=_scheduler(), safety_checker=None, feature_extractor=None,
             requires_safety_checker=False,
@@ -158,7 +159,7 @@ def build_tiny_pipeline(family: str = "sd15", seed: int = 0, unet_width: int = 1
         text_encoder = _text_encoder(tokenizer, hidden=16, layers=TEXT_LAYERS, projection=False, seed=seed + 1)
         text_encoder_2 = _text_encoder(tokenizer_2, hidden=TEXT_HIDDEN - 16, layers=TEXT_LAYERS,
                                        projection=True, seed=seed + 4)
-        vae = _vae(seed + 2)
+        vae = _vae(seed + 2, vae_width)
         vae.register_to_config(scaling_factor=0.13025)
         return StableDiffusionXLPipeline(
             vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
@@ -169,10 +170,11 @@ def build_tiny_pipeline(family: str = "sd15", seed: int = 0, unet_width: int = 1
     raise ValueError(f"unknown family {family!r}; valid: sd15, sdxl")
 
 
-def write_tiny_model(directory: str | Path, family: str = "sd15", seed: int = 0, unet_width: int = 16) -> Path:
+def write_tiny_model(directory: str | Path, family: str = "sd15", seed: int = 0, unet_width: int = 16,
+                     vae_width: int = 8) -> Path:
     """Write a tiny model in diffusers layout (safetensors weights, tokenizer files) and return its path."""
     path = Path(directory)
-    pipe = build_tiny_pipeline(family, seed=seed, unet_width=unet_width)
+    pipe = build_tiny_pipeline(family, seed=seed, unet_width=unet_width, vae_width=vae_width)
     pipe.save_pretrained(path, safe_serialization=True)
     return path
 

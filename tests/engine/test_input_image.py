@@ -13,7 +13,7 @@ from PIL import Image
 
 from engine.config import Limits
 from engine.errors import EngineError
-from engine.input_image import default_size, load_input_image, resize_image, sniff_format
+from engine.input_image import default_size, load_input_image, resize_image, size_multiple, sniff_format
 
 LIMITS = Limits(max_input_bytes=200_000, max_input_pixels=1000 * 1000)
 
@@ -121,3 +121,24 @@ def test_default_size_keeps_the_aspect_within_max_pixels():
     assert default_size(300, 200, limits) == (296, 200)
     w, h = default_size(4000, 100, limits)
     assert w % 8 == 0 and h == 64 and w * h <= limits.max_pixels
+
+
+def test_default_sizes_round_to_64_for_sdxl_and_8_for_sd1(tmp_path, tiny_sd15, tiny_sdxl):
+    import torch
+    from safetensors.torch import save_file
+
+    from engine.models import ModelFile, checkpoint_family
+    from engine.single_file import SD1_CLIP_PREFIX, SDXL_OPENCLIP_PREFIX, UNET_PREFIX
+
+    files = {"sdxl": [UNET_PREFIX + "x", SDXL_OPENCLIP_PREFIX + "transformer.x"],
+             "sd1": [UNET_PREFIX + "x", SD1_CLIP_PREFIX + "x"]}
+    for name, keys in files.items():  # single files: only the header is read
+        save_file({k: torch.zeros(1) for k in keys}, tmp_path / f"{name}.safetensors")
+    (tmp_path / "old.ckpt").write_bytes(b"not read")
+    found = {name: checkpoint_family(ModelFile(name, path)) for name, path in [
+        ("xl-folder", tiny_sdxl), ("sd-folder", tiny_sd15), ("xl-file", tmp_path / "sdxl.safetensors"),
+        ("sd-file", tmp_path / "sd1.safetensors"), ("pickle", tmp_path / "old.ckpt")]}
+    assert found == {"xl-folder": "sdxl", "sd-folder": "sd", "xl-file": "sdxl", "sd-file": "sd", "pickle": "sd"}
+    limits = Limits(max_pixels=1024 * 1024)
+    assert default_size(1000, 700, limits, size_multiple("sd")) == (1000, 696)
+    assert default_size(1000, 700, limits, size_multiple("sdxl")) == (960, 640)

@@ -92,11 +92,14 @@ class Imagine(commands.Cog):
         await self.run_prompt(interaction, prompt, typed, [preset] if preset else [], image=image)
 
     async def run_prompt(self, interaction: discord.Interaction, text: str, typed: dict[str, Any],
-                         typed_presets: list[str], *, image: discord.Attachment | None = None) -> None:
-        """Shared by /imagine and the edit modal: inline options, presets, typed options (which win).
+                         typed_presets: list[str], *, image: discord.Attachment | None = None,
+                         start: _inputs.StartImage | None = None) -> None:
+        """Shared by /imagine, Remix and the edit modal: inline options, presets, typed options (which win).
 
-        Pure checks answer at once (ephemeral); then the interaction is deferred before any database or engine
-        work, so it is acknowledged within milliseconds however busy the bot is.
+        The start image is an attachment (`image`, downloaded after the acknowledgement) or one already kept
+        (`start`: Edit of an img2img result keeps its start image). Pure checks answer at once (ephemeral); then
+        the interaction is deferred before any database or engine work, so it is acknowledged within milliseconds
+        however busy the bot is.
         """
         self._cooldown(interaction.user.id)
         inline = parse_inline(text)
@@ -106,17 +109,22 @@ class Imagine(commands.Cog):
         limits = self.bot.config.engine_config().limits
         if image is not None:
             _inputs.check_declared_size(image, limits)  # before any download, answered at once
+        sized_by_image = "width" not in merged and "aspect_ratio" not in merged
+        if start is not None:  # in the journal's payload too, so a replay starts from it
+            merged = _inputs.with_start_image(merged, start, limits)
         presets = [*inline.presets, *typed_presets]
         payload = {"typed": merged, "presets": presets, **({"image": image.filename} if image is not None else {})}
         async with self._acknowledged(interaction, payload):
-            start = None
             if image is not None:
                 start = await _inputs.save_attachment(image, self._inputs_dir, limits)
                 merged = _inputs.with_start_image(merged, start, limits)
             command = await self.services.presets.resolve_command(
                 interaction.user.id, interaction.guild_id, presets, merged)
+            request = command.request
+            if start is not None and sized_by_image:
+                request = await _inputs.round_for_model(request, self.bot.config.engine_config())
             sources = command.sources if start is None else {**command.sources, "init_image": start.label}
-            await self._submit(interaction, command.request, sources)
+            await self._submit(interaction, request, sources)
 
     @property
     def _inputs_dir(self):
@@ -215,7 +223,7 @@ class Imagine(commands.Cog):
             options = dict(job.request)
             await interaction.response.send_modal(EditModal(
                 job.id, options.get("prompt", ""), options.get("negative_prompt", ""),
-                options_text(options, job.seed), self._on_edit))
+                options_text(options, job.seed), lambda i, p, n, o: self._on_edit(i, job, p, n, o)))
         elif action == "save":
             await interaction.response.send_modal(SavePresetModal(job.id, lambda i, name: self._on_save(i, job, name)))
         elif action == "info":
@@ -287,9 +295,15 @@ class Imagine(commands.Cog):
 
         return GenerationRequest(**job.request, limits=self.bot.config.engine_config().limits)
 
-    async def _on_edit(self, interaction: discord.Interaction, prompt: str, negative: str, options: str) -> None:
-        typed = {"negative_prompt": negative}
-        await self.run_prompt(interaction, f"{prompt} {options}", typed, [])
+    async def _on_edit(self, interaction: discord.Interaction, job: Job, prompt: str, negative: str,
+                       options: str) -> None:
+        """The edited command runs again; an img2img job's edit starts from the same image (its strength and
+        resize mode are in the options text)."""
+        start = None
+        if job.request.get("init_image"):
+            label = (job.sources or {}).get("init_image") or f"the start image of job #{job.id}"
+            start = await asyncio.to_thread(_inputs.kept_start_image, job.request["init_image"], label)
+        await self.run_prompt(interaction, f"{prompt} {options}", {"negative_prompt": negative}, [], start=start)
 
     async def _on_save(self, interaction: discord.Interaction, job: Job, name: str) -> None:
         keep = {k: v for k, v in job.request.items() if k not in ("seed", "init_image")}

@@ -18,9 +18,9 @@ from typing import Any
 import discord
 
 from bot.errors import UserError
-from engine.config import Limits
+from engine.config import EngineConfig, Limits
 from engine.errors import EngineError
-from engine.input_image import default_size, load_input_image
+from engine.input_image import default_size, load_input_image, size_multiple
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 VARY = {"subtle": 0.35, "strong": 0.7}
@@ -82,6 +82,33 @@ def with_start_image(options: dict[str, Any], start: StartImage, limits: Limits)
     if "width" not in out and "aspect_ratio" not in out:
         out["width"], out["height"] = default_size(start.width, start.height, limits)
     return out
+
+
+async def round_for_model(request, config: EngineConfig):
+    """A size the start image chose, rounded down for the job's model: to 64 for SDXL (its buckets), else 8.
+
+    Applied after resolution, when the model (typed, from a preset or the default) is known; rounding down only
+    shrinks the image, so the limits and the server's caps still hold."""
+    from engine.models import ModelLibrary, checkpoint_family
+
+    try:
+        family = await asyncio.to_thread(lambda: checkpoint_family(ModelLibrary(config).checkpoint(request.model)))
+    except EngineError:
+        return request  # an unknown model: the engine says so, with the names it knows
+    step = size_multiple(family)
+    width, height = max(64, request.width // step * step), max(64, request.height // step * step)
+    return request if (width, height) == (request.width, request.height) else request.replace(width=width,
+                                                                                              height=height)
+
+
+def kept_start_image(path: str, label: str) -> StartImage:
+    """The start image a job used, to start from again (Edit of an img2img result); UserError if it is gone."""
+    try:
+        width, height = image_size(Path(path))
+    except OSError:
+        raise UserError(f"the start image ({label}) is gone (deleted), so the edit cannot start from it; "
+                        f"attach it again with /imagine") from None
+    return StartImage(Path(path), width, height, label)
 
 
 def image_size(path: Path) -> tuple[int, int]:
