@@ -74,6 +74,8 @@ def check_img2img_fields(request: GenerationRequest) -> None:
 
     if not isinstance(request.init_image, str):
         raise EngineError("init image must be a file path")
+    if not isinstance(request.init_image_data, bytes) or (request.init_image_data and not request.init_image):
+        raise EngineError("internal: init image bytes come with the init image's path")
     if request.strength is not None:
         _check_float("strength", request.strength, 0.0, 1.0)
         object.__setattr__(request, "strength", float(request.strength))
@@ -154,10 +156,16 @@ def start_latents(vae, request: GenerationRequest, count: int, upscalers=None) -
     With an image upscaler named in `hires_upscaler` (A1111's "Upscaler for img2img"), an image that must grow
     is enlarged with it; otherwise with Lanczos.
     """
-    from engine.input_image import read_input_image, resize_image
+    import os
+
+    from engine.input_image import load_input_image, read_input_image, resize_image
     from engine.upscalers import is_latent
 
-    image = read_input_image(request.init_image, request.limits)
+    if request.init_image_data:  # carried with the job from the bot's host (`GenerationRequest.portable`)
+        name = os.path.basename(request.init_image)
+        image = load_input_image(request.init_image_data, request.limits, name=name)
+    else:
+        image = read_input_image(request.init_image, request.limits)
     upscale = None
     if upscalers is not None and not is_latent(request.hires_upscaler):
         name = upscalers.resolve(request.hires_upscaler)

@@ -77,17 +77,21 @@ def load_input_image(data: bytes, limits: Limits, name: str = "the image") -> Im
         raise EngineError(f"{name} could not be decoded: it is damaged or not really a {fmt} image") from None
 
 
-def read_input_image(path: str | os.PathLike[str], limits: Limits) -> Image.Image:
-    """The image file at `path`, with `load_input_image`'s checks (the size is checked before reading)."""
+def read_input_bytes(path: str | os.PathLike[str], limits: Limits) -> bytes:
+    """The bytes of the image file at `path`, its size checked before reading (decoding is the caller's)."""
     try:
         size = os.path.getsize(path)
         if size > limits.max_input_bytes:
             raise EngineError(f"{os.fspath(path)} is {_mib(size)}; the limit is {_mib(limits.max_input_bytes)}")
         with open(path, "rb") as handle:
-            data = handle.read()
+            return handle.read()
     except OSError as err:
         raise EngineError(f"cannot read the init image {os.fspath(path)!r}: {err.strerror or err}") from None
-    return load_input_image(data, limits, name=os.path.basename(os.fspath(path)))
+
+
+def read_input_image(path: str | os.PathLike[str], limits: Limits) -> Image.Image:
+    """The image file at `path`, with `load_input_image`'s checks (the size is checked before reading)."""
+    return load_input_image(read_input_bytes(path, limits), limits, name=os.path.basename(os.fspath(path)))
 
 
 def flatten(image: Image.Image) -> Image.Image:

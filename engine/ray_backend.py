@@ -84,8 +84,9 @@ def encode_event(event: JobEvent) -> tuple | None:
 
 
 def encode_result(result: RenderResult) -> dict:
-    """A result with its images as their PNG bytes (already encoded by the worker thread): no raw pixels."""
-    return dict(request=result.request, model=result.model, vae=result.vae, seconds=result.seconds,
+    """A result with its images as their PNG bytes (already encoded by the worker thread): no raw pixels, and
+    not the start image the job carried in (the bot has it)."""
+    return dict(request=result.request.replace(init_image_data=b""), model=result.model, vae=result.vae, seconds=result.seconds,
                 notes=result.notes,
                 images=[(image.png(), image.seed, image.infotext, image.scores) for image in result.images])
 
@@ -320,6 +321,7 @@ class RayWorker:
             queued = sum(1 for j in self._queue if j.owner == owner and not j.priority)
             if queued >= cap:
                 raise QueueFull(f"you have {queued} jobs queued; the limit is {cap}")
+        request = request.portable()  # the start image travels with the job: replicas have not the bot's files
         pending = PendingJob(job_id, owner, request, bool(priority), time.time(), None if group is None else str(group))
         job = _RayJob(pending, next(self._seq), JobHandle(self, pending))  # type: ignore[arg-type]
         self._queue.append(job)

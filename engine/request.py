@@ -31,6 +31,8 @@ def strength_in_effect(strength: float | None, *, img2img: bool, hires: float) -
         return IMG2IMG_DEFAULT_STRENGTH
     return HIRES_DEFAULT_STRENGTH if hires > 1.0 else None
 
+# Fields that are not a job's options: the limits it was checked against, and the start image's bytes in transit.
+NOT_OPTIONS = ("limits", "init_image_data")
 MAX_SEED = 2**32 - 1
 MAX_CLIP_SKIP = 12
 MIN_SIDE = 64
@@ -61,6 +63,8 @@ class GenerationRequest:
     hires_steps: int = 0
     hires_upscaler: str = "Latent"
     limits: Limits = field(default=Limits(), compare=False, repr=False)
+    # The start image's bytes, for a worker on another machine (`portable()`); never stored, never an option.
+    init_image_data: bytes = field(default=b"", compare=False, repr=False)
 
     def __post_init__(self) -> None:
         lim = self.limits
@@ -114,6 +118,15 @@ class GenerationRequest:
             raise EngineError("resolve the random seed first (with_seed)")
         return [self.seed + i for i in range(self.batch_size)]
 
+    def portable(self) -> "GenerationRequest":
+        """This request with its start image's bytes inside, so it renders the same on any machine (Ray
+        replicas): `init_image` is a path on the bot's host. Read once, at submission; checked again at render."""
+        if not self.init_image or self.init_image_data:
+            return self
+        from engine.input_image import read_input_bytes
+
+        return self.replace(init_image_data=read_input_bytes(self.init_image, self.limits))
+
     def replace(self, **changes: Any) -> "GenerationRequest":
         return dataclasses.replace(self, **changes)
 
@@ -149,7 +162,8 @@ class GenerationRequest:
     def options(self) -> dict[str, Any]:
         """The fields as plain data (for storage and display), without the limits."""
         data = dataclasses.asdict(self)
-        data.pop("limits")
+        for name in NOT_OPTIONS:
+            data.pop(name)
         return data
 
 

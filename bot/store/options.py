@@ -16,10 +16,11 @@ from bot.option_spec import FLOAT, INT, STORED_KINDS, TEXT
 from bot.store.errors import InvalidOptions
 from engine.config import Limits
 from engine.errors import EngineError
-from engine.request import GenerationRequest
+from engine.request import NOT_OPTIONS, GenerationRequest
 from engine.samplers import normalize_sampler
 
-REQUEST_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(GenerationRequest) if f.name != "limits")
+REQUEST_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(GenerationRequest)
+                                        if f.name not in NOT_OPTIONS)
 PROMPT_PARTS: tuple[str, ...] = ("prompt_prefix", "prompt_suffix")
 # A start image is a file on the bot's host: it comes only from an attachment or a button (never from a preset,
 # guild default or imported file, which could name any path), so it is a request field but not an option.

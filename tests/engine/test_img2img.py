@@ -162,3 +162,25 @@ def test_sdxl_img2img_runs_the_same_step_rule(tiny_sdxl, tmp_path, init_png):
     xl = Engine(EngineConfig(models_dir=tmp_path / "models"))
     calls, progress, _ = count_unet_calls(xl, req(init_png, steps=6, strength=0.5))
     assert calls == 4 and progress[-1] == (4, 4)
+
+
+def test_a_portable_request_carries_the_start_image_and_renders_the_same(engine, init_png):
+    """What another machine gets (the pickled request) holds the image's bytes, not just a path on this host."""
+    import pickle
+
+    request = req(init_png, strength=0.6)
+    expected = engine.render(request)
+    wire = pickle.dumps(request.portable())
+    init_png.unlink()  # the path is meaningless over there
+    received = pickle.loads(wire)
+    assert received.init_image_data == picture() and received == request
+    assert "init_image_data" not in received.options()  # never stored with the job
+    got = engine.render(received)
+    assert np.array_equal(np.asarray(got.images[0].image), np.asarray(expected.images[0].image))
+    with pytest.raises(EngineError, match="cannot read the init image"):
+        request.portable()
+
+
+def test_damaged_image_bytes_in_a_request_are_refused_at_render(engine, init_png):
+    with pytest.raises(EngineError, match="not a PNG, JPEG or WebP"):
+        engine.render(req(init_png).replace(init_image_data=b"GIF89a..."))

@@ -133,6 +133,22 @@ async def test_compatible_jobs_are_batched_on_their_replica(worker, local):
     await assert_same_as_local(local, requests, results)
 
 
+async def test_the_start_image_travels_with_the_job(worker, local, tmp_path):
+    """img2img on a replica: the start image goes as bytes in the request (the bot's paths mean nothing on a
+    replica's machine); here the file is moved away once submitted, and the pixels still equal the local run."""
+    from PIL import Image
+
+    path = tmp_path / "start.png"
+    Image.new("RGB", (80, 48), (200, 90, 30)).save(path)
+    job = request(90, init_image=str(path), strength=0.6, width=80, height=48)
+    expected = await local.submit(job, owner="ref")
+    handle = worker.submit(job, owner="user0")
+    path.rename(tmp_path / "moved.png")
+    result = await handle
+    assert result.request.init_image == str(path) and result.request.init_image_data == b""  # not sent back
+    assert [np.asarray(i.image) for i in result.images][0].tolist() == np.asarray(expected.images[0].image).tolist()
+
+
 async def test_events_are_those_of_the_local_backend(worker, local):
     """Queued, Started, every Step in order, one Finished: the same stream as the local worker's."""
     remote = worker.submit(request(1), owner="u")
