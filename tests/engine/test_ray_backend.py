@@ -139,8 +139,8 @@ async def test_the_start_image_travels_with_the_job(worker, local, tmp_path):
     from PIL import Image
 
     path = tmp_path / "start.png"
-    Image.new("RGB", (80, 48), (200, 90, 30)).save(path)
-    job = request(90, init_image=str(path), strength=0.6, width=80, height=48)
+    Image.new("RGB", (80, 64), (200, 90, 30)).save(path)
+    job = request(90, init_image=str(path), strength=0.6, width=80, height=64)
     expected = await local.submit(job, owner="ref")
     handle = worker.submit(job, owner="user0")
     path.rename(tmp_path / "moved.png")
