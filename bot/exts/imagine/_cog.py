@@ -113,7 +113,9 @@ class Imagine(commands.Cog):
         if start is not None:  # in the journal's payload too, so a replay starts from it
             merged = _inputs.with_start_image(merged, start, limits)
         presets = [*inline.presets, *typed_presets]
-        payload = {"typed": merged, "presets": presets, **({"image": image.filename} if image is not None else {})}
+        payload = {"typed": merged, "presets": presets}
+        if image is not None:  # downloaded after the acknowledgement: a replay downloads it again
+            payload.update(image=image.filename, image_url=image.url)
         async with self._acknowledged(interaction, payload):
             if image is not None:
                 start = await _inputs.save_attachment(image, self._inputs_dir, limits)
@@ -128,7 +130,7 @@ class Imagine(commands.Cog):
 
     @property
     def _inputs_dir(self):
-        return self.bot.config.outputs_dir / "inputs"
+        return _inputs.inputs_dir(self.bot.config)
 
     @contextlib.asynccontextmanager
     async def _acknowledged(self, interaction: discord.Interaction, payload: dict[str, Any]):

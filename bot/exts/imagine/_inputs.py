@@ -59,6 +59,22 @@ async def save_attachment(attachment: discord.Attachment, folder: Path, limits: 
     return await asyncio.to_thread(_save, data, folder, limits, attachment.filename)
 
 
+async def save_from_url(http, url: str, filename: str, folder: Path, limits: Limits) -> StartImage:
+    """The attachment of a journaled command, downloaded again after a restart (Discord's signed attachment
+    URLs live for about a day; the journal's entries for minutes); UserError when it is no longer there."""
+    try:
+        data = await http.get_from_cdn(url)
+    except discord.HTTPException:
+        raise UserError(f"its image ({filename}) could not be downloaded again after the restart; send it again") \
+            from None
+    return await asyncio.to_thread(_save, data, folder, limits, filename)
+
+
+def inputs_dir(config) -> Path:
+    """Where checked start images are kept (`<outputs_dir>/inputs/`)."""
+    return config.outputs_dir / "inputs"
+
+
 def _save(data: bytes, folder: Path, limits: Limits, label: str) -> StartImage:
     try:
         image = load_input_image(data, limits, name=label)

@@ -6,7 +6,8 @@ same moderation checks, as a job of the same member in the same channel. While t
 (15 minutes) the "thinking…" message becomes the job's progress and result, through the token (a webhook: no
 `Interaction` object survives a restart); after that the result goes to the channel with a mention, like any
 late result. A command that cannot run now (its preset was deleted, a cap is reached) gets a clear "could not be
-run" reply in the same place. The entry is settled either way, so a replay happens once.
+run" reply in the same place. The entry is settled either way, so a replay happens once. A command's attachment
+(downloaded after the acknowledgement) is downloaded again from its URL and checked as the first time.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import discord
 
 from bot.app import USER_ERRORS, user_message
 from bot.errors import UserError
+from bot.exts.imagine import _inputs
 from bot.services.jobs import Requester
 from bot.store.journal import Ack
 
@@ -83,15 +85,26 @@ async def _request_of(bot, ack: Ack):
     from engine.request import GenerationRequest
 
     payload = ack.payload
-    if payload.get("image"):  # its attachment was not saved yet: the member must send it again
-        raise UserError(f"its image ({payload['image']}) was not saved before the restart; send it again")
+    limits = bot.config.engine_config().limits
     if "request" in payload:  # a re-roll: the request was resolved already
-        limits = bot.config.engine_config().limits
         return GenerationRequest(**payload["request"], limits=limits), payload.get("sources") or {}
     typed = {k: tuple(v) if isinstance(v, list) else v for k, v in (payload.get("typed") or {}).items()}
+    start, sized_by_image = None, False
+    if payload.get("image"):  # its attachment was not saved yet: downloaded again, checked as the first time
+        if not payload.get("image_url"):
+            raise UserError(f"its image ({payload['image']}) was not saved before the restart; send it again")
+        start = await _inputs.save_from_url(bot.http, payload["image_url"], payload["image"],
+                                            _inputs.inputs_dir(bot.config), limits)
+        sized_by_image = "width" not in typed and "aspect_ratio" not in typed
+        typed = _inputs.with_start_image(typed, start, limits)
     command = await bot.services.presets.resolve_command(ack.user_id, ack.guild_id, payload.get("presets") or [],
                                                          typed)
-    return command.request, command.sources
+    if start is None:
+        return command.request, command.sources
+    request = command.request
+    if sized_by_image:
+        request = await _inputs.round_for_model(request, bot.config.engine_config())
+    return request, {**command.sources, "init_image": start.label}
 
 
 async def _tell(bot, ack: Ack, interaction: TokenInteraction | None, text: str) -> None:

@@ -207,3 +207,31 @@ async def test_the_default_size_rounds_to_64_for_sdxl(tmp_path, tiny_sdxl):
         message = await ix.wait_original_message(lambda m: m.get("attachments"), timeout=60)
         assert params_of(s, message)["Size"] == "192x128"  # SD 1.x keeps 8: 96x64 in the first test
         s.assert_no_invalid_requests()
+
+
+async def test_an_image_command_cut_off_by_a_restart_runs_after_it(tmp_path, tiny_sd15, monkeypatch):
+    """Stopped between the acknowledgement and the download (as by a kill): the journal keeps the command with
+    its attachment's URL, and the next start downloads the image again and runs it."""
+    import asyncio
+
+    from bot.exts.imagine import _inputs
+
+    hang = asyncio.Event()
+
+    async def never_downloads(*args, **kwargs):
+        await hang.wait()
+
+    async with running_bot(tmp_path, tiny_sd15) as h:
+        s = h.standin
+        monkeypatch.setattr(_inputs, "save_attachment", never_downloads)
+        start = s.upload_attachment("start.png", png(96, 64), content_type="image/png")
+        ix = await s.send_interaction(s.slash("imagine", {"prompt": "a cat --steps 2", "image": start,
+                                                          "strength": 0.4}))
+        await ix.wait_callback()  # deferred ("thinking…"), the attachment not saved
+        assert await jobs_of(h, s.user.id) == []
+        await h.restart()
+        message = await ix.wait_original_message(lambda m: m.get("attachments"), timeout=60)
+        params = params_of(s, message)
+        assert params["Size"] == "96x64" and params["Denoising strength"] == "0.4"
+        assert field(message, "Start image") == "attachment start.png"
+        s.assert_no_invalid_requests()
