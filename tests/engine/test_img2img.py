@@ -184,3 +184,21 @@ def test_a_portable_request_carries_the_start_image_and_renders_the_same(engine,
 def test_damaged_image_bytes_in_a_request_are_refused_at_render(engine, init_png):
     with pytest.raises(EngineError, match="not a PNG, JPEG or WebP"):
         engine.render(req(init_png).replace(init_image_data=b"GIF89a..."))
+
+
+def test_the_start_image_is_encoded_once_at_the_job_size(engine, init_png):
+    """Nothing done twice: one VAE encode per job (shared by a batch's images), at the job's size."""
+    vae = engine.models.vae("auto", engine.models.checkpoint(""))[0]
+    shapes = []
+    encode = vae.encode
+
+    def counted(pixels, *args, **kwargs):
+        shapes.append(tuple(pixels.shape))
+        return encode(pixels, *args, **kwargs)
+
+    vae.encode = counted
+    try:
+        engine.render(req(init_png, width=96, height=64, batch_size=3, strength=0.5))
+    finally:
+        del vae.encode
+    assert shapes == [(1, 3, 64, 96)]
