@@ -73,7 +73,7 @@ async def _replay_one(bot, ack: Ack, submit: Submit) -> int:
         await submit(who, request, sources, interaction, resumed=True, age_s=ack.age_s)
         return 1
     except USER_ERRORS as exc:
-        text = f"⚠️ your command could not be run after the bot restarted: {user_message(exc)[2:]}"
+        text = f"⚠️ your command could not be run after the bot restarted: {user_message(exc)[2:].lstrip()}"
     except Exception as exc:
         log.exception("journal: could not replay interaction %s", ack.interaction_id)
         text = f"⚠️ your command could not be run after the bot restarted: {user_message(exc)}"
