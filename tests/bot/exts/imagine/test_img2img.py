@@ -168,10 +168,9 @@ async def test_edit_of_an_img2img_result_starts_from_the_same_image(tmp_path, ti
     async with running_bot(tmp_path, tiny_sd15) as h:
         s = h.standin
         start = s.upload_attachment("start.png", png(96, 64, (200, 60, 30)), content_type="image/png")
-        ix = await s.send_interaction(s.slash("imagine", {
+        message = await with_images(s, s.slash("imagine", {
             "prompt": "a cat --steps 3 --seed 4 --resize-mode crop", "image": start, "strength": 0.5}))
-        message = await ix.wait_original_message(lambda m: m.get("attachments"), timeout=60)
-        job_id = message["components"][0]["components"][0]["custom_id"].split(":")[2]
+        job_id = job_id_of(message)
         press = await s.send_interaction(s.button(f"sdbot:job:{job_id}:edit", message=message))
         await press.wait_callback()
         modal = press.callbacks[0].json["data"]
@@ -179,22 +178,20 @@ async def test_edit_of_an_img2img_result_starts_from_the_same_image(tmp_path, ti
         assert "--strength 0.5" in texts["options"] and "--resize-mode crop" in texts["options"]
 
         # Unchanged: the same pixels, so the edit ran img2img from the same image, not txt2img.
-        same = await s.send_interaction(s.modal_submit(modal["custom_id"], {
+        again = await with_images(s, s.modal_submit(modal["custom_id"], {
             "prompt": texts["prompt"], "negative": "", "options": texts["options"]}))
-        again = await same.wait_original_message(lambda m: m.get("attachments"), timeout=60)
         assert s.attachment_bytes(again["attachments"][0]) == s.attachment_bytes(message["attachments"][0])
         assert field(again, "Start image") == "attachment start.png"
 
         press = await s.send_interaction(s.button(f"sdbot:job:{job_id}:edit", message=message))
         await press.wait_callback()  # a modal answers once: a new one for the second edit
-        changed = await s.send_interaction(s.modal_submit(press.callbacks[0].json["data"]["custom_id"], {
+        edited = await with_images(s, s.modal_submit(press.callbacks[0].json["data"]["custom_id"], {
             "prompt": "a dog", "negative": "", "options": texts["options"].replace("--strength 0.5",
                                                                                    "--strength 0.6")}))
-        edited = await changed.wait_original_message(lambda m: m.get("attachments"), timeout=60)
         params = params_of(s, edited)
         assert params["Denoising strength"] == "0.6" and params["Size"] == "96x64"
         jobs = {j.id: j for j in await jobs_of(h, s.user.id)}
-        first, last = jobs[int(job_id)], jobs[max(jobs)]
+        first, last = jobs[job_id], jobs[max(jobs)]
         assert last.request["init_image"] == first.request["init_image"] and last.request["resize_mode"] == "crop"
         s.assert_no_invalid_requests()
 
@@ -203,8 +200,7 @@ async def test_the_default_size_rounds_to_64_for_sdxl(tmp_path, tiny_sdxl):
     async with running_bot(tmp_path, tiny_sdxl) as h:
         s = h.standin
         start = s.upload_attachment("start.png", png(200, 136), content_type="image/png")
-        ix = await s.send_interaction(s.slash("imagine", {"prompt": "a cat --steps 2", "image": start}))
-        message = await ix.wait_original_message(lambda m: m.get("attachments"), timeout=60)
+        message = await with_images(s, s.slash("imagine", {"prompt": "a cat --steps 2", "image": start}))
         assert params_of(s, message)["Size"] == "192x128"  # SD 1.x keeps 8: 96x64 in the first test
         s.assert_no_invalid_requests()
 
