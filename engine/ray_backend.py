@@ -86,8 +86,8 @@ def encode_event(event: JobEvent) -> tuple | None:
 def encode_result(result: RenderResult) -> dict:
     """A result with its images as their PNG bytes (already encoded by the worker thread): no raw pixels, and
     not the start image the job carried in (the bot has it)."""
-    return dict(request=result.request.replace(init_image_data=b""), model=result.model, vae=result.vae, seconds=result.seconds,
-                notes=result.notes,
+    return dict(request=result.request.replace(init_image_data=b""), model=result.model, vae=result.vae,
+                seconds=result.seconds, notes=result.notes,
                 images=[(image.png(), image.seed, image.infotext, image.scores) for image in result.images])
 
 
