@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from pathlib import Path
 
 from PIL import Image
 
@@ -193,6 +194,14 @@ async def test_edit_of_an_img2img_result_starts_from_the_same_image(tmp_path, ti
         jobs = {j.id: j for j in await jobs_of(h, s.user.id)}
         first, last = jobs[job_id], jobs[max(jobs)]
         assert last.request["init_image"] == first.request["init_image"] and last.request["resize_mode"] == "crop"
+
+        Path(first.request["init_image"]).unlink()  # the start image is gone: a clear answer, no txt2img instead
+        press = await s.send_interaction(s.button(f"sdbot:job:{job_id}:edit", message=message))
+        await press.wait_callback()
+        gone = await s.send_interaction(s.modal_submit(press.callbacks[0].json["data"]["custom_id"], {
+            "prompt": "a dog", "negative": "", "options": texts["options"]}))
+        assert "the start image (attachment start.png) is gone" in await refusal(gone)
+        assert len(await jobs_of(h, s.user.id)) == len(jobs)
         s.assert_no_invalid_requests()
 
 
