@@ -218,17 +218,19 @@ async def test_an_image_command_cut_off_by_a_restart_runs_after_it(tmp_path, tin
     """Stopped between the acknowledgement and the download (as by a kill): the journal keeps the command with
     its attachment's URL, and the next start downloads the image again and runs it."""
     import asyncio
-
-    from bot.exts.imagine import _inputs
+    import importlib
 
     hang = asyncio.Event()
 
     async def never_downloads(*args, **kwargs):
         await hang.wait()
 
+    def cut_off_downloads() -> None:  # the running bot's module (a restart loads the extension afresh)
+        monkeypatch.setattr(importlib.import_module("bot.exts.imagine._inputs"), "save_attachment", never_downloads)
+
     async with running_bot(tmp_path, tiny_sd15) as h:
         s = h.standin
-        monkeypatch.setattr(_inputs, "save_attachment", never_downloads)
+        cut_off_downloads()
         start = s.upload_attachment("start.png", png(96, 64), content_type="image/png")
         ix = await s.send_interaction(s.slash("imagine", {"prompt": "a cat --steps 2", "image": start,
                                                           "strength": 0.4}))
@@ -239,4 +241,14 @@ async def test_an_image_command_cut_off_by_a_restart_runs_after_it(tmp_path, tin
         params = params_of(s, message)
         assert params["Size"] == "96x64" and params["Denoising strength"] == "0.4"
         assert field(message, "Start image") == "attachment start.png"
+
+        cut_off_downloads()
+        gone = s.upload_attachment("gone.png", png(64, 64), content_type="image/png")
+        ix = await s.send_interaction(s.slash("imagine", {"prompt": "a cat --steps 2", "image": gone}))
+        await ix.wait_callback()
+        del s.attachments[int(gone["id"])]  # Discord no longer has it when the bot is back
+        await h.restart()
+        told = await ix.wait_original_message(lambda m: "restarted" in m.get("content", ""), timeout=30)
+        assert "its image (gone.png) could not be downloaded again after the restart; send it again" in \
+            told["content"]
         s.assert_no_invalid_requests()
