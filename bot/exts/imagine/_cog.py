@@ -120,12 +120,9 @@ class Imagine(commands.Cog):
             if image is not None:
                 start = await _inputs.save_attachment(image, self._inputs_dir, limits)
                 merged = _inputs.with_start_image(merged, start, limits)
-            command = await self.services.presets.resolve_command(
-                interaction.user.id, interaction.guild_id, presets, merged)
-            request = command.request
-            if start is not None and sized_by_image:
-                request = await _inputs.round_for_model(request, self.bot.config.engine_config())
-            sources = command.sources if start is None else {**command.sources, "init_image": start.label}
+            request, sources = await _inputs.resolve_with_start(
+                self.services.presets, interaction.user.id, interaction.guild_id, presets, merged, start,
+                self.bot.config.engine_config(), sized_by_image=sized_by_image)
             await self._submit(interaction, request, sources)
 
     @property

@@ -117,6 +117,17 @@ async def round_for_model(request, config: EngineConfig):
                                                                                               height=height)
 
 
+async def resolve_with_start(presets, user_id: int, guild_id: int | None, names: list[str], typed: dict[str, Any],
+                             start: StartImage | None, config: EngineConfig, *, sized_by_image: bool):
+    """The command's request and sources (`presets.resolve_command`), with the start image's label among the
+    sources and, when the image chose the size, the size rounded for the model (`round_for_model`)."""
+    command = await presets.resolve_command(user_id, guild_id, names, typed)
+    if start is None:
+        return command.request, command.sources
+    request = await round_for_model(command.request, config) if sized_by_image else command.request
+    return request, {**command.sources, "init_image": start.label}
+
+
 def kept_start_image(path: str, label: str) -> StartImage:
     """The start image a job used, to start from again (Edit of an img2img result); UserError if it is gone."""
     try:

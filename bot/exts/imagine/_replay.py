@@ -97,14 +97,9 @@ async def _request_of(bot, ack: Ack):
                                             _inputs.inputs_dir(bot.config), limits)
         sized_by_image = "width" not in typed and "aspect_ratio" not in typed
         typed = _inputs.with_start_image(typed, start, limits)
-    command = await bot.services.presets.resolve_command(ack.user_id, ack.guild_id, payload.get("presets") or [],
-                                                         typed)
-    if start is None:
-        return command.request, command.sources
-    request = command.request
-    if sized_by_image:
-        request = await _inputs.round_for_model(request, bot.config.engine_config())
-    return request, {**command.sources, "init_image": start.label}
+    return await _inputs.resolve_with_start(bot.services.presets, ack.user_id, ack.guild_id,
+                                            payload.get("presets") or [], typed, start, bot.config.engine_config(),
+                                            sized_by_image=sized_by_image)
 
 
 async def _tell(bot, ack: Ack, interaction: TokenInteraction | None, text: str) -> None:
