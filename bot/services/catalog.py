@@ -55,6 +55,18 @@ def scan(config: EngineConfig) -> Catalog:
     )
 
 
+def checkpoint_family_of(config: EngineConfig, model: str) -> str:
+    """"sdxl" or "sd" for a checkpoint name ("" = the default) without loading it (disk reads: off the event
+    loop); "sd" for a name that is not installed, which the engine refuses at render with the names it knows."""
+    from engine.errors import EngineError
+    from engine.models import ModelLibrary, checkpoint_family
+
+    try:
+        return checkpoint_family(ModelLibrary(config).checkpoint(model))
+    except EngineError:
+        return "sd"
+
+
 class ModelCatalog:
     def __init__(self, config: EngineConfig, *, max_age_s: float = 60.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -70,6 +82,11 @@ class ModelCatalog:
         if self._snapshot is not None and self._clock() - self._scanned_at < self.max_age_s:
             return self._snapshot
         return await self.refresh(only_if_stale=True)
+
+    async def family_of(self, model: str) -> str:
+        """A checkpoint's family, read in a thread (`checkpoint_family_of`): what img2img's default size rounds
+        to depends on it."""
+        return await asyncio.to_thread(checkpoint_family_of, self.config, model)
 
     async def refresh(self, *, only_if_stale: bool = False) -> Catalog:
         """Scan now; with `only_if_stale`, unless a scan that finished while this one waited is fresh enough."""

@@ -121,8 +121,8 @@ class Imagine(commands.Cog):
                 start = await _inputs.save_attachment(image, self._inputs_dir, limits)
                 merged = _inputs.with_start_image(merged, start, limits)
             request, sources = await _inputs.resolve_with_start(
-                self.services.presets, interaction.user.id, interaction.guild_id, presets, merged, start,
-                self.bot.config.engine_config(), sized_by_image=sized_by_image)
+                self.services.presets, self.services.catalog, interaction.user.id, interaction.guild_id, presets,
+                merged, start, sized_by_image=sized_by_image)
             await self._submit(interaction, request, sources)
 
     @property

@@ -97,9 +97,8 @@ async def _request_of(bot, ack: Ack):
                                             _inputs.inputs_dir(bot.config), limits)
         sized_by_image = "width" not in typed and "aspect_ratio" not in typed
         typed = _inputs.with_start_image(typed, start, limits)
-    return await _inputs.resolve_with_start(bot.services.presets, ack.user_id, ack.guild_id,
-                                            payload.get("presets") or [], typed, start, bot.config.engine_config(),
-                                            sized_by_image=sized_by_image)
+    return await _inputs.resolve_with_start(bot.services.presets, bot.services.catalog, ack.user_id, ack.guild_id,
+                                            payload.get("presets") or [], typed, start, sized_by_image=sized_by_image)
 
 
 async def _tell(bot, ack: Ack, interaction: TokenInteraction | None, text: str) -> None:
