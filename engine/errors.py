@@ -18,3 +18,10 @@ class EngineError(Exception):
 
 class JobCancelled(EngineError):
     """The job was cancelled (by its owner, a moderator, a timeout or shutdown)."""
+
+
+def internal_message(exc: BaseException) -> str:
+    """What a user reads when a bug (not an `EngineError`) ended their job: the kind and the first line."""
+    detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+    kind = type(exc).__name__
+    return f"the image could not be made because of an internal error ({kind}{': ' + detail if detail else ''})"
