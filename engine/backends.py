@@ -1,19 +1,70 @@
-"""Which worker renders (issue 8): `[engine] backend = "local"` (the default) or `"ray"`
-(`engine.ray_backend.RayWorker`, engine replicas on a Ray cluster; Ray is imported only then). The local one runs
-in a child process the bot restarts when it dies (`isolation = "process"`, the default:
-`engine.process_backend.ProcessWorker`, issue 16) or in a thread of the bot (`"thread"`: `engine.worker.Worker`).
-All offer what the bot uses: start, submit -> JobHandle, cancel, position, close."""
+"""Which worker renders (issue 8), and what every one of them offers the bot (`Backend`).
+
+`[engine] backend = "local"` (the default) or `"ray"` (`engine.ray_backend.RayWorker`, engine replicas on a Ray
+cluster; Ray is imported only then). The local one runs in a child process the bot restarts when it dies
+(`isolation = "process"`, the default: `engine.process_backend.ProcessWorker`, issue 16) or in a thread of the bot
+(`"thread"`: `engine.worker.Worker`). All keep their queue in the bot's process in a `FairQueue`
+(engine/fair_queue.py), so order, positions, cancels and the per-member cap are the same everywhere;
+tests/engine/test_backend_contract.py runs one suite over all three.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from engine.config import EngineConfig
+from engine.jobs import CANCELLED, JobHandle, PendingJob
+from engine.request import GenerationRequest
+
+if TYPE_CHECKING:
+    from engine.pipeline import Engine
 
 BACKENDS = ("local", "ray")
 
+T = TypeVar("T")
 
-def make_worker(config: EngineConfig) -> Any:
+
+class Backend(Protocol):
+    """A worker as the bot uses it; every method is for the event loop."""
+
+    config: EngineConfig
+    in_process: bool  # the engine lives in this process: `call` reaches it (else it raises EngineError)
+
+    def start(self) -> None:
+        """Start serving (threads, connections); `submit` starts it too."""
+
+    async def ready(self) -> None:
+        """Wait until the engine can take jobs; EngineError saying why when it cannot."""
+
+    def submit(self, request: GenerationRequest, *, owner: str | int, job_id: str | None = None,
+               priority: bool = False, group: str | int | None = None) -> JobHandle:
+        """Queue a job and return its handle at once; QueueFull at the owner's cap, WorkerClosed when closing."""
+
+    def cancel(self, job_id: str, reason: str = CANCELLED) -> bool:
+        """Cancel a queued or running job; False for an unknown, ended or already cancelled one."""
+
+    def position(self, job_id: str) -> int | None:
+        """The job's place in the queue (1 = next); None once it started, ended, or is unknown."""
+
+    def handle(self, job_id: str) -> JobHandle | None:
+        """The handle of a queued or running job."""
+
+    def queued(self) -> list[PendingJob]:
+        """The waiting jobs, in the order they will start."""
+
+    def running(self) -> list[PendingJob]:
+        """The jobs that left the queue and have not ended."""
+
+    def call(self, fn: Callable[[Engine], T]) -> asyncio.Future[T]:
+        """Run `fn(engine)` where the engine is, before the next job (only when `in_process`)."""
+
+    async def close(self, *, cancel_running: bool = False, timeout: float | None = None) -> list[PendingJob]:
+        """Stop: the jobs not started end `Cancelled` and come back in queue order, to persist."""
+
+
+def make_worker(config: EngineConfig) -> Backend:
     """The worker for `config.backend`, not started."""
     if config.backend == "ray":
         from engine.ray_backend import RayWorker
@@ -30,3 +81,5 @@ def make_worker(config: EngineConfig) -> Any:
     if config.backend == "local":
         raise ValueError(f"unknown engine isolation {config.isolation!r}; expected one of process, thread")
     raise ValueError(f"unknown engine backend {config.backend!r}; expected one of {', '.join(BACKENDS)}")
+
+

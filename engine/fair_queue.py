@@ -158,10 +158,15 @@ class FairQueue(Generic[J]):
         self._emit(job, event)
         return True
 
-    def close(self, reason: str = SHUTDOWN_QUEUED) -> list[J]:
-        """Empty the queue for a shutdown: every waiting job ends `Cancelled(reason)`; returned in start order."""
+    def drain(self) -> list[J]:
+        """Empty the queue: the waiting jobs in start order, for the caller to end (`finish`)."""
         pending = self.ordered()
         self._waiting.clear()
+        return pending
+
+    def close(self, reason: str = SHUTDOWN_QUEUED) -> list[J]:
+        """Empty the queue for a shutdown: every waiting job ends `Cancelled(reason)`; returned in start order."""
+        pending = self.drain()
         for job in pending:
             job.cancel_reason = reason
             self.finish(job, Cancelled(job_id=job.id, reason=reason))

@@ -8,7 +8,7 @@ again) and runs the job that was on it once more; if the child dies on that job 
 "the image engine crashed twice on this job". The queue, the job handles and the Discord connection never
 notice anything but a delay.
 
-It is the Ray backend's bot side (`engine.ray_backend.RayWorker`: the fair queue, `Queued(position)`, dispatch
+Its bot side is the Ray backend's (`engine.dispatch.DispatchWorker`: the fair queue, `Queued(position)`, dispatch
 with back-pressure, retries of a lost attempt, events decoded from small wire tuples) with one local child as its
 only replica, so the two backends cannot drift apart. What differs:
 
@@ -52,8 +52,10 @@ from typing import Any
 
 from engine.config import EngineConfig
 from engine.errors import EngineError
-from engine.ray_backend import RayWorker, ReplicaInfo, encode_event, failed_message
-from engine.worker import SHUTDOWN_RUNNING, Cancelled
+from engine.dispatch import DispatchedJob, DispatchWorker, Outcome, ReplicaInfo
+from engine.errors import internal_message
+from engine.jobs import SHUTDOWN_RUNNING, Cancelled, Failed
+from engine.wire import encode_event
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +94,7 @@ class _Child:
 
 
 class _Stream:
-    """What `RayWorker.cancel` calls on a dispatched job: ask the child to cancel that attempt."""
+    """What `DispatchWorker.cancel` calls on a dispatched job: ask the child to cancel that attempt."""
 
     def __init__(self, child: _Child, attempt_id: str) -> None:
         self.child, self.attempt_id = child, attempt_id
@@ -101,7 +103,7 @@ class _Stream:
         self.child.send(("cancel", self.attempt_id))
 
 
-class ProcessWorker(RayWorker):
+class ProcessWorker(DispatchWorker):
     """The worker interface (start, submit, cancel, position, close) with the engine in a child process."""
 
     def __init__(self, config: EngineConfig | None = None, *, child_hook: str | None = None) -> None:
@@ -115,7 +117,7 @@ class ProcessWorker(RayWorker):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiting_losses: dict[str, int] = {}  # job id -> times its child died while the job waited in it
 
-    # -- what differs from the Ray backend ------------------------------------------------------------------
+    # -- what differs from the Ray backend (engine.dispatch) ----------------------------------------------------
 
     @property
     def capacity(self) -> int:
@@ -157,12 +159,12 @@ class ProcessWorker(RayWorker):
             child.process.join(5)
         child.conn.close()
 
-    async def _attempt(self, job) -> str:
+    async def _attempt(self, job: DispatchedJob) -> Outcome:
         """One run of the job in the child: "done" (it ended) or "lost" (the child died under it)."""
         try:
             child = await self._live_child()
         except EngineError as exc:
-            self._done(job, _failed(job, str(exc)))
+            self._done(job, Failed(job_id=job.id, message=str(exc)))
             return "done"
         job.attempts += 1
         attempt_id = f"{job.id}#{job.attempts}"
@@ -185,7 +187,7 @@ class ProcessWorker(RayWorker):
                         job.attempts -= 1
                         losses = self._waiting_losses[job.id] = self._waiting_losses.get(job.id, 0) + 1
                         if losses >= UNCHARGED_LOSSES:
-                            self._done(job, _failed(job, KEPT_CRASHING))
+                            self._done(job, Failed(job_id=job.id, message=KEPT_CRASHING))
                             return "done"
                     else:
                         log.warning("job %s: the image engine died while rendering it (attempt %d of %d)", job.id,
@@ -313,12 +315,6 @@ class ProcessWorker(RayWorker):
             self._starting.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
-def _failed(job, message: str):
-    from engine.worker import Failed
-
-    return Failed(job_id=job.id, message=message)
-
-
 def _exit_text(code: int | None) -> str:
     if code is None:
         return "an unknown status"
@@ -417,7 +413,7 @@ async def _serve(config: EngineConfig, conn: Any, hook: str | None) -> None:
                 send(attempt_id, ("failed", str(exc)))
                 continue
             except Exception as exc:
-                send(attempt_id, ("failed", failed_message(exc)))
+                send(attempt_id, ("failed", internal_message(exc)))
                 continue
             task = loop.create_task(pump(attempt_id, handle))
             pumps.add(task)

@@ -28,9 +28,10 @@ import ray
 from ray import serve
 
 from engine.config import EngineConfig
-from engine.errors import EngineError
-from engine.ray_backend import TERMINAL, encode_event, failed_message
-from engine.worker import JobHandle, Worker
+from engine.errors import EngineError, internal_message
+from engine.jobs import JobHandle
+from engine.wire import TERMINAL, encode_event
+from engine.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ class EngineReplica:
                 except EngineError as exc:
                     handles.append(str(exc))
                 except Exception as exc:
-                    handles.append(failed_message(exc))
+                    handles.append(internal_message(exc))
         finally:
             gate.set()
         return handles

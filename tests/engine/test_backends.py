@@ -15,7 +15,8 @@ from engine.config import EngineConfig
 from engine.errors import EngineError
 from engine.pipeline import RenderedImage, RenderResult
 from engine.process_backend import ProcessWorker
-from engine.ray_backend import RAY_MISSING, RayWorker, decode_result, encode_event
+from engine.ray_backend import RAY_MISSING, RayWorker
+from engine.wire import decode_result, encode_event
 from engine.request import GenerationRequest
 from engine.worker import Finished, Queued, Step, Worker
 
