@@ -32,7 +32,7 @@ class _Section(BaseModel):
 
 # [engine] holds the engine's settings (engine/config.py: EngineConfig, its Limits, and RayConfig's as ray_*):
 # their names, types and defaults are the engine's, read from its dataclasses, so they live in one place. The file
-# adds what a file needs: bounds, the allowed words, and the one default the bot sets apart (below).
+# adds what a file needs: bounds and the allowed words.
 _ENGINE_SOURCES = ((EngineConfig, ""), (Limits, ""), (RayConfig, "ray_"))
 _NOT_IN_FILE = {"limits", "ray", "image_classifier", "max_side"}  # nested, [moderation]'s, or fixed
 _RENAMED = {"ray_app_name": "ray_app"}
@@ -51,8 +51,6 @@ _BOUNDS: dict[str, dict[str, Any]] = {
     "ray_max_ongoing_requests": dict(ge=1, le=1000), "ray_batch_wait_s": dict(ge=0, le=10),
     "ray_start_timeout_s": dict(gt=0, le=86400),
 }
-# The engine as a library makes no previews unless asked; the bot shows them (where a server turns them on).
-_BOT_DEFAULTS: dict[str, Any] = {"preview_every": 5}
 
 
 def _engine_keys() -> dict[str, tuple[type, str]]:
@@ -64,7 +62,7 @@ def _engine_keys() -> dict[str, tuple[type, str]]:
 def _engine_section() -> type[_Section]:
     fields: dict[str, Any] = {}
     for key, (cls, name) in _engine_keys().items():
-        kind, default = typing.get_type_hints(cls)[name], _BOT_DEFAULTS.get(key, getattr(cls(), name))
+        kind, default = typing.get_type_hints(cls)[name], getattr(cls(), name)
         if key in _CHOICES:
             kind = Literal[_CHOICES[key]]
         elif kind is Path:

@@ -45,8 +45,7 @@ async def open_services(config: Config, make_worker: Callable[[Any], Any] | None
         worker = make_worker(engine_config)  # [engine] backend: in-process, or replicas on a Ray cluster
         worker.start()
         try:
-            if hasattr(worker, "ready"):  # the Ray backend: fail now, with a readable message, if Ray is unusable
-                await worker.ready()
+            await worker.ready()  # a child or Ray that cannot start: fail now, with a readable message
             await _preload(worker)
             await load_classifier(config, worker)  # a missing or broken model stops the start with one line
             jobs = JobService(sessions, worker, config.outputs_dir, limits=engine_config.limits,
@@ -76,7 +75,7 @@ async def open_services(config: Config, make_worker: Callable[[Any], Any] | None
 async def _preload(worker) -> None:
     """Load the default checkpoint and its default VAE before serving, so the first member's job does not pay for
     the load; log how long it took. A failure is only logged: the first job that needs the model reports it."""
-    if not hasattr(worker, "call"):  # Ray replicas load their models when they start
+    if not worker.in_process:  # the engine child and Ray replicas load their models when they start
         return
     started = time.perf_counter()
     try:
@@ -113,7 +112,7 @@ async def load_classifier(config: Config, worker: Any = None) -> Any:
     policy, path = config.image_policy(), config.image_classifier
     if policy is None or path is None:
         return None
-    if worker is not None and hasattr(worker, "call"):
+    if worker is not None and worker.in_process:
         classifier = await worker.call(lambda engine: engine.scorer.load())
     else:
         from engine.classifier import load_classifier as load

@@ -50,7 +50,7 @@ class EngineConfig:
     max_queued_per_user: int = 5
     round_robin: bool = True
     job_timeout_s: float = 600.0
-    preview_every: int = 0  # 0: no previews; K: a preview every K steps
+    preview_every: int = 5  # K: a preview every K steps (shown where a server turns previews on); 0: none
     threads: int = 0  # torch intra-op threads; 0: torch's default
     # "exact": a batched image is pixel-identical to its solo run (the UNet and VAE see one image at a time;
     # BLAS results depend on the batch size). "fast": true tensor batching, for GPU throughput.
