@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, Self, TypeVar
 
 from engine.config import EngineConfig
 from engine.jobs import CANCELLED, JobHandle, PendingJob
@@ -62,6 +62,23 @@ class Backend(Protocol):
 
     async def close(self, *, cancel_running: bool = False, timeout: float | None = None) -> list[PendingJob]:
         """Stop: the jobs not started end `Cancelled` and come back in queue order, to persist."""
+
+
+class ContextManaged:
+    """`async with backend:` starts it, and closes it on the way out, cancelling the running jobs too."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    async def close(self, *, cancel_running: bool = False, timeout: float | None = None) -> list[PendingJob]:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close(cancel_running=True)
 
 
 def make_worker(config: EngineConfig) -> Backend:

@@ -12,8 +12,18 @@ a few pixels.
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from engine.fair_queue import FairQueue
+    from engine.pipeline import Engine
+    from engine.worker import WorkerStats
+
+log = logging.getLogger("engine.worker")  # the worker's log: operators follow one logger
 
 
 class Batchable(Protocol):
@@ -53,3 +63,52 @@ def chunk_counter(encoder: Any, checkpoint_path: Any) -> Callable[[Batchable], i
         return job.chunks[checkpoint_path]
 
     return count
+
+
+class BatchPlanner:
+    """The thread worker's batching: the head job's checkpoint (a switch is logged with its load time), then the
+    waiting jobs that can share its call. Runs in the worker thread; the queue is read under the worker's lock."""
+
+    def __init__(self, engine: Engine, stats: WorkerStats, *, batching: bool = True, max_batch: int = 4) -> None:
+        self.engine = engine
+        self.stats = stats
+        self.batching = batching
+        self.max_batch = max(1, max_batch)
+        self.family = "sd"  # the last checkpoint's family (previews decode with it)
+        self._last_checkpoint: Any = None
+
+    def plan(self, head: Batchable, queue: FairQueue, lock: threading.Lock,
+             take: Callable[[list], None]) -> list:
+        """`head` (already taken) and the waiting jobs that share its call, taken with `take` under `lock`."""
+        ckpt = self.checkpoint_for(head.request)
+        budget = self.max_batch - head.request.batch_size
+        if ckpt is None or not self.batching or budget <= 0:
+            return [head]
+        with lock:
+            candidates = same_call(head, queue.ordered(), budget)
+        if not candidates:
+            return [head]
+        chunks = chunk_counter(self.engine.prompt_encoder(ckpt), ckpt.file.path)  # tokenized outside the lock
+        wanted = chunks(head)
+        fits = {j.id for j in candidates if chunks(j) == wanted}
+        with lock:
+            more = fill(queue.ordered(), fits, budget)
+            take(more)
+        return [head, *more]
+
+    def checkpoint_for(self, request: Any) -> Any:
+        """Load (or find) the job's checkpoint, logging a switch with its load time; None if it fails."""
+        models = self.engine.models
+        loads, started = models.disk_loads, time.perf_counter()
+        try:
+            ckpt = models.checkpoint(request.model)
+        except Exception:  # the render reports it to the user
+            return None
+        took = time.perf_counter() - started
+        previous, self._last_checkpoint = self._last_checkpoint, ckpt.file
+        self.family = ckpt.family
+        if previous is not None and previous.path != ckpt.file.path:
+            self.stats.checkpoint_switches += 1
+            how = f"loaded in {took:.2f} s" if models.disk_loads != loads else "from the cache"
+            log.info("checkpoint switch: %s -> %s, %s", previous.name, ckpt.file.name, how)
+        return ckpt

@@ -30,12 +30,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from engine.backends import ContextManaged
 from engine.config import EngineConfig
 from engine.errors import EngineError, internal_message
 from engine.fair_queue import FairQueue, QueuedJob
 from engine.jobs import (
-    CANCELLED, SHUTDOWN_QUEUED, SHUTDOWN_RUNNING, Cancelled, Failed, Finished, JobEvent, JobHandle, PendingJob,
-    Started, Step, WorkerClosed,
+    CANCELLED, CLOSING, SHUTDOWN_QUEUED, SHUTDOWN_RUNNING, Cancelled, Failed, Finished, JobEvent, JobHandle,
+    PendingJob, Started, Step, WorkerClosed,
 )
 from engine.request import GenerationRequest
 from engine.wire import decode_result
@@ -81,7 +82,7 @@ class DispatchedJob(QueuedJob):
         self.last_step = 0
 
 
-class DispatchWorker:
+class DispatchWorker(ContextManaged):
     """The backend interface (engine.backends.Backend) over an engine elsewhere; every method is for the event
     loop. Subclasses give `_connect`, `_attempt` and `_teardown`, and may change `capacity` and `max_retries`."""
 
@@ -150,19 +151,12 @@ class DispatchWorker:
         """The engine is not in this process (`in_process` is False): it loads its own models."""
         raise EngineError("the image engine is not in this process")
 
-    async def __aenter__(self) -> "DispatchWorker":
-        self.start()
-        return self
-
-    async def __aexit__(self, *exc_info) -> None:
-        await self.close(cancel_running=True)
-
     def submit(self, request: GenerationRequest, *, owner: str | int, job_id: str | None = None,
                priority: bool = False, group: str | int | None = None) -> JobHandle:
         """Queue a job and return its handle at once. Raises QueueFull at the owner's cap, WorkerClosed."""
         self.start()
         if self._closing:
-            raise WorkerClosed("the image worker is shutting down; try again in a moment")
+            raise WorkerClosed(CLOSING)
         if self._error is not None:
             raise EngineError(self._error)
         job = self.queue.submit(request, owner=owner, job_id=job_id, priority=priority, group=group)

@@ -13,7 +13,9 @@ The backend that owns a job feeds its handle with `JobHandle.record` on the even
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
@@ -29,6 +31,7 @@ if TYPE_CHECKING:  # the events only carry these: importing the pipeline (torch)
 SHUTDOWN_QUEUED = "the image worker shut down before this job started"
 SHUTDOWN_RUNNING = "the image worker shut down while this job was running"
 CANCELLED = "cancelled"
+CLOSING = "the image worker is shutting down; try again in a moment"
 MEMBER_CAP = "you have {queued} jobs queued; the limit is {cap}"
 
 
@@ -220,3 +223,56 @@ class JobHandle:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
+
+
+class Outbox:
+    """Events made in another thread (the worker's), delivered to their handles on the event loop.
+
+    One FIFO: events reach handles in the order they were made. The loop is woken with
+    `loop.call_soon_threadsafe` only when no wake-up is pending, so a burst of steps costs one loop callback
+    (`wakeups` counts them). On the loop thread itself `kick` delivers at once, so a call made there (`submit`,
+    `cancel`) has delivered its events when it returns.
+    """
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.wakeups = 0
+        self._items: collections.deque[tuple[JobHandle, JobEvent]] = collections.deque()
+        self._lock = threading.Lock()
+        self._pending = False
+        self._loop_thread: int | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Deliver on `loop`; call it on the loop's thread."""
+        self.loop = loop
+        self._loop_thread = threading.get_ident()
+
+    def put(self, handle: JobHandle, event: JobEvent) -> None:
+        self._items.append((handle, event))
+
+    def kick(self) -> None:
+        """Deliver what is waiting: now on the loop thread, else by one wake-up of the loop."""
+        if self.loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            self.flush()
+            return
+        with self._lock:
+            if self._pending:
+                return
+            self._pending = True
+        try:
+            self.loop.call_soon_threadsafe(self.flush)
+            self.wakeups += 1
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            pass
+
+    def flush(self) -> None:
+        with self._lock:
+            self._pending = False
+        while True:
+            try:
+                handle, event = self._items.popleft()
+            except IndexError:
+                return
+            handle.record(event)

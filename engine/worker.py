@@ -18,11 +18,10 @@ engine/process_backend.py and every Ray replica run one too). The parts it is ma
   * which jobs share a diffusers call: engine/batching.py;
   * what happens when a render fails or runs out of memory: engine/retry.py (`RetryPolicy`).
 
-Threads. The worker thread appends events to one FIFO outbox and wakes the loop with
-`loop.call_soon_threadsafe` only when no wake-up is pending, so a burst of steps costs one loop callback
-(`stats.loop_callbacks` counts them); events reach handles in the order they were made. Calls made on the
-loop thread (`submit`, `cancel`, `close`) deliver their events before they return: `submit` returns a handle
-that already shows its `Queued(position)`, and `cancel` of a queued job has already delivered `Cancelled`.
+Threads. Events made in the worker thread reach the loop through one `Outbox` (engine/jobs.py): in order, one loop
+wake-up per burst (`stats.loop_callbacks`). Calls made on the loop thread (`submit`, `cancel`, `close`) deliver
+their events before they return: `submit` returns a handle that already shows its `Queued(position)`, and
+`cancel` of a queued job has already delivered `Cancelled`.
 Results carry images, not PNGs: the caller encodes them in a thread of its own (`RenderedImage.png()`), so the
 engine renders the next job meanwhile and the loop never compresses an image.
 
@@ -58,13 +57,14 @@ from typing import Any, TypeVar
 import torch
 from PIL import Image
 
-from engine import batching
+from engine.backends import ContextManaged
+from engine.batching import BatchPlanner
 from engine.config import EngineConfig
 from engine.errors import EngineError, JobCancelled, internal_message
 from engine.fair_queue import FairQueue, QueuedJob
 from engine.jobs import (  # noqa: F401  (re-exported: the names the bot and tests know from here)
-    CANCELLED, SHUTDOWN_QUEUED, SHUTDOWN_RUNNING, Cancelled, Failed, Finished, JobEvent, JobHandle, PendingJob,
-    QueueFull, Queued, Started, Step, WorkerClosed,
+    CANCELLED, CLOSING, SHUTDOWN_QUEUED, SHUTDOWN_RUNNING, Cancelled, Failed, Finished, JobEvent, JobHandle,
+    Outbox, PendingJob, QueueFull, Queued, Started, Step, WorkerClosed,
 )
 from engine.pipeline import Engine, RenderResult
 from engine.request import GenerationRequest
@@ -113,7 +113,7 @@ class WorkerJob(QueuedJob):
         self.chunks: dict[Any, int] = {}
 
 
-class Worker:
+class Worker(ContextManaged):
     """One device, one thread, one job (or one batch of compatible jobs) at a time. See the module docstring.
 
     `submit`, `cancel`, `position`, `queued` and `close` are for the event loop (`cancel` may also be called
@@ -128,11 +128,11 @@ class Worker:
                  previewer: Any = None, nice: int = 0) -> None:
         self.config = config or (engine.config if engine is not None else EngineConfig())
         self.engine = engine if engine is not None else Engine(self.config)
-        self.batching = batching
-        self.max_batch = max(1, max_batch if max_batch is not None else self.config.limits.max_batch)
         self.fault_injector = fault_injector
-        self.nice = nice
         self.stats = WorkerStats()
+        self.planner = BatchPlanner(self.engine, self.stats, batching=batching,
+                                    max_batch=max_batch if max_batch is not None else self.config.limits.max_batch)
+        self.nice = nice
         self.queue: FairQueue[WorkerJob] = FairQueue(
             round_robin=self.config.round_robin, cap=self.config.max_queued_per_user,
             make=lambda pending, seq: WorkerJob(pending, seq, JobHandle(pending, self.cancel)), emit=self._emit)
@@ -146,13 +146,7 @@ class Worker:
         self._stopping = False
         self._step_counter = 0
         self._in_pipeline = 0
-        self._family = "sd"
-        self._last_checkpoint: Any = None
-        self._outbox: collections.deque = collections.deque()
-        self._flush_lock = threading.Lock()
-        self._flush_pending = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: int | None = None
+        self._outbox = Outbox()
         self._thread: threading.Thread | None = None
         self._thread_done: asyncio.Future | None = None
 
@@ -162,22 +156,15 @@ class Worker:
         """Start the worker thread; call it on the event loop (`submit` and `async with` call it)."""
         if self._thread is not None:
             return
-        self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
-        self._thread_done = self._loop.create_future()
+        loop = asyncio.get_running_loop()
+        self._outbox.bind(loop)
+        self._thread_done = loop.create_future()
         self._thread = threading.Thread(target=self._thread_main, name="sdbot-worker", daemon=True)
         self._thread.start()
 
     async def ready(self) -> None:
         """Nothing to wait for: the engine is in this process (models load with the first job or `call`)."""
         self.start()
-
-    async def __aenter__(self) -> "Worker":
-        self.start()
-        return self
-
-    async def __aexit__(self, *exc_info) -> None:
-        await self.close(cancel_running=True)
 
     def submit(self, request: GenerationRequest, *, owner: str | int, job_id: str | None = None,
                priority: bool = False, group: str | int | None = None) -> JobHandle:
@@ -186,7 +173,7 @@ class Worker:
             self.start()
         with self._cond:
             if self._closing:
-                raise WorkerClosed("the image worker is shutting down; try again in a moment")
+                raise WorkerClosed(CLOSING)
             job = self.queue.submit(request, owner=owner, job_id=job_id, priority=priority, group=group)
             self._cond.notify_all()
         self._kick()
@@ -235,7 +222,7 @@ class Worker:
                 raise WorkerClosed("the image worker is shutting down")
             self._control.append((fn, future))
             self._cond.notify_all()
-        return asyncio.wrap_future(future, loop=self._loop)
+        return asyncio.wrap_future(future, loop=self._outbox.loop)
 
     async def close(self, *, cancel_running: bool = False, timeout: float | None = None) -> list[PendingJob]:
         """Stop: cancel and return the jobs not started (in queue order); finish or cancel the running one."""
@@ -254,7 +241,7 @@ class Worker:
                 with self._lock:
                     self._cancel_running(SHUTDOWN_RUNNING)
                 await self._thread_done
-            self._flush()
+            self._outbox.flush()
         return [job.pending for job in pending]
 
     # -- shared helpers (called with the lock held) ---------------------------------------------------------
@@ -271,34 +258,11 @@ class Worker:
     def _emit(self, job: WorkerJob, event: JobEvent) -> None:
         if event.terminal:
             self.stats.count(event)
-        self._outbox.append((job.handle, event))
+        self._outbox.put(job.handle, event)
 
     def _kick(self) -> None:
-        """Deliver the outbox: now on the loop thread, else by one `call_soon_threadsafe` wake-up."""
-        if self._loop is None:
-            return
-        if threading.get_ident() == self._loop_thread:
-            self._flush()
-            return
-        with self._flush_lock:
-            if self._flush_pending:
-                return
-            self._flush_pending = True
-        try:
-            self._loop.call_soon_threadsafe(self._flush)
-            self.stats.loop_callbacks += 1
-        except RuntimeError:  # the loop is closed: nobody is listening any more
-            pass
-
-    def _flush(self) -> None:
-        with self._flush_lock:
-            self._flush_pending = False
-        while True:
-            try:
-                handle, event = self._outbox.popleft()
-            except IndexError:
-                return
-            handle.record(event)
+        self._outbox.kick()
+        self.stats.loop_callbacks = self._outbox.wakeups
 
     # -- worker thread --------------------------------------------------------------------------------------
 
@@ -334,9 +298,9 @@ class Worker:
                 if future.set_running_or_notify_cancel():
                     future.set_exception(WorkerClosed("the image worker is shutting down"))
             self._kick()
-            if self._loop is not None:
+            if self._outbox.loop is not None:
                 try:
-                    self._loop.call_soon_threadsafe(_set_done, self._thread_done)
+                    self._outbox.loop.call_soon_threadsafe(_set_done, self._thread_done)
                 except RuntimeError:
                     pass
 
@@ -360,28 +324,10 @@ class Worker:
             head = self.queue.ordered()[0]
             self._take([head])
         try:
-            return self._batch_for(head)
+            return self.planner.plan(head, self.queue, self._lock, self._take)
         except Exception:  # never lose the thread over batching: the head job runs alone
             log.exception("could not form a batch")
             return [head]
-
-    def _batch_for(self, head: WorkerJob) -> list[WorkerJob]:
-        """The head job and the queued jobs that can share its diffusers call (taken from the queue)."""
-        ckpt = self._checkpoint_for(head.request)
-        budget = self.max_batch - head.request.batch_size
-        if ckpt is None or not self.batching or budget <= 0:
-            return [head]
-        with self._lock:
-            candidates = batching.same_call(head, self.queue.ordered(), budget)
-        if not candidates:
-            return [head]
-        chunks = batching.chunk_counter(self.engine.prompt_encoder(ckpt), ckpt.file.path)  # outside the lock
-        wanted = chunks(head)
-        fits = {j.id for j in candidates if chunks(j) == wanted}
-        with self._lock:
-            more = batching.fill(self.queue.ordered(), fits, budget)
-            self._take(more)
-        return [head, *more]
 
     def _take(self, jobs: list[WorkerJob]) -> None:
         """Move jobs from the queue to running (lock held)."""
@@ -390,23 +336,6 @@ class Worker:
         for job in jobs:
             job.started_at = now
             self._running.append(job)
-
-    def _checkpoint_for(self, request: GenerationRequest):
-        """Load (or find) the job's checkpoint, logging a switch with its load time; None if it fails."""
-        models = self.engine.models
-        loads, started = models.disk_loads, time.perf_counter()
-        try:
-            ckpt = models.checkpoint(request.model)
-        except Exception:  # the render reports it to the user
-            return None
-        took = time.perf_counter() - started
-        previous, self._last_checkpoint = self._last_checkpoint, ckpt.file
-        self._family = ckpt.family
-        if previous is not None and previous.path != ckpt.file.path:
-            self.stats.checkpoint_switches += 1
-            how = f"loaded in {took:.2f} s" if models.disk_loads != loads else "from the cache"
-            log.info("checkpoint switch: %s -> %s, %s", previous.name, ckpt.file.name, how)
-        return ckpt
 
     def _run(self, jobs: list[WorkerJob]) -> None:
         live = []
@@ -502,7 +431,7 @@ class Worker:
                 models = self.engine.models
                 self._previewer = Previewer(self.config.models_dir, device=models.device, dtype=models.dtype,
                                             allow_pickle=self.config.allow_pickle)
-            return self._previewer.preview(latents, self._family)
+            return self._previewer.preview(latents, self.planner.family)
         except Exception:  # a preview is a nicety: never fail a job for it
             log.exception("preview failed")
             return None
