@@ -44,10 +44,19 @@ def fixed_steps_schedule(steps: int, strength: float) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class StepPlan:
-    """Which part of a schedule runs: the last `run` of `scheduled` steps."""
+    """Which part of a schedule runs: the last `run` of `scheduled` steps. Made by A1111's img2img rule or its
+    fixed-steps rule (the Hires pass), then handed to diffusers as the strength that runs exactly those steps."""
 
     scheduled: int
     run: int
+
+    @classmethod
+    def img2img(cls, steps: int, strength: float) -> "StepPlan":
+        return cls(steps, img2img_steps(steps, strength))
+
+    @classmethod
+    def fixed(cls, steps: int, strength: float) -> "StepPlan":
+        return cls(*fixed_steps_schedule(steps, strength))
 
     @property
     def diffusers_strength(self) -> float:
@@ -58,14 +67,6 @@ class StepPlan:
         while int(self.scheduled * value) < self.run:
             value = math.nextafter(value, 2.0)
         return min(value, 1.0)
-
-    @classmethod
-    def img2img(cls, steps: int, strength: float) -> "StepPlan":
-        return cls(steps, img2img_steps(steps, strength))
-
-    @classmethod
-    def fixed(cls, steps: int, strength: float) -> "StepPlan":
-        return cls(*fixed_steps_schedule(steps, strength))
 
 
 def check_img2img_fields(request: GenerationRequest) -> None:

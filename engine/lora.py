@@ -100,22 +100,18 @@ def _kohya_module(module: str, family: str) -> str:
     return module.replace(".", "_")
 
 
-# After diffusers renumbers the blocks: the original UNet's layer names -> diffusers' (kohya underscore form).
+# After diffusers renumbers the blocks: the original UNet's layer names -> diffusers' (kohya underscore form),
+# applied in this order: whole layers at the start of a key, then block names, then parts of a block.
+_SGM_LAYERS = {"input_blocks_0_0": "conv_in", "out_2": "conv_out", "time_embed_0": "time_embedding_linear_1",
+               "time_embed_2": "time_embedding_linear_2", "label_emb_0_0": "add_embedding_linear_1",
+               "label_emb_0_2": "add_embedding_linear_2"}
+_SGM_BLOCK_NAMES = {"input_blocks_": "down_blocks_", "middle_block_": "mid_block_", "output_blocks_": "up_blocks_"}
+_SGM_PARTS = {"_in_layers_2": "_conv1", "_out_layers_3": "_conv2", "_emb_layers_1": "_time_emb_proj",
+              "_skip_connection": "_conv_shortcut", "(samplers_0)_op": r"\1_conv"}
 _SGM_RENAMES = (
-    (re.compile(r"^lora_unet_input_blocks_0_0(?=\.)"), "lora_unet_conv_in"),
-    (re.compile(r"^lora_unet_out_2(?=\.)"), "lora_unet_conv_out"),
-    (re.compile(r"^lora_unet_time_embed_0(?=\.)"), "lora_unet_time_embedding_linear_1"),
-    (re.compile(r"^lora_unet_time_embed_2(?=\.)"), "lora_unet_time_embedding_linear_2"),
-    (re.compile(r"^lora_unet_label_emb_0_0(?=\.)"), "lora_unet_add_embedding_linear_1"),
-    (re.compile(r"^lora_unet_label_emb_0_2(?=\.)"), "lora_unet_add_embedding_linear_2"),
-    (re.compile(r"^lora_unet_input_blocks_"), "lora_unet_down_blocks_"),
-    (re.compile(r"^lora_unet_middle_block_"), "lora_unet_mid_block_"),
-    (re.compile(r"^lora_unet_output_blocks_"), "lora_unet_up_blocks_"),
-    (re.compile(r"_in_layers_2(?=\.)"), "_conv1"),
-    (re.compile(r"_out_layers_3(?=\.)"), "_conv2"),
-    (re.compile(r"_emb_layers_1(?=\.)"), "_time_emb_proj"),
-    (re.compile(r"_skip_connection(?=\.)"), "_conv_shortcut"),
-    (re.compile(r"(samplers_0)_op(?=\.)"), r"\1_conv"),
+    *[(re.compile(rf"^lora_unet_{old}(?=\.)"), f"lora_unet_{new}") for old, new in _SGM_LAYERS.items()],
+    *[(re.compile(rf"^lora_unet_{old}"), f"lora_unet_{new}") for old, new in _SGM_BLOCK_NAMES.items()],
+    *[(re.compile(rf"{old}(?=\.)"), new) for old, new in _SGM_PARTS.items()],
 )
 
 
