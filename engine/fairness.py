@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict
-from typing import Any, Protocol
+from typing import Any, Hashable, Protocol, TypeVar
 
 
 class Queueable(Protocol):
@@ -28,6 +28,8 @@ class Queueable(Protocol):
 
 
 MAX_REMEMBERED = 10_000
+
+K = TypeVar("K", bound=Hashable)
 
 
 def server_of(job: Any) -> str:
@@ -50,11 +52,15 @@ class Served:
             return
         now = next(self._clock)
         server = server_of(job)
-        for table, key in ((self.servers, server), (self.members, (server, job.owner))):
-            table.pop(key, None)  # type: ignore[arg-type]
-            table[key] = now  # type: ignore[index]
-            while len(table) > self.limit:
-                table.popitem(last=False)
+        self._touch(self.servers, server, now)
+        self._touch(self.members, (server, job.owner), now)
+
+    def _touch(self, table: OrderedDict[K, int], key: K, now: int) -> None:
+        """`key` was served at `now`: it moves to the most recent end; the least recent are forgotten first."""
+        table.pop(key, None)
+        table[key] = now
+        while len(table) > self.limit:
+            table.popitem(last=False)
 
 
 def fair_order(queue, round_robin: bool, served: Served | None = None) -> list:

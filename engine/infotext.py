@@ -17,7 +17,7 @@ import numbers
 import os
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from engine.errors import EngineError
 from engine.request import parse_size
@@ -357,7 +357,7 @@ def _hires_options(params: dict[str, str], options: dict[str, object], used: set
             target_w, _ = parse_size(params["Hires resize"])
         except EngineError:
             raise _bad_value("Hires resize", params["Hires resize"], "WIDTHxHEIGHT, e.g. 1024x1536") from None
-        options["hires"] = target_w / int(options["width"])  # type: ignore[call-overload]
+        options["hires"] = target_w / cast(int, options["width"])  # set from "Size" above, an int
         used.add("Hires resize")
     if "Hires steps" in params:
         options["hires_steps"] = _parse_int("Hires steps", params["Hires steps"])

@@ -183,14 +183,17 @@ def _clip_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
         raise EngineError(f"the CLIP tokenizer file {BPE_FILE} is missing; reinstall sdbot")
     with gzip.open(BPE_FILE, "rt", encoding="utf-8") as fh:
         lines = fh.read().split("\n")
-    merges = [tuple(line.split()) for line in lines[1:49152 - 256 - 2 + 1]]
+    pairs = [line.split() for line in lines[1:49152 - 256 - 2 + 1]]
+    if any(len(pair) != 2 for pair in pairs):
+        raise EngineError(f"{BPE_FILE.name} is damaged (a merge that is not a pair of tokens); reinstall sdbot")
+    merges = [(first, second) for first, second in pairs]
     chars = clip_byte_characters()
     tokens = chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges]
     tokens += ["<|startoftext|>", "<|endoftext|>"]
     vocab = {tok: i for i, tok in enumerate(tokens)}
     if len(vocab) != 49408:
         raise EngineError(f"{BPE_FILE.name} is damaged ({len(vocab)} tokens instead of 49408); reinstall sdbot")
-    return vocab, merges  # type: ignore[return-value]
+    return vocab, merges
 
 
 @functools.lru_cache(maxsize=4)
