@@ -27,7 +27,6 @@ from engine.pipeline import Engine
 from engine.request import GenerationRequest
 from engine.worker import (
     OOM_MESSAGE, Cancelled, Failed, Finished, PendingJob, QueueFull, Queued, Started, Step, Worker, WorkerClosed,
-    is_out_of_memory,
 )
 from tests.paced_engine import PacedEngine
 
@@ -559,15 +558,6 @@ async def test_oom_twice_fails_with_a_readable_message(make_worker):
     assert str(info.value) == OOM_MESSAGE and calls == [1, 1]
     worker.fault_injector = None
     await worker.submit(req(), owner="a")
-
-
-def test_out_of_memory_detection():
-    assert is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory"))
-    assert is_out_of_memory(RuntimeError("CUDA error: out of memory"))
-    assert is_out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated: 1 GB)"))
-    assert is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1"))
-    assert not is_out_of_memory(RuntimeError("shape mismatch"))
-    assert not is_out_of_memory(EngineError("unknown VAE"))
 
 
 # --- caches ------------------------------------------------------------------------------------------------
