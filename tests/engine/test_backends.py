@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from engine.backends import make_worker
+from engine.backends import Backend, make_worker
 from engine.config import EngineConfig
 from engine.errors import EngineError
 from engine.process_backend import ProcessWorker
@@ -53,3 +54,18 @@ async def test_without_ray_the_ray_backend_says_how_to_install_it(monkeypatch):
         worker.submit(GenerationRequest("a cat"), owner=1)
     assert str(err.value) == RAY_MISSING
     assert await worker.close() == []
+
+
+@pytest.mark.parametrize("settings", [dict(backend="local", isolation="thread"), dict(backend="local"),
+                                      dict(backend="ray")], ids=["thread", "process", "ray"])
+def test_every_backend_offers_the_whole_protocol(settings):
+    """`make_worker` returns a `Backend`: every method with the protocol's parameters, and `in_process` saying
+    whether `call` reaches the engine (only the thread worker's does)."""
+    worker = make_worker(EngineConfig(threads=0, **settings))
+    for name, member in vars(Backend).items():
+        if name.startswith("_") or not callable(member):
+            continue
+        mine = getattr(worker, name)
+        assert list(inspect.signature(mine).parameters) == list(inspect.signature(member).parameters)[1:], name
+    assert worker.in_process is (settings.get("isolation") == "thread")
+    assert isinstance(worker.config, EngineConfig)
