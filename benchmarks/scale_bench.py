@@ -50,7 +50,7 @@ PROMPTS = ["a photo of a cat", "a dog in the city", "portrait of a woman, best q
 def _config(root: Path, model: str, replicas: int) -> EngineConfig:
     ray = RayConfig(replicas=replicas, num_gpus=0, num_cpus=1, max_ongoing_requests=4, start_timeout_s=300)
     return EngineConfig(models_dir=root, default_model=model, threads=1, job_timeout_s=0, max_queued_per_user=0,
-                        backend="ray", ray=ray)
+                        preview_every=0, backend="ray", ray=ray)  # renders only: no step previews
 
 
 def _requests(n: int, size: int, steps: int, offset: int = 0) -> list[GenerationRequest]:

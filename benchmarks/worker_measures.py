@@ -60,7 +60,7 @@ def write_models(root: Path, unet_width: int = 32) -> Path:
 
 def _config(root: Path, threads: int, **changes) -> EngineConfig:
     return EngineConfig(models_dir=root, default_model="bench", threads=threads, job_timeout_s=0,
-                        max_queued_per_user=0, limits=Limits(max_batch=8), **changes)
+                        max_queued_per_user=0, limits=Limits(max_batch=8), preview_every=0, **changes)
 
 
 def _request(i: int, size: int, steps: int, vae: str = "none") -> GenerationRequest:
