@@ -36,7 +36,7 @@ from engine.errors import EngineError, internal_message
 from engine.fair_queue import FairQueue, QueuedJob
 from engine.jobs import (
     CANCELLED, CLOSING, SHUTDOWN_QUEUED, SHUTDOWN_RUNNING, Cancelled, Failed, Finished, JobEvent, JobHandle,
-    PendingJob, Started, Step, WorkerClosed,
+    JobCounts, PendingJob, Started, Step, WorkerClosed,
 )
 from engine.request import GenerationRequest
 from engine.wire import decode_result
@@ -59,16 +59,13 @@ class ReplicaInfo:
 
 
 @dataclass
-class DispatchStats:
+class DispatchStats(JobCounts):
     """Counters for tests and benchmarks."""
 
     dispatched: int = 0  # attempts sent (retries included)
     retries: int = 0  # attempts re-run after their engine died
     back_pressure: int = 0  # sends refused; put back in the queue
     max_in_flight: int = 0
-    jobs_finished: int = 0
-    jobs_failed: int = 0
-    jobs_cancelled: int = 0
     by_replica: collections.Counter = field(default_factory=collections.Counter)  # finished jobs per replica
 
 
@@ -213,14 +210,9 @@ class DispatchWorker(ContextManaged):
     # -- helpers --------------------------------------------------------------------------------------------
 
     def _emit(self, job: DispatchedJob, event: JobEvent) -> None:
-        if isinstance(event, Finished):
-            self.stats.jobs_finished += 1
-            if job.replica is not None:
-                self.stats.by_replica[job.replica.replica_id] += 1
-        elif isinstance(event, Failed):
-            self.stats.jobs_failed += 1
-        elif isinstance(event, Cancelled):
-            self.stats.jobs_cancelled += 1
+        self.stats.count(event)
+        if isinstance(event, Finished) and job.replica is not None:
+            self.stats.by_replica[job.replica.replica_id] += 1
         job.handle.record(event)
 
     def _done(self, job: DispatchedJob, event: JobEvent) -> None:

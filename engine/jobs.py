@@ -112,6 +112,24 @@ class PendingJob:
     group: str | None = None  # the server it came from: the queue is round robin by server, then by owner
 
 
+@dataclass
+class JobCounts:
+    """How the jobs a backend ran ended (its stats add their own counters)."""
+
+    jobs_finished: int = 0
+    jobs_failed: int = 0
+    jobs_cancelled: int = 0
+
+    def count(self, event: JobEvent) -> None:
+        """A job ended with `event`."""
+        if isinstance(event, Finished):
+            self.jobs_finished += 1
+        elif isinstance(event, Failed):
+            self.jobs_failed += 1
+        elif isinstance(event, Cancelled):
+            self.jobs_cancelled += 1
+
+
 # --- handles -----------------------------------------------------------------------------------------------
 
 class JobHandle:

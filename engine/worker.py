@@ -64,7 +64,7 @@ from engine.errors import EngineError, JobCancelled, internal_message
 from engine.fair_queue import FairQueue, QueuedJob
 from engine.jobs import (  # noqa: F401  (re-exported: the names the bot and tests know from here)
     CANCELLED, CLOSING, SHUTDOWN_QUEUED, SHUTDOWN_RUNNING, Cancelled, Failed, Finished, JobEvent, JobHandle,
-    Outbox, PendingJob, QueueFull, Queued, Started, Step, WorkerClosed,
+    JobCounts, Outbox, PendingJob, QueueFull, Queued, Started, Step, WorkerClosed,
 )
 from engine.pipeline import Engine, RenderResult
 from engine.request import GenerationRequest
@@ -76,30 +76,18 @@ T = TypeVar("T")
 
 
 @dataclass
-class WorkerStats:
+class WorkerStats(JobCounts):
     """Counters for tests and benchmarks (written by the worker thread)."""
 
     renders: int = 0  # diffusers calls (render_batch)
     batched_renders: int = 0  # calls holding more than one job
     images: int = 0
-    jobs_finished: int = 0
-    jobs_failed: int = 0
-    jobs_cancelled: int = 0
     oom_retries: int = 0
     isolated_retries: int = 0  # batches re-run job by job after a failure
     checkpoint_switches: int = 0
     max_in_pipeline: int = 0  # renders inside the engine at once: must stay 1
     max_steps_after_cancel: int = 0  # steps run between a cancel and the job stopping: at most 1
     loop_callbacks: int = 0  # wake-ups of the event loop by the worker thread
-
-    def count(self, event: JobEvent) -> None:
-        """A job ended with `event`."""
-        if isinstance(event, Finished):
-            self.jobs_finished += 1
-        elif isinstance(event, Failed):
-            self.jobs_failed += 1
-        elif isinstance(event, Cancelled):
-            self.jobs_cancelled += 1
 
 
 class WorkerJob(QueuedJob):
