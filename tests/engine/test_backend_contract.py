@@ -2,9 +2,9 @@
 
 What the bot relies on, whichever renders: events in order and exactly one end, the fair order, positions, the
 per-member cap, cancel of a waiting and of a running job, and close. Each backend takes one job at a time here
-(`max_batch = 1`, one replica taking one request), so the queue the bot keeps is the whole story; a job of
-100,000 steps holds the engine until it is cancelled, so nothing depends on how fast the machine is. Ray is
-skipped when it is not installed.
+(`max_batch = 1`, one replica taking one request; the child holds the next job ready), so the queue the bot
+keeps is the whole story; jobs of 100,000 steps hold every place out of that queue until they are cancelled, so
+nothing depends on how fast the machine is. Ray is skipped when it is not installed.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pytest_asyncio
 import torch
 
 from engine.backends import Backend, make_worker
+from engine.dispatch import DispatchWorker
 from engine.config import EngineConfig, Limits, RayConfig
 from engine.errors import JobCancelled
 from engine.jobs import (
@@ -59,11 +60,21 @@ def job(prompt: str, **settings) -> GenerationRequest:
     return GenerationRequest(prompt, seed=7, **{**FAST, **settings})
 
 
-async def hold(worker: Backend, owner: str = "holder") -> JobHandle:
-    """A job that keeps the engine busy until it is cancelled (it has started when this returns)."""
-    handle = worker.submit(job("hold the engine", steps=100_000), owner=owner, group="g0")
-    await asyncio.wait_for(first(handle, Step), 300)
-    return handle
+def places(worker: Backend) -> int:
+    """How many jobs leave the bot's queue at once: one rendering, and, in the child, the next one, ready."""
+    return worker.capacity if isinstance(worker, DispatchWorker) else 1
+
+
+async def hold(worker: Backend) -> list[JobHandle]:
+    """Jobs that take every place out of the queue until they are cancelled (the first is rendering)."""
+    holders = [worker.submit(job("hold the engine", steps=100_000), owner=f"holder{i}", group="g0")
+               for i in range(places(worker))]
+    await asyncio.wait_for(first(holders[0], Step), 300)
+    for _ in range(3000):
+        if all(worker.position(h.job_id) is None for h in holders):  # out (the handle shows Queued until Started)
+            return holders
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the holders did not all leave the queue: {[worker.position(h.job_id) for h in holders]}")
 
 
 async def first(handle: JobHandle, kind: type):
@@ -91,8 +102,8 @@ async def test_a_job_streams_its_events_in_order_and_ends_once(backend: Backend)
 
 
 async def test_order_positions_cap_and_cancel_of_a_waiting_job(backend: Backend):
-    holder = await hold(backend)
-    assert holder.position is None and [p.job_id for p in backend.running()] == [holder.job_id]
+    holders = await hold(backend)
+    assert {p.job_id for p in backend.running()} == {h.job_id for h in holders}
     # servers and members new to this backend: none has had a turn yet
     spec = [("a1", "a", "g3"), ("a2", "a", "g3"), ("a3", "a", "g3"), ("b1", "b", "g3"), ("c1", "c", "g4")]
     handles = {name: backend.submit(job(name), owner=owner, group=group, job_id=f"contract-{name}")
@@ -120,9 +131,11 @@ async def test_order_positions_cap_and_cancel_of_a_waiting_job(backend: Backend)
             starts.append(name)
 
     watchers = [asyncio.create_task(note_start(n, h)) for n, h in handles.items() if n != "a2"]
-    assert backend.cancel(holder.job_id)  # a running job stops at its next step
-    with pytest.raises(JobCancelled):
-        await asyncio.wait_for(holder.wait(), 300)
+    for holder in holders:  # a running job stops at its next step
+        assert backend.cancel(holder.job_id)
+    for holder in holders:
+        with pytest.raises(JobCancelled):
+            await asyncio.wait_for(holder.wait(), 300)
     for name in ["urgent", "a1", "c1", "b1", "a3"]:
         assert isinstance(await asyncio.wait_for(ended(handles[name]), 300), Finished)
     await asyncio.gather(*watchers)
@@ -131,11 +144,11 @@ async def test_order_positions_cap_and_cancel_of_a_waiting_job(backend: Backend)
 
 async def test_close_returns_the_waiting_jobs_and_cancels_the_running_one(backend: Backend):
     """Last in the module: the backend takes no more jobs after it."""
-    holder = await hold(backend)
+    holders = await hold(backend)
     waiting = [backend.submit(job(f"w{i}"), owner=f"m{i}", group="g1") for i in range(2)]
     pending = await asyncio.wait_for(backend.close(cancel_running=True), 300)
     assert [p.job_id for p in pending] == [h.job_id for h in waiting]
     assert [h.last_event.reason for h in waiting] == [SHUTDOWN_QUEUED] * 2
-    assert isinstance(holder.last_event, Cancelled) and holder.last_event.reason == SHUTDOWN_RUNNING
+    assert [h.last_event.reason for h in holders] == [SHUTDOWN_RUNNING] * len(holders)
     with pytest.raises(Exception, match="shutting down"):
         backend.submit(job("late"), owner="a")
