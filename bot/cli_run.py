@@ -16,12 +16,29 @@ def add_parsers(sub) -> None:
     p.add_argument("--config", metavar="F")
     p.add_argument("--check", action="store_true", help="validate config, database and models, then exit")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("sync", help="push the slash commands to Discord now (`run` pushes them only when changed)")
+    p.add_argument("--config", metavar="F")
+    p.set_defaults(func=cmd_sync)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.check:
         return asyncio.run(_check(config))
+    asyncio.run(_run(config, _token(config)))
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from bot.runner import sync_commands
+
+    config = load_config(args.config)
+    asyncio.run(_refusals(config, sync_commands(config, _token(config))))
+    print("commands synced")
+    return 0
+
+
+def _token(config: Config) -> str:
     token_env = config.settings.discord.token_env
     token = os.environ.get(token_env, "").strip()
     if not token:
@@ -29,21 +46,25 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"no Discord bot token: set the {token_env} environment variable "
             f"(Discord Developer Portal > your application > Bot > Reset Token); see README.md"
         )
-    asyncio.run(_run(config, token))
-    return 0
+    return token
 
 
 async def _run(config: Config, token: str) -> None:
-    import discord
-
     from bot.runner import serve
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    await _refusals(config, serve(config, token, stop))
+
+
+async def _refusals(config: Config, work) -> None:
+    """Discord's refusals as one line."""
+    import discord
+
     try:
-        await serve(config, token, stop)
+        await work
     except discord.LoginFailure:
         raise UserError(f"Discord refused the token in {config.settings.discord.token_env}; reset it in "
                         "the Developer Portal and try again") from None

@@ -8,27 +8,53 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.config import Config
 from bot.discord_endpoints import point_discord_at
 from bot.services import Services
+from bot.services.bans import Bans
 from bot.services.catalog import ModelCatalog
-from bot.services.jobs import JobService
+from bot.services.jobs import Backend, JobListener, JobService
 from bot.services.moderation import ModerationService
+from bot.services.policy import Caps, SettingsCache
 from bot.services.presets import PresetService
 from bot.services.ratelimit import Rate, RateLimits
+from bot.services.review import ImageReview, ReviewNotifier
+from bot.services.submission import Submissions
 from bot.store import migrate
 from bot.store.db import check_writable, make_engine, make_sessions, ping
 from bot.store.journal import Journal
+from bot.store.models import Job
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Core:
+    """What the services stand on: the migrated database, the started engine backend and the command journal."""
+
+    config: Config
+    db: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    worker: Backend
+    journal: Journal
+
+
+@dataclass(frozen=True)
+class DiscordSide:
+    """The Discord adapters the services are built with (made by the bot: `bot.app.SdBot`)."""
+
+    notifier: ReviewNotifier  # the review channel and members' notices
+    listener_for: Callable[[Job], JobListener]  # a job's Discord side when its command's is gone (a restart)
+
+
 @contextlib.asynccontextmanager
-async def open_services(config: Config, make_worker: Callable[[Any], Any] | None = None,
-                        ) -> AsyncIterator[Services]:
-    """Database (migrated to head), engine worker and services; everything closed on exit.
+async def open_core(config: Config, make_worker: Callable[[Any], Any] | None = None) -> AsyncIterator[Core]:
+    """Database (migrated to head), engine worker and journal; everything closed on exit.
 
     `make_worker(engine_config)` builds the (not yet started) worker: `[engine] backend`'s by default; tests
     pass one whose render they control."""
@@ -41,35 +67,46 @@ async def open_services(config: Config, make_worker: Callable[[Any], Any] | None
         await ping(db)
         await migrate.upgrade(db)
         await check_writable(db)  # a read-only database stops the start with one line, not every command
-        sessions = make_sessions(db)
         worker = make_worker(engine_config)  # [engine] backend: in-process, or replicas on a Ray cluster
         worker.start()
         try:
             await worker.ready()  # a child or Ray that cannot start: fail now, with a readable message
             await _preload(worker)
             await load_classifier(config, worker)  # a missing or broken model stops the start with one line
-            jobs = JobService(sessions, worker, config.outputs_dir, limits=engine_config.limits,
-                              max_active_per_user=engine_config.max_queued_per_user,
-                              post_retry_s=config.settings.discord.post_retry_s,
-                              post_backoff_s=config.settings.discord.post_backoff_s)
-            presets = PresetService(sessions, limits=engine_config.limits,
-                                    max_per_user=config.settings.database.max_presets_per_user,
-                                    relink=_relinker(engine_config))
-            moderation = _moderation(config, sessions, jobs)
-            await moderation.start()
-            jobs.image_gate = moderation.gate_images
             journal = Journal(config.journal_path)  # acknowledged commands, durable before the deferral
             try:
-                yield Services(config, db, sessions, worker, jobs, presets, ModelCatalog(engine_config), moderation,
-                               journal)
-                await moderation.close()
-                await jobs.shutdown(config.settings.discord.shutdown_timeout_s)  # no-op after serve's
+                yield Core(config, db, make_sessions(db), worker, journal)
             finally:
                 journal.close()
         finally:
             await worker.close()
     finally:
         await db.dispose()
+
+
+def build_services(core: Core, discord: DiscordSide) -> Services:
+    """Every service, each given its collaborators in its constructor; calls go one way (docs/architecture.md)."""
+    config, sessions = core.config, core.sessions
+    engine_config = config.engine_config()
+    limits = engine_config.limits
+    m, d = config.settings.moderation, config.settings.discord
+    settings_cache = SettingsCache(sessions)
+    review = ImageReview(sessions, settings_cache, discord.notifier, image_policy=config.image_policy())
+    jobs = JobService(sessions, core.worker, config.outputs_dir, review, discord.listener_for, limits=limits,
+                      post_retry_s=d.post_retry_s, post_backoff_s=d.post_backoff_s)
+    bans = Bans(sessions, global_bans=frozenset(m.banned_users))
+    rates = RateLimits(Rate(m.user_rate, m.user_period_s), Rate(m.guild_rate, m.guild_period_s), m.rate_wait_s,
+                       cooldown_s=d.cooldown_s)
+    caps = Caps(max_active_per_user=engine_config.max_queued_per_user, max_queued_per_guild=m.max_queued_per_guild)
+    catalog = ModelCatalog(engine_config)
+    presets = PresetService(sessions, limits=limits, max_per_user=config.settings.database.max_presets_per_user,
+                            relink=_relinker(engine_config))
+    return Services(
+        config=config, db=core.db, sessions=sessions, worker=core.worker, jobs=jobs, presets=presets,
+        submissions=Submissions(sessions, jobs, review, bans, rates, catalog.family_of, caps=caps, limits=limits),
+        review=review, moderation=ModerationService(sessions, jobs, review, bans, settings_cache, limits=limits),
+        bans=bans, catalog=catalog, journal=core.journal,
+    )
 
 
 async def _preload(worker) -> None:
@@ -96,13 +133,6 @@ def _relinker(engine_config):
     return partial(relink_infotext, library=NetworkLibrary(engine_config))
 
 
-def _moderation(config: Config, sessions, jobs: JobService) -> ModerationService:
-    m = config.settings.moderation
-    rates = RateLimits(Rate(m.user_rate, m.user_period_s), Rate(m.guild_rate, m.guild_period_s), m.rate_wait_s)
-    return ModerationService(sessions, jobs, rates, limits=jobs.limits, max_queued_per_guild=m.max_queued_per_guild,
-                             global_bans=frozenset(m.banned_users), image_policy=config.image_policy())
-
-
 async def load_classifier(config: Config, worker: Any = None) -> Any:
     """Load `[moderation] image_classifier` and check its labels (`ClassifierError` / `ConfigError`: one line).
 
@@ -122,6 +152,36 @@ async def load_classifier(config: Config, worker: Any = None) -> Any:
     return classifier
 
 
+class _NoEngine:
+    """The engine backend of `sdbot sync`, which renders nothing."""
+
+    def start(self) -> None:
+        pass
+
+    async def close(self, timeout: float | None = None) -> None:
+        pass
+
+    def submit(self, request: Any, *, job_id: str, owner: str, priority: bool = False, group: str | None = None):
+        raise RuntimeError("sdbot sync renders nothing")
+
+    def cancel(self, job_id: str) -> bool:
+        return False
+
+    def position(self, job_id: str) -> int | None:
+        return None
+
+
+async def sync_commands(config: Config, token: str) -> None:
+    """`sdbot sync`: log in, push the command tree to Discord whatever the stored hash says, and stop."""
+    from bot.app import make_bot
+
+    settings = config.settings.discord
+    point_discord_at(settings.api_base_url, settings.gateway_url)
+    async with open_core(config, lambda engine_config: _NoEngine()) as core:
+        async with make_bot(config, core, force_sync=True) as bot:
+            await bot.login(token)  # runs `setup_hook`, which syncs
+
+
 async def serve(config: Config, token: str, stop: asyncio.Event | None = None,
                 started: asyncio.Future | None = None, make_worker: Callable[[Any], Any] | None = None) -> None:
     """Run the bot until `stop` is set (or forever); `started` receives the bot once it is ready."""
@@ -129,8 +189,8 @@ async def serve(config: Config, token: str, stop: asyncio.Event | None = None,
 
     settings = config.settings.discord
     point_discord_at(settings.api_base_url, settings.gateway_url)
-    async with open_services(config, make_worker) as services:
-        bot = make_bot(config, services)
+    async with open_core(config, make_worker) as core:
+        bot = make_bot(config, core)
         async with bot:
             runner = asyncio.create_task(bot.start(token), name="discord")
             if started is not None:
@@ -147,5 +207,6 @@ async def serve(config: Config, token: str, stop: asyncio.Event | None = None,
             for task in waiters[1:]:
                 task.cancel()
             # Still connected: the running job may finish and post; new commands hear "restarting".
-            await services.jobs.shutdown(settings.shutdown_timeout_s)
+            await bot.services.jobs.shutdown(settings.shutdown_timeout_s)
+        await bot.services.moderation.close()  # decisions' posts in flight
         log.info("bot stopped")

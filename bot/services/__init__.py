@@ -1,26 +1,39 @@
-"""Services: the only callers of `bot.store` and `engine`; cogs, views and the CLI call these."""
+"""Services: the only callers of `bot.store` and `engine`; cogs, views and the CLI call these.
+
+The path of a command is docs/architecture.md: `submissions` makes it a job, `jobs` runs and posts it, `review`
+holds what moderators look at, `moderation` decides who may do what.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.config import Config
+from bot.services.bans import Bans
 from bot.services.catalog import ModelCatalog
+from bot.services.jobs import Backend, JobService
+from bot.services.moderation import ModerationService
+from bot.services.presets import PresetService
+from bot.services.review import ImageReview
+from bot.services.submission import Submissions
+from bot.store.journal import Journal
 
 
-@dataclass
+@dataclass(frozen=True)
 class Services:
-    """Built once by `bot.runner` and handed to the bot: no module-level singletons."""
+    """Built once per bot (`bot.runner.build_services`) and handed to it: no module-level singletons."""
 
     config: Config
     db: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
-    worker: Any  # engine.worker.Worker
-    jobs: Any  # bot.services.jobs.JobService
-    presets: Any  # bot.services.presets.PresetService
+    worker: Backend
+    jobs: JobService
+    presets: PresetService
+    submissions: Submissions
+    review: ImageReview
+    moderation: ModerationService
+    bans: Bans
     catalog: ModelCatalog  # installed models' names, for autocomplete and /models
-    moderation: Any = None  # bot.services.moderation.ModerationService
-    journal: Any = None  # bot.store.journal.Journal: acknowledged commands not yet saved
+    journal: Journal  # acknowledged commands not yet saved

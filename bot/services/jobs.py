@@ -1,6 +1,7 @@
-"""Jobs from command to channel: persist, queue on the engine worker, follow it, keep the files, report.
+"""Jobs from the queue to the channel: hand them to the engine, follow them, keep the files, post, report.
 
-The order is what makes restarts safe: a job row is committed (`queued`) before the worker hears of it, its
+Jobs come in committed: the submission pipeline (bot/services/submission.py) persists a job and then calls
+`start()`. The order is what makes restarts safe: a job row is committed (`queued`) before the worker hears of it, its
 images are written to disk and the row marked `done` before anything is posted, and `posted` is recorded after
 the post. `recover()` at start-up picks up whatever a crash left in between.
 
@@ -23,14 +24,13 @@ import asyncio
 import logging
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.errors import UserError
 from bot.store import jobs as job_store
 from bot.store.db import transaction
 from bot.store.errors import DatabaseBusy, DatabaseUnavailable
@@ -46,17 +46,6 @@ MAX_BACKOFF_S = 60.0
 
 
 @dataclass(frozen=True)
-class Requester:
-    """Who asked and where; the ids Discord gave us."""
-
-    user_id: int
-    guild_id: int | None = None
-    channel_id: int | None = None
-    interaction_id: int | None = None
-    is_moderator: bool = False
-
-
-@dataclass(frozen=True)
 class Delivered:
     """What was posted for a job: the message id (for the job row) and how the images were sent."""
 
@@ -66,15 +55,46 @@ class Delivered:
 class JobListener(Protocol):
     """The Discord side of one job; every method may be called from the event loop only."""
 
+    @property
+    def message_id(self) -> int | None:
+        """The job's message once known (stored with the rendered job, so a restart checks that one message)."""
+
     async def queued(self, job_id: int, position: int) -> None: ...
     async def started(self, job_id: int) -> None: ...
     async def step(self, job_id: int, step: int, total: int, preview: Any | None) -> None: ...
     async def finished(self, job: Job, files: list[Path]) -> Delivered: ...
     async def failed(self, job_id: int, message: str) -> None: ...
     async def cancelled(self, job_id: int) -> None: ...
-    # Optional (looked up with getattr): `retryable(error) -> bool` says whether a failed `finished` may succeed
-    # later; `already_posted(job) -> Delivered | None` finds a post that happened although it seemed to fail;
-    # `interrupted(job_id)` says the job was put back in the queue by a shutdown.
+    async def interrupted(self, job_id: int) -> None:
+        """The job was put back in the queue by a shutdown; it resumes at the next start."""
+
+    def retryable(self, error: BaseException) -> bool:
+        """Whether a failed `finished` may succeed later (Discord 5xx/429, dropped connections)."""
+
+    async def already_posted(self, job: Job) -> Delivered | None:
+        """The post of a job that seemed to fail but happened; None: post it (again)."""
+
+    async def notice(self, job_id: int, text: str) -> None:
+        """A status line in place of the progress (held for review, rejected)."""
+
+    async def whisper(self, text: str) -> bool:
+        """A message only the member sees, while the command's token lives; False when it cannot."""
+
+
+class ImageGate(Protocol):
+    """The image-review stage between rendering and posting (bot/services/review.py)."""
+
+    async def images_held(self, job: Job, listener: JobListener) -> bool: ...
+
+
+class Backend(Protocol):
+    """The engine's queue as the job service uses it (engine.worker.Worker, engine.ray_backend)."""
+
+    def submit(self, request: GenerationRequest, *, job_id: str, owner: str, priority: bool = False,
+               group: str | None = None) -> Any: ...
+    def cancel(self, job_id: str) -> bool: ...
+    def position(self, job_id: str) -> int | None: ...
+    async def close(self, timeout: float | None = None) -> None: ...
 
 
 @dataclass
@@ -87,13 +107,11 @@ class _Running:
 @dataclass
 class JobService:
     sessions: async_sessionmaker[AsyncSession]
-    worker: Any  # engine.worker.Worker
+    worker: Backend
     outputs_dir: Path
+    review: ImageGate  # asked after rendering whether the images wait for a moderator instead of being posted
+    listener_for: Callable[[Job], JobListener]  # for jobs a previous run left: they report to their channel
     limits: Limits = Limits()
-    max_active_per_user: int = 5
-    recovery_listener: Callable[[Job], JobListener] | None = None
-    # Set by the moderation service: True when a rendered job's images are held for review instead of posted.
-    image_gate: Callable[[Job, JobListener], Awaitable[bool]] | None = None
     post_retry_s: float = 900.0  # how long a failed post is retried (then the job waits, `done`, for a restart)
     post_backoff_s: float = 1.0  # the first retry's delay; doubled each time up to MAX_BACKOFF_S
     record_retry_s: float = 60.0  # how long a job's status change is retried while the database is unavailable
@@ -101,35 +119,21 @@ class JobService:
     _posting: set[int] = field(default_factory=set)
     _background: set[asyncio.Task] = field(default_factory=set)
     _stopping: bool = False
-    _recovered: bool = False
-    _mine: set[int] = field(default_factory=set)  # jobs made by this process before `recover()` finished
 
-    async def submit(self, who: Requester, request: GenerationRequest, listener: JobListener, *,
-                     sources: dict[str, str] | None = None, priority: bool = False) -> Job:
-        """Persist the job, then queue it; `UserError` when the user already has too many active jobs.
+    @property
+    def stopping(self) -> bool:
+        """True once `shutdown()` began: new commands hear `RESTARTING`."""
+        return self._stopping
 
-        The count and the insert share one transaction (writers are serialized), so two quick commands
-        cannot both slip under the cap. A job the worker refuses is recorded `failed`, never left `queued`.
-        """
-        if self._stopping:
-            raise UserError(RESTARTING)
-        async def persist(s: AsyncSession) -> Job:
-            self._check_capacity(await job_store.count_active(s, who.user_id))
-            job = await job_store.create(
-                s, user_id=who.user_id, request=request, guild_id=who.guild_id, channel_id=who.channel_id,
-                interaction_id=who.interaction_id, sources=sources,
-            )
-            if not self._recovered:  # known before the commit, so `recover()` cannot take it for a leftover
-                self._mine.add(job.id)
-            return job
-
-        job = await transaction(self.sessions, persist)
+    async def start(self, job: Job, request: GenerationRequest, listener: JobListener, *,
+                    priority: bool = False) -> None:
+        """Hand the worker a job whose `queued` row is committed (the submission pipeline's, or one approved after
+        review). A job the worker refuses is recorded `failed`, never left `queued`, and the error raised."""
         try:
-            self._start(job.id, who.user_id, request, listener, priority=priority, guild_id=who.guild_id)
+            self._start(job.id, job.user_id, request, listener, priority=priority, guild_id=job.guild_id)
         except Exception as exc:
             await self._refused(job.id, exc)
             raise
-        return job
 
     async def _refused(self, job_id: int, exc: Exception) -> None:
         """The worker would not take a persisted job (shutting down, full): record it as failed."""
@@ -139,17 +143,9 @@ class JobService:
         except Exception:
             log.exception("job %s: could not record that the worker refused it", job_id)
 
-    def _check_capacity(self, active: int) -> None:
-        if active >= self.max_active_per_user:
-            raise UserError(
-                f"you have {active} jobs queued; the limit is {self.max_active_per_user}. "
-                f"Wait for one to finish, or cancel one with /queue"
-            )
-
-    def start_queued(self, job: Job, listener: JobListener) -> None:
-        """Hand the worker a job whose row is already `queued` (e.g. approved after review)."""
-        request = GenerationRequest(**job.request, limits=self.limits)
-        self._start(job.id, job.user_id, request, listener, guild_id=job.guild_id)
+    async def start_queued(self, job: Job, listener: JobListener) -> None:
+        """`start()` for a job whose row became `queued` later (approved after review)."""
+        await self.start(job, GenerationRequest(**job.request, limits=self.limits), listener)
 
     def _start(self, job_id: int, user_id: int, request: GenerationRequest, listener: JobListener,
                *, priority: bool = False, guild_id: int | None = None) -> None:
@@ -179,8 +175,7 @@ class JobService:
                 elif isinstance(event, w.Cancelled) and self._stopping and \
                         event.reason in (w.SHUTDOWN_QUEUED, w.SHUTDOWN_RUNNING):
                     await self._write(_back_to_queue, job_id)  # the next start runs it again
-                    if hasattr(listener, "interrupted"):
-                        await _quietly(listener.interrupted(job_id))
+                    await _quietly(listener.interrupted(job_id))
                 elif isinstance(event, w.Cancelled):
                     await transaction(self.sessions, job_store.transition, job_id, JobStatus.CANCELLED)
                     await _quietly(listener.cancelled(job_id))
@@ -203,7 +198,7 @@ class JobService:
         job = await self._write(job_store.transition, job_id, JobStatus.DONE,
                                 seed=result.seed, result_paths=[str(p) for p in paths],
                                 image_scores=scores if any(s is not None for s in scores) else None,
-                                message_id=getattr(listener, "message_id", None))
+                                message_id=listener.message_id)
         await self.post(job, listener)
 
     async def post(self, job: Job, listener: JobListener, *, check_first: bool = False) -> None:
@@ -229,14 +224,14 @@ class JobService:
                               error="the rendered images were lost before they could be posted")
             await _quietly(listener.failed(job.id, "the rendered images were lost before they could be posted"))
             return
-        if self.image_gate is not None and await self.image_gate(job, listener):
+        if await self.review.images_held(job, listener):
             return
         deadline = time.monotonic() + self.post_retry_s
         delay, attempt = self.post_backoff_s, 0
         while True:
             try:
                 delivered = None
-                if (check_first or attempt) and hasattr(listener, "already_posted"):
+                if check_first or attempt:
                     delivered = await listener.already_posted(job)
                     if delivered is not None:
                         log.info("job %s was posted already (message %s); not posting it again",
@@ -246,12 +241,11 @@ class JobService:
                 break
             except Exception as exc:
                 attempt += 1
-                retryable = getattr(listener, "retryable", None)
                 if self._stopping:
                     log.warning("job %s: posting failed during shutdown (%s); it is posted at the next start",
                                 job.id, _reason(exc))
                     return
-                if retryable is None or not retryable(exc):
+                if not listener.retryable(exc):
                     log.warning("job %s could not be posted", job.id, exc_info=exc)
                     message = f"the images could not be posted ({_reason(exc)})"
                     await self._write(job_store.transition, job.id, JobStatus.FAILED, error=message)
@@ -284,11 +278,8 @@ class JobService:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def cancel(self, job_id: int, user_id: int, *, is_moderator: bool = False) -> bool:
-        """Cancel a queued or running job of `user_id` (moderators: anyone's). False if it is not active."""
-        job = await transaction(self.sessions, job_store.get, job_id)
-        if job.user_id != user_id and not is_moderator:
-            raise UserError("only the job's owner or a moderator can cancel it")
+    def cancel(self, job_id: int) -> bool:
+        """Cancel a queued or running job (who may is `ModerationService.authorize`'s). False if it is not active."""
         running = self._jobs.get(job_id)
         if running is None:
             return False
@@ -320,7 +311,7 @@ class JobService:
         return read_png_infotext(files[0].read_bytes()) if files else None
 
     def files_of(self, job: Job) -> list[Path]:
-        return [Path(p) for p in job.result_paths or [] if Path(p).exists()]
+        return files_of(job)
 
     async def delete_files(self, job: Job) -> None:
         folder = self.outputs_dir / str(job.id)
@@ -334,12 +325,10 @@ class JobService:
         Only jobs of guilds this process `serves` (by guild id, None for direct messages): with shards split over
         processes sharing one database, each process recovers its own, and a running job is never taken twice.
         """
-        if self.recovery_listener is None:
-            raise RuntimeError("recover() needs a recovery_listener")
         unfinished = await self._write(job_store.unfinished)
-        # Commands are served from READY on, so this process may have made (and started) jobs already.
-        ours = [j for j in unfinished.rerun + unfinished.to_post if j.id not in self._mine and serves(j.guild_id)]
-        rerun = [j for j in ours if j.status != JobStatus.DONE.value and j.id not in self._jobs]
+        # Run from `setup_hook`, before any command is taken: every unfinished job is a previous run's.
+        ours = [j for j in unfinished.rerun + unfinished.to_post if serves(j.guild_id)]
+        rerun = [j for j in ours if j.status != JobStatus.DONE.value]
         to_post = [j for j in ours if j.status == JobStatus.DONE.value]
         for job in rerun:
             if job.status == JobStatus.RUNNING.value:  # its render died with the last process
@@ -353,12 +342,10 @@ class JobService:
                 await self._refused(job.id, exc)
                 continue
             # Older than anything queued now, so they go first (and past the per-user cap).
-            self._start(job.id, job.user_id, request, self.recovery_listener(job), priority=True,
+            self._start(job.id, job.user_id, request, self.listener_for(job), priority=True,
                         guild_id=job.guild_id)
         for job in to_post:
-            self._spawn(self.post(job, self.recovery_listener(job), check_first=True), f"post-{job.id}")
-        self._recovered = True
-        self._mine.clear()
+            self._spawn(self.post(job, self.listener_for(job), check_first=True), f"post-{job.id}")
         return len(rerun), len(to_post)
 
     def _spawn(self, coro, name: str) -> None:
@@ -393,6 +380,11 @@ async def _back_to_queue(s: AsyncSession, job_id: int) -> None:
     job = await job_store.get(s, job_id, for_update=True)
     if job.status == JobStatus.RUNNING.value:
         await job_store.transition(s, job_id, JobStatus.QUEUED)
+
+
+def files_of(job: Job) -> list[Path]:
+    """The job's saved images that are still on disk."""
+    return [Path(p) for p in job.result_paths or [] if Path(p).exists()]
 
 
 def _save_png(path: Path, image: Any) -> None:

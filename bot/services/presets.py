@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,7 @@ from bot.services.resolution import Caps, resolve
 from bot.store import guilds as guild_store
 from bot.store import presets as preset_store
 from bot.store.db import transaction
-from bot.store.models import Preset
+from bot.store.models import GuildSettings, Preset
 from engine.config import Limits
 from engine.request import GenerationRequest
 
@@ -38,34 +38,12 @@ class PresetService:
 
     async def resolve_command(self, user_id: int, guild_id: int | None, preset_names: list[str],
                               typed: Mapping[str, Any]) -> CommandRequest:
-        """guild defaults < default preset < named presets < typed options; then guild caps (storage issue)."""
-        with_ratio = {k: v for k, v in typed.items() if v is not None}
-        typed = {k: v for k, v in with_ratio.items() if k != "aspect_ratio"}
-
-        async def load(s: AsyncSession):
+        """`resolve_in` in a transaction of its own (the submission pipeline calls it inside its own)."""
+        async def load(s: AsyncSession) -> CommandRequest:
             settings = await guild_store.get(s, guild_id) if guild_id is not None else None
-            default = await preset_store.get_default(s, user_id)
-            named = [await preset_store.get(s, user_id, name) for name in preset_names]
-            return settings, default, named
+            return await resolve_in(s, settings, user_id, preset_names, typed, self.limits)
 
-        settings, default, named = await transaction(self.sessions, load)
-        layers = dict(
-            guild_defaults=settings.defaults if settings else None,
-            default_preset=(default.name, default.options) if default else None,
-            presets=[(p.name, p.options) for p in named],
-            caps=Caps.of(settings) if settings else None,
-            forced_negative=settings.forced_negative_prompt if settings else "",
-        )
-        resolved = resolve(typed=typed, **layers)
-        sized = sized_by_ratio(with_ratio, (resolved.options["width"], resolved.options["height"]))
-        if sized != typed:  # --ar: the size it gives, at the area the layers below would give
-            resolved = resolve(typed=sized, **layers)
-        if not resolved.options["prompt"]:
-            raise UserError("the prompt is empty: type what to draw, e.g. /imagine prompt: a cat in a hat")
-        if settings is not None:
-            _check_allowed("model", resolved.options["model"], settings.allowed_models)
-            _check_allowed("VAE", resolved.options["vae"], settings.allowed_vaes, always=("auto", "none"))
-        return CommandRequest(resolved.request(self.limits), dict(resolved.sources))
+        return await transaction(self.sessions, load)
 
     async def save(self, user_id: int, name: str, options: Mapping[str, Any]) -> preset_store.SaveResult:
         return await transaction(self.sessions, preset_store.save, user_id, name, options,
@@ -110,6 +88,32 @@ class PresetService:
 
     async def export_json(self, user_id: int) -> str:
         return await transaction(self.sessions, preset_store.export_json, user_id)
+
+
+async def resolve_in(s: AsyncSession, settings: GuildSettings | None, user_id: int, preset_names: Sequence[str],
+                     typed: Mapping[str, Any], limits: Limits) -> CommandRequest:
+    """guild defaults < default preset < named presets < typed options; then guild caps (storage issue)."""
+    with_ratio = {k: v for k, v in typed.items() if v is not None}
+    typed = {k: v for k, v in with_ratio.items() if k != "aspect_ratio"}
+    default = await preset_store.get_default(s, user_id)
+    named = [await preset_store.get(s, user_id, name) for name in preset_names]
+    layers = dict(
+        guild_defaults=settings.defaults if settings else None,
+        default_preset=(default.name, default.options) if default else None,
+        presets=[(p.name, p.options) for p in named],
+        caps=Caps.of(settings) if settings else None,
+        forced_negative=settings.forced_negative_prompt if settings else "",
+    )
+    resolved = resolve(typed=typed, **layers)
+    sized = sized_by_ratio(with_ratio, (resolved.options["width"], resolved.options["height"]))
+    if sized != typed:  # --ar: the size it gives, at the area the layers below would give
+        resolved = resolve(typed=sized, **layers)
+    if not resolved.options["prompt"]:
+        raise UserError("the prompt is empty: type what to draw, e.g. /imagine prompt: a cat in a hat")
+    if settings is not None:
+        _check_allowed("model", resolved.options["model"], settings.allowed_models)
+        _check_allowed("VAE", resolved.options["vae"], settings.allowed_vaes, always=("auto", "none"))
+    return CommandRequest(resolved.request(limits), dict(resolved.sources))
 
 
 def _check_allowed(what: str, value: str, allowed: list[str], always: tuple[str, ...] = ("",)) -> None:

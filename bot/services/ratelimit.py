@@ -1,4 +1,7 @@
-"""Per-user and per-guild rate limits on new images, with asyncio-throttle.
+"""The one mechanism that paces new images: a per-user cooldown and per-user and per-guild rates (asyncio-throttle).
+
+The cooldown (`[discord] cooldown_s`, 0: none) is the least time between two of a member's image commands: a
+command inside it is refused at once, saying how long to wait.
 
 Each key (a user, a guild) gets its own `Throttler` (N slots per period). A request waits for a slot at most
 `wait_s` seconds, so a short burst is smoothed out rather than refused; past that it is refused with a
@@ -9,6 +12,7 @@ use up the user's own allowance.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -43,10 +47,25 @@ class _Throttlers:
 
 
 class RateLimits:
-    def __init__(self, user: Rate, guild: Rate, wait_s: float = 2.0) -> None:
+    def __init__(self, user: Rate, guild: Rate, wait_s: float = 2.0, cooldown_s: float = 0.0) -> None:
         self.wait_s = wait_s
+        self.cooldown_s = cooldown_s
         self._users = _Throttlers(user)
         self._guilds = _Throttlers(guild)
+        self._last: OrderedDict[int, float] = OrderedDict()  # user -> time.monotonic() of their last command
+
+    def cooldown(self, user_id: int) -> None:
+        """Refuse (`UserError`, at once) a member's command that comes within `cooldown_s` of their last one."""
+        if self.cooldown_s <= 0:
+            return
+        now = time.monotonic()
+        last = self._last.pop(user_id, None)
+        if last is not None and now - last < self.cooldown_s:
+            self._last[user_id] = last
+            raise UserError(f"you're going fast: wait {self.cooldown_s - (now - last):.1f} s before the next image")
+        self._last[user_id] = now
+        while len(self._last) > MAX_KEYS:
+            self._last.popitem(last=False)
 
     async def acquire(self, user_id: int, guild_id: int | None) -> None:
         """Take a slot for one request of `user_id` in `guild_id`, or raise `UserError` saying which limit."""

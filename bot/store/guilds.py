@@ -69,6 +69,12 @@ async def get(s: AsyncSession, guild_id: int) -> GuildSettings:
     return row if row is not None else defaults_for(guild_id)
 
 
+async def lock(s: AsyncSession, guild_id: int) -> None:
+    """Hold the guild's row until the transaction ends (PostgreSQL; SQLite already serializes writers), so a
+    count of the guild's jobs stays true until this transaction's insert: made with the defaults if missing."""
+    await _locked(s, guild_id)
+
+
 async def update(s: AsyncSession, guild_id: int, *, limits: Limits = Limits(), **changes: Any) -> GuildSettings:
     """Set the given settings (names as in `SETTABLE`); each value is checked, `InvalidGuildSetting` if not."""
     clean = {key: _check(key, value, limits) for key, value in changes.items()}

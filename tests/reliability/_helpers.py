@@ -83,7 +83,7 @@ async def wait_until(predicate, timeout: float, what: str, interval: float = 0.0
 
 
 async def recovered(running) -> None:
-    """Wait for the start-up recovery (run from on_ready, after the harness sees the bot ready)."""
+    """Wait for the start-up recovery (run from setup_hook, before the bot connects)."""
     await wait_until(lambda: running.bot.recovered is not None, 30, "start-up recovery")
 
 

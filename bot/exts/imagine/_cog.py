@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from bot.exts.common.permissions import is_moderator
 from bot.exts.common.params import Batch, Cfg, ClipSkip, Hires, HiresSteps, Negative, Prompt, Seed, Steps, Strength
 from bot.option_spec import describe, from_slash, inline_text
 from bot.options import append_to_prompt, parse_inline
-from bot.services.jobs import Requester
+from bot.services.submission import Command, Requester
 from bot.store.models import Job
 from engine.extra_networks import lora_tag
 from engine.samplers import sampler_labels
@@ -49,7 +48,6 @@ def options_text(options: dict[str, Any], seed: int | None = None) -> str:
 class Imagine(commands.Cog):
     def __init__(self, bot) -> None:
         self.bot = bot
-        self._last_command: dict[int, float] = {}
         # A message context menu ("Apps > Remix"); context menus cannot be declared inside a cog class.
         self._remix_menu = app_commands.ContextMenu(name="Remix", callback=self.remix)
 
@@ -101,7 +99,6 @@ class Imagine(commands.Cog):
         the interaction is deferred before any database or engine work, so it is acknowledged within milliseconds
         however busy the bot is.
         """
-        self._cooldown(interaction.user.id)
         inline = parse_inline(text)
         merged = {**inline.options, **{k: v for k, v in typed.items() if v is not None}}
         if inline.prompt:
@@ -120,10 +117,9 @@ class Imagine(commands.Cog):
             if image is not None:
                 start = await _inputs.save_attachment(image, self._inputs_dir, limits)
                 merged = _inputs.with_start_image(merged, start, limits)
-            request, sources = await _inputs.resolve_with_start(
-                self.services.presets, self.services.catalog, interaction.user.id, interaction.guild_id, presets,
-                merged, start, sized_by_image=sized_by_image)
-            await self._submit(interaction, request, sources)
+            sources = {} if start is None else {"init_image": start.label}
+            await self._submit(interaction, Command(self._requester(interaction), merged, presets, sources=sources,
+                                                    start_sized=sized_by_image and start is not None))
 
     @property
     def _inputs_dir(self):
@@ -154,31 +150,23 @@ class Imagine(commands.Cog):
 
     async def recover(self) -> int:
         """At start (after the job service's recovery): commands a killed process acknowledged but never saved."""
-        return await _replay.replay(self.bot, self._submit_for)
+        return await _replay.replay(self.bot, self._submit)
 
-    async def _submit(self, interaction: discord.Interaction, request, sources: dict[str, str]) -> Job | None:
-        who = Requester(interaction.user.id, interaction.guild_id, interaction.channel_id, interaction.id,
-                        is_moderator=is_moderator(interaction))
-        return await self._submit_for(who, request, sources, interaction)
+    @staticmethod
+    def _requester(interaction: discord.Interaction) -> Requester:
+        return Requester(interaction.user.id, interaction.guild_id, interaction.channel_id, interaction.id,
+                         is_moderator=is_moderator(interaction))
 
-    async def _submit_for(self, who: Requester, request, sources: dict[str, str], interaction: Any,
-                          resumed: bool = False, age_s: float = 0.0) -> Job | None:
-        settings = await self.services.moderation.settings(who.guild_id) if who.guild_id else None
-        # A preview shows the picture before it is scored or reviewed: none where images are moderated.
-        previews = settings is not None and settings.previews and settings.moderation_mode not in ("images", "auto")
-        listener = DiscordJobListener(self.bot, user_id=who.user_id, channel_id=who.channel_id,
+    async def _submit(self, interaction: Any, command: Command, resumed: bool = False, age_s: float = 0.0) -> Job:
+        """The one service call: the pipeline screens, caps and queues it (or holds it for review)."""
+        who = command.who
+
+        def listen(previews: bool) -> DiscordJobListener:
+            return DiscordJobListener(self.bot, user_id=who.user_id, channel_id=who.channel_id,
                                       guild_id=who.guild_id, interaction=interaction, previews=previews,
                                       resumed=resumed, age_s=age_s)
-        # Moderation screens (banned words, caps, rates) and queues it, or holds it for review.
-        return await self.services.moderation.submit(who, request, listener, sources=sources)
 
-    def _cooldown(self, user_id: int) -> None:
-        period = self.bot.config.settings.discord.cooldown_s
-        now = time.monotonic()
-        last = self._last_command.get(user_id)
-        if last is not None and now - last < period:
-            raise UserError(f"you're going fast: wait {period - (now - last):.1f} s before the next image")
-        self._last_command[user_id] = now
+        return await self.services.submissions.submit(command, listen)
 
     # --- autocomplete ----------------------------------------------------------------------------------
     @imagine.autocomplete("sampler")
@@ -214,10 +202,10 @@ class Imagine(commands.Cog):
         job = await self.services.jobs.get(job_id)
         if action == "reroll":
             request = self._request_of(job).replace(seed=-1)
-            self._cooldown(interaction.user.id)
             sources = {**(job.sources or {}), "seed": "re-roll"}
             async with self._acknowledged(interaction, {"request": request.options(), "sources": sources}):
-                await self._submit(interaction, request, sources)
+                await self._submit(interaction, Command(self._requester(interaction), request=request,
+                                                        sources=sources))
         elif action == "edit":
             options = dict(job.request)
             await interaction.response.send_modal(EditModal(
@@ -228,7 +216,7 @@ class Imagine(commands.Cog):
         elif action == "info":
             await interaction.response.send_message(**self._info_message(job), ephemeral=True)
         elif action == "delete":
-            await self.services.moderation.authorize_delete(actor_of(interaction), job)  # owner or moderator
+            await self.services.moderation.authorize(actor_of(interaction), "delete", job=job)  # owner or moderator
             await interaction.response.defer(ephemeral=True, thinking=True)
             await self.services.jobs.delete_files(job)
             if interaction.message is not None:
@@ -256,22 +244,14 @@ class Imagine(commands.Cog):
         else:
             changes = dict(width=width, height=height, strength=_inputs.VARY[action], seed=-1)
             label = f"Vary ({action}) of job #{job.id}, image {index + 1}"
-        await self._check_guild_pixels(interaction, width, height, label)
         request = self._request_of(job).replace(**common, **changes)
-        self._cooldown(interaction.user.id)
         await interaction.response.defer(thinking=True)
         async with _errors_replace_thinking(interaction):
             sources = {**(job.sources or {}), "init_image": label, "strength": label.split(" of ")[0]}
             if action != "upscale":
                 sources["seed"] = "new seed"
-            await self._submit(interaction, request, sources)
-
-    async def _check_guild_pixels(self, interaction: discord.Interaction, width: int, height: int, what: str) -> None:
-        if interaction.guild_id is None:
-            return
-        cap = (await self.services.moderation.settings(interaction.guild_id)).max_pixels
-        if cap is not None and width * height > cap:
-            raise UserError(f"{what} would be {width}x{height} = {width * height} pixels; this server's cap is {cap}")
+            await self._submit(interaction, Command(self._requester(interaction), request=request, sources=sources,
+                                                    what=label))
 
     async def remix(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """Apps > Remix on a message with an image: a modal for the prompt and strength, then img2img from it."""

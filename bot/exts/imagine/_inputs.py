@@ -20,7 +20,7 @@ import discord
 from bot.errors import UserError
 from engine.config import Limits
 from engine.errors import EngineError
-from engine.input_image import default_size, load_input_image, size_multiple
+from engine.input_image import default_size, load_input_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 VARY = {"subtle": 0.35, "strong": 0.7}
@@ -98,29 +98,6 @@ def with_start_image(options: dict[str, Any], start: StartImage, limits: Limits)
     if "width" not in out and "aspect_ratio" not in out:
         out["width"], out["height"] = default_size(start.width, start.height, limits)
     return out
-
-
-def round_for_model(request, family: str):
-    """A size the start image chose, rounded down for the job's model family: to 64 for SDXL (its buckets), else
-    8. Applied after resolution, when the model (typed, from a preset or the default) is known; rounding down
-    only shrinks the image, so the limits and the server's caps still hold."""
-    step = size_multiple(family)
-    width, height = max(64, request.width // step * step), max(64, request.height // step * step)
-    return request if (width, height) == (request.width, request.height) else request.replace(width=width,
-                                                                                              height=height)
-
-
-async def resolve_with_start(presets, catalog, user_id: int, guild_id: int | None, names: list[str],
-                             typed: dict[str, Any], start: StartImage | None, *, sized_by_image: bool):
-    """The command's request and sources (`presets.resolve_command`), with the start image's label among the
-    sources and, when the image chose the size, the size rounded for the model's family (`catalog.family_of`)."""
-    command = await presets.resolve_command(user_id, guild_id, names, typed)
-    if start is None:
-        return command.request, command.sources
-    request = command.request
-    if sized_by_image:
-        request = round_for_model(request, await catalog.family_of(request.model))
-    return request, {**command.sources, "init_image": start.label}
 
 
 def kept_start_image(path: str, label: str) -> StartImage:

@@ -21,7 +21,7 @@ import discord
 from bot.app import USER_ERRORS, user_message
 from bot.errors import UserError
 from bot.exts.imagine import _inputs
-from bot.services.jobs import Requester
+from bot.services.submission import Command, Requester
 from bot.store.journal import Ack
 
 log = logging.getLogger(__name__)
@@ -69,8 +69,7 @@ async def _replay_one(bot, ack: Ack, submit: Submit) -> int:
     interaction = TokenInteraction(bot, ack.application_id, ack.token) if ack.age_s < lifetime else None
     who = Requester(ack.user_id, ack.guild_id, ack.channel_id, ack.interaction_id, is_moderator=ack.is_moderator)
     try:
-        request, sources = await _request_of(bot, ack)
-        await submit(who, request, sources, interaction, resumed=True, age_s=ack.age_s)
+        await submit(interaction, await _command_of(bot, ack, who), resumed=True, age_s=ack.age_s)
         return 1
     except USER_ERRORS as exc:
         text = f"⚠️ your command could not be run after the bot restarted: {user_message(exc)[2:].lstrip()}"
@@ -81,13 +80,14 @@ async def _replay_one(bot, ack: Ack, submit: Submit) -> int:
     return 0
 
 
-async def _request_of(bot, ack: Ack):
+async def _command_of(bot, ack: Ack, who: Requester) -> Command:
     from engine.request import GenerationRequest
 
     payload = ack.payload
     limits = bot.config.engine_config().limits
     if "request" in payload:  # a re-roll: the request was resolved already
-        return GenerationRequest(**payload["request"], limits=limits), payload.get("sources") or {}
+        return Command(who, request=GenerationRequest(**payload["request"], limits=limits),
+                       sources=payload.get("sources") or {}, paced=False)
     typed = {k: tuple(v) if isinstance(v, list) else v for k, v in (payload.get("typed") or {}).items()}
     start, sized_by_image = None, False
     if payload.get("image"):  # its attachment was not saved yet: downloaded again, checked as the first time
@@ -97,8 +97,8 @@ async def _request_of(bot, ack: Ack):
                                             _inputs.inputs_dir(bot.config), limits)
         sized_by_image = "width" not in typed and "aspect_ratio" not in typed
         typed = _inputs.with_start_image(typed, start, limits)
-    return await _inputs.resolve_with_start(bot.services.presets, bot.services.catalog, ack.user_id, ack.guild_id,
-                                            payload.get("presets") or [], typed, start, sized_by_image=sized_by_image)
+    return Command(who, typed, payload.get("presets") or [], sources={"init_image": start.label} if start else {},
+                   start_sized=sized_by_image, paced=False)
 
 
 async def _tell(bot, ack: Ack, interaction: TokenInteraction | None, text: str) -> None:

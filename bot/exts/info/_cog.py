@@ -11,7 +11,7 @@ from discord.ext import commands
 from bot.app import reply_error
 from bot.errors import UserError
 from bot.exts.common.formatting import clip, info_message
-from bot.exts.common.permissions import is_moderator
+from bot.exts.moderation import actor_of
 from bot.services.catalog import Catalog
 from engine.samplers import SCHEDULES, sampler_names
 
@@ -30,8 +30,10 @@ class CancelButton(discord.ui.DynamicItem[discord.ui.Button], template=r"sdbot:c
 
     async def callback(self, interaction: discord.Interaction) -> None:
         try:
-            jobs = interaction.client.services.jobs
-            done = await jobs.cancel(self.job_id, interaction.user.id, is_moderator=is_moderator(interaction))
+            services = interaction.client.services
+            job = await services.jobs.get(self.job_id)
+            await services.moderation.authorize(actor_of(interaction), "cancel", job=job)  # owner or moderator
+            done = services.jobs.cancel(job.id)
             text = f"✖️ job #{self.job_id} cancelled" if done else f"job #{self.job_id} is no longer waiting or running"
             await interaction.response.send_message(text, ephemeral=True)
         except Exception as exc:  # noqa: BLE001 - every error becomes a reply

@@ -2,18 +2,21 @@
 
 from bot.exts.moderation._actor import actor_of
 
-__all__ = ["actor_of", "setup"]
+__all__ = ["actor_of", "review_notifier", "setup"]
+
+
+def review_notifier(bot):
+    """The review queue's Discord side, which the bot builds its services with."""
+    # Imported here: the imagine area imports `actor_of` from this package, and the notifier imports imagine's
+    # job listener, so the notifier's module loads only once both packages exist.
+    from bot.exts.moderation._notify import DiscordReviewNotifier
+
+    return DiscordReviewNotifier(bot)
 
 
 async def setup(bot) -> None:
-    # Imported here: the imagine area imports `actor_of` from this package, and the notifier imports imagine's
-    # job listener, so the cog's modules load only once both packages exist.
     from bot.exts.moderation._cog import Moderation
-    from bot.exts.moderation._notify import DiscordReviewNotifier
     from bot.exts.moderation._views import ModButton
 
-    if bot.services.moderation is None:
-        return
     bot.add_dynamic_items(ModButton)
-    bot.services.moderation.notifier = DiscordReviewNotifier(bot)
     await bot.add_cog(Moderation(bot))

@@ -57,8 +57,7 @@ class DiscordReviewNotifier:
             await message.edit(**kwargs)
 
     async def tell(self, job: Job, text: str, listener: Any | None, notify_by: str) -> None:
-        whisper = getattr(listener, "whisper", None)
-        if whisper is not None and await whisper(text):
+        if listener is not None and await listener.whisper(text):
             return
         if notify_by == NotifyBy.DM.value:
             try:

@@ -342,7 +342,7 @@ async def test_mod_ban_command_and_global_ban_list(tmp_path, tiny_sd15):
         blocked = await s.send_interaction(s.slash("imagine", {"prompt": "a cat"}, user="bob"))
         await blocked.wait_callback()
         assert "banned from using this bot on this server for good" in blocked.callbacks[0].json["data"]["content"]
-        h.services.moderation.global_bans = frozenset({s.user.id})
+        h.services.bans.global_bans = frozenset({s.user.id})
         blocked = await s.send_interaction(s.slash("imagine", {"prompt": "a cat"}))
         await blocked.wait_callback()
         assert "global ban list" in blocked.callbacks[0].json["data"]["content"]

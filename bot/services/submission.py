@@ -1,0 +1,136 @@
+"""The one way a command becomes a job: `Submissions.submit(command, listen)`.
+
+For /imagine, the edit modal, re-roll, upscale / vary and a command replayed from the journal alike:
+
+1. in memory, before any database work: the bot is not shutting down, the member is not banned, and the
+   cooldown and the member's and server's rates allow one more image (`bot.services.ratelimit`);
+2. in ONE transaction: the guild's settings are read once; the options are resolved against the presets and the
+   guild's defaults and caps (`bot.services.presets.resolve_in`), unless the command carries a request made
+   from an earlier job; the prompt is screened (`bot.services.policy.screen`: length, banned and flagged words);
+   every queue cap is counted under locks (`policy.check_caps`); and the job is inserted, `queued` or
+   `awaiting_review` with its review item. Cap check and insert share the transaction, so they cannot race;
+3. after the commit: a queued job goes to the engine (`JobService.start`); a held one to the review stage.
+
+The listener (the Discord side of the job) is made by `listen(previews)` once the settings say whether live
+previews may be shown. The transaction may be re-run when the database was busy: it does database work only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.errors import UserError
+from bot.services import policy
+from bot.services.bans import Bans
+from bot.services.jobs import RESTARTING, JobListener, JobService
+from bot.services.presets import resolve_in
+from bot.services.ratelimit import RateLimits
+from bot.services.review import ImageReview
+from bot.store import guilds as guild_store
+from bot.store import jobs as job_store
+from bot.store import moderation as mod_store
+from bot.store.db import transaction
+from bot.store.models import GuildSettings, Job, JobStatus, ModerationItem
+from engine.config import Limits
+from engine.input_image import size_multiple
+from engine.request import GenerationRequest
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who asked and where; the ids Discord gave us."""
+
+    user_id: int
+    guild_id: int | None = None
+    channel_id: int | None = None
+    interaction_id: int | None = None
+    is_moderator: bool = False
+
+
+@dataclass(frozen=True)
+class Command:
+    """What a member asked for. Either `options` (typed and inline, merged; typed win) with `presets` to resolve,
+    or a `request` made from an earlier job (re-roll, upscale, vary), which is only screened and capped."""
+
+    who: Requester
+    options: Mapping[str, Any] = field(default_factory=dict)
+    presets: Sequence[str] = ()
+    request: GenerationRequest | None = None
+    sources: Mapping[str, str] = field(default_factory=dict)  # added to (and over) the resolved sources
+    what: str = ""  # a request made from an earlier job, named in a refusal ("Upscale ×2 of job #5, image 1")
+    start_sized: bool = False  # the start image chose the size: rounded down for the resolved model's family
+    paced: bool = True  # False: a command replayed after a restart, paced when it was first typed
+
+
+@dataclass(frozen=True)
+class _Accepted:
+    job: Job
+    request: GenerationRequest
+    item: ModerationItem | None
+    settings: GuildSettings | None
+
+
+@dataclass
+class Submissions:
+    sessions: async_sessionmaker[AsyncSession]
+    jobs: JobService
+    review: ImageReview
+    bans: Bans
+    rates: RateLimits
+    family_of: Callable[[str], Awaitable[str]]  # a checkpoint's family ("sd", "sdxl"): the catalog's, read in a thread
+    caps: policy.Caps = policy.Caps()
+    limits: Limits = Limits()
+
+    async def submit(self, command: Command, listen: Callable[[bool], JobListener]) -> Job:
+        """Make the command a job (queued, or held for review) or raise `UserError` saying why not."""
+        who = command.who
+        if self.jobs.stopping:
+            raise UserError(RESTARTING)
+        ban = self.bans.ban_of(who.user_id, who.guild_id)
+        if ban is not None:
+            raise UserError(ban.message())
+        if command.paced:
+            self.rates.cooldown(who.user_id)
+        await self.rates.acquire(who.user_id, who.guild_id)
+        accepted = await transaction(self.sessions, self._accept, command)
+        listener = listen(policy.previews_allowed(accepted.settings))
+        if accepted.item is not None:
+            await self.review.prompt_held(accepted.job, accepted.item, listener, accepted.settings)
+        else:
+            await self.jobs.start(accepted.job, accepted.request, listener)
+        return accepted.job
+
+    async def _accept(self, s: AsyncSession, command: Command) -> _Accepted:
+        who = command.who
+        settings = await guild_store.get(s, who.guild_id) if who.guild_id is not None else None
+        if command.request is None:
+            resolved = await resolve_in(s, settings, who.user_id, command.presets, command.options, self.limits)
+            request, sources = resolved.request, {**resolved.sources, **command.sources}
+            if command.start_sized:  # the model is known now (typed, from a preset or the default)
+                request = round_for_model(request, await self.family_of(request.model))
+        else:
+            request, sources = command.request, dict(command.sources)
+            if command.what:
+                policy.check_pixels(settings, request.width, request.height, command.what)
+        screening = policy.screen(settings, request.prompt)
+        await policy.check_caps(s, who.user_id, settings, self.caps)
+        job = await job_store.create(
+            s, user_id=who.user_id, request=request, guild_id=who.guild_id, channel_id=who.channel_id,
+            interaction_id=who.interaction_id, sources=sources,
+            status=JobStatus.AWAITING_REVIEW if screening.hold else JobStatus.QUEUED)
+        item = await mod_store.hold(s, job.id, reason=screening.reason) if screening.hold else None
+        return _Accepted(job, request, item, settings)
+
+
+def round_for_model(request: GenerationRequest, family: str) -> GenerationRequest:
+    """A size the start image chose, rounded down for the job's model family: to 64 for SDXL (its buckets), else
+    8. Applied after resolution, when the model is known; rounding down only shrinks the image, so the limits and
+    the server's caps still hold."""
+    step = size_multiple(family)
+    width, height = max(64, request.width // step * step), max(64, request.height // step * step)
+    return request if (width, height) == (request.width, request.height) else request.replace(width=width,
+                                                                                              height=height)
