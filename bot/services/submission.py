@@ -48,7 +48,6 @@ class Requester:
     guild_id: int | None = None
     channel_id: int | None = None
     interaction_id: int | None = None
-    is_moderator: bool = False
 
 
 @dataclass(frozen=True)

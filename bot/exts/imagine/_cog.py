@@ -19,7 +19,6 @@ from bot.exts.imagine import _inputs, _replay
 from bot.exts.imagine._delivery import DiscordJobListener
 from bot.exts.imagine._views import EditModal, RemixModal, SavePresetModal
 from bot.exts.moderation import actor_of
-from bot.exts.common.permissions import is_moderator
 from bot.exts.common.params import Batch, Cfg, ClipSkip, Hires, HiresSteps, Negative, Prompt, Seed, Steps, Strength
 from bot.option_spec import describe, from_slash, inline_text
 from bot.options import append_to_prompt, parse_inline
@@ -134,7 +133,7 @@ class Imagine(commands.Cog):
         """
         journal = self.services.journal
         if journal is not None:
-            journal.append(_replay.ack_of(interaction, payload, is_moderator=is_moderator(interaction)))
+            journal.append(_replay.ack_of(interaction, payload))
         try:
             await interaction.response.defer(thinking=True)
             async with _errors_replace_thinking(interaction):
@@ -154,8 +153,7 @@ class Imagine(commands.Cog):
 
     @staticmethod
     def _requester(interaction: discord.Interaction) -> Requester:
-        return Requester(interaction.user.id, interaction.guild_id, interaction.channel_id, interaction.id,
-                         is_moderator=is_moderator(interaction))
+        return Requester(interaction.user.id, interaction.guild_id, interaction.channel_id, interaction.id)
 
     async def _submit(self, interaction: Any, command: Command, resumed: bool = False, age_s: float = 0.0) -> Job:
         """The one service call: the pipeline screens, caps and queues it (or holds it for review)."""

@@ -203,7 +203,7 @@ class DiscordJobListener:
         """The job's message on Discord once known (JobService stores it with the rendered job)."""
         return self._message_id
 
-    # --- moderation (bot.services.moderation.ReviewListener) ---------------------------------------------
+    # --- moderation (the review stage's part of JobListener) ---------------------------------------------
     async def notice(self, job_id: int, text: str) -> None:
         """A status line in place of the progress (held for review, rejected); progress may resume after it."""
         await self._stop_updates()

@@ -29,9 +29,9 @@ log = logging.getLogger(__name__)
 Submit = Callable[..., Awaitable[Any]]
 
 
-def ack_of(interaction: discord.Interaction, payload: dict[str, Any], *, is_moderator: bool = False) -> Ack:
+def ack_of(interaction: discord.Interaction, payload: dict[str, Any]) -> Ack:
     return Ack(interaction.id, interaction.application_id, interaction.token, interaction.user.id,
-               interaction.guild_id, interaction.channel_id, payload, is_moderator=is_moderator)
+               interaction.guild_id, interaction.channel_id, payload)
 
 
 class TokenInteraction:
@@ -67,7 +67,7 @@ async def replay(bot, submit: Submit) -> int:
 async def _replay_one(bot, ack: Ack, submit: Submit) -> int:
     lifetime = bot.config.settings.discord.token_lifetime_s
     interaction = TokenInteraction(bot, ack.application_id, ack.token) if ack.age_s < lifetime else None
-    who = Requester(ack.user_id, ack.guild_id, ack.channel_id, ack.interaction_id, is_moderator=ack.is_moderator)
+    who = Requester(ack.user_id, ack.guild_id, ack.channel_id, ack.interaction_id)
     try:
         await submit(interaction, await _command_of(bot, ack, who), resumed=True, age_s=ack.age_s)
         return 1
