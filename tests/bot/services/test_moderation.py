@@ -213,15 +213,18 @@ async def test_images_are_held_until_approved(world, service, tmp_path):
 # --- bans, caps, rates ----------------------------------------------------------------------------------------
 
 
-async def test_bans_come_back_after_a_restart_and_end(world, service):
+async def test_bans_come_back_after_a_restart_and_end(world, service, monkeypatch):
     await service.ban(mod(), BOB, timedelta(minutes=5), "spam")
     async with service.sessions.begin() as s:
-        await ban_store.ban(s, ALICE, guild_id=GUILD, actor_id=MOD, expires_at=utcnow() + timedelta(seconds=0.3))
+        await ban_store.ban(s, ALICE, guild_id=GUILD, actor_id=MOD, expires_at=utcnow() + timedelta(minutes=1))
     await world.bans.load()  # what a restart does
     assert world.bans.ban_of(BOB, GUILD).reason == "spam"
     assert world.bans.ban_of(ALICE, GUILD) is not None
-    await asyncio.sleep(0.35)
+    later = utcnow() + timedelta(minutes=2)
+    monkeypatch.setattr("bot.services.bans.utcnow", lambda: later)  # the clock, not a sleep
     assert world.bans.ban_of(ALICE, GUILD) is None  # expired
+    assert world.bans.ban_of(BOB, GUILD) is not None
+    monkeypatch.undo()
     assert await service.unban(mod(), BOB) and world.bans.ban_of(BOB, GUILD) is None
     assert not await service.unban(mod(), BOB)
     with pytest.raises(UserError, match="cannot ban yourself"):
