@@ -18,7 +18,7 @@ from bot.discord_endpoints import point_discord_at
 from bot.services import Services
 from bot.services.bans import Bans
 from bot.services.catalog import ModelCatalog
-from bot.services.jobs import Backend, JobListener, JobService
+from bot.services.jobs import JobListener, JobService
 from bot.services.moderation import ModerationService
 from bot.services.policy import Caps, SettingsCache
 from bot.services.presets import PresetService
@@ -29,6 +29,7 @@ from bot.store import migrate
 from bot.store.db import check_writable, make_engine, make_sessions, ping
 from bot.store.journal import Journal
 from bot.store.models import Job
+from engine.backends import Backend
 
 log = logging.getLogger(__name__)
 
@@ -153,9 +154,15 @@ async def load_classifier(config: Config, worker: Any = None) -> Any:
 
 
 class _NoEngine:
-    """The engine backend of `sdbot sync`, which renders nothing."""
+    """The engine backend of `sdbot sync`, which renders nothing (only what the services' constructors and
+    `open_core` use of a `Backend`)."""
+
+    in_process = False
 
     def start(self) -> None:
+        pass
+
+    async def ready(self) -> None:
         pass
 
     async def close(self, timeout: float | None = None) -> None:

@@ -13,12 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.config import Config
 from bot.services.bans import Bans
 from bot.services.catalog import ModelCatalog
-from bot.services.jobs import Backend, JobService
+from bot.services.jobs import JobService
 from bot.services.moderation import ModerationService
 from bot.services.presets import PresetService
 from bot.services.review import ImageReview
 from bot.services.submission import Submissions
 from bot.store.journal import Journal
+from engine.backends import Backend
 
 
 @dataclass(frozen=True)

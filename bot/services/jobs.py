@@ -35,6 +35,8 @@ from bot.store import jobs as job_store
 from bot.store.db import transaction
 from bot.store.errors import DatabaseBusy, DatabaseUnavailable
 from bot.store.models import Job, JobStatus
+from engine import jobs as w
+from engine.backends import Backend
 from engine.config import Limits
 from engine.errors import EngineError
 from engine.request import GenerationRequest
@@ -85,16 +87,6 @@ class ImageGate(Protocol):
     """The image-review stage between rendering and posting (bot/services/review.py)."""
 
     async def images_held(self, job: Job, listener: JobListener) -> bool: ...
-
-
-class Backend(Protocol):
-    """The engine's queue as the job service uses it (engine.worker.Worker, engine.ray_backend)."""
-
-    def submit(self, request: GenerationRequest, *, job_id: str, owner: str, priority: bool = False,
-               group: str | None = None) -> Any: ...
-    def cancel(self, job_id: str) -> bool: ...
-    def position(self, job_id: str) -> int | None: ...
-    async def close(self, timeout: float | None = None) -> None: ...
 
 
 @dataclass
@@ -156,8 +148,6 @@ class JobService:
         self._jobs[job_id] = _Running(handle, task, user_id)
 
     async def _follow(self, job_id: int, handle: Any, listener: JobListener) -> None:
-        from engine import worker as w
-
         try:
             async for event in handle:
                 if isinstance(event, w.Queued):

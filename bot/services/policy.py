@@ -20,6 +20,7 @@ from bot.store import jobs as job_store
 from bot.store.db import transaction
 from bot.store.models import GuildSettings, ModerationMode
 from bot.store.users import ensure_user
+from engine.jobs import member_cap_message
 
 # Outside the submission pipeline (the image review, /config) a server's settings are kept this long: a change
 # made through this process is seen at once, one made by another process within this time.
@@ -89,7 +90,7 @@ async def check_caps(s: AsyncSession, user_id: int, settings: GuildSettings | No
     await ensure_user(s, user_id, lock=True)
     active = await job_store.count_active(s, user_id)
     if active >= caps.max_active_per_user:
-        raise UserError(f"you have {active} jobs queued; the limit is {caps.max_active_per_user}. "
+        raise UserError(f"{member_cap_message(active, caps.max_active_per_user)}. "
                         "Wait for one to finish, or cancel one with /queue")
     if settings is None:
         return

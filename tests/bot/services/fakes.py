@@ -14,7 +14,7 @@ from bot.runner import Core, DiscordSide, build_services
 from bot.services import Services
 from bot.services.jobs import Delivered
 from bot.store.journal import Journal
-from engine import worker as w
+from engine import jobs as w
 from engine.pipeline import RenderedImage, RenderResult
 
 

@@ -13,7 +13,7 @@ from bot.services.jobs import Delivered
 from bot.store import jobs as job_store
 from bot.store.db import transaction
 from bot.store.models import JobStatus
-from engine import worker as w
+from engine import jobs as w
 from engine.errors import EngineError
 from engine.request import GenerationRequest
 from tests.bot.services.fakes import Listener, ScriptedBackend, make_services
