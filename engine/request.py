@@ -31,8 +31,9 @@ def strength_in_effect(strength: float | None, *, img2img: bool, hires: float) -
         return IMG2IMG_DEFAULT_STRENGTH
     return HIRES_DEFAULT_STRENGTH if hires > 1.0 else None
 
-# Fields that are not a job's options: the limits it was checked against, and the start image's bytes in transit.
-NOT_OPTIONS = ("limits", "init_image_data")
+# Fields that are not a job's options: the limits it was checked against, the start image's bytes in transit, and
+# whether anyone will see its live previews.
+NOT_OPTIONS = ("limits", "init_image_data", "previews")
 MAX_SEED = 2**32 - 1
 MAX_CLIP_SKIP = 12
 MIN_SIDE = 64
@@ -65,6 +66,9 @@ class GenerationRequest:
     limits: Limits = field(default=Limits(), compare=False, repr=False)
     # The start image's bytes, for a worker on another machine (`portable()`); never stored, never an option.
     init_image_data: bytes = field(default=b"", compare=False, repr=False)
+    # False: nobody will see live previews of this job (the server has them off), so the worker makes none: a TAESD
+    # decode every `preview_every` steps is a few per cent of a GPU render, spent for nothing.
+    previews: bool = field(default=True, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         lim = self.limits

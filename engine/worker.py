@@ -384,8 +384,9 @@ class Worker(ContextManaged):
             now = time.monotonic()
             previews: dict[str, Image.Image | None] = {}
             if every and every > 0 and step % every == 0:  # made outside the lock: TAESD takes a while
-                for job, offset in zip(jobs, offsets):
-                    if job.state != "done" and job.cancel_reason is None and step > job.last_step:
+                for job, offset, request in zip(jobs, offsets, requests):
+                    if request.previews and job.state != "done" and job.cancel_reason is None \
+                            and step > job.last_step:
                         previews[job.id] = self._preview(latents[offset:offset + 1])
             with self._lock:
                 for job in jobs:

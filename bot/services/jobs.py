@@ -61,6 +61,10 @@ class JobListener(Protocol):
     def message_id(self) -> int | None:
         """The job's message once known (stored with the rendered job, so a restart checks that one message)."""
 
+    @property
+    def previews(self) -> bool:
+        """Whether this job's live previews will be shown; the engine makes none otherwise."""
+
     async def queued(self, job_id: int, position: int) -> None: ...
     async def started(self, job_id: int) -> None: ...
     async def step(self, job_id: int, step: int, total: int, preview: Any | None) -> None: ...
@@ -142,6 +146,7 @@ class JobService:
     def _start(self, job_id: int, user_id: int, request: GenerationRequest, listener: JobListener,
                *, priority: bool = False, guild_id: int | None = None) -> None:
         # The queue is round robin by server (`group`), then by member.
+        request = request.replace(previews=listener.previews)
         handle = self.worker.submit(request, job_id=str(job_id), owner=str(user_id), priority=priority,
                                     group=None if guild_id is None else str(guild_id))
         task = asyncio.create_task(self._follow(job_id, handle, listener), name=f"job-{job_id}")

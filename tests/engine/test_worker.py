@@ -597,9 +597,11 @@ async def test_step_events_carry_previews_every_k_steps(make_worker):
     worker = make_worker(preview_every=2, previewer=Recorder(), max_batch=4)
     gate = Gate(worker)
     handles = [worker.submit(req(f"cat {i}", steps=6, seed=i), owner=i) for i in range(2)]
+    unseen = worker.submit(req("nobody watches", steps=6, seed=9).replace(previews=False), owner=3)
     await gate.open()
-    await asyncio.gather(*handles)
+    await asyncio.gather(*handles, unseen)
     assert made == [((1, 4, 8, 8), "sd")] * 6  # steps 2, 4, 6 for each of the two jobs, one image each
+    assert not [e for e in unseen.events if isinstance(e, Step) and e.preview is not None]  # none made for it
     # only the newest preview is kept in a handle's history
     kept = [e for e in handles[0].events if isinstance(e, Step) and e.preview is not None]
     assert [e.step for e in kept] == [6] and kept[0].preview.size == (8, 8)

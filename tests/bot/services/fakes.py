@@ -42,6 +42,7 @@ class ScriptedBackend:
 
     def __init__(self) -> None:
         self.submitted: list[tuple[str, bool]] = []  # (job id, priority)
+        self.requests: dict[str, object] = {}  # job id -> the request as the engine got it
         self.handles: dict[str, Handle] = {}
         self.refuse: Exception | None = None
 
@@ -49,6 +50,7 @@ class ScriptedBackend:
         if self.refuse is not None:
             raise self.refuse
         self.submitted.append((job_id, priority))
+        self.requests[job_id] = request
         self.handles[job_id] = handle = Handle(job_id)
         return handle
 
@@ -86,8 +88,10 @@ class ScriptedBackend:
 class Listener:
     """A job's Discord side, recording what it was told; `fail_posts` scripts failures of `finished`."""
 
-    def __init__(self, *, fail_posts: list[BaseException] | None = None, posted: Delivered | None = None) -> None:
+    def __init__(self, *, fail_posts: list[BaseException] | None = None, posted: Delivered | None = None,
+                 previews: bool = False) -> None:
         self.calls: list[str] = []
+        self.shows_previews = previews
         self.notices: list[str] = []
         self.posts: list[int] = []  # job ids actually posted
         self.fail_posts = list(fail_posts or [])
@@ -98,6 +102,10 @@ class Listener:
     @property
     def message_id(self) -> int | None:
         return None
+
+    @property
+    def previews(self) -> bool:
+        return self.shows_previews
 
     async def queued(self, job_id, position):
         self.calls.append("queued")

@@ -106,6 +106,13 @@ async def test_a_rendered_job_is_saved_then_posted_once(world, backend):
     assert listener.asked == 0  # a first attempt in this process needs no look for an earlier post
 
 
+async def test_the_engine_makes_previews_only_for_jobs_whose_previews_are_shown(world, backend):
+    for shown in (False, True):
+        job = await queued(world)
+        await world.jobs.start(job, request(), Listener(previews=shown))
+        assert backend.requests[str(job.id)].previews is shown
+
+
 async def test_a_post_whose_answer_was_lost_is_not_made_twice(world, backend):
     listener = Listener(fail_posts=[ConnectionError("reset by peer")])
     listener.lost_post = True  # the post reached the channel; its answer did not reach us
