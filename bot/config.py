@@ -74,6 +74,15 @@ def _engine_section() -> type[_Section]:
 EngineSection = _engine_section()
 
 
+# Bounds that several keys share, each declared once.
+_Ids = list[Annotated[int, Field(ge=0)]]  # Discord ids (snowflakes)
+_Fraction = Annotated[float, Field(ge=0, le=1)]
+_FewCalls = Annotated[int, Field(ge=1, le=50)]  # Discord API calls in a period
+_UpToAMinute = Annotated[float, Field(gt=0, le=60)]  # seconds, above 0
+_UpToAnHour = Annotated[float, Field(ge=0, le=3600)]  # seconds, 0 allowed
+_UpToADay = Annotated[float, Field(gt=0, le=86400)]  # seconds, above 0
+
+
 class DatabaseSection(_Section):
     url: str = ""
     max_presets_per_user: Annotated[int, Field(ge=1, le=1000)] = 50
@@ -85,20 +94,20 @@ class DiscordSection(_Section):
     token_env: str = "DISCORD_TOKEN"
     api_base_url: str = "https://discord.com/api/v10"
     gateway_url: str = "wss://gateway.discord.gg/"
-    guild_ids: list[Annotated[int, Field(ge=0)]] = []
+    guild_ids: _Ids = []
     command_sync: bool = True
     outputs_dir: str = "outputs"
-    cooldown_s: Annotated[float, Field(ge=0, le=3600)] = 0.0
-    edits_per_channel: Annotated[int, Field(ge=1, le=50)] = 1
-    edit_period_s: Annotated[float, Field(gt=0, le=60)] = 1.5
-    api_calls_per_s: Annotated[int, Field(ge=1, le=50)] = 40
+    cooldown_s: _UpToAnHour = 0.0
+    edits_per_channel: _FewCalls = 1
+    edit_period_s: _UpToAMinute = 1.5
+    api_calls_per_s: _FewCalls = 40
     preview_period_s: Annotated[float, Field(ge=1, le=120)] = 4.0
     token_lifetime_s: Annotated[float, Field(gt=0, le=900)] = 870.0
-    shutdown_timeout_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    shutdown_timeout_s: _UpToAnHour = 30.0
     post_retry_s: Annotated[float, Field(ge=0, le=86400)] = 900.0
-    post_backoff_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    post_backoff_s: _UpToAMinute = 1.0
     upscale_upscaler: str = "Lanczos"  # the Upscale ×2 button: this upscaler, then img2img at upscale_strength
-    upscale_strength: Annotated[float, Field(ge=0, le=1)] = 0.3
+    upscale_strength: _Fraction = 0.3
     # Sharding (docs/scaling.md): 1 = one gateway connection; "auto" = Discord's recommended count; N shards.
     shards: int | Literal["auto"] = 1
     # The shards this process runs: a list or a range "FIRST-LAST"; empty = all of them.
@@ -137,17 +146,17 @@ class DiscordSection(_Section):
 
 class ModerationSection(_Section):
     user_rate: Annotated[int, Field(ge=1, le=10000)] = 10
-    user_period_s: Annotated[float, Field(gt=0, le=86400)] = 60.0
+    user_period_s: _UpToADay = 60.0
     guild_rate: Annotated[int, Field(ge=1, le=100000)] = 60
-    guild_period_s: Annotated[float, Field(gt=0, le=86400)] = 60.0
+    guild_period_s: _UpToADay = 60.0
     rate_wait_s: Annotated[float, Field(ge=0, le=10)] = 2.0
     max_queued_per_guild: Annotated[int, Field(ge=0, le=100000)] = 0
-    banned_users: list[Annotated[int, Field(ge=0)]] = []
+    banned_users: _Ids = []
     # Issue 17: a local image-classification model folder ("": none); guilds in `auto` mode need one.
     image_classifier: str = ""
     unsafe_labels: list[Annotated[str, Field(min_length=1, max_length=100)]] = ["nsfw"]
-    flag_above: Annotated[float, Field(ge=0, le=1)] = 0.5
-    block_above: Annotated[float, Field(ge=0, le=1)] = 0.9
+    flag_above: _Fraction = 0.5
+    block_above: _Fraction = 0.9
 
     @model_validator(mode="after")
     def _ordered(self) -> "ModerationSection":

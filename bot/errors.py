@@ -1,15 +1,10 @@
 """User-facing errors of the bot side; the CLI and Discord handlers turn them into one clear message."""
 
+from engine.errors import MessageError
 
-class UserError(Exception):
+
+class UserError(MessageError):
     """Something the user can fix; `str(err)` is the message to show."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
 
 
 class ConfigError(UserError):

@@ -1,12 +1,16 @@
-"""The engine's one user-facing error type.
+"""The engine's user-facing errors: `EngineError` and the base every layer's user-facing error shares.
 
 Every invalid value, missing file or refused format raises `EngineError` with a message that can be shown
 to a user as it is: it says what was wrong and what is allowed. Anything else escaping the engine is a bug.
 """
 
 
-class EngineError(Exception):
-    """A problem the user can fix; `str(err)` is the message to show."""
+class MessageError(Exception):
+    """An error whose `str()` is a message fit to show a user as it is.
+
+    The base of each layer's user-facing error (`EngineError` here, `bot.errors.UserError`,
+    `bot.store.errors.StoreError`), which stay distinct types so each layer catches only its own.
+    """
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -14,6 +18,10 @@ class EngineError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class EngineError(MessageError):
+    """A problem the user can fix; `str(err)` is the message to show."""
 
 
 class JobCancelled(EngineError):

@@ -187,33 +187,28 @@ def _translate_errors(engine: AsyncEngine) -> None:
             raise DatabaseUnavailable(READ_ONLY_MESSAGE) from ctx.sqlalchemy_exception
 
 
-def is_read_only_error(exc: BaseException | None) -> bool:
-    """Whether a driver error means the database cannot be written (SQLite READONLY, PostgreSQL 25006)."""
+def _driver_error(exc: BaseException | None) -> tuple[int | None, str | None, str]:
+    """What a driver error says: SQLite's primary result code, PostgreSQL's SQLSTATE, and its text (lower case)."""
     if exc is None:
-        return False
+        return None, None, ""
     if isinstance(exc, DBAPIError):
         exc = exc.orig
     code = getattr(exc, "sqlite_errorcode", None)
-    if isinstance(code, int) and code & 0xFF == _SQLITE_READONLY:
-        return True
-    if (getattr(exc, "pgcode", None) or getattr(exc, "sqlstate", None)) == "25006":
-        return True
-    return "readonly database" in str(exc).lower() or "read-only" in str(exc).lower()
+    state = getattr(exc, "pgcode", None) or getattr(exc, "sqlstate", None)
+    return (code & 0xFF if isinstance(code, int) else None), state, str(exc).lower()
+
+
+def is_read_only_error(exc: BaseException | None) -> bool:
+    """Whether a driver error means the database cannot be written (SQLite READONLY, PostgreSQL 25006)."""
+    code, state, text = _driver_error(exc)
+    return code == _SQLITE_READONLY or state == "25006" or "readonly database" in text or "read-only" in text
 
 
 def is_busy_error(exc: BaseException | None) -> bool:
     """Whether a driver error means "locked, try again" (SQLite busy/locked, PostgreSQL 40001/40P01)."""
-    if exc is None:
-        return False
-    if isinstance(exc, DBAPIError):
-        exc = exc.orig
-    code = getattr(exc, "sqlite_errorcode", None)
-    if isinstance(code, int) and code & 0xFF in _SQLITE_BUSY_CODES:
-        return True
-    if (getattr(exc, "pgcode", None) or getattr(exc, "sqlstate", None)) in _PG_RETRY_STATES:
-        return True
-    text = str(exc).lower()
-    return "database is locked" in text or "database table is locked" in text
+    code, state, text = _driver_error(exc)
+    return (code in _SQLITE_BUSY_CODES or state in _PG_RETRY_STATES or "database is locked" in text
+            or "database table is locked" in text)
 
 
 def make_sessions(engine: AsyncEngine, *, read_only: bool = False) -> async_sessionmaker[AsyncSession]:

@@ -6,16 +6,11 @@ else escaping `bot.store` is a bug (or an outage) and is logged with an error id
 
 from __future__ import annotations
 
+from engine.errors import MessageError
 
-class StoreError(Exception):
+
+class StoreError(MessageError):
     """A problem the user can understand (and usually fix); `str(err)` is the message to show."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
 
 
 class DatabaseUnavailable(StoreError):

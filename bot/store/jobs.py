@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.store.errors import IllegalTransition, InvalidOptions, JobNotFound
-from bot.store.models import ItemStatus, Job, JobStatus, ModerationItem, utcnow
+from bot.store.models import ItemStatus, Job, JobStatus, ModerationItem, insert, utcnow
 from bot.store.options import REQUEST_FIELDS
 from bot.store.users import ensure_user
 from engine.request import GenerationRequest
@@ -72,20 +72,9 @@ async def create(
         raise IllegalTransition(f"a new job must start as queued or awaiting_review, not {initial.value}")
     data = request.options() if isinstance(request, GenerationRequest) else _request_dict(request)
     await ensure_user(s, user_id)
-    job = Job(
-        user_id=user_id,
-        guild_id=guild_id,
-        channel_id=channel_id,
-        interaction_id=interaction_id,
-        message_id=message_id,
-        request=data,
-        sources=dict(sources or {}),
-        status=initial.value,
-        seed=_concrete_seed(data.get("seed")),
-    )
-    s.add(job)
-    await s.flush()
-    return job
+    return await insert(s, Job(user_id=user_id, guild_id=guild_id, channel_id=channel_id, interaction_id=interaction_id,
+                               message_id=message_id, request=data, sources=dict(sources or {}), status=initial.value,
+                               seed=_concrete_seed(data.get("seed"))))
 
 
 async def find_by_message(s: AsyncSession, message_id: int) -> Job | None:

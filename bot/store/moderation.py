@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.store import jobs
 from bot.store.errors import AlreadyDecided, IllegalTransition, ModerationItemNotFound
-from bot.store.models import AuditEntry, ItemStatus, JobStatus, ModerationItem, utcnow
+from bot.store.models import AuditEntry, ItemStatus, JobStatus, ModerationItem, insert, utcnow
 
 MAX_REASON_CHARS = 1000
 
@@ -29,12 +29,8 @@ async def hold(s: AsyncSession, job_id: int, *, reason: str = "") -> ModerationI
     existing = await item_for_job(s, job_id)
     if existing is not None:
         return existing
-    item = ModerationItem(
-        job_id=job_id, guild_id=job.guild_id, reason=_reason(reason), status=ItemStatus.PENDING.value
-    )
-    s.add(item)
-    await s.flush()
-    return item
+    return await insert(s, ModerationItem(job_id=job_id, guild_id=job.guild_id, reason=_reason(reason),
+                                          status=ItemStatus.PENDING.value))
 
 
 async def get_item(s: AsyncSession, item_id: int) -> ModerationItem:
@@ -92,19 +88,9 @@ async def record(
     """Append one audit entry (approvals and rejections write their own; use this for settings changes...)."""
     if not isinstance(action, str) or not action or len(action) > 32:
         raise ValueError(f"an audit action is a short name, got {action!r}")
-    entry = AuditEntry(
-        guild_id=guild_id,
-        actor_id=actor_id,
-        action=action,
-        job_id=job_id,
-        target_user_id=target_user_id,
-        reason=_reason(reason),
-        details=dict(details or {}),
-        created_at=utcnow(),
-    )
-    s.add(entry)
-    await s.flush()
-    return entry
+    return await insert(s, AuditEntry(guild_id=guild_id, actor_id=actor_id, action=action, job_id=job_id,
+                                      target_user_id=target_user_id, reason=_reason(reason),
+                                      details=dict(details or {}), created_at=utcnow()))
 
 
 async def audit_log(

@@ -30,7 +30,7 @@ from bot.store.errors import (
     PresetLimit,
     PresetNotFound,
 )
-from bot.store.models import DefaultPreset, Preset, utcnow
+from bot.store.models import DefaultPreset, Preset, insert, utcnow
 from bot.store.options import validate_options
 from bot.store.users import ensure_user
 from engine.config import Limits
@@ -174,9 +174,7 @@ async def save(
         await s.flush()
         return SaveResult(existing, created=False)
     await _check_room(s, user_id, 1, limit)
-    preset = Preset(user_id=user_id, name=clean_name, name_key=clean_name.lower(), options=clean)
-    s.add(preset)
-    await s.flush()
+    preset = await insert(s, Preset(user_id=user_id, name=clean_name, name_key=clean_name.lower(), options=clean))
     return SaveResult(preset, created=True)
 
 

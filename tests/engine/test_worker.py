@@ -238,19 +238,25 @@ async def test_positions_update_when_a_job_leaves_the_queue(make_worker):
     assert worker.cancel("j1") is False and worker.cancel("nope") is False
 
 
-async def test_round_robin_interleaves_users(make_worker, engine, monkeypatch):
+async def _renders_in_turn(make_worker, engine, monkeypatch, backlog, expected):
+    """Queue `backlog` ((owner, server, count): jobs `owner-0`...) behind a closed gate, round robin: the queue
+    lists `expected` with positions 1, 2, ... and the jobs render in that order."""
     spy = RenderSpy(engine, monkeypatch)
     worker = make_worker(batching=False, round_robin=True)
     gate = Gate(worker)
-    for owner, count in (("A", 4), ("B", 2), ("C", 1)):
+    for owner, group, count in backlog:
         for i in range(count):
-            worker.submit(req(f"{owner}{i}"), owner=owner, job_id=f"{owner}{i}")
-    expected = ["A0", "B0", "C0", "A1", "B1", "A2", "A3"]
+            worker.submit(req(f"{owner}-{i}"), owner=owner, group=group, job_id=f"{owner}-{i}")
     assert [p.job_id for p in worker.queued()] == expected
-    assert [worker.position(j) for j in expected] == list(range(1, 8))
+    assert [worker.position(j) for j in expected] == list(range(1, len(expected) + 1))
     await gate.open()
     await asyncio.gather(*(worker.handle(j) for j in expected))
     assert [call[0].prompt for call in spy.calls] == expected
+
+
+async def test_round_robin_interleaves_users(make_worker, engine, monkeypatch):
+    await _renders_in_turn(make_worker, engine, monkeypatch, (("A", None, 4), ("B", None, 2), ("C", None, 1)),
+                           ["A-0", "B-0", "C-0", "A-1", "B-1", "A-2", "A-3"])
 
 
 async def test_round_robin_newcomer_goes_ahead_of_a_backlog(make_worker):
@@ -268,18 +274,8 @@ async def test_round_robin_newcomer_goes_ahead_of_a_backlog(make_worker):
 async def test_two_servers_alternate_then_members_take_turns(make_worker, engine, monkeypatch):
     """Server G1 sends six jobs (a1 four, a2 two) before server G2 sends two: G2 is not starved behind G1's
     backlog, the two servers alternate, and inside G1 its members take turns."""
-    spy = RenderSpy(engine, monkeypatch)
-    worker = make_worker(batching=False, round_robin=True)
-    gate = Gate(worker)
-    for owner, group, count in (("a1", "G1", 4), ("a2", "G1", 2), ("b1", "G2", 2)):
-        for i in range(count):
-            worker.submit(req(f"{owner}-{i}"), owner=owner, group=group, job_id=f"{owner}-{i}")
-    expected = ["a1-0", "b1-0", "a2-0", "b1-1", "a1-1", "a2-1", "a1-2", "a1-3"]
-    assert [p.job_id for p in worker.queued()] == expected
-    assert [worker.position(j) for j in expected] == list(range(1, 9))
-    await gate.open()
-    await asyncio.gather(*(worker.handle(j) for j in expected))
-    assert [call[0].prompt for call in spy.calls] == expected
+    await _renders_in_turn(make_worker, engine, monkeypatch, (("a1", "G1", 4), ("a2", "G1", 2), ("b1", "G2", 2)),
+                           ["a1-0", "b1-0", "a2-0", "b1-1", "a1-1", "a2-1", "a1-2", "a1-3"])
 
 
 async def test_fifo_when_round_robin_is_off(make_worker):

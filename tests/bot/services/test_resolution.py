@@ -194,11 +194,11 @@ def test_fit_pixels(width, height, max_pixels):
 @pytest.mark.parametrize(
     "negative, forced, expected, source",
     [
-        ("lowres", "nsfw, gore", "lowres, nsfw, gore", "command + forced"),
-        ("", "nsfw", "nsfw", "forced"),
-        ("nsfw, lowres", "nsfw", "nsfw, lowres", "command"),
-        ("lowres", "", "lowres", "command"),
-        ("lowres", "  ", "lowres", "command"),
+        pytest.param("lowres", "nsfw, gore", "lowres, nsfw, gore", "command + forced", id="appended"),
+        pytest.param("", "nsfw", "nsfw", "forced", id="alone"),
+        pytest.param("nsfw, lowres", "nsfw", "nsfw, lowres", "command", id="already-there"),
+        pytest.param("lowres", "", "lowres", "command", id="none-forced"),
+        pytest.param("lowres", "  ", "lowres", "command", id="blank-forced"),
     ],
 )
 def test_forced_negative_prompt_comes_last(negative, forced, expected, source):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 
 import pytest
@@ -93,21 +94,27 @@ def test_hide_password(url, shown):
     assert db.hide_password(url) == shown
 
 
-async def test_locked_database_becomes_database_busy(tmp_path):
-    """A lock held past the busy timeout surfaces as DatabaseBusy, not as the driver's 'database is locked'."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'busy.db'}"
-    engine = db.make_engine(url, busy_timeout_ms=50)
-    sessions = db.make_sessions(engine)
-    holder = sqlite3.connect(tmp_path / "busy.db", isolation_level=None)
+@contextlib.contextmanager
+def _write_lock_held(path):
+    """Another process (a plain sqlite3 connection) holds the database's write lock until the block ends."""
+    holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
-        with pytest.raises(DatabaseBusy) as info:
-            async with sessions.begin() as s:
-                await s.execute(text("SELECT 1"))
-        assert str(info.value) == db.BUSY_MESSAGE
+        yield holder
     finally:
         holder.rollback()
         holder.close()
+
+
+async def test_locked_database_becomes_database_busy(tmp_path):
+    """A lock held past the busy timeout surfaces as DatabaseBusy, not as the driver's 'database is locked'."""
+    engine = db.make_engine(f"sqlite+aiosqlite:///{tmp_path / 'busy.db'}", busy_timeout_ms=50)
+    try:
+        with _write_lock_held(tmp_path / "busy.db"), pytest.raises(DatabaseBusy) as info:
+            async with db.make_sessions(engine).begin() as s:
+                await s.execute(text("SELECT 1"))
+        assert str(info.value) == db.BUSY_MESSAGE
+    finally:
         await engine.dispose()
 
 

@@ -8,14 +8,7 @@ import json
 import pytest
 
 from bot.store import presets
-from bot.store.errors import (
-    InvalidImport,
-    InvalidOptions,
-    InvalidPresetName,
-    PresetExists,
-    PresetLimit,
-    PresetNotFound,
-)
+from bot.store.errors import InvalidImport, InvalidOptions, InvalidPresetName, PresetExists, PresetLimit, PresetNotFound
 from engine.config import Limits
 
 ALICE, BOB = 111, 222

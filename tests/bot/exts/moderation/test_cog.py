@@ -41,6 +41,14 @@ async def mod_bot(tmp_path, tiny_sd15, **moderation: Any):
             await running.stop()
 
 
+@contextlib.asynccontextmanager
+async def moderated(tmp_path, tiny_sd15, mode: str):
+    """`mod_bot` in a guild whose moderation is set to `mode`: yields (the running bot, the stand-in)."""
+    async with mod_bot(tmp_path, tiny_sd15) as h:
+        await setup_guild(h, mode=mode)
+        yield h, h.standin
+
+
 async def setup_guild(h, **changes: Any) -> None:
     """The guild's moderation settings, as the owner would set them with /config moderation."""
     s = h.standin
@@ -82,6 +90,17 @@ def item_of(message: dict) -> int:
 
 async def press(s, message: dict, action: str, user: str):
     return await s.send_interaction(s.button(f"sdbot:mod:{item_of(message)}:{action}", message=message, user=user))
+
+
+async def responded(ix) -> dict:
+    """The bot's first response to an interaction (its JSON)."""
+    await ix.wait_callback()
+    return ix.callbacks[0].json
+
+
+async def modal_id(s, message: dict, action: str, user: str) -> str:
+    """Press a review button that opens a modal (reject, ban); returns the modal's custom id."""
+    return (await responded(await press(s, message, action, user)))["data"]["custom_id"]
 
 
 async def audit(h, action: str | None = None):
@@ -143,9 +162,7 @@ async def test_banned_words_refuse_at_once_and_name_the_rule(tmp_path, tiny_sd15
 async def test_flagged_prompt_waits_and_approval_runs_it(tmp_path, tiny_sd15):
     """`flagged`: a flagged prompt goes to the review channel; a moderator (by role) approves, the job runs and
     the user is told; an unflagged prompt runs at once."""
-    async with mod_bot(tmp_path, tiny_sd15) as h:
-        s = h.standin
-        await setup_guild(h, mode="flagged")
+    async with moderated(tmp_path, tiny_sd15, "flagged") as (h, s):
         await h.services.moderation.edit_words(_owner(h), "flagged", ["swimsuit"], add=True)
         clean = await s.send_interaction(s.slash("imagine", {"prompt": f"a dog {FAST}"}))
         await clean.wait_original_message(lambda m: m.get("attachments"), timeout=30)
@@ -175,13 +192,9 @@ async def test_flagged_prompt_waits_and_approval_runs_it(tmp_path, tiny_sd15):
 
 async def test_prompts_mode_rejection_tells_the_user_why(tmp_path, tiny_sd15):
     """`prompts`: every prompt waits; a member with Manage Messages rejects it with a reason from the modal."""
-    async with mod_bot(tmp_path, tiny_sd15) as h:
-        s = h.standin
-        await setup_guild(h, mode="prompts")
+    async with moderated(tmp_path, tiny_sd15, "prompts") as (h, s):
         ix, review = await held(s, "a harmless teapot")
-        open_modal = await press(s, review, "reject", "carol")
-        await open_modal.wait_callback()
-        modal = open_modal.callbacks[0].json
+        modal = await responded(await press(s, review, "reject", "carol"))
         assert modal["type"] == 9
         submit = await s.send_interaction(s.modal_submit(modal["data"]["custom_id"], {"reason": "no teapots"}))
         assert "rejected review" in await ephemeral_text(submit)
@@ -199,9 +212,7 @@ async def test_prompts_mode_rejection_tells_the_user_why(tmp_path, tiny_sd15):
 async def test_images_mode_holds_results_until_approved(tmp_path, tiny_sd15):
     """`images`: the prompt runs, the images go to review as spoilers; approved, they are posted publicly;
     rejected, they are deleted (files and review attachments)."""
-    async with mod_bot(tmp_path, tiny_sd15) as h:
-        s = h.standin
-        await setup_guild(h, mode="images")
+    async with moderated(tmp_path, tiny_sd15, "images") as (h, s):
         since = s.mark()
         ix = await s.send_interaction(s.slash("imagine", {"prompt": f"a lighthouse {FAST}"}))
         await ix.wait_original_message(lambda m: "waits for a moderator" in m.get("content", ""), timeout=30)
@@ -219,10 +230,8 @@ async def test_images_mode_holds_results_until_approved(tmp_path, tiny_sd15):
         job = (await transaction(h.services.sessions, job_store.list_for_user, s.user.id, None))[0]
         files = h.services.jobs.files_of(job)
         assert files
-        modal_ix = await press(s, review2, "reject", "alice")
-        await modal_ix.wait_callback()
-        submit = await s.send_interaction(s.modal_submit(modal_ix.callbacks[0].json["data"]["custom_id"],
-                                                         {"reason": "too bright"}))
+        custom_id = await modal_id(s, review2, "reject", "alice")
+        submit = await s.send_interaction(s.modal_submit(custom_id, {"reason": "too bright"}))
         await ephemeral_text(submit)
         assert not any(f.exists() for f in files)
         assert s.message(review2["id"])["attachments"] == []
@@ -232,9 +241,7 @@ async def test_images_mode_holds_results_until_approved(tmp_path, tiny_sd15):
 
 async def test_a_non_moderator_pressing_approve_is_refused_and_audited(tmp_path, tiny_sd15):
     """Seeing the button is no permission: the press is checked server-side, refused privately and logged."""
-    async with mod_bot(tmp_path, tiny_sd15) as h:
-        s = h.standin
-        await setup_guild(h, mode="prompts")
+    async with moderated(tmp_path, tiny_sd15, "prompts") as (h, s):
         _, review = await held(s, "a kite")
         for user, action in (("tester", "approve"), ("bob", "reject")):
             refused = await press(s, review, action, user)
@@ -249,9 +256,7 @@ async def test_a_non_moderator_pressing_approve_is_refused_and_audited(tmp_path,
 
 
 async def test_two_moderators_at_once_make_one_decision(tmp_path, tiny_sd15):
-    async with mod_bot(tmp_path, tiny_sd15) as h:
-        s = h.standin
-        await setup_guild(h, mode="prompts")
+    async with moderated(tmp_path, tiny_sd15, "prompts") as (h, s):
         ix, review = await held(s, "a lantern")
         a, b = await asyncio.gather(press(s, review, "approve", "alice"), press(s, review, "approve", "guild-owner"))
         texts = sorted([await ephemeral_text(a), await ephemeral_text(b)])
@@ -264,9 +269,7 @@ async def test_two_moderators_at_once_make_one_decision(tmp_path, tiny_sd15):
 async def test_pending_items_survive_a_restart(tmp_path, tiny_sd15):
     """After a restart the review message's buttons still work; the result goes to the channel with a mention
     and the user is told by DM (the command's token is gone with the old process)."""
-    async with mod_bot(tmp_path, tiny_sd15) as h:
-        s = h.standin
-        await setup_guild(h, mode="prompts")
+    async with moderated(tmp_path, tiny_sd15, "prompts") as (h, s):
         _, review = await held(s, "a windmill")
         await h.restart()
         approve = await press(s, review, "approve", "alice")
@@ -281,9 +284,7 @@ async def test_pending_items_survive_a_restart(tmp_path, tiny_sd15):
 
 
 async def test_mod_queue_lists_pending_items_with_working_buttons(tmp_path, tiny_sd15):
-    async with mod_bot(tmp_path, tiny_sd15) as h:
-        s = h.standin
-        await setup_guild(h, mode="prompts")
+    async with moderated(tmp_path, tiny_sd15, "prompts") as (h, s):
         await held(s, "a red barn")
         ix = await s.send_interaction(s.slash("mod queue", user="alice"))
         text = await ephemeral_text(ix)
@@ -300,13 +301,9 @@ async def test_mod_queue_lists_pending_items_with_working_buttons(tmp_path, tiny
 
 
 async def test_reject_and_ban_then_every_command_gets_one_clear_message(tmp_path, tiny_sd15):
-    async with mod_bot(tmp_path, tiny_sd15) as h:
-        s = h.standin
-        await setup_guild(h, mode="prompts")
+    async with moderated(tmp_path, tiny_sd15, "prompts") as (h, s):
         ix, review = await held(s, "a spam prompt")
-        modal_ix = await press(s, review, "ban", "alice")
-        await modal_ix.wait_callback()
-        custom_id = modal_ix.callbacks[0].json["data"]["custom_id"]
+        custom_id = await modal_id(s, review, "ban", "alice")
         bad = await s.send_interaction(s.modal_submit(custom_id, {"reason": "spam", "duration": "soon"}))
         assert "a ban lasts e.g. 30m" in await ephemeral_text(bad)
         submit = await s.send_interaction(s.modal_submit(custom_id, {"reason": "spam", "duration": "2h"}))
@@ -315,9 +312,7 @@ async def test_reject_and_ban_then_every_command_gets_one_clear_message(tmp_path
         assert "until <t:" in told.json["content"]
         for payload in (s.slash("imagine", {"prompt": "a cat"}), s.slash("preset list"),
                         s.button(f"sdbot:mod:{item_of(review)}:approve", message=review)):
-            blocked = await s.send_interaction(payload)
-            await blocked.wait_callback()
-            body = blocked.callbacks[0].json
+            body = await responded(await s.send_interaction(payload))
             assert body["type"] == 4 and body["data"]["flags"] & 64
             assert body["data"]["content"].startswith("🚫 you are banned from using this bot on this server until")
         history = await s.send_interaction(s.slash("mod history user", {"user": s.user}, user="alice"))
@@ -326,9 +321,7 @@ async def test_reject_and_ban_then_every_command_gets_one_clear_message(tmp_path
         assert "banned here until" in embed["fields"][0]["value"] and "rejected" in embed["fields"][1]["value"]
         unban = await s.send_interaction(s.slash("mod unban", {"user": s.user}, user="alice"))
         assert "may use the bot again" in await ephemeral_text(unban)
-        again = await s.send_interaction(s.slash("preset list"))
-        await again.wait_callback()
-        assert "banned" not in str(again.callbacks[0].json)
+        assert "banned" not in str(await responded(await s.send_interaction(s.slash("preset list"))))
         s.assert_no_invalid_requests()
 
 
@@ -339,13 +332,11 @@ async def test_mod_ban_command_and_global_ban_list(tmp_path, tiny_sd15):
         ix = await s.send_interaction(s.slash("mod ban", {"user": bob, "duration": "forever", "reason": "x"},
                                               user="carol"))
         assert "is banned from the bot here for good" in await ephemeral_text(ix)
-        blocked = await s.send_interaction(s.slash("imagine", {"prompt": "a cat"}, user="bob"))
-        await blocked.wait_callback()
-        assert "banned from using this bot on this server for good" in blocked.callbacks[0].json["data"]["content"]
+        blocked = await responded(await s.send_interaction(s.slash("imagine", {"prompt": "a cat"}, user="bob")))
+        assert "banned from using this bot on this server for good" in blocked["data"]["content"]
         h.services.bans.global_bans = frozenset({s.user.id})
-        blocked = await s.send_interaction(s.slash("imagine", {"prompt": "a cat"}))
-        await blocked.wait_callback()
-        assert "global ban list" in blocked.callbacks[0].json["data"]["content"]
+        blocked = await responded(await s.send_interaction(s.slash("imagine", {"prompt": "a cat"})))
+        assert "global ban list" in blocked["data"]["content"]
         s.assert_no_invalid_requests()
 
 
