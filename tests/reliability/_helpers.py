@@ -8,9 +8,10 @@ exactly one upload of its images took effect (a PATCH of the original response o
 from __future__ import annotations
 
 import asyncio
+import inspect
 import re
 import time
-from typing import Any
+from typing import Any, Callable
 
 from tests.discord_standin import DiscordStandIn, RecordedRequest
 
@@ -72,14 +73,36 @@ def assert_delivered_once(standin: DiscordStandIn, job_id: int) -> dict[str, Any
 
 
 async def wait_until(predicate, timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll `predicate` (a function, or a coroutine function) until it is true; fail clearly at the deadline."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+def quiet(standin: DiscordStandIn) -> bool:
+    """No request to the stand-in is still waiting for its answer."""
+    return all(r.done for r in standin.requests)
+
+
+async def settled(standin: DiscordStandIn, final: Callable[[], Any], timeout: float, what: str) -> None:
+    """Wait until the system is idle: `final()` (every job's row in a final state, so nothing is left to post;
+    a function or a coroutine function) and no request in flight. "Nothing arrives twice" is checked after
+    this, not after a grace time."""
+
+    async def idle() -> bool:
+        done = final()
+        if inspect.isawaitable(done):
+            done = await done
+        return bool(done) and quiet(standin)
+
+    await wait_until(idle, timeout, what)
 
 
 async def recovered(running) -> None:

@@ -19,7 +19,6 @@ import shutil
 import signal
 import sqlite3
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -33,6 +32,7 @@ from tests.reliability._helpers import (
     assert_delivered_once,
     final_edit,
     final_messages,
+    settled,
     uploads,
     wait_until,
 )
@@ -176,8 +176,7 @@ async def test_sigkill_then_restart_delivers_every_job_once(tmp_path, tiny_sd15)
             # --- process B: recovery ---------------------------------------------------------------------
             b = await BotProcess(config, s, "b").start()
             processes.append(b)
-            await wait_until(lambda: all(statuses(db)[j] == "posted" for j in jobs), 90, "every job posted")
-            await asyncio.sleep(0.5)  # anything that would come twice comes now
+            await settled(s, lambda: all(statuses(db)[j] == "posted" for j in jobs), 90, "every job posted")
             for job_id in jobs:
                 assert_delivered_once(s, job_id)
             after = s.requests[restart:]
@@ -203,15 +202,13 @@ async def test_sigkill_then_restart_delivers_every_job_once(tmp_path, tiny_sd15)
             waiting = await s.send_interaction(s.slash("imagine", {"prompt": f"waiting {FAST} --seed 6"},
                                                        user="alice"))
             await waiting.wait_for(progress(waiting, "queued"), timeout=30)
-            signalled = time.monotonic()
             b.signal(signal.SIGTERM)
             await b.wait_log("shutting down", 10)
             late = await s.send_interaction(s.slash("imagine", {"prompt": f"late {FAST}"}))
             followup = await late.wait_for(lambda r: r.method == "POST" and r.route.startswith("/webhooks/"),
                                            timeout=10)
             assert RESTARTING in followup.json["content"] and followup.json["flags"] & 64
-            assert await b.wait(SHUTDOWN_TIMEOUT + 15) == 0
-            assert time.monotonic() - signalled < SHUTDOWN_TIMEOUT + 10
+            assert await b.wait(SHUTDOWN_TIMEOUT + 15) == 0  # in time: a bound, not a measured figure
             interrupted = [job_of(db, long), job_of(db, waiting)]
             assert [statuses(db)[j] for j in interrupted] == ["queued", "queued"]
             with sqlite3.connect(db) as conn:
@@ -249,9 +246,8 @@ async def test_a_kill_right_after_the_deferral_loses_nothing(tmp_path, tiny_sd15
 
             b = await BotProcess(config, s, "b").start()
             processes.append(b)
-            await wait_until(lambda: job_of_or_none(db, ix) and statuses(db)[job_of(db, ix)] == "posted", 90,
-                             "the journaled command's job posted")
-            await asyncio.sleep(0.5)
+            await settled(s, lambda: job_of_or_none(db, ix) and statuses(db)[job_of(db, ix)] == "posted", 90,
+                          "the journaled command's job posted")
             job_id = job_of(db, ix)
             final = assert_delivered_once(s, job_id)
             assert int(final["id"]) == ix.original_message_id  # the "thinking…" message became the result

@@ -25,7 +25,7 @@ from tests.reliability._helpers import (
     assert_delivered_once,
     final_messages,
     job_id_in,
-    wait_until,
+    settled,
 )
 from tests.reliability.test_crash_restart import BotProcess
 
@@ -70,8 +70,13 @@ async def test_two_processes_each_half_the_shards_on_one_postgresql(tmp_path, mo
                 await process.wait_log("recovered", 60)
                 assert "recovered 2 jobs to re-run and 0 to post" in process.text(), process.text()[-2000:]
             every = jobs[0] + jobs[1]
-            await wait_until(lambda: all(final_messages(s, j) for j in every), 240, "every job delivered")
-            await asyncio.sleep(1.0)  # a second post of any job would land by now
+
+            async def posted() -> bool:
+                async with engine.connect() as conn:
+                    rows = (await conn.execute(text("SELECT status FROM jobs"))).scalars().all()
+                return len(rows) == len(every) and all(status == "posted" for status in rows)
+
+            await settled(s, posted, 240, "every job delivered and recorded as posted")
             for job_id in every:
                 message = assert_delivered_once(s, job_id)
                 shard = 0 if job_id in jobs[0] else 1
