@@ -14,12 +14,14 @@ The global limit: `global_per_s` requests per second over every route except the
 Windows are fixed: a bucket's first request opens a window of `per_s` seconds (Discord's buckets behave so as
 seen from a client). Sizes are the test's choice; `DISCORD_LIKE` holds those Discord answers bots with today
 for the routes sdbot uses (Discord documents that they may change and that clients must read the headers).
+`clock` (seconds, `time.monotonic` by default) lets a test move time on instead of sleeping through a window.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 GLOBAL_PER_S = 50
@@ -64,15 +66,17 @@ class Verdict:
 
 
 class RateLimiter:
-    def __init__(self, buckets: dict[str, Bucket] | None = None, global_per_s: int | None = GLOBAL_PER_S) -> None:
+    def __init__(self, buckets: dict[str, Bucket] | None = None, global_per_s: int | None = GLOBAL_PER_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.buckets = dict(buckets or {})
+        self.clock = clock
         self.global_per_s = global_per_s
         self._windows: dict[tuple[str, str], list[float]] = {}  # key -> [window end, used]
         self._global = [0.0, 0.0]
 
     def check(self, route_key: str, params: dict[str, str], *, interaction: bool) -> Verdict:
         """Count one request on `route_key`; `interaction`: an interaction endpoint (no global limit)."""
-        now = time.monotonic()
+        now = self.clock()
         bucket = self.buckets.get(route_key)
         if not interaction and self.global_per_s is not None:
             if now >= self._global[0]:

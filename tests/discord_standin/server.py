@@ -337,7 +337,8 @@ class DiscordStandIn:
     shards: the shard count GET /gateway/bot recommends (what discord.py's sharded client uses with "auto").
     rate_limits: enforce Discord's rate limits (see `ratelimits`): per-route bucket sizes ("METHOD template" ->
         `Bucket`, e.g. `ratelimits.DISCORD_LIKE`) plus the global limit of `global_rate_limit` requests/s
-        (None: none); None (the default) enforces nothing.
+        (None: none); None (the default) enforces nothing. `rate_limit_clock`: the limiter's clock (a test may
+        move it on instead of sleeping through a window).
     """
 
     def __init__(
@@ -358,6 +359,7 @@ class DiscordStandIn:
         shards: int = 1,
         rate_limits: dict[str, Bucket] | None = None,
         global_rate_limit: int | None = GLOBAL_PER_S,
+        rate_limit_clock: Callable[[], float] = time.monotonic,
         nonce_window_s: float = NONCE_WINDOW_S,
     ) -> None:
         if guilds is None:
@@ -376,7 +378,8 @@ class DiscordStandIn:
         self.shards = shards
         self.spec = Spec.get(spec_path)
         self.gateway = Gateway(self, heartbeat_interval_ms)
-        self.rate_limiter = RateLimiter(rate_limits, global_rate_limit) if rate_limits is not None else None
+        self.rate_limiter = (RateLimiter(rate_limits, global_rate_limit, rate_limit_clock)
+                             if rate_limits is not None else None)
 
         self.requests: list[RecordedRequest] = []
         self.internal_errors: list[str] = []

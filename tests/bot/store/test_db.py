@@ -132,12 +132,13 @@ async def test_transaction_retries_until_the_lock_is_gone(tmp_path):
         calls += 1
         return (await s.execute(text("SELECT 42"))).scalar()
 
-    async def release_later():
-        await asyncio.sleep(0.1)
+    async def release_after_a_retry():  # the unit of work is re-run: its first run found the lock
+        while calls < 2:
+            await asyncio.sleep(0.005)
         holder.rollback()
 
     try:
-        result, _ = await asyncio.gather(db.transaction(sessions, work), release_later())
+        result, _ = await asyncio.wait_for(asyncio.gather(db.transaction(sessions, work), release_after_a_retry()), 30)
         assert result == 42 and calls >= 2
     finally:
         holder.close()
