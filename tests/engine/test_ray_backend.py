@@ -20,7 +20,7 @@ ray = pytest.importorskip("ray")
 
 import torch  # noqa: E402
 
-from engine.config import EngineConfig, RayConfig  # noqa: E402
+from engine.config import EngineConfig, Limits, RayConfig  # noqa: E402
 from engine.errors import EngineError, JobCancelled  # noqa: E402
 from engine.ray_backend import REPLICA_LOST, RayWorker  # noqa: E402
 from engine.request import GenerationRequest  # noqa: E402
@@ -185,11 +185,13 @@ async def test_the_bot_keeps_the_queue_positions_and_the_per_user_cap(worker):
 
 
 async def test_cancel_a_running_job_stops_it_on_its_replica(worker):
-    """A cancelled job ends Cancelled and its replica stops rendering it: quick jobs after it are not held up."""
-    long = [worker.submit(request(40 + i, steps=150, width=256, height=256), owner=f"u{i}") for i in range(2)]
-    for handle in long:  # each takes about 15 s to render
+    """A cancelled job ends Cancelled and its replica stops rendering it: quick jobs after it are not held up.
+    The long jobs would render for hours: a replica that went on with one could never run its share of the
+    quick jobs, which must all end (no wall-clock figure: the deadline only turns a hang into a failure)."""
+    endless = dict(steps=100_000, width=256, height=256, limits=Limits(max_steps=100_000))
+    long = [worker.submit(request(40 + i, **endless), owner=f"u{i}") for i in range(2)]
+    for handle in long:
         await first_step(handle)
-    started = time.monotonic()
     for handle in long:
         assert worker.cancel(handle.job_id)
         with pytest.raises(JobCancelled):
@@ -197,8 +199,7 @@ async def test_cancel_a_running_job_stops_it_on_its_replica(worker):
         assert isinstance(handle.last_event, Cancelled)
     quick = [worker.submit(request(42 + i), owner=f"v{i}") for i in range(4)]
     for handle in quick:
-        await asyncio.wait_for(handle.wait(), 60)
-    assert time.monotonic() - started < 7.5
+        await asyncio.wait_for(handle.wait(), 120)
 
 
 async def test_sdbot_worker_status(worker, capsys):

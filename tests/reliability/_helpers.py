@@ -86,23 +86,28 @@ async def wait_until(predicate, timeout: float, what: str, interval: float = 0.0
         await asyncio.sleep(interval)
 
 
-def quiet(standin: DiscordStandIn) -> bool:
-    """No request to the stand-in is still waiting for its answer."""
-    return all(r.done for r in standin.requests)
+def in_flight(standin: DiscordStandIn, since: int = 0) -> list[RecordedRequest]:
+    """Requests (index >= `since`) still waiting for their answer."""
+    return [r for r in standin.requests[since:] if not r.done]
 
 
-async def settled(standin: DiscordStandIn, final: Callable[[], Any], timeout: float, what: str) -> None:
+async def settled(standin: DiscordStandIn, final: Callable[[], Any], timeout: float, what: str,
+                  since: int = 0) -> None:
     """Wait until the system is idle: `final()` (every job's row in a final state, so nothing is left to post;
-    a function or a coroutine function) and no request in flight. "Nothing arrives twice" is checked after
-    this, not after a grace time."""
+    a function or a coroutine function) and no request since `standin.mark()` `since` in flight (a killed
+    process's requests held by a fault's delay never end: start after them). "Nothing arrives twice" is
+    checked after this, not after a grace time."""
 
     async def idle() -> bool:
         done = final()
         if inspect.isawaitable(done):
             done = await done
-        return bool(done) and quiet(standin)
+        return bool(done) and not in_flight(standin, since)
 
-    await wait_until(idle, timeout, what)
+    try:
+        await wait_until(idle, timeout, what)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; in flight: {[r.describe() for r in in_flight(standin, since)]}") from None
 
 
 async def recovered(running) -> None:

@@ -176,7 +176,8 @@ async def test_sigkill_then_restart_delivers_every_job_once(tmp_path, tiny_sd15)
             # --- process B: recovery ---------------------------------------------------------------------
             b = await BotProcess(config, s, "b").start()
             processes.append(b)
-            await settled(s, lambda: all(statuses(db)[j] == "posted" for j in jobs), 90, "every job posted")
+            await settled(s, lambda: all(statuses(db)[j] == "posted" for j in jobs), 90, "every job posted",
+                          since=restart)
             for job_id in jobs:
                 assert_delivered_once(s, job_id)
             after = s.requests[restart:]
@@ -244,10 +245,11 @@ async def test_a_kill_right_after_the_deferral_loses_nothing(tmp_path, tiny_sd15
             with sqlite3.connect(tmp_path / "sdbot-journal.db") as conn:
                 assert conn.execute("SELECT interaction_id FROM acks").fetchall() == [(ix.id,)]
 
+            restart = s.mark()
             b = await BotProcess(config, s, "b").start()
             processes.append(b)
             await settled(s, lambda: job_of_or_none(db, ix) and statuses(db)[job_of(db, ix)] == "posted", 90,
-                          "the journaled command's job posted")
+                          "the journaled command's job posted", since=restart)
             job_id = job_of(db, ix)
             final = assert_delivered_once(s, job_id)
             assert int(final["id"]) == ix.original_message_id  # the "thinking…" message became the result

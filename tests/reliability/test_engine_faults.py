@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from engine.worker import OOM_MESSAGE
-from tests.reliability._helpers import FAST, assert_delivered_once, marker_of
+from tests.reliability._helpers import FAST, assert_delivered_once, marker_of, wait_until
 
 NAN = "the image came out as NaN (not a number) even in 32-bit; try another VAE"
 
@@ -71,10 +71,26 @@ async def test_each_engine_fault_touches_only_its_job(faulty):
         "a bird": None,
     }
     users = ["tester", "alice", "guild-owner"]
+    # All queued at once: faulty jobs share the queue (and batches) with good ones. Which jobs share a call must
+    # not depend on how fast commands arrive, so the engine holds the first job ("a cat", alone) until every
+    # other one is waiting: the batches are then the same on a busy machine as on an idle one.
+    worker, inject = faulty.services.worker, faulty.services.worker.fault_injector
+    first_render, every_job_waits = threading.Event(), threading.Event()
+
+    def held_until_all_wait(attempt) -> None:
+        first_render.set()
+        every_job_waits.wait(120)
+        inject(attempt)
+
+    worker.fault_injector = held_until_all_wait
     sent = {}
-    for i, prompt in enumerate(cases):  # all queued at once: faulty jobs share the queue (and batches) with good ones
+    for i, prompt in enumerate(cases):
         sent[prompt] = await s.send_interaction(s.slash("imagine", {"prompt": f"{prompt} {FAST}"},
                                                         user=users[i % 3]))
+        if i == 0:
+            await wait_until(first_render.is_set, 60, "the first job's render")
+    await wait_until(lambda: len(worker.queued()) == len(cases) - 1, 60, "every other job to be queued")
+    every_job_waits.set()
     for prompt, expected in cases.items():
         ix = sent[prompt]
         final = await ix.wait_original_message(

@@ -65,6 +65,7 @@ async def test_two_processes_each_half_the_shards_on_one_postgresql(tmp_path, mo
             for process in first:
                 await process.kill()
 
+            restart = s.mark()
             await asyncio.gather(*(p.start() for p in second))
             for process in second:
                 await process.wait_log("recovered", 60)
@@ -76,7 +77,7 @@ async def test_two_processes_each_half_the_shards_on_one_postgresql(tmp_path, mo
                     rows = (await conn.execute(text("SELECT status FROM jobs"))).scalars().all()
                 return len(rows) == len(every) and all(status == "posted" for status in rows)
 
-            await settled(s, posted, 240, "every job delivered and recorded as posted")
+            await settled(s, posted, 240, "every job delivered and recorded as posted", since=restart)
             for job_id in every:
                 message = assert_delivered_once(s, job_id)
                 shard = 0 if job_id in jobs[0] else 1
