@@ -203,18 +203,14 @@ async def test_event_loop_stays_responsive_while_a_job_runs(make_worker):
     async for event in handle:
         if isinstance(event, Step):
             break
-    lags, acks = [], []
+    turns = 0  # the loop's turns while the render goes on (how late they come: benchmarks/worker_measures.py)
     while not handle.done():
-        t = time.perf_counter()
         await asyncio.sleep(0.005)
-        lags.append(time.perf_counter() - t - 0.005)
-        t = time.perf_counter()
-        extra = worker.submit(req(), owner="other")  # a slash command's acknowledgement
-        worker.cancel(extra.job_id)
-        acks.append(time.perf_counter() - t)
+        extra = worker.submit(req(), owner="other")  # a slash command's acknowledgement...
+        assert worker.cancel(extra.job_id)  # ...and its cancel button, answered while the job renders
+        turns += 1
     await handle
-    assert len(lags) > 5
-    assert sorted(lags)[len(lags) // 2] < 0.05 and max(acks) < 0.25  # generous: the benchmark has the real figure
+    assert turns > 5  # a render holding the loop (or a submit waiting for it) leaves it a turn or two at most
 
 
 # --- order, positions, caps --------------------------------------------------------------------------------
