@@ -28,11 +28,15 @@ def config(tiny_sd15) -> EngineConfig:
                         isolation="process")
 
 
-async def wait_for(handle, kind, timeout: float = 120):
+async def wait_for(handle, kind, timeout: float = 120, after: int = 0):
+    """The handle's first `kind` event from its `after`-th on (iterating a handle replays its events)."""
+
     async def seen():
+        index = 0
         async for event in handle:
-            if isinstance(event, kind):
+            if index >= after and isinstance(event, kind):
                 return event
+            index += 1
         raise AssertionError(f"{handle.job_id} ended without {kind.__name__}: {handle.last_event}")
 
     return await asyncio.wait_for(seen(), timeout)
@@ -54,15 +58,14 @@ async def test_sigkill_mid_job_restarts_the_child_and_runs_the_job_again_once(co
 
         again = worker.submit(GenerationRequest("a cat", seed=5, **SLOW), owner=1, job_id="twice")
         for _ in range(2):  # killed on its first run and on its re-run: failed, clearly
-            await wait_for(again, Step)
+            await wait_for(again, Step, after=len(again.events))  # a step of this run, not a replayed one
             pid = worker.child_pid
             os.kill(pid, signal.SIGKILL)
-            while worker.child_pid in (pid, None) and not again.done():
-                await asyncio.sleep(0.05)
+            async with asyncio.timeout(120):  # the restarted child, or the job's end; a hang fails, not stalls
+                while worker.child_pid in (pid, None) and not again.done():
+                    await asyncio.sleep(0.05)
             if again.done():
                 break
-            # the re-run must get a step of its own before the next kill
-            await asyncio.sleep(0)
         await asyncio.wait_for(_until_done(again), 300)
         assert isinstance(again.last_event, Failed) and again.last_event.message == CRASHED_TWICE
         assert (await worker.submit(GenerationRequest("after", **FAST), owner=3)).images  # still serving
