@@ -1,6 +1,6 @@
 """The order queued jobs start in: round robin by server, then by member. Shared by every backend.
 
-Priority jobs (moderators' re-runs, jobs resumed after a restart) go first, first come first served. With
+Priority jobs (jobs resumed after a restart) go first, first come first served. With
 `round_robin = false` the others follow first come first served. With `round_robin = true` (the default) the
 queue is dealt in rounds: each round gives every server with jobs waiting one start, and inside a server, the
 server's starts go to its members in turn (each member's jobs in the order they were sent). Whoever started a
