@@ -23,12 +23,12 @@ from bot.services.moderation import ModerationService
 from bot.services.policy import Caps, SettingsCache
 from bot.services.presets import PresetService
 from bot.services.ratelimit import Rate, RateLimits
+from bot.services.records import JobRecord
 from bot.services.review import ImageReview, ReviewNotifier
 from bot.services.submission import Submissions
 from bot.store import migrate
 from bot.store.db import check_writable, make_engine, make_sessions, ping
 from bot.store.journal import Journal
-from bot.store.models import Job
 from engine.backends import Backend
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class DiscordSide:
     """The Discord adapters the services are built with (made by the bot: `bot.app.SdBot`)."""
 
     notifier: ReviewNotifier  # the review channel and members' notices
-    listener_for: Callable[[Job], JobListener]  # a job's Discord side when its command's is gone (a restart)
+    listener_for: Callable[[JobRecord], JobListener]  # a job's Discord side when its command's is gone (a restart)
 
 
 @contextlib.asynccontextmanager

@@ -1,5 +1,5 @@
 """Imports go one way: the engine knows nothing of Discord or SQL, the store nothing of Discord or the services, the
-services nothing of Discord."""
+services nothing of Discord, the Discord areas nothing of the store."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ RULES = {
     # Services know no Discord: the Discord side plugs in through typed Protocols (JobListener, ReviewNotifier).
     # Areas importing each other's private modules: tests/bot/exts/test_areas.py.
     "bot/services": ("discord", "aiohttp", "bot.exts", "bot.app"),
+    # The areas talk to services only: they get plain records (bot.services.records), never the store's rows.
+    "bot/exts": ("bot.store", "sqlalchemy"),
 }
 
 

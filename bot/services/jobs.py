@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.services.records import JobRecord, record
 from bot.store import jobs as job_store
 from bot.store.db import transaction
 from bot.store.errors import DatabaseBusy, DatabaseUnavailable
@@ -68,7 +69,7 @@ class JobListener(Protocol):
     async def queued(self, job_id: int, position: int) -> None: ...
     async def started(self, job_id: int) -> None: ...
     async def step(self, job_id: int, step: int, total: int, preview: Any | None) -> None: ...
-    async def finished(self, job: Job, files: list[Path]) -> Delivered: ...
+    async def finished(self, job: JobRecord, files: list[Path]) -> Delivered: ...
     async def failed(self, job_id: int, message: str) -> None: ...
     async def cancelled(self, job_id: int) -> None: ...
     async def interrupted(self, job_id: int) -> None:
@@ -77,7 +78,7 @@ class JobListener(Protocol):
     def retryable(self, error: BaseException) -> bool:
         """Whether a failed `finished` may succeed later (Discord 5xx/429, dropped connections)."""
 
-    async def already_posted(self, job: Job) -> Delivered | None:
+    async def already_posted(self, job: JobRecord) -> Delivered | None:
         """The post of a job that seemed to fail but happened; None: post it (again)."""
 
     async def notice(self, job_id: int, text: str) -> None:
@@ -90,7 +91,7 @@ class JobListener(Protocol):
 class ImageGate(Protocol):
     """The image-review stage between rendering and posting (bot/services/review.py)."""
 
-    async def images_held(self, job: Job, listener: JobListener) -> bool: ...
+    async def images_held(self, job: JobRecord, listener: JobListener) -> bool: ...
 
 
 @dataclass
@@ -106,7 +107,7 @@ class JobService:
     worker: Backend
     outputs_dir: Path
     review: ImageGate  # asked after rendering whether the images wait for a moderator instead of being posted
-    listener_for: Callable[[Job], JobListener]  # for jobs a previous run left: they report to their channel
+    listener_for: Callable[[JobRecord], JobListener]  # for jobs a previous run left: they report to their channel
     limits: Limits = Limits()
     post_retry_s: float = 900.0  # how long a failed post is retried (then the job waits, `done`, for a restart)
     post_backoff_s: float = 1.0  # the first retry's delay; doubled each time up to MAX_BACKOFF_S
@@ -121,7 +122,7 @@ class JobService:
         """True once `shutdown()` began: new commands hear `RESTARTING`."""
         return self._stopping
 
-    async def start(self, job: Job, request: GenerationRequest, listener: JobListener, *,
+    async def start(self, job: Job | JobRecord, request: GenerationRequest, listener: JobListener, *,
                     priority: bool = False) -> None:
         """Hand the worker a job whose `queued` row is committed (the submission pipeline's, or one approved after
         review). A job the worker refuses is recorded `failed`, never left `queued`, and the error raised."""
@@ -139,7 +140,7 @@ class JobService:
         except Exception:
             log.exception("job %s: could not record that the worker refused it", job_id)
 
-    async def start_queued(self, job: Job, listener: JobListener) -> None:
+    async def start_queued(self, job: JobRecord, listener: JobListener) -> None:
         """`start()` for a job whose row became `queued` later (approved after review)."""
         await self.start(job, GenerationRequest(**job.request, limits=self.limits), listener)
 
@@ -196,7 +197,7 @@ class JobService:
                                 message_id=listener.message_id)
         await self.post(job, listener)
 
-    async def post(self, job: Job, listener: JobListener, *, check_first: bool = False) -> None:
+    async def post(self, job: Job | JobRecord, listener: JobListener, *, check_first: bool = False) -> None:
         """Post a `done` job's saved files and record it as `posted`, exactly once.
 
         Failures the listener calls retryable (Discord 5xx/429, dropped connections) are retried with exponential
@@ -208,11 +209,11 @@ class JobService:
             return  # already being posted by another task
         self._posting.add(job.id)
         try:
-            await self._post(job, listener, check_first)
+            await self._post(record(JobRecord, job), listener, check_first)
         finally:
             self._posting.discard(job.id)
 
-    async def _post(self, job: Job, listener: JobListener, check_first: bool) -> None:
+    async def _post(self, job: JobRecord, listener: JobListener, check_first: bool) -> None:
         files = [Path(p) for p in job.result_paths or []]
         if not files or not all(p.exists() for p in files):
             await self._write(job_store.transition, job.id, JobStatus.FAILED,
@@ -280,35 +281,36 @@ class JobService:
             return False
         return bool(self.worker.cancel(str(job_id)))
 
-    async def get(self, job_id: int) -> Job:
-        return await transaction(self.sessions, job_store.get, job_id)
+    async def get(self, job_id: int) -> JobRecord:
+        return record(JobRecord, await transaction(self.sessions, job_store.get, job_id))
 
-    async def active_for(self, user_id: int) -> list[tuple[Job, int | None]]:
+    async def active_for(self, user_id: int) -> list[tuple[JobRecord, int | None]]:
         """The user's waiting and running jobs with their queue positions (None: running or held)."""
         rows = await transaction(self.sessions, job_store.list_for_user, user_id, job_store.ACTIVE)
-        return [(job, self.worker.position(str(job.id))) for job in rows]
+        return [(record(JobRecord, job), self.worker.position(str(job.id))) for job in rows]
 
-    async def by_message(self, message_id: int) -> Job | None:
-        return await transaction(self.sessions, job_store.find_by_message, message_id)
+    async def by_message(self, message_id: int) -> JobRecord | None:
+        job = await transaction(self.sessions, job_store.find_by_message, message_id)
+        return record(JobRecord, job) if job is not None else None
 
     async def interactions_with_jobs(self, interaction_ids: list[int]) -> set[int]:
         return await self._write(job_store.interactions_with_jobs, interaction_ids)
 
-    async def last_for(self, user_id: int) -> Job | None:
+    async def last_for(self, user_id: int) -> JobRecord | None:
         rows = await transaction(self.sessions, job_store.list_for_user, user_id, None, limit=1)
-        return rows[0] if rows else None
+        return record(JobRecord, rows[0]) if rows else None
 
-    def infotext_of(self, job: Job) -> str | None:
+    def infotext_of(self, job: JobRecord) -> str | None:
         """The A1111 infotext of the job's first image, read back from its PNG (None: files gone)."""
         from engine.infotext import read_png_infotext
 
         files = self.files_of(job)
         return read_png_infotext(files[0].read_bytes()) if files else None
 
-    def files_of(self, job: Job) -> list[Path]:
+    def files_of(self, job: JobRecord) -> list[Path]:
         return files_of(job)
 
-    async def delete_files(self, job: Job) -> None:
+    async def delete_files(self, job: JobRecord) -> None:
         folder = self.outputs_dir / str(job.id)
         await asyncio.to_thread(shutil.rmtree, folder, True)
 
@@ -322,7 +324,7 @@ class JobService:
         """
         unfinished = await self._write(job_store.unfinished)
         # Run from `setup_hook`, before any command is taken: every unfinished job is a previous run's.
-        ours = [j for j in unfinished.rerun + unfinished.to_post if serves(j.guild_id)]
+        ours = [record(JobRecord, j) for j in unfinished.rerun + unfinished.to_post if serves(j.guild_id)]
         rerun = [j for j in ours if j.status != JobStatus.DONE.value]
         to_post = [j for j in ours if j.status == JobStatus.DONE.value]
         for job in rerun:
@@ -377,7 +379,7 @@ async def _back_to_queue(s: AsyncSession, job_id: int) -> None:
         await job_store.transition(s, job_id, JobStatus.QUEUED)
 
 
-def files_of(job: Job) -> list[Path]:
+def files_of(job: JobRecord) -> list[Path]:
     """The job's saved images that are still on disk."""
     return [Path(p) for p in job.result_paths or [] if Path(p).exists()]
 

@@ -28,13 +28,14 @@ from bot.errors import UserError
 from bot.services.bans import BanInfo, Bans
 from bot.services.jobs import JobService
 from bot.services.policy import SettingsCache
+from bot.services.records import AuditRecord, BanRecord, JobRecord, ReviewItemRecord, SettingsRecord, record
 from bot.services.review import ImageReview
 from bot.store import bans as ban_store
 from bot.store import guilds as guild_store
 from bot.store import jobs as job_store
 from bot.store import moderation as mod_store
 from bot.store.db import transaction
-from bot.store.models import AuditEntry, Ban, GuildSettings, Job, JobStatus, ModerationItem, ModerationMode, utcnow
+from bot.store.models import GuildSettings, JobStatus, ModerationMode, utcnow
 from engine.config import Limits
 
 log = logging.getLogger(__name__)
@@ -66,15 +67,15 @@ class Actor:
 
 @dataclass(frozen=True)
 class Decision:
-    item: ModerationItem
-    job: Job
+    item: ReviewItemRecord
+    job: JobRecord
     ban: BanInfo | None = None
 
 
 @dataclass(frozen=True)
 class History:
-    entries: list[AuditEntry]
-    bans: list[Ban]
+    entries: list[AuditRecord]
+    bans: list[BanRecord]
 
 
 @dataclass
@@ -100,7 +101,7 @@ class ModerationService:
         allowed = actor.manage_messages_in(review)
         return actor.manage_messages if allowed is None else allowed
 
-    async def authorize(self, actor: Actor, action: Action, *, job: Job | None = None,
+    async def authorize(self, actor: Actor, action: Action, *, job: JobRecord | None = None,
                         item_id: int | None = None) -> None:
         """May `actor` do `action` (to `job`)? Owners act on their own jobs; moderators on anyone's and on the
         review queue. Raise `UserError` otherwise; a refusal is audited, and so is a moderator acting on
@@ -158,7 +159,7 @@ class ModerationService:
         settings = await self.settings(job.guild_id) if job.guild_id is not None else None
         await self.review.decided(item, job, settings)
         await self.review.tell(job, f"✅ a moderator approved {what} (job #{job.id})", listener, settings)
-        return Decision(item, job)
+        return Decision(record(ReviewItemRecord, item), job)
 
     async def reject(self, actor: Actor, item_id: int, reason: str = "", *, ban: bool = False,
                      ban_for: timedelta | None = None) -> Decision:
@@ -184,15 +185,16 @@ class ModerationService:
         if info is not None:
             text += "\n" + info.message()
         await self.review.tell(job, text, listener, settings)
-        return Decision(item, job, info)
+        return Decision(record(ReviewItemRecord, item), job, info)
 
-    async def queue(self, actor: Actor, limit: int = 10) -> list[tuple[ModerationItem, Job]]:
+    async def queue(self, actor: Actor, limit: int = 10) -> list[tuple[ReviewItemRecord, JobRecord]]:
         """The guild's pending items, oldest first, with their jobs."""
         await self.require_moderator(actor, "queue")
 
         async def load(s: AsyncSession):
             items = await mod_store.pending(s, self._guild(actor), limit=limit)
-            return [(item, await job_store.get(s, item.job_id)) for item in items]
+            return [(record(ReviewItemRecord, item), record(JobRecord, await job_store.get(s, item.job_id)))
+                    for item in items]
 
         return await transaction(self.sessions, load)
 
@@ -203,16 +205,17 @@ class ModerationService:
 
         async def load(s: AsyncSession) -> History:
             entries = await mod_store.audit_log(s, guild_id, limit=limit, target_user_id=user_id)
-            return History(entries, await ban_store.history(s, user_id, guild_id=guild_id, limit=limit))
+            bans = await ban_store.history(s, user_id, guild_id=guild_id, limit=limit)
+            return History([record(AuditRecord, e) for e in entries], [record(BanRecord, b) for b in bans])
 
         return await transaction(self.sessions, load)
 
     # --- settings ----------------------------------------------------------------------------------------
-    async def settings(self, guild_id: int) -> GuildSettings:
+    async def settings(self, guild_id: int) -> SettingsRecord:
         """The guild's settings, read at most once per `SETTINGS_TTL_S` (changes made here are seen at once)."""
-        return await self.settings_cache.get(guild_id)
+        return record(SettingsRecord, await self.settings_cache.get(guild_id))
 
-    async def configure(self, actor: Actor, **changes: Any) -> GuildSettings:
+    async def configure(self, actor: Actor, **changes: Any) -> SettingsRecord:
         """Change guild settings (names as `bot.store.guilds.SETTABLE`); needs Manage Server; audited."""
         await self.require_manager(actor, "config")
         guild_id = self._guild(actor)
@@ -227,7 +230,7 @@ class ModerationService:
             return row
 
         try:
-            return await transaction(self.sessions, write)
+            return record(SettingsRecord, await transaction(self.sessions, write))
         finally:
             self.settings_cache.forget(guild_id)  # also after: a read during the write kept the old row
 
@@ -265,7 +268,7 @@ class ModerationService:
         task.add_done_callback(self._tasks.discard)
 
 
-def _what(job: Job) -> str:
+def _what(job: JobRecord) -> str:
     prompt = str(job.request.get("prompt", ""))
     shown = prompt if len(prompt) <= 80 else prompt[:79] + "…"
     kind = "images for" if job.result_paths else "prompt"

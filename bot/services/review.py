@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.services.image_policy import ImagePolicy, Judgement, Verdict
 from bot.services.jobs import JobListener, files_of
 from bot.services.policy import SettingsCache
+from bot.services.records import JobRecord, ReviewItemRecord, SettingsRecord, record
 from bot.store import jobs as job_store
 from bot.store import moderation as mod_store
 from bot.store.db import transaction
@@ -37,11 +38,13 @@ log = logging.getLogger(__name__)
 class ReviewNotifier(Protocol):
     """The Discord side of the review queue."""
 
-    async def show(self, item: ModerationItem, job: Job, files: list[Path], channel_id: int) -> int | None: ...
-    async def decided(self, item: ModerationItem, job: Job, channel_id: int) -> None: ...
-    async def tell(self, job: Job, text: str, listener: JobListener | None, notify_by: str) -> None: ...
-    def listener_for(self, job: Job) -> JobListener: ...
-    def is_nsfw(self, job: Job) -> bool: ...  # asked in an age-restricted channel
+    async def show(self, item: ReviewItemRecord, job: JobRecord, files: list[Path], channel_id: int) -> int | None:
+        ...
+
+    async def decided(self, item: ReviewItemRecord, job: JobRecord, channel_id: int) -> None: ...
+    async def tell(self, job: JobRecord, text: str, listener: JobListener | None, notify_by: str) -> None: ...
+    def listener_for(self, job: JobRecord) -> JobListener: ...
+    def is_nsfw(self, job: JobRecord) -> bool: ...  # asked in an age-restricted channel
 
 
 @dataclass
@@ -52,7 +55,7 @@ class ImageReview:
     image_policy: ImagePolicy | None = None  # None: no image classifier, so no `auto` mode
     _waiting: dict[int, JobListener] = field(default_factory=dict)  # job id -> its listener, while this process lives
 
-    def listener_of(self, job: Job) -> JobListener | None:
+    def listener_of(self, job: JobRecord) -> JobListener | None:
         """The listener of a held job's command, once (None: it was made before this process started)."""
         return self._waiting.pop(job.id, None)
 
@@ -63,7 +66,7 @@ class ImageReview:
         await _quietly(listener.notice(job.id, text))
         await self.show(item, job, [], settings)
 
-    async def images_held(self, job: Job, listener: JobListener) -> bool:
+    async def images_held(self, job: JobRecord, listener: JobListener) -> bool:
         """True when the job's images are held for review (or refused) instead of posted."""
         if job.guild_id is None:
             return False
@@ -76,14 +79,14 @@ class ImageReview:
         return await self._hold(job, listener, settings,
                                 Judgement(Verdict.HOLD, "images are reviewed before they are posted"))
 
-    def _judge(self, job: Job, settings: GuildSettings) -> Judgement:
+    def _judge(self, job: JobRecord, settings: GuildSettings) -> Judgement:
         if self.image_policy is None:
             return Judgement(Verdict.HOLD, "the bot has no image classifier, so a moderator looks instead")
         thresholds = self.image_policy.thresholds_for(settings.nsfw_flag_above, settings.nsfw_block_above,
                                                       self.notifier.is_nsfw(job))
         return self.image_policy.judge(job.image_scores, thresholds)
 
-    async def _hold(self, job: Job, listener: JobListener, settings: GuildSettings, why: Judgement) -> bool:
+    async def _hold(self, job: JobRecord, listener: JobListener, settings: GuildSettings, why: Judgement) -> bool:
         async def hold(s: AsyncSession) -> ModerationItem:
             existing = await mod_store.item_for_job(s, job.id)
             return existing or await mod_store.hold(s, job.id, reason=why.reason)
@@ -101,23 +104,26 @@ class ImageReview:
             await self.show(item, job, files_of(job), settings)
         return True
 
-    async def show(self, item: ModerationItem, job: Job, files: list[Path], settings: GuildSettings | None) -> None:
+    async def show(self, item: ModerationItem | ReviewItemRecord, job: Job | JobRecord, files: list[Path],
+                   settings: GuildSettings | None) -> None:
         if settings is None or settings.review_channel_id is None:
             return  # no review channel: moderators find it with /mod queue
         try:
-            message_id = await self.notifier.show(item, job, files, settings.review_channel_id)
+            message_id = await self.notifier.show(record(ReviewItemRecord, item), record(JobRecord, job), files,
+                                                  settings.review_channel_id)
         except Exception:
             log.warning("could not post review item %s", item.id, exc_info=True)
             return
         if message_id is not None:
             await transaction(self.sessions, mod_store.set_review_message, item.id, message_id)
 
-    async def decided(self, item: ModerationItem, job: Job, settings: GuildSettings | None) -> None:
+    async def decided(self, item: ModerationItem, job: JobRecord, settings: SettingsRecord | None) -> None:
         if item.review_message_id is None or settings is None or settings.review_channel_id is None:
             return
-        await _quietly(self.notifier.decided(item, job, settings.review_channel_id))
+        await _quietly(self.notifier.decided(record(ReviewItemRecord, item), job, settings.review_channel_id))
 
-    async def tell(self, job: Job, text: str, listener: JobListener | None, settings: GuildSettings | None) -> None:
+    async def tell(self, job: JobRecord, text: str, listener: JobListener | None, settings: SettingsRecord | None
+                   ) -> None:
         notify_by = settings.notify_by if settings is not None else "dm"
         await _quietly(self.notifier.tell(job, text, listener, notify_by))
 

@@ -29,6 +29,7 @@ from bot.services.bans import Bans
 from bot.services.jobs import RESTARTING, JobListener, JobService
 from bot.services.presets import resolve_in
 from bot.services.ratelimit import RateLimits
+from bot.services.records import JobRecord, record
 from bot.services.review import ImageReview
 from bot.store import guilds as guild_store
 from bot.store import jobs as job_store
@@ -84,7 +85,7 @@ class Submissions:
     caps: policy.Caps = policy.Caps()
     limits: Limits = Limits()
 
-    async def submit(self, command: Command, listen: Callable[[bool], JobListener]) -> Job:
+    async def submit(self, command: Command, listen: Callable[[bool], JobListener]) -> JobRecord:
         """Make the command a job (queued, or held for review) or raise `UserError` saying why not."""
         who = command.who
         if self.jobs.stopping:
@@ -101,7 +102,7 @@ class Submissions:
             await self.review.prompt_held(accepted.job, accepted.item, listener, accepted.settings)
         else:
             await self.jobs.start(accepted.job, accepted.request, listener)
-        return accepted.job
+        return record(JobRecord, accepted.job)
 
     async def _accept(self, s: AsyncSession, command: Command) -> _Accepted:
         who = command.who

@@ -23,7 +23,7 @@ from bot.exts.common.params import Batch, Cfg, ClipSkip, Hires, HiresSteps, Nega
 from bot.option_spec import describe, from_slash, inline_text
 from bot.options import append_to_prompt, parse_inline
 from bot.services.submission import Command, Requester
-from bot.store.models import Job
+from bot.services.records import JobRecord
 from engine.extra_networks import lora_tag
 from engine.samplers import sampler_labels
 
@@ -155,7 +155,7 @@ class Imagine(commands.Cog):
     def _requester(interaction: discord.Interaction) -> Requester:
         return Requester(interaction.user.id, interaction.guild_id, interaction.channel_id, interaction.id)
 
-    async def _submit(self, interaction: Any, command: Command, resumed: bool = False, age_s: float = 0.0) -> Job:
+    async def _submit(self, interaction: Any, command: Command, resumed: bool = False, age_s: float = 0.0) -> JobRecord:
         """The one service call: the pipeline screens, caps and queues it (or holds it for review)."""
         who = command.who
 
@@ -267,12 +267,12 @@ class Imagine(commands.Cog):
 
         await interaction.response.send_modal(RemixModal(message.id, prompt, submitted))
 
-    def _request_of(self, job: Job):
+    def _request_of(self, job: JobRecord):
         from engine.request import GenerationRequest
 
         return GenerationRequest(**job.request, limits=self.bot.config.engine_config().limits)
 
-    async def _on_edit(self, interaction: discord.Interaction, job: Job, prompt: str, negative: str,
+    async def _on_edit(self, interaction: discord.Interaction, job: JobRecord, prompt: str, negative: str,
                        options: str) -> None:
         """The edited command runs again; an img2img job's edit starts from the same image (its strength and
         resize mode are in the options text)."""
@@ -282,7 +282,7 @@ class Imagine(commands.Cog):
             start = await asyncio.to_thread(_inputs.kept_start_image, job.request["init_image"], label)
         await self.run_prompt(interaction, f"{prompt} {options}", {"negative_prompt": negative}, [], start=start)
 
-    async def _on_save(self, interaction: discord.Interaction, job: Job, name: str) -> None:
+    async def _on_save(self, interaction: discord.Interaction, job: JobRecord, name: str) -> None:
         keep = {k: v for k, v in job.request.items() if k not in ("seed", "init_image")}
         result = await self.services.presets.save(interaction.user.id, name, keep)
         verb = "created" if result.created else "updated"
@@ -290,7 +290,7 @@ class Imagine(commands.Cog):
             f"💾 preset **{result.preset.name}** {verb}: use it with `--{result.preset.name}` or "
             f"`/imagine preset:{result.preset.name}`", ephemeral=True)
 
-    def _info_message(self, job: Job) -> dict[str, Any]:
+    def _info_message(self, job: JobRecord) -> dict[str, Any]:
         return info_message(job.id, job.request, job.sources, job.seed, self.services.jobs.infotext_of(job))
 
 

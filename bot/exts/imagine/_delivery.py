@@ -31,7 +31,7 @@ import discord
 from bot.exts.imagine import _format
 from bot.exts.common.uploads import DEFAULT_UPLOAD_LIMIT, prepare_uploads
 from bot.services.jobs import Delivered
-from bot.store.models import Job, utcnow
+from bot.services.records import JobRecord, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class DiscordJobListener:
             self._preview = preview
         self._update(**update)
 
-    async def finished(self, job: Job, files: list[Path]) -> Delivered:
+    async def finished(self, job: JobRecord, files: list[Path]) -> Delivered:
         await self._stop_updates()
         limit = self._upload_limit()
         batches, note = await asyncio.to_thread(prepare_uploads, files, limit)
@@ -141,7 +141,7 @@ class DiscordJobListener:
             return error.status >= 500 or error.status == 429
         return isinstance(error, (discord.RateLimited, aiohttp.ClientError, OSError, asyncio.TimeoutError))
 
-    async def already_posted(self, job: Job) -> Delivered | None:
+    async def already_posted(self, job: JobRecord) -> Delivered | None:
         """The job's final message, if it exists already; None: post it (again).
 
         1. The job's message by id (the interaction's original response, learnt from a progress edit, or stored
@@ -166,13 +166,13 @@ class DiscordJobListener:
                     job.id, SEARCH_LIMIT)
         return await self._scan_history(job)
 
-    def _nonce_covers(self, job: Job) -> bool:
+    def _nonce_covers(self, job: JobRecord) -> bool:
         if self._first_final is not None:
             return time.monotonic() - self._first_final < NONCE_TRUST.total_seconds()
         finished = job.finished_at or job.updated_at  # after a restart: the first attempt followed `done`
         return finished is not None and utcnow() - finished < NONCE_TRUST
 
-    async def _marked(self, job: Job, message_id: int) -> Delivered | None:
+    async def _marked(self, job: JobRecord, message_id: int) -> Delivered | None:
         """The message, if it is the job's final one (carries its buttons)."""
         channel = self.bot.get_partial_messageable(self.channel_id, guild_id=self.guild_id)
         try:
@@ -182,14 +182,14 @@ class DiscordJobListener:
             return None
         return Delivered(message.id) if self._is_final(job, message) else None
 
-    def _is_final(self, job: Job, message: discord.Message) -> bool:
+    def _is_final(self, job: JobRecord, message: discord.Message) -> bool:
         marker = f"sdbot:job:{job.id}:"
         me = self.bot.user.id if self.bot.user else None
         return message.author.id == me and any(
             str(getattr(item, "custom_id", "") or "").startswith(marker)
             for row in message.components for item in getattr(row, "children", []))
 
-    async def _scan_history(self, job: Job) -> Delivered | None:
+    async def _scan_history(self, job: JobRecord) -> Delivered | None:
         channel = self.bot.get_partial_messageable(self.channel_id, guild_id=self.guild_id)
         after = discord.Object(discord.utils.time_snowflake(job.created_at - SEARCH_MARGIN))
         async with self.bot.api_throttle:
@@ -308,7 +308,7 @@ def _preview_file(preview: Any) -> discord.File:
     return discord.File(buf, filename="preview.png")
 
 
-def _seeds(job: Job) -> list[int] | None:
+def _seeds(job: JobRecord) -> list[int] | None:
     if job.seed is None:
         return None
     return [job.seed + i for i in range(job.request.get("batch_size", 1))]

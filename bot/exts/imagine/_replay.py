@@ -21,8 +21,8 @@ import discord
 from bot.app import USER_ERRORS, user_message
 from bot.errors import UserError
 from bot.exts.imagine import _inputs
+from bot.services.records import Ack
 from bot.services.submission import Command, Requester
-from bot.store.journal import Ack
 
 log = logging.getLogger(__name__)
 

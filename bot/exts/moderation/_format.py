@@ -1,4 +1,4 @@
-"""Text and embeds of the review queue, /mod and /config (pure: rows in, Discord objects out)."""
+"""Text and embeds of the review queue, /mod and /config (pure: the services' records in, Discord objects out)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import discord
 
 from bot.services.image_policy import scores_line
 from bot.services.moderation import History
-from bot.store.models import AuditEntry, Ban, GuildSettings, ItemStatus, Job, ModerationItem
+from bot.services.records import AuditRecord, BanRecord, ItemStatus, JobRecord, ReviewItemRecord, SettingsRecord
 
 PENDING_COLOUR, APPROVED_COLOUR, REJECTED_COLOUR = 0xF0B232, 0x23A55A, 0xDA373C
 
@@ -20,11 +20,11 @@ def _code(text: str, limit: int) -> str:
     return f"```\n{clip(text.replace('`', 'ˋ'), limit)}\n```" if text else "(empty)"
 
 
-def kind(job: Job) -> str:
+def kind(job: JobRecord) -> str:
     return "images" if job.result_paths else "prompt"
 
 
-def review_embed(item: ModerationItem, job: Job) -> discord.Embed:
+def review_embed(item: ReviewItemRecord, job: JobRecord) -> discord.Embed:
     """The review channel's card for one item: the prompt, who asked, where, why it is held, and the outcome."""
     colour = {ItemStatus.APPROVED.value: APPROVED_COLOUR, ItemStatus.REJECTED.value: REJECTED_COLOUR}
     embed = discord.Embed(title=f"Review #{item.id}: {kind(job)} of job #{job.id}",
@@ -49,7 +49,7 @@ def review_embed(item: ModerationItem, job: Job) -> discord.Embed:
     return embed
 
 
-def queue_text(rows: list[tuple[ModerationItem, Job]]) -> str:
+def queue_text(rows: list[tuple[ReviewItemRecord, JobRecord]]) -> str:
     if not rows:
         return "Nothing is waiting for review."
     lines = [f"**{len(rows)} waiting for review** (oldest first; buttons for the first five):"]
@@ -63,7 +63,7 @@ def _when(entry_time) -> str:
     return f"<t:{int(entry_time.timestamp())}:f>"
 
 
-def _entry_line(entry: AuditEntry) -> str:
+def _entry_line(entry: AuditRecord) -> str:
     what = {"approve": "✅ approved", "reject": "❌ rejected", "ban": "🚫 banned", "unban": "↩️ unbanned",
             "delete": "🗑️ deleted images of", "denied": "⛔ was refused"}.get(entry.action, entry.action)
     job = f" job #{entry.job_id}" if entry.job_id else ""
@@ -71,7 +71,7 @@ def _entry_line(entry: AuditEntry) -> str:
     return f"{_when(entry.created_at)} <@{entry.actor_id}> {what}{job}{why}"
 
 
-def _ban_line(ban: Ban) -> str:
+def _ban_line(ban: BanRecord) -> str:
     until = "for good" if ban.expires_at is None else f"until {_when(ban.expires_at)}"
     scope = "everywhere" if ban.guild_id is None else "here"
     lifted = f" (lifted {_when(ban.lifted_at)})" if ban.lifted_at else ""
@@ -87,7 +87,7 @@ def history_embed(user_id: int, history: History) -> discord.Embed:
     return embed
 
 
-def settings_text(s: GuildSettings) -> str:
+def settings_text(s: SettingsRecord) -> str:
     def cap(value) -> str:
         return "engine limit" if value is None else str(value)
 
@@ -111,7 +111,7 @@ def words_text(kind_: str, words: list[str]) -> str:
     return clip(f"**{kind_.capitalize()} words ({len(words)}):** " + ", ".join(f"`{w}`" for w in words), 2000)
 
 
-def nsfw_text(s: GuildSettings) -> str:
+def nsfw_text(s: SettingsRecord) -> str:
     if s.nsfw_flag_above is None or s.nsfw_block_above is None:
         return "the same thresholds as other channels"
     if s.nsfw_flag_above >= 1:

@@ -19,7 +19,7 @@ from bot.exts.common.uploads import DEFAULT_UPLOAD_LIMIT, prepare_uploads
 from bot.exts.imagine import DiscordJobListener
 from bot.exts.moderation import _format
 from bot.exts.moderation._views import review_view
-from bot.store.models import ItemStatus, Job, ModerationItem, NotifyBy
+from bot.services.records import ItemStatus, JobRecord, NotifyBy, ReviewItemRecord
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class DiscordReviewNotifier:
     def _channel(self, channel_id: int, guild_id: int | None):
         return self.bot.get_partial_messageable(channel_id, guild_id=guild_id)
 
-    async def show(self, item: ModerationItem, job: Job, files: list[Path], channel_id: int) -> int | None:
+    async def show(self, item: ReviewItemRecord, job: JobRecord, files: list[Path], channel_id: int) -> int | None:
         uploads: list[discord.File] = []
         if files:
             guild = self.bot.get_guild(job.guild_id) if job.guild_id else None
@@ -48,7 +48,7 @@ class DiscordReviewNotifier:
                 files=uploads or discord.utils.MISSING, allowed_mentions=discord.AllowedMentions.none())
         return message.id
 
-    async def decided(self, item: ModerationItem, job: Job, channel_id: int) -> None:
+    async def decided(self, item: ReviewItemRecord, job: JobRecord, channel_id: int) -> None:
         message = self._channel(channel_id, job.guild_id).get_partial_message(item.review_message_id)
         kwargs: dict[str, Any] = {"embed": _format.review_embed(item, job), "view": None}
         if item.status == ItemStatus.REJECTED.value:
@@ -56,7 +56,7 @@ class DiscordReviewNotifier:
         async with self.bot.api_throttle:
             await message.edit(**kwargs)
 
-    async def tell(self, job: Job, text: str, listener: Any | None, notify_by: str) -> None:
+    async def tell(self, job: JobRecord, text: str, listener: Any | None, notify_by: str) -> None:
         if listener is not None and await listener.whisper(text):
             return
         if notify_by == NotifyBy.DM.value:
@@ -72,13 +72,13 @@ class DiscordReviewNotifier:
             f"<@{job.user_id}> {text}"[:2000],
             allowed_mentions=discord.AllowedMentions(users=[discord.Object(id=job.user_id)]))
 
-    def is_nsfw(self, job: Job) -> bool:
+    def is_nsfw(self, job: JobRecord) -> bool:
         """Whether the job's channel (or a thread's parent) is age-restricted; False when it cannot be told."""
         channel = self.bot.get_channel(job.channel_id) if job.channel_id else None
         is_nsfw = getattr(channel, "is_nsfw", None)
         return bool(is_nsfw()) if callable(is_nsfw) else False
 
-    def listener_for(self, job: Job) -> DiscordJobListener:
+    def listener_for(self, job: JobRecord) -> DiscordJobListener:
         """For a job decided after its command's listener is gone (a restart): results go to its channel."""
         return DiscordJobListener(self.bot, user_id=job.user_id, channel_id=job.channel_id, guild_id=job.guild_id,
                                   previews=self.bot.config.engine_config().preview_every > 0)

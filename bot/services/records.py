@@ -1,0 +1,107 @@
+"""What the services hand the Discord areas: plain, frozen records built from the store's rows.
+
+The areas (`bot/exts/`) never see a SQLAlchemy row: a row read after its session could load lazily, and one
+changed by an area could be written back by accident. A record holds the values as they were read, and nothing
+more. The enums are the store's (one definition of each status); the journal's `Ack` is already plain data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any, TypeVar
+
+from bot.store.journal import Ack
+from bot.store.models import ItemStatus, JobStatus, ModerationMode, NotifyBy, utcnow
+
+__all__ = ["Ack", "AuditRecord", "BanRecord", "ItemStatus", "JobRecord", "JobStatus", "ModerationMode", "NotifyBy",
+           "ReviewItemRecord", "SettingsRecord", "record", "utcnow"]
+
+_Record = TypeVar("_Record")
+
+
+def record(cls: type[_Record], row: Any) -> _Record:
+    """`cls` filled from `row`'s attributes of the same names (a row, or a record already)."""
+    return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A job as stored (`bot.store.models.Job`): who asked where, the resolved request, its state and results."""
+
+    id: int
+    user_id: int
+    guild_id: int | None
+    channel_id: int | None
+    interaction_id: int | None
+    message_id: int | None
+    request: dict[str, Any]
+    sources: dict[str, Any]
+    status: str
+    seed: int | None
+    result_paths: list[str]
+    image_scores: list[dict[str, float]] | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    posted_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ReviewItemRecord:
+    """A prompt or a job's images held for review (`ModerationItem`), and its decision once made."""
+
+    id: int
+    job_id: int
+    guild_id: int | None
+    reason: str
+    status: str
+    review_message_id: int | None
+    decided_by: int | None
+    decision_reason: str | None
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One line of the moderation log (`AuditEntry`)."""
+
+    actor_id: int
+    action: str
+    job_id: int | None
+    reason: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class BanRecord:
+    """One ban, lifted or not (`Ban`)."""
+
+    guild_id: int | None
+    actor_id: int
+    reason: str
+    created_at: datetime
+    expires_at: datetime | None
+    lifted_at: datetime | None
+
+
+@dataclass(frozen=True)
+class SettingsRecord:
+    """A guild's moderation and limits settings (`GuildSettings`), as /config shows them."""
+
+    guild_id: int
+    moderation_mode: str
+    review_channel_id: int | None
+    moderator_role_id: int | None
+    banned_words: list[str]
+    flagged_words: list[str]
+    max_steps: int | None
+    max_pixels: int | None
+    max_batch: int | None
+    max_jobs_per_user: int | None
+    notify_by: str
+    max_prompt_chars: int | None
+    previews: bool
+    nsfw_flag_above: float | None
+    nsfw_block_above: float | None
