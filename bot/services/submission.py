@@ -37,7 +37,7 @@ from bot.store import moderation as mod_store
 from bot.store.db import transaction
 from bot.store.models import GuildSettings, Job, JobStatus, ModerationItem
 from engine.config import Limits
-from engine.input_image import size_multiple
+from engine.input_image import default_size, size_multiple
 from engine.request import GenerationRequest
 
 
@@ -130,7 +130,6 @@ def round_for_model(request: GenerationRequest, family: str) -> GenerationReques
     """A size the start image chose, rounded down for the job's model family: to 64 for SDXL (its buckets), else
     8. Applied after resolution, when the model is known; rounding down only shrinks the image, so the limits and
     the server's caps still hold."""
-    step = size_multiple(family)
-    width, height = max(64, request.width // step * step), max(64, request.height // step * step)
+    width, height = default_size(request.width, request.height, request.limits, size_multiple(family))
     return request if (width, height) == (request.width, request.height) else request.replace(width=width,
                                                                                               height=height)
