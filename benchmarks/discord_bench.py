@@ -26,7 +26,6 @@ from engine.tiny import write_tiny_model  # noqa: E402
 from tests.bot.harness import RunningBot, write_config  # noqa: E402
 from tests.discord_standin import DiscordStandIn, StandInGuild, StandInUser  # noqa: E402
 
-
 VALIDATE = True
 
 
@@ -36,10 +35,10 @@ async def measure(users: int, burst: bool = False) -> dict[str, float]:
     write_tiny_model(root / "models" / "tiny-sd15")
     members = [StandInUser(f"user{i}") for i in range(users)]
     async with DiscordStandIn([StandInGuild(members=list(members))], validate=VALIDATE) as standin:
-        running = RunningBot(standin, write_config(root, root / "models", standin,
-                                                   discord={"edit_period_s": 1.0}))
+        running = RunningBot(standin, write_config(root, root / "models", standin, discord={"edit_period_s": 1.0}))
         await running.start()
         try:
+
             def commands(user: StandInUser) -> list[dict]:
                 return [
                     standin.slash("imagine", {"prompt": "a cat --size 64x64 --steps 2"}, user=user),
@@ -66,8 +65,9 @@ async def measure(users: int, burst: bool = False) -> dict[str, float]:
             handles = [h for session in sessions for h in session]
             # let the renders finish before tearing down, so shutdown does not skew anything
             imagine = [session[0] for session in sessions]
-            await asyncio.gather(*(h.wait_original_message(lambda m: m.get("attachments"), timeout=300)
-                                   for h in imagine))
+            await asyncio.gather(
+                *(h.wait_original_message(lambda m: m.get("attachments"), timeout=300) for h in imagine)
+            )
             latencies = sorted(h.ack_latency * 1000 for h in handles)
             standin.assert_no_invalid_requests()
         finally:
@@ -98,8 +98,10 @@ def journal_cost(entries: int = 2000) -> dict[str, float]:
         journal.settle(i)
     journal.close()
     appends.sort()
-    return {"journal_append_us_p50": statistics.median(appends),
-            "journal_append_us_p99": appends[int(0.99 * (len(appends) - 1))]}
+    return {
+        "journal_append_us_p50": statistics.median(appends),
+        "journal_append_us_p99": appends[int(0.99 * (len(appends) - 1))],
+    }
 
 
 def main() -> None:

@@ -41,11 +41,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks._common import arguments, print_figures  # noqa: E402
-
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from benchmarks._common import arguments, print_figures  # noqa: E402
 from engine.config import EngineConfig  # noqa: E402
 from engine.process_backend import HOOK_ENV  # noqa: E402
 from engine.tiny import write_tiny_model  # noqa: E402
@@ -59,8 +58,10 @@ STUB_COLOUR = (90, 160)  # green and blue of every stub image
 
 
 def prompt(seed: int, steps: int, size: int = SIZE) -> str:
-    return f"a photo of a cat, best quality --size {size}x{size} --steps {steps} --sampler Euler --cfg {CFG:g} " \
-           f"--seed {seed}"
+    return (
+        f"a photo of a cat, best quality --size {size}x{size} --steps {steps} --sampler Euler --cfg {CFG:g} "
+        f"--seed {seed}"
+    )
 
 
 class Bench:
@@ -74,8 +75,9 @@ class Bench:
     def bare_pipe(self):
         from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 
-        pipe = StableDiffusionPipeline.from_pretrained(self.root / "models" / "tiny-sd15", safety_checker=None,
-                                                       requires_safety_checker=False)
+        pipe = StableDiffusionPipeline.from_pretrained(
+            self.root / "models" / "tiny-sd15", safety_checker=None, requires_safety_checker=False
+        )
         pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
         pipe.set_progress_bar_config(disable=True)
         return pipe
@@ -84,8 +86,14 @@ class Bench:
         """Seconds for `members` images, one after another."""
         started = time.perf_counter()
         for seed in range(1, self.args.members + 1):
-            pipe("a photo of a cat, best quality", num_inference_steps=steps, guidance_scale=CFG, height=SIZE,
-                 width=SIZE, generator=torch.Generator("cpu").manual_seed(seed))
+            pipe(
+                "a photo of a cat, best quality",
+                num_inference_steps=steps,
+                guidance_scale=CFG,
+                height=SIZE,
+                width=SIZE,
+                generator=torch.Generator("cpu").manual_seed(seed),
+            )
         return time.perf_counter() - started
 
     # --- the bot -------------------------------------------------------------------------------------------
@@ -103,9 +111,12 @@ class Bench:
         """Every member sends one /imagine at once: (seconds to the last final, delivered, refused)."""
         mark = standin.mark()
         started = time.perf_counter()
-        handles = await asyncio.gather(*(standin.send_interaction(standin.slash("imagine", {"prompt": text(i)},
-                                                                                user=m))
-                                         for i, m in enumerate(members, start=1)))
+        handles = await asyncio.gather(
+            *(
+                standin.send_interaction(standin.slash("imagine", {"prompt": text(i)}, user=m))
+                for i, m in enumerate(members, start=1)
+            )
+        )
 
         async def outcome(h) -> str:
             done = asyncio.create_task(h.wait_original_message(lambda m: m.get("attachments"), timeout=3600))
@@ -116,8 +127,9 @@ class Bench:
             return "delivered" if done in finished else "refused"
 
         outcomes = await asyncio.gather(*(outcome(h) for h in handles))
-        finals = [r.finished for r in standin.requests[mark:]
-                  if r.key == Routes.EDIT_ORIGINAL and r.files and r.status == 200]
+        finals = [
+            r.finished for r in standin.requests[mark:] if r.key == Routes.EDIT_ORIGINAL and r.files and r.status == 200
+        ]
         last = max(finals) if finals else time.perf_counter()
         return last - started, outcomes.count("delivered"), outcomes.count("refused")
 
@@ -125,8 +137,9 @@ class Bench:
         members = [StandInUser(f"member{i}") for i in range(self.args.members)]
         pipe = self.bare_pipe()
         # Default pacing and limits, but rates that let every round through.
-        standin, running = await self.start(f"ratio-{steps}", members, defaults=True,
-                                            moderation={"user_rate": 10000, "guild_rate": 100000})
+        standin, running = await self.start(
+            f"ratio-{steps}", members, defaults=True, moderation={"user_rate": 10000, "guild_rate": 100000}
+        )
         try:
             self.bare(pipe, steps)  # warm-up, both sides
             await self.burst(standin, members, lambda i: prompt(i, steps))
@@ -136,8 +149,10 @@ class Bench:
                 bot_s, delivered, _ = await self.burst(standin, members, lambda i: prompt(i, steps))
                 assert delivered == len(members), delivered
                 ratios.append(bare_s / bot_s)
-                log(f"steps {steps}: bare {len(members) / bare_s:.3f} img/s, bot {len(members) / bot_s:.3f} img/s, "
-                    f"ratio {bare_s / bot_s:.3f}")
+                log(
+                    f"steps {steps}: bare {len(members) / bare_s:.3f} img/s, bot {len(members) / bot_s:.3f} img/s, "
+                    f"ratio {bare_s / bot_s:.3f}"
+                )
         finally:
             await running.stop()
             await standin.stop()
@@ -155,8 +170,10 @@ class Bench:
                 final = next(r for r in reversed(standin.requests) if r.key == Routes.EDIT_ORIGINAL and r.files)
                 pixel = Image.open(io.BytesIO(final.files[0].data)).getpixel((0, 0))
                 assert tuple(pixel[1:3]) == STUB_COLOUR, "not the stub's image: the hook did not reach the engine"
-                log(f"fast engine: {delivered} jobs in {seconds:.2f} s, {len(standin.rate_limited_requests)} "
-                    f"answered 429 by the stand-in's buckets")
+                log(
+                    f"fast engine: {delivered} jobs in {seconds:.2f} s, {len(standin.rate_limited_requests)} "
+                    f"answered 429 by the stand-in's buckets"
+                )
             finally:
                 await running.stop()
                 await standin.stop()
@@ -189,8 +206,15 @@ def _stub_render(self, requests, on_step=None, should_stop=None):
         time.sleep(STUB_SECONDS)
         request = request.with_seed()
         image = Image.new("RGB", (request.width, request.height), (request.seed % 256, *STUB_COLOUR))
-        results.append(RenderResult(request=request, images=[RenderedImage(image, request.seed, "stub")],
-                                    model="tiny-sd15", vae=None, seconds=STUB_SECONDS))
+        results.append(
+            RenderResult(
+                request=request,
+                images=[RenderedImage(image, request.seed, "stub")],
+                model="tiny-sd15",
+                vae=None,
+                seconds=STUB_SECONDS,
+            )
+        )
     return results
 
 
@@ -212,8 +236,15 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
 
 
 def main() -> None:
-    args = arguments(__doc__, rounds=3, members=8, unet_width=32, threads=(1, "torch threads, for both sides"),
-                     fast_jobs=50, burst=(50, "members in the burst (the figures keep their names)")).parse_args()
+    args = arguments(
+        __doc__,
+        rounds=3,
+        members=8,
+        unet_width=32,
+        threads=(1, "torch threads, for both sides"),
+        fast_jobs=50,
+        burst=(50, "members in the burst (the figures keep their names)"),
+    ).parse_args()
     logging.basicConfig(level=logging.WARNING)
     figures = asyncio.run(run(args))
     print_figures(figures)

@@ -29,17 +29,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import arguments, print_figures  # noqa: E402
-
 import torch  # noqa: E402
 
+from benchmarks._common import arguments, print_figures  # noqa: E402
+from engine.classifier import ScoringStage  # noqa: E402
 from engine.config import EngineConfig  # noqa: E402
 from engine.pipeline import Engine  # noqa: E402
 from engine.request import GenerationRequest  # noqa: E402
 from engine.tiny import perturbed_vae, write_ldm_vae, write_tiny_model  # noqa: E402
-from engine.tiny_networks import write_network  # noqa: E402
-from engine.classifier import ScoringStage  # noqa: E402
 from engine.tiny_classifier import write_tiny_classifier  # noqa: E402
+from engine.tiny_networks import write_network  # noqa: E402
 
 
 def timed(fn) -> float:
@@ -54,9 +53,21 @@ def measure(rounds: int, size: int, steps: int, unet_width: int, lora_only: bool
     engine = Engine(EngineConfig(models_dir=root))
     ckpt = engine.models.checkpoint("bench")
     if lora_only:
-        return measure_loras(engine, root, lambda: GenerationRequest(
-            prompt="a photo of a cat, best quality", negative_prompt="blurry", steps=steps, sampler="Euler",
-            seed=1, width=size, height=size, vae="none"), rounds)
+        return measure_loras(
+            engine,
+            root,
+            lambda: GenerationRequest(
+                prompt="a photo of a cat, best quality",
+                negative_prompt="blurry",
+                steps=steps,
+                sampler="Euler",
+                seed=1,
+                width=size,
+                height=size,
+                vae="none",
+            ),
+            rounds,
+        )
     (root / "VAE").mkdir()
     write_ldm_vae(perturbed_vae(ckpt.own_vae, 1), root / "VAE" / "a.safetensors")
     write_ldm_vae(perturbed_vae(ckpt.own_vae, 2), root / "VAE" / "b.safetensors")
@@ -64,8 +75,16 @@ def measure(rounds: int, size: int, steps: int, unet_width: int, lora_only: bool
     prompt, negative = "a photo of a cat, best quality", "blurry"
 
     def request(vae: str = "none", seed: int = 1) -> GenerationRequest:
-        return GenerationRequest(prompt=prompt, negative_prompt=negative, steps=steps, sampler="Euler",
-                                 seed=seed, width=size, height=size, vae=vae)
+        return GenerationRequest(
+            prompt=prompt,
+            negative_prompt=negative,
+            steps=steps,
+            sampler="Euler",
+            seed=seed,
+            width=size,
+            height=size,
+            vae=vae,
+        )
 
     from diffusers import EulerDiscreteScheduler
 
@@ -73,8 +92,15 @@ def measure(rounds: int, size: int, steps: int, unet_width: int, lora_only: bool
 
     def bare() -> None:
         pipe.scheduler = base_scheduler
-        pipe(prompt, negative_prompt=negative, num_inference_steps=steps, guidance_scale=7.0,
-             height=size, width=size, generator=torch.Generator("cpu").manual_seed(1))
+        pipe(
+            prompt,
+            negative_prompt=negative,
+            num_inference_steps=steps,
+            guidance_scale=7.0,
+            height=size,
+            width=size,
+            generator=torch.Generator("cpu").manual_seed(1),
+        )
 
     scorer = ScoringStage(write_tiny_classifier(root / "classifier"), engine.models.device)
     scored = [img.image for seed in range(4) for img in engine.render(request(seed=seed)).images]
@@ -86,7 +112,7 @@ def measure(rounds: int, size: int, steps: int, unet_width: int, lora_only: bool
         engine.render(request("b"))
         scorer(scored)
     bare_t, ours_t, fixed_t, switch_t, score_t = [], [], [], [], []
-    for i in range(rounds):  # interleaved, so drift in machine speed hits both sides alike
+    for _ in range(rounds):  # interleaved, so drift in machine speed hits both sides alike
         bare_t.append(timed(bare))
         ours_t.append(timed(lambda: engine.render(request())))
         fixed_t.append(timed(lambda: (engine.render(request("a")), engine.render(request("a")))))
@@ -130,7 +156,7 @@ def measure_loras(engine: Engine, root: Path, request, rounds: int) -> dict[str,
         switch_t.append(timed(lambda: engine.render(with_lora("a"))))  # b -> a
         for name in ("b", "a"):
             tags = tags_of(with_lora(name).prompt)
-            merge_t.append(timed(lambda: engine.loras.activate(pipe, "sd", tags)))
+            merge_t.append(timed(lambda tags=tags: engine.loras.activate(pipe, "sd", tags)))
     render_s = statistics.median(same_t)
     switch_ms = statistics.median(merge_t) * 1000
     return {
@@ -142,8 +168,7 @@ def measure_loras(engine: Engine, root: Path, request, rounds: int) -> dict[str,
     }
 
 
-async def measure_process_boundary(rounds: int, unet_width: int, size: int = 128,
-                                   steps: int = 10) -> dict[str, float]:
+async def measure_process_boundary(rounds: int, unet_width: int, size: int = 128, steps: int = 10) -> dict[str, float]:
     """The same jobs, one at a time, on the in-process worker and on the engine child, interleaved."""
     import dataclasses
 
@@ -152,17 +177,24 @@ async def measure_process_boundary(rounds: int, unet_width: int, size: int = 128
 
     root = Path(tempfile.mkdtemp(prefix="sdbot-bench-process-"))
     write_tiny_model(root / "bench", unet_width=unet_width)
-    config = EngineConfig(models_dir=root, default_model="bench", threads=1, job_timeout_s=0, max_queued_per_user=0,
-                          preview_every=0)  # renders only: no step previews
+    config = EngineConfig(
+        models_dir=root, default_model="bench", threads=1, job_timeout_s=0, max_queued_per_user=0, preview_every=0
+    )  # renders only: no step previews
     thread_t, process_t = [], []
-    async with Worker(dataclasses.replace(config, isolation="thread")) as local, \
-            ProcessWorker(dataclasses.replace(config, isolation="process")) as child:
+    async with (
+        Worker(dataclasses.replace(config, isolation="thread")) as local,
+        ProcessWorker(dataclasses.replace(config, isolation="process")) as child,
+    ):
         await child.ready()
 
         async def job(worker, seed: int) -> float:
             start = time.perf_counter()
-            result = await worker.submit(GenerationRequest(prompt="a photo of a cat", steps=steps, width=size,
-                                                           height=size, sampler="Euler", seed=seed), owner=1)
+            result = await worker.submit(
+                GenerationRequest(
+                    prompt="a photo of a cat", steps=steps, width=size, height=size, sampler="Euler", seed=seed
+                ),
+                owner=1,
+            )
             assert result.images
             return time.perf_counter() - start
 

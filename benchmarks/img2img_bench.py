@@ -35,10 +35,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks._common import arguments, print_figures  # noqa: E402
-
 import torch  # noqa: E402
 
+from benchmarks._common import arguments, print_figures  # noqa: E402
 from engine.config import EngineConfig  # noqa: E402
 from engine.pipeline import Engine  # noqa: E402
 from engine.request import GenerationRequest  # noqa: E402
@@ -90,29 +89,35 @@ class Stopwatch:
 def measure_costs(root: Path, rounds: int, size: int, steps: int, strength: float) -> dict[str, float]:
     engine = Engine(EngineConfig(models_dir=root, threads=torch.get_num_threads()))
     init = start_image(root / "start.png", size)
-    base = dict(prompt="a photo of a cat, best quality", negative_prompt="blurry", sampler="Euler", seed=1,
-                steps=steps)
+    base = dict(prompt="a photo of a cat, best quality", negative_prompt="blurry", sampler="Euler", seed=1, steps=steps)
     txt = GenerationRequest(**base, width=size, height=size)
     i2i = GenerationRequest(**base, width=size, height=size, init_image=str(init), strength=strength)
     half = size // 2 // 8 * 8
-    hires = GenerationRequest(**base, width=half, height=half, hires=2.0, hires_steps=steps,
-                              hires_upscaler="Latent")
-    plain_final = GenerationRequest(**{**base, "steps": 2 * steps}, width=hires.final_size[0],
-                                    height=hires.final_size[1])
+    hires = GenerationRequest(**base, width=half, height=half, hires=2.0, hires_steps=steps, hires_upscaler="Latent")
+    plain_final = GenerationRequest(
+        **{**base, "steps": 2 * steps}, width=hires.final_size[0], height=hires.final_size[1]
+    )
     for request in (txt, i2i, hires, plain_final):  # warm up every path
         engine.render(request)
     ckpt = engine.models.checkpoint("")
     vae = engine.models.vae("auto", ckpt)[0]
-    watches = {name: Stopwatch(owner, method) for name, owner, method in (
-        ("unet", ckpt.pipe.unet, "forward"), ("encode", vae, "encode"), ("decode", vae, "decode"))}
+    watches = {
+        name: Stopwatch(owner, method)
+        for name, owner, method in (
+            ("unet", ckpt.pipe.unet, "forward"),
+            ("encode", vae, "encode"),
+            ("decode", vae, "decode"),
+        )
+    }
 
     def render(request: GenerationRequest, parts: list | None = None) -> float:
         for watch in watches.values():
             watch.reset()
         seconds = timed(lambda: engine.render(request))
         if parts is not None:
-            parts.append({name: watch.seconds for name, watch in watches.items()}
-                         | {"unet_calls": watches["unet"].calls})
+            parts.append(
+                {name: watch.seconds for name, watch in watches.items()} | {"unet_calls": watches["unet"].calls}
+            )
         return seconds
 
     txt_t, i2i_t, hires_t, plain_t, txt_p, i2i_p = [], [], [], [], [], []
@@ -159,13 +164,22 @@ def sd15_proportions(side: int = 512) -> dict[str, float]:
 
     with torch.device("meta"):
         unet = UNet2DConditionModel(
-            sample_size=side // 8, cross_attention_dim=768, attention_head_dim=8, layers_per_block=2,
+            sample_size=side // 8,
+            cross_attention_dim=768,
+            attention_head_dim=8,
+            layers_per_block=2,
             block_out_channels=(320, 640, 1280, 1280),
             down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
-        vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
-                            down_block_types=("DownEncoderBlock2D",) * 4,
-                            up_block_types=("UpDecoderBlock2D",) * 4, sample_size=side)
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        )
+        vae = AutoencoderKL(
+            block_out_channels=(128, 256, 512, 512),
+            layers_per_block=2,
+            latent_channels=4,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            sample_size=side,
+        )
 
     def flops(fn) -> float:
         with FlopCounterMode(display=False) as counter, torch.no_grad():
@@ -173,8 +187,13 @@ def sd15_proportions(side: int = 512) -> dict[str, float]:
         return counter.get_total_flops()
 
     latent = side // 8
-    step = flops(lambda: unet(torch.empty(2, 4, latent, latent, device="meta"),
-                              torch.tensor([500, 500], device="meta"), torch.empty(2, 77, 768, device="meta")))
+    step = flops(
+        lambda: unet(
+            torch.empty(2, 4, latent, latent, device="meta"),
+            torch.tensor([500, 500], device="meta"),
+            torch.empty(2, 77, 768, device="meta"),
+        )
+    )
     decode = flops(lambda: vae.decode(torch.empty(1, 4, latent, latent, device="meta")))
     encode = flops(lambda: vae.encode(torch.empty(1, 3, side, side, device="meta")))
     return {"sd15_vae_decode_in_steps": decode / step, "sd15_vae_encode_in_steps": encode / step}
@@ -213,16 +232,25 @@ def measure_memory(root: Path, steps: int) -> dict[str, float]:
     base = dict(prompt="a photo of a cat", sampler="Euler", seed=1, steps=steps)
     hires = {**base, "width": side // 2, "height": side // 2, "hires": 2.0, "hires_steps": steps}
     plain = {**base, "width": side, "height": side}
-    return {"hires_final_side": side, "hires_peak_rss_mb": peak_rss_mb(root, hires),
-            "plain_peak_rss_mb": peak_rss_mb(root, plain)}
+    return {
+        "hires_final_side": side,
+        "hires_peak_rss_mb": peak_rss_mb(root, hires),
+        "plain_peak_rss_mb": peak_rss_mb(root, plain),
+    }
 
 
 def main() -> None:
-    parser = arguments(__doc__, rounds=5, size=128, steps=20, strength=0.5,
-                       unet_width=(96, "tiny UNet's width (see docs/benchmarks.md)"),
-                       vae_width=(32, "tiny VAE's width (multiple of 8)"),
-                       memory_steps=(2, "steps per pass of the peak-memory runs"),
-                       threads=(0, "torch threads (0: torch's default)"))
+    parser = arguments(
+        __doc__,
+        rounds=5,
+        size=128,
+        steps=20,
+        strength=0.5,
+        unet_width=(96, "tiny UNet's width (see docs/benchmarks.md)"),
+        vae_width=(32, "tiny VAE's width (multiple of 8)"),
+        memory_steps=(2, "steps per pass of the peak-memory runs"),
+        threads=(0, "torch threads (0: torch's default)"),
+    )
     parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args()
     if args.threads:
@@ -235,8 +263,10 @@ def main() -> None:
     figures.update(measure_costs(root, args.rounds, args.size, args.steps, args.strength))
     if not args.skip_memory:
         figures.update(measure_memory(root, args.memory_steps))
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, size {args.size}, steps {args.steps}, "
-          f"strength {args.strength}, unet width {args.unet_width}, vae width {args.vae_width}")
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, size {args.size}, steps {args.steps}, "
+        f"strength {args.strength}, unet width {args.unet_width}, vae width {args.vae_width}"
+    )
     print_figures(figures)
 
 

@@ -64,8 +64,13 @@ async def worker(url: str, index: int, tasks: int, rounds: int) -> dict[str, flo
     async def job_task(t: int) -> list[int]:
         ids = []
         for r in range(rounds):
-            job = await db.transaction(sessions, jobs.create, user_id=5000 + index * tasks + t,
-                                       request={"prompt": f"process {index} task {t} round {r}"}, guild_id=index)
+            job = await db.transaction(
+                sessions,
+                jobs.create,
+                user_id=5000 + index * tasks + t,
+                request={"prompt": f"process {index} task {t} round {r}"},
+                guild_id=index,
+            )
             ids.append(job.id)
         return ids
 
@@ -89,12 +94,18 @@ async def worker(url: str, index: int, tasks: int, rounds: int) -> dict[str, flo
     start = time.perf_counter()
     won: list[int] = []
     for chunk in range(0, len(queued), tasks):
-        part = queued[chunk:chunk + tasks]
+        part = queued[chunk : chunk + tasks]
         won += [i for i, ok in zip(part, await asyncio.gather(*(claim(i) for i in part))) if ok]
     claim_s = time.perf_counter() - start
     await engine.dispose()
-    return {"limit_created": created, "preset_s": preset_s, "jobs_made": made, "jobs_s": jobs_s,
-            "won": won, "claim_s": claim_s}
+    return {
+        "limit_created": created,
+        "preset_s": preset_s,
+        "jobs_made": made,
+        "jobs_s": jobs_s,
+        "won": won,
+        "claim_s": claim_s,
+    }
 
 
 async def prepare(url: str) -> None:
@@ -125,8 +136,12 @@ async def count(url: str) -> dict[str, int]:
 
 
 def main() -> int:
-    parser = arguments(__doc__, url="", tasks=(25, "concurrent units of work in each process"),
-                       rounds=(8, "presets and jobs each task writes"))
+    parser = arguments(
+        __doc__,
+        url="",
+        tasks=(25, "concurrent units of work in each process"),
+        rounds=(8, "presets and jobs each task writes"),
+    )
     parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker is not None:
@@ -138,9 +153,26 @@ def main() -> int:
     url = args.url or postgres.start()
     asyncio.run(prepare(url))
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    procs = [subprocess.Popen([sys.executable, __file__, "--worker", str(i), "--url", url, "--tasks", str(args.tasks),
-                               "--rounds", str(args.rounds)], stdout=subprocess.PIPE, text=True, env=env)
-             for i in range(PROCESSES)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--worker",
+                str(i),
+                "--url",
+                url,
+                "--tasks",
+                str(args.tasks),
+                "--rounds",
+                str(args.rounds),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for i in range(PROCESSES)
+    ]
     outputs = [p.communicate()[0] for p in procs]
     if any(p.returncode for p in procs):
         print("a worker process failed", file=sys.stderr)
@@ -167,9 +199,17 @@ def main() -> int:
         "jobs_never_started": len(set(made) - set(won)),
     }
     print_figures(figures, digits=None)
-    bad = (figures["presets_lost"] or figures["presets_doubled"] or figures["counter_lost_updates"]
-           or rows["at_limit"] != LIMIT or figures["jobs_lost"] or figures["jobs_doubled"]
-           or figures["jobs_started_twice"] or figures["jobs_never_started"] or rows["running"] != len(made))
+    bad = (
+        figures["presets_lost"]
+        or figures["presets_doubled"]
+        or figures["counter_lost_updates"]
+        or rows["at_limit"] != LIMIT
+        or figures["jobs_lost"]
+        or figures["jobs_doubled"]
+        or figures["jobs_started_twice"]
+        or figures["jobs_never_started"]
+        or rows["running"] != len(made)
+    )
     return 1 if bad else 0
 
 

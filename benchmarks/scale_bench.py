@@ -39,23 +39,48 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import arguments, print_figures  # noqa: E402
-
 from engine.config import EngineConfig, RayConfig  # noqa: E402
 from engine.request import GenerationRequest  # noqa: E402
 
-PROMPTS = ["a photo of a cat", "a dog in the city", "portrait of a woman, best quality", "red sky at night",
-           "landscape painting, sea", "a man with a smile", "forest, watercolor", "city at night, oil painting"]
+PROMPTS = [
+    "a photo of a cat",
+    "a dog in the city",
+    "portrait of a woman, best quality",
+    "red sky at night",
+    "landscape painting, sea",
+    "a man with a smile",
+    "forest, watercolor",
+    "city at night, oil painting",
+]
 
 
 def _config(root: Path, model: str, replicas: int) -> EngineConfig:
     ray = RayConfig(replicas=replicas, num_gpus=0, num_cpus=1, max_ongoing_requests=4, start_timeout_s=300)
-    return EngineConfig(models_dir=root, default_model=model, threads=1, job_timeout_s=0, max_queued_per_user=0,
-                        preview_every=0, backend="ray", ray=ray)  # renders only: no step previews
+    return EngineConfig(
+        models_dir=root,
+        default_model=model,
+        threads=1,
+        job_timeout_s=0,
+        max_queued_per_user=0,
+        preview_every=0,
+        backend="ray",
+        ray=ray,
+    )  # renders only: no step previews
 
 
 def _requests(n: int, size: int, steps: int, offset: int = 0) -> list[GenerationRequest]:
-    return [GenerationRequest(PROMPTS[i % len(PROMPTS)], negative_prompt="blurry", seed=offset + i, steps=steps,
-                              width=size, height=size, sampler="Euler") for i in range(n)]
+    return [
+        GenerationRequest(
+            PROMPTS[i % len(PROMPTS)],
+            negative_prompt="blurry",
+            seed=offset + i,
+            steps=steps,
+            width=size,
+            height=size,
+            sampler="Euler",
+        )
+        for i in range(n)
+    ]
 
 
 async def _all_at_once(worker, requests: list[GenerationRequest]) -> float:
@@ -77,8 +102,9 @@ async def _one_by_one(worker, requests: list[GenerationRequest]) -> list[float]:
 
 async def throughput(worker, args, rounds: int) -> float:
     await _all_at_once(worker, _requests(4, args.size, args.steps, offset=10_000))  # warm every replica
-    best = min([await _all_at_once(worker, _requests(args.jobs, args.size, args.steps, offset=100 * r))
-                for r in range(rounds)])
+    best = min(
+        [await _all_at_once(worker, _requests(args.jobs, args.size, args.steps, offset=100 * r)) for r in range(rounds)]
+    )
     return args.jobs / best
 
 
@@ -98,12 +124,23 @@ def solo(root: Path, args) -> None:
 
 
 def parallel_ceiling(root: Path, args) -> float:
-    command = [sys.executable, __file__, "--solo", str(root), "--solo-jobs", "3", "--size", str(args.size),
-               "--steps", str(args.steps)]
+    command = [
+        sys.executable,
+        __file__,
+        "--solo",
+        str(root),
+        "--solo-jobs",
+        "3",
+        "--size",
+        str(args.size),
+        "--steps",
+        str(args.steps),
+    ]
 
     def run(copies: int) -> float:
-        processes = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-                     for _ in range(copies)]
+        processes = [
+            subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(copies)
+        ]
         for process in processes:  # all loaded and warm before any starts
             assert process.stdout.readline().strip() == "ready"
         for process in processes:
@@ -137,8 +174,9 @@ async def measure(args) -> dict[str, float]:
             worker = RayWorker(_config(root, "wide", replicas))
             await worker.ready()
             try:
-                figures[f"throughput_{replicas}_replica{'s' if replicas > 1 else ''}"] = \
-                    await throughput(worker, args, args.rounds)
+                figures[f"throughput_{replicas}_replica{'s' if replicas > 1 else ''}"] = await throughput(
+                    worker, args, args.rounds
+                )
                 assert len(worker.stats.by_replica) == replicas, worker.stats
             finally:
                 await worker.close()
@@ -152,8 +190,9 @@ async def measure(args) -> dict[str, float]:
             await _one_by_one(local, small[:3])
             for suffix, wait_s in (("", RayConfig.batch_wait_s), ("_no_batch_wait", 0.0)):
                 config = _config(root, "small", 1)
-                worker = RayWorker(dataclasses.replace(config, ray=dataclasses.replace(config.ray,
-                                                                                       batch_wait_s=wait_s)))
+                worker = RayWorker(
+                    dataclasses.replace(config, ray=dataclasses.replace(config.ray, batch_wait_s=wait_s))
+                )
                 await worker.ready()
                 try:
                     await _one_by_one(worker, small[:3])
@@ -166,8 +205,9 @@ async def measure(args) -> dict[str, float]:
                 if not suffix:
                     figures["local_ms_per_job"] = statistics.median(local_t) * 1000
                     figures["ray_ms_per_job"] = statistics.median(ray_t) * 1000
-                figures[f"ray_overhead_ms_per_job{suffix}"] = (statistics.median(ray_t)
-                                                               - statistics.median(local_t)) * 1000
+                figures[f"ray_overhead_ms_per_job{suffix}"] = (
+                    statistics.median(ray_t) - statistics.median(local_t)
+                ) * 1000
         finally:
             await local.close()
     finally:
@@ -177,8 +217,9 @@ async def measure(args) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = arguments(__doc__, jobs=16, size=256, steps=10, unet_width=96, rounds=2, overhead_jobs=20,
-                       overhead_size=64)
+    parser = arguments(
+        __doc__, jobs=16, size=256, steps=10, unet_width=96, rounds=2, overhead_jobs=20, overhead_size=64
+    )
     parser.add_argument("--solo", metavar="MODELS_DIR", help=argparse.SUPPRESS)
     parser.add_argument("--solo-jobs", type=int, default=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -187,8 +228,10 @@ def main() -> None:
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     logging.basicConfig(level=logging.WARNING)
     figures = asyncio.run(measure(args))
-    print(f"cpus {os.cpu_count()}, jobs {args.jobs}, size {args.size}, steps {args.steps}, "
-          f"unet width {args.unet_width}, one torch thread per replica")
+    print(
+        f"cpus {os.cpu_count()}, jobs {args.jobs}, size {args.size}, steps {args.steps}, "
+        f"unet width {args.unet_width}, one torch thread per replica"
+    )
     print_figures(figures)
 
 

@@ -55,6 +55,7 @@ WARMUP_JOBS = 100  # jobs delivered by a process before its memory counts as war
 
 # --- the bot process ---------------------------------------------------------------------------------------------
 
+
 def oom_injector(oom_rate: float, seed: int):
     """Out of memory on `oom_rate` of first attempts."""
     import torch
@@ -91,6 +92,7 @@ def serve(config: str, oom_rate: float, seed: int) -> int:
     os.environ["SDBOT_SOAK_OOM"] = f"{oom_rate}:{seed}"
 
     import bot.runner as runner
+
     original_serve = runner.serve
 
     async def serve_with_task_dump(*args, **kwargs):  # SIGUSR1: every asyncio task's stack to the log
@@ -119,9 +121,19 @@ class Bot:
         env = {**os.environ, "DISCORD_TOKEN": self.token, "PYTHONUNBUFFERED": "1"}
         with open(log, "wb") as out:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, __file__, "--serve", str(self.config), "--oom-rate", str(self.oom_rate),
-                "--seed", str(self.seed + self.starts), cwd=ROOT, env=env, stdout=out,
-                stderr=asyncio.subprocess.STDOUT)
+                sys.executable,
+                __file__,
+                "--serve",
+                str(self.config),
+                "--oom-rate",
+                str(self.oom_rate),
+                "--seed",
+                str(self.seed + self.starts),
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 120
         while "connected as" not in log.read_text(errors="replace"):
             if self.proc.returncode is not None or time.monotonic() > deadline:
@@ -138,12 +150,13 @@ class Bot:
         self.proc.send_signal(signal.SIGTERM)
         try:
             return await asyncio.wait_for(self.proc.wait(), 60)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.proc.kill()
             return await self.proc.wait()
 
 
 # --- the soak ----------------------------------------------------------------------------------------------------
+
 
 class Soak:
     def __init__(self, args: argparse.Namespace, root: Path) -> None:
@@ -170,8 +183,10 @@ class Soak:
     async def user(self, s, member, channel, jobs: int) -> None:
         made = 0
         while made < jobs and self.submitted < self.args.jobs:
-            prompt = f"{self.rng.choice(['a cat', 'a castle', '(a dog:1.2)', 'a [blurry] bird'])} " \
-                     f"--size 64x64 --steps 2 --seed {self.rng.randrange(2**32)}"
+            prompt = (
+                f"{self.rng.choice(['a cat', 'a castle', '(a dog:1.2)', 'a [blurry] bird'])} "
+                f"--size 64x64 --steps 2 --seed {self.rng.randrange(2**32)}"
+            )
             ix = await s.send_interaction(s.slash("imagine", {"prompt": prompt}, user=member, channel=channel))
             self.sent.append(ix)
             self.phase[member.id] = "waiting for a job number"
@@ -197,8 +212,12 @@ class Soak:
         deadline = sent + 90
         next_db_check = sent + 5
         while time.monotonic() < deadline:
-            if self.killed_at is not None and self.restarted_at is not None and sent < self.killed_at \
-                    and time.monotonic() - self.restarted_at > 30:
+            if (
+                self.killed_at is not None
+                and self.restarted_at is not None
+                and sent < self.killed_at
+                and time.monotonic() - self.restarted_at > 30
+            ):
                 # acknowledged by the killed process, still no job 30 s after the restart (the journal's replay
                 # runs right after the start): the user gives up and sends it again
                 job = job_for_interaction(self.db, ix.id)
@@ -315,29 +334,48 @@ class Soak:
                 bot.proc.send_signal(signal.SIGUSR1)
                 now = time.perf_counter()
                 for f in s.gateway_frames[-12:]:
-                    print(f"#   frame {f.index} {f.direction} conn {f.connection} op {f.op} {f.t} s={f.s} "
-                          f"{now - f.time:.1f} s ago", file=sys.stderr)
+                    print(
+                        f"#   frame {f.index} {f.direction} conn {f.connection} op {f.op} {f.t} s={f.s} "
+                        f"{now - f.time:.1f} s ago",
+                        file=sys.stderr,
+                    )
                 for c in s.gateway.connections[-3:]:
-                    print(f"#   conn {c.id} {c.path} closed={c.ws.closed} code={c.close_code} "
-                          f"session={c.session_id}", file=sys.stderr)
+                    print(
+                        f"#   conn {c.id} {c.path} closed={c.ws.closed} code={c.close_code} session={c.session_id}",
+                        file=sys.stderr,
+                    )
                 for uid, ph in list(self.phase.items())[:40]:
                     if ph == "waiting for a job number":
                         ix = self.current[uid]
-                        print(f"#   user {uid} ix {ix.id} s? sent_at={ix.dispatched_at} requests "
-                              f"{[(r.method, (r.route or '')[:14], r.status) for r in ix.requests]}", file=sys.stderr)
+                        print(
+                            f"#   user {uid} ix {ix.id} s? sent_at={ix.dispatched_at} requests "
+                            f"{[(r.method, (r.route or '')[:14], r.status) for r in ix.requests]}",
+                            file=sys.stderr,
+                        )
                 cur = s.gateway.current
-                print(f"#   current session {cur.session_id if cur else None} "
-                      f"conn {cur.connection.id if cur and cur.connection else None}", file=sys.stderr, flush=True)
+                print(
+                    f"#   current session {cur.session_id if cur else None} "
+                    f"conn {cur.connection.id if cur and cur.connection else None}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             phases = Counter(v.split(" job ")[0] for v in self.phase.values())
             session = s.gateway.current
             unsent = sum(1 for e in session.events if e.sent_at is None) if session else 0
             last = s.gateway_frames[-1] if s.gateway_frames else None
-            gateway = (f"gateway {'connected' if session and session.connection else 'DOWN'}, {unsent} unsent, "
-                       f"last frame {last.direction} op {last.op} {time.perf_counter() - last.time:.0f} s ago"
-                       if last else "gateway -")
-            print(f"# {time.strftime('%H:%M:%S')} submitted {self.submitted} delivered {self.delivered()} "
-                  f"requests {len(s.requests)} indexed {self.indexed} users {dict(phases)}; {gateway}; "
-                  f"injected {sum(self.injected.values())}", file=sys.stderr, flush=True)
+            gateway = (
+                f"gateway {'connected' if session and session.connection else 'DOWN'}, {unsent} unsent, "
+                f"last frame {last.direction} op {last.op} {time.perf_counter() - last.time:.0f} s ago"
+                if last
+                else "gateway -"
+            )
+            print(
+                f"# {time.strftime('%H:%M:%S')} submitted {self.submitted} delivered {self.delivered()} "
+                f"requests {len(s.requests)} indexed {self.indexed} users {dict(phases)}; {gateway}; "
+                f"injected {sum(self.injected.values())}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     async def watch_memory(self, bot: Bot) -> None:
         import psutil
@@ -361,20 +399,35 @@ class Soak:
         async with DiscordStandIn([StandInGuild(members=members, channels=channels)]) as s:
             self.standin = s
             config = write_config(
-                self.root, self.root / "models", s, engine={"threads": 1, "max_queued_per_user": 5,
-                                                            "isolation": self.args.isolation},
-                discord={"edits_per_channel": 5, "edit_period_s": 1.0, "post_backoff_s": 0.5,
-                         "shutdown_timeout_s": 10.0},
-                moderation={"user_rate": 10000, "guild_rate": 100000, "max_queued_per_guild": 100000})
+                self.root,
+                self.root / "models",
+                s,
+                engine={"threads": 1, "max_queued_per_user": 5, "isolation": self.args.isolation},
+                discord={
+                    "edits_per_channel": 5,
+                    "edit_period_s": 1.0,
+                    "post_backoff_s": 0.5,
+                    "shutdown_timeout_s": 10.0,
+                },
+                moderation={"user_rate": 10000, "guild_rate": 100000, "max_queued_per_guild": 100000},
+            )
             bot = Bot(config, s.token, self.args.oom_rate, self.args.seed)
             await bot.start()
             started = time.monotonic()
-            background = [asyncio.create_task(c) for c in (
-                self.index(s), self.rest_faults(s), self.gateway_faults(s), self.database_locks(),
-                self.watch_memory(bot))] + ([asyncio.create_task(self.report(s, bot))] if self.args.verbose else [])
+            background = [
+                asyncio.create_task(c)
+                for c in (
+                    self.index(s),
+                    self.rest_faults(s),
+                    self.gateway_faults(s),
+                    self.database_locks(),
+                    self.watch_memory(bot),
+                )
+            ] + ([asyncio.create_task(self.report(s, bot))] if self.args.verbose else [])
             per_user = -(-self.args.jobs // self.args.users)
-            users = [asyncio.create_task(self.user(s, m, channels[i % CHANNELS], per_user))
-                     for i, m in enumerate(members)]
+            users = [
+                asyncio.create_task(self.user(s, m, channels[i % CHANNELS], per_user)) for i, m in enumerate(members)
+            ]
             kills = sorted(int(self.args.jobs * self.rng.uniform(0.1, 0.9)) for _ in range(self.args.kills))
             while not all(u.done() for u in users):
                 if kills and self.delivered() >= kills[0]:
@@ -401,6 +454,7 @@ class Soak:
                 task.cancel()
             finals = Counter()
             from tests.reliability._helpers import marker_of
+
             for message in s.messages.values():
                 job = marker_of(message)
                 if job is not None:
@@ -423,18 +477,24 @@ class Soak:
             "requests_discord_would_refuse": invalid,
             "bot_exit_status": exit_status,
         }
-        figures.update({f"injected_{k.replace(' ', '_').replace('(', '').replace(')', '')}": v
-                        for k, v in sorted(self.injected.items())})
+        figures.update(
+            {
+                f"injected_{k.replace(' ', '_').replace('(', '').replace(')', '')}": v
+                for k, v in sorted(self.injected.items())
+            }
+        )
         for reason, n in self.refusals.most_common():
             print(f"# refused {n}x: {reason}")
         figures.update(self.memory_figures())
-        figures.update({
-            "submitted": len(wanted),
-            "delivered": len(delivered),
-            "duplicated": len(duplicated),
-            "lost": len(wanted - delivered),
-            "acked_lost": acked_lost,
-        })
+        figures.update(
+            {
+                "submitted": len(wanted),
+                "delivered": len(delivered),
+                "duplicated": len(duplicated),
+                "lost": len(wanted - delivered),
+                "acked_lost": acked_lost,
+            }
+        )
         return figures
 
     async def kill(self, bot: Bot) -> None:
@@ -455,9 +515,14 @@ class Soak:
     def answered_ids(self) -> set[int]:
         """Interactions that got an answer of their own (an error or refusal through the interaction's webhook)."""
         by_token = {ix.token: ix.id for ix in self.sent}
-        return {by_token[r.params["webhook_token"]] for r in self.standin.requests
-                if r.route and r.route.startswith("/webhooks/") and r.status in (200, 204)
-                and r.params.get("webhook_token") in by_token}
+        return {
+            by_token[r.params["webhook_token"]]
+            for r in self.standin.requests
+            if r.route
+            and r.route.startswith("/webhooks/")
+            and r.status in (200, 204)
+            and r.params.get("webhook_token") in by_token
+        }
 
     def acked_lost(self) -> int:
         """Commands acknowledged (deferred) that never got a job nor any answer."""
@@ -533,15 +598,23 @@ def active_jobs(db: Path, ids: set[int]) -> list[int]:
 
 def main() -> None:
     parser = arguments(__doc__, jobs=1000, users=100)
-    parser.add_argument("--kills", type=int, default=3, help="SIGKILLs of the bot at random instants (each then "
-                        "restarted)")
-    parser.add_argument("--hold-before-kill", type=float, default=3.0, help="seconds another process holds the "
-                        "database's write lock before each kill (commands acknowledged meanwhile are not saved)")
-    parser.add_argument("--isolation", choices=["process", "thread"], default="process",
-                        help="[engine] isolation of the bot under test")
+    parser.add_argument(
+        "--kills", type=int, default=3, help="SIGKILLs of the bot at random instants (each then restarted)"
+    )
+    parser.add_argument(
+        "--hold-before-kill",
+        type=float,
+        default=3.0,
+        help="seconds another process holds the "
+        "database's write lock before each kill (commands acknowledged meanwhile are not saved)",
+    )
+    parser.add_argument(
+        "--isolation", choices=["process", "thread"], default="process", help="[engine] isolation of the bot under test"
+    )
     parser.add_argument("--oom-rate", type=float, default=0.02)
-    parser.add_argument("--rest-fault-every", type=int, default=25, help="REST requests per injected fault "
-                        "(on average)")
+    parser.add_argument(
+        "--rest-fault-every", type=int, default=25, help="REST requests per injected fault (on average)"
+    )
     parser.add_argument("--settle", type=float, default=300.0, help="seconds to wait for the last jobs")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--verbose", action="store_true", help="progress lines on stderr every 10 s")

@@ -39,12 +39,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import arguments, print_figures  # noqa: E402
-
 from engine.config import EngineConfig, Limits  # noqa: E402
 from engine.request import GenerationRequest  # noqa: E402
 
-PROMPTS = ["a photo of a cat", "a dog in the city", "portrait of a woman, best quality", "red sky at night",
-           "landscape painting, sea", "a man with a smile", "forest, watercolor", "city at night, oil painting"]
+PROMPTS = [
+    "a photo of a cat",
+    "a dog in the city",
+    "portrait of a woman, best quality",
+    "red sky at night",
+    "landscape painting, sea",
+    "a man with a smile",
+    "forest, watercolor",
+    "city at night, oil painting",
+]
 
 
 def write_models(root: Path, unet_width: int = 32) -> Path:
@@ -60,13 +67,30 @@ def write_models(root: Path, unet_width: int = 32) -> Path:
 
 
 def _config(root: Path, threads: int, **changes) -> EngineConfig:
-    return EngineConfig(models_dir=root, default_model="bench", threads=threads, job_timeout_s=0,
-                        max_queued_per_user=0, limits=Limits(max_batch=8), preview_every=0, **changes)
+    return EngineConfig(
+        models_dir=root,
+        default_model="bench",
+        threads=threads,
+        job_timeout_s=0,
+        max_queued_per_user=0,
+        limits=Limits(max_batch=8),
+        preview_every=0,
+        **changes,
+    )
 
 
 def _request(i: int, size: int, steps: int, vae: str = "none") -> GenerationRequest:
-    return GenerationRequest(PROMPTS[i % len(PROMPTS)], negative_prompt="blurry", seed=1000 + i, steps=steps,
-                             width=size, height=size, sampler="Euler", vae=vae, limits=Limits(max_batch=8))
+    return GenerationRequest(
+        PROMPTS[i % len(PROMPTS)],
+        negative_prompt="blurry",
+        seed=1000 + i,
+        steps=steps,
+        width=size,
+        height=size,
+        sampler="Euler",
+        vae=vae,
+        limits=Limits(max_batch=8),
+    )
 
 
 async def _gated(worker, requests) -> float:
@@ -89,8 +113,9 @@ async def _one_by_one(worker, requests) -> float:
     return time.perf_counter() - started
 
 
-def batch_ratio(root: Path, *, size: int = 128, steps: int = 10, threads: int = 1, rounds: int = 3,
-                batch_mode: str = "exact") -> float:
+def batch_ratio(
+    root: Path, *, size: int = 128, steps: int = 10, threads: int = 1, rounds: int = 3, batch_mode: str = "exact"
+) -> float:
     """Images/s of 8 compatible jobs batched over the same jobs one by one (median of interleaved rounds)."""
     from engine.worker import Worker
 
@@ -116,8 +141,9 @@ def loop_lag_ms(root: Path, *, size: int = 128, steps: int = 10, threads: int = 
     async def run() -> dict:
         async with Worker(_config(root, threads), max_batch=4) as worker:
             await worker.submit(_request(0, size, steps), owner=0)  # load the model first
-            handles = [worker.submit(_request(i, size, steps if i % 3 else steps + 1), owner=i % 4)
-                       for i in range(jobs)]
+            handles = [
+                worker.submit(_request(i, size, steps if i % 3 else steps + 1), owner=i % 4) for i in range(jobs)
+            ]
             lags, acks = [], []
             while not all(h.done() for h in handles):
                 before = time.perf_counter()
@@ -130,10 +156,13 @@ def loop_lag_ms(root: Path, *, size: int = 128, steps: int = 10, threads: int = 
             for h in handles:
                 await h
             lags.sort()
-            return {"loop_lag_ms_p50": lags[len(lags) // 2] * 1000,
-                    "loop_lag_ms_p99": lags[min(len(lags) - 1, int(len(lags) * 0.99))] * 1000,
-                    "loop_lag_ms_max": lags[-1] * 1000, "loop_lag_samples": len(lags),
-                    "submit_ms_max": max(acks) * 1000}
+            return {
+                "loop_lag_ms_p50": lags[len(lags) // 2] * 1000,
+                "loop_lag_ms_p99": lags[min(len(lags) - 1, int(len(lags) * 0.99))] * 1000,
+                "loop_lag_ms_max": lags[-1] * 1000,
+                "loop_lag_samples": len(lags),
+                "submit_ms_max": max(acks) * 1000,
+            }
 
     return asyncio.run(run())
 
@@ -141,8 +170,12 @@ def loop_lag_ms(root: Path, *, size: int = 128, steps: int = 10, threads: int = 
 def memory(root: Path, *, size: int = 64, steps: int = 2, threads: int = 1, jobs: int = 200) -> dict:
     """Peak RSS with three VAEs cached and RSS after 20 vs 200 jobs, measured in a fresh process."""
     args = json.dumps(dict(root=str(root), size=size, steps=steps, threads=threads, jobs=jobs))
-    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--memory-child", args],
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--memory-child", args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"memory measurement failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -212,8 +245,16 @@ def rss_scaling(small: dict, wide: dict) -> dict:
     return {"rss_weight_factor": factor, "rss_fixed_overhead_mb": grown[0] - factor * small["weights_mb"]}
 
 
-def measure_all(*, size: int = 128, steps: int = 10, threads: int = 1, unet_width: int = 32,
-                rounds: int = 5, jobs: int = 200, wide_unet_width: int = 256) -> dict:
+def measure_all(
+    *,
+    size: int = 128,
+    steps: int = 10,
+    threads: int = 1,
+    unet_width: int = 32,
+    rounds: int = 5,
+    jobs: int = 200,
+    wide_unet_width: int = 256,
+) -> dict:
     """Every worker figure, on tiny models written to a temporary dir."""
     import torch
 
@@ -222,21 +263,28 @@ def measure_all(*, size: int = 128, steps: int = 10, threads: int = 1, unet_widt
     root = write_models(tmp / "small", unet_width)
     try:
         figures: dict = {"batch_ratio": batch_ratio(root, size=size, steps=steps, threads=threads, rounds=rounds)}
-        figures["batch_ratio_fast"] = batch_ratio(root, size=size, steps=steps, threads=threads, rounds=rounds,
-                                                  batch_mode="fast")
+        figures["batch_ratio_fast"] = batch_ratio(
+            root, size=size, steps=steps, threads=threads, rounds=rounds, batch_mode="fast"
+        )
         figures.update(loop_lag_ms(root, size=size, steps=steps, threads=threads))
         small = memory(root, threads=threads, jobs=jobs)
         figures.update(small)
         figures["peak_rss_within_bound"] = small["peak_rss_mb"] <= small["rss_bound_mb"]
         figures["rss_flat"] = abs(small["rss_growth_mb"]) <= 0.05 * small["rss_after_20_mb"]
         wide = memory(write_models(tmp / "wide", wide_unet_width), threads=threads, jobs=20)
-        figures.update({"wide_weights_mb": wide["weights_mb"], "wide_peak_rss_mb": wide["peak_rss_mb"],
-                        "wide_rss_bound_mb": wide["rss_bound_mb"]})
+        figures.update(
+            {
+                "wide_weights_mb": wide["weights_mb"],
+                "wide_peak_rss_mb": wide["peak_rss_mb"],
+                "wide_rss_bound_mb": wide["rss_bound_mb"],
+            }
+        )
         figures.update(rss_scaling(small, wide))
         # the smallest checkpoint + 3 VAEs for which baseline + fixed + factor x weights <= the bound holds
         slack = 1.15 - figures["rss_weight_factor"]
         figures["rss_bound_holds_from_weights_mb"] = (
-            figures["rss_fixed_overhead_mb"] / slack if slack > 0 else float("inf"))
+            figures["rss_fixed_overhead_mb"] / slack if slack > 0 else float("inf")
+        )
         return figures
     finally:
         torch.set_num_threads(saved)
@@ -248,10 +296,18 @@ def main() -> None:
         return
     args = arguments(__doc__, size=128, steps=10, threads=1, unet_width=32, rounds=5, jobs=200).parse_args()
     started = time.perf_counter()
-    figures = measure_all(size=args.size, steps=args.steps, threads=args.threads, unet_width=args.unet_width,
-                          rounds=args.rounds, jobs=args.jobs)
-    print(f"cpu count {os.cpu_count()}, size {args.size}, steps {args.steps}, unet width {args.unet_width}, "
-          f"{time.perf_counter() - started:.0f} s")
+    figures = measure_all(
+        size=args.size,
+        steps=args.steps,
+        threads=args.threads,
+        unet_width=args.unet_width,
+        rounds=args.rounds,
+        jobs=args.jobs,
+    )
+    print(
+        f"cpu count {os.cpu_count()}, size {args.size}, steps {args.steps}, unet width {args.unet_width}, "
+        f"{time.perf_counter() - started:.0f} s"
+    )
     print_figures(figures)
 
 

@@ -21,9 +21,9 @@ from asyncio_throttle import Throttler
 from discord import app_commands
 from discord.ext import commands
 
+from bot.channel_edits import ChannelEdits
 from bot.config import Config
 from bot.errors import UserError
-from bot.channel_edits import ChannelEdits
 from bot.services import Services
 from bot.store.errors import StoreError
 from engine.errors import EngineError
@@ -95,9 +95,15 @@ class SdBot(commands.Bot):
         intents = discord.Intents.none()
         intents.guilds = True
         settings = config.settings.discord
-        super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None,
-                         tree_cls=SdTree, guild_ready_timeout=0.05,
-                         allowed_mentions=discord.AllowedMentions(users=True, everyone=False, roles=False), **options)
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            help_command=None,
+            tree_cls=SdTree,
+            guild_ready_timeout=0.05,
+            allowed_mentions=discord.AllowedMentions(users=True, everyone=False, roles=False),
+            **options,
+        )
         self.config = config
         self.force_sync = force_sync
         self.services: Services = _services(core, self)
@@ -162,8 +168,13 @@ class SdBot(commands.Bot):
         return True
 
     def tree_hash(self, scopes: list[discord.Object | None]) -> str:
-        payload = {str(g.id) if g else "global": sorted((c.to_dict(self.tree) for c in self.tree.get_commands(
-            guild=g)), key=lambda d: (d.get("type", 1), d["name"])) for g in scopes}
+        payload = {
+            str(g.id) if g else "global": sorted(
+                (c.to_dict(self.tree) for c in self.tree.get_commands(guild=g)),
+                key=lambda d: (d.get("type", 1), d["name"]),
+            )
+            for g in scopes
+        }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
     def serves(self, guild_id: int | None) -> bool:
@@ -183,9 +194,13 @@ class ShardedSdBot(SdBot, commands.AutoShardedBot):
     def __init__(self, config: Config, core: Core, *, force_sync: bool = False) -> None:
         settings = config.settings.discord
         # "auto": discord.py asks GET /gateway/bot for Discord's recommended count; no shard_ids: all of them.
-        super().__init__(config, core, force_sync=force_sync,
-                         shard_count=None if settings.shards == "auto" else settings.shards,
-                         shard_ids=settings.shard_ids or None)
+        super().__init__(
+            config,
+            core,
+            force_sync=force_sync,
+            shard_count=None if settings.shards == "auto" else settings.shards,
+            shard_ids=settings.shard_ids or None,
+        )
 
     async def setup_hook(self) -> None:
         if self.shard_count is None:  # "auto": recovery must know the count before the shards are launched

@@ -27,19 +27,23 @@ def cmd_classify(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     policy, path = config.image_policy(), config.image_classifier
     if policy is None or path is None:
-        raise UserError("no image classifier: set [moderation] image_classifier to the model's folder in the config "
-                        f"({config.source or 'none given; use --config F'}); see config.example.toml")
+        raise UserError(
+            "no image classifier: set [moderation] image_classifier to the model's folder in the config "
+            f"({config.source or 'none given; use --config F'}); see config.example.toml"
+        )
     images = [_open(Path(p)) for p in args.images]
     classifier = load_classifier(path, resolve_device(config.engine_config().device))
     policy.check_labels(classifier.labels, str(path))
     thresholds = policy.thresholds
     print(f"# {path}: unsafe = {' + '.join(policy.unsafe_labels)}; {thresholds.text()}")
     for start in range(0, len(images), CHUNK):
-        chunk = images[start:start + CHUNK]
-        for name, scores in zip(args.images[start:start + CHUNK], classifier.score(chunk)):
+        chunk = images[start : start + CHUNK]
+        for name, scores in zip(args.images[start : start + CHUNK], classifier.score(chunk)):
             unsafe, _ = policy.unsafe_score(scores)
-            print(f"{name}: {scores_line(scores, limit=len(scores), digits=3)} -> unsafe {unsafe:.3f}: "
-                  f"{thresholds.verdict(unsafe)}")
+            print(
+                f"{name}: {scores_line(scores, limit=len(scores), digits=3)} -> unsafe {unsafe:.3f}: "
+                f"{thresholds.verdict(unsafe)}"
+            )
     return 0
 
 

@@ -20,20 +20,31 @@ def add_parsers(sub) -> None:
     p.add_argument("--cfg", type=float, metavar="F")
     p.add_argument("--sampler", metavar="NAME")
     p.add_argument("--seed", type=int, metavar="N")
-    p.add_argument("--size", default=None, metavar="WxH",
-                   help="default 512x512; with --init-image, the image's aspect within max_pixels")
+    p.add_argument(
+        "--size",
+        default=None,
+        metavar="WxH",
+        help="default 512x512; with --init-image, the image's aspect within max_pixels",
+    )
     p.add_argument("--clip-skip", type=int, metavar="N")
     p.add_argument("--vae", metavar="auto|none|NAME|PATH")
     p.add_argument("--model", metavar="NAME|PATH")
     p.add_argument("--batch", type=int, metavar="N")
     p.add_argument("--init-image", default="", metavar="FILE", help="img2img: start from this PNG, JPEG or WebP")
-    p.add_argument("--strength", type=float, metavar="D",
-                   help="denoising strength (default 0.75 with --init-image, 0.7 for the Hires pass)")
+    p.add_argument(
+        "--strength",
+        type=float,
+        metavar="D",
+        help="denoising strength (default 0.75 with --init-image, 0.7 for the Hires pass)",
+    )
     p.add_argument("--resize-mode", choices=("just", "crop", "fill"))
     p.add_argument("--hires", type=float, metavar="SCALE", help="Hires. fix: upscale by SCALE")
     p.add_argument("--hires-steps", type=int, metavar="N", help="second-pass steps (0 = --steps)")
-    p.add_argument("--hires-upscaler", metavar="NAME",
-                   help="Latent, Latent (bicubic) ... Lanczos, Nearest or a model in models/ESRGAN")
+    p.add_argument(
+        "--hires-upscaler",
+        metavar="NAME",
+        help="Latent, Latent (bicubic) ... Lanczos, Nearest or a model in models/ESRGAN",
+    )
     p.add_argument("--out", default="out/sdbot.png", metavar="FILE.png")
     p.add_argument("--config", metavar="F")
     p.set_defaults(func=cmd_render)
@@ -53,8 +64,22 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_models)
 
 
-_OPTION_FLAGS = ("negative", "steps", "cfg", "sampler", "seed", "clip_skip", "vae", "model", "batch", "strength",
-                 "resize_mode", "hires", "hires_steps", "hires_upscaler")
+_OPTION_FLAGS = (
+    "negative",
+    "steps",
+    "cfg",
+    "sampler",
+    "seed",
+    "clip_skip",
+    "vae",
+    "model",
+    "batch",
+    "strength",
+    "resize_mode",
+    "hires",
+    "hires_steps",
+    "hires_upscaler",
+)
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -70,14 +95,21 @@ def cmd_render(args: argparse.Namespace) -> int:
         from engine.models import ModelLibrary, checkpoint_family
 
         multiple = size_multiple(checkpoint_family(ModelLibrary(engine_config).checkpoint(args.model)))
-        width, height = default_size(*read_input_image(args.init_image, engine_config.limits).size,
-                                     engine_config.limits, multiple)
+        width, height = default_size(
+            *read_input_image(args.init_image, engine_config.limits).size, engine_config.limits, multiple
+        )
     else:
         width, height = 512, 512
     # The flags are the slash commands' parameters (bot/option_spec.py); unset ones keep the request's defaults.
     options = from_slash(**{name: getattr(args, name) for name in _OPTION_FLAGS})
-    request = GenerationRequest(prompt=args.prompt, width=width, height=height, init_image=args.init_image,
-                                **options, limits=engine_config.limits)
+    request = GenerationRequest(
+        prompt=args.prompt,
+        width=width,
+        height=height,
+        init_image=args.init_image,
+        **options,
+        limits=engine_config.limits,
+    )
     if Path(args.out).suffix.lower() != ".png":
         raise UserError(f"--out must name a .png file (got {args.out!r})")
     result = Engine(engine_config).render(request)

@@ -66,8 +66,10 @@ async def _refusals(config: Config, work) -> None:
     try:
         await work
     except discord.LoginFailure:
-        raise UserError(f"Discord refused the token in {config.settings.discord.token_env}; reset it in "
-                        "the Developer Portal and try again") from None
+        raise UserError(
+            f"Discord refused the token in {config.settings.discord.token_env}; reset it in "
+            "the Developer Portal and try again"
+        ) from None
     except discord.PrivilegedIntentsRequired:
         raise UserError("Discord refused a privileged intent; sdbot needs none, check the application") from None
 
@@ -91,9 +93,10 @@ async def _check(config: Config) -> int:
     classifier = await load_classifier(config)
     print(f"config ok ({config.source or 'embedded defaults'})")
     print(f"database ok ({len(pending)} differences between models and migrations)")
-    print(f"models ok: default {checkpoint.name}, {len(library.checkpoints())} checkpoints, "
-          f"{len(library.vaes())} VAEs")
+    print(f"models ok: default {checkpoint.name}, {len(library.checkpoints())} checkpoints, {len(library.vaes())} VAEs")
     if classifier is not None:
-        print(f"image classifier ok: {config.image_classifier} (labels {', '.join(classifier.labels)}; unsafe: "
-              f"{', '.join(config.settings.moderation.unsafe_labels)})")
+        print(
+            f"image classifier ok: {config.image_classifier} (labels {', '.join(classifier.labels)}; unsafe: "
+            f"{', '.join(config.settings.moderation.unsafe_labels)})"
+        )
     return 0

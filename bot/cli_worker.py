@@ -35,9 +35,12 @@ def _non_negative(text: str) -> float:
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("worker", help="run the engine replicas on a Ray cluster (backend = \"ray\")")
-    p.add_argument("--ray-address", metavar="ADDRESS",
-                   help='the cluster: "auto", HOST:6379 or ray://HOST:10001 (default: [engine] ray_address)')
+    p = sub.add_parser("worker", help='run the engine replicas on a Ray cluster (backend = "ray")')
+    p.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help='the cluster: "auto", HOST:6379 or ray://HOST:10001 (default: [engine] ray_address)',
+    )
     p.add_argument("--config", metavar="F")
     p.add_argument("--replicas", type=_positive_int, metavar="N", help="default: [engine] ray_replicas")
     p.add_argument("--num-gpus", type=_non_negative, metavar="G", help="per replica; default: [engine] ray_num_gpus")
@@ -52,12 +55,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from engine import ray_backend
 
     engine_config = load_config(args.config).engine_config()
-    changes = {name: value for name, value in (("address", args.ray_address), ("replicas", args.replicas),
-                                                ("num_gpus", args.num_gpus)) if value is not None}
+    changes = {
+        name: value
+        for name, value in (("address", args.ray_address), ("replicas", args.replicas), ("num_gpus", args.num_gpus))
+        if value is not None
+    }
     ray_config = dataclasses.replace(engine_config.ray, **changes)
     if not ray_config.address:
-        raise UserError("sdbot worker needs a Ray cluster: pass --ray-address HOST:6379 (or set [engine] "
-                        "ray_address); start one with `ray start --head`, see docs/scaling.md")
+        raise UserError(
+            "sdbot worker needs a Ray cluster: pass --ray-address HOST:6379 (or set [engine] "
+            "ray_address); start one with `ray start --head`, see docs/scaling.md"
+        )
     engine_config = dataclasses.replace(engine_config, backend="ray", ray=ray_config)
     ray_backend.connect(ray_config.address)
     if args.status:
@@ -67,9 +75,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
         ray_backend.undeploy(ray_config)
         print(f"removed the application {ray_config.app_name}")
         return 0
-    print(f"deploying {ray_config.replicas} engine replica(s) ({ray_config.num_gpus:g} GPU, "
-          f"{ray_config.num_cpus:g} CPU each, models in {engine_config.models_dir}) as {ray_config.app_name} ...",
-          flush=True)
+    print(
+        f"deploying {ray_config.replicas} engine replica(s) ({ray_config.num_gpus:g} GPU, "
+        f"{ray_config.num_cpus:g} CPU each, models in {engine_config.models_dir}) as {ray_config.app_name} ...",
+        flush=True,
+    )
     ray_backend.deploy(engine_config)
     print("\n".join(ray_backend.replica_lines(ray_config)), flush=True)
     if args.detach:

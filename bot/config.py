@@ -14,8 +14,16 @@ import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator,
-                      model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from bot.errors import ConfigError
 from engine.config import EngineConfig, Limits, RayConfig
@@ -37,26 +45,44 @@ _ENGINE_SOURCES = ((EngineConfig, ""), (Limits, ""), (RayConfig, "ray_"))
 _NOT_IN_FILE = {"limits", "ray", "image_classifier", "max_side"}  # nested, [moderation]'s, or fixed
 _RENAMED = {"ray_app_name": "ray_app"}
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "device": ("auto", "cpu", "cuda"), "dtype": ("auto", "fp16", "bf16", "fp32"), "batch_mode": ("exact", "fast"),
-    "backend": ("local", "ray"), "isolation": ("process", "thread"),
+    "device": ("auto", "cpu", "cuda"),
+    "dtype": ("auto", "fp16", "bf16", "fp32"),
+    "batch_mode": ("exact", "fast"),
+    "backend": ("local", "ray"),
+    "isolation": ("process", "thread"),
 }
 _BOUNDS: dict[str, dict[str, Any]] = {
-    "vae_cache_size": dict(ge=0, le=64), "checkpoint_cache_size": dict(ge=1, le=16), "max_steps": dict(ge=1, le=1000),
-    "max_pixels": dict(ge=64 * 64, le=4096 * 4096), "max_batch": dict(ge=1, le=16),
-    "max_prompt_chars": dict(ge=1, le=20000), "max_input_bytes": dict(ge=1024, le=512 * 2**20),  # img2img starts
-    "max_input_pixels": dict(ge=64 * 64, le=2**28), "max_queued_per_user": dict(ge=1, le=1000),
-    "job_timeout_s": dict(gt=0, le=86400), "preview_every": dict(ge=0, le=1000), "threads": dict(ge=0, le=256),
-    "ray_app": dict(pattern=r"^[A-Za-z0-9_-]{1,64}$"), "ray_replicas": dict(ge=1, le=1024),
-    "ray_num_gpus": dict(ge=0, le=64), "ray_num_cpus": dict(ge=0, le=1024), "ray_max_retries": dict(ge=0, le=100),
-    "ray_max_ongoing_requests": dict(ge=1, le=1000), "ray_batch_wait_s": dict(ge=0, le=10),
+    "vae_cache_size": dict(ge=0, le=64),
+    "checkpoint_cache_size": dict(ge=1, le=16),
+    "max_steps": dict(ge=1, le=1000),
+    "max_pixels": dict(ge=64 * 64, le=4096 * 4096),
+    "max_batch": dict(ge=1, le=16),
+    "max_prompt_chars": dict(ge=1, le=20000),
+    "max_input_bytes": dict(ge=1024, le=512 * 2**20),  # img2img starts
+    "max_input_pixels": dict(ge=64 * 64, le=2**28),
+    "max_queued_per_user": dict(ge=1, le=1000),
+    "job_timeout_s": dict(gt=0, le=86400),
+    "preview_every": dict(ge=0, le=1000),
+    "threads": dict(ge=0, le=256),
+    "ray_app": dict(pattern=r"^[A-Za-z0-9_-]{1,64}$"),
+    "ray_replicas": dict(ge=1, le=1024),
+    "ray_num_gpus": dict(ge=0, le=64),
+    "ray_num_cpus": dict(ge=0, le=1024),
+    "ray_max_retries": dict(ge=0, le=100),
+    "ray_max_ongoing_requests": dict(ge=1, le=1000),
+    "ray_batch_wait_s": dict(ge=0, le=10),
     "ray_start_timeout_s": dict(gt=0, le=86400),
 }
 
 
 def _engine_keys() -> dict[str, tuple[type, str]]:
     """[engine] key -> (the engine dataclass that holds it, its field name there), in the engine's order."""
-    return {_RENAMED.get(prefix + f.name, prefix + f.name): (cls, f.name)
-            for cls, prefix in _ENGINE_SOURCES for f in dataclasses.fields(cls) if f.name not in _NOT_IN_FILE}
+    return {
+        _RENAMED.get(prefix + f.name, prefix + f.name): (cls, f.name)
+        for cls, prefix in _ENGINE_SOURCES
+        for f in dataclasses.fields(cls)
+        if f.name not in _NOT_IN_FILE
+    }
 
 
 def _engine_section() -> type[_Section]:
@@ -159,7 +185,7 @@ class ModerationSection(_Section):
     block_above: _Fraction = 0.9
 
     @model_validator(mode="after")
-    def _ordered(self) -> "ModerationSection":
+    def _ordered(self) -> ModerationSection:
         if self.flag_above > self.block_above:
             raise ValueError(f"flag_above ({self.flag_above:g}) must not be above block_above ({self.block_above:g})")
         if not self.unsafe_labels:
@@ -195,8 +221,12 @@ class Config:
         parts: dict[type, dict[str, Any]] = {cls: {} for cls, _ in _ENGINE_SOURCES}
         for key, (cls, name) in _engine_keys().items():
             parts[cls][name] = values[key]
-        return EngineConfig(**{**parts[EngineConfig], "models_dir": self.models_dir}, limits=Limits(**parts[Limits]),
-                            ray=RayConfig(**parts[RayConfig]), image_classifier=self.image_classifier)
+        return EngineConfig(
+            **{**parts[EngineConfig], "models_dir": self.models_dir},
+            limits=Limits(**parts[Limits]),
+            ray=RayConfig(**parts[RayConfig]),
+            image_classifier=self.image_classifier,
+        )
 
     @property
     def image_classifier(self) -> Path | None:

@@ -20,6 +20,7 @@ from bot.option_spec import BY_FLAG, FLAG_NAMES, FLOAT, INT, LORA, PRESET, RATIO
 
 _OPTION = re.compile(r"(?:^|(?<=\s))(?:--|—)([A-Za-z][\w-]*)")
 
+
 @dataclass(frozen=True)
 class InlineOptions:
     """What a prompt carried: the bare prompt, typed options (request keys), and preset names in order."""
@@ -39,7 +40,7 @@ def parse_inline(text: str) -> InlineOptions:
     for i, m in enumerate(matches):
         name = m.group(1).lower().replace("_", "-")
         end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
-        raw = _unquote(text[m.end():end].strip())
+        raw = _unquote(text[m.end() : end].strip())
         option = BY_FLAG.get(name)
         if option is None:
             if raw:
@@ -89,7 +90,7 @@ def append_to_prompt(text: str, addition: str) -> str:
     m = _OPTION.search(text)
     if m is None:
         return f"{text.rstrip()} {addition}"
-    return f"{text[:m.start()].rstrip()} {addition} {text[m.start():]}"
+    return f"{text[: m.start()].rstrip()} {addition} {text[m.start() :]}"
 
 
 def convert(name: str, key: str, kind: str, raw: str) -> dict[str, Any]:

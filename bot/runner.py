@@ -93,20 +93,41 @@ def build_services(core: Core, discord: DiscordSide) -> Services:
     m, d = config.settings.moderation, config.settings.discord
     settings_cache = SettingsCache(sessions)
     review = ImageReview(sessions, settings_cache, discord.notifier, image_policy=config.image_policy())
-    jobs = JobService(sessions, core.worker, config.outputs_dir, review, discord.listener_for, limits=limits,
-                      post_retry_s=d.post_retry_s, post_backoff_s=d.post_backoff_s)
+    jobs = JobService(
+        sessions,
+        core.worker,
+        config.outputs_dir,
+        review,
+        discord.listener_for,
+        limits=limits,
+        post_retry_s=d.post_retry_s,
+        post_backoff_s=d.post_backoff_s,
+    )
     bans = Bans(sessions, global_bans=frozenset(m.banned_users))
-    rates = RateLimits(Rate(m.user_rate, m.user_period_s), Rate(m.guild_rate, m.guild_period_s), m.rate_wait_s,
-                       cooldown_s=d.cooldown_s)
+    rates = RateLimits(
+        Rate(m.user_rate, m.user_period_s), Rate(m.guild_rate, m.guild_period_s), m.rate_wait_s, cooldown_s=d.cooldown_s
+    )
     caps = Caps(max_active_per_user=engine_config.max_queued_per_user, max_queued_per_guild=m.max_queued_per_guild)
     catalog = ModelCatalog(engine_config)
-    presets = PresetService(sessions, limits=limits, max_per_user=config.settings.database.max_presets_per_user,
-                            relink=_relinker(engine_config))
+    presets = PresetService(
+        sessions,
+        limits=limits,
+        max_per_user=config.settings.database.max_presets_per_user,
+        relink=_relinker(engine_config),
+    )
     return Services(
-        config=config, db=core.db, sessions=sessions, worker=core.worker, jobs=jobs, presets=presets,
+        config=config,
+        db=core.db,
+        sessions=sessions,
+        worker=core.worker,
+        jobs=jobs,
+        presets=presets,
         submissions=Submissions(sessions, jobs, review, bans, rates, catalog.family_of, caps=caps, limits=limits),
-        review=review, moderation=ModerationService(sessions, jobs, review, bans, settings_cache, limits=limits),
-        bans=bans, catalog=catalog, journal=core.journal,
+        review=review,
+        moderation=ModerationService(sessions, jobs, review, bans, settings_cache, limits=limits),
+        bans=bans,
+        catalog=catalog,
+        journal=core.journal,
     )
 
 
@@ -184,13 +205,20 @@ async def sync_commands(config: Config, token: str) -> None:
 
     settings = config.settings.discord
     point_discord_at(settings.api_base_url, settings.gateway_url)
-    async with open_core(config, lambda engine_config: _NoEngine()) as core:
-        async with make_bot(config, core, force_sync=True) as bot:
-            await bot.login(token)  # runs `setup_hook`, which syncs
+    async with (
+        open_core(config, lambda engine_config: _NoEngine()) as core,
+        make_bot(config, core, force_sync=True) as bot,
+    ):
+        await bot.login(token)  # runs `setup_hook`, which syncs
 
 
-async def serve(config: Config, token: str, stop: asyncio.Event | None = None,
-                started: asyncio.Future | None = None, make_worker: Callable[[Any], Any] | None = None) -> None:
+async def serve(
+    config: Config,
+    token: str,
+    stop: asyncio.Event | None = None,
+    started: asyncio.Future | None = None,
+    make_worker: Callable[[Any], Any] | None = None,
+) -> None:
     """Run the bot until `stop` is set (or forever); `started` receives the bot once it is ready."""
     from bot.app import make_bot
 

@@ -38,8 +38,15 @@ class Backend(Protocol):
     async def ready(self) -> None:
         """Wait until the engine can take jobs; EngineError saying why when it cannot."""
 
-    def submit(self, request: GenerationRequest, *, owner: str | int, job_id: str | None = None,
-               priority: bool = False, group: str | int | None = None) -> JobHandle:
+    def submit(
+        self,
+        request: GenerationRequest,
+        *,
+        owner: str | int,
+        job_id: str | None = None,
+        priority: bool = False,
+        group: str | int | None = None,
+    ) -> JobHandle:
         """Queue a job and return its handle at once; QueueFull at the owner's cap, WorkerClosed when closing."""
 
     def cancel(self, job_id: str, reason: str = CANCELLED) -> bool:
@@ -98,5 +105,3 @@ def make_worker(config: EngineConfig) -> Backend:
     if config.backend == "local":
         raise ValueError(f"unknown engine isolation {config.isolation!r}; expected one of process, thread")
     raise ValueError(f"unknown engine backend {config.backend!r}; expected one of {', '.join(BACKENDS)}")
-
-

@@ -77,8 +77,7 @@ class BatchPlanner:
         self.family = "sd"  # the last checkpoint's family (previews decode with it)
         self._last_checkpoint: Any = None
 
-    def plan(self, head: Batchable, queue: FairQueue, lock: threading.Lock,
-             take: Callable[[list], None]) -> list:
+    def plan(self, head: Batchable, queue: FairQueue, lock: threading.Lock, take: Callable[[list], None]) -> list:
         """`head` (already taken) and the waiting jobs that share its call, taken with `take` under `lock`."""
         ckpt = self.checkpoint_for(head.request)
         budget = self.max_batch - head.request.batch_size

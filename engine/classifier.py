@@ -109,8 +109,9 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> Ima
     folder = Path(path).expanduser()
     where = f"the image classifier {folder}"
     if not folder.exists():
-        raise ClassifierError(f"{where} does not exist: download the model folder once and name it in "
-                              "[moderation] image_classifier")
+        raise ClassifierError(
+            f"{where} does not exist: download the model folder once and name it in [moderation] image_classifier"
+        )
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise ClassifierError(f"{where} is not a model folder (it has no config.json)")

@@ -35,8 +35,20 @@ from engine.config import EngineConfig
 from engine.errors import EngineError, internal_message
 from engine.fair_queue import FairQueue, QueuedJob
 from engine.jobs import (
-    CANCELLED, CLOSING, SHUTDOWN_QUEUED, SHUTDOWN_RUNNING, Cancelled, Failed, Finished, JobEvent, JobHandle,
-    JobCounts, PendingJob, Started, Step, WorkerClosed,
+    CANCELLED,
+    CLOSING,
+    SHUTDOWN_QUEUED,
+    SHUTDOWN_RUNNING,
+    Cancelled,
+    Failed,
+    Finished,
+    JobCounts,
+    JobEvent,
+    JobHandle,
+    PendingJob,
+    Started,
+    Step,
+    WorkerClosed,
 )
 from engine.request import GenerationRequest
 from engine.wire import decode_result
@@ -89,8 +101,11 @@ class DispatchWorker(ContextManaged):
         self.config = config
         self.stats = DispatchStats()
         self.queue: FairQueue[DispatchedJob] = FairQueue(
-            round_robin=config.round_robin, cap=config.max_queued_per_user,
-            make=lambda pending, seq: DispatchedJob(pending, seq, JobHandle(pending, self.cancel)), emit=self._emit)
+            round_robin=config.round_robin,
+            cap=config.max_queued_per_user,
+            make=lambda pending, seq: DispatchedJob(pending, seq, JobHandle(pending, self.cancel)),
+            emit=self._emit,
+        )
         self._tasks: set[asyncio.Task] = set()
         self._in_flight = 0
         self._closing = False
@@ -148,8 +163,15 @@ class DispatchWorker(ContextManaged):
         """The engine is not in this process (`in_process` is False): it loads its own models."""
         raise EngineError("the image engine is not in this process")
 
-    def submit(self, request: GenerationRequest, *, owner: str | int, job_id: str | None = None,
-               priority: bool = False, group: str | int | None = None) -> JobHandle:
+    def submit(
+        self,
+        request: GenerationRequest,
+        *,
+        owner: str | int,
+        job_id: str | None = None,
+        priority: bool = False,
+        group: str | int | None = None,
+    ) -> JobHandle:
         """Queue a job and return its handle at once. Raises QueueFull at the owner's cap, WorkerClosed."""
         self.start()
         if self._closing:

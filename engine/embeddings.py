@@ -84,7 +84,7 @@ class EmbeddingMatcher:
 
     def __call__(self, tokens: list[int], position: int) -> Found | None:
         for ids, name, vectors in self._by_first.get(tokens[position], ()):
-            if tokens[position:position + len(ids)] == ids:
+            if tokens[position : position + len(ids)] == ids:
                 return name, vectors, len(ids)
         return None
 
@@ -125,12 +125,17 @@ class EmbeddingStore:
             return [None] * len(encoders)
         slots = [""] if len(encoders) == 1 else ["clip_l", "clip_g"]
         widths = [te.get_input_embeddings().weight.shape[1] for _, te in encoders]
-        fitting = [e for e in embeddings
-                   if all(slot in e.vectors and e.vectors[slot].shape[1] == w for slot, w in zip(slots, widths))]
+        fitting = [
+            e
+            for e in embeddings
+            if all(slot in e.vectors and e.vectors[slot].shape[1] == w for slot, w in zip(slots, widths))
+        ]
         if not fitting:
             return [None] * len(encoders)
-        return [EmbeddingMatcher(tok, [(e.name, e.vectors[slot]) for e in fitting])
-                for (tok, _), slot in zip(encoders, slots)]
+        return [
+            EmbeddingMatcher(tok, [(e.name, e.vectors[slot]) for e in fitting])
+            for (tok, _), slot in zip(encoders, slots)
+        ]
 
     def hashes(self, names) -> list[tuple[str, str]]:
         """(name, short hash) of the embeddings a prompt used, for the infotext's `TI hashes`."""

@@ -27,7 +27,14 @@ from typing import Generic, TypeVar
 from engine.errors import EngineError
 from engine.fairness import Served, fair_order
 from engine.jobs import (
-    SHUTDOWN_QUEUED, Cancelled, JobEvent, JobHandle, PendingJob, QueueFull, Queued, member_cap_message,
+    SHUTDOWN_QUEUED,
+    Cancelled,
+    JobEvent,
+    JobHandle,
+    PendingJob,
+    Queued,
+    QueueFull,
+    member_cap_message,
 )
 from engine.request import GenerationRequest
 
@@ -55,8 +62,9 @@ J = TypeVar("J", bound=QueuedJob)
 class FairQueue(Generic[J]):
     """Waiting jobs in start order, and every job not yet ended by id. See the module docstring."""
 
-    def __init__(self, *, round_robin: bool, cap: int, make: Callable[[PendingJob, int], J],
-                 emit: Callable[[J, JobEvent], None]) -> None:
+    def __init__(
+        self, *, round_robin: bool, cap: int, make: Callable[[PendingJob, int], J], emit: Callable[[J, JobEvent], None]
+    ) -> None:
         self.round_robin = round_robin
         self.cap = cap
         self._make = make  # a new job's record (with its handle) from what was submitted and its arrival number
@@ -98,8 +106,15 @@ class FairQueue(Generic[J]):
 
     # -- changing --------------------------------------------------------------------------------------------
 
-    def submit(self, request: GenerationRequest, *, owner: str | int, job_id: str | None = None,
-               priority: bool = False, group: str | int | None = None) -> J:
+    def submit(
+        self,
+        request: GenerationRequest,
+        *,
+        owner: str | int,
+        job_id: str | None = None,
+        priority: bool = False,
+        group: str | int | None = None,
+    ) -> J:
         """A new waiting job. Raises QueueFull at the owner's cap, EngineError for an id in use."""
         if not isinstance(request, GenerationRequest):
             raise TypeError("submit() takes a GenerationRequest")

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict
-from typing import Any, Hashable, Protocol, TypeVar
+from collections.abc import Hashable
+from typing import Any, Protocol, TypeVar
 
 
 class Queueable(Protocol):

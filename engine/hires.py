@@ -56,19 +56,30 @@ def check_hires_fields(request: GenerationRequest) -> None:
     if max(width, height) > lim.max_side or width * height > lim.max_pixels:
         raise EngineError(
             f"Hires ×{request.hires:g} makes {width}x{height} = {width * height} pixels; the limit is "
-            f"{lim.max_pixels} pixels and {lim.max_side} per side: use a smaller scale or base size")
+            f"{lim.max_pixels} pixels and {lim.max_side} per side: use a smaller scale or base size"
+        )
 
 
-def second_pass(pipe, vae, request: GenerationRequest, latents: torch.Tensor, seeds: list[int], *,
-                upscalers: UpscalerLibrary, decode: Callable[[Any, torch.Tensor], list],
-                step_end: Callable | None, call: dict[str, Any]) -> torch.Tensor:
+def second_pass(
+    pipe,
+    vae,
+    request: GenerationRequest,
+    latents: torch.Tensor,
+    seeds: list[int],
+    *,
+    upscalers: UpscalerLibrary,
+    decode: Callable[[Any, torch.Tensor], list],
+    step_end: Callable | None,
+    call: dict[str, Any],
+) -> torch.Tensor:
     """The Hires second pass on the first pass's `latents`; returns the final latents."""
     from engine.pipeline import initial_noise
     from engine.samplers import make_scheduler
 
     width, height = request.final_size
-    name = request.hires_upscaler if request.hires_upscaler in LATENT_MODES else upscalers.resolve(
-        request.hires_upscaler)
+    name = (
+        request.hires_upscaler if request.hires_upscaler in LATENT_MODES else upscalers.resolve(request.hires_upscaler)
+    )
     if is_latent(name):
         start = upscale_latents(latents.float(), width, height, name)
     else:

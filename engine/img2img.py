@@ -51,11 +51,11 @@ class StepPlan:
     run: int
 
     @classmethod
-    def img2img(cls, steps: int, strength: float) -> "StepPlan":
+    def img2img(cls, steps: int, strength: float) -> StepPlan:
         return cls(steps, img2img_steps(steps, strength))
 
     @classmethod
-    def fixed(cls, steps: int, strength: float) -> "StepPlan":
+    def fixed(cls, steps: int, strength: float) -> StepPlan:
         return cls(*fixed_steps_schedule(steps, strength))
 
     @property
@@ -108,8 +108,11 @@ def scale_latents(config, latents: torch.Tensor) -> torch.Tensor:
     mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
     if mean is not None and std is not None:
         shape = (1, len(mean), 1, 1)
-        return (latents - torch.tensor(mean).view(shape).to(latents)) * config.scaling_factor \
+        return (
+            (latents - torch.tensor(mean).view(shape).to(latents))
+            * config.scaling_factor
             / torch.tensor(std).view(shape).to(latents)
+        )
     if getattr(config, "shift_factor", None):
         latents = latents - config.shift_factor
     return latents * config.scaling_factor
@@ -134,8 +137,9 @@ def img2img_pipeline(pipe):
     return cached
 
 
-def run_last(pipe, plan: StepPlan, init_latents: torch.Tensor, generators: list, *,
-             step_end: Callable | None, **call: Any) -> torch.Tensor:
+def run_last(
+    pipe, plan: StepPlan, init_latents: torch.Tensor, generators: list, *, step_end: Callable | None, **call: Any
+) -> torch.Tensor:
     """Denoise `init_latents` (UNet space) over the last `plan.run` of `plan.scheduled` steps; returns latents.
 
     `pipe` is the text-to-image pipeline with the job's scheduler set; `call` holds the embeddings and guidance
@@ -145,9 +149,13 @@ def run_last(pipe, plan: StepPlan, init_latents: torch.Tensor, generators: list,
     i2i.scheduler = pipe.scheduler
     dtype = pipe.unet.dtype
     return i2i(
-        image=init_latents.to(pipe.device, dtype), strength=plan.diffusers_strength,
-        num_inference_steps=plan.scheduled, generator=generators, output_type="latent",
-        callback_on_step_end=step_end, **call,
+        image=init_latents.to(pipe.device, dtype),
+        strength=plan.diffusers_strength,
+        num_inference_steps=plan.scheduled,
+        generator=generators,
+        output_type="latent",
+        callback_on_step_end=step_end,
+        **call,
     ).images
 
 

@@ -46,8 +46,20 @@ __all__ = [
 # Note: A1111 >= 1.9's create_infotext actually places "Schedule type" right after "Sampler"; the binding spec
 # lists it among the extras, so it is kept there. Readers do not care about the order either way.
 _CORE_ORDER: tuple[str, ...] = (
-    "Steps", "Sampler", "CFG scale", "Seed", "Size", "Model hash", "Model", "VAE hash", "VAE",
-    "Variation seed", "Variation seed strength", "Denoising strength", "Clip skip", "RNG",
+    "Steps",
+    "Sampler",
+    "CFG scale",
+    "Seed",
+    "Size",
+    "Model hash",
+    "Model",
+    "VAE hash",
+    "VAE",
+    "Variation seed",
+    "Variation seed strength",
+    "Denoising strength",
+    "Clip skip",
+    "RNG",
 )
 _EXTRA_ORDER: tuple[str, ...] = ("Schedule type", "Emphasis", "Lora hashes", "TI hashes")
 _LAST: str = "Version"
@@ -145,6 +157,7 @@ def infotext_for_request(
 
 def network_hashes(loras, embeddings: list[tuple[str, str]]) -> dict[str, object]:
     """`Lora hashes` and `TI hashes` as A1111 writes them: "name: hash, name: hash" (names without , or :)."""
+
     def joined(pairs) -> str | None:
         text = ", ".join(f"{name.replace(':', '').replace(',', '')}: {short}" for name, short in pairs)
         return text or None
@@ -232,7 +245,7 @@ def parse_infotext(text: str) -> Infotext:
         line = line.strip()
         if line.startswith(_NEGATIVE_PREFIX):
             in_negative = True
-            line = line[len(_NEGATIVE_PREFIX):].strip()
+            line = line[len(_NEGATIVE_PREFIX) :].strip()
         if in_negative:
             negative += ("" if negative == "" else "\n") + line
         else:
@@ -426,6 +439,6 @@ def read_png_infotext(data: bytes | bytearray | memoryview | str | os.PathLike[s
                 value = getattr(image, "text", {}).get("parameters")
     except EngineError:
         raise
-    except Exception as err:  # Pillow raises many types (OSError, SyntaxError, ValueError, struct.error...)
+    except Exception:  # Pillow raises many types (OSError, SyntaxError, ValueError, struct.error...)
         raise EngineError("not a PNG image, or a damaged one") from None
     return None if value is None else str(value)

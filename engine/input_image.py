@@ -63,7 +63,8 @@ def load_input_image(data: bytes, limits: Limits, name: str = "the image") -> Im
             if width * height > limits.max_input_pixels:
                 raise EngineError(
                     f"{name} is {width}x{height} = {width * height:,} pixels; the limit is "
-                    f"{limits.max_input_pixels:,} pixels (a larger image is refused before decoding)")
+                    f"{limits.max_input_pixels:,} pixels (a larger image is refused before decoding)"
+                )
             image.seek(0)  # the first frame of an animation
             image.load()
             image = ImageOps.exif_transpose(image) or image
@@ -71,8 +72,10 @@ def load_input_image(data: bytes, limits: Limits, name: str = "the image") -> Im
     except EngineError:
         raise
     except Image.DecompressionBombError:
-        raise EngineError(f"{name} claims more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels; the limit is "
-                          f"{limits.max_input_pixels:,} pixels (refused before decoding)") from None
+        raise EngineError(
+            f"{name} claims more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels; the limit is "
+            f"{limits.max_input_pixels:,} pixels (refused before decoding)"
+        ) from None
     except Exception:  # Pillow raises many types for damaged files (OSError, SyntaxError, ValueError...)
         raise EngineError(f"{name} could not be decoded: it is damaged or not really a {fmt} image") from None
 
@@ -123,8 +126,13 @@ def default_size(width: int, height: int, limits: Limits, multiple: int = 8) -> 
     return w, h
 
 
-def resize_image(image: Image.Image, width: int, height: int, mode: str,
-                 upscale: Callable[[Image.Image, int, int], Image.Image] | None = None) -> Image.Image:
+def resize_image(
+    image: Image.Image,
+    width: int,
+    height: int,
+    mode: str,
+    upscale: Callable[[Image.Image, int, int], Image.Image] | None = None,
+) -> Image.Image:
     """A1111's `images.resize_image`: just (stretch), crop (fill and centre-crop), fill (fit, stretch edges).
 
     `upscale(image, w, h)` enlarges when the image must grow (A1111's "Upscaler for img2img"); else Lanczos.
@@ -157,12 +165,14 @@ def resize_image(image: Image.Image, width: int, height: int, mode: str,
         fill = height // 2 - src_h // 2
         if fill > 0:
             out.paste(resized.resize((width, fill), box=(0, 0, width, 0)), box=(0, 0))
-            out.paste(resized.resize((width, fill), box=(0, resized.height, width, resized.height)),
-                      box=(0, fill + src_h))
+            out.paste(
+                resized.resize((width, fill), box=(0, resized.height, width, resized.height)), box=(0, fill + src_h)
+            )
     elif ratio > src_ratio:
         fill = width // 2 - src_w // 2
         if fill > 0:
             out.paste(resized.resize((fill, height), box=(0, 0, 0, height)), box=(0, 0))
-            out.paste(resized.resize((fill, height), box=(resized.width, 0, resized.width, height)),
-                      box=(fill + src_w, 0))
+            out.paste(
+                resized.resize((fill, height), box=(resized.width, 0, resized.width, height)), box=(fill + src_w, 0)
+            )
     return out

@@ -50,6 +50,7 @@ class WorkerClosed(EngineError):
 
 # --- events ------------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True, kw_only=True)
 class JobEvent:
     """One thing that happened to a job; `kind` names it, `terminal` marks the last event of a job."""
@@ -131,6 +132,7 @@ class JobCounts:
 
 
 # --- handles -----------------------------------------------------------------------------------------------
+
 
 class JobHandle:
     """A submitted job, on the event loop: await it for the result, iterate it for its events.

@@ -15,12 +15,18 @@ Stability-AI/generative-models):
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
 from engine.single_file import (  # the single-file layout's key prefixes, read by the loader there
-    SD1_CLIP_PREFIX, SD2_OPENCLIP_PREFIX, SDXL_CLIP_PREFIX, SDXL_OPENCLIP_PREFIX, UNET_PREFIX, VAE_PREFIX,
+    SD1_CLIP_PREFIX,
+    SD2_OPENCLIP_PREFIX,
+    SDXL_CLIP_PREFIX,
+    SDXL_OPENCLIP_PREFIX,
+    UNET_PREFIX,
+    VAE_PREFIX,
 )
 
 _UNET_FIXED = {
@@ -44,8 +50,9 @@ _RESNET_RENAMES = (
 )
 
 
-def unet_diffusers_to_ldm(state: Mapping[str, torch.Tensor], config: Mapping[str, Any],
-                          prefix: str = UNET_PREFIX) -> dict[str, torch.Tensor]:
+def unet_diffusers_to_ldm(
+    state: Mapping[str, torch.Tensor], config: Mapping[str, Any], prefix: str = UNET_PREFIX
+) -> dict[str, torch.Tensor]:
     """A diffusers `UNet2DConditionModel` state dict in the LDM layout (any block count and layers per block)."""
     per_block = config["layers_per_block"]
     step = per_block + 1
@@ -70,17 +77,17 @@ def unet_diffusers_to_ldm(state: Mapping[str, torch.Tensor], config: Mapping[str
         new = None
         for old, repl in resnets:
             if key.startswith(old):
-                rest = key[len(old):]
+                rest = key[len(old) :]
                 for a, b in _RESNET_RENAMES:
                     if rest.startswith(a):
-                        rest = b + rest[len(a):]
+                        rest = b + rest[len(a) :]
                         break
                 new = repl + rest
                 break
         if new is None:
             for old, repl in others:
                 if key.startswith(old):
-                    new = repl + key[len(old):]
+                    new = repl + key[len(old) :]
                     break
         if new is None:
             raise ValueError(f"unet key {key!r} has no LDM equivalent")
@@ -95,8 +102,9 @@ def _with_text_model(key: str) -> str:
     return "text_model." + key
 
 
-def clip_diffusers_to_ldm(state: Mapping[str, torch.Tensor], prefix: str = SD1_CLIP_PREFIX,
-                          position_ids: bool = False) -> dict[str, torch.Tensor]:
+def clip_diffusers_to_ldm(
+    state: Mapping[str, torch.Tensor], prefix: str = SD1_CLIP_PREFIX, position_ids: bool = False
+) -> dict[str, torch.Tensor]:
     """An HF `CLIPTextModel` state dict under `prefix` (SD 1.x, SDXL encoder 1). `position_ids` adds the
     buffer that many SD 1.x files carry (loaders must ignore it)."""
     out = {prefix + _with_text_model(k): v for k, v in state.items()}
@@ -106,8 +114,9 @@ def clip_diffusers_to_ldm(state: Mapping[str, torch.Tensor], prefix: str = SD1_C
     return out
 
 
-def openclip_diffusers_to_ldm(state: Mapping[str, torch.Tensor],
-                              prefix: str = SD2_OPENCLIP_PREFIX) -> dict[str, torch.Tensor]:
+def openclip_diffusers_to_ldm(
+    state: Mapping[str, torch.Tensor], prefix: str = SD2_OPENCLIP_PREFIX
+) -> dict[str, torch.Tensor]:
     """An HF CLIP text model's state dict in OpenCLIP's layout (SD 2.x, SDXL encoder 2): fused `in_proj`
     attention, `resblocks`, `ln_final`, and `text_projection` transposed (when the model has one)."""
     state = {_with_text_model(k): v for k, v in state.items()}
@@ -132,7 +141,7 @@ def openclip_diffusers_to_ldm(state: Mapping[str, torch.Tensor],
         elif key == "text_projection.weight":
             out[prefix + "text_projection"] = value.T.contiguous()
         elif key.startswith(layers):
-            index, rest = key[len(layers):].split(".", 1)
+            index, rest = key[len(layers) :].split(".", 1)
             base = f"{prefix}transformer.resblocks.{index}."
             if rest.startswith("self_attn.") and rest.split(".")[1] in ("q_proj", "k_proj", "v_proj"):
                 kind = rest.rsplit(".", 1)[1]  # weight or bias
@@ -142,7 +151,7 @@ def openclip_diffusers_to_ldm(state: Mapping[str, torch.Tensor],
                 continue
             for a, b in layer_renames:
                 if rest.startswith(a):
-                    rest = b + rest[len(a):]
+                    rest = b + rest[len(a) :]
                     break
             else:
                 raise ValueError(f"text encoder key {key!r} has no OpenCLIP equivalent")

@@ -28,11 +28,34 @@ from engine.errors import EngineError
 log = logging.getLogger(__name__)
 
 # Weight names inside one module's group, longest first so `lokr_w1_a` wins over `lokr_w1`.
-_SUFFIXES = tuple(sorted((
-    "lora_down.weight", "lora_up.weight", "lora_mid.weight", "lora_A.weight", "lora_B.weight", "alpha", "scale",
-    "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2",
-    "lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2",
-), key=len, reverse=True))
+_SUFFIXES = tuple(
+    sorted(
+        (
+            "lora_down.weight",
+            "lora_up.weight",
+            "lora_mid.weight",
+            "lora_A.weight",
+            "lora_B.weight",
+            "alpha",
+            "scale",
+            "hada_w1_a",
+            "hada_w1_b",
+            "hada_w2_a",
+            "hada_w2_b",
+            "hada_t1",
+            "hada_t2",
+            "lokr_w1",
+            "lokr_w1_a",
+            "lokr_w1_b",
+            "lokr_w2",
+            "lokr_w2_a",
+            "lokr_w2_b",
+            "lokr_t2",
+        ),
+        key=len,
+        reverse=True,
+    )
+)
 # diffusers / PEFT prefixes -> kohya prefixes (SD 1.x/2.x; SDXL's two text encoders below).
 _PEFT_PREFIXES = {"unet.": "lora_unet_", "text_encoder.": "lora_te_", "text_encoder_2.": "lora_te2_"}
 _SGM_BLOCKS = ("lora_unet_input_blocks_", "lora_unet_middle_block_", "lora_unet_output_blocks_")
@@ -60,8 +83,9 @@ def file_family(keys: list[str], metadata: dict[str, str]) -> str:
     return "sd"
 
 
-def parse_network(name: str, state: dict[str, torch.Tensor], metadata: dict[str, str],
-                  unet_config=None) -> ParsedNetwork:
+def parse_network(
+    name: str, state: dict[str, torch.Tensor], metadata: dict[str, str], unet_config=None
+) -> ParsedNetwork:
     """Group a state dict by module; keys this engine cannot use are an error naming one of them.
 
     `unet_config` (the checkpoint's UNet config) maps kohya's SDXL UNet names, which follow the original (SGM)
@@ -96,18 +120,28 @@ def _kohya_module(module: str, family: str) -> str:
         if module.startswith(prefix):
             if family == "sdxl" and kohya == "lora_te_":
                 kohya = "lora_te1_"
-            return kohya + module[len(prefix):].replace(".", "_")
+            return kohya + module[len(prefix) :].replace(".", "_")
     return module.replace(".", "_")
 
 
 # After diffusers renumbers the blocks: the original UNet's layer names -> diffusers' (kohya underscore form),
 # applied in this order: whole layers at the start of a key, then block names, then parts of a block.
-_SGM_LAYERS = {"input_blocks_0_0": "conv_in", "out_2": "conv_out", "time_embed_0": "time_embedding_linear_1",
-               "time_embed_2": "time_embedding_linear_2", "label_emb_0_0": "add_embedding_linear_1",
-               "label_emb_0_2": "add_embedding_linear_2"}
+_SGM_LAYERS = {
+    "input_blocks_0_0": "conv_in",
+    "out_2": "conv_out",
+    "time_embed_0": "time_embedding_linear_1",
+    "time_embed_2": "time_embedding_linear_2",
+    "label_emb_0_0": "add_embedding_linear_1",
+    "label_emb_0_2": "add_embedding_linear_2",
+}
 _SGM_BLOCK_NAMES = {"input_blocks_": "down_blocks_", "middle_block_": "mid_block_", "output_blocks_": "up_blocks_"}
-_SGM_PARTS = {"_in_layers_2": "_conv1", "_out_layers_3": "_conv2", "_emb_layers_1": "_time_emb_proj",
-              "_skip_connection": "_conv_shortcut", "(samplers_0)_op": r"\1_conv"}
+_SGM_PARTS = {
+    "_in_layers_2": "_conv1",
+    "_out_layers_3": "_conv2",
+    "_emb_layers_1": "_time_emb_proj",
+    "_skip_connection": "_conv_shortcut",
+    "(samplers_0)_op": r"\1_conv",
+}
 _SGM_RENAMES = (
     *[(re.compile(rf"^lora_unet_{old}(?=\.)"), f"lora_unet_{new}") for old, new in _SGM_LAYERS.items()],
     *[(re.compile(rf"^lora_unet_{old}"), f"lora_unet_{new}") for old, new in _SGM_BLOCK_NAMES.items()],
@@ -166,8 +200,9 @@ def pipeline_targets(pipe) -> dict[str, Target]:
 # --- deltas ------------------------------------------------------------------------------------------------
 
 
-def module_delta(name: str, key: str, w: dict[str, torch.Tensor], weight: torch.Tensor,
-                 dyn: int | None) -> torch.Tensor:
+def module_delta(
+    name: str, key: str, w: dict[str, torch.Tensor], weight: torch.Tensor, dyn: int | None
+) -> torch.Tensor:
     """`delta × alpha/rank` for one module, in float32 and the layer's weight shape (no multiplier yet)."""
     f = {k: v.to(weight.device, torch.float32) for k, v in w.items()}
     if "lora_A.weight" in f:
@@ -178,8 +213,9 @@ def module_delta(name: str, key: str, w: dict[str, torch.Tensor], weight: torch.
         rank = down.shape[0]
         if "lora_mid.weight" in f:
             mid = f["lora_mid.weight"]
-            delta = torch.einsum("n m k l, i n, m j -> i j k l", mid, up.reshape(up.shape[0], -1),
-                                 down.reshape(down.shape[0], -1))
+            delta = torch.einsum(
+                "n m k l, i n, m j -> i j k l", mid, up.reshape(up.shape[0], -1), down.reshape(down.shape[0], -1)
+            )
         else:
             up, down = up.reshape(up.shape[0], -1), down.reshape(down.shape[0], -1)
             if dyn is not None:
@@ -297,8 +333,7 @@ class LoraMerger:
         if merged is not None:
             _put_back(merged.originals)
 
-    def _deltas(self, pipe, family: str, tags, files) -> tuple[dict[torch.nn.Module, torch.Tensor],
-                                                               list[UsedNetwork]]:
+    def _deltas(self, pipe, family: str, tags, files) -> tuple[dict[torch.nn.Module, torch.Tensor], list[UsedNetwork]]:
         from engine.hashing import network_hash
 
         if not tags:
@@ -317,19 +352,27 @@ class LoraMerger:
                     f"(e.g. {example}); it is not a LoRA for this model"
                 )
             if len(matched) < len(network.groups):
-                log.warning("LoRA %s: %d of %d modules match nothing in this checkpoint", file.name,
-                            len(network.groups) - len(matched), len(network.groups))
+                log.warning(
+                    "LoRA %s: %d of %d modules match nothing in this checkpoint",
+                    file.name,
+                    len(network.groups) - len(matched),
+                    len(network.groups),
+                )
             for module_key in matched:
                 target = targets[module_key]
                 multiplier = tag.te if target.part == "te" else tag.unet
                 if multiplier == 0:
                     continue
                 try:
-                    delta = module_delta(file.name, module_key, network.groups[module_key], target.module.weight,
-                                         tag.dyn) * multiplier
+                    delta = (
+                        module_delta(file.name, module_key, network.groups[module_key], target.module.weight, tag.dyn)
+                        * multiplier
+                    )
                 except RuntimeError as exc:  # factors whose shapes do not multiply
-                    raise EngineError(f"LoRA {file.name}: the weights of {module_key} do not fit together "
-                                      f"({str(exc).splitlines()[0][:160]})") from None
+                    raise EngineError(
+                        f"LoRA {file.name}: the weights of {module_key} do not fit together "
+                        f"({str(exc).splitlines()[0][:160]})"
+                    ) from None
                 previous = totals.get(target.module)
                 totals[target.module] = delta if previous is None else previous + delta
             shown = tag.name.replace(":", "").replace(",", "")

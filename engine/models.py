@@ -68,8 +68,7 @@ class ModelLibrary:
             for entry in sorted(folder.iterdir()):
                 if entry.is_dir() and (entry / "model_index.json").exists():
                     found.append(ModelFile(entry.name, entry))
-                elif (entry.is_file() and entry.suffix.lower() in _weight_suffixes(True)
-                      and not _is_vae_file(entry)):
+                elif entry.is_file() and entry.suffix.lower() in _weight_suffixes(True) and not _is_vae_file(entry):
                     found.append(ModelFile(_stem(entry), entry))
         return found
 
@@ -80,9 +79,8 @@ class ModelLibrary:
             if not folder.is_dir() or any(f.path == folder for f in found):
                 continue
             for entry in sorted(folder.rglob("*")):
-                if entry.is_dir() and (entry / "config.json").exists() and _vae_weights_in(entry):
-                    found.append(ModelFile(entry.name, entry))
-                elif entry.is_file() and entry.suffix.lower() in _weight_suffixes(True):
+                is_folder = entry.is_dir() and (entry / "config.json").exists() and _vae_weights_in(entry)
+                if is_folder or entry.is_file() and entry.suffix.lower() in _weight_suffixes(True):
                     found.append(ModelFile(entry.name, entry))
         for ckpt in self.checkpoints():
             for suffix in _weight_suffixes(True):
@@ -144,7 +142,7 @@ class ModelLibrary:
 
 
 def checkpoint_family(file: ModelFile) -> str:
-    """"sdxl" or "sd" without loading the weights (a folder's model_index.json, a safetensors header); "sd" when
+    """ "sdxl" or "sd" without loading the weights (a folder's model_index.json, a safetensors header); "sd" when
     it cannot tell (a pickle), which only costs SDXL its 64-pixel rounding of default sizes."""
     from safetensors import SafetensorError, safe_open
 
@@ -254,7 +252,7 @@ def _first_line(exc: Exception) -> str:
 def _strip_prefix(state: dict[str, torch.Tensor], prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
     for prefix in prefixes:
         if any(k.startswith(prefix) for k in state):
-            return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     return state
 
 
@@ -289,7 +287,6 @@ class LoadedCheckpoint:
 
 def load_checkpoint(file: ModelFile, device: torch.device, dtype: torch.dtype, allow_pickle: bool) -> LoadedCheckpoint:
     from diffusers import DiffusionPipeline, StableDiffusionXLPipeline
-
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.disable_progress_bar()
@@ -297,10 +294,13 @@ def load_checkpoint(file: ModelFile, device: torch.device, dtype: torch.dtype, a
     if file.is_folder:
         try:
             pipe = DiffusionPipeline.from_pretrained(
-                str(file.path), local_files_only=True, dtype=dtype, safety_checker=None,
+                str(file.path),
+                local_files_only=True,
+                dtype=dtype,
+                safety_checker=None,
                 requires_safety_checker=False,
             )
-        except (OSError, ValueError, EnvironmentError) as exc:
+        except (OSError, ValueError) as exc:
             raise EngineError(f"model {file.name} could not be loaded ({_first_line(exc)})") from None
     else:
         from engine.single_file import load_single_file_pipeline

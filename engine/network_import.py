@@ -32,7 +32,9 @@ def relink_networks(info: Infotext, library) -> tuple[Infotext, list[str]]:
         found = library.lora_by_hash(short)
         if found is not None and found.name.lower() != name.lower():
             pattern = re.compile(r"(<(?:lora|lyco):)\s*" + re.escape(name) + r"\s*(?=[:>])", re.I)
-            prompt, negative = (_sub(pattern, lambda m: m.group(1) + found.name, t) for t in (prompt, negative))
+            prompt, negative = (
+                _sub(pattern, lambda m, local=found.name: m.group(1) + local, t) for t in (prompt, negative)
+            )
             notes.append(f"LoRA {name} is {found.name} here (same hash {short})")
         elif found is None and name.lower() not in local_loras:
             notes.append(f"missing LoRA {name} (hash {short})")
@@ -41,7 +43,7 @@ def relink_networks(info: Infotext, library) -> tuple[Infotext, list[str]]:
         found = library.embedding_by_hash(short)
         if found is not None and found.name.lower() != name.lower():
             pattern = re.compile(r"(?<!\w)" + re.escape(name) + r"(?!\w)", re.I)
-            prompt, negative = (_sub(pattern, lambda m: found.name, t) for t in (prompt, negative))
+            prompt, negative = (_sub(pattern, lambda m, local=found.name: local, t) for t in (prompt, negative))
             notes.append(f"embedding {name} is {found.name} here (same hash {short})")
         elif found is None and name.lower() not in local_embeddings:
             notes.append(f"missing embedding {name} (hash {short})")

@@ -85,7 +85,7 @@ _EMBEDDING_WIDTHS = {768: "SD 1.x", 1024: "SD 2.x"}
 
 
 def embedding_family(file: NetworkFile) -> str:
-    """"SDXL" (clip_l + clip_g), "SD 1.x" (768 wide), "SD 2.x" (1024) or "?", from the header alone."""
+    """ "SDXL" (clip_l + clip_g), "SD 1.x" (768 wide), "SD 2.x" (1024) or "?", from the header alone."""
     header = {k: v for k, v in safetensors_header(file.path).items() if k != "__metadata__"}
     if "clip_l" in header and "clip_g" in header:
         return "SDXL"
@@ -135,8 +135,7 @@ class NetworkLibrary:
         from engine.lora import FAMILY_LABELS, file_family
 
         meta = safetensors_metadata(file.path)
-        family = FAMILY_LABELS.get(file_family(safetensors_keys(file.path), meta), "?") \
-            if not file.is_pickle else "?"
+        family = FAMILY_LABELS.get(file_family(safetensors_keys(file.path), meta), "?") if not file.is_pickle else "?"
         return LoraInfo(file, family, trigger_words(meta))
 
     def lora_by_hash(self, short: str) -> NetworkFile | None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import contextmanager
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -87,20 +87,27 @@ class Engine:
         self.networks = NetworkLibrary(config)
         self.loras = LoraMerger(self.networks, config.allow_pickle)
         self.embeddings = EmbeddingStore(self.networks, config.allow_pickle)
-        self.upscalers = UpscalerLibrary(config.models_dir, allow_pickle=config.allow_pickle,
-                                         device=self.models.device)
+        self.upscalers = UpscalerLibrary(config.models_dir, allow_pickle=config.allow_pickle, device=self.models.device)
         self.scorer = ScoringStage(config.image_classifier, self.models.device)
 
     def prompt_encoder(self, ckpt: LoadedCheckpoint) -> PromptEncoder:
         """The checkpoint's prompt encoder with the embeddings it can use (the worker counts chunks with it)."""
         return PromptEncoder.for_pipeline(ckpt.pipe, self.embeddings)
 
-    def render(self, request: GenerationRequest, on_step: StepCallback | None = None,
-               should_stop: Callable[[], bool] | None = None) -> RenderResult:
+    def render(
+        self,
+        request: GenerationRequest,
+        on_step: StepCallback | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> RenderResult:
         return self.render_batch([request], on_step, should_stop)[0]
 
-    def render_batch(self, requests: Sequence[GenerationRequest], on_step: StepCallback | None = None,
-                     should_stop: Callable[[], bool] | None = None) -> list[RenderResult]:
+    def render_batch(
+        self,
+        requests: Sequence[GenerationRequest],
+        on_step: StepCallback | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> list[RenderResult]:
         """Render compatible requests (equal `batch_key`) in one diffusers call; image i of a job uses seed + i."""
         started = time.perf_counter()
         # 1. seeds
@@ -148,25 +155,50 @@ class Engine:
             )
         dtype = pipe.unet.dtype
         exact = self.config.batch_mode == "exact"
-        call = dict(prompt_embeds=prompt_embeds.to(dtype), negative_prompt_embeds=negative_embeds.to(dtype),
-                    guidance_scale=first.cfg_scale, **extra)
+        call = dict(
+            prompt_embeds=prompt_embeds.to(dtype),
+            negative_prompt_embeds=negative_embeds.to(dtype),
+            guidance_scale=first.cfg_scale,
+            **extra,
+        )
         final_w, final_h = first.final_size
         with torch.inference_mode(), _one_image_at_a_time(pipe.unet, len(seeds), exact):
             if first.is_img2img:
                 start = img2img.start_latents(vae, first, len(seeds), self.upscalers)
-                latents = img2img.run_last(pipe, img2img.StepPlan.img2img(first.steps, first.denoising_strength),
-                                           start, generators, step_end=step_end, **call)
+                latents = img2img.run_last(
+                    pipe,
+                    img2img.StepPlan.img2img(first.steps, first.denoising_strength),
+                    start,
+                    generators,
+                    step_end=step_end,
+                    **call,
+                )
             else:
                 if first.hires_enabled:
                     progress["total"] = first.steps + (first.hires_steps or first.steps)
-                latents = pipe(num_inference_steps=first.steps, width=first.width, height=first.height,
-                               latents=noise.to(pipe.device, dtype), generator=generators, output_type="latent",
-                               callback_on_step_end=step_end, **call).images
+                latents = pipe(
+                    num_inference_steps=first.steps,
+                    width=first.width,
+                    height=first.height,
+                    latents=noise.to(pipe.device, dtype),
+                    generator=generators,
+                    output_type="latent",
+                    callback_on_step_end=step_end,
+                    **call,
+                ).images
             if first.hires_enabled and not interrupted:
                 progress["offset"] = first.steps
-                latents = hires.second_pass(pipe, vae, first, latents, seeds, upscalers=self.upscalers,
-                                            decode=lambda v, lat: self._decode(pipe, v, lat, exact)[0],
-                                            step_end=step_end, call=call)
+                latents = hires.second_pass(
+                    pipe,
+                    vae,
+                    first,
+                    latents,
+                    seeds,
+                    upscalers=self.upscalers,
+                    decode=lambda v, lat: self._decode(pipe, v, lat, exact)[0],
+                    step_end=step_end,
+                    call=call,
+                )
             if interrupted:
                 raise JobCancelled("the job was cancelled")
             # 7. decode
@@ -193,9 +225,17 @@ class Engine:
                 raise EngineError("the image came out as NaN (not a number) even in 32-bit; try another VAE")
         return pipe.image_processor.postprocess(decoded.float(), output_type="pil"), notes
 
-    def _results(self, requests, images, ckpt: LoadedCheckpoint, vae_file: ModelFile | None,
-                 seconds: float, notes: tuple[str, ...], used: list[tuple[list[UsedNetwork], tuple[str, ...]]],
-                 scores: list[Scores] | None = None) -> list[RenderResult]:
+    def _results(
+        self,
+        requests,
+        images,
+        ckpt: LoadedCheckpoint,
+        vae_file: ModelFile | None,
+        seconds: float,
+        notes: tuple[str, ...],
+        used: list[tuple[list[UsedNetwork], tuple[str, ...]]],
+        scores: list[Scores] | None = None,
+    ) -> list[RenderResult]:
         vae_name = vae_file.name if vae_file else None
         vae_hash = file_hash(vae_file.path) if vae_file else None
         results, i = [], 0
@@ -204,13 +244,22 @@ class Engine:
             extra = network_hashes(loras, self.embeddings.hashes(embeddings))
             for seed in r.seeds():
                 text = infotext_for_request(
-                    r, seed=seed, model_name=ckpt.file.name, model_hash=ckpt.hash,
-                    vae_name=vae_name, vae_hash=vae_hash, version=f"sdbot {__version__}", extra=extra,
+                    r,
+                    seed=seed,
+                    model_name=ckpt.file.name,
+                    model_hash=ckpt.hash,
+                    vae_name=vae_name,
+                    vae_hash=vae_hash,
+                    version=f"sdbot {__version__}",
+                    extra=extra,
                 )
                 rendered.append(RenderedImage(images[i], seed, text, scores[i] if scores else None))
                 i += 1
-            results.append(RenderResult(r.replace(model=r.model or ckpt.file.name), rendered,
-                                        ckpt.file.name, vae_name, seconds, notes))
+            results.append(
+                RenderResult(
+                    r.replace(model=r.model or ckpt.file.name), rendered, ckpt.file.name, vae_name, seconds, notes
+                )
+            )
         return results
 
 
@@ -248,9 +297,14 @@ def _one_image_at_a_time(unet, images: int, enabled: bool):
         outputs = [None] * total
         for i in range(images):
             rows = [i + c * images for c in range(copies)]
-            out = forward(split(sample, rows), split(timestep, rows), split(encoder_hidden_states, rows),
-                          *args, **{k: split(v, rows) for k, v in kwargs.items() if k != "return_dict"},
-                          return_dict=False)[0]
+            out = forward(
+                split(sample, rows),
+                split(timestep, rows),
+                split(encoder_hidden_states, rows),
+                *args,
+                **{k: split(v, rows) for k, v in kwargs.items() if k != "return_dict"},
+                return_dict=False,
+            )[0]
             for c, row in enumerate(rows):
                 outputs[row] = out[c]
         result = torch.stack(outputs)
@@ -271,14 +325,15 @@ class _UNetOutput:
 
 def _vae_decode(vae, latents: torch.Tensor, exact: bool = True) -> torch.Tensor:
     if exact and latents.shape[0] > 1:
-        return torch.cat([_vae_decode(vae, latents[i:i + 1]) for i in range(latents.shape[0])])
+        return torch.cat([_vae_decode(vae, latents[i : i + 1]) for i in range(latents.shape[0])])
     config = vae.config
     latents = latents.to(vae.device, vae.dtype)
     mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
     if mean is not None and std is not None:
         shape = (1, len(mean), 1, 1)
-        latents = latents * torch.tensor(std).view(shape).to(latents) / config.scaling_factor \
-            + torch.tensor(mean).view(shape).to(latents)
+        latents = latents * torch.tensor(std).view(shape).to(latents) / config.scaling_factor + torch.tensor(mean).view(
+            shape
+        ).to(latents)
     else:
         latents = latents / config.scaling_factor
         if getattr(config, "shift_factor", None):

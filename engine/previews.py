@@ -54,18 +54,22 @@ class LatentRGB:
 
 # A1111 modules/sd_vae_approx.py, cheap_approximation: one row per latent channel, one column per RGB channel.
 APPROX_CHEAP: dict[str, LatentRGB] = {
-    "sd": LatentRGB((
-        (0.298, 0.207, 0.208),
-        (0.187, 0.286, 0.173),
-        (-0.158, 0.189, 0.264),
-        (-0.184, -0.271, -0.473),
-    )),
-    "sdxl": LatentRGB((
-        (0.3448, 0.4168, 0.4395),
-        (-0.1953, -0.0290, 0.0250),
-        (0.1074, 0.0886, -0.0163),
-        (-0.3730, -0.2499, -0.2088),
-    )),
+    "sd": LatentRGB(
+        (
+            (0.298, 0.207, 0.208),
+            (0.187, 0.286, 0.173),
+            (-0.158, 0.189, 0.264),
+            (-0.184, -0.271, -0.473),
+        )
+    ),
+    "sdxl": LatentRGB(
+        (
+            (0.3448, 0.4168, 0.4395),
+            (-0.1953, -0.0290, 0.0250),
+            (0.1074, 0.0886, -0.0163),
+            (-0.3730, -0.2499, -0.2088),
+        )
+    ),
 }
 
 
@@ -115,8 +119,15 @@ def _default_decoder():
     """The decoder of a default `AutoencoderTiny` (TAESD's layout: 64 channels, blocks (3, 3, 3, 1), 8x up)."""
     from diffusers.models.autoencoders.vae import DecoderTiny
 
-    return DecoderTiny(in_channels=4, out_channels=3, num_blocks=(3, 3, 3, 1), block_out_channels=(64, 64, 64, 64),
-                       upsampling_scaling_factor=2, act_fn="relu", upsample_fn="nearest")
+    return DecoderTiny(
+        in_channels=4,
+        out_channels=3,
+        num_blocks=(3, 3, 3, 1),
+        block_out_channels=(64, 64, 64, 64),
+        upsampling_scaling_factor=2,
+        act_fn="relu",
+        upsample_fn="nearest",
+    )
 
 
 def original_to_diffusers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -159,8 +170,14 @@ class Previewer:
     Called from the worker thread only; decoders are loaded on first use and kept (they are ~5 MB).
     """
 
-    def __init__(self, models_dir: str | Path, *, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32, allow_pickle: bool = False) -> None:
+    def __init__(
+        self,
+        models_dir: str | Path,
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        allow_pickle: bool = False,
+    ) -> None:
         self.models_dir = Path(models_dir)
         self.device = torch.device(device)
         self.dtype = dtype
@@ -169,7 +186,7 @@ class Previewer:
         self._lock = threading.Lock()
 
     def method(self, family: str) -> str:
-        """"taesd" or "approx-cheap": what `preview` will use for this family."""
+        """ "taesd" or "approx-cheap": what `preview` will use for this family."""
         return "taesd" if self._decoder(family) is not None else "approx-cheap"
 
     def _decoder(self, family: str):

@@ -51,9 +51,8 @@ import time
 from typing import Any
 
 from engine.config import EngineConfig
-from engine.errors import EngineError
 from engine.dispatch import DispatchedJob, DispatchWorker, Outcome, ReplicaInfo
-from engine.errors import internal_message
+from engine.errors import EngineError, internal_message
 from engine.jobs import SHUTDOWN_RUNNING, Cancelled, Failed
 from engine.wire import encode_event
 
@@ -190,8 +189,12 @@ class ProcessWorker(DispatchWorker):
                             self._done(job, Failed(job_id=job.id, message=KEPT_CRASHING))
                             return "done"
                     else:
-                        log.warning("job %s: the image engine died while rendering it (attempt %d of %d)", job.id,
-                                    job.attempts, self.max_retries + 1)
+                        log.warning(
+                            "job %s: the image engine died while rendering it (attempt %d of %d)",
+                            job.id,
+                            job.attempts,
+                            self.max_retries + 1,
+                        )
                     return "lost"
                 if message[0] == "rendering":  # on the engine now: a crash from here on is this job's
                     started = True
@@ -233,17 +236,19 @@ class ProcessWorker(DispatchWorker):
                 await asyncio.wait_for(asyncio.shield(child.ready), CHILD_START_TIMEOUT_S)
                 if self._generation > 1:
                     self.restarts += 1
-                    log.warning("image engine child restarted (pid %s, generation %d)", child.process.pid,
-                                child.generation)
+                    log.warning(
+                        "image engine child restarted (pid %s, generation %d)", child.process.pid, child.generation
+                    )
                 return child
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 reason = f"it did not become ready within {CHILD_START_TIMEOUT_S:g} s"
                 child.process.kill()
             except EngineError as exc:
                 reason = str(exc)
-            log.error("the image engine child could not start (try %d of %d): %s", attempt, CHILD_START_ATTEMPTS,
-                      reason)
-            await asyncio.sleep(min(5.0, 0.5 * 2 ** attempt))
+            log.error(
+                "the image engine child could not start (try %d of %d): %s", attempt, CHILD_START_ATTEMPTS, reason
+            )
+            await asyncio.sleep(min(5.0, 0.5 * 2**attempt))
         raise EngineError(f"the image engine could not be started: {reason}")
 
     def _spawn(self, ready: asyncio.Future) -> _Child:
@@ -251,14 +256,19 @@ class ProcessWorker(DispatchWorker):
         ctx = multiprocessing.get_context("spawn")
         mine, theirs = ctx.Pipe(duplex=True)
         self._generation += 1
-        process = ctx.Process(target=_child_main, args=(self.config, theirs, self.child_hook),
-                              name=f"sdbot-engine-{self._generation}", daemon=True)
+        process = ctx.Process(
+            target=_child_main,
+            args=(self.config, theirs, self.child_hook),
+            name=f"sdbot-engine-{self._generation}",
+            daemon=True,
+        )
         process.start()
         theirs.close()  # only the child holds its end now: its death closes the pipe
         child = _Child(self._generation, process, mine, ready)
         self._child = child
-        threading.Thread(target=self._read, args=(child,), name=f"sdbot-engine-reader-{child.generation}",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._read, args=(child,), name=f"sdbot-engine-reader-{child.generation}", daemon=True
+        ).start()
         return child
 
     def _read(self, child: _Child) -> None:
@@ -307,8 +317,9 @@ class ProcessWorker(DispatchWorker):
                 inbox.put_nowait(("lost",))
         if self._closing or self._torn_down:
             return
-        log.error("the image engine child (pid %s) died: %s; starting a new one", child.process.pid,
-                  _exit_text(exitcode))
+        log.error(
+            "the image engine child (pid %s) died: %s; starting a new one", child.process.pid, _exit_text(exitcode)
+        )
         if self._child is child and (self._starting is None or self._starting.done()):
             # Restart now, not at the next job: models load while nobody waits.
             self._starting = asyncio.get_running_loop().create_task(self._start_child(), name="sdbot-engine-start")
@@ -329,6 +340,7 @@ def _exit_text(code: int | None) -> str:
 
 
 # --- the child ---------------------------------------------------------------------------------------------
+
 
 def _child_main(config: EngineConfig, conn: Any, hook: str | None) -> None:
     """The child process's entry point (spawned): serve the engine until told to close or the bot goes away."""

@@ -154,8 +154,11 @@ def tokenize_chunks(prompt: str, tokenizer, find: EmbeddingFinder | None = None)
             token = tokens[position]
             if token == comma:
                 last_comma = len(chunk.tokens)
-            elif (len(chunk.tokens) == CHUNK_LENGTH and last_comma != -1
-                  and len(chunk.tokens) - last_comma <= COMMA_BACKTRACK):
+            elif (
+                len(chunk.tokens) == CHUNK_LENGTH
+                and last_comma != -1
+                and len(chunk.tokens) - last_comma <= COMMA_BACKTRACK
+            ):
                 cut = last_comma + 1
                 moved_tokens, moved_mults = chunk.tokens[cut:], chunk.multipliers[cut:]
                 moved_fixes = [(o - cut, n, v) for o, n, v in chunk.fixes if o >= cut]
@@ -219,14 +222,18 @@ class PromptEncoder:
     `<lora:…>` tags are removed from the text before tokenizing (they are merged into the weights instead).
     """
 
-    def __init__(self, encoders: list[tuple[object, torch.nn.Module]], sdxl: bool,
-                 finders: list[EmbeddingFinder | None] | None = None) -> None:
+    def __init__(
+        self,
+        encoders: list[tuple[object, torch.nn.Module]],
+        sdxl: bool,
+        finders: list[EmbeddingFinder | None] | None = None,
+    ) -> None:
         self.encoders = encoders
         self.sdxl = sdxl
         self.finders = finders or [None] * len(encoders)
 
     @classmethod
-    def for_pipeline(cls, pipe, embeddings=None) -> "PromptEncoder":
+    def for_pipeline(cls, pipe, embeddings=None) -> PromptEncoder:
         """`embeddings` (an `engine.embeddings.EmbeddingStore`) supplies the embeddings this model can use."""
         if getattr(pipe, "text_encoder_2", None) is not None:
             encoders = [(pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2)]
@@ -248,8 +255,9 @@ class PromptEncoder:
         return len(tokenize_chunks(strip_tags(prompt), self.encoders[0][0], self.finders[0]))
 
     @torch.no_grad()
-    def encode(self, prompt: str, clip_skip: int, *, chunks: int | None = None,
-               zero_if_empty: bool = False) -> Conditioning:
+    def encode(
+        self, prompt: str, clip_skip: int, *, chunks: int | None = None, zero_if_empty: bool = False
+    ) -> Conditioning:
         """Encode one prompt; `chunks` pads it with empty chunks (A1111 pads the shorter of cond/uncond)."""
         self.check_clip_skip(clip_skip)
         if zero_if_empty and self.sdxl and prompt == "":
@@ -316,7 +324,7 @@ def _embeddings_placed(text_encoder, fixes: list[tuple[int, str, torch.Tensor]])
 
     def place(module, inputs, output):
         for offset, _, vectors in fixes:
-            output[0, offset + 1: offset + 1 + vectors.shape[0]] = vectors.to(output.device, output.dtype)
+            output[0, offset + 1 : offset + 1 + vectors.shape[0]] = vectors.to(output.device, output.dtype)
         return output
 
     handle = text_encoder.get_input_embeddings().register_forward_hook(place)

@@ -39,11 +39,13 @@ log = logging.getLogger(__name__)
 
 DEPLOYMENT = "engine"
 RAY_MISSING = "the Ray backend needs Ray: pip install 'sdbot[ray]' (or set [engine] backend = \"local\")"
-REPLICA_LOST = ("the image worker machine stopped {n} times while rendering this job; "
-                "it was not finished, try again later")
+REPLICA_LOST = (
+    "the image worker machine stopped {n} times while rendering this job; it was not finished, try again later"
+)
 
 
 # --- cluster helpers (blocking; also used by `sdbot worker`) -----------------------------------------------
+
 
 def import_ray():
     try:
@@ -67,8 +69,14 @@ def connect(address: str) -> bool:
             ray.init(include_dashboard=False, log_to_driver=False)
     except Exception as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-        hint = (" (a cluster with token authentication, Ray's default, also needs RAY_AUTH_MODE=token and the "
-                "head's token in ~/.ray/auth_token or RAY_AUTH_TOKEN here; see docs/scaling.md)") if address else ""
+        hint = (
+            (
+                " (a cluster with token authentication, Ray's default, also needs RAY_AUTH_MODE=token and the "
+                "head's token in ~/.ray/auth_token or RAY_AUTH_TOKEN here; see docs/scaling.md)"
+            )
+            if address
+            else ""
+        )
         raise EngineError(f"could not connect to {where}: {str(exc).strip().splitlines()[0]}{hint}") from None
     return not address
 
@@ -129,6 +137,7 @@ def _name(value: Any) -> str:
 
 # --- the bot side ------------------------------------------------------------------------------------------
 
+
 class _Lost(Exception):
     """The replica went away without ending the job."""
 
@@ -143,8 +152,15 @@ class RayWorker(DispatchWorker):
         self._owns_ray = False
         self._owns_app = False
 
-    def submit(self, request: GenerationRequest, *, owner: str | int, job_id: str | None = None,
-               priority: bool = False, group: str | int | None = None) -> JobHandle:
+    def submit(
+        self,
+        request: GenerationRequest,
+        *,
+        owner: str | int,
+        job_id: str | None = None,
+        priority: bool = False,
+        group: str | int | None = None,
+    ) -> JobHandle:
         """As every backend's; the start image travels with the job: replicas have not the bot's files."""
         if isinstance(request, GenerationRequest):
             request = request.portable()
@@ -167,10 +183,12 @@ class RayWorker(DispatchWorker):
     async def _connect(self) -> None:
         try:
             await asyncio.wait_for(asyncio.to_thread(self._connect_blocking), self.ray.start_timeout_s)
-        except asyncio.TimeoutError:
-            self._error = (f"the {self.ray.replicas} engine replica(s) did not start within "
-                           f"{self.ray.start_timeout_s:g} s; does the cluster have {self.ray.num_gpus:g} GPU(s) "
-                           f"and {self.ray.num_cpus:g} CPU(s) free for each? (`sdbot worker --status`)")
+        except TimeoutError:
+            self._error = (
+                f"the {self.ray.replicas} engine replica(s) did not start within "
+                f"{self.ray.start_timeout_s:g} s; does the cluster have {self.ray.num_gpus:g} GPU(s) "
+                f"and {self.ray.num_cpus:g} CPU(s) free for each? (`sdbot worker --status`)"
+            )
         except EngineError as exc:
             self._error = str(exc)
         except Exception as exc:
@@ -185,8 +203,7 @@ class RayWorker(DispatchWorker):
         self._owns_ray = connect(self.ray.address)
         status = app_status(self.ray)
         if status is None or _name(status.status) not in ("RUNNING", "DEPLOYING", "UNHEALTHY"):
-            log.info("deploying %d engine replica(s) as the Serve application %s", self.ray.replicas,
-                     self.ray.app_name)
+            log.info("deploying %d engine replica(s) as the Serve application %s", self.ray.replicas, self.ray.app_name)
             self._owns_app = True
             deploy(self.config)
         self._serve_handle = serve.get_app_handle(self.ray.app_name).options(stream=True)
@@ -212,8 +229,7 @@ class RayWorker(DispatchWorker):
 
         job.attempts += 1
         job.replica = None
-        payload = dict(job_id=f"{job.id}#{job.attempts}", owner=job.owner, request=job.request,
-                       priority=job.priority)
+        payload = dict(job_id=f"{job.id}#{job.attempts}", owner=job.owner, request=job.request, priority=job.priority)
         stream = self._serve_handle.render.remote(payload)
         job.stream = stream
         self.stats.dispatched += 1
@@ -233,12 +249,23 @@ class RayWorker(DispatchWorker):
                 return "lost"
             self._cancelled(job)
             return "done"
-        except (rx.RayActorError, rx.RaySystemError, rx.ObjectLostError, sx.DeploymentUnavailableError,
-                sx.ReplicaUnavailableError, _Lost) as exc:
+        except (
+            rx.RayActorError,
+            rx.RaySystemError,
+            rx.ObjectLostError,
+            sx.DeploymentUnavailableError,
+            sx.ReplicaUnavailableError,
+            _Lost,
+        ) as exc:
             where = f" on replica {job.replica.replica_id} (pid {job.replica.pid})" if job.replica else ""
-            log.warning("job %s lost its replica%s (attempt %d of %d): %s", job.id, where, job.attempts,
-                        self.ray.max_retries + 1, str(exc).strip().splitlines()[0] if str(exc).strip() else
-                        type(exc).__name__)
+            log.warning(
+                "job %s lost its replica%s (attempt %d of %d): %s",
+                job.id,
+                where,
+                job.attempts,
+                self.ray.max_retries + 1,
+                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+            )
             if job.cancel_reason is not None:
                 self._cancelled(job)
                 return "done"

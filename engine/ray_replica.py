@@ -43,14 +43,20 @@ class EngineReplica:
 
     def __init__(self, config: EngineConfig) -> None:
         if not config.models_dir.is_dir():
-            raise EngineError(f"the models dir {config.models_dir} does not exist on this node "
-                              f"({ray.util.get_node_ip_address()}); every node needs the same models dir")
+            raise EngineError(
+                f"the models dir {config.models_dir} does not exist on this node "
+                f"({ray.util.get_node_ip_address()}); every node needs the same models dir"
+            )
         threads = config.threads or max(1, int(config.ray.num_cpus))
         # The replica's own queue: no per-user cap (the bot enforces it), nothing to hand back on shutdown.
         self.config = dataclasses.replace(config, threads=threads, max_queued_per_user=0, backend="local")
         context = serve.get_replica_context()
-        self.info = (context.replica_id.unique_id, os.getpid(), ray.get_runtime_context().get_node_id(),
-                     ray.util.get_node_ip_address())
+        self.info = (
+            context.replica_id.unique_id,
+            os.getpid(),
+            ray.get_runtime_context().get_node_id(),
+            ray.util.get_node_ip_address(),
+        )
         self._worker = Worker(self.config)
         try:  # load the default checkpoint now, so the first job does not wait for it
             self._worker.engine.models.checkpoint(self.config.default_model)
@@ -111,8 +117,11 @@ class EngineReplica:
         try:
             for job in jobs:
                 try:
-                    handles.append(self._worker.submit(job["request"], owner=job["owner"], job_id=job["job_id"],
-                                                       priority=job["priority"]))
+                    handles.append(
+                        self._worker.submit(
+                            job["request"], owner=job["owner"], job_id=job["job_id"], priority=job["priority"]
+                        )
+                    )
                 except EngineError as exc:
                     handles.append(str(exc))
                 except Exception as exc:

@@ -31,6 +31,7 @@ def strength_in_effect(strength: float | None, *, img2img: bool, hires: float) -
         return IMG2IMG_DEFAULT_STRENGTH
     return HIRES_DEFAULT_STRENGTH if hires > 1.0 else None
 
+
 # Fields that are not a job's options: the limits it was checked against, the start image's bytes in transit, and
 # whether anyone will see its live previews.
 NOT_OPTIONS = ("limits", "init_image_data", "previews")
@@ -110,7 +111,7 @@ class GenerationRequest:
         """The sampler as users type it: "DPM++ 2M Karras", "Euler a"."""
         return self.sampler if self.schedule == "Automatic" else f"{self.sampler} {self.schedule}"
 
-    def with_seed(self) -> "GenerationRequest":
+    def with_seed(self) -> GenerationRequest:
         """This request with a concrete seed: -1 becomes a random seed in [0, 2**32 - 2], as A1111 draws it."""
         if self.seed != -1:
             return self
@@ -122,7 +123,7 @@ class GenerationRequest:
             raise EngineError("resolve the random seed first (with_seed)")
         return [self.seed + i for i in range(self.batch_size)]
 
-    def portable(self) -> "GenerationRequest":
+    def portable(self) -> GenerationRequest:
         """This request with its start image's bytes inside, so it renders the same on any machine (Ray
         replicas): `init_image` is a path on the bot's host. Read once, at submission; checked again at render."""
         if not self.init_image or self.init_image_data:
@@ -131,15 +132,30 @@ class GenerationRequest:
 
         return self.replace(init_image_data=read_input_bytes(self.init_image, self.limits))
 
-    def replace(self, **changes: Any) -> "GenerationRequest":
+    def replace(self, **changes: Any) -> GenerationRequest:
         return dataclasses.replace(self, **changes)
 
     def batch_key(self) -> tuple:
         """Jobs with equal keys can share one diffusers call (the worker's batching): LoRAs are merged into the
         weights, so only jobs with the same LoRA set batch together."""
-        return (self.model, self.vae, self.clip_skip, self.width, self.height, self.steps,
-                self.sampler, self.schedule, self.cfg_scale, self.init_image, self.strength, self.resize_mode,
-                self.hires, self.hires_steps, self.hires_upscaler, network_set(self.prompt, self.negative_prompt))
+        return (
+            self.model,
+            self.vae,
+            self.clip_skip,
+            self.width,
+            self.height,
+            self.steps,
+            self.sampler,
+            self.schedule,
+            self.cfg_scale,
+            self.init_image,
+            self.strength,
+            self.resize_mode,
+            self.hires,
+            self.hires_steps,
+            self.hires_upscaler,
+            network_set(self.prompt, self.negative_prompt),
+        )
 
     @property
     def is_img2img(self) -> bool:

@@ -26,8 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("engine.worker")  # the worker's log: operators follow one logger
 
-OOM_MESSAGE = ("the GPU ran out of memory for this job, even with a smaller batch; "
-               "try a smaller size or fewer images")
+OOM_MESSAGE = "the GPU ran out of memory for this job, even with a smaller batch; try a smaller size or fewer images"
 
 Status = Literal["ok", "cancelled", "oom", "error"]
 
@@ -80,8 +79,12 @@ class RetryPolicy:
                 run.fail(live, OOM_MESSAGE)
                 return
             self.stats.oom_retries += 1
-            log.warning("out of memory rendering %d job(s), %d image(s): freeing the model cache, retrying "
-                        "with smaller batches", len(live), sum(j.request.batch_size for j in live))
+            log.warning(
+                "out of memory rendering %d job(s), %d image(s): freeing the model cache, retrying "
+                "with smaller batches",
+                len(live),
+                sum(j.request.batch_size for j in live),
+            )
             run.free_memory()
             if len(live) > 1:
                 half = len(live) // 2
@@ -123,8 +126,11 @@ class RetryPolicy:
             results.append(value[0])
         head = results[0]
         merged = RenderResult(
-            request=r.replace(model=head.request.model), images=[img for res in results for img in res.images],
-            model=head.model, vae=head.vae, seconds=sum(res.seconds for res in results),
+            request=r.replace(model=head.request.model),
+            images=[img for res in results for img in res.images],
+            model=head.model,
+            vae=head.vae,
+            seconds=sum(res.seconds for res in results),
             notes=head.notes + ("rendered in two halves after running out of memory",),
         )
         run.deliver(job, merged)

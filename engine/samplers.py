@@ -48,9 +48,15 @@ SCHEDULES: dict[str, dict[str, Any]] = {
 
 # Schedulers that take sigma overrides (the others reject Karras & co. with a clear message).
 _SIGMA_SCHEDULERS = {
-    "EulerAncestralDiscreteScheduler", "EulerDiscreteScheduler", "LMSDiscreteScheduler",
-    "HeunDiscreteScheduler", "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler",
-    "DPMSolverMultistepScheduler", "DPMSolverSinglestepScheduler", "UniPCMultistepScheduler",
+    "EulerAncestralDiscreteScheduler",
+    "EulerDiscreteScheduler",
+    "LMSDiscreteScheduler",
+    "HeunDiscreteScheduler",
+    "KDPM2DiscreteScheduler",
+    "KDPM2AncestralDiscreteScheduler",
+    "DPMSolverMultistepScheduler",
+    "DPMSolverSinglestepScheduler",
+    "UniPCMultistepScheduler",
 }
 
 UNSUPPORTED = {"DPM++ 2S a", "DPM fast", "DPM adaptive", "Restart", "DDPM", "LCM"}
@@ -105,9 +111,7 @@ def normalize_sampler(sampler: str, schedule: str = "Automatic") -> tuple[str, s
                 )
             raise EngineError(f"unknown sampler {sampler!r}; valid samplers: {', '.join(SAMPLERS)}")
     if not _schedule_fits(name, canonical_schedule):
-        raise EngineError(
-            f"sampler {name!r} cannot use schedule {canonical_schedule!r}; use Automatic or SGM Uniform"
-        )
+        raise EngineError(f"sampler {name!r} cannot use schedule {canonical_schedule!r}; use Automatic or SGM Uniform")
     return name, canonical_schedule
 
 

@@ -28,8 +28,9 @@ import functools
 import gzip
 import json
 import logging
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import torch
 
@@ -72,7 +73,7 @@ def normalize_keys(state: dict[str, Any]) -> dict[str, Any]:
     for key, value in state.items():
         for old, new in replacements.items():
             if key.startswith(old):
-                key = new + key[len(old):]
+                key = new + key[len(old) :]
                 break
         out[key] = value
     return out
@@ -80,12 +81,13 @@ def normalize_keys(state: dict[str, Any]) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------------------- family detection
 
+
 def _has_prefix(keys: Iterable[str], prefix: str) -> bool:
     return any(k.startswith(prefix) for k in keys)
 
 
 def detect_family(state: Mapping[str, Any] | Iterable[str], name: str = "this file") -> str:
-    """"sd1", "sd2" or "sdxl" from a state dict (or just its keys); anything else is an `EngineError` that says
+    """ "sd1", "sd2" or "sdxl" from a state dict (or just its keys); anything else is an `EngineError` that says
     what the file seems to be instead."""
     if isinstance(state, Mapping):
         state = normalize_keys(dict(state))
@@ -95,15 +97,19 @@ def detect_family(state: Mapping[str, Any] | Iterable[str], name: str = "this fi
         if _has_prefix(keys, SDXL_OPENCLIP_PREFIX + "transformer."):
             family = "sdxl"
         elif _has_prefix(keys, SDXL_REFINER_PREFIX):
-            raise EngineError(f"{name} is an SDXL refiner, which cannot make images on its own; use an SDXL base "
-                              f"model (sdbot has no refiner pass)")
+            raise EngineError(
+                f"{name} is an SDXL refiner, which cannot make images on its own; use an SDXL base "
+                f"model (sdbot has no refiner pass)"
+            )
         elif _has_prefix(keys, SD2_OPENCLIP_PREFIX + "transformer."):
             family = "sd2"
         elif _has_prefix(keys, SD1_CLIP_PREFIX):
             family = "sd1"
         else:
-            raise EngineError(f"{name} holds a UNet but no text encoder this engine knows (SD 1.x, 2.x or SDXL); "
-                              f"it may be a UNet-only export or another model type")
+            raise EngineError(
+                f"{name} holds a UNet but no text encoder this engine knows (SD 1.x, 2.x or SDXL); "
+                f"it may be a UNet-only export or another model type"
+            )
         if isinstance(state, Mapping):
             _check_unet_input(state, name)
         return family
@@ -114,11 +120,15 @@ def _check_unet_input(state: Mapping[str, Any], name: str) -> None:
     conv_in = state.get(UNET_PREFIX + "input_blocks.0.0.weight")
     channels = getattr(conv_in, "shape", (0, 4))[1] if conv_in is not None else 4
     if channels == 9:
-        raise EngineError(f"{name} is an inpainting checkpoint (9 input channels); text-to-image needs a normal "
-                          f"(4-channel) checkpoint")
+        raise EngineError(
+            f"{name} is an inpainting checkpoint (9 input channels); text-to-image needs a normal "
+            f"(4-channel) checkpoint"
+        )
     if channels == 8:
-        raise EngineError(f"{name} is an InstructPix2Pix checkpoint (8 input channels); text-to-image needs a "
-                          f"normal (4-channel) checkpoint")
+        raise EngineError(
+            f"{name} is an InstructPix2Pix checkpoint (8 input channels); text-to-image needs a "
+            f"normal (4-channel) checkpoint"
+        )
     if channels != 4:
         raise EngineError(f"{name}: the UNet takes {channels} input channels; SD 1.x, 2.x and SDXL take 4")
 
@@ -128,23 +138,37 @@ def _what_is_it(state: Mapping[str, Any] | None, keys: list[str], name: str) -> 
     if not keys:
         return f"{name} holds no weights"
     lowered = [k.lower() for k in keys]
-    if any(s in k for k in lowered for s in ("lora_", ".lora_down.", ".lora_up.", ".lora_a.", ".lora_b.",
-                                             "hada_w", "lokr_w")):
-        return (f"{name} is a LoRA (or LyCORIS), not a checkpoint: put it in the LoRA folder and use it with "
-                f"<lora:NAME:weight> in the prompt")
+    if any(
+        s in k
+        for k in lowered
+        for s in ("lora_", ".lora_down.", ".lora_up.", ".lora_a.", ".lora_b.", "hada_w", "lokr_w")
+    ):
+        return (
+            f"{name} is a LoRA (or LyCORIS), not a checkpoint: put it in the LoRA folder and use it with "
+            f"<lora:NAME:weight> in the prompt"
+        )
     if any(k in ("emb_params", "string_to_param", "string_to_token", "clip_l", "clip_g") for k in keys):
         return f"{name} is a textual-inversion embedding, not a checkpoint"
-    if _has_prefix(keys, "control_model.") or any("input_hint_block" in k or "controlnet_cond_embedding" in k
-                                                  for k in keys):
+    if _has_prefix(keys, "control_model.") or any(
+        "input_hint_block" in k or "controlnet_cond_embedding" in k for k in keys
+    ):
         return f"{name} is a ControlNet, not a checkpoint"
-    vae_like = all(k.startswith(("encoder.", "decoder.", "quant_conv.", "post_quant_conv.", VAE_PREFIX, "vae.",
-                                 "model_ema.", "loss.")) for k in keys)
+    vae_like = all(
+        k.startswith(
+            ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.", VAE_PREFIX, "vae.", "model_ema.", "loss.")
+        )
+        for k in keys
+    )
     if vae_like and any(".up." in k or ".up_blocks." in k or ".down." in k for k in keys):
-        return (f"{name} is a VAE, not a checkpoint: put it in the VAE folder (models/VAE) and choose it with the "
-                f"VAE setting")
+        return (
+            f"{name} is a VAE, not a checkpoint: put it in the VAE folder (models/VAE) and choose it with the "
+            f"VAE setting"
+        )
     if _has_prefix(keys, "down_blocks.") or _has_prefix(keys, "unet.down_blocks."):
-        return (f"{name} is a single diffusers-format component (a UNet), not a full checkpoint; use a diffusers "
-                f"model folder (with model_index.json) or an original single-file checkpoint")
+        return (
+            f"{name} is a single diffusers-format component (a UNet), not a full checkpoint; use a diffusers "
+            f"model folder (with model_index.json) or an original single-file checkpoint"
+        )
     if _has_prefix(keys, "text_model.") or _has_prefix(keys, "transformer.resblocks."):
         return f"{name} is a text encoder on its own, not a full checkpoint"
     other = None
@@ -157,11 +181,14 @@ def _what_is_it(state: Mapping[str, Any] | None, keys: list[str], name: str) -> 
             other = None
     if other and other != "v1":
         return f"{name} looks like a {other} model; sdbot loads SD 1.x, SD 2.x and SDXL checkpoints only"
-    return (f"{name} is not an SD 1.x, 2.x or SDXL checkpoint (no model.diffusion_model.* UNet weights; first keys: "
-            f"{', '.join(sorted(keys)[:3])})")
+    return (
+        f"{name} is not an SD 1.x, 2.x or SDXL checkpoint (no model.diffusion_model.* UNet weights; first keys: "
+        f"{', '.join(sorted(keys)[:3])})"
+    )
 
 
 # -------------------------------------------------------------------------------------------------- tokenizer
+
 
 def clip_byte_characters() -> list[str]:
     """CLIP's reversible byte -> printable character table, in CLIP's order (also the tiny vocab's base)."""
@@ -183,7 +210,7 @@ def _clip_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
         raise EngineError(f"the CLIP tokenizer file {BPE_FILE} is missing; reinstall sdbot")
     with gzip.open(BPE_FILE, "rt", encoding="utf-8") as fh:
         lines = fh.read().split("\n")
-    pairs = [line.split() for line in lines[1:49152 - 256 - 2 + 1]]
+    pairs = [line.split() for line in lines[1 : 49152 - 256 - 2 + 1]]
     if any(len(pair) != 2 for pair in pairs):
         raise EngineError(f"{BPE_FILE.name} is damaged (a merge that is not a pair of tokens); reinstall sdbot")
     merges = [(first, second) for first, second in pairs]
@@ -228,8 +255,9 @@ def load_tokenizer(folder: Path):
 
 # ----------------------------------------------------------------------------------------- v-prediction (SD 2)
 
+
 def explicit_prediction_type(path: Path | None, state: Mapping[str, Any]) -> str | None:
-    """"v_prediction" / "epsilon" when the checkpoint says so: a `<stem>.yaml` beside it (A1111 reads that
+    """ "v_prediction" / "epsilon" when the checkpoint says so: a `<stem>.yaml` beside it (A1111 reads that
     first; `parameterization: "v"` means v-prediction, none means epsilon) or a `v_pred` key; else None."""
     if path is not None:
         config = path.with_suffix(".yaml")
@@ -276,6 +304,7 @@ def is_v_prediction_sd2(unet) -> bool:
 
 # -------------------------------------------------------------------------------------------------- building
 
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -300,8 +329,10 @@ def _fill(model, state: dict[str, torch.Tensor], what: str, name: str, dtype: to
         )
     for key, ref in expected.items():
         if tuple(state[key].shape) != tuple(ref.shape):
-            raise EngineError(f"{name}: {what} weight {key} has shape {tuple(state[key].shape)}, expected "
-                              f"{tuple(ref.shape)}; the file is of another model type")
+            raise EngineError(
+                f"{name}: {what} weight {key} has shape {tuple(state[key].shape)}, expected "
+                f"{tuple(ref.shape)}; the file is of another model type"
+            )
     unexpected = [k for k in state if k not in expected]
     if unexpected:
         log.debug("%s: %d unused %s keys, e.g. %s", name, len(unexpected), what, unexpected[0])
@@ -323,8 +354,13 @@ def _sub(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tens
     return {k: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def _build_unet(state: Mapping[str, torch.Tensor], folder: Path, dtype: torch.dtype, name: str,
-                converted: dict[str, torch.Tensor] | None = None):
+def _build_unet(
+    state: Mapping[str, torch.Tensor],
+    folder: Path,
+    dtype: torch.dtype,
+    name: str,
+    converted: dict[str, torch.Tensor] | None = None,
+):
     from diffusers import UNet2DConditionModel
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 
@@ -370,8 +406,15 @@ def _text_encoder_class(folder: Path, component: str):
     return getattr(transformers, class_name), config
 
 
-def _build_text_encoder(state: Mapping[str, torch.Tensor], folder: Path, component: str, prefix: str,
-                        openclip: bool, dtype: torch.dtype, name: str):
+def _build_text_encoder(
+    state: Mapping[str, torch.Tensor],
+    folder: Path,
+    component: str,
+    prefix: str,
+    openclip: bool,
+    dtype: torch.dtype,
+    name: str,
+):
     from diffusers.loaders.single_file_utils import convert_ldm_clip_checkpoint, convert_open_clip_checkpoint
     from transformers import CLIPTextConfig
 
@@ -387,7 +430,7 @@ def _build_text_encoder(state: Mapping[str, torch.Tensor], folder: Path, compone
         layers = config.num_hidden_layers
         keep = {}
         for key, value in sub.items():
-            rest = key[len(prefix):]
+            rest = key[len(prefix) :]
             if rest.startswith("transformer.resblocks.") and int(rest.split(".")[2]) >= layers:
                 continue
             if rest == "text_projection" and not hasattr(model, "text_projection"):
@@ -416,8 +459,14 @@ def _build_scheduler(folder: Path, prediction_type: str | None, zero_snr: bool):
     return cls.from_config(config)
 
 
-def pipeline_from_state_dict(state: Mapping[str, torch.Tensor], dtype: torch.dtype, *, name: str = "checkpoint",
-                             config_dir: Path | None = None, prediction_type: str | None = None):
+def pipeline_from_state_dict(
+    state: Mapping[str, torch.Tensor],
+    dtype: torch.dtype,
+    *,
+    name: str = "checkpoint",
+    config_dir: Path | None = None,
+    prediction_type: str | None = None,
+):
     """A StableDiffusionPipeline or StableDiffusionXLPipeline from an LDM-layout state dict.
 
     `config_dir`: a diffusers model folder whose configs (and tokenizer files) describe the weights; by default the
@@ -450,9 +499,13 @@ def pipeline_from_state_dict(state: Mapping[str, torch.Tensor], dtype: torch.dty
         te1 = _build_text_encoder(state, folder, "text_encoder", SDXL_CLIP_PREFIX, False, dtype, name)
         te2 = _build_text_encoder(state, folder, "text_encoder_2", SDXL_OPENCLIP_PREFIX, True, dtype, name)
         return StableDiffusionXLPipeline(
-            vae=vae, text_encoder=te1, text_encoder_2=te2,
-            tokenizer=load_tokenizer(folder / "tokenizer"), tokenizer_2=load_tokenizer(folder / "tokenizer_2"),
-            unet=unet, scheduler=scheduler,
+            vae=vae,
+            text_encoder=te1,
+            text_encoder_2=te2,
+            tokenizer=load_tokenizer(folder / "tokenizer"),
+            tokenizer_2=load_tokenizer(folder / "tokenizer_2"),
+            unet=unet,
+            scheduler=scheduler,
             force_zeros_for_empty_prompt=bool(index.get("force_zeros_for_empty_prompt", True)),
             add_watermarker=False,
         )
@@ -461,8 +514,14 @@ def pipeline_from_state_dict(state: Mapping[str, torch.Tensor], dtype: torch.dty
     else:
         text_encoder = _build_text_encoder(state, folder, "text_encoder", SD1_CLIP_PREFIX, False, dtype, name)
     return StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=load_tokenizer(folder / "tokenizer"), unet=unet,
-        scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=load_tokenizer(folder / "tokenizer"),
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
 
 
@@ -477,7 +536,8 @@ def load_single_file_pipeline(path: Path, dtype: torch.dtype, allow_pickle: bool
     path = Path(path)
     state = read_state_dict(path, allow_pickle)
     prediction_type = explicit_prediction_type(path, state)
-    pipe = pipeline_from_state_dict(state, dtype, name=path.name, config_dir=config_dir,
-                                    prediction_type=prediction_type)
+    pipe = pipeline_from_state_dict(
+        state, dtype, name=path.name, config_dir=config_dir, prediction_type=prediction_type
+    )
     del state
     return pipe

@@ -15,11 +15,57 @@ from pathlib import Path
 
 import torch
 
-TINY_WORDS = (
-    "a photo of the cat dog man woman girl boy portrait landscape painting anime style best quality "
-    "masterpiece detailed high low worst blurry text red blue green sky sun night city forest sea "
-    "mountain beautiful face eyes hair smile in on with and by art digital oil watercolor sketch"
-).split()
+TINY_WORDS = [
+    "a",
+    "photo",
+    "of",
+    "the",
+    "cat",
+    "dog",
+    "man",
+    "woman",
+    "girl",
+    "boy",
+    "portrait",
+    "landscape",
+    "painting",
+    "anime",
+    "style",
+    "best",
+    "quality",
+    "masterpiece",
+    "detailed",
+    "high",
+    "low",
+    "worst",
+    "blurry",
+    "text",
+    "red",
+    "blue",
+    "green",
+    "sky",
+    "sun",
+    "night",
+    "city",
+    "forest",
+    "sea",
+    "mountain",
+    "beautiful",
+    "face",
+    "eyes",
+    "hair",
+    "smile",
+    "in",
+    "on",
+    "with",
+    "and",
+    "by",
+    "art",
+    "digital",
+    "oil",
+    "watercolor",
+    "sketch",
+]
 
 TEXT_LAYERS = 5
 TEXT_HIDDEN = 32
@@ -133,8 +179,13 @@ def _scheduler():
 
     # SD 1.x's scheduler config, as in its model_index.
     return EulerDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
-        steps_offset=1, prediction_type="epsilon", timestep_spacing="leading",
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        steps_offset=1,
+        prediction_type="epsilon",
+        timestep_spacing="leading",
     )
 
 
@@ -145,33 +196,42 @@ def build_tiny_pipeline(family: str = "sd15", seed: int = 0, unet_width: int = 1
 
     if family == "sd15":
         tokenizer = make_tokenizer()
-        text_encoder = _text_encoder(tokenizer, hidden=TEXT_HIDDEN, layers=TEXT_LAYERS, projection=False,
-                                     seed=seed + 1)
+        text_encoder = _text_encoder(tokenizer, hidden=TEXT_HIDDEN, layers=TEXT_LAYERS, projection=False, seed=seed + 1)
         return StableDiffusionPipeline(
-            vae=_vae(seed + 2, vae_width), text_encoder=text_encoder, tokenizer=tokenizer,
+            vae=_vae(seed + 2, vae_width),
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
             unet=_unet(seed + 3, cross_dim=TEXT_HIDDEN, sdxl=False, width=unet_width),
-            scheduler=_scheduler(), safety_checker=None, feature_extractor=None,
+            scheduler=_scheduler(),
+            safety_checker=None,
+            feature_extractor=None,
             requires_safety_checker=False,
         )
     if family == "sdxl":
         tokenizer = make_tokenizer()
         tokenizer_2 = make_tokenizer(pad_token="!")
         text_encoder = _text_encoder(tokenizer, hidden=16, layers=TEXT_LAYERS, projection=False, seed=seed + 1)
-        text_encoder_2 = _text_encoder(tokenizer_2, hidden=TEXT_HIDDEN - 16, layers=TEXT_LAYERS,
-                                       projection=True, seed=seed + 4)
+        text_encoder_2 = _text_encoder(
+            tokenizer_2, hidden=TEXT_HIDDEN - 16, layers=TEXT_LAYERS, projection=True, seed=seed + 4
+        )
         vae = _vae(seed + 2, vae_width)
         vae.register_to_config(scaling_factor=0.13025)
         return StableDiffusionXLPipeline(
-            vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
-            tokenizer=tokenizer, tokenizer_2=tokenizer_2,
+            vae=vae,
+            text_encoder=text_encoder,
+            text_encoder_2=text_encoder_2,
+            tokenizer=tokenizer,
+            tokenizer_2=tokenizer_2,
             unet=_unet(seed + 3, cross_dim=TEXT_HIDDEN, sdxl=True, width=unet_width),
-            scheduler=_scheduler(), force_zeros_for_empty_prompt=False,
+            scheduler=_scheduler(),
+            force_zeros_for_empty_prompt=False,
         )
     raise ValueError(f"unknown family {family!r}; valid: sd15, sdxl")
 
 
-def write_tiny_model(directory: str | Path, family: str = "sd15", seed: int = 0, unet_width: int = 16,
-                     vae_width: int = 8) -> Path:
+def write_tiny_model(
+    directory: str | Path, family: str = "sd15", seed: int = 0, unet_width: int = 16, vae_width: int = 8
+) -> Path:
     """Write a tiny model in diffusers layout (safetensors weights, tokenizer files) and return its path."""
     path = Path(directory)
     pipe = build_tiny_pipeline(family, seed=seed, unet_width=unet_width, vae_width=vae_width)
@@ -233,7 +293,7 @@ def perturbed_vae(vae, seed: int):
     other = copy.deepcopy(vae)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, p in other.decoder.named_parameters():
+        for p in other.decoder.parameters():
             p.add_(torch.randn(p.shape, generator=g) * 0.05)
     return other
 

@@ -26,9 +26,15 @@ def write_tiny_classifier(path: Path, nsfw_logit: float = 4.0, *, seed: int = 0)
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
     config = ViTConfig(
-        image_size=IMAGE_SIZE, patch_size=8, num_channels=3, hidden_size=16, num_hidden_layers=1,
-        num_attention_heads=2, intermediate_size=32,
-        id2label=dict(enumerate(LABELS)), label2id={label: i for i, label in enumerate(LABELS)},
+        image_size=IMAGE_SIZE,
+        patch_size=8,
+        num_channels=3,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        id2label=dict(enumerate(LABELS)),
+        label2id={label: i for i, label in enumerate(LABELS)},
     )
     torch.manual_seed(seed)
     model = ViTForImageClassification(config)

@@ -21,8 +21,10 @@ def _layers(pipe, parts: tuple[str, ...]):
         models.append(("lora_unet_", "unet.", "", pipe.unet))
     if "te" in parts:
         if sdxl:
-            models += [("lora_te1_", "text_encoder.", "text_model.", pipe.text_encoder),
-                       ("lora_te2_", "text_encoder_2.", "text_model.", pipe.text_encoder_2)]
+            models += [
+                ("lora_te1_", "text_encoder.", "text_model.", pipe.text_encoder),
+                ("lora_te2_", "text_encoder_2.", "text_model.", pipe.text_encoder_2),
+            ]
         else:
             models.append(("lora_te_", "text_encoder.", "text_model.", pipe.text_encoder))
     for kohya, peft, inner, model in models:
@@ -32,8 +34,16 @@ def _layers(pipe, parts: tuple[str, ...]):
                 yield kohya + full.replace(".", "_"), peft + full, module
 
 
-def make_network(pipe, kind: str = "lora", *, rank: int = 4, alpha: float = 2.0, seed: int = 0,
-                 parts: tuple[str, ...] = ("unet", "te"), std: float = 0.2) -> dict[str, torch.Tensor]:
+def make_network(
+    pipe,
+    kind: str = "lora",
+    *,
+    rank: int = 4,
+    alpha: float = 2.0,
+    seed: int = 0,
+    parts: tuple[str, ...] = ("unet", "te"),
+    std: float = 0.2,
+) -> dict[str, torch.Tensor]:
     """A random network of `kind` for `pipe`'s layers (LoCon: convolutions too; LoKr and PEFT: linear only)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}")
@@ -71,15 +81,15 @@ def make_network(pipe, kind: str = "lora", *, rank: int = 4, alpha: float = 2.0,
     return state
 
 
-def write_network(pipe, path: str | Path, kind: str = "lora", metadata: dict[str, str] | None = None,
-                  **options) -> Path:
+def write_network(
+    pipe, path: str | Path, kind: str = "lora", metadata: dict[str, str] | None = None, **options
+) -> Path:
     """Save `make_network(pipe, kind, **options)` as a safetensors file (with optional kohya metadata)."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in make_network(pipe, kind, **options).items()}, str(path),
-              metadata=metadata)
+    save_file({k: v.contiguous() for k, v in make_network(pipe, kind, **options).items()}, str(path), metadata=metadata)
     return path
 
 

@@ -69,8 +69,9 @@ class UpscalerFile:
 class UpscalerLibrary:
     """The upscalers under a models dir; keeps the last few loaded models (they are small next to a UNet)."""
 
-    def __init__(self, models_dir: Path, *, allow_pickle: bool = False, device: str | torch.device = "cpu",
-                 cache_size: int = 2) -> None:
+    def __init__(
+        self, models_dir: Path, *, allow_pickle: bool = False, device: str | torch.device = "cpu", cache_size: int = 2
+    ) -> None:
         self.root = Path(models_dir)
         self.allow_pickle = allow_pickle
         self.device = torch.device(device)
@@ -134,8 +135,10 @@ def load_model(path: Path, *, allow_pickle: bool, device: torch.device):
     suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
         if not allow_pickle:
-            raise EngineError(f"{path.name} is a pickle file, which can run code when loaded; convert it to "
-                              f".safetensors or set allow_pickle = true in [engine]")
+            raise EngineError(
+                f"{path.name} is a pickle file, which can run code when loaded; convert it to "
+                f".safetensors or set allow_pickle = true in [engine]"
+            )
         state = torch.load(path, map_location="cpu", weights_only=True)
     else:
         from safetensors.torch import load_file
@@ -158,8 +161,9 @@ def load_model(path: Path, *, allow_pickle: bool, device: torch.device):
     return descriptor.eval()
 
 
-def run_tiled(descriptor, image: Image.Image, device: torch.device, tile: int = TILE,
-              margin: int = TILE_MARGIN) -> Image.Image:
+def run_tiled(
+    descriptor, image: Image.Image, device: torch.device, tile: int = TILE, margin: int = TILE_MARGIN
+) -> Image.Image:
     """Apply the model tile by tile, each tile with `margin` pixels of context that are cut off afterwards."""
     import numpy as np
     from PIL import Image as PILImage
@@ -177,8 +181,9 @@ def run_tiled(descriptor, image: Image.Image, device: torch.device, tile: int = 
                 piece = pixels[:, :, py0:py1, px0:px1].to(device, descriptor.dtype)
                 result = descriptor(piece).float().cpu()
                 oy, ox = (y0 - py0) * scale, (x0 - px0) * scale
-                out[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] = \
-                    result[:, :, oy:oy + (y1 - y0) * scale, ox:ox + (x1 - x0) * scale]
+                out[:, :, y0 * scale : y1 * scale, x0 * scale : x1 * scale] = result[
+                    :, :, oy : oy + (y1 - y0) * scale, ox : ox + (x1 - x0) * scale
+                ]
     array = (out[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
     return PILImage.fromarray(array)
 
@@ -211,6 +216,7 @@ def _import_spandrel():
                     sys.modules[name] = module
         return spandrel
     import spandrel
+
     return spandrel
 
 

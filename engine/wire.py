@@ -35,9 +35,14 @@ def encode_event(event: JobEvent) -> tuple | None:
 def encode_result(result: RenderResult) -> dict:
     """A result with its images as their PNG bytes (already encoded by the worker thread): no raw pixels, and
     not the start image the job carried in (the bot has it)."""
-    return dict(request=result.request.replace(init_image_data=b""), model=result.model, vae=result.vae,
-                seconds=result.seconds, notes=result.notes,
-                images=[(image.png(), image.seed, image.infotext, image.scores) for image in result.images])
+    return dict(
+        request=result.request.replace(init_image_data=b""),
+        model=result.model,
+        vae=result.vae,
+        seconds=result.seconds,
+        notes=result.notes,
+        images=[(image.png(), image.seed, image.infotext, image.scores) for image in result.images],
+    )
 
 
 def decode_result(data: dict) -> RenderResult:
@@ -46,5 +51,11 @@ def decode_result(data: dict) -> RenderResult:
         image = RenderedImage(Image.open(io.BytesIO(png)), seed, infotext, scores)  # decoded on first pixel access
         image.__dict__["png_data"] = png  # the cached PNG: the very bytes the replica made
         images.append(image)
-    return RenderResult(request=data["request"], images=images, model=data["model"], vae=data["vae"],
-                        seconds=data["seconds"], notes=tuple(data["notes"]))
+    return RenderResult(
+        request=data["request"],
+        images=images,
+        model=data["model"],
+        vae=data["vae"],
+        seconds=data["seconds"],
+        notes=tuple(data["notes"]),
+    )

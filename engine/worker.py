@@ -63,8 +63,23 @@ from engine.config import EngineConfig
 from engine.errors import EngineError, JobCancelled, internal_message
 from engine.fair_queue import FairQueue, QueuedJob
 from engine.jobs import (  # noqa: F401  (re-exported: the names the bot and tests know from here)
-    CANCELLED, CLOSING, SHUTDOWN_QUEUED, SHUTDOWN_RUNNING, Cancelled, Failed, Finished, JobEvent, JobHandle,
-    JobCounts, Outbox, PendingJob, QueueFull, Queued, Started, Step, WorkerClosed,
+    CANCELLED,
+    CLOSING,
+    SHUTDOWN_QUEUED,
+    SHUTDOWN_RUNNING,
+    Cancelled,
+    Failed,
+    Finished,
+    JobCounts,
+    JobEvent,
+    JobHandle,
+    Outbox,
+    PendingJob,
+    Queued,
+    QueueFull,
+    Started,
+    Step,
+    WorkerClosed,
 )
 from engine.pipeline import Engine, RenderResult
 from engine.request import GenerationRequest
@@ -110,20 +125,34 @@ class Worker(ContextManaged):
 
     in_process = True  # `call` reaches the engine (engine.backends.Backend)
 
-    def __init__(self, config: EngineConfig | None = None, *, engine: Engine | None = None,
-                 batching: bool = True, max_batch: int | None = None,
-                 fault_injector: Callable[[RenderAttempt], None] | None = None,
-                 previewer: Any = None, nice: int = 0) -> None:
+    def __init__(
+        self,
+        config: EngineConfig | None = None,
+        *,
+        engine: Engine | None = None,
+        batching: bool = True,
+        max_batch: int | None = None,
+        fault_injector: Callable[[RenderAttempt], None] | None = None,
+        previewer: Any = None,
+        nice: int = 0,
+    ) -> None:
         self.config = config or (engine.config if engine is not None else EngineConfig())
         self.engine = engine if engine is not None else Engine(self.config)
         self.fault_injector = fault_injector
         self.stats = WorkerStats()
-        self.planner = BatchPlanner(self.engine, self.stats, batching=batching,
-                                    max_batch=max_batch if max_batch is not None else self.config.limits.max_batch)
+        self.planner = BatchPlanner(
+            self.engine,
+            self.stats,
+            batching=batching,
+            max_batch=max_batch if max_batch is not None else self.config.limits.max_batch,
+        )
         self.nice = nice
         self.queue: FairQueue[WorkerJob] = FairQueue(
-            round_robin=self.config.round_robin, cap=self.config.max_queued_per_user,
-            make=lambda pending, seq: WorkerJob(pending, seq, JobHandle(pending, self.cancel)), emit=self._emit)
+            round_robin=self.config.round_robin,
+            cap=self.config.max_queued_per_user,
+            make=lambda pending, seq: WorkerJob(pending, seq, JobHandle(pending, self.cancel)),
+            emit=self._emit,
+        )
         self.retry = RetryPolicy(self, self.stats)
         self._previewer = previewer
         self._lock = threading.Lock()
@@ -154,8 +183,15 @@ class Worker(ContextManaged):
         """Nothing to wait for: the engine is in this process (models load with the first job or `call`)."""
         self.start()
 
-    def submit(self, request: GenerationRequest, *, owner: str | int, job_id: str | None = None,
-               priority: bool = False, group: str | int | None = None) -> JobHandle:
+    def submit(
+        self,
+        request: GenerationRequest,
+        *,
+        owner: str | int,
+        job_id: str | None = None,
+        priority: bool = False,
+        group: str | int | None = None,
+    ) -> JobHandle:
         """Queue a job and return its handle at once. Raises QueueFull at the owner's cap, WorkerClosed."""
         if self._thread is None:
             self.start()
@@ -199,7 +235,7 @@ class Worker(ContextManaged):
         with self._lock:
             return [j.pending for j in self._running if j.state == "running"]
 
-    def call(self, fn: Callable[[Engine], T]) -> "asyncio.Future[T]":
+    def call(self, fn: Callable[[Engine], T]) -> asyncio.Future[T]:
         """Run `fn(engine)` in the worker thread before the next job (to preload a model, read the caches)
         and return a future of its result. It is queued at once, ahead of every job not yet started."""
         if self._thread is None:
@@ -225,7 +261,7 @@ class Worker(ContextManaged):
         if self._thread_done is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._thread_done), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 with self._lock:
                     self._cancel_running(SHUTDOWN_RUNNING)
                 await self._thread_done
@@ -367,8 +403,9 @@ class Worker(ContextManaged):
             if isinstance(exc, EngineError):
                 log.info("job(s) %s failed: %s", ", ".join(attempt.job_ids), exc)
                 return "error", str(exc)
-            log.error("job(s) %s failed with an internal error: %s: %s", ", ".join(attempt.job_ids),
-                      type(exc).__name__, exc)
+            log.error(
+                "job(s) %s failed with an internal error: %s: %s", ", ".join(attempt.job_ids), type(exc).__name__, exc
+            )
             return "error", internal_message(exc)
         finally:
             self._in_pipeline -= 1
@@ -385,9 +422,8 @@ class Worker(ContextManaged):
             previews: dict[str, Image.Image | None] = {}
             if every and every > 0 and step % every == 0:  # made outside the lock: TAESD takes a while
                 for job, offset, request in zip(jobs, offsets, requests):
-                    if request.previews and job.state != "done" and job.cancel_reason is None \
-                            and step > job.last_step:
-                        previews[job.id] = self._preview(latents[offset:offset + 1])
+                    if request.previews and job.state != "done" and job.cancel_reason is None and step > job.last_step:
+                        previews[job.id] = self._preview(latents[offset : offset + 1])
             with self._lock:
                 for job in jobs:
                     if job.state == "done":
@@ -418,8 +454,12 @@ class Worker(ContextManaged):
                 from engine.previews import Previewer
 
                 models = self.engine.models
-                self._previewer = Previewer(self.config.models_dir, device=models.device, dtype=models.dtype,
-                                            allow_pickle=self.config.allow_pickle)
+                self._previewer = Previewer(
+                    self.config.models_dir,
+                    device=models.device,
+                    dtype=models.dtype,
+                    allow_pickle=self.config.allow_pickle,
+                )
             return self._previewer.preview(latents, self.planner.family)
         except Exception:  # a preview is a nicety: never fail a job for it
             log.exception("preview failed")

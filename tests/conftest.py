@@ -9,8 +9,12 @@ import pytest
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--slow", action="store_true", default=False,
-                     help="run the long fuzzing runs (10,000+ cases) and other slow tests")
+    parser.addoption(
+        "--slow",
+        action="store_true",
+        default=False,
+        help="run the long fuzzing runs (10,000+ cases) and other slow tests",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:

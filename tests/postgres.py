@@ -53,11 +53,15 @@ def start() -> str:
     data = folder / "data"
     try:
         server = pgserver.get_server(data, cleanup_mode="delete")
-        server.psql("ALTER SYSTEM SET fsync = off; ALTER SYSTEM SET synchronous_commit = off; "
-                    "ALTER SYSTEM SET full_page_writes = off; SELECT pg_reload_conf();")
+        server.psql(
+            "ALTER SYSTEM SET fsync = off; ALTER SYSTEM SET synchronous_commit = off; "
+            "ALTER SYSTEM SET full_page_writes = off; SELECT pg_reload_conf();"
+        )
     except Exception as exc:  # noqa: BLE001  (any reason at all is a reason to skip, shown in the message)
-        raise NoPostgres(f"no PostgreSQL for the tests: pgserver could not start one ({exc!r}); "
-                         f"set {ENV_URL} to a server's URL instead") from None
+        raise NoPostgres(
+            f"no PostgreSQL for the tests: pgserver could not start one ({exc!r}); "
+            f"set {ENV_URL} to a server's URL instead"
+        ) from None
     # pgserver's URI is postgresql://postgres:@/postgres?host=/socket/dir
     return server.get_uri().replace("postgresql://", "postgresql+asyncpg://", 1)
 

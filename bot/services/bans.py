@@ -60,11 +60,18 @@ class Bans:
 
     async def ban(self, actor_id: int, user_id: int, guild_id: int, until: datetime | None, reason: str) -> BanInfo:
         """Record the ban (and its audit entry) and keep it in memory."""
+
         async def write(s: AsyncSession) -> Ban:
-            row = await ban_store.ban(s, user_id, guild_id=guild_id, actor_id=actor_id, expires_at=until,
-                                      reason=reason)
-            await mod_store.record(s, actor_id=actor_id, action="ban", guild_id=guild_id, target_user_id=user_id,
-                                   reason=reason, details={"until": until.isoformat() if until else None})
+            row = await ban_store.ban(s, user_id, guild_id=guild_id, actor_id=actor_id, expires_at=until, reason=reason)
+            await mod_store.record(
+                s,
+                actor_id=actor_id,
+                action="ban",
+                guild_id=guild_id,
+                target_user_id=user_id,
+                reason=reason,
+                details={"until": until.isoformat() if until else None},
+            )
             return row
 
         info = _info(await transaction(self.sessions, write))
@@ -73,11 +80,11 @@ class Bans:
 
     async def lift(self, actor_id: int, user_id: int, guild_id: int) -> bool:
         """Lift the user's ban in the guild (audited); False when there was none."""
+
         async def write(s: AsyncSession) -> Ban | None:
             lifted = await ban_store.lift(s, user_id, guild_id=guild_id, actor_id=actor_id)
             if lifted is not None:
-                await mod_store.record(s, actor_id=actor_id, action="unban", guild_id=guild_id,
-                                       target_user_id=user_id)
+                await mod_store.record(s, actor_id=actor_id, action="unban", guild_id=guild_id, target_user_id=user_id)
             return lifted
 
         lifted = await transaction(self.sessions, write)

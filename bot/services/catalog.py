@@ -56,7 +56,7 @@ def scan(config: EngineConfig) -> Catalog:
 
 
 def checkpoint_family_of(config: EngineConfig, model: str) -> str:
-    """"sdxl" or "sd" for a checkpoint name ("" = the default) without loading it (disk reads: off the event
+    """ "sdxl" or "sd" for a checkpoint name ("" = the default) without loading it (disk reads: off the event
     loop); "sd" for a name that is not installed, which the engine refuses at render with the names it knows."""
     from engine.errors import EngineError
     from engine.models import ModelLibrary, checkpoint_family
@@ -68,8 +68,9 @@ def checkpoint_family_of(config: EngineConfig, model: str) -> str:
 
 
 class ModelCatalog:
-    def __init__(self, config: EngineConfig, *, max_age_s: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, config: EngineConfig, *, max_age_s: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.config = config
         self.max_age_s = max_age_s
         self._clock = clock

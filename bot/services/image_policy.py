@@ -70,11 +70,14 @@ class ImagePolicy:
         """`ConfigError` unless every unsafe label is one the classifier gives."""
         missing = [label for label in self.unsafe_labels if label not in labels]
         if missing:
-            raise ConfigError(f"[moderation] unsafe_labels names {', '.join(missing)}, which the image classifier "
-                              f"{where} does not give; its labels are {', '.join(labels)}")
+            raise ConfigError(
+                f"[moderation] unsafe_labels names {', '.join(missing)}, which the image classifier "
+                f"{where} does not give; its labels are {', '.join(labels)}"
+            )
 
-    def thresholds_for(self, nsfw_flag_above: float | None, nsfw_block_above: float | None,
-                       nsfw_channel: bool) -> Thresholds:
+    def thresholds_for(
+        self, nsfw_flag_above: float | None, nsfw_block_above: float | None, nsfw_channel: bool
+    ) -> Thresholds:
         if nsfw_channel and nsfw_flag_above is not None and nsfw_block_above is not None:
             return Thresholds(nsfw_flag_above, nsfw_block_above)
         return self.thresholds
@@ -90,8 +93,9 @@ class ImagePolicy:
             return Judgement(verdict, f"image classifier: {label} {score:.2f}{which}", score)
         limit = thresholds.block_above if verdict is Verdict.BLOCK else thresholds.flag_above
         kind = "blocked" if verdict is Verdict.BLOCK else "held"
-        return Judgement(verdict, f"{kind} by the image classifier: {label} {score:.2f}{which}, above "
-                                  f"{limit:.2f}", score)
+        return Judgement(
+            verdict, f"{kind} by the image classifier: {label} {score:.2f}{which}, above {limit:.2f}", score
+        )
 
 
 def scores_line(scores: Scores | None, limit: int = 3, digits: int = 2) -> str:
@@ -104,8 +108,10 @@ def scores_line(scores: Scores | None, limit: int = 3, digits: int = 2) -> str:
 
 _NUMBER = r"(?:0(?:\.\d+)?|1(?:\.0+)?|\.\d+)"
 _PAIR = re.compile(rf"^\s*({_NUMBER})\s*(?:[,/ ]|\s)\s*({_NUMBER})\s*$")
-NSFW_HELP = ("nsfw_channels takes two scores from 0 to 1, flag then block (e.g. `0.8 0.95`), `off` (nothing is "
-             "held in age-restricted channels) or `default` (the same thresholds as elsewhere)")
+NSFW_HELP = (
+    "nsfw_channels takes two scores from 0 to 1, flag then block (e.g. `0.8 0.95`), `off` (nothing is "
+    "held in age-restricted channels) or `default` (the same thresholds as elsewhere)"
+)
 
 
 def parse_nsfw_thresholds(text: str) -> tuple[float | None, float | None]:

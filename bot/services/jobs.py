@@ -122,8 +122,9 @@ class JobService:
         """True once `shutdown()` began: new commands hear `RESTARTING`."""
         return self._stopping
 
-    async def start(self, job: Job | JobRecord, request: GenerationRequest, listener: JobListener, *,
-                    priority: bool = False) -> None:
+    async def start(
+        self, job: Job | JobRecord, request: GenerationRequest, listener: JobListener, *, priority: bool = False
+    ) -> None:
         """Hand the worker a job whose `queued` row is committed (the submission pipeline's, or one approved after
         review). A job the worker refuses is recorded `failed`, never left `queued`, and the error raised."""
         try:
@@ -144,12 +145,25 @@ class JobService:
         """`start()` for a job whose row became `queued` later (approved after review)."""
         await self.start(job, GenerationRequest(**job.request, limits=self.limits), listener)
 
-    def _start(self, job_id: int, user_id: int, request: GenerationRequest, listener: JobListener,
-               *, priority: bool = False, guild_id: int | None = None) -> None:
+    def _start(
+        self,
+        job_id: int,
+        user_id: int,
+        request: GenerationRequest,
+        listener: JobListener,
+        *,
+        priority: bool = False,
+        guild_id: int | None = None,
+    ) -> None:
         # The queue is round robin by server (`group`), then by member.
         request = request.replace(previews=listener.previews)
-        handle = self.worker.submit(request, job_id=str(job_id), owner=str(user_id), priority=priority,
-                                    group=None if guild_id is None else str(guild_id))
+        handle = self.worker.submit(
+            request,
+            job_id=str(job_id),
+            owner=str(user_id),
+            priority=priority,
+            group=None if guild_id is None else str(guild_id),
+        )
         task = asyncio.create_task(self._follow(job_id, handle, listener), name=f"job-{job_id}")
         self._jobs[job_id] = _Running(handle, task, user_id)
 
@@ -168,8 +182,11 @@ class JobService:
                 elif isinstance(event, w.Failed):
                     await self._write(job_store.transition, job_id, JobStatus.FAILED, error=event.message)
                     await _quietly(listener.failed(job_id, event.message))
-                elif isinstance(event, w.Cancelled) and self._stopping and \
-                        event.reason in (w.SHUTDOWN_QUEUED, w.SHUTDOWN_RUNNING):
+                elif (
+                    isinstance(event, w.Cancelled)
+                    and self._stopping
+                    and event.reason in (w.SHUTDOWN_QUEUED, w.SHUTDOWN_RUNNING)
+                ):
                     await self._write(_back_to_queue, job_id)  # the next start runs it again
                     await _quietly(listener.interrupted(job_id))
                 elif isinstance(event, w.Cancelled):
@@ -191,10 +208,15 @@ class JobService:
             paths.append(path)
         scores = [getattr(image, "scores", None) for image in result.images]
         # The job's message id, when the listener knows it already, lets a restart check that one message.
-        job = await self._write(job_store.transition, job_id, JobStatus.DONE,
-                                seed=result.seed, result_paths=[str(p) for p in paths],
-                                image_scores=scores if any(s is not None for s in scores) else None,
-                                message_id=listener.message_id)
+        job = await self._write(
+            job_store.transition,
+            job_id,
+            JobStatus.DONE,
+            seed=result.seed,
+            result_paths=[str(p) for p in paths],
+            image_scores=scores if any(s is not None for s in scores) else None,
+            message_id=listener.message_id,
+        )
         await self.post(job, listener)
 
     async def post(self, job: Job | JobRecord, listener: JobListener, *, check_first: bool = False) -> None:
@@ -216,8 +238,12 @@ class JobService:
     async def _post(self, job: JobRecord, listener: JobListener, check_first: bool) -> None:
         files = [Path(p) for p in job.result_paths or []]
         if not files or not all(p.exists() for p in files):
-            await self._write(job_store.transition, job.id, JobStatus.FAILED,
-                              error="the rendered images were lost before they could be posted")
+            await self._write(
+                job_store.transition,
+                job.id,
+                JobStatus.FAILED,
+                error="the rendered images were lost before they could be posted",
+            )
             await _quietly(listener.failed(job.id, "the rendered images were lost before they could be posted"))
             return
         if await self.review.images_held(job, listener):
@@ -230,16 +256,20 @@ class JobService:
                 if check_first or attempt:
                     delivered = await listener.already_posted(job)
                     if delivered is not None:
-                        log.info("job %s was posted already (message %s); not posting it again",
-                                 job.id, delivered.message_id)
+                        log.info(
+                            "job %s was posted already (message %s); not posting it again", job.id, delivered.message_id
+                        )
                 if delivered is None:
                     delivered = await listener.finished(job, files)
                 break
             except Exception as exc:
                 attempt += 1
                 if self._stopping:
-                    log.warning("job %s: posting failed during shutdown (%s); it is posted at the next start",
-                                job.id, _reason(exc))
+                    log.warning(
+                        "job %s: posting failed during shutdown (%s); it is posted at the next start",
+                        job.id,
+                        _reason(exc),
+                    )
                     return
                 if not listener.retryable(exc):
                     log.warning("job %s could not be posted", job.id, exc_info=exc)
@@ -249,11 +279,17 @@ class JobService:
                     return
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    log.error("job %s: still not posted after %d attempts (%s); its files are kept and it is "
-                              "posted at the next start", job.id, attempt, _reason(exc))
+                    log.error(
+                        "job %s: still not posted after %d attempts (%s); its files are kept and it is "
+                        "posted at the next start",
+                        job.id,
+                        attempt,
+                        _reason(exc),
+                    )
                     return
-                log.warning("job %s: posting failed (%s); retry %d in %.1f s", job.id, _reason(exc), attempt,
-                            min(delay, left))
+                log.warning(
+                    "job %s: posting failed (%s); retry %d in %.1f s", job.id, _reason(exc), attempt, min(delay, left)
+                )
                 await asyncio.sleep(min(delay, left))
                 delay = min(delay * 2, MAX_BACKOFF_S)
         await self._write(job_store.mark_posted, job.id, message_id=delivered.message_id)
@@ -269,8 +305,7 @@ class JobService:
             except (DatabaseBusy, DatabaseUnavailable) as exc:
                 if time.monotonic() >= deadline:
                     raise
-                log.warning("database unavailable (%s); retrying %s in %.1f s", exc,
-                            getattr(fn, "__name__", fn), delay)
+                log.warning("database unavailable (%s); retrying %s in %.1f s", exc, getattr(fn, "__name__", fn), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -339,8 +374,7 @@ class JobService:
                 await self._refused(job.id, exc)
                 continue
             # Older than anything queued now, so they go first (and past the per-user cap).
-            self._start(job.id, job.user_id, request, self.listener_for(job), priority=True,
-                        guild_id=job.guild_id)
+            self._start(job.id, job.user_id, request, self.listener_for(job), priority=True, guild_id=job.guild_id)
         for job in to_post:
             self._spawn(self.post(job, self.listener_for(job), check_first=True), f"post-{job.id}")
         return len(rerun), len(to_post)
@@ -369,7 +403,6 @@ class JobService:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         log.info("shutdown: the job service stopped")
-
 
 
 async def _back_to_queue(s: AsyncSession, job_id: int) -> None:

@@ -40,8 +40,10 @@ from engine.config import Limits
 
 log = logging.getLogger(__name__)
 
-NOT_A_MODERATOR = ("only moderators can do that: members with Manage Messages in the review channel, or with "
-                   "the server's moderator role")
+NOT_A_MODERATOR = (
+    "only moderators can do that: members with Manage Messages in the review channel, or with "
+    "the server's moderator role"
+)
 NOT_A_MANAGER = "only members with the Manage Server permission can change the bot's settings here"
 # What an owner may do to their own job, and what everybody else is told when they are not a moderator.
 OWN_JOB_ACTIONS = {
@@ -101,8 +103,9 @@ class ModerationService:
         allowed = actor.manage_messages_in(review)
         return actor.manage_messages if allowed is None else allowed
 
-    async def authorize(self, actor: Actor, action: Action, *, job: JobRecord | None = None,
-                        item_id: int | None = None) -> None:
+    async def authorize(
+        self, actor: Actor, action: Action, *, job: JobRecord | None = None, item_id: int | None = None
+    ) -> None:
         """May `actor` do `action` (to `job`)? Owners act on their own jobs; moderators on anyone's and on the
         review queue. Raise `UserError` otherwise; a refusal is audited, and so is a moderator acting on
         someone else's job."""
@@ -110,8 +113,9 @@ class ModerationService:
             return
         message = OWN_JOB_ACTIONS.get(action, NOT_A_MODERATOR)
         if actor.guild_id is None:
-            raise UserError(message if action in OWN_JOB_ACTIONS else
-                            "moderation happens in a server, not in direct messages")
+            raise UserError(
+                message if action in OWN_JOB_ACTIONS else "moderation happens in a server, not in direct messages"
+            )
         if not await self.is_moderator(actor):
             details = {"attempted": action, **({"item_id": item_id} if item_id is not None else {})}
             await transaction(self.sessions, _record, actor, "denied", job.id if job else None, None, details)
@@ -161,8 +165,9 @@ class ModerationService:
         await self.review.tell(job, f"✅ a moderator approved {what} (job #{job.id})", listener, settings)
         return Decision(record(ReviewItemRecord, item), job)
 
-    async def reject(self, actor: Actor, item_id: int, reason: str = "", *, ban: bool = False,
-                     ban_for: timedelta | None = None) -> Decision:
+    async def reject(
+        self, actor: Actor, item_id: int, reason: str = "", *, ban: bool = False, ban_for: timedelta | None = None
+    ) -> Decision:
         """Reject a pending item with a reason; `ban`: also ban its author for `ban_for` (None: for good)."""
         await self.require_moderator(actor, "ban" if ban else "reject", item_id)
         if not reason.strip():
@@ -193,8 +198,10 @@ class ModerationService:
 
         async def load(s: AsyncSession):
             items = await mod_store.pending(s, self._guild(actor), limit=limit)
-            return [(record(ReviewItemRecord, item), record(JobRecord, await job_store.get(s, item.job_id)))
-                    for item in items]
+            return [
+                (record(ReviewItemRecord, item), record(JobRecord, await job_store.get(s, item.job_id)))
+                for item in items
+            ]
 
         return await transaction(self.sessions, load)
 
@@ -220,13 +227,20 @@ class ModerationService:
         await self.require_manager(actor, "config")
         guild_id = self._guild(actor)
         if changes.get("moderation_mode") == ModerationMode.AUTO.value and self.review.image_policy is None:
-            raise UserError("`auto` mode needs an image classifier and this bot has none: its admin names one in "
-                            "[moderation] image_classifier (see README)")
+            raise UserError(
+                "`auto` mode needs an image classifier and this bot has none: its admin names one in "
+                "[moderation] image_classifier (see README)"
+            )
 
         async def write(s: AsyncSession) -> GuildSettings:
             row = await guild_store.update(s, guild_id, limits=self.limits, **changes)
-            await mod_store.record(s, actor_id=actor.user_id, action="config", guild_id=guild_id,
-                                   details={k: getattr(row, k) for k in changes})
+            await mod_store.record(
+                s,
+                actor_id=actor.user_id,
+                action="config",
+                guild_id=guild_id,
+                details={k: getattr(row, k) for k in changes},
+            )
             return row
 
         try:
@@ -243,8 +257,13 @@ class ModerationService:
             change = guild_store.add_words if add else guild_store.remove_words
             changed = await change(s, guild_id, kind, words)  # type: ignore[arg-type]
             if changed:
-                await mod_store.record(s, actor_id=actor.user_id, action="words", guild_id=guild_id,
-                                       details={"list": kind, "added" if add else "removed": changed})
+                await mod_store.record(
+                    s,
+                    actor_id=actor.user_id,
+                    action="words",
+                    guild_id=guild_id,
+                    details={"list": kind, "added" if add else "removed": changed},
+                )
             return changed
 
         try:
@@ -275,10 +294,23 @@ def _what(job: JobRecord) -> str:
     return f"your {kind} “{shown}”"
 
 
-async def _record(s: AsyncSession, actor: Actor, action: str, job_id: int | None, target: int | None,
-                  details: dict[str, Any] | None = None) -> None:
-    await mod_store.record(s, actor_id=actor.user_id, action=action, guild_id=actor.guild_id, job_id=job_id,
-                           target_user_id=target, details=details)
+async def _record(
+    s: AsyncSession,
+    actor: Actor,
+    action: str,
+    job_id: int | None,
+    target: int | None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    await mod_store.record(
+        s,
+        actor_id=actor.user_id,
+        action=action,
+        guild_id=actor.guild_id,
+        job_id=job_id,
+        target_user_id=target,
+        details=details,
+    )
 
 
 async def _logged(coro, name: str) -> None:

@@ -90,23 +90,28 @@ async def check_caps(s: AsyncSession, user_id: int, settings: GuildSettings | No
     await ensure_user(s, user_id, lock=True)
     active = await job_store.count_active(s, user_id)
     if active >= caps.max_active_per_user:
-        raise UserError(f"{member_cap_message(active, caps.max_active_per_user)}. "
-                        "Wait for one to finish, or cancel one with /queue")
+        raise UserError(
+            f"{member_cap_message(active, caps.max_active_per_user)}. Wait for one to finish, or cancel one with /queue"
+        )
     if settings is None:
         return
     guild_id = settings.guild_id
     if settings.max_jobs_per_user is not None:
         mine = await job_store.count_active(s, user_id, guild_id=guild_id)
         if mine >= settings.max_jobs_per_user:
-            raise UserError(f"this server allows {settings.max_jobs_per_user} waiting jobs per member and you "
-                            f"have {mine}. Wait for one to finish, or cancel one with /queue")
+            raise UserError(
+                f"this server allows {settings.max_jobs_per_user} waiting jobs per member and you "
+                f"have {mine}. Wait for one to finish, or cancel one with /queue"
+            )
     if not caps.max_queued_per_guild:
         return
     await guild_store.lock(s, guild_id)
     waiting = await job_store.count_active_in_guild(s, guild_id)
     if waiting >= caps.max_queued_per_guild:
-        raise UserError(f"this server has {waiting} jobs waiting, the most the bot allows a server "
-                        f"({caps.max_queued_per_guild}); try again when some have finished")
+        raise UserError(
+            f"this server has {waiting} jobs waiting, the most the bot allows a server "
+            f"({caps.max_queued_per_guild}); try again when some have finished"
+        )
 
 
 @dataclass

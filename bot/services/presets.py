@@ -36,9 +36,11 @@ class PresetService:
     # infotext -> (infotext with LoRAs/embeddings renamed to local files by hash, notes): engine.network_import
     relink: Callable[[str], tuple[str, list[str]]] | None = None
 
-    async def resolve_command(self, user_id: int, guild_id: int | None, preset_names: list[str],
-                              typed: Mapping[str, Any]) -> CommandRequest:
+    async def resolve_command(
+        self, user_id: int, guild_id: int | None, preset_names: list[str], typed: Mapping[str, Any]
+    ) -> CommandRequest:
         """`resolve_in` in a transaction of its own (the submission pipeline calls it inside its own)."""
+
         async def load(s: AsyncSession) -> CommandRequest:
             settings = await guild_store.get(s, guild_id) if guild_id is not None else None
             return await resolve_in(s, settings, user_id, preset_names, typed, self.limits)
@@ -46,8 +48,9 @@ class PresetService:
         return await transaction(self.sessions, load)
 
     async def save(self, user_id: int, name: str, options: Mapping[str, Any]) -> preset_store.SaveResult:
-        return await transaction(self.sessions, preset_store.save, user_id, name, options,
-                                 limit=self.max_per_user, limits=self.limits)
+        return await transaction(
+            self.sessions, preset_store.save, user_id, name, options, limit=self.max_per_user, limits=self.limits
+        )
 
     async def get(self, user_id: int, name: str) -> Preset:
         return await transaction(self.sessions, preset_store.get, user_id, name)
@@ -78,20 +81,34 @@ class PresetService:
         notes: list[str] = []
         if self.relink is not None:  # hashing local files reads them: not on the event loop
             text, notes = await asyncio.to_thread(self.relink, text)
-        result = await transaction(self.sessions, preset_store.import_infotext, user_id, name, text,
-                                   limit=self.max_per_user, limits=self.limits)
+        result = await transaction(
+            self.sessions,
+            preset_store.import_infotext,
+            user_id,
+            name,
+            text,
+            limit=self.max_per_user,
+            limits=self.limits,
+        )
         return dataclasses.replace(result, notes=tuple(notes))
 
     async def import_json(self, user_id: int, text: str | bytes) -> preset_store.ImportResult:
-        return await transaction(self.sessions, preset_store.import_json, user_id, text, overwrite=True,
-                                 limit=self.max_per_user)
+        return await transaction(
+            self.sessions, preset_store.import_json, user_id, text, overwrite=True, limit=self.max_per_user
+        )
 
     async def export_json(self, user_id: int) -> str:
         return await transaction(self.sessions, preset_store.export_json, user_id)
 
 
-async def resolve_in(s: AsyncSession, settings: GuildSettings | None, user_id: int, preset_names: Sequence[str],
-                     typed: Mapping[str, Any], limits: Limits) -> CommandRequest:
+async def resolve_in(
+    s: AsyncSession,
+    settings: GuildSettings | None,
+    user_id: int,
+    preset_names: Sequence[str],
+    typed: Mapping[str, Any],
+    limits: Limits,
+) -> CommandRequest:
     """guild defaults < default preset < named presets < typed options; then guild caps (storage issue)."""
     with_ratio = {k: v for k, v in typed.items() if v is not None}
     typed = {k: v for k, v in with_ratio.items() if k != "aspect_ratio"}

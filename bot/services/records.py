@@ -14,8 +14,20 @@ from typing import Any, TypeVar
 from bot.store.journal import Ack
 from bot.store.models import ItemStatus, JobStatus, ModerationMode, NotifyBy, utcnow
 
-__all__ = ["Ack", "AuditRecord", "BanRecord", "ItemStatus", "JobRecord", "JobStatus", "ModerationMode", "NotifyBy",
-           "ReviewItemRecord", "SettingsRecord", "record", "utcnow"]
+__all__ = [
+    "Ack",
+    "AuditRecord",
+    "BanRecord",
+    "ItemStatus",
+    "JobRecord",
+    "JobStatus",
+    "ModerationMode",
+    "NotifyBy",
+    "ReviewItemRecord",
+    "SettingsRecord",
+    "record",
+    "utcnow",
+]
 
 _Record = TypeVar("_Record")
 

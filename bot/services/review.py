@@ -38,8 +38,7 @@ log = logging.getLogger(__name__)
 class ReviewNotifier(Protocol):
     """The Discord side of the review queue."""
 
-    async def show(self, item: ReviewItemRecord, job: JobRecord, files: list[Path], channel_id: int) -> int | None:
-        ...
+    async def show(self, item: ReviewItemRecord, job: JobRecord, files: list[Path], channel_id: int) -> int | None: ...
 
     async def decided(self, item: ReviewItemRecord, job: JobRecord, channel_id: int) -> None: ...
     async def tell(self, job: JobRecord, text: str, listener: JobListener | None, notify_by: str) -> None: ...
@@ -59,8 +58,9 @@ class ImageReview:
         """The listener of a held job's command, once (None: it was made before this process started)."""
         return self._waiting.pop(job.id, None)
 
-    async def prompt_held(self, job: Job, item: ModerationItem, listener: JobListener,
-                          settings: GuildSettings | None) -> None:
+    async def prompt_held(
+        self, job: Job, item: ModerationItem, listener: JobListener, settings: GuildSettings | None
+    ) -> None:
         self._waiting[job.id] = listener
         text = f"🕵️ Job #{job.id} waits for a moderator's review before it runs; you will be told when it is decided"
         await _quietly(listener.notice(job.id, text))
@@ -76,14 +76,16 @@ class ImageReview:
             return judgement.verdict is not Verdict.POST and await self._hold(job, listener, settings, judgement)
         if settings.moderation_mode != ModerationMode.IMAGES.value:
             return False
-        return await self._hold(job, listener, settings,
-                                Judgement(Verdict.HOLD, "images are reviewed before they are posted"))
+        return await self._hold(
+            job, listener, settings, Judgement(Verdict.HOLD, "images are reviewed before they are posted")
+        )
 
     def _judge(self, job: JobRecord, settings: GuildSettings) -> Judgement:
         if self.image_policy is None:
             return Judgement(Verdict.HOLD, "the bot has no image classifier, so a moderator looks instead")
-        thresholds = self.image_policy.thresholds_for(settings.nsfw_flag_above, settings.nsfw_block_above,
-                                                      self.notifier.is_nsfw(job))
+        thresholds = self.image_policy.thresholds_for(
+            settings.nsfw_flag_above, settings.nsfw_block_above, self.notifier.is_nsfw(job)
+        )
         return self.image_policy.judge(job.image_scores, thresholds)
 
     async def _hold(self, job: JobRecord, listener: JobListener, settings: GuildSettings, why: Judgement) -> bool:
@@ -95,22 +97,30 @@ class ImageReview:
         if item.status != ItemStatus.PENDING.value:
             return False  # approved: post it
         self._waiting[job.id] = listener
-        text = (f"🚫 Job #{job.id}'s images were not posted ({why.reason}); moderators can still review them"
-                if why.verdict is Verdict.BLOCK else
-                f"🕵️ Job #{job.id} is ready and waits for a moderator's review before it is posted; you will be "
-                "told when it is decided")
+        text = (
+            f"🚫 Job #{job.id}'s images were not posted ({why.reason}); moderators can still review them"
+            if why.verdict is Verdict.BLOCK
+            else f"🕵️ Job #{job.id} is ready and waits for a moderator's review before it is posted; you will be "
+            "told when it is decided"
+        )
         await _quietly(listener.notice(job.id, text))
         if item.review_message_id is None:
             await self.show(item, job, files_of(job), settings)
         return True
 
-    async def show(self, item: ModerationItem | ReviewItemRecord, job: Job | JobRecord, files: list[Path],
-                   settings: GuildSettings | None) -> None:
+    async def show(
+        self,
+        item: ModerationItem | ReviewItemRecord,
+        job: Job | JobRecord,
+        files: list[Path],
+        settings: GuildSettings | None,
+    ) -> None:
         if settings is None or settings.review_channel_id is None:
             return  # no review channel: moderators find it with /mod queue
         try:
-            message_id = await self.notifier.show(record(ReviewItemRecord, item), record(JobRecord, job), files,
-                                                  settings.review_channel_id)
+            message_id = await self.notifier.show(
+                record(ReviewItemRecord, item), record(JobRecord, job), files, settings.review_channel_id
+            )
         except Exception:
             log.warning("could not post review item %s", item.id, exc_info=True)
             return
@@ -122,8 +132,9 @@ class ImageReview:
             return
         await _quietly(self.notifier.decided(record(ReviewItemRecord, item), job, settings.review_channel_id))
 
-    async def tell(self, job: JobRecord, text: str, listener: JobListener | None, settings: SettingsRecord | None
-                   ) -> None:
+    async def tell(
+        self, job: JobRecord, text: str, listener: JobListener | None, settings: SettingsRecord | None
+    ) -> None:
         notify_by = settings.notify_by if settings is not None else "dm"
         await _quietly(self.notifier.tell(job, text, listener, notify_by))
 

@@ -119,9 +119,15 @@ class Submissions:
         screening = policy.screen(settings, request.prompt)
         await policy.check_caps(s, who.user_id, settings, self.caps)
         job = await job_store.create(
-            s, user_id=who.user_id, request=request, guild_id=who.guild_id, channel_id=who.channel_id,
-            interaction_id=who.interaction_id, sources=sources,
-            status=JobStatus.AWAITING_REVIEW if screening.hold else JobStatus.QUEUED)
+            s,
+            user_id=who.user_id,
+            request=request,
+            guild_id=who.guild_id,
+            channel_id=who.channel_id,
+            interaction_id=who.interaction_id,
+            sources=sources,
+            status=JobStatus.AWAITING_REVIEW if screening.hold else JobStatus.QUEUED,
+        )
         item = await mod_store.hold(s, job.id, reason=screening.reason) if screening.hold else None
         return _Accepted(job, request, item, settings)
 
@@ -131,5 +137,6 @@ def round_for_model(request: GenerationRequest, family: str) -> GenerationReques
     8. Applied after resolution, when the model is known; rounding down only shrinks the image, so the limits and
     the server's caps still hold."""
     width, height = default_size(request.width, request.height, request.limits, size_multiple(family))
-    return request if (width, height) == (request.width, request.height) else request.replace(width=width,
-                                                                                              height=height)
+    return (
+        request if (width, height) == (request.width, request.height) else request.replace(width=width, height=height)
+    )

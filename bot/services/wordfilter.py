@@ -33,10 +33,38 @@ from dataclasses import dataclass
 from anyascii import anyascii
 from confusable_homoglyphs import confusables
 
-_LEET_I = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "@": "a",
-                         "$": "s", "!": "i", "+": "t", "|": "l"})
-_LEET_L = str.maketrans({"0": "o", "1": "l", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "@": "a",
-                         "$": "s", "!": "l", "+": "t", "|": "l"})
+_LEET_I = str.maketrans(
+    {
+        "0": "o",
+        "1": "i",
+        "3": "e",
+        "4": "a",
+        "5": "s",
+        "7": "t",
+        "8": "b",
+        "@": "a",
+        "$": "s",
+        "!": "i",
+        "+": "t",
+        "|": "l",
+    }
+)
+_LEET_L = str.maketrans(
+    {
+        "0": "o",
+        "1": "l",
+        "3": "e",
+        "4": "a",
+        "5": "s",
+        "7": "t",
+        "8": "b",
+        "@": "a",
+        "$": "s",
+        "!": "l",
+        "+": "t",
+        "|": "l",
+    }
+)
 _LEET_VIEWS = (None, _LEET_I, _LEET_L)
 _NOT_ALNUM = re.compile(r"[^a-z0-9]+")
 _PUNCT = re.compile(r"[^a-z0-9\s]+")

@@ -36,8 +36,17 @@ async def ban(
         raise ValueError("a ban must end in the future")
     for old in await _current(s, user_id, guild_id, now):
         old.lifted_at, old.lifted_by = now, actor_id
-    return await insert(s, Ban(user_id=user_id, guild_id=guild_id, actor_id=actor_id,
-                               reason=(reason or "").strip()[:MAX_REASON_CHARS], created_at=now, expires_at=expires_at))
+    return await insert(
+        s,
+        Ban(
+            user_id=user_id,
+            guild_id=guild_id,
+            actor_id=actor_id,
+            reason=(reason or "").strip()[:MAX_REASON_CHARS],
+            created_at=now,
+            expires_at=expires_at,
+        ),
+    )
 
 
 async def lift(s: AsyncSession, user_id: int, *, guild_id: int | None, actor_id: int) -> Ban | None:

@@ -55,8 +55,10 @@ _SQLITE_BUSY_CODES = {5, 6}
 _PG_RETRY_STATES = {"40001", "40P01"}
 
 BUSY_MESSAGE = "the database is busy; please try again in a moment"
-READ_ONLY_MESSAGE = ("the database is read-only, so nothing can be saved right now; "
-                     "an admin must make the database file (and its folder) writable")
+READ_ONLY_MESSAGE = (
+    "the database is read-only, so nothing can be saved right now; "
+    "an admin must make the database file (and its folder) writable"
+)
 _SQLITE_READONLY = 8
 TRANSACTION_ATTEMPTS = 6
 
@@ -207,8 +209,12 @@ def is_read_only_error(exc: BaseException | None) -> bool:
 def is_busy_error(exc: BaseException | None) -> bool:
     """Whether a driver error means "locked, try again" (SQLite busy/locked, PostgreSQL 40001/40P01)."""
     code, state, text = _driver_error(exc)
-    return (code in _SQLITE_BUSY_CODES or state in _PG_RETRY_STATES or "database is locked" in text
-            or "database table is locked" in text)
+    return (
+        code in _SQLITE_BUSY_CODES
+        or state in _PG_RETRY_STATES
+        or "database is locked" in text
+        or "database table is locked" in text
+    )
 
 
 def make_sessions(engine: AsyncEngine, *, read_only: bool = False) -> async_sessionmaker[AsyncSession]:
@@ -272,7 +278,6 @@ async def transaction(
             await asyncio.sleep(random.uniform(delay / 2, delay))
             delay = min(delay * 2, 0.5)
     raise AssertionError("unreachable")  # pragma: no cover
-
 
 
 _WRITER_LOCKS: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()

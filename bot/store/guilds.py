@@ -31,8 +31,18 @@ _NAME_LISTS = ("allowed_models", "allowed_vaes")
 _WORD_LISTS = {"banned": "banned_words", "flagged": "flagged_words"}
 _SCORES = ("nsfw_flag_above", "nsfw_block_above")  # image classifier thresholds in age-restricted channels
 SETTABLE: tuple[str, ...] = (
-    "moderation_mode", *_IDS, "banned_words", "flagged_words", "forced_negative_prompt", "defaults", *_CAPS,
-    *_NAME_LISTS, "nsfw_policy", "notify_by", "previews", *_SCORES,
+    "moderation_mode",
+    *_IDS,
+    "banned_words",
+    "flagged_words",
+    "forced_negative_prompt",
+    "defaults",
+    *_CAPS,
+    *_NAME_LISTS,
+    "nsfw_policy",
+    "notify_by",
+    "previews",
+    *_SCORES,
 )
 
 
@@ -210,7 +220,9 @@ def _check(key: str, value: Any, limits: Limits) -> Any:
             return None
         low = 64 * 64 if key == "max_pixels" else 1  # the smallest image is 64x64
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise InvalidGuildSetting(f"{key.replace('_', ' ')} must be a whole number of at least {low}, got {value!r}")
+            raise InvalidGuildSetting(
+                f"{key.replace('_', ' ')} must be a whole number of at least {low}, got {value!r}"
+            )
         return value
     if key in ("banned_words", "flagged_words"):
         words = _words(key, value)

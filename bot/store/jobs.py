@@ -72,9 +72,20 @@ async def create(
         raise IllegalTransition(f"a new job must start as queued or awaiting_review, not {initial.value}")
     data = request.options() if isinstance(request, GenerationRequest) else _request_dict(request)
     await ensure_user(s, user_id)
-    return await insert(s, Job(user_id=user_id, guild_id=guild_id, channel_id=channel_id, interaction_id=interaction_id,
-                               message_id=message_id, request=data, sources=dict(sources or {}), status=initial.value,
-                               seed=_concrete_seed(data.get("seed"))))
+    return await insert(
+        s,
+        Job(
+            user_id=user_id,
+            guild_id=guild_id,
+            channel_id=channel_id,
+            interaction_id=interaction_id,
+            message_id=message_id,
+            request=data,
+            sources=dict(sources or {}),
+            status=initial.value,
+            seed=_concrete_seed(data.get("seed")),
+        ),
+    )
 
 
 async def find_by_message(s: AsyncSession, message_id: int) -> Job | None:
@@ -180,8 +191,8 @@ async def list_for_user(
 
 async def count_active(s: AsyncSession, user_id: int, *, guild_id: int | None = None) -> int:
     """How many of the user's jobs are waiting for review, queued or running (for the per-user cap)."""
-    stmt = select(func.count()).select_from(Job).where(
-        Job.user_id == user_id, Job.status.in_([x.value for x in ACTIVE])
+    stmt = (
+        select(func.count()).select_from(Job).where(Job.user_id == user_id, Job.status.in_([x.value for x in ACTIVE]))
     )
     if guild_id is not None:
         stmt = stmt.where(Job.guild_id == guild_id)
@@ -190,8 +201,8 @@ async def count_active(s: AsyncSession, user_id: int, *, guild_id: int | None = 
 
 async def count_active_in_guild(s: AsyncSession, guild_id: int) -> int:
     """How many jobs of the guild are waiting for review, queued or running (for the guild's queue cap)."""
-    stmt = select(func.count()).select_from(Job).where(
-        Job.guild_id == guild_id, Job.status.in_([x.value for x in ACTIVE])
+    stmt = (
+        select(func.count()).select_from(Job).where(Job.guild_id == guild_id, Job.status.in_([x.value for x in ACTIVE]))
     )
     return int((await s.execute(stmt)).scalar_one())
 

@@ -79,8 +79,18 @@ class Journal:
 
     def append(self, ack: Ack) -> None:
         """Record the command (committed when this returns). A repeat of the same interaction is ignored."""
-        row = (ack.interaction_id, ack.application_id, ack.token, ack.user_id, ack.guild_id, ack.channel_id,
-               int(ack.is_moderator), json.dumps(ack.payload, separators=(",", ":")), ack.created_at, self.run)
+        row = (
+            ack.interaction_id,
+            ack.application_id,
+            ack.token,
+            ack.user_id,
+            ack.guild_id,
+            ack.channel_id,
+            int(ack.is_moderator),
+            json.dumps(ack.payload, separators=(",", ":")),
+            ack.created_at,
+            self.run,
+        )
         with self._lock:
             self._conn.execute("INSERT OR IGNORE INTO acks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
 
@@ -95,7 +105,8 @@ class Journal:
             rows = self._conn.execute(
                 "SELECT interaction_id, application_id, token, user_id, guild_id, channel_id, payload, "
                 "is_moderator, created_at FROM acks WHERE run != ? ORDER BY created_at, interaction_id",
-                (self.run,)).fetchall()
+                (self.run,),
+            ).fetchall()
         return [Ack(i, a, t, u, g, c, json.loads(p), bool(m), created) for i, a, t, u, g, c, p, m, created in rows]
 
     def close(self) -> None:

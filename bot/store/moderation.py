@@ -25,12 +25,14 @@ async def hold(s: AsyncSession, job_id: int, *, reason: str = "") -> ModerationI
     job = await jobs.get(s, job_id)
     if job.status not in (JobStatus.AWAITING_REVIEW.value, JobStatus.DONE.value):
         raise IllegalTransition(
-            f"job #{job_id} is {job.status}; only jobs awaiting review (or rendered, not yet posted) can be held")
+            f"job #{job_id} is {job.status}; only jobs awaiting review (or rendered, not yet posted) can be held"
+        )
     existing = await item_for_job(s, job_id)
     if existing is not None:
         return existing
-    return await insert(s, ModerationItem(job_id=job_id, guild_id=job.guild_id, reason=_reason(reason),
-                                          status=ItemStatus.PENDING.value))
+    return await insert(
+        s, ModerationItem(job_id=job_id, guild_id=job.guild_id, reason=_reason(reason), status=ItemStatus.PENDING.value)
+    )
 
 
 async def get_item(s: AsyncSession, item_id: int) -> ModerationItem:
@@ -88,9 +90,19 @@ async def record(
     """Append one audit entry (approvals and rejections write their own; use this for settings changes...)."""
     if not isinstance(action, str) or not action or len(action) > 32:
         raise ValueError(f"an audit action is a short name, got {action!r}")
-    return await insert(s, AuditEntry(guild_id=guild_id, actor_id=actor_id, action=action, job_id=job_id,
-                                      target_user_id=target_user_id, reason=_reason(reason),
-                                      details=dict(details or {}), created_at=utcnow()))
+    return await insert(
+        s,
+        AuditEntry(
+            guild_id=guild_id,
+            actor_id=actor_id,
+            action=action,
+            job_id=job_id,
+            target_user_id=target_user_id,
+            reason=_reason(reason),
+            details=dict(details or {}),
+            created_at=utcnow(),
+        ),
+    )
 
 
 async def audit_log(

@@ -19,8 +19,9 @@ from engine.errors import EngineError
 from engine.request import NOT_OPTIONS, GenerationRequest
 from engine.samplers import normalize_sampler
 
-REQUEST_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(GenerationRequest)
-                                        if f.name not in NOT_OPTIONS)
+REQUEST_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(GenerationRequest) if f.name not in NOT_OPTIONS
+)
 PROMPT_PARTS: tuple[str, ...] = ("prompt_prefix", "prompt_suffix")
 # A start image is a file on the bot's host: it comes only from an attachment or a button (never from a preset,
 # guild default or imported file, which could name any path), so it is a request field but not an option.

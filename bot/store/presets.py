@@ -140,8 +140,8 @@ async def count(s: AsyncSession, user_id: int) -> int:
 
 async def get_default(s: AsyncSession, user_id: int) -> Preset | None:
     """The user's default preset, or None."""
-    stmt = select(Preset).join(DefaultPreset, DefaultPreset.preset_id == Preset.id).where(
-        DefaultPreset.user_id == user_id
+    stmt = (
+        select(Preset).join(DefaultPreset, DefaultPreset.preset_id == Preset.id).where(DefaultPreset.user_id == user_id)
     )
     return (await s.execute(stmt)).scalar_one_or_none()
 
@@ -439,7 +439,4 @@ async def _check_room(s: AsyncSession, user_id: int, adding: int, limit: int) ->
                 f"you already have {have} presets, the limit is {limit}; delete one first, "
                 "or save over an existing preset by using its name"
             )
-        raise PresetLimit(
-            f"importing {adding} new presets would give you {have + adding}; the limit is {limit}"
-        )
-
+        raise PresetLimit(f"importing {adding} new presets would give you {have + adding}; the limit is {limit}")

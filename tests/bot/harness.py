@@ -21,19 +21,26 @@ from tests.discord_standin import DiscordStandIn, StandInGuild, StandInUser
 FAST = "--size 64x64 --steps 2"  # tiny renders: the tiny model's images in well under a second
 
 
-def write_config(root: Path, models_dir: Path, standin: DiscordStandIn, *, defaults: bool = False,
-                 **sections: dict[str, Any]) -> Path:
+def write_config(
+    root: Path, models_dir: Path, standin: DiscordStandIn, *, defaults: bool = False, **sections: dict[str, Any]
+) -> Path:
     """`defaults`: only what points the bot at the stand-in and the temporary files; every limit, pace and
     cooldown as config.example.toml has it (else quick edits and rate limits out of the way)."""
     # One torch thread: the bot, the stand-in and pytest share the process, and two OpenMP threads spinning
     # against the event loop on a 2-core machine made a tiny render step take seconds instead of 0.03 s.
     # The engine in a thread (fast to start); tests of the child process set isolation = "process" themselves.
-    engine = {"models_dir": str(models_dir), **({} if defaults else {"max_queued_per_user": 5}), "threads": 1,
-              "isolation": "thread",
-              **sections.get("engine", {})}
+    engine = {
+        "models_dir": str(models_dir),
+        **({} if defaults else {"max_queued_per_user": 5}),
+        "threads": 1,
+        "isolation": "thread",
+        **sections.get("engine", {}),
+    }
     discord = {
-        "api_base_url": standin.api_base_url, "gateway_url": standin.gateway_url,
-        "guild_ids": [standin.guild.id], "outputs_dir": str(root / "outputs"),
+        "api_base_url": standin.api_base_url,
+        "gateway_url": standin.gateway_url,
+        "guild_ids": [standin.guild.id],
+        "outputs_dir": str(root / "outputs"),
         **({} if defaults else {"cooldown_s": 0.0, "edit_period_s": 0.2, "edits_per_channel": 1}),
         **sections.get("discord", {}),
     }
@@ -41,8 +48,7 @@ def write_config(root: Path, models_dir: Path, standin: DiscordStandIn, *, defau
     # Rate limits out of the way (as cooldown_s above) unless a test sets them.
     moderation = {**({} if defaults else {"user_rate": 1000, "guild_rate": 10000}), **sections.get("moderation", {})}
     lines = []
-    for name, values in (("engine", engine), ("database", database), ("discord", discord),
-                         ("moderation", moderation)):
+    for name, values in (("engine", engine), ("database", database), ("discord", discord), ("moderation", moderation)):
         lines.append(f"[{name}]")
         lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
     path = root / "config.toml"
@@ -60,7 +66,7 @@ class RunningBot:
     _task: asyncio.Task | None = None
     _torch_threads: int = 0
 
-    async def start(self) -> "RunningBot":
+    async def start(self) -> RunningBot:
         import torch
 
         from bot.runner import serve
@@ -69,8 +75,7 @@ class RunningBot:
         config = load_config(self.config_path)
         started: asyncio.Future = asyncio.get_running_loop().create_future()
         self._stop = asyncio.Event()
-        self._task = asyncio.create_task(serve(config, self.standin.token, self._stop, started,
-                                               self.make_worker))
+        self._task = asyncio.create_task(serve(config, self.standin.token, self._stop, started, self.make_worker))
         done, _ = await asyncio.wait([self._task, started], timeout=30, return_when=asyncio.FIRST_COMPLETED)
         if self._task in done:
             self._task.result()
@@ -90,7 +95,7 @@ class RunningBot:
 
             torch.set_num_threads(self._torch_threads)
 
-    async def restart(self) -> "RunningBot":
+    async def restart(self) -> RunningBot:
         await self.stop()
         return await self.start()
 

@@ -34,9 +34,14 @@ async def test_jobs_a_previous_run_left_are_recovered_before_the_gateway_connect
     async with running_bot(tmp_path, tiny_sd15) as h:
         await h.stop()
         request = GenerationRequest(prompt="a cat", width=64, height=64, steps=2)
-        job = await transaction(h.services.sessions, job_store.create, user_id=h.standin.guild.members[0].id,
-                                request=request, guild_id=h.standin.guild.id,
-                                channel_id=h.standin.guild.channels[0].id)
+        job = await transaction(
+            h.services.sessions,
+            job_store.create,
+            user_id=h.standin.guild.members[0].id,
+            request=request,
+            guild_id=h.standin.guild.id,
+            channel_id=h.standin.guild.channels[0].id,
+        )
         order: list[str] = []
         original = SdBot.recover
 

@@ -28,10 +28,33 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
 
 def test_render_writes_pngs_and_prints_seeds(capsys, tmp_path, config):
     out = tmp_path / "out" / "cat.png"
-    code, stdout, _ = run(capsys, "render", "a photo of a cat", "--negative", "blurry", "--steps", "3",
-                          "--cfg", "6", "--sampler", "Euler a", "--seed", "11", "--size", "64x64",
-                          "--clip-skip", "2", "--vae", "none", "--batch", "2", "--out", str(out),
-                          "--config", str(config))
+    code, stdout, _ = run(
+        capsys,
+        "render",
+        "a photo of a cat",
+        "--negative",
+        "blurry",
+        "--steps",
+        "3",
+        "--cfg",
+        "6",
+        "--sampler",
+        "Euler a",
+        "--seed",
+        "11",
+        "--size",
+        "64x64",
+        "--clip-skip",
+        "2",
+        "--vae",
+        "none",
+        "--batch",
+        "2",
+        "--out",
+        str(out),
+        "--config",
+        str(config),
+    )
     assert code == 0
     files = [tmp_path / "out" / "cat-1.png", tmp_path / "out" / "cat-2.png"]
     assert stdout.splitlines() == [f"{files[0]}  seed 11", f"{files[1]}  seed 12"]
@@ -40,8 +63,21 @@ def test_render_writes_pngs_and_prints_seeds(capsys, tmp_path, config):
 
 def test_infotext_prints_json(capsys, tmp_path, config):
     out = tmp_path / "one.png"
-    run(capsys, "render", "cat, (dog:1.2)", "--steps", "2", "--size", "64x64", "--seed", "5",
-        "--out", str(out), "--config", str(config))
+    run(
+        capsys,
+        "render",
+        "cat, (dog:1.2)",
+        "--steps",
+        "2",
+        "--size",
+        "64x64",
+        "--seed",
+        "5",
+        "--out",
+        str(out),
+        "--config",
+        str(config),
+    )
     code, stdout, _ = run(capsys, "infotext", str(out))
     data = json.loads(stdout)
     assert code == 0 and data["Prompt"] == "cat, (dog:1.2)" and data["Seed"] == "5"
@@ -49,8 +85,13 @@ def test_infotext_prints_json(capsys, tmp_path, config):
     text = tmp_path / "info.txt"
     text.write_text('x\nNegative prompt: y\nSteps: 20, Sampler: DPM++ 2M Karras, Lora hashes: "a: 1, b: 2"')
     code, stdout, _ = run(capsys, "infotext", str(text))
-    assert json.loads(stdout) == {"Prompt": "x", "Negative prompt": "y", "Steps": "20",
-                                  "Sampler": "DPM++ 2M Karras", "Lora hashes": "a: 1, b: 2"}
+    assert json.loads(stdout) == {
+        "Prompt": "x",
+        "Negative prompt": "y",
+        "Steps": "20",
+        "Sampler": "DPM++ 2M Karras",
+        "Lora hashes": "a: 1, b: 2",
+    }
 
 
 def test_models_lists_checkpoints_vaes_and_samplers(capsys, config):
@@ -89,11 +130,14 @@ def test_user_errors_are_one_line_exit_2(capsys, config, args, message):
 def test_bad_config_is_one_line_from_a_real_process(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[engine]\nwhat = 1\n")
-    proc = subprocess.run([sys.executable, "-m", "bot", "models", "--config", str(bad)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot", "models", "--config", str(bad)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2
-    assert proc.stderr.strip() == f"sdbot: error: {bad}: unknown key [engine] what; allowed keys are " \
-                                  "documented in config.example.toml"
+    assert (
+        proc.stderr.strip() == f"sdbot: error: {bad}: unknown key [engine] what; allowed keys are "
+        "documented in config.example.toml"
+    )
     assert "Traceback" not in proc.stderr
 
 
@@ -128,8 +172,7 @@ def test_classify_prints_each_images_scores(capsys, tmp_path, config):
 
     from engine.tiny_classifier import write_tiny_classifier
 
-    _with_classifier(config, write_tiny_classifier(tmp_path / "clf", nsfw_logit=1.0), flag_above=0.6,
-                     block_above=0.8)
+    _with_classifier(config, write_tiny_classifier(tmp_path / "clf", nsfw_logit=1.0), flag_above=0.6, block_above=0.8)
     pictures = []
     for name in ("a.png", "b.jpg"):
         Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / name)
@@ -163,8 +206,13 @@ def test_run_check_stops_with_one_line_on_a_missing_or_broken_classifier(capsys,
     assert code == 2 and err.count("\n") == 1
     assert err.startswith(f"sdbot: error: the image classifier {folder} could not be loaded: ")
     config.write_text(original)
-    code, _, err = run(capsys, "run", "--check", "--config",
-                       str(_with_classifier(config, write_tiny_classifier(tmp_path / "c2"), unsafe_labels=["porn"])))
+    code, _, err = run(
+        capsys,
+        "run",
+        "--check",
+        "--config",
+        str(_with_classifier(config, write_tiny_classifier(tmp_path / "c2"), unsafe_labels=["porn"])),
+    )
     assert code == 2 and err.count("\n") == 1 and "unsafe_labels names porn" in err
 
 

@@ -17,8 +17,12 @@ from tests.bot.test_cli import run
 @pytest.fixture
 def config(tmp_path: Path, models_dir: Path) -> Path:
     pipe = build_tiny_pipeline()
-    write_network(pipe, models_dir / "Lora" / "styles" / "ink.safetensors", seed=1,
-                  metadata={"ss_base_model_version": "sd_v1", "ss_tag_frequency": json.dumps({"a": {"inked": 3}})})
+    write_network(
+        pipe,
+        models_dir / "Lora" / "styles" / "ink.safetensors",
+        seed=1,
+        metadata={"ss_base_model_version": "sd_v1", "ss_tag_frequency": json.dumps({"a": {"inked": 3}})},
+    )
     write_network(pipe, models_dir / "LyCORIS" / "hada.safetensors", "loha", seed=2)
     write_embedding(models_dir / "embeddings" / "EasyNeg.safetensors", torch.randn(2, 768))
     path = tmp_path / "config.toml"
@@ -28,8 +32,21 @@ def config(tmp_path: Path, models_dir: Path) -> Path:
 
 def test_render_accepts_lora_tags_and_writes_their_hashes(capsys, tmp_path, config):
     out = tmp_path / "cat.png"
-    code, stdout, _ = run(capsys, "render", "a cat <lora:ink:0.8> <lyco:hada:0.5:0.2>", "--steps", "2",
-                          "--size", "64x64", "--seed", "1", "--out", str(out), "--config", str(config))
+    code, stdout, _ = run(
+        capsys,
+        "render",
+        "a cat <lora:ink:0.8> <lyco:hada:0.5:0.2>",
+        "--steps",
+        "2",
+        "--size",
+        "64x64",
+        "--seed",
+        "1",
+        "--out",
+        str(out),
+        "--config",
+        str(config),
+    )
     assert code == 0 and "seed 1" in stdout
     info = parse_infotext(read_png_infotext(out))
     assert info.prompt == "a cat <lora:ink:0.8> <lyco:hada:0.5:0.2>"
@@ -37,8 +54,9 @@ def test_render_accepts_lora_tags_and_writes_their_hashes(capsys, tmp_path, conf
 
 
 def test_render_errors_are_one_line(capsys, config):
-    code, _, err = run(capsys, "render", "a cat <lora:inc:1>", "--steps", "1", "--size", "64x64",
-                       "--config", str(config))
+    code, _, err = run(
+        capsys, "render", "a cat <lora:inc:1>", "--steps", "1", "--size", "64x64", "--config", str(config)
+    )
     assert code == 2 and err == "sdbot: error: unknown LoRA 'inc'; available: ink, hada\n"
     code, _, err = run(capsys, "render", "a cat <lora:ink:x>", "--config", str(config))
     assert code == 2 and "the TE multiplier must be a number" in err and err.count("\n") == 1

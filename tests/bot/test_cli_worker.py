@@ -12,7 +12,10 @@ def test_worker_needs_a_ray_address(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["worker", "--status"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("sdbot: error: sdbot worker needs a Ray cluster: pass --ray-address") and "ray start --head" in err
+    assert (
+        err.startswith("sdbot: error: sdbot worker needs a Ray cluster: pass --ray-address")
+        and "ray start --head" in err
+    )
 
 
 def test_worker_options_are_checked(capsys):

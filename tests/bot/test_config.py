@@ -75,11 +75,20 @@ def test_missing_file(tmp_path):
 
 def test_ray_backend_keys_reach_the_engine(tmp_path):
     """`backend = "ray"` and the ray_* keys become the engine's RayConfig; a bad backend names what is allowed."""
-    config = load_config(write(tmp_path, '[engine]\nbackend = "ray"\nray_address = "head:6379"\nray_replicas = 3\n'
-                                         'ray_num_gpus = 0.5\nray_max_retries = 1\n'))
+    config = load_config(
+        write(
+            tmp_path,
+            '[engine]\nbackend = "ray"\nray_address = "head:6379"\nray_replicas = 3\n'
+            "ray_num_gpus = 0.5\nray_max_retries = 1\n",
+        )
+    )
     engine = config.engine_config()
     assert engine.backend == "ray"
-    assert (engine.ray.address, engine.ray.replicas, engine.ray.num_gpus, engine.ray.max_retries) == \
-        ("head:6379", 3, 0.5, 1)
+    assert (engine.ray.address, engine.ray.replicas, engine.ray.num_gpus, engine.ray.max_retries) == (
+        "head:6379",
+        3,
+        0.5,
+        1,
+    )
     with pytest.raises(ConfigError, match="backend must be one of 'local' or 'ray', got 'k8s'"):
         load_config(write(tmp_path, '[engine]\nbackend = "k8s"\n'))

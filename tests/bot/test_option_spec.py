@@ -20,7 +20,8 @@ from engine.request import NOT_OPTIONS, GenerationRequest
 from engine.samplers import normalize_sampler, sampler_labels, sampler_names
 
 _WORD = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9 ._()+-]{0,18}[A-Za-z0-9.)]", fullmatch=True).filter(
-    lambda t: not re.search(r"\s(--|—)", t) and "  " not in t)
+    lambda t: not re.search(r"\s(--|—)", t) and "  " not in t
+)
 _SIDE = st.integers(8, 64).map(lambda n: n * 8)
 
 # A valid value for each stored option that has a flag. A vocabulary entry with a flag and no strategy here fails
@@ -49,8 +50,9 @@ def test_stored_options_are_the_request_fields_and_prompt_parts():
     assert set(STORED_KINDS) == set(OPTION_KEYS) | set(COMMAND_ONLY)
 
 
-@pytest.mark.parametrize("field", [f for f in dataclasses.fields(GenerationRequest) if f.name not in NOT_OPTIONS],
-                         ids=lambda f: f.name)
+@pytest.mark.parametrize(
+    "field", [f for f in dataclasses.fields(GenerationRequest) if f.name not in NOT_OPTIONS], ids=lambda f: f.name
+)
 def test_stored_kinds_match_the_engine_request(field):
     python = {"str": TEXT, "int": INT, "float": FLOAT, "float | None": FLOAT}[str(field.type)]
     assert STORED_KINDS[field.name] == python
@@ -89,8 +91,9 @@ def test_every_option_round_trips_through_inline_parsing_and_storage(prompt, opt
     assert parsed.prompt == prompt and parsed.presets == ()
     expected = {k: v for k, v in options.items() if k != "schedule" or "sampler" not in options}
     if "schedule" in options and "sampler" in options:  # said together: --sampler DPM++ 2M Karras
-        expected["sampler"] = options["sampler"] + ("" if options["schedule"] == "Automatic"
-                                                    else f" {options['schedule']}")
+        expected["sampler"] = options["sampler"] + (
+            "" if options["schedule"] == "Automatic" else f" {options['schedule']}"
+        )
     assert parsed.options == expected
 
     stored = validate_options(sized_by_ratio(parsed.options, (512, 512)))
@@ -113,18 +116,26 @@ def test_the_flags_that_are_not_stored_options():
 
 def test_slash_parameters_map_to_stored_keys():
     assert from_slash(negative="ugly", cfg=6.5, clip_skip=2, batch=None, size="512x768") == {
-        "negative_prompt": "ugly", "cfg_scale": 6.5, "clip_skip": 2, "width": 512, "height": 768}
+        "negative_prompt": "ugly",
+        "cfg_scale": 6.5,
+        "clip_skip": 2,
+        "width": 512,
+        "height": 768,
+    }
     with pytest.raises(UserError, match="size takes WIDTHxHEIGHT"):
         from_slash(size="big")
     assert all(BY_KEY[o.key].kind == SIZE for o in VOCABULARY if o.key == "size")
 
 
-@pytest.mark.parametrize(("options", "base", "size"), [
-    ({"aspect_ratio": (2, 3)}, (512, 512), (416, 624)),
-    ({"aspect_ratio": (2, 3)}, (768, 768), (624, 944)),  # the area of the size it replaces
-    ({"aspect_ratio": (2, 3), "width": 512, "height": 512}, (768, 768), (512, 512)),  # a given size wins
-    ({"width": 640}, (512, 512), None),
-])
+@pytest.mark.parametrize(
+    ("options", "base", "size"),
+    [
+        ({"aspect_ratio": (2, 3)}, (512, 512), (416, 624)),
+        ({"aspect_ratio": (2, 3)}, (768, 768), (624, 944)),  # the area of the size it replaces
+        ({"aspect_ratio": (2, 3), "width": 512, "height": 512}, (768, 768), (512, 512)),  # a given size wins
+        ({"width": 640}, (512, 512), None),
+    ],
+)
 def test_aspect_ratio_is_one_rule(options, base, size):
     out = sized_by_ratio(options, base)
     assert "aspect_ratio" not in out
@@ -140,8 +151,9 @@ def test_every_option_round_trips_through_an_a1111_infotext(prompt, options, see
     """What an image's infotext says reads back as the same options, under the vocabulary's infotext names."""
     request = GenerationRequest(prompt=prompt, **validate_options(sized_by_ratio(options, (512, 512))))
     vae = request.vae if request.vae not in ("auto", "none") else None
-    text = infotext_for_request(request, seed=seed, model_name=request.model, model_hash=None, vae_name=vae,
-                                vae_hash=None, version="")
+    text = infotext_for_request(
+        request, seed=seed, model_name=request.model, model_hash=None, vae_name=vae, vae_hash=None, version=""
+    )
     info = parse_infotext(text)
     read, unused = request_options(info)
     assert unused == []
@@ -150,17 +162,32 @@ def test_every_option_round_trips_through_an_a1111_infotext(prompt, options, see
     for name in set(info.params) - INFORMATIONAL:
         keys = ("width", "height") if named[name].kind == SIZE else (named[name].key,)
         for key in keys:
-            expected = seed if key == "seed" else request.denoising_strength if key == "strength" else \
-                getattr(request, key)
+            expected = (
+                seed if key == "seed" else request.denoising_strength if key == "strength" else getattr(request, key)
+            )
             assert read[key] == expected, name
 
 
 def test_every_infotext_name_is_one_engine_infotext_writes_and_reads():
-    request = GenerationRequest(prompt="a cat", steps=9, cfg_scale=6.5, sampler="DPM++ 2M", schedule="Karras",
-                                width=64, height=64, clip_skip=2, vae="anime", model="m", strength=0.4, hires=2.0,
-                                hires_steps=3, hires_upscaler="Lanczos")
-    text = infotext_for_request(request, seed=5, model_name="m", model_hash=None, vae_name="anime", vae_hash=None,
-                                version="")
+    request = GenerationRequest(
+        prompt="a cat",
+        steps=9,
+        cfg_scale=6.5,
+        sampler="DPM++ 2M",
+        schedule="Karras",
+        width=64,
+        height=64,
+        clip_skip=2,
+        vae="anime",
+        model="m",
+        strength=0.4,
+        hires=2.0,
+        hires_steps=3,
+        hires_upscaler="Lanczos",
+    )
+    text = infotext_for_request(
+        request, seed=5, model_name="m", model_hash=None, vae_name="anime", vae_hash=None, version=""
+    )
     info = parse_infotext(text)
     assert set(info.params) - INFORMATIONAL == {o.infotext for o in VOCABULARY if o.infotext}
     assert request_options(info)[1] == []

@@ -69,20 +69,28 @@ def test_any_text_parses_or_gives_a_user_error(text):
         assert parsed.prompt == parsed.prompt.strip()
 
 
-@given(prompt=st.text(st.characters(blacklist_characters="-—\"'“”", blacklist_categories=["Cs"]), max_size=40),
-       seed=st.integers(0, 2**32 - 1), steps=st.integers(1, 150), cfg=st.floats(1, 30), batch=st.integers(1, 4))
+@given(
+    prompt=st.text(st.characters(blacklist_characters="-—\"'“”", blacklist_categories=["Cs"]), max_size=40),
+    seed=st.integers(0, 2**32 - 1),
+    steps=st.integers(1, 150),
+    cfg=st.floats(1, 30),
+    batch=st.integers(1, 4),
+)
 def test_options_round_trip(prompt, seed, steps, cfg, batch):
     parsed = parse_inline(f"{prompt} --seed {seed} --steps {steps} --cfg {cfg!r} --batch {batch}")
     assert parsed.prompt == prompt.strip()
     assert parsed.options == {"seed": seed, "steps": steps, "cfg_scale": cfg, "batch_size": batch}
 
 
-@pytest.mark.parametrize(("text", "prompt"), [
-    ("a cat --lora add_detail:0.8", "a cat <lora:add_detail:0.8>"),
-    ("a cat --lora add_detail --seed 5", "a cat <lora:add_detail:1>"),
-    ("a cat --lora a:0.5, b:-1 --lora c", "a cat <lora:a:0.5> <lora:b:-1> <lora:c:1>"),
-    ("a cat <lora:x:1> --lora my style:.25", "a cat <lora:x:1> <lora:my style:0.25>"),
-])
+@pytest.mark.parametrize(
+    ("text", "prompt"),
+    [
+        ("a cat --lora add_detail:0.8", "a cat <lora:add_detail:0.8>"),
+        ("a cat --lora add_detail --seed 5", "a cat <lora:add_detail:1>"),
+        ("a cat --lora a:0.5, b:-1 --lora c", "a cat <lora:a:0.5> <lora:b:-1> <lora:c:1>"),
+        ("a cat <lora:x:1> --lora my style:.25", "a cat <lora:x:1> <lora:my style:0.25>"),
+    ],
+)
 def test_inline_lora_adds_a1111_tags_to_the_prompt(text, prompt):
     assert parse_inline(text).prompt == prompt
 
@@ -93,10 +101,13 @@ def test_bad_inline_lora_says_the_form(text):
         parse_inline(text)
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("a cat", "a cat <lora:x:1>"),
-    ("a cat --seed 5 --no dogs", "a cat <lora:x:1> --seed 5 --no dogs"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a cat", "a cat <lora:x:1>"),
+        ("a cat --seed 5 --no dogs", "a cat <lora:x:1> --seed 5 --no dogs"),
+    ],
+)
 def test_the_lora_option_goes_before_inline_options(text, expected):
     from bot.options import append_to_prompt
 

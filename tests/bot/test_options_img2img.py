@@ -28,12 +28,29 @@ def test_bad_values_name_the_option():
 
 
 def test_edit_modal_text_round_trips_hires_and_strength():
-    options = dict(steps=3, cfg_scale=7.0, sampler="Euler", schedule="Automatic", width=64, height=64, clip_skip=1,
-                   vae="auto", batch_size=1, seed=3, hires=2.0, hires_steps=1,
-                   hires_upscaler="Latent (nearest-exact)", strength=0.5)
+    options = dict(
+        steps=3,
+        cfg_scale=7.0,
+        sampler="Euler",
+        schedule="Automatic",
+        width=64,
+        height=64,
+        clip_skip=1,
+        vae="auto",
+        batch_size=1,
+        seed=3,
+        hires=2.0,
+        hires_steps=1,
+        hires_upscaler="Latent (nearest-exact)",
+        strength=0.5,
+    )
     parsed = parse_inline("a cat " + options_text(options))
-    assert {k: parsed.options[k] for k in ("hires", "hires_steps", "hires_upscaler", "strength")} == \
-        {"hires": 2.0, "hires_steps": 1, "hires_upscaler": "Latent (nearest-exact)", "strength": 0.5}
+    assert {k: parsed.options[k] for k in ("hires", "hires_steps", "hires_upscaler", "strength")} == {
+        "hires": 2.0,
+        "hires_steps": 1,
+        "hires_upscaler": "Latent (nearest-exact)",
+        "strength": 0.5,
+    }
 
 
 def test_a_start_image_path_cannot_come_from_a_preset():

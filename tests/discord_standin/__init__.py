@@ -4,7 +4,7 @@ See `server.DiscordStandIn` for the entry point; `payloads` has the raw Discord 
 builders, `validation` checks request bodies against Discord's OpenAPI spec, `gateway` is the websocket side.
 """
 
-from .gateway import GatewayFrame, RESUMABLE_CLOSE
+from .gateway import RESUMABLE_CLOSE, GatewayFrame
 from .payloads import (
     StandInChannel,
     StandInGuild,

@@ -17,8 +17,9 @@ import itertools
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
@@ -156,9 +157,10 @@ class Gateway:
         self._waiters.append(entry)
         try:
             return await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             tail = "\n".join(
-                f"  #{f.index} {f.direction} op={f.op} t={f.t} s={f.s}" for f in self.frames[max(since, len(self.frames) - 15):]
+                f"  #{f.index} {f.direction} op={f.op} t={f.t} s={f.s}"
+                for f in self.frames[max(since, len(self.frames) - 15) :]
             )
             raise AssertionError(f"no matching gateway frame within {timeout}s; last frames:\n{tail}") from None
         finally:
@@ -192,8 +194,12 @@ class Gateway:
         try:
             await self._send(
                 conn,
-                {"op": OP_HELLO, "d": {"heartbeat_interval": self.heartbeat_interval_ms, "_trace": ["stand-in"]},
-                 "s": None, "t": None},
+                {
+                    "op": OP_HELLO,
+                    "d": {"heartbeat_interval": self.heartbeat_interval_ms, "_trace": ["stand-in"]},
+                    "s": None,
+                    "t": None,
+                },
             )
             async for msg in ws:
                 if msg.type is WSMsgType.BINARY:
@@ -300,7 +306,9 @@ class Gateway:
             conn.resumed = True
         return session
 
-    async def _append_and_send(self, session: GatewaySession, conn: GatewayConnection | None, t: str, d: Any) -> GatewayEvent:
+    async def _append_and_send(
+        self, session: GatewaySession, conn: GatewayConnection | None, t: str, d: Any
+    ) -> GatewayEvent:
         session.seq += 1
         ev = GatewayEvent(seq=session.seq, t=t, d=d)
         session.events.append(ev)
@@ -409,5 +417,5 @@ class Gateway:
             if not conn.ws.closed:
                 try:
                     await asyncio.wait_for(conn.ws.close(code=code, message=b"stand-in stopping"), 1.0)
-                except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+                except (TimeoutError, ConnectionError, RuntimeError):
                     pass

@@ -15,7 +15,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 DISCORD_EPOCH_MS = 1420070400000
@@ -40,9 +40,20 @@ USE_EXTERNAL_APPS = 1 << 50
 ALL_PERMISSIONS = (1 << 51) - 1
 
 EVERYONE_PERMISSIONS = (
-    CREATE_INSTANT_INVITE | ADD_REACTIONS | VIEW_CHANNEL | SEND_MESSAGES | EMBED_LINKS | ATTACH_FILES
-    | READ_MESSAGE_HISTORY | USE_EXTERNAL_EMOJIS | CONNECT | SPEAK | CHANGE_NICKNAME | USE_APPLICATION_COMMANDS
-    | SEND_MESSAGES_IN_THREADS | USE_EXTERNAL_APPS
+    CREATE_INSTANT_INVITE
+    | ADD_REACTIONS
+    | VIEW_CHANNEL
+    | SEND_MESSAGES
+    | EMBED_LINKS
+    | ATTACH_FILES
+    | READ_MESSAGE_HISTORY
+    | USE_EXTERNAL_EMOJIS
+    | CONNECT
+    | SPEAK
+    | CHANGE_NICKNAME
+    | USE_APPLICATION_COMMANDS
+    | SEND_MESSAGES_IN_THREADS
+    | USE_EXTERNAL_APPS
 )
 BOT_ROLE_PERMISSIONS = VIEW_CHANNEL | SEND_MESSAGES | EMBED_LINKS | ATTACH_FILES | READ_MESSAGE_HISTORY
 
@@ -66,7 +77,7 @@ def snowflake() -> int:
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 def interaction_token(interaction_id: int) -> str:
@@ -654,10 +665,7 @@ def modal_submit_components(
         out: dict[str, Any] = {"type": t, "id": comp.get("id", 0)}
         if t == 4:
             out.update(custom_id=cid, value=str(fields.get(cid, comp.get("value") or "")))
-        elif t in (3, 5, 6, 7, 8):
-            v = fields.get(cid, [])
-            out.update(custom_id=cid, values=list(v) if isinstance(v, (list, tuple)) else [v])
-        elif t == 19:  # file upload
+        elif t in (3, 5, 6, 7, 8) or t == 19:
             v = fields.get(cid, [])
             out.update(custom_id=cid, values=list(v) if isinstance(v, (list, tuple)) else [v])
         elif t == 1:

@@ -61,13 +61,21 @@ class Verdict:
         return self.retry_after is not None
 
     def body(self) -> dict:
-        return {"message": "You are being rate limited.", "retry_after": round(self.retry_after or 0.0, 3),
-                "global": self.is_global, "code": 0}
+        return {
+            "message": "You are being rate limited.",
+            "retry_after": round(self.retry_after or 0.0, 3),
+            "global": self.is_global,
+            "code": 0,
+        }
 
 
 class RateLimiter:
-    def __init__(self, buckets: dict[str, Bucket] | None = None, global_per_s: int | None = GLOBAL_PER_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        buckets: dict[str, Bucket] | None = None,
+        global_per_s: int | None = GLOBAL_PER_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.buckets = dict(buckets or {})
         self.clock = clock
         self.global_per_s = global_per_s

@@ -25,7 +25,7 @@ import time
 import traceback
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from aiohttp import web
 
@@ -116,7 +116,9 @@ class RecordedRequest:
 
     def describe(self) -> str:
         extra = f" errors={[(e['path'], e['code']) for e in self.errors]}" if self.errors else ""
-        return f"#{self.index} {self.method} {self.path} -> {self.status}{' (injected)' if self.injected else ''}{extra}"
+        return (
+            f"#{self.index} {self.method} {self.path} -> {self.status}{' (injected)' if self.injected else ''}{extra}"
+        )
 
 
 @dataclass
@@ -320,9 +322,9 @@ def _handles(method: str, route: str) -> Callable[[Callable[..., Any]], Callable
     return deco
 
 
-GuildRef = Union[StandInGuild, int, str, None]
-ChannelRef = Union[StandInChannel, int, str, dict, None]
-UserRef = Union[StandInUser, int, str, None]
+GuildRef = StandInGuild | int | str | None
+ChannelRef = StandInChannel | int | str | dict | None
+UserRef = StandInUser | int | str | None
 
 
 class DiscordStandIn:
@@ -378,8 +380,9 @@ class DiscordStandIn:
         self.shards = shards
         self.spec = Spec.get(spec_path)
         self.gateway = Gateway(self, heartbeat_interval_ms)
-        self.rate_limiter = (RateLimiter(rate_limits, global_rate_limit, rate_limit_clock)
-                             if rate_limits is not None else None)
+        self.rate_limiter = (
+            RateLimiter(rate_limits, global_rate_limit, rate_limit_clock) if rate_limits is not None else None
+        )
 
         self.requests: list[RecordedRequest] = []
         self.internal_errors: list[str] = []
@@ -579,7 +582,8 @@ class DiscordStandIn:
         """Messages in a channel (default: the first guild's first text channel), oldest first."""
         cid = self._channel_id(channel)
         return [
-            m for m in self.messages.values()
+            m
+            for m in self.messages.values()
             if int(m["channel_id"]) == cid and (include_ephemeral or not m.get("flags", 0) & 64)
         ]
 
@@ -636,8 +640,8 @@ class DiscordStandIn:
         self._waiters.append(entry)
         try:
             return await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
-            tail = "\n".join("  " + r.describe() for r in self.requests[max(since, len(self.requests) - 20):])
+        except TimeoutError:
+            tail = "\n".join("  " + r.describe() for r in self.requests[max(since, len(self.requests) - 20) :])
             raise AssertionError(f"no matching request within {timeout}s; requests since #{since}:\n{tail}") from None
         finally:
             with contextlib.suppress(ValueError):
@@ -686,7 +690,9 @@ class DiscordStandIn:
 
     # ------------------------------------------------------------------------------------------ faults
 
-    def _fault_matcher(self, route: Callable[[RecordedRequest], bool] | str | None) -> Callable[[RecordedRequest], bool]:
+    def _fault_matcher(
+        self, route: Callable[[RecordedRequest], bool] | str | None
+    ) -> Callable[[RecordedRequest], bool]:
         return _as_predicate(route)
 
     def fail_next(
@@ -715,12 +721,18 @@ class DiscordStandIn:
     ) -> Fault:
         """The next `count` matching requests answer 429 with `retry_after` (and `Via`, so discord.py retries;
         via=False imitates a Cloudflare ban, which discord.py raises)."""
-        fault = Fault(self._fault_matcher(route), count, status=429, retry_after=retry_after, is_global=is_global, via=via)
+        fault = Fault(
+            self._fault_matcher(route), count, status=429, retry_after=retry_after, is_global=is_global, via=via
+        )
         self.faults.append(fault)
         return fault
 
     def delay_next(
-        self, route: Callable[[RecordedRequest], bool] | str | None = None, seconds: float = 1.0, *, count: int | None = 1
+        self,
+        route: Callable[[RecordedRequest], bool] | str | None = None,
+        seconds: float = 1.0,
+        *,
+        count: int | None = 1,
     ) -> Fault:
         """The next `count` matching requests are answered normally, but only after `seconds`."""
         fault = Fault(self._fault_matcher(route), count, status=None, delay=seconds)
@@ -728,7 +740,10 @@ class DiscordStandIn:
         return fault
 
     def reset_next(
-        self, route: Callable[[RecordedRequest], bool] | str | None = None, *, count: int | None = 1,
+        self,
+        route: Callable[[RecordedRequest], bool] | str | None = None,
+        *,
+        count: int | None = 1,
         after_processing: bool = False,
     ) -> Fault:
         """The next `count` matching requests get their TCP connection dropped with no answer (the client sees
@@ -818,8 +833,16 @@ class DiscordStandIn:
         Options: {name: value} (types from the registered command, else from the value: str, int, float, bool,
         StandInUser/Channel/Role, or an attachment object from `standin.upload_attachment`), or raw options."""
         return self._command_payload(
-            P.APPLICATION_COMMAND, name, options, user=user, guild=guild, channel=channel, dm=dm, locale=locale,
-            focused=None, command_type=command_type,
+            P.APPLICATION_COMMAND,
+            name,
+            options,
+            user=user,
+            guild=guild,
+            channel=channel,
+            dm=dm,
+            locale=locale,
+            focused=None,
+            command_type=command_type,
         )
 
     def message_command(
@@ -838,12 +861,19 @@ class DiscordStandIn:
             raise KeyError(f"message {msg['id']} is in unknown channel {msg['channel_id']}")
         u = self._resolve_user(user, g)
         command = self.find_command(name, g, P.COMMAND_MESSAGE)
-        data = P.command_data(name, [], command=command, resolved={"messages": {msg["id"]: msg}},
-                              command_type=P.COMMAND_MESSAGE)
+        data = P.command_data(
+            name, [], command=command, resolved={"messages": {msg["id"]: msg}}, command_type=P.COMMAND_MESSAGE
+        )
         data["target_id"] = msg["id"]
         return P.interaction_payload(
-            type=P.APPLICATION_COMMAND, data=data, application_id=self.application_id, bot_user_id=self.bot_user.id,
-            user=u, guild=g, channel=ch, locale=locale,
+            type=P.APPLICATION_COMMAND,
+            data=data,
+            application_id=self.application_id,
+            bot_user_id=self.bot_user.id,
+            user=u,
+            guild=g,
+            channel=ch,
+            locale=locale,
         )
 
     def autocomplete(
@@ -863,13 +893,31 @@ class DiscordStandIn:
         if focused is None and isinstance(options, dict) and options:
             focused = list(options)[-1]
         return self._command_payload(
-            P.APPLICATION_COMMAND_AUTOCOMPLETE, name, options, user=user, guild=guild, channel=channel, dm=dm,
-            locale=locale, focused=focused, command_type=1,
+            P.APPLICATION_COMMAND_AUTOCOMPLETE,
+            name,
+            options,
+            user=user,
+            guild=guild,
+            channel=channel,
+            dm=dm,
+            locale=locale,
+            focused=focused,
+            command_type=1,
         )
 
     def _command_payload(
-        self, itype: int, name: str, options: Any, *, user: UserRef, guild: GuildRef, channel: ChannelRef, dm: bool,
-        locale: str | None, focused: str | None, command_type: int,
+        self,
+        itype: int,
+        name: str,
+        options: Any,
+        *,
+        user: UserRef,
+        guild: GuildRef,
+        channel: ChannelRef,
+        dm: bool,
+        locale: str | None,
+        focused: str | None,
+        command_type: int,
     ) -> dict[str, Any]:
         g, ch, u = self._where(guild, channel, user, dm)
         root, *path = name.split()
@@ -881,8 +929,14 @@ class DiscordStandIn:
         opts = P.nest_subcommands(path, leaf, command)
         data = P.command_data(root, opts, command=command, resolved=resolved, command_type=command_type)
         return P.interaction_payload(
-            type=itype, data=data, application_id=self.application_id, bot_user_id=self.bot_user.id, user=u,
-            guild=g, channel=ch, locale=locale,
+            type=itype,
+            data=data,
+            application_id=self.application_id,
+            bot_user_id=self.bot_user.id,
+            user=u,
+            guild=g,
+            channel=ch,
+            locale=locale,
         )
 
     def _message_with_component(self, custom_id: str) -> dict[str, Any] | None:
@@ -925,8 +979,15 @@ class DiscordStandIn:
             raise KeyError(f"message {msg['id']} is in unknown channel {cid}")
         u = self._resolve_user(user, g)
         return P.interaction_payload(
-            type=P.MESSAGE_COMPONENT, data=data, application_id=self.application_id, bot_user_id=self.bot_user.id,
-            user=u, guild=g, channel=ch, message=msg, locale=locale,
+            type=P.MESSAGE_COMPONENT,
+            data=data,
+            application_id=self.application_id,
+            bot_user_id=self.bot_user.id,
+            user=u,
+            guild=g,
+            channel=ch,
+            message=msg,
+            locale=locale,
         )
 
     def select(
@@ -961,8 +1022,15 @@ class DiscordStandIn:
             g, ch, u = self._where(guild, channel, user, dm)
         data = {"custom_id": custom_id, "components": P.modal_submit_components(fields, template)}
         return P.interaction_payload(
-            type=P.MODAL_SUBMIT, data=data, application_id=self.application_id, bot_user_id=self.bot_user.id,
-            user=u, guild=g, channel=ch, message=copy.deepcopy(message) if message else None, locale=locale,
+            type=P.MODAL_SUBMIT,
+            data=data,
+            application_id=self.application_id,
+            bot_user_id=self.bot_user.id,
+            user=u,
+            guild=g,
+            channel=ch,
+            message=copy.deepcopy(message) if message else None,
+            locale=locale,
         )
 
     def upload_attachment(
@@ -1134,12 +1202,19 @@ class DiscordStandIn:
         status = fault.status or 500
         body = fault.body
         if body is None:
-            reason = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
+            reason = {
+                500: "Internal Server Error",
+                502: "Bad Gateway",
+                503: "Service Unavailable",
+                504: "Gateway Timeout",
+            }
             body = {"message": f"{status}: {reason.get(status, 'Error')}", "code": 0}
         return _json_response(status, body)
 
     def _needs_auth(self, template: str) -> bool:
-        return not (template.startswith("/webhooks/{webhook_id}/{webhook_token}") or template.startswith("/interactions/"))
+        return not (
+            template.startswith("/webhooks/{webhook_id}/{webhook_token}") or template.startswith("/interactions/")
+        )
 
     async def _answer(self, rec: RecordedRequest, request: web.Request) -> web.StreamResponse:
         fault = self._apply_faults(rec)
@@ -1262,11 +1337,14 @@ class DiscordStandIn:
 
     @_handles("GET", "/gateway/bot")
     async def _get_gateway_bot(self, rec: RecordedRequest) -> web.Response:
-        return _json_response(200, {
-            "url": self.gateway_url,
-            "shards": self.shards,
-            "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 14400000, "max_concurrency": 1},
-        })
+        return _json_response(
+            200,
+            {
+                "url": self.gateway_url,
+                "shards": self.shards,
+                "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 14400000, "max_concurrency": 1},
+            },
+        )
 
     # ------------------------------------------------------------------------------------------ commands
 
@@ -1286,7 +1364,9 @@ class DiscordStandIn:
             raise DiscordError(403, 50001, "Missing Access")
         return gid
 
-    def _command_object(self, body: dict[str, Any], scope: int | None, existing: list[dict[str, Any]]) -> dict[str, Any]:
+    def _command_object(
+        self, body: dict[str, Any], scope: int | None, existing: list[dict[str, Any]]
+    ) -> dict[str, Any]:
         ctype = body.get("type", 1)
         old = next((c for c in existing if c["name"] == body["name"] and c.get("type", 1) == ctype), None)
         cmd = {
@@ -1320,7 +1400,9 @@ class DiscordStandIn:
         for c in new:
             key = (c["name"], c["type"])
             if key in seen:
-                raise _form_error([], "APPLICATION_COMMANDS_DUPLICATE_NAME", f"Application command names must be unique: {c['name']}")
+                raise _form_error(
+                    [], "APPLICATION_COMMANDS_DUPLICATE_NAME", f"Application command names must be unique: {c['name']}"
+                )
             seen.add(key)
         self.commands[scope] = new
         return _json_response(200, new)
@@ -1394,7 +1476,11 @@ class DiscordStandIn:
         return att
 
     def _attachments(
-        self, body: dict[str, Any], files: list[RecordedFile], channel_id: int, ephemeral: bool,
+        self,
+        body: dict[str, Any],
+        files: list[RecordedFile],
+        channel_id: int,
+        ephemeral: bool,
         existing: list[dict[str, Any]] | None,
     ) -> list[dict[str, Any]]:
         by_index = {f.index: f for f in files}
@@ -1412,15 +1498,19 @@ class DiscordStandIn:
                     raise _form_error(["attachments", str(i)], "ATTACHMENT_NOT_FOUND", "Attachment data not found")
                 used.add(f.index)
                 out.append(
-                    self._store_attachment(f, channel_id, filename=a.get("filename"), description=a.get("description"),
-                                           ephemeral=ephemeral)
+                    self._store_attachment(
+                        f, channel_id, filename=a.get("filename"), description=a.get("description"), ephemeral=ephemeral
+                    )
                 )
             for f in files:
                 if f.index not in used:
-                    out.append(self._store_attachment(f, channel_id, filename=None, description=None, ephemeral=ephemeral))
+                    out.append(
+                        self._store_attachment(f, channel_id, filename=None, description=None, ephemeral=ephemeral)
+                    )
         else:
             out = list(existing or []) + [
-                self._store_attachment(f, channel_id, filename=None, description=None, ephemeral=ephemeral) for f in files
+                self._store_attachment(f, channel_id, filename=None, description=None, ephemeral=ephemeral)
+                for f in files
             ]
         if len(out) > MAX_ATTACHMENTS:
             raise _form_error(["attachments"], "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_ATTACHMENTS} or fewer in length.")
@@ -1436,15 +1526,25 @@ class DiscordStandIn:
             for key in ("image", "thumbnail"):
                 media = e.get(key)
                 if isinstance(media, dict) and str(media.get("url", "")).startswith("attachment://"):
-                    att = by_name.get(media["url"][len("attachment://"):])
+                    att = by_name.get(media["url"][len("attachment://") :])
                     if att is not None:
-                        media.update(url=att["url"], proxy_url=att["proxy_url"], width=att.get("width"),
-                                     height=att.get("height"), content_type=att["content_type"])
+                        media.update(
+                            url=att["url"],
+                            proxy_url=att["proxy_url"],
+                            width=att.get("width"),
+                            height=att.get("height"),
+                            content_type=att["content_type"],
+                        )
             out.append(e)
         return out
 
     def _message_fields(
-        self, body: dict[str, Any], files: list[RecordedFile], channel_id: int, *, ephemeral: bool,
+        self,
+        body: dict[str, Any],
+        files: list[RecordedFile],
+        channel_id: int,
+        *,
+        ephemeral: bool,
         existing: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The parts of a message a create/edit body sets (edits keep what the body leaves out)."""
@@ -1470,13 +1570,26 @@ class DiscordStandIn:
 
     @staticmethod
     def _check_not_empty(msg: dict[str, Any], body: dict[str, Any]) -> None:
-        if not (msg.get("content") or msg.get("embeds") or msg.get("attachments") or msg.get("components")
-                or body.get("sticker_ids") or body.get("poll")):
+        if not (
+            msg.get("content")
+            or msg.get("embeds")
+            or msg.get("attachments")
+            or msg.get("components")
+            or body.get("sticker_ids")
+            or body.get("poll")
+        ):
             raise DiscordError(400, 50006, "Cannot send an empty message")
 
     def _new_message(
-        self, body: dict[str, Any], files: list[RecordedFile], channel_id: int, *, ix: InteractionHandle | None = None,
-        flags_allowed: int = 4 | 4096 | 32768, loading: bool = False, extra_flags: int = 0,
+        self,
+        body: dict[str, Any],
+        files: list[RecordedFile],
+        channel_id: int,
+        *,
+        ix: InteractionHandle | None = None,
+        flags_allowed: int = 4 | 4096 | 32768,
+        loading: bool = False,
+        extra_flags: int = 0,
     ) -> dict[str, Any]:
         flags = (int(body.get("flags") or 0) & flags_allowed) | extra_flags
         ephemeral = bool(flags & 64)
@@ -1508,8 +1621,15 @@ class DiscordStandIn:
             kwargs["message_reference"] = body["message_reference"]
             mtype = mtype or 19
         msg = P.message_object(
-            id=snowflake(), channel_id=channel_id, author=self.bot_user.to_dict(), flags=flags, type=mtype,
-            guild_id=guild.id if guild else None, nonce=body.get("nonce"), **fields, **kwargs,
+            id=snowflake(),
+            channel_id=channel_id,
+            author=self.bot_user.to_dict(),
+            flags=flags,
+            type=mtype,
+            guild_id=guild.id if guild else None,
+            nonce=body.get("nonce"),
+            **fields,
+            **kwargs,
         )
         self.messages[int(msg["id"])] = msg
         return msg
@@ -1587,7 +1707,7 @@ class DiscordStandIn:
             raise _form_error(["limit"], "NUMBER_TYPE_COERCE", "Value is not int.") from None
         if "around" in q:
             around = int(q["around"])
-            older = [m for m in msgs if int(m["id"]) <= around][-(limit // 2 + limit % 2):]
+            older = [m for m in msgs if int(m["id"]) <= around][-(limit // 2 + limit % 2) :]
             newer = [m for m in msgs if int(m["id"]) > around][: limit // 2]
             msgs = older + newer
         msgs = list(reversed(msgs))[:limit]
@@ -1705,7 +1825,9 @@ class DiscordStandIn:
             message = self._new_message(data, rec.files, ix.channel_id, ix=ix, flags_allowed=4 | 64 | 4096 | 32768)
             ix.original_message_id = int(message["id"])
         elif rtype == 5:
-            message = self._new_message({}, [], ix.channel_id, ix=ix, loading=True, extra_flags=int(data.get("flags") or 0) & 64)
+            message = self._new_message(
+                {}, [], ix.channel_id, ix=ix, loading=True, extra_flags=int(data.get("flags") or 0) & 64
+            )
             ix.original_message_id = int(message["id"])
         elif rtype in (6, 7):
             comp_msg = ix.component_message

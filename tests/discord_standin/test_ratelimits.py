@@ -23,8 +23,10 @@ async def raw(session: aiohttp.ClientSession, standin: DiscordStandIn, method: s
 async def test_a_bucket_answers_with_headers_then_429_with_retry_after_and_via():
     bucket = Bucket(2, 0.5)
     now = [1000.0]  # the limiter's clock: the test moves it, nothing sleeps
-    async with (DiscordStandIn(rate_limits={Routes.CREATE_MESSAGE: bucket}, rate_limit_clock=lambda: now[0]) as standin,
-                aiohttp.ClientSession() as http):
+    async with (
+        DiscordStandIn(rate_limits={Routes.CREATE_MESSAGE: bucket}, rate_limit_clock=lambda: now[0]) as standin,
+        aiohttp.ClientSession() as http,
+    ):
         path = f"/channels/{standin.channel.id}/messages"
         answers = [await raw(http, standin, "POST", path, json={"content": f"m{i}"}) for i in range(3)]
         (s1, h1, _), (s2, h2, _), (s3, h3, body) = answers
@@ -55,8 +57,7 @@ async def test_the_global_limit_spares_interaction_endpoints():
         assert headers["X-RateLimit-Global"] == "true" and headers["X-RateLimit-Scope"] == "global"
         # An interaction's callback is not bound by the global limit.
         ix = standin.register_interaction(standin.slash("imagine", {"prompt": "x"}))
-        status, _, _ = await raw(http, standin, "POST", f"/interactions/{ix.id}/{ix.token}/callback",
-                                 json={"type": 5})
+        status, _, _ = await raw(http, standin, "POST", f"/interactions/{ix.id}/{ix.token}/callback", json={"type": 5})
         assert status in (200, 204)
 
 

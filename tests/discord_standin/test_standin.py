@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import struct
@@ -75,7 +74,9 @@ def make_bot(guild_id: int) -> commands.Bot:
 
     @bot.tree.command(name="imagine", description="Render an image", guild=guild)
     @app_commands.describe(prompt="What to draw", steps="Sampling steps")
-    async def imagine(interaction: discord.Interaction, prompt: str, steps: app_commands.Range[int, 1, 150] = 20) -> None:
+    async def imagine(
+        interaction: discord.Interaction, prompt: str, steps: app_commands.Range[int, 1, 150] = 20
+    ) -> None:
         bot.seen.append(interaction)
         await interaction.response.defer(thinking=True)
         await interaction.followup.send(
@@ -184,9 +185,8 @@ async def test_slash_defers_and_follows_up_with_png(running):
     (att,) = msg["attachments"]
     assert att["content_type"] == "image/png" and att["size"] == len(PNG) and (att["width"], att["height"]) == (16, 8)
     assert standin.attachment_bytes(att) == PNG
-    async with aiohttp.ClientSession() as http:  # the URL is served, as Discord's CDN would
-        async with http.get(att["url"]) as resp:
-            assert resp.status == 200 and await resp.read() == PNG
+    async with aiohttp.ClientSession() as http, http.get(att["url"]) as resp:  # served, as Discord's CDN would
+        assert resp.status == 200 and await resp.read() == PNG
     # discord.py parsed our answer: the interaction saw the message with its attachment
     sent = await bot.seen[0].original_response()
     assert sent.attachments[0].filename == "image.png" and await sent.attachments[0].read() == PNG
@@ -195,7 +195,10 @@ async def test_slash_defers_and_follows_up_with_png(running):
     user = await bot.fetch_user(standin.user.id)
     await user.send("your image is ready")
     dm = await standin.wait_for(Routes.CREATE_MESSAGE)
-    assert dm.status == 200 and standin.messages_in(standin.dm_channel(standin.user))[0]["content"] == "your image is ready"
+    assert (
+        dm.status == 200
+        and standin.messages_in(standin.dm_channel(standin.user))[0]["content"] == "your image is ready"
+    )
     assert image_size(PNG) == (16, 8)
     standin.assert_no_invalid_requests()
     standin.assert_no_refused_requests()
@@ -242,11 +245,19 @@ async def test_autocomplete_and_schema_limits(running):
     url = f"{standin.api_base_url}/interactions/{handle.id}/{handle.token}/callback?with_response=true"
     too_many = {"type": 8, "data": {"choices": [{"name": str(i), "value": str(i)} for i in range(26)]}}
     long_content = {"type": 4, "data": {"content": "x" * 2001}}
-    long_id = {"type": 4, "data": {"content": "hi", "components": [
-        {"type": 1, "components": [{"type": 2, "style": 1, "label": "go", "custom_id": "y" * 101}]}]}}
+    long_id = {
+        "type": 4,
+        "data": {
+            "content": "hi",
+            "components": [{"type": 1, "components": [{"type": 2, "style": 1, "label": "go", "custom_id": "y" * 101}]}],
+        },
+    }
     async with aiohttp.ClientSession() as http:
-        for body, path in ((too_many, ["data", "choices"]), (long_content, ["data", "content"]),
-                           (long_id, ["data", "components", "0", "components", "0", "custom_id"])):
+        for body, path in (
+            (too_many, ["data", "choices"]),
+            (long_content, ["data", "content"]),
+            (long_id, ["data", "components", "0", "components", "0", "custom_id"]),
+        ):
             async with http.post(url, json=body) as resp:
                 assert resp.status == 400 and resp.headers["Content-Type"] == "application/json"
                 err = await resp.json()
@@ -402,8 +413,9 @@ async def test_enforce_nonce_answers_a_repeat_with_the_first_message(running):
         for _ in range(2):  # without enforce_nonce the nonce is only echoed back
             async with http.post(url, json={"content": "plain", "nonce": "sdbot:7:1"}, headers=auth) as resp:
                 assert resp.status == 200
-        async with http.post(url, json={"content": "x", "nonce": "n" * 26, "enforce_nonce": True},
-                             headers=auth) as resp:
+        async with http.post(
+            url, json={"content": "x", "nonce": "n" * 26, "enforce_nonce": True}, headers=auth
+        ) as resp:
             assert resp.status == 400
     assert [m["content"] for m in standin.messages.values()] == ["images", "other", "plain", "plain"]
 

@@ -17,11 +17,19 @@ import pytest_asyncio
 import torch
 
 from engine.backends import Backend, make_worker
-from engine.dispatch import DispatchWorker
 from engine.config import EngineConfig, Limits, RayConfig
+from engine.dispatch import DispatchWorker
 from engine.errors import JobCancelled
 from engine.jobs import (
-    SHUTDOWN_QUEUED, SHUTDOWN_RUNNING, Cancelled, Finished, JobHandle, QueueFull, Queued, Started, Step,
+    SHUTDOWN_QUEUED,
+    SHUTDOWN_RUNNING,
+    Cancelled,
+    Finished,
+    JobHandle,
+    Queued,
+    QueueFull,
+    Started,
+    Step,
     member_cap_message,
 )
 from engine.request import GenerationRequest
@@ -35,10 +43,24 @@ CAP = 3
 
 @pytest.fixture(scope="module")
 def config(tiny_sd15) -> EngineConfig:
-    return EngineConfig(models_dir=tiny_sd15.parent, default_model=tiny_sd15.name, threads=1, job_timeout_s=0,
-                        preview_every=0, max_queued_per_user=CAP, limits=LIMITS,
-                        ray=RayConfig(app_name="sdbot-contract", replicas=1, num_gpus=0, num_cpus=1,
-                                      max_ongoing_requests=1, max_retries=0, start_timeout_s=300))
+    return EngineConfig(
+        models_dir=tiny_sd15.parent,
+        default_model=tiny_sd15.name,
+        threads=1,
+        job_timeout_s=0,
+        preview_every=0,
+        max_queued_per_user=CAP,
+        limits=LIMITS,
+        ray=RayConfig(
+            app_name="sdbot-contract",
+            replicas=1,
+            num_gpus=0,
+            num_cpus=1,
+            max_ongoing_requests=1,
+            max_retries=0,
+            start_timeout_s=300,
+        ),
+    )
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=["thread", "process", "ray"])
@@ -67,8 +89,10 @@ def places(worker: Backend) -> int:
 
 async def hold(worker: Backend) -> list[JobHandle]:
     """Jobs that take every place out of the queue until they are cancelled (the first is rendering)."""
-    holders = [worker.submit(job("hold the engine", steps=100_000), owner=f"holder{i}", group="g0")
-               for i in range(places(worker))]
+    holders = [
+        worker.submit(job("hold the engine", steps=100_000), owner=f"holder{i}", group="g0")
+        for i in range(places(worker))
+    ]
     # Any of them may render first: the child keeps its own fair order over the jobs it holds, and a holder that
     # only waited there in an earlier test (never served) goes ahead of one that rendered.
     steps = [asyncio.ensure_future(first(h, Step)) for h in holders]
@@ -115,8 +139,10 @@ async def test_order_positions_cap_and_cancel_of_a_waiting_job(backend: Backend)
     assert {p.job_id for p in backend.running()} == {h.job_id for h in holders}
     # servers and members new to this backend: none has had a turn yet
     spec = [("a1", "a", "g3"), ("a2", "a", "g3"), ("a3", "a", "g3"), ("b1", "b", "g3"), ("c1", "c", "g4")]
-    handles = {name: backend.submit(job(name), owner=owner, group=group, job_id=f"contract-{name}")
-               for name, owner, group in spec}
+    handles = {
+        name: backend.submit(job(name), owner=owner, group=group, job_id=f"contract-{name}")
+        for name, owner, group in spec
+    }
     # round robin by server (g3, g4), then by member inside g3 (a, b)
     expect = {"a1": 1, "c1": 2, "b1": 3, "a2": 4, "a3": 5}
     assert {name: backend.position(h.job_id) for name, h in handles.items()} == expect

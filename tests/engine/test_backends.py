@@ -34,10 +34,12 @@ def test_make_worker_picks_the_backend():
 
 def test_the_local_backend_never_imports_ray():
     """Choosing and building either worker imports no Ray; only starting the Ray worker does."""
-    code = ("import sys; from engine.backends import make_worker; from engine.config import EngineConfig; "
-            "make_worker(EngineConfig()); make_worker(EngineConfig(backend='ray')); "
-            "import bot.cli; bot.cli.build_parser(); "
-            "assert 'ray' not in sys.modules, 'ray was imported'")
+    code = (
+        "import sys; from engine.backends import make_worker; from engine.config import EngineConfig; "
+        "make_worker(EngineConfig()); make_worker(EngineConfig(backend='ray')); "
+        "import bot.cli; bot.cli.build_parser(); "
+        "assert 'ray' not in sys.modules, 'ray was imported'"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 
@@ -56,8 +58,11 @@ async def test_without_ray_the_ray_backend_says_how_to_install_it(monkeypatch):
     assert await worker.close() == []
 
 
-@pytest.mark.parametrize("settings", [dict(backend="local", isolation="thread"), dict(backend="local"),
-                                      dict(backend="ray")], ids=["thread", "process", "ray"])
+@pytest.mark.parametrize(
+    "settings",
+    [dict(backend="local", isolation="thread"), dict(backend="local"), dict(backend="ray")],
+    ids=["thread", "process", "ray"],
+)
 def test_every_backend_offers_the_whole_protocol(settings):
     """`make_worker` returns a `Backend`: every method with the protocol's parameters, and `in_process` saying
     whether `call` reaches the engine (only the thread worker's does)."""

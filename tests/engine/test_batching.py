@@ -14,8 +14,13 @@ class Job:
 
 def test_only_jobs_with_the_same_settings_that_fit_share_the_call():
     head = Job("head", 0)
-    queue = [Job("same", 1), Job("bigger", 2, width=128), Job("two", 3, batch_size=2), Job("cfg", 4, cfg_scale=3),
-             Job("also", 5)]
+    queue = [
+        Job("same", 1),
+        Job("bigger", 2, width=128),
+        Job("two", 3, batch_size=2),
+        Job("cfg", 4, cfg_scale=3),
+        Job("also", 5),
+    ]
     assert [j.id for j in same_call(head, queue, budget=3)] == ["same", "two", "also"]
     assert [j.id for j in same_call(head, queue, budget=1)] == ["same", "also"]
 

@@ -65,13 +65,16 @@ def test_batched_scores_agree_with_the_transformers_pipeline(tmp_path):
         assert mine == pytest.approx({row["label"]: row["score"] for row in per_image}, abs=1e-5)
 
 
-@pytest.mark.parametrize("damage, expected", [
-    ("missing", "does not exist: download the model folder once"),
-    ("no-config", "is not a model folder (it has no config.json)"),
-    ("bad-json", "has an unreadable config.json"),
-    ("no-weights", "could not be loaded: "),
-    ("bad-weights", "could not be loaded: "),
-])
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        ("missing", "does not exist: download the model folder once"),
+        ("no-config", "is not a model folder (it has no config.json)"),
+        ("bad-json", "has an unreadable config.json"),
+        ("no-weights", "could not be loaded: "),
+        ("bad-weights", "could not be loaded: "),
+    ],
+)
 def test_a_broken_folder_gives_one_clear_line(tmp_path, flags_all, damage, expected):
     import shutil
 
@@ -116,8 +119,10 @@ def test_render_scores_the_whole_batch_at_once_on_the_engines_device(models_dir,
         return score(batch)
 
     classifier.score = counted  # type: ignore[method-assign]
-    requests = [GenerationRequest(prompt=p, seed=3, width=64, height=64, steps=2, sampler="Euler", batch_size=2)
-                for p in ("a cat", "a dog")]
+    requests = [
+        GenerationRequest(prompt=p, seed=3, width=64, height=64, steps=2, sampler="Euler", batch_size=2)
+        for p in ("a cat", "a dog")
+    ]
     results = engine.render_batch(requests)
     assert calls == [4]  # both jobs' images, in one call
     assert [round(img.scores["nsfw"], 3) for r in results for img in r.images] == [0.982] * 4
@@ -132,8 +137,9 @@ def test_without_a_classifier_nothing_is_scored(models_dir):
 async def test_the_finished_event_carries_the_scores(models_dir, passes_all):
     async with Worker(EngineConfig(models_dir=models_dir, image_classifier=passes_all)) as worker:
         await worker.call(lambda engine: engine.scorer.load())  # as `sdbot run` does at start
-        handle = worker.submit(GenerationRequest(prompt="a dog", seed=2, width=64, height=64, steps=2,
-                                                 sampler="Euler"), owner=1)
+        handle = worker.submit(
+            GenerationRequest(prompt="a dog", seed=2, width=64, height=64, steps=2, sampler="Euler"), owner=1
+        )
         events = [e async for e in handle]
     assert isinstance(events[-1], Finished)
     assert events[-1].result.images[0].scores["nsfw"] == pytest.approx(0.018, abs=1e-3)
@@ -144,10 +150,22 @@ def write_tiny_safety_checker(path: Path, flag: bool) -> Path:
     from transformers import CLIPConfig, CLIPImageProcessor
 
     config = CLIPConfig(
-        text_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         vocab_size=100, max_position_embeddings=16),
-        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8),
+        text_config=dict(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            vocab_size=100,
+            max_position_embeddings=16,
+        ),
+        vision_config=dict(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
         projection_dim=8,
     )
     torch.manual_seed(0)
@@ -157,7 +175,8 @@ def write_tiny_safety_checker(path: Path, flag: bool) -> Path:
         checker.special_care_embeds_weights.fill_(2.0)
     checker.save_pretrained(path)
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
-        path.parent / "feature_extractor")  # beside it, as in a Stable Diffusion repository
+        path.parent / "feature_extractor"
+    )  # beside it, as in a Stable Diffusion repository
     return path
 
 

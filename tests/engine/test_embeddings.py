@@ -61,12 +61,15 @@ def encode(engine: Engine, prompt: str, negative: str = ""):
     return engine.prompt_encoder(ckpt).encode_pair(prompt, negative, 1)
 
 
-@pytest.mark.parametrize("with_embedding, with_words", [
-    ("a photo of RedDog", f"a photo of {WORDS}"),
-    ("a photo of reddog, sky", f"a photo of {WORDS}, sky"),  # case-insensitive: matched on token ids
-    ("a (photo of REDDOG:1.3) sky", f"a (photo of {WORDS}:1.3) sky"),  # the group's weight on every vector
-    ("[RedDog] (cat)", f"[{WORDS}] (cat)"),
-])
+@pytest.mark.parametrize(
+    "with_embedding, with_words",
+    [
+        ("a photo of RedDog", f"a photo of {WORDS}"),
+        ("a photo of reddog, sky", f"a photo of {WORDS}, sky"),  # case-insensitive: matched on token ids
+        ("a (photo of REDDOG:1.3) sky", f"a (photo of {WORDS}:1.3) sky"),  # the group's weight on every vector
+        ("[RedDog] (cat)", f"[{WORDS}] (cat)"),
+    ],
+)
 def test_an_embedding_acts_as_its_vectors_wherever_it_stands(sd15, with_embedding, with_words):
     engine, _ = sd15
     cond, _ = encode(engine, with_embedding)
@@ -119,8 +122,9 @@ def test_an_embedding_that_does_not_fit_the_chunk_starts_a_new_one(sd15):
 def test_the_longest_name_wins(sd15):
     engine, _ = sd15
     tokenizer = engine.models.checkpoint("tiny-sd15").pipe.tokenizer
-    chunks = tokenize_chunks("style best quality, style", tokenizer, _finder(tokenizer, **{
-        "style": 1, "style best": 2}))
+    chunks = tokenize_chunks(
+        "style best quality, style", tokenizer, _finder(tokenizer, **{"style": 1, "style best": 2})
+    )
     assert [name for _, name, _ in chunks[0].fixes] == ["style best", "style"]
 
 
@@ -136,10 +140,13 @@ def test_a_comma_backtrack_moves_the_embedding_with_its_text(sd15):
 @pytest.fixture(scope="module")
 def sdxl(tmp_path_factory, tiny_sdxl: Path):
     engine, root, pipe = engine_with(tmp_path_factory, tiny_sdxl)
-    write_embedding(root / "embeddings" / "xlred.safetensors", {
-        "clip_l": word_vectors(pipe.tokenizer, pipe.text_encoder),
-        "clip_g": word_vectors(pipe.tokenizer_2, pipe.text_encoder_2),
-    })
+    write_embedding(
+        root / "embeddings" / "xlred.safetensors",
+        {
+            "clip_l": word_vectors(pipe.tokenizer, pipe.text_encoder),
+            "clip_g": word_vectors(pipe.tokenizer_2, pipe.text_encoder_2),
+        },
+    )
     write_embedding(root / "embeddings" / "sd15only.safetensors", torch.ones(1, 16))
     return engine
 
@@ -164,8 +171,7 @@ def _tiny_tokenizer():
 
 
 @settings(deadline=None, max_examples=60)  # tokenizing 150 words on a loaded machine
-@given(st.lists(st.sampled_from(["cat", "trio", "duo", ",", "dog", "BREAK", "(sky trio:1.2)", "[duo]"]),
-                max_size=150))
+@given(st.lists(st.sampled_from(["cat", "trio", "duo", ",", "dog", "BREAK", "(sky trio:1.2)", "[duo]"]), max_size=150))
 def test_every_embedding_lands_whole_inside_one_chunk(words):
     tokenizer = _tiny_tokenizer()
     prompt = " ".join(words)
@@ -176,4 +182,4 @@ def test_every_embedding_lands_whole_inside_one_chunk(words):
         assert len(chunk.tokens) == len(chunk.multipliers) == CHUNK_LENGTH + 2
         for offset, _, vectors in chunk.fixes:
             assert offset + vectors.shape[0] <= CHUNK_LENGTH
-            assert chunk.tokens[offset + 1: offset + 1 + vectors.shape[0]] == [0] * vectors.shape[0]
+            assert chunk.tokens[offset + 1 : offset + 1 + vectors.shape[0]] == [0] * vectors.shape[0]

@@ -10,7 +10,13 @@ import pytest
 from engine.errors import EngineError
 from engine.fair_queue import FairQueue, QueuedJob
 from engine.jobs import (
-    SHUTDOWN_QUEUED, Cancelled, Finished, JobHandle, QueueFull, Queued, member_cap_message,
+    SHUTDOWN_QUEUED,
+    Cancelled,
+    Finished,
+    JobHandle,
+    Queued,
+    QueueFull,
+    member_cap_message,
 )
 from engine.request import GenerationRequest
 
@@ -23,9 +29,11 @@ class Emitted(list):
 def make_queue(cap: int = 0, round_robin: bool = True) -> tuple[FairQueue[QueuedJob], Emitted]:
     emitted = Emitted()
     queue: FairQueue[QueuedJob] = FairQueue(
-        round_robin=round_robin, cap=cap,
+        round_robin=round_robin,
+        cap=cap,
         make=lambda pending, seq: QueuedJob(pending, seq, JobHandle(pending, lambda job_id, reason: False)),
-        emit=lambda job, event: emitted.append((job, event)))
+        emit=lambda job, event: emitted.append((job, event)),
+    )
     return queue, emitted
 
 

@@ -3,16 +3,13 @@ the fixed-steps second pass, infotext both ways, and the limits on the final siz
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
 
-from engine.config import EngineConfig, Limits
+from engine.config import Limits
 from engine.errors import EngineError
 from engine.infotext import parse_infotext, request_options
-from engine.pipeline import Engine
 from engine.request import GenerationRequest
 from engine.tiny import write_tiny_esrgan
 from engine.upscalers import LATENT_MODES, UpscalerLibrary, _import_spandrel, load_model, run_tiled
@@ -103,12 +100,17 @@ def test_unknown_upscaler_lists_the_valid_ones(engine):
 
 # --- model upscalers ------------------------------------------------------------------------------------------
 
+
 def test_tiny_esrgan_is_found_detected_and_used(engine, module_models):
     write_tiny_esrgan(module_models / "ESRGAN" / "tiny-x2.safetensors", scale=2)
     library = UpscalerLibrary(module_models)
     assert "tiny-x2" in library.names()
-    assert load_model(module_models / "ESRGAN" / "tiny-x2.safetensors", allow_pickle=False,
-                      device=engine.models.device).architecture.name == "ESRGAN"
+    assert (
+        load_model(
+            module_models / "ESRGAN" / "tiny-x2.safetensors", allow_pickle=False, device=engine.models.device
+        ).architecture.name
+        == "ESRGAN"
+    )
     result = engine.render(req(hires_upscaler="tiny-x2", hires_steps=1))
     assert result.images[0].image.size == (128, 128)
     assert "Hires upscaler: tiny-x2" in result.images[0].infotext
@@ -148,8 +150,8 @@ def test_pickled_upscaler_refused_unless_allowed(tmp_path):
 
 
 def test_a_non_upscaler_file_is_a_clear_error(tmp_path):
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     path = tmp_path / "ESRGAN" / "junk.safetensors"
     path.parent.mkdir(parents=True)

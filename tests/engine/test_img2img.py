@@ -36,14 +36,22 @@ def init_png(tmp_path: Path) -> Path:
 
 
 def req(init: Path | str = "", **kw) -> GenerationRequest:
-    base = dict(prompt="a photo of a cat", seed=7, width=64, height=64, steps=10, sampler="Euler",
-                init_image=str(init))
+    base = dict(prompt="a photo of a cat", seed=7, width=64, height=64, steps=10, sampler="Euler", init_image=str(init))
     return GenerationRequest(**{**base, **kw})
 
 
-@pytest.mark.parametrize(("steps", "strength", "expected"), [
-    (20, 0.75, 16), (10, 0.5, 6), (10, 0.3, 4), (7, 0.0, 1), (10, 1.0, 10), (20, 0.999, 20), (3, 0.34, 2),
-])
+@pytest.mark.parametrize(
+    ("steps", "strength", "expected"),
+    [
+        (20, 0.75, 16),
+        (10, 0.5, 6),
+        (10, 0.3, 4),
+        (7, 0.0, 1),
+        (10, 1.0, 10),
+        (20, 0.999, 20),
+        (3, 0.34, 2),
+    ],
+)
 def test_step_rule_is_a1111s(steps, strength, expected):
     assert img2img_steps(steps, strength) == expected
     plan = StepPlan.img2img(steps, strength)
@@ -112,8 +120,12 @@ def test_resize_modes_give_the_requested_size(engine, init_png, mode):
 
 
 def test_resize_modes_differ(engine, init_png):
-    outs = [np.asarray(engine.render(req(init_png, width=64, height=96, resize_mode=m, steps=2,
-                                         strength=0.1)).images[0].image) for m in ("just", "crop", "fill")]
+    outs = [
+        np.asarray(
+            engine.render(req(init_png, width=64, height=96, resize_mode=m, steps=2, strength=0.1)).images[0].image
+        )
+        for m in ("just", "crop", "fill")
+    ]
     assert not np.array_equal(outs[0], outs[1]) and not np.array_equal(outs[1], outs[2])
 
 
@@ -137,10 +149,13 @@ def test_txt2img_infotext_has_no_denoising_strength(engine):
     assert "Denoising strength" not in parse_infotext(result.images[0].infotext).params
 
 
-@pytest.mark.parametrize(("kw", "message"), [
-    ({"strength": 1.5}, "strength must be from 0 to 1"),
-    ({"resize_mode": "stretch"}, "resize mode must be one of just, crop, fill"),
-])
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"strength": 1.5}, "strength must be from 0 to 1"),
+        ({"resize_mode": "stretch"}, "resize mode must be one of just, crop, fill"),
+    ],
+)
 def test_bad_fields_are_refused(init_png, kw, message):
     with pytest.raises(EngineError, match=message):
         req(init_png, **kw)

@@ -43,10 +43,20 @@ REAL = (
     'Clip skip: 2, Schedule type: Karras, Emphasis: Original, Lora hashes: "a: 1, b: 2", Version: v1.10.1'
 )
 REAL_PARAMS = {
-    "Steps": "28", "Sampler": "DPM++ 2M", "CFG scale": "7", "Seed": "1234567890", "Size": "512x768",
-    "Model hash": "6ce0161689", "Model": "v1-5-pruned-emaonly", "VAE hash": "735e4c3a44",
-    "VAE": "vae-ft-mse-840000-ema-pruned.safetensors", "Clip skip": "2", "Schedule type": "Karras",
-    "Emphasis": "Original", "Lora hashes": "a: 1, b: 2", "Version": "v1.10.1",
+    "Steps": "28",
+    "Sampler": "DPM++ 2M",
+    "CFG scale": "7",
+    "Seed": "1234567890",
+    "Size": "512x768",
+    "Model hash": "6ce0161689",
+    "Model": "v1-5-pruned-emaonly",
+    "VAE hash": "735e4c3a44",
+    "VAE": "vae-ft-mse-840000-ema-pruned.safetensors",
+    "Clip skip": "2",
+    "Schedule type": "Karras",
+    "Emphasis": "Original",
+    "Lora hashes": "a: 1, b: 2",
+    "Version": "v1.10.1",
 }
 
 OLD_FORM = (
@@ -73,39 +83,70 @@ PARSE_CASES = [
     ),
     pytest.param(
         OLD_FORM,
-        Infotext("a photo of a cat", None, {
-            "Steps": "20", "Sampler": "DPM++ 2M Karras", "CFG scale": "7.5", "Seed": "42", "Size": "512x512",
-            "Model hash": "45dee52b",
-        }),
+        Infotext(
+            "a photo of a cat",
+            None,
+            {
+                "Steps": "20",
+                "Sampler": "DPM++ 2M Karras",
+                "CFG scale": "7.5",
+                "Seed": "42",
+                "Size": "512x512",
+                "Model hash": "45dee52b",
+            },
+        ),
         id="old-sampler-form",
     ),
     pytest.param("just a prompt, with: colons", Infotext("just a prompt, with: colons", None, {}), id="no-params"),
     # Two pairs are not enough for A1111: the line stays prompt text.
     pytest.param("a cat\nSteps: 20, Seed: 1", Infotext("a cat\nSteps: 20, Seed: 1", None, {}), id="two-pairs"),
-    pytest.param("Steps: 1, Seed: 2, CFG scale: 3", Infotext("", None, {"Steps": "1", "Seed": "2", "CFG scale": "3"}),
-                 id="params-only"),
+    pytest.param(
+        "Steps: 1, Seed: 2, CFG scale: 3",
+        Infotext("", None, {"Steps": "1", "Seed": "2", "CFG scale": "3"}),
+        id="params-only",
+    ),
     pytest.param("a\nNegative prompt: b", Infotext("a", "b", {}), id="negative-no-params"),
     pytest.param("", Infotext("", None, {}), id="empty"),
     pytest.param("\n\n  \n", Infotext("", None, {}), id="blank"),
     # A1111 strips every line and the whole text.
-    pytest.param("  a  \n\t b \nSteps: 1, Seed: 2, CFG scale: 3\n\n",
-                 Infotext("a\nb", None, {"Steps": "1", "Seed": "2", "CFG scale": "3"}), id="stripped-lines"),
-    pytest.param("a\r\nNegative prompt: b\r\nSteps: 1, Seed: 2, CFG scale: 3\r\n",
-                 Infotext("a", "b", {"Steps": "1", "Seed": "2", "CFG scale": "3"}), id="crlf"),
+    pytest.param(
+        "  a  \n\t b \nSteps: 1, Seed: 2, CFG scale: 3\n\n",
+        Infotext("a\nb", None, {"Steps": "1", "Seed": "2", "CFG scale": "3"}),
+        id="stripped-lines",
+    ),
+    pytest.param(
+        "a\r\nNegative prompt: b\r\nSteps: 1, Seed: 2, CFG scale: 3\r\n",
+        Infotext("a", "b", {"Steps": "1", "Seed": "2", "CFG scale": "3"}),
+        id="crlf",
+    ),
     # A quoted value that is not valid JSON is kept as written.
-    pytest.param('p\nSteps: 1, Seed: 2, CFG scale: 3, Note: "bad \\q"',
-                 Infotext("p", None, {"Steps": "1", "Seed": "2", "CFG scale": "3", "Note": '"bad \\q"'}),
-                 id="bad-json-kept"),
-    pytest.param('p\nSteps: 1, Seed: 2, Text: "猫, \\"😀\\"\\n"',
-                 Infotext("p", None, {"Steps": "1", "Seed": "2", "Text": '猫, "😀"\n'}), id="json-escapes"),
-    pytest.param("Negative prompt:\nSteps: 1, Seed: 2, CFG scale: 3",
-                 Infotext("", "", {"Steps": "1", "Seed": "2", "CFG scale": "3"}), id="empty-negative"),
+    pytest.param(
+        'p\nSteps: 1, Seed: 2, CFG scale: 3, Note: "bad \\q"',
+        Infotext("p", None, {"Steps": "1", "Seed": "2", "CFG scale": "3", "Note": '"bad \\q"'}),
+        id="bad-json-kept",
+    ),
+    pytest.param(
+        'p\nSteps: 1, Seed: 2, Text: "猫, \\"😀\\"\\n"',
+        Infotext("p", None, {"Steps": "1", "Seed": "2", "Text": '猫, "😀"\n'}),
+        id="json-escapes",
+    ),
+    pytest.param(
+        "Negative prompt:\nSteps: 1, Seed: 2, CFG scale: 3",
+        Infotext("", "", {"Steps": "1", "Seed": "2", "CFG scale": "3"}),
+        id="empty-negative",
+    ),
     # A later duplicate key wins, as in A1111's dict.
     pytest.param("p\nSteps: 1, Seed: 2, Steps: 3", Infotext("p", None, {"Steps": "3", "Seed": "2"}), id="duplicate"),
-    pytest.param("p\nSteps: 1, Seed: 2, Empty: , Tail:",
-                 Infotext("p", None, {"Steps": "1", "Seed": "2", "Empty": "", "Tail": ""}), id="empty-values"),
-    pytest.param("猫と😀\nNegative prompt: 低品質\nSteps: 20, Sampler: Euler a, CFG scale: 7",
-                 Infotext("猫と😀", "低品質", {"Steps": "20", "Sampler": "Euler a", "CFG scale": "7"}), id="cjk-emoji"),
+    pytest.param(
+        "p\nSteps: 1, Seed: 2, Empty: , Tail:",
+        Infotext("p", None, {"Steps": "1", "Seed": "2", "Empty": "", "Tail": ""}),
+        id="empty-values",
+    ),
+    pytest.param(
+        "猫と😀\nNegative prompt: 低品質\nSteps: 20, Sampler: Euler a, CFG scale: 7",
+        Infotext("猫と😀", "低品質", {"Steps": "20", "Sampler": "Euler a", "CFG scale": "7"}),
+        id="cjk-emoji",
+    ),
 ]
 
 
@@ -141,30 +182,57 @@ def test_to_dict() -> None:
 
 FORMAT_CASES = [
     pytest.param(
-        "a cat", "", {"Steps": 20, "Sampler": "Euler a", "CFG scale": 7.0, "Seed": 1, "Size": "512x512"},
+        "a cat",
+        "",
+        {"Steps": 20, "Sampler": "Euler a", "CFG scale": 7.0, "Seed": 1, "Size": "512x512"},
         "a cat\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x512",
         id="basic",
     ),
     pytest.param(
-        "p", "",
-        {"Version": "v1", "Foo": "x", "Lora hashes": "a: 1, b: 2", "Seed": 5, "Schedule type": "Karras",
-         "Steps": 30, "Bar": None, "Denoising strength": 0.5, "Zed": "y", "CFG scale": 7.5, "Emphasis": "Original",
-         "Clip skip": 2, "RNG": "CPU"},
-        'p\nSteps: 30, CFG scale: 7.5, Seed: 5, Denoising strength: 0.5, Clip skip: 2, RNG: CPU, '
+        "p",
+        "",
+        {
+            "Version": "v1",
+            "Foo": "x",
+            "Lora hashes": "a: 1, b: 2",
+            "Seed": 5,
+            "Schedule type": "Karras",
+            "Steps": 30,
+            "Bar": None,
+            "Denoising strength": 0.5,
+            "Zed": "y",
+            "CFG scale": 7.5,
+            "Emphasis": "Original",
+            "Clip skip": 2,
+            "RNG": "CPU",
+        },
+        "p\nSteps: 30, CFG scale: 7.5, Seed: 5, Denoising strength: 0.5, Clip skip: 2, RNG: CPU, "
         'Schedule type: Karras, Emphasis: Original, Lora hashes: "a: 1, b: 2", Foo: x, Zed: y, Version: v1',
         id="order-none-unknown-version",
     ),
     pytest.param(
-        "p", "", {"A b": "x\ny", "Cc": "猫, 😀", "Dd": 'say "hi"', "Ee": "t: 1"},
+        "p",
+        "",
+        {"A b": "x\ny", "Cc": "猫, 😀", "Dd": 'say "hi"', "Ee": "t: 1"},
         'p\nA b: "x\\ny", Cc: "猫, 😀", Dd: say "hi", Ee: "t: 1"',
         id="quoting",
     ),
-    pytest.param("", "ugly", {"Steps": 1, "Seed": 2, "CFG scale": 3},
-                 "Negative prompt: ugly\nSteps: 1, CFG scale: 3, Seed: 2", id="negative-only-and-order"),
+    pytest.param(
+        "",
+        "ugly",
+        {"Steps": 1, "Seed": 2, "CFG scale": 3},
+        "Negative prompt: ugly\nSteps: 1, CFG scale: 3, Seed: 2",
+        id="negative-only-and-order",
+    ),
     pytest.param("a", "b", {}, "a\nNegative prompt: b", id="no-params"),
     pytest.param("  a  \n", "", {}, "a", id="stripped"),
-    pytest.param("line 1\nline 2", "n1\nn2", {"Tiling": True, "Steps": 1, "CFG scale": 1e-7},
-                 "line 1\nline 2\nNegative prompt: n1\nn2\nSteps: 1, CFG scale: 1e-07, Tiling: True", id="multiline"),
+    pytest.param(
+        "line 1\nline 2",
+        "n1\nn2",
+        {"Tiling": True, "Steps": 1, "CFG scale": 1e-7},
+        "line 1\nline 2\nNegative prompt: n1\nn2\nSteps: 1, CFG scale: 1e-07, Tiling: True",
+        id="multiline",
+    ),
 ]
 
 
@@ -181,10 +249,25 @@ def test_real_text_reformatted_reads_back_the_same() -> None:
 
 REQUEST_CASES = [
     pytest.param(
-        dict(prompt="a cat", negative_prompt="blurry", steps=28, sampler="DPM++ 2M Karras", width=512, height=768,
-             clip_skip=2, vae="vae-ft-mse-840000-ema-pruned.safetensors", model="v1-5-pruned-emaonly"),
-        dict(seed=1234, model_name="v1-5-pruned-emaonly", model_hash="6ce0161689",
-             vae_name="vae-ft-mse-840000-ema-pruned.safetensors", vae_hash="735e4c3a44", version="sdbot 0.1.0"),
+        dict(
+            prompt="a cat",
+            negative_prompt="blurry",
+            steps=28,
+            sampler="DPM++ 2M Karras",
+            width=512,
+            height=768,
+            clip_skip=2,
+            vae="vae-ft-mse-840000-ema-pruned.safetensors",
+            model="v1-5-pruned-emaonly",
+        ),
+        dict(
+            seed=1234,
+            model_name="v1-5-pruned-emaonly",
+            model_hash="6ce0161689",
+            vae_name="vae-ft-mse-840000-ema-pruned.safetensors",
+            vae_hash="735e4c3a44",
+            version="sdbot 0.1.0",
+        ),
         "a cat\nNegative prompt: blurry\nSteps: 28, Sampler: DPM++ 2M, CFG scale: 7, Seed: 1234, Size: 512x768, "
         "Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, VAE hash: 735e4c3a44, "
         "VAE: vae-ft-mse-840000-ema-pruned.safetensors, Clip skip: 2, RNG: CPU, Schedule type: Karras, "
@@ -214,9 +297,16 @@ def test_request_options_real() -> None:
     assert options == {
         "prompt": "masterpiece, best quality, 1girl,\n(detailed eyes:1.2), <lora:add_detail:0.5>",
         "negative_prompt": "(worst quality, low quality:1.4), EasyNegative\nbad hands",
-        "steps": 28, "sampler": "DPM++ 2M", "schedule": "Karras", "cfg_scale": 7.0, "seed": 1234567890,
-        "width": 512, "height": 768, "model": "v1-5-pruned-emaonly",
-        "vae": "vae-ft-mse-840000-ema-pruned.safetensors", "clip_skip": 2,
+        "steps": 28,
+        "sampler": "DPM++ 2M",
+        "schedule": "Karras",
+        "cfg_scale": 7.0,
+        "seed": 1234567890,
+        "width": 512,
+        "height": 768,
+        "model": "v1-5-pruned-emaonly",
+        "vae": "vae-ft-mse-840000-ema-pruned.safetensors",
+        "clip_skip": 2,
     }
     assert unused == ["Emphasis"]  # Model hash, VAE hash, Version, Lora hashes: informational
     GenerationRequest(**options)
@@ -235,8 +325,10 @@ def test_request_options_both_sampler_forms(text: str) -> None:
 
 
 def test_request_options_reports_unknown_not_informational() -> None:
-    text = ("p\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x512, Model hash: x, "
-            "Denoising strength: 0.7, RNG: GPU, Hires upscale: 2, ENSD: 31337, Version: v1.6.0")
+    text = (
+        "p\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x512, Model hash: x, "
+        "Denoising strength: 0.7, RNG: GPU, Hires upscale: 2, ENSD: 31337, Version: v1.6.0"
+    )
     options, unused = request_options(parse_infotext(text))
     assert unused == ["ENSD"]  # Denoising strength and Hires upscale are settings since issue 14
     assert options["strength"] == 0.7 and options["hires"] == 2.0
@@ -244,14 +336,22 @@ def test_request_options_reports_unknown_not_informational() -> None:
 
 
 def test_request_options_prompt_only() -> None:
-    assert request_options(parse_infotext("a cat")) == (
-        {"prompt": "a cat", "negative_prompt": "", "clip_skip": 1}, [])
+    assert request_options(parse_infotext("a cat")) == ({"prompt": "a cat", "negative_prompt": "", "clip_skip": 1}, [])
 
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("Steps", "abc"), ("Steps", "20.5"), ("CFG scale", "seven"), ("CFG scale", "nan"), ("Seed", "1.5"),
-     ("Size", "big"), ("Clip skip", "two"), ("Sampler", "Nope"), ("Sampler", "DPM fast")],
+    [
+        ("Steps", "abc"),
+        ("Steps", "20.5"),
+        ("CFG scale", "seven"),
+        ("CFG scale", "nan"),
+        ("Seed", "1.5"),
+        ("Size", "big"),
+        ("Clip skip", "two"),
+        ("Sampler", "Nope"),
+        ("Sampler", "DPM fast"),
+    ],
 )
 def test_request_options_bad_values_name_key_and_value(key: str, value: str) -> None:
     params = {"Steps": "20", "Sampler": "Euler", "CFG scale": "7", key: value}
@@ -312,7 +412,7 @@ def test_png_text_after_image_data() -> None:
     _image().save(buffer, format="PNG")
     data = buffer.getvalue()
     assert data.endswith(_chunk(b"IEND", b""))
-    data = data[: -12] + _chunk(b"tEXt", b"parameters\x00late text") + _chunk(b"IEND", b"")
+    data = data[:-12] + _chunk(b"tEXt", b"parameters\x00late text") + _chunk(b"IEND", b"")
     assert read_png_infotext(data) == "late text"
 
 
@@ -347,8 +447,11 @@ _TOKENS = st.sampled_from(["Negative prompt:", "Steps: 20", ", ", ": ", '"', '\\
 
 def _line_text(alphabet: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
     """Short text without "\\n", built from syntax tokens and arbitrary characters."""
-    return st.lists(st.one_of(_TOKENS, st.text(alphabet, max_size=6)), max_size=6).map("".join).filter(
-        lambda s: "\n" not in s)
+    return (
+        st.lists(st.one_of(_TOKENS, st.text(alphabet, max_size=6)), max_size=6)
+        .map("".join)
+        .filter(lambda s: "\n" not in s)
+    )
 
 
 _LINE_ALPHABET = st.one_of(_SYNTAX_CHARS, _ANY_CHAR.filter(lambda c: c != "\n"))
@@ -360,9 +463,14 @@ def _prompt_line_ok(line: str) -> bool:
     return line == line.strip() and not line.startswith("Negative prompt:")
 
 
-_PROMPT = st.lists(_line_text(_LINE_ALPHABET).filter(_prompt_line_ok), max_size=4).map("\n".join).filter(
-    # The whole text is stripped, so blank lines at either end of a prompt are lost.
-    lambda s: s == s.strip())
+_PROMPT = (
+    st.lists(_line_text(_LINE_ALPHABET).filter(_prompt_line_ok), max_size=4)
+    .map("\n".join)
+    .filter(
+        # The whole text is stripped, so blank lines at either end of a prompt are lost.
+        lambda s: s == s.strip()
+    )
+)
 
 # Keys: A1111's pattern only sees `\w[\w \-/]+` (two characters at least). A trailing space is excluded as the
 # brief asks (it would round-trip, but "Key : v" is not something A1111 writes).
@@ -401,8 +509,9 @@ def test_find_pairs_is_findall(line: str) -> None:
     assert _find_pairs(line) == _RE_PARAM.findall(line)
 
 
-_TEXT = st.lists(st.one_of(_TOKENS, st.just("\n"), st.text(st.one_of(_SYNTAX_CHARS, _ANY_CHAR), max_size=8)),
-                 max_size=12).map("".join)
+_TEXT = st.lists(
+    st.one_of(_TOKENS, st.just("\n"), st.text(st.one_of(_SYNTAX_CHARS, _ANY_CHAR), max_size=8)), max_size=12
+).map("".join)
 
 
 @given(st.one_of(_TEXT, st.text()))
@@ -436,18 +545,52 @@ _SIDE = st.integers(8, 128).map(lambda n: n * 8)
 
 
 @given(
-    prompt=_PROMPT, negative=_PROMPT, steps=st.integers(1, 150), cfg=st.floats(1.0, 30.0),
-    sampler=st.sampled_from(sampler_labels()), seed=st.integers(0, 2**32 - 2), width=_SIDE, height=_SIDE,
-    clip_skip=st.integers(1, 12), vae=st.sampled_from([None, "vae-ft-mse-840000-ema-pruned.safetensors"]),
+    prompt=_PROMPT,
+    negative=_PROMPT,
+    steps=st.integers(1, 150),
+    cfg=st.floats(1.0, 30.0),
+    sampler=st.sampled_from(sampler_labels()),
+    seed=st.integers(0, 2**32 - 2),
+    width=_SIDE,
+    height=_SIDE,
+    clip_skip=st.integers(1, 12),
+    vae=st.sampled_from([None, "vae-ft-mse-840000-ema-pruned.safetensors"]),
 )
 @settings(deadline=None)
-def test_request_round_trip(prompt: str, negative: str, steps: int, cfg: float, sampler: str, seed: int,
-                            width: int, height: int, clip_skip: int, vae: str | None) -> None:
-    request = GenerationRequest(prompt=prompt, negative_prompt=negative, steps=steps, cfg_scale=cfg,
-                                sampler=sampler, seed=-1, width=width, height=height, clip_skip=clip_skip,
-                                vae=vae or "auto", model="v1-5-pruned-emaonly")
-    text = infotext_for_request(request, seed=seed, model_name="v1-5-pruned-emaonly", model_hash="6ce0161689",
-                                vae_name=vae, vae_hash="735e4c3a44" if vae else None, version="sdbot 0.1.0")
+def test_request_round_trip(
+    prompt: str,
+    negative: str,
+    steps: int,
+    cfg: float,
+    sampler: str,
+    seed: int,
+    width: int,
+    height: int,
+    clip_skip: int,
+    vae: str | None,
+) -> None:
+    request = GenerationRequest(
+        prompt=prompt,
+        negative_prompt=negative,
+        steps=steps,
+        cfg_scale=cfg,
+        sampler=sampler,
+        seed=-1,
+        width=width,
+        height=height,
+        clip_skip=clip_skip,
+        vae=vae or "auto",
+        model="v1-5-pruned-emaonly",
+    )
+    text = infotext_for_request(
+        request,
+        seed=seed,
+        model_name="v1-5-pruned-emaonly",
+        model_hash="6ce0161689",
+        vae_name=vae,
+        vae_hash="735e4c3a44" if vae else None,
+        version="sdbot 0.1.0",
+    )
     options, unused = request_options(parse_infotext(text))
     assert unused == []
     assert GenerationRequest(**options) == request.replace(seed=seed)

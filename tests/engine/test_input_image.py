@@ -26,12 +26,12 @@ def encode(image: Image.Image, fmt: str, **kw) -> bytes:
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims width x height and whose data is a few bytes: a decompression bomb's shape."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
-        chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
@@ -59,10 +59,16 @@ def test_an_oversized_file_is_refused_before_anything_else():
         load_input_image(b"\x89PNG\r\n\x1a\n" + b"\0" * 300_000, LIMITS)
 
 
-@pytest.mark.parametrize(("side", "message"), [
-    (5000, "5000x5000 = 25,000,000 pixels; the limit is 1,000,000"),
-    (60_000, "claims more than .* pixels; the limit is 1,000,000 pixels"),  # Pillow's own guard fires first, also from the header
-])
+@pytest.mark.parametrize(
+    ("side", "message"),
+    [
+        (5000, "5000x5000 = 25,000,000 pixels; the limit is 1,000,000"),
+        (
+            60_000,
+            "claims more than .* pixels; the limit is 1,000,000 pixels",
+        ),  # Pillow's own guard fires first, also from the header
+    ],
+)
 def test_a_decompression_bomb_is_refused_before_decoding(monkeypatch, side, message):
     data = png_header_only(side, side)
     assert len(data) < 200
@@ -130,14 +136,23 @@ def test_default_sizes_round_to_64_for_sdxl_and_8_for_sd1(tmp_path, tiny_sd15, t
     from engine.models import ModelFile, checkpoint_family
     from engine.single_file import SD1_CLIP_PREFIX, SDXL_OPENCLIP_PREFIX, UNET_PREFIX
 
-    files = {"sdxl": [UNET_PREFIX + "x", SDXL_OPENCLIP_PREFIX + "transformer.x"],
-             "sd1": [UNET_PREFIX + "x", SD1_CLIP_PREFIX + "x"]}
+    files = {
+        "sdxl": [UNET_PREFIX + "x", SDXL_OPENCLIP_PREFIX + "transformer.x"],
+        "sd1": [UNET_PREFIX + "x", SD1_CLIP_PREFIX + "x"],
+    }
     for name, keys in files.items():  # single files: only the header is read
         save_file({k: torch.zeros(1) for k in keys}, tmp_path / f"{name}.safetensors")
     (tmp_path / "old.ckpt").write_bytes(b"not read")
-    found = {name: checkpoint_family(ModelFile(name, path)) for name, path in [
-        ("xl-folder", tiny_sdxl), ("sd-folder", tiny_sd15), ("xl-file", tmp_path / "sdxl.safetensors"),
-        ("sd-file", tmp_path / "sd1.safetensors"), ("pickle", tmp_path / "old.ckpt")]}
+    found = {
+        name: checkpoint_family(ModelFile(name, path))
+        for name, path in [
+            ("xl-folder", tiny_sdxl),
+            ("sd-folder", tiny_sd15),
+            ("xl-file", tmp_path / "sdxl.safetensors"),
+            ("sd-file", tmp_path / "sd1.safetensors"),
+            ("pickle", tmp_path / "old.ckpt"),
+        ]
+    }
     assert found == {"xl-folder": "sdxl", "sd-folder": "sd", "xl-file": "sdxl", "sd-file": "sd", "pickle": "sd"}
     limits = Limits(max_pixels=1024 * 1024)
     assert default_size(1000, 700, limits, size_multiple("sd")) == (1000, 696)

@@ -27,8 +27,13 @@ async def test_every_iterator_sees_the_whole_history_and_stops_at_the_end():
     h = handle()
     early = asyncio.create_task(_collect(h))
     await asyncio.sleep(0)
-    for event in [Queued(job_id="j1", position=2), Queued(job_id="j1", position=1), Started(job_id="j1"),
-                  Step(job_id="j1", step=1, total=2), Failed(job_id="j1", message="no such model")]:
+    for event in [
+        Queued(job_id="j1", position=2),
+        Queued(job_id="j1", position=1),
+        Started(job_id="j1"),
+        Step(job_id="j1", step=1, total=2),
+        Failed(job_id="j1", message="no such model"),
+    ]:
         h.record(event)
     h.record(Step(job_id="j1", step=2, total=2))  # after the end: dropped
     late = await _collect(h)

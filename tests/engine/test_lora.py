@@ -47,8 +47,9 @@ def shared_dir(tmp_path_factory, tiny_sd15: Path) -> Path:
 def _engines(shared_dir: Path) -> tuple[Engine, Engine, dict]:
     engine, plain = Engine(EngineConfig(models_dir=shared_dir)), Engine(EngineConfig(models_dir=shared_dir))
     pipe = pipe_of(plain)
-    snapshot = {name: {k: v.clone() for k, v in getattr(pipe, name).state_dict().items()}
-                for name in ("unet", "text_encoder")}
+    snapshot = {
+        name: {k: v.clone() for k, v in getattr(pipe, name).state_dict().items()} for name in ("unet", "text_encoder")
+    }
     return engine, plain, snapshot
 
 
@@ -94,8 +95,20 @@ def merge_by_hand(pipe, path: Path, te: float, unet: float) -> None:
     state = load_file(str(path))
     groups: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in state.items():
-        for suffix in ("lora_down.weight", "lora_up.weight", "lora_A.weight", "lora_B.weight", "alpha",
-                       "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "lokr_w1", "lokr_w2_a", "lokr_w2_b"):
+        for suffix in (
+            "lora_down.weight",
+            "lora_up.weight",
+            "lora_A.weight",
+            "lora_B.weight",
+            "alpha",
+            "hada_w1_a",
+            "hada_w1_b",
+            "hada_w2_a",
+            "hada_w2_b",
+            "lokr_w1",
+            "lokr_w2_a",
+            "lokr_w2_b",
+        ):
             if key.endswith("." + suffix):
                 groups.setdefault(key[: -len(suffix) - 1], {})[suffix] = value
     modules = _modules(pipe)
@@ -223,11 +236,12 @@ def test_dyn_keeps_the_first_ranks(engine, plain, models_dir):
 
 
 def test_lora_hashes_are_a1111_addnet_hashes(engine, models_dir):
-    path = write_network(pipe_of(engine), models_dir / "Lora" / "x.safetensors", seed=14,
-                         metadata={"ss_output_name": "x"})
+    path = write_network(
+        pipe_of(engine), models_dir / "Lora" / "x.safetensors", seed=14, metadata={"ss_output_name": "x"}
+    )
     data = path.read_bytes()
     header = int.from_bytes(data[:8], "little")
-    expected = hashlib.sha256(data[8 + header:]).hexdigest()[:12]
+    expected = hashlib.sha256(data[8 + header :]).hexdigest()[:12]
     result = engine.render(req(f"{PROMPT} <lora:x:0.7>"))
     params = parse_infotext(result.images[0].infotext).params
     assert params["Lora hashes"] == f"x: {expected}"
@@ -246,8 +260,12 @@ def test_unknown_name_lists_the_closest_first(engine, models_dir):
 
 
 def test_sdxl_lora_on_sd15_names_the_file_and_both_families(engine, models_dir):
-    write_network(pipe_of(engine), models_dir / "Lora" / "xl.safetensors", seed=2,
-                  metadata={"ss_base_model_version": "sdxl_base_v1-0"})
+    write_network(
+        pipe_of(engine),
+        models_dir / "Lora" / "xl.safetensors",
+        seed=2,
+        metadata={"ss_base_model_version": "sdxl_base_v1-0"},
+    )
     before = pixels(engine.render(req()))
     with pytest.raises(EngineError) as err:
         engine.render(req(f"{PROMPT} <lora:xl:1>"))
@@ -256,8 +274,13 @@ def test_sdxl_lora_on_sd15_names_the_file_and_both_families(engine, models_dir):
 
 
 def test_a_file_whose_keys_match_nothing(engine, models_dir):
-    save_file({"lora_unet_nowhere.lora_down.weight": torch.zeros(2, 4),
-               "lora_unet_nowhere.lora_up.weight": torch.zeros(4, 2)}, str(models_dir / "Lora" / "odd.safetensors"))
+    save_file(
+        {
+            "lora_unet_nowhere.lora_down.weight": torch.zeros(2, 4),
+            "lora_unet_nowhere.lora_up.weight": torch.zeros(4, 2),
+        },
+        str(models_dir / "Lora" / "odd.safetensors"),
+    )
     with pytest.raises(EngineError, match=r"LoRA odd \(odd.safetensors\) has no weights that match"):
         engine.render(req(f"{PROMPT} <lora:odd:1>"))
 
@@ -341,8 +364,12 @@ def test_listing_reads_family_and_trigger_words_from_metadata(engine, models_dir
     from engine.networks import NetworkLibrary
 
     tags = {"img": {"red hair": 9, "smile": 4, "1girl": 12}}
-    write_network(pipe_of(engine), models_dir / "Lora" / "girl.safetensors", seed=1,
-                  metadata={"ss_base_model_version": "sd_v1", "ss_tag_frequency": json.dumps(tags)})
+    write_network(
+        pipe_of(engine),
+        models_dir / "Lora" / "girl.safetensors",
+        seed=1,
+        metadata={"ss_base_model_version": "sd_v1", "ss_tag_frequency": json.dumps(tags)},
+    )
     library = NetworkLibrary(EngineConfig(models_dir=models_dir))
     info = library.lora_info(library.lora("GIRL"))
     assert info.family == "SD 1.x/2.x" and info.triggers == ("1girl", "red hair", "smile")

@@ -53,8 +53,9 @@ def xl(tmp_path_factory, tiny_sdxl: Path) -> Engine:
     shutil.copytree(tiny_sdxl, root / "tiny-sdxl")
     engine = Engine(EngineConfig(models_dir=root))
     pipe = engine.models.checkpoint("tiny-sdxl").pipe
-    write_network(pipe, root / "Lora" / "xl.safetensors", "loha", seed=1,
-                  metadata={"ss_base_model_version": "sdxl_base_v1-0"})
+    write_network(
+        pipe, root / "Lora" / "xl.safetensors", "loha", seed=1, metadata={"ss_base_model_version": "sdxl_base_v1-0"}
+    )
     write_network(build_tiny_pipeline(), root / "Lora" / "sd15.safetensors", seed=2)
     return engine
 
@@ -68,6 +69,9 @@ def test_an_sdxl_lora_acts_on_both_text_encoders_and_the_unet(xl):
 
 
 def test_an_sd15_lora_on_sdxl_is_refused_naming_both_families(xl):
-    with pytest.raises(EngineError, match=r"^LoRA sd15 \(sd15.safetensors\) is for SD 1.x/2.x; this checkpoint is "
-                                          r"SDXL$"):
+    with pytest.raises(
+        EngineError,
+        match=r"^LoRA sd15 \(sd15.safetensors\) is for SD 1.x/2.x; this checkpoint is "
+        r"SDXL$",
+    ):
         xl.render(req("a cat <lora:sd15:1>"))

@@ -20,11 +20,13 @@ def test_hashes_find_local_files_under_other_names_and_missing_ones_are_named(tm
         save_file({"w": torch.randn(3, 4, generator=torch.Generator().manual_seed(seed))}, str(path))
     save_file({"w": torch.zeros(2)}, str(tmp_path / "Lora" / "kept.safetensors"))
     library = NetworkLibrary(EngineConfig(models_dir=tmp_path))
-    text = (f"a cat <lora:add_detail:0.6> <lora:kept:1> <lyco:gone:1>, EasyNeg\n"
-            f"Negative prompt: easyneg, blurry\n"
-            f"Steps: 20, Sampler: Euler, CFG scale: 7, Seed: 1, Size: 512x512, "
-            f"Lora hashes: \"add_detail: {network_hash(lora)}, kept: 000000000000, gone: 123456789abc\", "
-            f"TI hashes: \"EasyNeg: {embedding_hash(emb)}, missing: abcdefabcdef\"")
+    text = (
+        f"a cat <lora:add_detail:0.6> <lora:kept:1> <lyco:gone:1>, EasyNeg\n"
+        f"Negative prompt: easyneg, blurry\n"
+        f"Steps: 20, Sampler: Euler, CFG scale: 7, Seed: 1, Size: 512x512, "
+        f'Lora hashes: "add_detail: {network_hash(lora)}, kept: 000000000000, gone: 123456789abc", '
+        f'TI hashes: "EasyNeg: {embedding_hash(emb)}, missing: abcdefabcdef"'
+    )
     linked, notes = relink_infotext(text, library)
     info = parse_infotext(linked)
     assert info.prompt == "a cat <lora:more_details:0.6> <lora:kept:1> <lyco:gone:1>, bad-hands"

@@ -195,15 +195,28 @@ def test_plain_weights_pickle_loads_only_when_allowed(models_dir, vae_files):
 
 
 def test_png_carries_the_infotext_which_round_trips(engine):
-    result = engine.render(req(prompt="猫 🐱, (best quality:1.2)", negative_prompt="blurry, text", clip_skip=2,
-                               sampler="DPM++ 2M Karras", cfg_scale=6.5))
+    result = engine.render(
+        req(
+            prompt="猫 🐱, (best quality:1.2)",
+            negative_prompt="blurry, text",
+            clip_skip=2,
+            sampler="DPM++ 2M Karras",
+            cfg_scale=6.5,
+        )
+    )
     text = read_png_infotext(result.images[0].png())
     assert text == result.images[0].infotext
     info = parse_infotext(text)
     assert info.prompt == "猫 🐱, (best quality:1.2)" and info.negative_prompt == "blurry, text"
     p = info.params
     assert (p["Steps"], p["Sampler"], p["Schedule type"], p["CFG scale"], p["Seed"], p["Size"]) == (
-        "3", "DPM++ 2M", "Karras", "6.5", "7", "64x64")
+        "3",
+        "DPM++ 2M",
+        "Karras",
+        "6.5",
+        "7",
+        "64x64",
+    )
     assert p["Model"] == "tiny-sd15" and len(p["Model hash"]) == 10 and p["Clip skip"] == "2"
 
 

@@ -11,13 +11,23 @@ import torch
 
 from engine.errors import EngineError
 from engine.previews import (
-    APPROX_CHEAP, Previewer, approx_cheap, cheap_preview, find_taesd, load_taesd_decoder, original_to_diffusers,
+    APPROX_CHEAP,
+    Previewer,
+    approx_cheap,
+    cheap_preview,
+    find_taesd,
+    load_taesd_decoder,
+    original_to_diffusers,
     to_image,
 )
 
 SD_ROWS = [[0.298, 0.207, 0.208], [0.187, 0.286, 0.173], [-0.158, 0.189, 0.264], [-0.184, -0.271, -0.473]]
-SDXL_ROWS = [[0.3448, 0.4168, 0.4395], [-0.1953, -0.0290, 0.0250], [0.1074, 0.0886, -0.0163],
-             [-0.3730, -0.2499, -0.2088]]
+SDXL_ROWS = [
+    [0.3448, 0.4168, 0.4395],
+    [-0.1953, -0.0290, 0.0250],
+    [0.1074, 0.0886, -0.0163],
+    [-0.3730, -0.2499, -0.2088],
+]
 
 
 @pytest.mark.parametrize("family, rows", [("sd", SD_ROWS), ("sdxl", SDXL_ROWS)])
@@ -62,12 +72,17 @@ def test_no_cheap_preview_for_other_latents():
 
 # --- TAESD -------------------------------------------------------------------------------------------------
 
+
 def small_taesd():
     from diffusers import AutoencoderTiny
 
     torch.manual_seed(0)
-    return AutoencoderTiny(encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
-                           num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1)).eval()
+    return AutoencoderTiny(
+        encoder_block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        num_encoder_blocks=(1, 1, 1, 1),
+        num_decoder_blocks=(1, 1, 1, 1),
+    ).eval()
 
 
 def default_decoder():
@@ -139,7 +154,9 @@ def test_taesd_original_decoder_file(tmp_path):
 
 def test_original_keys_are_renumbered():
     assert list(original_to_diffusers({"1.weight": torch.zeros(1), "3.conv.0.bias": torch.zeros(1)})) == [
-        "layers.0.weight", "layers.2.conv.0.bias"]
+        "layers.0.weight",
+        "layers.2.conv.0.bias",
+    ]
     with pytest.raises(EngineError, match="not a TAESD decoder weight"):
         original_to_diffusers({"encoder.0.weight": torch.zeros(1)})
 

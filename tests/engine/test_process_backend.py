@@ -24,8 +24,9 @@ SLOW = dict(width=128, height=128, steps=60)  # long enough to be killed mid-job
 
 @pytest.fixture
 def config(tiny_sd15) -> EngineConfig:
-    return EngineConfig(models_dir=tiny_sd15.parent, default_model=tiny_sd15.name, threads=1, job_timeout_s=0,
-                        isolation="process")
+    return EngineConfig(
+        models_dir=tiny_sd15.parent, default_model=tiny_sd15.name, threads=1, job_timeout_s=0, isolation="process"
+    )
 
 
 async def wait_for(handle, kind, timeout: float = 120, after: int = 0):
@@ -86,8 +87,9 @@ async def test_a_child_that_aborts_is_restarted_and_the_job_retried_once(config,
         always = worker.submit(GenerationRequest("abort-always", **FAST), owner=1, job_id="always")
         await asyncio.wait_for(_until_done(always), 300)
         assert isinstance(always.last_event, Failed) and always.last_event.message == CRASHED_TWICE
-        assert isinstance(await asyncio.wait_for(_last(worker.submit(GenerationRequest("fine", **FAST), owner=2)),
-                                                 300), Finished)
+        assert isinstance(
+            await asyncio.wait_for(_last(worker.submit(GenerationRequest("fine", **FAST), owner=2)), 300), Finished
+        )
         assert worker.restarts == 3
 
 

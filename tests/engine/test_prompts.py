@@ -9,7 +9,10 @@ from hypothesis import strategies as st
 
 from engine.errors import EngineError
 from engine.prompts import (
-    CHUNK_LENGTH, PromptEncoder, parse_prompt_attention, tokenize_chunks,
+    CHUNK_LENGTH,
+    PromptEncoder,
+    parse_prompt_attention,
+    tokenize_chunks,
 )
 from engine.tiny import TEXT_LAYERS, build_tiny_pipeline
 
@@ -24,9 +27,20 @@ W = pytest.approx
         ("(unbalanced", [("unbalanced", 1.1)]),
         ("\\(literal\\]", [("(literal]", 1.0)]),
         ("(unnecessary)(parens)", [("unnecessaryparens", 1.1)]),
-        ("a (((house:1.3)) [on] a (hill:0.5), sun, (((sky))).",
-         [("a ", 1.0), ("house", 1.5730000000000004), (" ", 1.1), ("on", 1.0), (" a ", 1.1), ("hill", 0.55),
-          (", sun, ", 1.1), ("sky", 1.4641000000000006), (".", 1.1)]),
+        (
+            "a (((house:1.3)) [on] a (hill:0.5), sun, (((sky))).",
+            [
+                ("a ", 1.0),
+                ("house", 1.5730000000000004),
+                (" ", 1.1),
+                ("on", 1.0),
+                (" a ", 1.1),
+                ("hill", 0.55),
+                (", sun, ", 1.1),
+                ("sky", 1.4641000000000006),
+                (".", 1.1),
+            ],
+        ),
         ("((x))", [("x", 1.21)]),
         ("[x]", [("x", 1 / 1.1)]),
         ("[[x]]", [("x", 1 / 1.1 / 1.1)]),

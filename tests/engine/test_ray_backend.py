@@ -24,7 +24,7 @@ from engine.config import EngineConfig, Limits, RayConfig  # noqa: E402
 from engine.errors import EngineError, JobCancelled  # noqa: E402
 from engine.ray_backend import REPLICA_LOST, RayWorker  # noqa: E402
 from engine.request import GenerationRequest  # noqa: E402
-from engine.worker import Cancelled, Failed, Finished, QueueFull, Queued, Started, Step, Worker  # noqa: E402
+from engine.worker import Cancelled, Failed, Finished, Queued, QueueFull, Started, Step, Worker  # noqa: E402
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -39,10 +39,18 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> EngineConfig:
     root = tmp_path_factory.mktemp("ray-models")
     write_tiny_model(root / "tiny-sd15")
     # A generous batch window: jobs sent together must meet on a replica even on a loaded CI machine.
-    ray_config = RayConfig(replicas=2, num_gpus=0, num_cpus=1, max_retries=2, max_ongoing_requests=2,
-                           start_timeout_s=180, batch_wait_s=0.2)
-    return EngineConfig(models_dir=root, default_model="tiny-sd15", threads=1, job_timeout_s=0,
-                        max_queued_per_user=3, backend="ray", ray=ray_config)
+    ray_config = RayConfig(
+        replicas=2, num_gpus=0, num_cpus=1, max_retries=2, max_ongoing_requests=2, start_timeout_s=180, batch_wait_s=0.2
+    )
+    return EngineConfig(
+        models_dir=root,
+        default_model="tiny-sd15",
+        threads=1,
+        job_timeout_s=0,
+        max_queued_per_user=3,
+        backend="ray",
+        ray=ray_config,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +81,7 @@ async def local(config: EngineConfig):
 
 def request(i: int, **settings) -> GenerationRequest:
     prompts = ["a photo of a cat", "a dog in the city", "portrait of a woman, best quality", "red sky at night"]
-    return GenerationRequest(prompts[i % len(prompts)], negative_prompt="blurry", seed=1000 + i,
-                             **{**FAST, **settings})
+    return GenerationRequest(prompts[i % len(prompts)], negative_prompt="blurry", seed=1000 + i, **{**FAST, **settings})
 
 
 def pixels(result) -> list[np.ndarray]:

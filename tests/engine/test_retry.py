@@ -56,8 +56,10 @@ class Script:
 
 
 def results(requests) -> list[RenderResult]:
-    return [RenderResult(r, [RenderedImage(None, r.seed + i, "", {}) for i in range(r.batch_size)], "m", None, 1.0)
-            for r in requests]
+    return [
+        RenderResult(r, [RenderedImage(None, r.seed + i, "", {}) for i in range(r.batch_size)], "m", None, 1.0)
+        for r in requests
+    ]
 
 
 def test_a_batch_that_runs_out_of_memory_is_split_in_halves_once():

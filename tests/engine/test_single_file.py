@@ -27,8 +27,9 @@ from engine.single_file import (
 def _load_folder(path: Path):
     from diffusers import DiffusionPipeline
 
-    return DiffusionPipeline.from_pretrained(str(path), local_files_only=True, safety_checker=None,
-                                             requires_safety_checker=False)
+    return DiffusionPipeline.from_pretrained(
+        str(path), local_files_only=True, safety_checker=None, requires_safety_checker=False
+    )
 
 
 def _config_copy(model_dir: Path, dest: Path) -> Path:
@@ -59,13 +60,24 @@ def _assert_same_image(a, b) -> None:
     memory is aligned: a tensor read from a file vs one made by the converter), far below one 8-bit level."""
     import numpy as np
 
-    images = [p("a photo of a cat", negative_prompt="blurry", num_inference_steps=2, height=64, width=64,
-                guidance_scale=5.0, generator=torch.Generator("cpu").manual_seed(7), output_type="np").images[0]
-              for p in (a, b)]
+    images = [
+        p(
+            "a photo of a cat",
+            negative_prompt="blurry",
+            num_inference_steps=2,
+            height=64,
+            width=64,
+            guidance_scale=5.0,
+            generator=torch.Generator("cpu").manual_seed(7),
+            output_type="np",
+        ).images[0]
+        for p in (a, b)
+    ]
     np.testing.assert_allclose(images[0], images[1], rtol=0, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------------------------- tokenizer
+
 
 def test_clip_tokenizer_is_the_real_one() -> None:
     tok = clip_tokenizer()
@@ -80,8 +92,16 @@ def test_clip_tokenizer_is_the_real_one() -> None:
     assert len(clip_tokenizer()) == 49408
 
 
-@pytest.mark.parametrize("folder, pad", [("sd1/tokenizer", 49407), ("sd2/tokenizer", 0), ("sd2-v/tokenizer", 0),
-                                         ("sdxl/tokenizer", 49407), ("sdxl/tokenizer_2", 0)])
+@pytest.mark.parametrize(
+    "folder, pad",
+    [
+        ("sd1/tokenizer", 49407),
+        ("sd2/tokenizer", 0),
+        ("sd2-v/tokenizer", 0),
+        ("sdxl/tokenizer", 49407),
+        ("sdxl/tokenizer_2", 0),
+    ],
+)
 def test_shipped_tokenizer_pads(folder: str, pad: int) -> None:
     tok = load_tokenizer(CONFIGS_DIR / folder)
     assert tok.pad_token_id == pad and tok.model_max_length == 77
@@ -90,35 +110,50 @@ def test_shipped_tokenizer_pads(folder: str, pad: int) -> None:
 # ---------------------------------------------------------------------------------------- family detection
 
 UNET_KEY = "model.diffusion_model.input_blocks.0.0.weight"
-VAE_KEYS = ["first_stage_model.decoder.up.0.block.0.conv1.weight",
-            "first_stage_model.encoder.down.0.block.0.conv1.weight"]
+VAE_KEYS = [
+    "first_stage_model.decoder.up.0.block.0.conv1.weight",
+    "first_stage_model.encoder.down.0.block.0.conv1.weight",
+]
 
 
-@pytest.mark.parametrize("keys, family", [
-    ([UNET_KEY, "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight", *VAE_KEYS], "sd1"),
-    ([UNET_KEY, "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight", *VAE_KEYS], "sd2"),
-    ([UNET_KEY, "conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight",
-      "conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight", *VAE_KEYS], "sdxl"),
-])
+@pytest.mark.parametrize(
+    "keys, family",
+    [
+        ([UNET_KEY, "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight", *VAE_KEYS], "sd1"),
+        ([UNET_KEY, "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight", *VAE_KEYS], "sd2"),
+        (
+            [
+                UNET_KEY,
+                "conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight",
+                "conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight",
+                *VAE_KEYS,
+            ],
+            "sdxl",
+        ),
+    ],
+)
 def test_detect_family(keys: list[str], family: str) -> None:
     assert detect_family(keys) == family
     assert detect_family(set(keys)) == family
 
 
-@pytest.mark.parametrize("keys, words", [
-    (["encoder.down.0.block.0.conv1.weight", "decoder.up.0.block.0.conv1.weight", "quant_conv.weight"], "is a VAE"),
-    (["encoder.down_blocks.0.resnets.0.conv1.weight", "decoder.up_blocks.0.resnets.0.conv1.weight"], "is a VAE"),
-    (VAE_KEYS, "is a VAE"),
-    (["lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight", "lora_te_text_model.alpha"], "is a LoRA"),
-    (["unet.down_blocks.0.attentions.0.to_q.lora_A.weight"], "is a LoRA"),
-    (["emb_params"], "embedding"),
-    (["control_model.input_hint_block.0.weight"], "ControlNet"),
-    (["down_blocks.0.resnets.0.conv1.weight", "conv_in.weight"], "diffusers-format"),
-    ([UNET_KEY, "conditioner.embedders.0.model.transformer.resblocks.0.attn.in_proj_weight"], "refiner"),
-    ([UNET_KEY, *VAE_KEYS], "no text encoder"),
-    (["something.else"], "not an SD 1.x, 2.x or SDXL checkpoint"),
-    ([], "no weights"),
-])
+@pytest.mark.parametrize(
+    "keys, words",
+    [
+        (["encoder.down.0.block.0.conv1.weight", "decoder.up.0.block.0.conv1.weight", "quant_conv.weight"], "is a VAE"),
+        (["encoder.down_blocks.0.resnets.0.conv1.weight", "decoder.up_blocks.0.resnets.0.conv1.weight"], "is a VAE"),
+        (VAE_KEYS, "is a VAE"),
+        (["lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight", "lora_te_text_model.alpha"], "is a LoRA"),
+        (["unet.down_blocks.0.attentions.0.to_q.lora_A.weight"], "is a LoRA"),
+        (["emb_params"], "embedding"),
+        (["control_model.input_hint_block.0.weight"], "ControlNet"),
+        (["down_blocks.0.resnets.0.conv1.weight", "conv_in.weight"], "diffusers-format"),
+        ([UNET_KEY, "conditioner.embedders.0.model.transformer.resblocks.0.attn.in_proj_weight"], "refiner"),
+        ([UNET_KEY, *VAE_KEYS], "no text encoder"),
+        (["something.else"], "not an SD 1.x, 2.x or SDXL checkpoint"),
+        ([], "no weights"),
+    ],
+)
 def test_detect_family_refuses(keys: list[str], words: str) -> None:
     with pytest.raises(EngineError, match=words):
         detect_family(keys, "x.safetensors")
@@ -126,8 +161,10 @@ def test_detect_family_refuses(keys: list[str], words: str) -> None:
 
 @pytest.mark.parametrize("channels, words", [(9, "inpainting"), (8, "InstructPix2Pix")])
 def test_detect_family_refuses_other_unet_inputs(channels: int, words: str) -> None:
-    state = {UNET_KEY: torch.zeros(320, channels, 3, 3),
-             "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight": torch.zeros(1)}
+    state = {
+        UNET_KEY: torch.zeros(320, channels, 3, 3),
+        "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight": torch.zeros(1),
+    }
     with pytest.raises(EngineError, match=words):
         detect_family(state, "x.safetensors")
 
@@ -135,8 +172,11 @@ def test_detect_family_refuses_other_unet_inputs(channels: int, words: str) -> N
 def test_a1111_key_renames() -> None:
     from engine.single_file import normalize_keys
 
-    turbo = {UNET_KEY: torch.zeros(320, 4, 3, 3), "conditioner.embedders.0.model.ln_final.weight": torch.zeros(1024),
-             "conditioner.embedders.0.model.transformer.resblocks.0.attn.in_proj_weight": torch.zeros(1)}
+    turbo = {
+        UNET_KEY: torch.zeros(320, 4, 3, 3),
+        "conditioner.embedders.0.model.ln_final.weight": torch.zeros(1024),
+        "conditioner.embedders.0.model.transformer.resblocks.0.attn.in_proj_weight": torch.zeros(1),
+    }
     assert "cond_stage_model.model.ln_final.weight" in normalize_keys(turbo)
     assert detect_family(turbo) == "sd2"  # SD 2.x Turbo, not an SDXL refiner
     old = {UNET_KEY: torch.zeros(1), "cond_stage_model.transformer.encoder.layers.0.mlp.fc1.weight": torch.zeros(1)}
@@ -144,6 +184,7 @@ def test_a1111_key_renames() -> None:
 
 
 # ------------------------------------------------------------------------------ tiny single-file checkpoints
+
 
 @pytest.fixture(scope="module")
 def sd15_folder_pipe(tiny_sd15: Path):
@@ -154,8 +195,9 @@ def sd15_folder_pipe(tiny_sd15: Path):
 def sd15_file(tmp_path_factory: pytest.TempPathFactory, tiny_sd15: Path, sd15_folder_pipe):
     root = tmp_path_factory.mktemp("single")
     config = _config_copy(tiny_sd15, root / "config-sd15")
-    path = ldm_layout.save_single_file(sd15_folder_pipe, "sd1", root / "tiny-sd15.safetensors",
-                                       extra={"alphas_cumprod": torch.linspace(1, 0, 1000)})
+    path = ldm_layout.save_single_file(
+        sd15_folder_pipe, "sd1", root / "tiny-sd15.safetensors", extra={"alphas_cumprod": torch.linspace(1, 0, 1000)}
+    )
     return path, config
 
 
@@ -199,8 +241,9 @@ def test_sdxl_single_file_matches_folder(tmp_path: Path, tiny_sdxl: Path) -> Non
 
 def test_v_pred_key_and_half_precision(tmp_path: Path, sd15_file, sd15_folder_pipe) -> None:
     path, config = sd15_file
-    marked = ldm_layout.save_single_file(sd15_folder_pipe, "sd1", tmp_path / "vpred.safetensors",
-                                         extra={"v_pred": torch.tensor([])})
+    marked = ldm_layout.save_single_file(
+        sd15_folder_pipe, "sd1", tmp_path / "vpred.safetensors", extra={"v_pred": torch.tensor([])}
+    )
     pipe = load_single_file_pipeline(marked, torch.float16, False, config_dir=config)
     assert pipe.scheduler.config.prediction_type == "v_prediction"
     assert pipe.unet.dtype == torch.float16 and pipe.text_encoder.dtype == torch.float16
@@ -246,8 +289,13 @@ def test_lora_given_as_model_is_refused(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
     path = tmp_path / "style.safetensors"
-    save_file({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(4, 8),
-               "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": torch.zeros(8, 4)}, str(path))
+    save_file(
+        {
+            "lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(4, 8),
+            "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": torch.zeros(8, 4),
+        },
+        str(path),
+    )
     with pytest.raises(EngineError, match="style.safetensors is a LoRA"):
         load_single_file_pipeline(path, torch.float32, False)
 
@@ -265,6 +313,7 @@ def test_incomplete_checkpoint_is_refused(tmp_path: Path, sd15_file) -> None:
 
 
 # ------------------------------------------------------------- shipped configs at real size (meta tensors)
+
 
 def _meta(build):
     with torch.device("meta"):
@@ -295,8 +344,7 @@ def _real_size_state(name: str) -> dict[str, torch.Tensor]:
         state.update(ldm_layout.openclip_diffusers_to_ldm(te.state_dict(), ldm_layout.SD2_OPENCLIP_PREFIX))
     else:
         te = _meta(lambda: CLIPTextModel(CLIPTextConfig.from_dict(text)))
-        state.update(ldm_layout.clip_diffusers_to_ldm(te.state_dict(), ldm_layout.SD1_CLIP_PREFIX,
-                                                      position_ids=True))
+        state.update(ldm_layout.clip_diffusers_to_ldm(te.state_dict(), ldm_layout.SD1_CLIP_PREFIX, position_ids=True))
     return state
 
 
@@ -304,12 +352,15 @@ def _count(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-@pytest.mark.parametrize("name, diffusers_type, params, scheduler, prediction, size", [
-    ("sd1", "v1", (859_520_964, 83_653_863, 123_060_480), "PNDMScheduler", "epsilon", 64),
-    ("sd2", "v2", (865_910_724, 83_653_863, 340_387_840), "PNDMScheduler", "epsilon", 64),
-    ("sd2-v", "v2", (865_910_724, 83_653_863, 340_387_840), "DDIMScheduler", "v_prediction", 96),
-    ("sdxl", "xl_base", (2_567_463_684, 83_653_863, 123_060_480), "EulerDiscreteScheduler", "epsilon", 128),
-])
+@pytest.mark.parametrize(
+    "name, diffusers_type, params, scheduler, prediction, size",
+    [
+        ("sd1", "v1", (859_520_964, 83_653_863, 123_060_480), "PNDMScheduler", "epsilon", 64),
+        ("sd2", "v2", (865_910_724, 83_653_863, 340_387_840), "PNDMScheduler", "epsilon", 64),
+        ("sd2-v", "v2", (865_910_724, 83_653_863, 340_387_840), "DDIMScheduler", "v_prediction", 96),
+        ("sdxl", "xl_base", (2_567_463_684, 83_653_863, 123_060_480), "EulerDiscreteScheduler", "epsilon", 128),
+    ],
+)
 def test_shipped_configs_fit_real_checkpoints(name, diffusers_type, params, scheduler, prediction, size) -> None:
     from diffusers.loaders.single_file_utils import infer_diffusers_model_type
 

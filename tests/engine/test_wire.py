@@ -14,8 +14,15 @@ from engine.wire import decode_result, encode_event
 def test_results_cross_the_wire_as_their_png_bytes():
     """A finished job travels as PNG bytes and arrives with the same pixels, PNG, seeds and request."""
     rng = np.random.default_rng(0)
-    images = [RenderedImage(Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)), 7 + i,
-                            f"a cat\nSeed: {7 + i}", {"nsfw": 0.25 * i}) for i in range(2)]
+    images = [
+        RenderedImage(
+            Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)),
+            7 + i,
+            f"a cat\nSeed: {7 + i}",
+            {"nsfw": 0.25 * i},
+        )
+        for i in range(2)
+    ]
     request = GenerationRequest("a cat", seed=7, batch_size=2, width=64, height=64)
     result = RenderResult(request, images, "tiny", None, 1.5, ("a note",))
     kind, data = encode_event(Finished(job_id="1", result=result))

@@ -26,7 +26,17 @@ from engine.errors import EngineError, JobCancelled
 from engine.pipeline import Engine
 from engine.request import GenerationRequest
 from engine.worker import (
-    OOM_MESSAGE, Cancelled, Failed, Finished, PendingJob, QueueFull, Queued, Started, Step, Worker, WorkerClosed,
+    OOM_MESSAGE,
+    Cancelled,
+    Failed,
+    Finished,
+    PendingJob,
+    Queued,
+    QueueFull,
+    Started,
+    Step,
+    Worker,
+    WorkerClosed,
 )
 from tests.paced_engine import PacedEngine
 
@@ -53,8 +63,14 @@ def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def config(models_root: Path) -> EngineConfig:
     # One intra-op thread: on a small shared CPU, two OpenMP threads stall whenever a core is busy elsewhere.
-    return EngineConfig(models_dir=models_root, default_model="tiny-sd15", max_queued_per_user=50,
-                        round_robin=True, job_timeout_s=0, threads=1)
+    return EngineConfig(
+        models_dir=models_root,
+        default_model="tiny-sd15",
+        max_queued_per_user=50,
+        round_robin=True,
+        job_timeout_s=0,
+        threads=1,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +130,7 @@ def check_stream(events: list, total: int) -> None:
     positions = [e.position for e in events[:started]]
     assert positions == sorted(positions, reverse=True) and len(set(positions)) == len(positions)
     assert [e.step for e in events if isinstance(e, Step)] == list(range(1, total + 1))
-    assert kinds[started + 1:-1] == ["step"] * total
+    assert kinds[started + 1 : -1] == ["step"] * total
 
 
 class RenderSpy:
@@ -139,9 +155,11 @@ class RenderSpy:
                 time.sleep(0.002)  # widen any window two renders could share
                 step = on_step
                 if self.on_step_hook is not None and on_step is not None:
+
                     def step(i, n, latents):
                         on_step(i, n, latents)
                         self.on_step_hook(i, n)
+
                 return original(requests, step, should_stop)
             finally:
                 with self.lock:
@@ -151,6 +169,7 @@ class RenderSpy:
 
 
 # --- the basics -----------------------------------------------------------------------------------------------
+
 
 async def test_submit_acknowledges_at_once_and_streams_events_in_order(make_worker):
     worker = make_worker()
@@ -215,6 +234,7 @@ async def test_event_loop_stays_responsive_while_a_job_runs(make_worker):
 
 # --- order, positions, caps --------------------------------------------------------------------------------
 
+
 async def test_positions_update_when_a_job_leaves_the_queue(make_worker):
     worker = make_worker(batching=False, round_robin=False)
     gate = Gate(worker)
@@ -251,8 +271,13 @@ async def _renders_in_turn(make_worker, engine, monkeypatch, backlog, expected):
 
 
 async def test_round_robin_interleaves_users(make_worker, engine, monkeypatch):
-    await _renders_in_turn(make_worker, engine, monkeypatch, (("A", None, 4), ("B", None, 2), ("C", None, 1)),
-                           ["A-0", "B-0", "C-0", "A-1", "B-1", "A-2", "A-3"])
+    await _renders_in_turn(
+        make_worker,
+        engine,
+        monkeypatch,
+        (("A", None, 4), ("B", None, 2), ("C", None, 1)),
+        ["A-0", "B-0", "C-0", "A-1", "B-1", "A-2", "A-3"],
+    )
 
 
 async def test_round_robin_newcomer_goes_ahead_of_a_backlog(make_worker):
@@ -270,8 +295,13 @@ async def test_round_robin_newcomer_goes_ahead_of_a_backlog(make_worker):
 async def test_two_servers_alternate_then_members_take_turns(make_worker, engine, monkeypatch):
     """Server G1 sends six jobs (a1 four, a2 two) before server G2 sends two: G2 is not starved behind G1's
     backlog, the two servers alternate, and inside G1 its members take turns."""
-    await _renders_in_turn(make_worker, engine, monkeypatch, (("a1", "G1", 4), ("a2", "G1", 2), ("b1", "G2", 2)),
-                           ["a1-0", "b1-0", "a2-0", "b1-1", "a1-1", "a2-1", "a1-2", "a1-3"])
+    await _renders_in_turn(
+        make_worker,
+        engine,
+        monkeypatch,
+        (("a1", "G1", 4), ("a2", "G1", 2), ("b1", "G2", 2)),
+        ["a1-0", "b1-0", "a2-0", "b1-1", "a1-1", "a2-1", "a1-2", "a1-3"],
+    )
 
 
 async def test_fifo_when_round_robin_is_off(make_worker):
@@ -314,6 +344,7 @@ async def test_per_user_cap(make_worker):
 
 
 # --- cancel ------------------------------------------------------------------------------------------------
+
 
 async def test_cancel_queued_job_never_renders(make_worker, engine, monkeypatch):
     spy = RenderSpy(engine, monkeypatch)
@@ -449,8 +480,13 @@ async def test_only_compatible_jobs_share_a_call(make_worker, engine, monkeypatc
     gate = Gate(worker)
     long_prompt = ", ".join(["a photo of a cat"] * 30)  # two 75-token chunks
     jobs = [
-        req("a", seed=1), req("b", seed=2, steps=4), req("c", seed=3), req(long_prompt, seed=4),
-        req("d", seed=5, vae="va.safetensors"), req("e", seed=6, batch_size=2), req("f", seed=7),
+        req("a", seed=1),
+        req("b", seed=2, steps=4),
+        req("c", seed=3),
+        req(long_prompt, seed=4),
+        req("d", seed=5, vae="va.safetensors"),
+        req("e", seed=6, batch_size=2),
+        req("f", seed=7),
         req("g", seed=8, cfg_scale=5.0),
     ]
     handles = [worker.submit(r, owner=i) for i, r in enumerate(jobs)]
@@ -463,6 +499,7 @@ async def test_only_compatible_jobs_share_a_call(make_worker, engine, monkeypatc
 
 
 # --- faults ------------------------------------------------------------------------------------------------
+
 
 async def test_injected_failure_fails_only_that_job(make_worker):
     def inject(attempt):
@@ -554,6 +591,7 @@ async def test_oom_twice_fails_with_a_readable_message(make_worker):
 
 # --- caches ------------------------------------------------------------------------------------------------
 
+
 async def test_a_vae_used_before_costs_no_disk_read(make_worker, engine):
     worker = make_worker(batching=False)
     await worker.submit(req(), owner="a")  # the checkpoint is loaded
@@ -577,6 +615,7 @@ async def test_checkpoint_switch_is_logged_with_its_load_time(make_worker, confi
 
 
 # --- previews ----------------------------------------------------------------------------------------------
+
 
 async def test_step_events_carry_previews_every_k_steps(make_worker):
     made = []
@@ -610,6 +649,7 @@ async def test_default_previews_are_approx_cheap(make_worker):
 
 
 # --- shutdown ----------------------------------------------------------------------------------------------
+
 
 async def test_close_returns_jobs_not_started_and_cancels_the_running_one(make_worker):
     worker = make_worker(batching=False)

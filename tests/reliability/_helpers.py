@@ -11,7 +11,8 @@ import asyncio
 import inspect
 import re
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from tests.discord_standin import DiscordStandIn, RecordedRequest
 
@@ -91,8 +92,7 @@ def in_flight(standin: DiscordStandIn, since: int = 0) -> list[RecordedRequest]:
     return [r for r in standin.requests[since:] if not r.done]
 
 
-async def settled(standin: DiscordStandIn, final: Callable[[], Any], timeout: float, what: str,
-                  since: int = 0) -> None:
+async def settled(standin: DiscordStandIn, final: Callable[[], Any], timeout: float, what: str, since: int = 0) -> None:
     """Wait until the system is idle: `final()` (every job's row in a final state, so nothing is left to post;
     a function or a coroutine function) and no request since `standin.mark()` `since` in flight (a killed
     process's requests held by a fault's delay never end: start after them). "Nothing arrives twice" is

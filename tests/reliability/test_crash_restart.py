@@ -21,8 +21,6 @@ import sqlite3
 import sys
 from pathlib import Path
 
-import pytest
-
 from bot.services.jobs import RESTARTING
 from tests.bot.harness import write_config
 from tests.discord_standin import DiscordStandIn, StandInGuild, StandInUser
@@ -50,12 +48,21 @@ class BotProcess:
         self.log = config.parent / f"{name}.log"
         self.proc: asyncio.subprocess.Process | None = None
 
-    async def start(self) -> "BotProcess":
+    async def start(self) -> BotProcess:
         env = {**os.environ, "DISCORD_TOKEN": self.standin.token, "PYTHONUNBUFFERED": "1"}
         with open(self.log, "wb") as out:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bot", "run", "--config", str(self.config), cwd=ROOT, env=env,
-                stdout=out, stderr=asyncio.subprocess.STDOUT)
+                sys.executable,
+                "-m",
+                "bot",
+                "run",
+                "--config",
+                str(self.config),
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+            )
         await self.wait_log("connected as", 90)
         return self
 
@@ -114,8 +121,10 @@ def content(r) -> str:
 
 def history(r) -> bool:
     """Any look for an earlier post: the job's message by id, or the channel's history."""
-    return r.method == "GET" and r.route in ("/channels/{channel_id}/messages",
-                                             "/channels/{channel_id}/messages/{message_id}")
+    return r.method == "GET" and r.route in (
+        "/channels/{channel_id}/messages",
+        "/channels/{channel_id}/messages/{message_id}",
+    )
 
 
 def progress(ix, text: str):
@@ -129,9 +138,15 @@ async def seed_awaiting_review(url: str, user_id: int, guild_id: int, channel_id
 
     db = make_engine(url)
     try:
-        job = await transaction(make_sessions(db), job_store.create, user_id=user_id,
-                                request={"prompt": "held", "width": 64, "height": 64, "steps": 2},
-                                guild_id=guild_id, channel_id=channel_id, status=JobStatus.AWAITING_REVIEW)
+        job = await transaction(
+            make_sessions(db),
+            job_store.create,
+            user_id=user_id,
+            request={"prompt": "held", "width": 64, "height": 64, "steps": 2},
+            guild_id=guild_id,
+            channel_id=channel_id,
+            status=JobStatus.AWAITING_REVIEW,
+        )
         return job.id
     finally:
         await db.dispose()
@@ -142,8 +157,9 @@ async def test_sigkill_then_restart_delivers_every_job_once(tmp_path, tiny_sd15)
     shutil.copytree(tiny_sd15, models / "tiny-sd15")
     guild = StandInGuild(members=[StandInUser("tester"), StandInUser("alice")])
     async with DiscordStandIn([guild]) as s:
-        config = write_config(tmp_path, models, s, engine={"threads": 1},
-                              discord={**DISCORD, "shutdown_timeout_s": SHUTDOWN_TIMEOUT})
+        config = write_config(
+            tmp_path, models, s, engine={"threads": 1}, discord={**DISCORD, "shutdown_timeout_s": SHUTDOWN_TIMEOUT}
+        )
         db = tmp_path / "sdbot.db"
         async with bot_processes() as processes:
             # --- process A: every state, then SIGKILL -----------------------------------------------------
@@ -158,8 +174,7 @@ async def test_sigkill_then_restart_delivers_every_job_once(tmp_path, tiny_sd15)
             await wait_until(lambda: hang_post.hits, 60, "job 2's post")
             third = await s.send_interaction(s.slash("imagine", {"prompt": f"rendering {SLOW}"}))
             await third.wait_for(progress(third, "rendering: "), timeout=60)
-            fourth = await s.send_interaction(s.slash("imagine", {"prompt": f"queued {FAST} --seed 4"},
-                                                      user="alice"))
+            fourth = await s.send_interaction(s.slash("imagine", {"prompt": f"queued {FAST} --seed 4"}, user="alice"))
             await fourth.wait_for(progress(fourth, "queued"), timeout=30)
             a.signal(signal.SIGKILL)
             assert await a.wait(10) == -signal.SIGKILL
@@ -176,8 +191,9 @@ async def test_sigkill_then_restart_delivers_every_job_once(tmp_path, tiny_sd15)
             # --- process B: recovery ---------------------------------------------------------------------
             b = await BotProcess(config, s, "b").start()
             processes.append(b)
-            await settled(s, lambda: all(statuses(db)[j] == "posted" for j in jobs), 90, "every job posted",
-                          since=restart)
+            await settled(
+                s, lambda: all(statuses(db)[j] == "posted" for j in jobs), 90, "every job posted", since=restart
+            )
             for job_id in jobs:
                 assert_delivered_once(s, job_id)
             after = s.requests[restart:]
@@ -190,8 +206,11 @@ async def test_sigkill_then_restart_delivers_every_job_once(tmp_path, tiny_sd15)
             for job_id in jobs[1:]:
                 assert "resumed after a restart" in final_messages(s, job_id)[0]["content"]
             for job_id in jobs[2:]:
-                assert [r for r in after if "resumed after a restart" in content(r)
-                        and f"Job #{job_id} queued" in content(r)]
+                assert [
+                    r
+                    for r in after
+                    if "resumed after a restart" in content(r) and f"Job #{job_id} queued" in content(r)
+                ]
             # the held job is neither run nor posted
             assert statuses(db)[held] == "awaiting_review"
             assert not [r for r in after if f"Job #{held}" in content(r)]
@@ -200,14 +219,14 @@ async def test_sigkill_then_restart_delivers_every_job_once(tmp_path, tiny_sd15)
             # --- SIGTERM while rendering: refuse new work, re-queue, exit 0 in time ------------------------
             long = await s.send_interaction(s.slash("imagine", {"prompt": f"long {SLOW}"}))
             await long.wait_for(progress(long, "rendering: "), timeout=60)
-            waiting = await s.send_interaction(s.slash("imagine", {"prompt": f"waiting {FAST} --seed 6"},
-                                                       user="alice"))
+            waiting = await s.send_interaction(s.slash("imagine", {"prompt": f"waiting {FAST} --seed 6"}, user="alice"))
             await waiting.wait_for(progress(waiting, "queued"), timeout=30)
             b.signal(signal.SIGTERM)
             await b.wait_log("shutting down", 10)
             late = await s.send_interaction(s.slash("imagine", {"prompt": f"late {FAST}"}))
-            followup = await late.wait_for(lambda r: r.method == "POST" and r.route.startswith("/webhooks/"),
-                                           timeout=10)
+            followup = await late.wait_for(
+                lambda r: r.method == "POST" and r.route.startswith("/webhooks/"), timeout=10
+            )
             assert RESTARTING in followup.json["content"] and followup.json["flags"] & 64
             assert await b.wait(SHUTDOWN_TIMEOUT + 15) == 0  # in time: a bound, not a measured figure
             interrupted = [job_of(db, long), job_of(db, waiting)]
@@ -248,8 +267,13 @@ async def test_a_kill_right_after_the_deferral_loses_nothing(tmp_path, tiny_sd15
             restart = s.mark()
             b = await BotProcess(config, s, "b").start()
             processes.append(b)
-            await settled(s, lambda: job_of_or_none(db, ix) and statuses(db)[job_of(db, ix)] == "posted", 90,
-                          "the journaled command's job posted", since=restart)
+            await settled(
+                s,
+                lambda: job_of_or_none(db, ix) and statuses(db)[job_of(db, ix)] == "posted",
+                90,
+                "the journaled command's job posted",
+                since=restart,
+            )
             job_id = job_of(db, ix)
             final = assert_delivered_once(s, job_id)
             assert int(final["id"]) == ix.original_message_id  # the "thinking…" message became the result

@@ -38,6 +38,7 @@ async def error_text(ix) -> str:
 async def hold_lock(path) -> sqlite3.Connection:
     """Another process's write lock (a backup, `sqlite3` by hand): `BEGIN EXCLUSIVE`, taken in a thread (the
     bot shares this event loop: blocking it while the bot holds the lock mid-transaction would deadlock)."""
+
     def take() -> sqlite3.Connection:
         conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
         conn.execute("BEGIN EXCLUSIVE")
@@ -54,8 +55,9 @@ def job_rows(path) -> list[tuple]:
 @pytest.fixture
 async def quick_busy(tmp_path, tiny_sd15):
     """The bot with a 100 ms busy timeout, so a held lock turns into "busy" within about a second."""
-    async with running_bot(tmp_path, tiny_sd15, engine=ENGINE, discord=DISCORD,
-                           database={"busy_timeout_ms": 100}) as running:
+    async with running_bot(
+        tmp_path, tiny_sd15, engine=ENGINE, discord=DISCORD, database={"busy_timeout_ms": 100}
+    ) as running:
         await recovered(running)
         yield running
 
@@ -73,8 +75,9 @@ async def test_a_locked_database_gives_a_clear_error_and_no_job(quick_busy):
     assert job_rows(path) == []
     assert quick_busy.services.worker.queued() == [] and quick_busy.services.worker.running() == []
     again = await s.send_interaction(s.slash("imagine", {"prompt": f"a dog {FAST}"}))
-    assert_delivered_once(s, marker_of(await again.wait_original_message(lambda m: bool(m.get("attachments")),
-                                                                         timeout=30)))
+    assert_delivered_once(
+        s, marker_of(await again.wait_original_message(lambda m: bool(m.get("attachments")), timeout=30))
+    )
     s.assert_no_invalid_requests()
 
 
@@ -132,7 +135,7 @@ async def test_a_database_turned_read_only_gives_a_clear_error_and_no_job(bot):
     assert job_rows(bot.config_path.parent / "sdbot.db") == []
     assert bot.services.worker.queued() == [] and bot.services.worker.running() == []
     again = await s.send_interaction(s.slash("imagine", {"prompt": f"a dog {FAST}"}))
-    assert (await again.wait_original_message(lambda m: bool(m.get("attachments")), timeout=30))
+    assert await again.wait_original_message(lambda m: bool(m.get("attachments")), timeout=30)
     s.assert_no_invalid_requests()
 
 

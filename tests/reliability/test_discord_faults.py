@@ -6,7 +6,6 @@ Every job must be posted exactly once (one message with its buttons, one upload 
 
 from __future__ import annotations
 
-from tests.discord_standin import Routes
 from tests.reliability._helpers import (
     FAST,
     assert_delivered_once,
@@ -61,8 +60,11 @@ async def test_5xx_bursts_are_retried_with_backoff(bot):
     ix = await imagine(s)
     ix.expire()  # the result goes to the channel
     burst = s.fail_next(channel_upload, 503, count=3)
-    await wait_until(lambda: burst.remaining == 0 and [m for m in s.messages.values() if marker_of(m)], 30,
-                     "the post after the burst")
+    await wait_until(
+        lambda: burst.remaining == 0 and [m for m in s.messages.values() if marker_of(m)],
+        30,
+        "the post after the burst",
+    )
     job_id = next(marker_of(m) for m in s.messages.values() if marker_of(m))
     attempts = [r.time for r in s.requests if channel_upload(r)]
     gaps = [b - a for a, b in zip(attempts, attempts[1:])]
@@ -96,8 +98,7 @@ async def test_a_post_whose_answer_was_lost_is_not_made_twice(bot):
     ix.expire()  # the result goes to the channel with a mention: a POST that a blind retry would duplicate
     lost = s.reset_next(channel_upload, after_processing=True)
     await wait_until(lambda: lost.remaining == 0, 30, "the post whose answer is lost")
-    job_id = marker_of(lost.hits[0].response or {}) or marker_of(
-        next(m for m in s.messages.values() if marker_of(m)))
+    job_id = marker_of(lost.hits[0].response or {}) or marker_of(next(m for m in s.messages.values() if marker_of(m)))
     await wait_until(lambda: job_id in _posted(bot), 20, f"job {job_id} recorded as posted")
     message = assert_delivered_once(s, job_id)
     assert message["content"].startswith(f"<@{s.user.id}>")

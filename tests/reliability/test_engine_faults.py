@@ -85,8 +85,7 @@ async def test_each_engine_fault_touches_only_its_job(faulty):
     worker.fault_injector = held_until_all_wait
     sent = {}
     for i, prompt in enumerate(cases):
-        sent[prompt] = await s.send_interaction(s.slash("imagine", {"prompt": f"{prompt} {FAST}"},
-                                                        user=users[i % 3]))
+        sent[prompt] = await s.send_interaction(s.slash("imagine", {"prompt": f"{prompt} {FAST}"}, user=users[i % 3]))
         if i == 0:
             await wait_until(first_render.is_set, 60, "the first job's render")
     await wait_until(lambda: len(worker.queued()) == len(cases) - 1, 60, "every other job to be queued")
@@ -94,7 +93,8 @@ async def test_each_engine_fault_touches_only_its_job(faulty):
     for prompt, expected in cases.items():
         ix = sent[prompt]
         final = await ix.wait_original_message(
-            lambda m: bool(m.get("attachments")) or "failed" in m.get("content", ""), timeout=60)
+            lambda m: bool(m.get("attachments")) or "failed" in m.get("content", ""), timeout=60
+        )
         if expected is None:
             assert final.get("attachments"), (prompt, final["content"])
             assert_delivered_once(s, marker_of(final))
@@ -105,7 +105,7 @@ async def test_each_engine_fault_touches_only_its_job(faulty):
     assert stats.oom_retries >= 2 and stats.jobs_failed == 5
     faulty.services.worker.fault_injector = None
     again = await s.send_interaction(s.slash("imagine", {"prompt": f"after {FAST}"}))  # the queue still moves
-    assert (await again.wait_original_message(lambda m: bool(m.get("attachments")), timeout=30))
+    assert await again.wait_original_message(lambda m: bool(m.get("attachments")), timeout=30)
     s.assert_no_invalid_requests()
 
 
@@ -129,8 +129,9 @@ async def test_engine_child_crashes_cost_a_restart_not_the_bot(tmp_path, tiny_sd
             return ix.wait_original_message(lambda m: bool(m.get("attachments")), timeout=240)
 
         slow = await s.send_interaction(s.slash("imagine", {"prompt": "slow --size 128x128 --steps 60"}))
-        await slow.wait_for(lambda r: r.method == "PATCH" and "rendering: " in ((r.json or {}).get("content") or ""),
-                            timeout=120)
+        await slow.wait_for(
+            lambda r: r.method == "PATCH" and "rendering: " in ((r.json or {}).get("content") or ""), timeout=120
+        )
         first = worker.child_pid
         os.kill(first, signal.SIGKILL)
         during = await s.send_interaction(s.slash("imagine", {"prompt": f"during {FAST}"}, user="alice"))

@@ -17,7 +17,6 @@ import json
 import logging
 import sqlite3
 
-import pytest
 import pytest_asyncio
 from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
@@ -41,12 +40,21 @@ async def fuzz_bot(tmp_path, tiny_sd15):
     models = tmp_path / "models"
     shutil.copytree(tiny_sd15, models / "tiny-sd15")
     members = [StandInUser(f"user{i}") for i in range(10)]
-    guild = StandInGuild(members=members, roles=[StandInRole("artists")],
-                         channels=[StandInChannel("general"), StandInChannel("art"), StandInChannel("reviews")])
+    guild = StandInGuild(
+        members=members,
+        roles=[StandInRole("artists")],
+        channels=[StandInChannel("general"), StandInChannel("art"), StandInChannel("reviews")],
+    )
     async with DiscordStandIn([guild]) as standin:
         # fuzzing sends far more than a person could: rate limits out of the way
-        config = write_config(tmp_path, models, standin, engine=ENGINE, discord=DISCORD, moderation={
-            "user_rate": 10000, "guild_rate": 100000, "max_queued_per_guild": 100000})
+        config = write_config(
+            tmp_path,
+            models,
+            standin,
+            engine=ENGINE,
+            discord=DISCORD,
+            moderation={"user_rate": 10000, "guild_rate": 100000, "max_queued_per_guild": 100000},
+        )
         running = await RunningBot(standin, config).start()
         running.errors = _Errors()
         logging.getLogger("bot").addHandler(running.errors)
@@ -78,8 +86,9 @@ def _tiny_renders(engine) -> None:
     render_batch = engine.render_batch
 
     def tiny(requests, *args, **kwargs):
-        small = [r.replace(width=64, height=64, steps=min(r.steps, 2), batch_size=min(r.batch_size, 2))
-                 for r in requests]
+        small = [
+            r.replace(width=64, height=64, steps=min(r.steps, 2), batch_size=min(r.batch_size, 2)) for r in requests
+        ]
         return render_batch(small, *args, **kwargs)
 
     engine.render_batch = tiny
@@ -93,22 +102,40 @@ def _active_jobs(db) -> list[int]:
 # --- option values, by declared option --------------------------------------------------------------------------
 
 KNOWN = ["tiny-sd15", "auto", "none", "512x768", "64x64", "huge", "clear", "portrait", "a", "-", "_"]
-WORDS = st.lists(st.one_of(st.sampled_from(["a cat", "(masterpiece:1.2)", "[blurry]", "BREAK", "castle", "\\(x\\)",
-                                            "ß∂ƒ", "🐱", "nsfw?", "(((deep)))"]), st.text(max_size=12)),
-                 min_size=1, max_size=6).map(" ".join)
+WORDS = st.lists(
+    st.one_of(
+        st.sampled_from(
+            ["a cat", "(masterpiece:1.2)", "[blurry]", "BREAK", "castle", "\\(x\\)", "ß∂ƒ", "🐱", "nsfw?", "(((deep)))"]
+        ),
+        st.text(max_size=12),
+    ),
+    min_size=1,
+    max_size=6,
+).map(" ".join)
 GOOD_OPTION = st.one_of(
-    st.integers(-1, 2**32).map(lambda n: f"--seed {n}"), st.integers(1, 150).map(lambda n: f"--steps {n}"),
-    st.floats(1, 30).map(lambda f: f"--cfg {f:.2f}"), st.sampled_from(["--ar 2:3", "--ar 16:9", "--ar 1:1"]),
-    st.sampled_from(sampler_labels()).map(lambda n: f"--sampler {n}"), st.integers(1, 3).map(lambda n: f"--clip-skip {n}"),
-    st.integers(1, 4).map(lambda n: f"--batch {n}"), st.just("--no text, blur"), st.just("--vae auto"),
+    st.integers(-1, 2**32).map(lambda n: f"--seed {n}"),
+    st.integers(1, 150).map(lambda n: f"--steps {n}"),
+    st.floats(1, 30).map(lambda f: f"--cfg {f:.2f}"),
+    st.sampled_from(["--ar 2:3", "--ar 16:9", "--ar 1:1"]),
+    st.sampled_from(sampler_labels()).map(lambda n: f"--sampler {n}"),
+    st.integers(1, 3).map(lambda n: f"--clip-skip {n}"),
+    st.integers(1, 4).map(lambda n: f"--batch {n}"),
+    st.just("--no text, blur"),
+    st.just("--vae auto"),
 )
 GOOD_PROMPT = st.tuples(WORDS, st.lists(GOOD_OPTION, max_size=4)).map(lambda t: " ".join([t[0], *t[1]]))
 NAMES = st.sampled_from(["portrait", "anime", "Fast_1", "x"])
 LIKELY = {
     "size": st.sampled_from(["512x512", "512x768", "64x64", "1024x1024", "640 x 640"]),
-    "sampler": st.sampled_from(sampler_labels()), "vae": st.sampled_from(["auto", "none"]),
-    "model": st.just("tiny-sd15"), "preset": NAMES, "name": NAMES, "old": NAMES, "new": NAMES,
-    "options": st.lists(GOOD_OPTION, min_size=1, max_size=4).map(" ".join), "id": st.integers(1, 40).map(str),
+    "sampler": st.sampled_from(sampler_labels()),
+    "vae": st.sampled_from(["auto", "none"]),
+    "model": st.just("tiny-sd15"),
+    "preset": NAMES,
+    "name": NAMES,
+    "old": NAMES,
+    "new": NAMES,
+    "options": st.lists(GOOD_OPTION, min_size=1, max_size=4).map(" ".join),
+    "id": st.integers(1, 40).map(str),
     "duration": st.sampled_from(["1h", "30m", "2d", "forever", "soon"]),
 }
 
@@ -122,7 +149,7 @@ def string_values(option: dict) -> st.SearchStrategy[str]:
     likely = LIKELY.get(option["name"], GOOD_PROMPT)
     pool = st.one_of(likely, likely, likely, junk)  # mostly plausible, so commands get past the first check too
     # Discord refuses a value outside the declared length, so the bot never sees one
-    return pool.map(lambda v: (v + "x" * lo)[:max(lo, len(v))][:hi])
+    return pool.map(lambda v: (v + "x" * lo)[: max(lo, len(v))][:hi])
 
 
 def option_values(option: dict, standin: DiscordStandIn, draw) -> object:
@@ -130,7 +157,7 @@ def option_values(option: dict, standin: DiscordStandIn, draw) -> object:
     if kind == 3:
         return draw(string_values(option))
     if kind in (4, 10):
-        lo, hi = option.get("min_value", -2**53), option.get("max_value", 2**53)
+        lo, hi = option.get("min_value", -(2**53)), option.get("max_value", 2**53)
         if kind == 4:
             return draw(st.integers(int(lo), int(hi)))
         return draw(st.floats(float(lo), float(hi), allow_nan=False, allow_infinity=False))
@@ -144,12 +171,14 @@ def option_values(option: dict, standin: DiscordStandIn, draw) -> object:
     if kind == 8:
         return draw(st.sampled_from(guild.roles))
     if kind == 11:
-        name, data = draw(st.one_of(
-            st.tuples(st.just("presets.json"), VALID_EXPORT.map(str.encode)),
-            st.tuples(st.just("x.txt"), st.binary(max_size=200)),
-            st.tuples(st.just("image.png"), st.binary(max_size=200).map(lambda b: b"\x89PNG\r\n\x1a\n" + b)),
-            st.tuples(st.just("real.png"), st.just(_png_with_infotext())),
-        ))
+        name, data = draw(
+            st.one_of(
+                st.tuples(st.just("presets.json"), VALID_EXPORT.map(str.encode)),
+                st.tuples(st.just("x.txt"), st.binary(max_size=200)),
+                st.tuples(st.just("image.png"), st.binary(max_size=200).map(lambda b: b"\x89PNG\r\n\x1a\n" + b)),
+                st.tuples(st.just("real.png"), st.just(_png_with_infotext())),
+            )
+        )
         return standin.upload_attachment(name, data)
     raise AssertionError(f"option type {kind} is not fuzzed yet: add it")
 
@@ -159,8 +188,10 @@ def _png_with_infotext() -> bytes:
 
     from engine.infotext import png_bytes
 
-    return png_bytes(Image.new("RGB", (8, 8)), "a cat\nNegative prompt: blur\nSteps: 20, Sampler: Euler a, "
-                                               "CFG scale: 7, Seed: 1, Size: 512x512")
+    return png_bytes(
+        Image.new("RGB", (8, 8)),
+        "a cat\nNegative prompt: blur\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x512",
+    )
 
 
 def leaves(command: dict) -> list[tuple[str, list[dict]]]:
@@ -195,15 +226,19 @@ def interactions(draw, standin: DiscordStandIn):
         options_with = [(p, o) for p, os in chat for o in os if o.get("autocomplete")]
         path, focused = draw(st.sampled_from(options_with))
         declared = next(os for p, os in chat if p == path)
-        values = {o["name"]: option_values(o, standin, draw) for o in declared
-                  if o.get("required") and o is not focused}
+        values = {
+            o["name"]: option_values(o, standin, draw) for o in declared if o.get("required") and o is not focused
+        }
         values[focused["name"]] = draw(string_values({**focused, "required": False}))
         event(f"autocomplete /{path} {focused['name']}")
         return standin.autocomplete(path, values, focused=focused["name"], user=user, channel=channel)
     weighted = chat + [leaf for leaf in chat if leaf[0] == "imagine"] * 6  # the command people use most
     path, declared = draw(st.sampled_from(weighted))
-    values = {o["name"]: option_values(o, standin, draw) for o in declared
-              if o.get("required") or draw(st.integers(0, 3)) == 0}
+    values = {
+        o["name"]: option_values(o, standin, draw)
+        for o in declared
+        if o.get("required") or draw(st.integers(0, 3)) == 0
+    }
     event(f"/{path}")
     return standin.slash(path, values, user=user, channel=channel)
 
@@ -214,10 +249,18 @@ def _text_of(request) -> str:
 
 # No shrinking and no replays from the example database: the bot's state (presets, bans, modes) changes with
 # every case, so a replay is not the same case; the failing case is reported as it was generated.
-@settings(max_examples=settings.default.max_examples if SLOW else CI_CASES, deadline=None,
-          phases=[Phase.explicit, Phase.generate], database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                 HealthCheck.data_too_large, HealthCheck.filter_too_much])
+@settings(
+    max_examples=settings.default.max_examples if SLOW else CI_CASES,
+    deadline=None,
+    phases=[Phase.explicit, Phase.generate],
+    database=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
+)
 @given(data=st.data())
 async def test_every_command_answers_fuzzed_options_clearly(fuzz_bot, data):
     s = fuzz_bot.standin

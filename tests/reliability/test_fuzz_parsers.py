@@ -44,67 +44,143 @@ def one_line(error: BaseException) -> None:
 
 # --- strategies ------------------------------------------------------------------------------------------------
 
-SYNTAX = st.sampled_from(list("()[]:\\,.-+ \n\t") + ["BREAK", " BREAK ", "--", "—", "\"", "“", "”", "'", "x",
-                                                      "9" * 40, "1.5", "-2", "1e9", "nan", "inf", "\u200b"])
+SYNTAX = st.sampled_from(
+    list("()[]:\\,.-+ \n\t")
+    + ["BREAK", " BREAK ", "--", "—", '"', "“", "”", "'", "x", "9" * 40, "1.5", "-2", "1e9", "nan", "inf", "\u200b"]
+)
 ANY = st.text(max_size=40)
 TEXT = st.lists(st.one_of(SYNTAX, ANY), max_size=25).map("".join)
 
 OPTION_NAMES = sorted(BY_FLAG) + ["bogus", "x", "SEED", "clip_skip", "Steps", "no-", "a1"]
 VALUES = st.one_of(
-    st.integers(-2**70, 2**70).map(str), st.floats(allow_nan=True, allow_infinity=True).map(repr),
-    st.sampled_from(["", "2:3", "16:9", "0:1", "9999:1", "512x768", "64x64", "65x64", "1x1", "99999x99999",
-                     "Euler a", "DPM++ 2M Karras", "Karras", "auto", "none", "tiny-sd15", "../../etc/passwd",
-                     '"quoted value"', "“smart”", "abc", "-1", "4294967296"]),
+    st.integers(-(2**70), 2**70).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.sampled_from(
+        [
+            "",
+            "2:3",
+            "16:9",
+            "0:1",
+            "9999:1",
+            "512x768",
+            "64x64",
+            "65x64",
+            "1x1",
+            "99999x99999",
+            "Euler a",
+            "DPM++ 2M Karras",
+            "Karras",
+            "auto",
+            "none",
+            "tiny-sd15",
+            "../../etc/passwd",
+            '"quoted value"',
+            "“smart”",
+            "abc",
+            "-1",
+            "4294967296",
+        ]
+    ),
     ANY,
 )
 INLINE = st.lists(
-    st.one_of(ANY, st.tuples(st.sampled_from(["--", "—", " --", "---"]), st.sampled_from(OPTION_NAMES), VALUES)
-              .map(lambda t: f" {t[0]}{t[1]} {t[2]}")),
+    st.one_of(
+        ANY,
+        st.tuples(st.sampled_from(["--", "—", " --", "---"]), st.sampled_from(OPTION_NAMES), VALUES).map(
+            lambda t: f" {t[0]}{t[1]} {t[2]}"
+        ),
+    ),
     max_size=8,
 ).map("".join)
 
-PARAM_KEYS = ["Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size", "Clip skip", "Model", "VAE",
-              "Model hash", "Hires upscale", "Denoising strength", "Lora hashes", "Version"]
+PARAM_KEYS = [
+    "Steps",
+    "Sampler",
+    "Schedule type",
+    "CFG scale",
+    "Seed",
+    "Size",
+    "Clip skip",
+    "Model",
+    "VAE",
+    "Model hash",
+    "Hires upscale",
+    "Denoising strength",
+    "Lora hashes",
+    "Version",
+]
 INFOTEXT = st.one_of(
     TEXT,
-    st.builds(format_infotext, ANY, ANY, st.dictionaries(st.sampled_from(PARAM_KEYS), VALUES, min_size=3,
-                                                            max_size=10)),
+    st.builds(format_infotext, ANY, ANY, st.dictionaries(st.sampled_from(PARAM_KEYS), VALUES, min_size=3, max_size=10)),
     st.builds(lambda p, n, tail: f"{p}\nNegative prompt: {n}\n{tail}", ANY, ANY, TEXT),
 )
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | ANY,
-                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(ANY, inner, max_size=4),
-                    max_leaves=12)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | ANY,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(ANY, inner, max_size=4),
+    max_leaves=12,
+)
 OPTION_VALUES = st.one_of(JSON, VALUES, st.integers(-5, 5000), st.floats(0, 40))
-GOOD_OPTIONS = st.fixed_dictionaries({"steps": st.integers(1, 150)}, optional={
-    "cfg_scale": st.floats(1, 30), "sampler": st.sampled_from(["Euler a", "DDIM"]),
-    "width": st.sampled_from([64, 512, 768]), "height": st.sampled_from([64, 512, 768]),
-    "clip_skip": st.integers(1, 4), "negative_prompt": ANY, "prompt_prefix": ANY, "seed": st.integers(-1, 2**32),
-})
+GOOD_OPTIONS = st.fixed_dictionaries(
+    {"steps": st.integers(1, 150)},
+    optional={
+        "cfg_scale": st.floats(1, 30),
+        "sampler": st.sampled_from(["Euler a", "DDIM"]),
+        "width": st.sampled_from([64, 512, 768]),
+        "height": st.sampled_from([64, 512, 768]),
+        "clip_skip": st.integers(1, 4),
+        "negative_prompt": ANY,
+        "prompt_prefix": ANY,
+        "seed": st.integers(-1, 2**32),
+    },
+)
 NAMES = st.from_regex(r"[A-Za-z0-9_-]{1,32}", fullmatch=True)
 GOOD_PRESET = st.fixed_dictionaries({"name": NAMES, "options": GOOD_OPTIONS}, optional={"default": st.just(False)})
 PRESET = st.one_of(
-    GOOD_PRESET, GOOD_PRESET, GOOD_PRESET,
+    GOOD_PRESET,
+    GOOD_PRESET,
+    GOOD_PRESET,
     st.fixed_dictionaries({"name": NAMES, "options": GOOD_OPTIONS}, optional={"default": st.booleans()}),
     st.fixed_dictionaries(
-        {"name": st.one_of(NAMES, ANY, JSON),
-         "options": st.one_of(st.dictionaries(st.sampled_from([*REQUEST_FIELDS, "prompt_prefix", "prompt_suffix",
-                                                                  "bogus"]), OPTION_VALUES, max_size=6), JSON)},
-        optional={"default": st.one_of(st.booleans(), JSON)}),
+        {
+            "name": st.one_of(NAMES, ANY, JSON),
+            "options": st.one_of(
+                st.dictionaries(
+                    st.sampled_from([*REQUEST_FIELDS, "prompt_prefix", "prompt_suffix", "bogus"]),
+                    OPTION_VALUES,
+                    max_size=6,
+                ),
+                JSON,
+            ),
+        },
+        optional={"default": st.one_of(st.booleans(), JSON)},
+    ),
 )
 VALID_EXPORT = st.fixed_dictionaries(
-    {"format": st.just(preset_store.EXPORT_FORMAT), "version": st.just(1),
-     "presets": st.lists(PRESET, max_size=4, unique_by=lambda p: str(p["name"]).lower())}).map(json.dumps)
+    {
+        "format": st.just(preset_store.EXPORT_FORMAT),
+        "version": st.just(1),
+        "presets": st.lists(PRESET, max_size=4, unique_by=lambda p: str(p["name"]).lower()),
+    }
+).map(json.dumps)
 EXPORT = st.one_of(
-    VALID_EXPORT, VALID_EXPORT,
-    st.fixed_dictionaries({"format": st.sampled_from([preset_store.EXPORT_FORMAT] * 4 + ["other"]),
-                           "version": st.sampled_from([1, 1, 1, 2, "1", None]),
-                           "presets": st.one_of(st.lists(PRESET, max_size=5), JSON)}).map(json.dumps),
-    JSON.map(json.dumps), TEXT, st.binary(max_size=64),
+    VALID_EXPORT,
+    VALID_EXPORT,
+    st.fixed_dictionaries(
+        {
+            "format": st.sampled_from([preset_store.EXPORT_FORMAT] * 4 + ["other"]),
+            "version": st.sampled_from([1, 1, 1, 2, "1", None]),
+            "presets": st.one_of(st.lists(PRESET, max_size=5), JSON),
+        }
+    ).map(json.dumps),
+    JSON.map(json.dumps),
+    TEXT,
+    st.binary(max_size=64),
 )
 
 
 # --- pure parsers --------------------------------------------------------------------------------------------
+
 
 @examples(500)
 @given(TEXT)
@@ -158,6 +234,7 @@ def test_infotext_import_gives_options_or_a_store_error(text, keep_seed):
 
 # --- through the database --------------------------------------------------------------------------------------
 
+
 @pytest_asyncio.fixture
 async def sessions(tmp_path: Path):
     db = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'fuzz.db'}")
@@ -201,7 +278,8 @@ async def test_a_typed_prompt_becomes_a_request_or_a_user_error(sessions, text):
     try:
         inline = parse_inline(text)
         command = await PresetService(sessions).resolve_command(
-            user, None, list(inline.presets), {**inline.options, "prompt": inline.prompt or None})
+            user, None, list(inline.presets), {**inline.options, "prompt": inline.prompt or None}
+        )
     except (UserError, EngineError, StoreError) as exc:
         event(f"refused: {type(exc).__name__}")
         one_line(exc)

@@ -23,7 +23,6 @@ from tests.reliability._helpers import (
     ENGINE,
     FAST,
     assert_delivered_once,
-    final_messages,
     job_id_in,
     settled,
 )
@@ -45,23 +44,37 @@ async def test_two_processes_each_half_the_shards_on_one_postgresql(tmp_path, mo
         for shard in (0, 1):
             root = tmp_path / f"shard{shard}"
             root.mkdir()
-            configs.append(write_config(root, models_dir, s, engine=ENGINE, database={"url": pg_server_url},
-                                        discord={**DISCORD, "shards": 2, "shard_ids": [shard],
-                                                 "guild_ids": [g.id for g in guilds]}))
+            configs.append(
+                write_config(
+                    root,
+                    models_dir,
+                    s,
+                    engine=ENGINE,
+                    database={"url": pg_server_url},
+                    discord={**DISCORD, "shards": 2, "shard_ids": [shard], "guild_ids": [g.id for g in guilds]},
+                )
+            )
         first = [BotProcess(c, s, "first") for c in configs]
         second = [BotProcess(c, s, "second") for c in configs]
         try:
             await asyncio.gather(*(p.start() for p in first))
             users = [guild.members[0] for guild in guilds]
-            slow = [await s.send_interaction(s.slash("imagine", {"prompt": f"slow {SLOW}"}, guild=guild, user=user))
-                    for guild, user in zip(guilds, users)]
-            running = [await ix.wait_for(lambda r: job_edit(r) and "/30" in r.json["content"], timeout=120)
-                       for ix in slow]
-            queued = [await s.send_interaction(s.slash("imagine", {"prompt": f"queued {FAST}"}, guild=guild,
-                                                       user=user)) for guild, user in zip(guilds, users)]
+            slow = [
+                await s.send_interaction(s.slash("imagine", {"prompt": f"slow {SLOW}"}, guild=guild, user=user))
+                for guild, user in zip(guilds, users)
+            ]
+            running = [
+                await ix.wait_for(lambda r: job_edit(r) and "/30" in r.json["content"], timeout=120) for ix in slow
+            ]
+            queued = [
+                await s.send_interaction(s.slash("imagine", {"prompt": f"queued {FAST}"}, guild=guild, user=user))
+                for guild, user in zip(guilds, users)
+            ]
             waiting = [await ix.wait_for(job_edit, timeout=30) for ix in queued]
-            jobs = {shard: [job_id_in(running[shard].json["content"]), job_id_in(waiting[shard].json["content"])]
-                    for shard in (0, 1)}
+            jobs = {
+                shard: [job_id_in(running[shard].json["content"]), job_id_in(waiting[shard].json["content"])]
+                for shard in (0, 1)
+            }
             for process in first:
                 await process.kill()
 

@@ -14,17 +14,18 @@ from tests.reliability._helpers import DISCORD, ENGINE, FAST, assert_delivered_o
 
 
 async def test_a_graceful_stop_finishes_the_running_job_and_keeps_the_queue(tmp_path, tiny_sd15):
-    async with running_bot(tmp_path, tiny_sd15, engine=ENGINE,
-                           discord={**DISCORD, "shutdown_timeout_s": 60}) as h:
+    async with running_bot(tmp_path, tiny_sd15, engine=ENGINE, discord={**DISCORD, "shutdown_timeout_s": 60}) as h:
         s = h.standin
         db = h.config_path.parent / "sdbot.db"
         await recovered(h)
         running = await s.send_interaction(s.slash("imagine", {"prompt": "a cat --size 192x192 --steps 20"}))
-        await running.wait_for(lambda r: r.method == "PATCH" and "rendering: " in (r.json or {}).get("content", ""),
-                               timeout=30)
+        await running.wait_for(
+            lambda r: r.method == "PATCH" and "rendering: " in (r.json or {}).get("content", ""), timeout=30
+        )
         queued = await s.send_interaction(s.slash("imagine", {"prompt": f"a dog {FAST}"}, user="alice"))
-        await queued.wait_for(lambda r: r.method == "PATCH" and "queued" in (r.json or {}).get("content", ""),
-                              timeout=30)
+        await queued.wait_for(
+            lambda r: r.method == "PATCH" and "queued" in (r.json or {}).get("content", ""), timeout=30
+        )
         stopping = asyncio.create_task(h.stop())
         await wait_until(lambda: h.services.jobs._stopping, 10, "the stop to begin")
         late = await s.send_interaction(s.slash("imagine", {"prompt": f"a bird {FAST}"}))

@@ -13,8 +13,10 @@ import discord
 from bot.option_spec import BY_KEY
 
 # The embed's inline fields, labelled as the vocabulary names them.
-_FIELDS = tuple((BY_KEY[key].label, key) for key in (
-    "steps", "sampler", "cfg_scale", "seed", "size", "clip_skip", "vae", "model", "batch_size"))
+_FIELDS = tuple(
+    (BY_KEY[key].label, key)
+    for key in ("steps", "sampler", "cfg_scale", "seed", "size", "clip_skip", "vae", "model", "batch_size")
+)
 
 
 def clip(text: str, limit: int) -> str:
@@ -41,11 +43,19 @@ def _source(key: str, sources: Mapping[str, str]) -> str | None:
     return found[0] if found else None
 
 
-def parameters_embed(job_id: int, options: Mapping[str, Any], sources: Mapping[str, str],
-                     seeds: list[int] | None = None, user: str | None = None) -> discord.Embed:
+def parameters_embed(
+    job_id: int,
+    options: Mapping[str, Any],
+    sources: Mapping[str, str],
+    seeds: list[int] | None = None,
+    user: str | None = None,
+) -> discord.Embed:
     """The parameters of a job, each with where it came from when not a default (Discord's embed limits kept)."""
-    embed = discord.Embed(title=clip(f"Job #{job_id}", 256), description=clip(options.get("prompt", ""), 4096),
-                          colour=discord.Colour.blurple())
+    embed = discord.Embed(
+        title=clip(f"Job #{job_id}", 256),
+        description=clip(options.get("prompt", ""), 4096),
+        colour=discord.Colour.blurple(),
+    )
     if options.get("negative_prompt"):
         embed.add_field(name="Negative prompt", value=clip(options["negative_prompt"], 1024), inline=False)
     loras = loras_text(options.get("prompt", ""), options.get("negative_prompt", ""))
@@ -95,8 +105,9 @@ def _second_pass_fields(options: Mapping[str, Any], sources: Mapping[str, str]) 
     return fields
 
 
-def info_message(job_id: int, options: Mapping[str, Any], sources: Mapping[str, str] | None, seed: int | None,
-                 infotext: str | None) -> dict[str, Any]:
+def info_message(
+    job_id: int, options: Mapping[str, Any], sources: Mapping[str, str] | None, seed: int | None, infotext: str | None
+) -> dict[str, Any]:
     """ℹ️ and /info: the infotext (as A1111's PNG Info shows it) and the parameters embed."""
     embed = parameters_embed(job_id, options, sources or {}, [seed] if seed is not None else None)
     content = f"```\n{clip(infotext, 1900)}\n```" if infotext else "(the image files are gone)"

@@ -24,9 +24,11 @@ def prepare_uploads(paths: list[Path], limit: int) -> tuple[list[list[Upload]], 
     """Messages' worth of uploads (≤ 10 each, each message within `limit` bytes) and a note when converted."""
     budget = max(limit - _MARGIN, 1)
     pngs = [Upload(p.name, p.read_bytes()) for p in paths]
-    for kind, note in ((None, None), ("webp", "sent as lossless WebP to fit the upload limit; "
-                                              "the PNG with its infotext is kept (use ℹ️)"),
-                       ("jpeg", "sent as JPEG to fit the upload limit; the PNG with its infotext is kept (use ℹ️)")):
+    for kind, note in (
+        (None, None),
+        ("webp", "sent as lossless WebP to fit the upload limit; the PNG with its infotext is kept (use ℹ️)"),
+        ("jpeg", "sent as JPEG to fit the upload limit; the PNG with its infotext is kept (use ℹ️)"),
+    ):
         uploads = pngs if kind is None else [_convert(u, kind) for u in pngs]
         batches = _pack(uploads, budget)
         if batches is not None:
@@ -58,5 +60,4 @@ def _convert(upload: Upload, kind: str) -> Upload:
         image.save(out, format="WEBP", lossless=True, quality=100, method=4)
     else:
         image.convert("RGB").save(out, format="JPEG", quality=90)
-    return Upload(Path(upload.filename).with_suffix("." + ("webp" if kind == "webp" else "jpg")).name,
-                  out.getvalue())
+    return Upload(Path(upload.filename).with_suffix("." + ("webp" if kind == "webp" else "jpg")).name, out.getvalue())

@@ -19,8 +19,9 @@ async def dispatch(interaction: discord.Interaction, cog_name: str, handler: str
         await reply_error(interaction, exc)
 
 
-class ActionButton(discord.ui.DynamicItem[discord.ui.Button],
-                   template=r"sdbot:(?P<kind>[a-z]+):(?P<id>[0-9]{1,19}):(?P<action>[a-z]+)"):
+class ActionButton(
+    discord.ui.DynamicItem[discord.ui.Button], template=r"sdbot:(?P<kind>[a-z]+):(?P<id>[0-9]{1,19}):(?P<action>[a-z]+)"
+):
     """A button `sdbot:<KIND>:<id>:<action>` that calls `COG.HANDLER(interaction, id, action)`.
 
     A subclass names its `KIND`, `ACTIONS` (action -> emoji, label, style), `COG` and `HANDLER`, and its own
@@ -38,14 +39,18 @@ class ActionButton(discord.ui.DynamicItem[discord.ui.Button],
 
     def __init__(self, item_id: int, action: str, row: int | None = None) -> None:
         emoji, label, style = self.ACTIONS[action]
-        super().__init__(discord.ui.Button(emoji=emoji, label=label, style=style, row=row,
-                                           custom_id=f"sdbot:{self.KIND}:{item_id}:{action}"))
+        super().__init__(
+            discord.ui.Button(
+                emoji=emoji, label=label, style=style, row=row, custom_id=f"sdbot:{self.KIND}:{item_id}:{action}"
+            )
+        )
         self.item_id = item_id
         self.action = action
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
-                             match: re.Match[str]) -> ActionButton:
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str]
+    ) -> ActionButton:
         if match["action"] not in cls.ACTIONS:
             raise ValueError(f"unknown {cls.KIND} action {match['action']!r}")
         return cls(int(match["id"]), match["action"])

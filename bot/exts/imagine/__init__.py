@@ -10,8 +10,9 @@ from bot.exts.imagine._views import ImageButton, ImageSelect, JobButton
 
 def recovery_listener(bot) -> Callable[[Any], DiscordJobListener]:
     """Jobs a previous run left unfinished report to their channel, mentioning their owner."""
-    return lambda job: DiscordJobListener(bot, user_id=job.user_id, channel_id=job.channel_id,
-                                          guild_id=job.guild_id, resumed=True)
+    return lambda job: DiscordJobListener(
+        bot, user_id=job.user_id, channel_id=job.channel_id, guild_id=job.guild_id, resumed=True
+    )
 
 
 async def setup(bot) -> None:

@@ -15,15 +15,15 @@ from discord.ext import commands
 from bot.app import USER_ERRORS, admit, reply_error
 from bot.errors import UserError
 from bot.exts.common.formatting import info_message
+from bot.exts.common.params import Batch, Cfg, ClipSkip, Hires, HiresSteps, Negative, Prompt, Seed, Steps, Strength
 from bot.exts.imagine import _inputs, _replay
 from bot.exts.imagine._delivery import DiscordJobListener
 from bot.exts.imagine._views import EditModal, RemixModal, SavePresetModal
 from bot.exts.moderation import actor_of
-from bot.exts.common.params import Batch, Cfg, ClipSkip, Hires, HiresSteps, Negative, Prompt, Seed, Steps, Strength
 from bot.option_spec import describe, from_slash, inline_text
 from bot.options import append_to_prompt, parse_inline
-from bot.services.submission import Command, Requester
 from bot.services.records import JobRecord
+from bot.services.submission import Command, Requester
 from engine.extra_networks import lora_tag
 from engine.samplers import sampler_labels
 
@@ -62,35 +62,90 @@ class Imagine(commands.Cog):
 
     # --- /imagine --------------------------------------------------------------------------------------
     @app_commands.command(name="imagine", description="Draw an image from a prompt (A1111 syntax, --options)")
-    @app_commands.describe(**describe(
-        "negative", "preset", "steps", "cfg", "sampler", "seed", "size", "clip_skip", "vae", "model", "batch", "lora",
-        "strength", "resize_mode", "hires", "hires_steps", "hires_upscaler",
-        prompt="What to draw; may end with options like --ar 2:3 --seed 5 --no text --steps 30 --<preset>",
-        image="Start from this image (img2img): PNG, JPEG or WebP"))
-    @app_commands.choices(resize_mode=[
-        app_commands.Choice(name="Just resize", value="just"),
-        app_commands.Choice(name="Crop and resize", value="crop"),
-        app_commands.Choice(name="Resize and fill", value="fill"),
-    ])
+    @app_commands.describe(
+        **describe(
+            "negative",
+            "preset",
+            "steps",
+            "cfg",
+            "sampler",
+            "seed",
+            "size",
+            "clip_skip",
+            "vae",
+            "model",
+            "batch",
+            "lora",
+            "strength",
+            "resize_mode",
+            "hires",
+            "hires_steps",
+            "hires_upscaler",
+            prompt="What to draw; may end with options like --ar 2:3 --seed 5 --no text --steps 30 --<preset>",
+            image="Start from this image (img2img): PNG, JPEG or WebP",
+        )
+    )
+    @app_commands.choices(
+        resize_mode=[
+            app_commands.Choice(name="Just resize", value="just"),
+            app_commands.Choice(name="Crop and resize", value="crop"),
+            app_commands.Choice(name="Resize and fill", value="fill"),
+        ]
+    )
     async def imagine(
-        self, interaction: discord.Interaction, prompt: Prompt, negative: Negative | None = None,
-        preset: str | None = None, steps: Steps | None = None, cfg: Cfg | None = None, sampler: str | None = None,
-        seed: Seed | None = None, size: str | None = None, clip_skip: ClipSkip | None = None, vae: str | None = None,
-        model: str | None = None, batch: Batch | None = None, lora: app_commands.Range[str, 1, 200] | None = None,
-        image: discord.Attachment | None = None, strength: Strength | None = None, resize_mode: str | None = None,
-        hires: Hires | None = None, hires_steps: HiresSteps | None = None, hires_upscaler: str | None = None,
+        self,
+        interaction: discord.Interaction,
+        prompt: Prompt,
+        negative: Negative | None = None,
+        preset: str | None = None,
+        steps: Steps | None = None,
+        cfg: Cfg | None = None,
+        sampler: str | None = None,
+        seed: Seed | None = None,
+        size: str | None = None,
+        clip_skip: ClipSkip | None = None,
+        vae: str | None = None,
+        model: str | None = None,
+        batch: Batch | None = None,
+        lora: app_commands.Range[str, 1, 200] | None = None,
+        image: discord.Attachment | None = None,
+        strength: Strength | None = None,
+        resize_mode: str | None = None,
+        hires: Hires | None = None,
+        hires_steps: HiresSteps | None = None,
+        hires_upscaler: str | None = None,
     ) -> None:
-        typed = from_slash(negative=negative, steps=steps, cfg=cfg, sampler=sampler, seed=seed, size=size,
-                           clip_skip=clip_skip, vae=vae, model=model, batch=batch, strength=strength,
-                           resize_mode=resize_mode, hires=hires, hires_steps=hires_steps,
-                           hires_upscaler=hires_upscaler)
+        typed = from_slash(
+            negative=negative,
+            steps=steps,
+            cfg=cfg,
+            sampler=sampler,
+            seed=seed,
+            size=size,
+            clip_skip=clip_skip,
+            vae=vae,
+            model=model,
+            batch=batch,
+            strength=strength,
+            resize_mode=resize_mode,
+            hires=hires,
+            hires_steps=hires_steps,
+            hires_upscaler=hires_upscaler,
+        )
         if lora:
             prompt = append_to_prompt(prompt, lora_tag(lora.strip()))
         await self.run_prompt(interaction, prompt, typed, [preset] if preset else [], image=image)
 
-    async def run_prompt(self, interaction: discord.Interaction, text: str, typed: dict[str, Any],
-                         typed_presets: list[str], *, image: discord.Attachment | None = None,
-                         start: _inputs.StartImage | None = None) -> None:
+    async def run_prompt(
+        self,
+        interaction: discord.Interaction,
+        text: str,
+        typed: dict[str, Any],
+        typed_presets: list[str],
+        *,
+        image: discord.Attachment | None = None,
+        start: _inputs.StartImage | None = None,
+    ) -> None:
         """Shared by /imagine, Remix and the edit modal: inline options, presets, typed options (which win).
 
         The start image is an attachment (`image`, downloaded after the acknowledgement) or one already kept
@@ -117,8 +172,16 @@ class Imagine(commands.Cog):
                 start = await _inputs.save_attachment(image, self._inputs_dir, limits)
                 merged = _inputs.with_start_image(merged, start, limits)
             sources = {} if start is None else {"init_image": start.label}
-            await self._submit(interaction, Command(self._requester(interaction), merged, presets, sources=sources,
-                                                    start_sized=sized_by_image and start is not None))
+            await self._submit(
+                interaction,
+                Command(
+                    self._requester(interaction),
+                    merged,
+                    presets,
+                    sources=sources,
+                    start_sized=sized_by_image and start is not None,
+                ),
+            )
 
     @property
     def _inputs_dir(self):
@@ -160,9 +223,16 @@ class Imagine(commands.Cog):
         who = command.who
 
         def listen(previews: bool) -> DiscordJobListener:
-            return DiscordJobListener(self.bot, user_id=who.user_id, channel_id=who.channel_id,
-                                      guild_id=who.guild_id, interaction=interaction, previews=previews,
-                                      resumed=resumed, age_s=age_s)
+            return DiscordJobListener(
+                self.bot,
+                user_id=who.user_id,
+                channel_id=who.channel_id,
+                guild_id=who.guild_id,
+                interaction=interaction,
+                previews=previews,
+                resumed=resumed,
+                age_s=age_s,
+            )
 
         return await self.services.submissions.submit(command, listen)
 
@@ -202,13 +272,18 @@ class Imagine(commands.Cog):
             request = self._request_of(job).replace(seed=-1)
             sources = {**(job.sources or {}), "seed": "re-roll"}
             async with self._acknowledged(interaction, {"request": request.options(), "sources": sources}):
-                await self._submit(interaction, Command(self._requester(interaction), request=request,
-                                                        sources=sources))
+                await self._submit(interaction, Command(self._requester(interaction), request=request, sources=sources))
         elif action == "edit":
             options = dict(job.request)
-            await interaction.response.send_modal(EditModal(
-                job.id, options.get("prompt", ""), options.get("negative_prompt", ""),
-                options_text(options, job.seed), lambda i, p, n, o: self._on_edit(i, job, p, n, o)))
+            await interaction.response.send_modal(
+                EditModal(
+                    job.id,
+                    options.get("prompt", ""),
+                    options.get("negative_prompt", ""),
+                    options_text(options, job.seed),
+                    lambda i, p, n, o: self._on_edit(i, job, p, n, o),
+                )
+            )
         elif action == "save":
             await interaction.response.send_modal(SavePresetModal(job.id, lambda i, name: self._on_save(i, job, name)))
         elif action == "info":
@@ -236,8 +311,13 @@ class Imagine(commands.Cog):
         if action == "upscale":
             width, height = width * 2, height * 2
             seed = job.seed + index if job.seed is not None else -1
-            changes = dict(width=width, height=height, strength=settings.upscale_strength, seed=seed,
-                           hires_upscaler=settings.upscale_upscaler)
+            changes = dict(
+                width=width,
+                height=height,
+                strength=settings.upscale_strength,
+                seed=seed,
+                hires_upscaler=settings.upscale_upscaler,
+            )
             label = f"Upscale ×2 of job #{job.id}, image {index + 1}"
         else:
             changes = dict(width=width, height=height, strength=_inputs.VARY[action], seed=-1)
@@ -248,8 +328,9 @@ class Imagine(commands.Cog):
             sources = {**(job.sources or {}), "init_image": label, "strength": label.split(" of ")[0]}
             if action != "upscale":
                 sources["seed"] = "new seed"
-            await self._submit(interaction, Command(self._requester(interaction), request=request, sources=sources,
-                                                    what=label))
+            await self._submit(
+                interaction, Command(self._requester(interaction), request=request, sources=sources, what=label)
+            )
 
     async def remix(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """Apps > Remix on a message with an image: a modal for the prompt and strength, then img2img from it."""
@@ -272,8 +353,9 @@ class Imagine(commands.Cog):
 
         return GenerationRequest(**job.request, limits=self.bot.config.engine_config().limits)
 
-    async def _on_edit(self, interaction: discord.Interaction, job: JobRecord, prompt: str, negative: str,
-                       options: str) -> None:
+    async def _on_edit(
+        self, interaction: discord.Interaction, job: JobRecord, prompt: str, negative: str, options: str
+    ) -> None:
         """The edited command runs again; an img2img job's edit starts from the same image (its strength and
         resize mode are in the options text)."""
         start = None
@@ -288,7 +370,9 @@ class Imagine(commands.Cog):
         verb = "created" if result.created else "updated"
         await interaction.response.send_message(
             f"💾 preset **{result.preset.name}** {verb}: use it with `--{result.preset.name}` or "
-            f"`/imagine preset:{result.preset.name}`", ephemeral=True)
+            f"`/imagine preset:{result.preset.name}`",
+            ephemeral=True,
+        )
 
     def _info_message(self, job: JobRecord) -> dict[str, Any]:
         return info_message(job.id, job.request, job.sources, job.seed, self.services.jobs.infotext_of(job))
@@ -307,6 +391,7 @@ async def _errors_replace_thinking(interaction: discord.Interaction):
 
 def _choices(values: list[str], current: str) -> list[app_commands.Choice[str]]:
     current = current.lower()
-    ranked = [v for v in values if v.lower().startswith(current)] + \
-             [v for v in values if current in v.lower() and not v.lower().startswith(current)]
+    ranked = [v for v in values if v.lower().startswith(current)] + [
+        v for v in values if current in v.lower() and not v.lower().startswith(current)
+    ]
     return [app_commands.Choice(name=v[:100], value=v[:100]) for v in ranked[:25]]

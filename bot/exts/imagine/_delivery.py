@@ -28,8 +28,8 @@ from typing import Any
 import aiohttp
 import discord
 
-from bot.exts.imagine import _format
 from bot.exts.common.uploads import DEFAULT_UPLOAD_LIMIT, prepare_uploads
+from bot.exts.imagine import _format
 from bot.services.jobs import Delivered
 from bot.services.records import JobRecord, utcnow
 
@@ -50,9 +50,18 @@ def post_nonce(job_id: int, part: str) -> str:
 
 
 class DiscordJobListener:
-    def __init__(self, bot, *, user_id: int, channel_id: int, guild_id: int | None,
-                 interaction: discord.Interaction | None = None, resumed: bool = False,
-                 previews: bool = False, age_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        bot,
+        *,
+        user_id: int,
+        channel_id: int,
+        guild_id: int | None,
+        interaction: discord.Interaction | None = None,
+        resumed: bool = False,
+        previews: bool = False,
+        age_s: float = 0.0,
+    ) -> None:
         self.bot = bot
         self.user_id = user_id
         self.channel_id = channel_id
@@ -89,8 +98,9 @@ class DiscordJobListener:
         self._update(content=self._prefix() + _format.progress_line(job_id, "started"))
 
     async def step(self, job_id: int, step: int, total: int, preview: Any | None) -> None:
-        update: dict[str, Any] = {"content": self._prefix() + _format.progress_line(
-            job_id, "step", step=step, total=total)}
+        update: dict[str, Any] = {
+            "content": self._prefix() + _format.progress_line(job_id, "step", step=step, total=total)
+        }
         period = self.bot.config.settings.discord.preview_period_s
         if self.previews and preview is not None and time.monotonic() - self._last_preview >= period:
             self._last_preview = time.monotonic()
@@ -117,15 +127,21 @@ class DiscordJobListener:
                 message = await self._show(content=content, final=True, nonce=post_nonce(job.id, "1"), **kwargs)
                 first = message
             else:
-                message = await self._send_channel(content=f"Job #{job.id} (part {i + 1})",
-                                                   files=kwargs.pop("attachments"),
-                                                   nonce=post_nonce(job.id, str(i + 1)), **kwargs)
+                message = await self._send_channel(
+                    content=f"Job #{job.id} (part {i + 1})",
+                    files=kwargs.pop("attachments"),
+                    nonce=post_nonce(job.id, str(i + 1)),
+                    **kwargs,
+                )
         return Delivered(first.id if first is not None else None)
 
     async def failed(self, job_id: int, message: str) -> None:
         await self._stop_updates()
-        await self._show(content=_format.clip(f"❌ Job #{job_id} failed: {message}", 2000), final=True,
-                         nonce=post_nonce(job_id, "failed"))
+        await self._show(
+            content=_format.clip(f"❌ Job #{job_id} failed: {message}", 2000),
+            final=True,
+            nonce=post_nonce(job_id, "failed"),
+        )
 
     async def cancelled(self, job_id: int) -> None:
         await self._stop_updates()
@@ -162,8 +178,11 @@ class DiscordJobListener:
         own_attempts = not self.resumed and (self.interaction is None or self._first_final is not None)
         if (checked or (own_attempts and not self._via_original)) and self._nonce_covers(job):
             return None
-        log.warning("job %s: looking for its post in the channel's history (last resort, up to %d messages)",
-                    job.id, SEARCH_LIMIT)
+        log.warning(
+            "job %s: looking for its post in the channel's history (last resort, up to %d messages)",
+            job.id,
+            SEARCH_LIMIT,
+        )
         return await self._scan_history(job)
 
     def _nonce_covers(self, job: JobRecord) -> bool:
@@ -187,7 +206,9 @@ class DiscordJobListener:
         me = self.bot.user.id if self.bot.user else None
         return message.author.id == me and any(
             str(getattr(item, "custom_id", "") or "").startswith(marker)
-            for row in message.components for item in getattr(row, "children", []))
+            for row in message.components
+            for item in getattr(row, "children", [])
+        )
 
     async def _scan_history(self, job: JobRecord) -> Delivered | None:
         channel = self.bot.get_partial_messageable(self.channel_id, guild_id=self.guild_id)

@@ -10,8 +10,9 @@ __all__ = ["CONTENT_LIMIT", "clip", "final_content", "parameters_embed", "progre
 CONTENT_LIMIT = 2000
 
 
-def progress_line(job_id: int, state: str, *, position: int | None = None, step: int | None = None,
-                  total: int | None = None) -> str:
+def progress_line(
+    job_id: int, state: str, *, position: int | None = None, step: int | None = None, total: int | None = None
+) -> str:
     if state == "queued":
         ahead = "next up" if position <= 1 else f"position {position}"
         return f"⏳ Job #{job_id} queued: {ahead}"

@@ -46,8 +46,10 @@ def first_image(message: discord.Message) -> discord.Attachment | None:
 def check_declared_size(attachment: discord.Attachment, limits: Limits) -> None:
     """Refuse an attachment Discord says is too large, without downloading it."""
     if attachment.size > limits.max_input_bytes:
-        raise UserError(f"{attachment.filename} is {attachment.size / 2**20:.1f} MiB; the limit for a start image "
-                        f"is {limits.max_input_bytes / 2**20:.1f} MiB")
+        raise UserError(
+            f"{attachment.filename} is {attachment.size / 2**20:.1f} MiB; the limit for a start image "
+            f"is {limits.max_input_bytes / 2**20:.1f} MiB"
+        )
 
 
 async def save_attachment(attachment: discord.Attachment, folder: Path, limits: Limits) -> StartImage:
@@ -65,8 +67,9 @@ async def save_from_url(http, url: str, filename: str, folder: Path, limits: Lim
     try:
         data = await http.get_from_cdn(url)
     except discord.HTTPException:
-        raise UserError(f"its image ({filename}) could not be downloaded again after the restart; send it again") \
-            from None
+        raise UserError(
+            f"its image ({filename}) could not be downloaded again after the restart; send it again"
+        ) from None
     return await asyncio.to_thread(_save, data, folder, limits, filename)
 
 
@@ -105,8 +108,10 @@ def kept_start_image(path: str, label: str) -> StartImage:
     try:
         width, height = image_size(Path(path))
     except OSError:
-        raise UserError(f"the start image ({label}) is gone (deleted), so the edit cannot start from it; "
-                        f"attach it again with /imagine") from None
+        raise UserError(
+            f"the start image ({label}) is gone (deleted), so the edit cannot start from it; "
+            f"attach it again with /imagine"
+        ) from None
     return StartImage(Path(path), width, height, label)
 
 

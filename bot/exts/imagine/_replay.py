@@ -30,8 +30,15 @@ Submit = Callable[..., Awaitable[Any]]
 
 
 def ack_of(interaction: discord.Interaction, payload: dict[str, Any]) -> Ack:
-    return Ack(interaction.id, interaction.application_id, interaction.token, interaction.user.id,
-               interaction.guild_id, interaction.channel_id, payload)
+    return Ack(
+        interaction.id,
+        interaction.application_id,
+        interaction.token,
+        interaction.user.id,
+        interaction.guild_id,
+        interaction.channel_id,
+        payload,
+    )
 
 
 class TokenInteraction:
@@ -59,8 +66,11 @@ async def replay(bot, submit: Submit) -> int:
         if ack.interaction_id not in saved:
             made += await _replay_one(bot, ack, submit)
         journal.settle(ack.interaction_id)
-    log.info("journal: %d acknowledged command(s) a previous run had not saved; %d became jobs", len(pending) -
-             len(saved), made)
+    log.info(
+        "journal: %d acknowledged command(s) a previous run had not saved; %d became jobs",
+        len(pending) - len(saved),
+        made,
+    )
     return made
 
 
@@ -86,19 +96,30 @@ async def _command_of(bot, ack: Ack, who: Requester) -> Command:
     payload = ack.payload
     limits = bot.config.engine_config().limits
     if "request" in payload:  # a re-roll: the request was resolved already
-        return Command(who, request=GenerationRequest(**payload["request"], limits=limits),
-                       sources=payload.get("sources") or {}, paced=False)
+        return Command(
+            who,
+            request=GenerationRequest(**payload["request"], limits=limits),
+            sources=payload.get("sources") or {},
+            paced=False,
+        )
     typed = {k: tuple(v) if isinstance(v, list) else v for k, v in (payload.get("typed") or {}).items()}
     start, sized_by_image = None, False
     if payload.get("image"):  # its attachment was not saved yet: downloaded again, checked as the first time
         if not payload.get("image_url"):
             raise UserError(f"its image ({payload['image']}) was not saved before the restart; send it again")
-        start = await _inputs.save_from_url(bot.http, payload["image_url"], payload["image"],
-                                            _inputs.inputs_dir(bot.config), limits)
+        start = await _inputs.save_from_url(
+            bot.http, payload["image_url"], payload["image"], _inputs.inputs_dir(bot.config), limits
+        )
         sized_by_image = "width" not in typed and "aspect_ratio" not in typed
         typed = _inputs.with_start_image(typed, start, limits)
-    return Command(who, typed, payload.get("presets") or [], sources={"init_image": start.label} if start else {},
-                   start_sized=sized_by_image, paced=False)
+    return Command(
+        who,
+        typed,
+        payload.get("presets") or [],
+        sources={"init_image": start.label} if start else {},
+        start_sized=sized_by_image,
+        paced=False,
+    )
 
 
 async def _tell(bot, ack: Ack, interaction: TokenInteraction | None, text: str) -> None:
@@ -112,7 +133,9 @@ async def _tell(bot, ack: Ack, interaction: TokenInteraction | None, text: str) 
                 pass
         if ack.channel_id is not None:
             channel = bot.get_partial_messageable(ack.channel_id, guild_id=ack.guild_id)
-            await channel.send(f"<@{ack.user_id}> {text}"[:2000],
-                               allowed_mentions=discord.AllowedMentions(users=[discord.Object(ack.user_id)]))
+            await channel.send(
+                f"<@{ack.user_id}> {text}"[:2000],
+                allowed_mentions=discord.AllowedMentions(users=[discord.Object(ack.user_id)]),
+            )
     except discord.HTTPException:
         log.warning("journal: could not tell user %s that their command failed", ack.user_id, exc_info=True)

@@ -38,20 +38,29 @@ def image_custom_id(job_id: int, index: int, action: str) -> str:
     return f"sdbot:img:{job_id}:{index}:{action}"
 
 
-class ImageButton(discord.ui.DynamicItem[discord.ui.Button],
-                  template=r"sdbot:img:(?P<job>[0-9]{1,19}):(?P<index>[0-9]{1,2}):(?P<action>[a-z]+)"):
+class ImageButton(
+    discord.ui.DynamicItem[discord.ui.Button],
+    template=r"sdbot:img:(?P<job>[0-9]{1,19}):(?P<index>[0-9]{1,2}):(?P<action>[a-z]+)",
+):
     """Upscale ×2 / Vary under one image; the custom id carries the job and the image index (persistent)."""
 
     def __init__(self, job_id: int, index: int, action: str, *, numbered: bool = False, row: int | None = None):
         emoji, label = IMAGE_ACTIONS[action]
-        super().__init__(discord.ui.Button(
-            emoji=emoji, label=f"{label} #{index + 1}" if numbered else label, style=discord.ButtonStyle.secondary,
-            custom_id=image_custom_id(job_id, index, action), row=row))
+        super().__init__(
+            discord.ui.Button(
+                emoji=emoji,
+                label=f"{label} #{index + 1}" if numbered else label,
+                style=discord.ButtonStyle.secondary,
+                custom_id=image_custom_id(job_id, index, action),
+                row=row,
+            )
+        )
         self.job_id, self.index, self.action = job_id, index, action
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
-                             match: re.Match[str]) -> "ImageButton":
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str]
+    ) -> ImageButton:
         if match["action"] not in IMAGE_ACTIONS:
             raise ValueError(f"unknown image action {match['action']!r}")
         return cls(int(match["job"]), int(match["index"]), match["action"])
@@ -67,16 +76,25 @@ class ImageSelect(discord.ui.DynamicItem[discord.ui.Select], template=r"sdbot:im
     """The same choices as a menu, for a batch with more images than rows: values are `<index>:<action>`."""
 
     def __init__(self, job_id: int, images: int = 1, row: int | None = None) -> None:
-        options = [discord.SelectOption(label=f"{label} #{i + 1}", value=f"{i}:{action}", emoji=emoji)
-                   for i in range(images) for action, (emoji, label) in IMAGE_ACTIONS.items()][:25]
-        super().__init__(discord.ui.Select(custom_id=f"sdbot:imgsel:{job_id}", placeholder="Upscale or vary an image…",
-                                           options=options or [discord.SelectOption(label="-", value="0:subtle")],
-                                           row=row))
+        options = [
+            discord.SelectOption(label=f"{label} #{i + 1}", value=f"{i}:{action}", emoji=emoji)
+            for i in range(images)
+            for action, (emoji, label) in IMAGE_ACTIONS.items()
+        ][:25]
+        super().__init__(
+            discord.ui.Select(
+                custom_id=f"sdbot:imgsel:{job_id}",
+                placeholder="Upscale or vary an image…",
+                options=options or [discord.SelectOption(label="-", value="0:subtle")],
+                row=row,
+            )
+        )
         self.job_id = job_id
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Select,
-                             match: re.Match[str]) -> "ImageSelect":
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Select, match: re.Match[str]
+    ) -> ImageSelect:
         return cls(int(match["job"]))
 
     async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
@@ -115,14 +133,29 @@ class EditModal(_Modal, title="Edit and run again"):
 
     def __init__(self, job_id: int, prompt: str, negative: str, options: str, on_submit) -> None:
         super().__init__(custom_id=f"sdbot:edit:{job_id}")
-        self.prompt = discord.ui.TextInput(label="Prompt", style=discord.TextStyle.paragraph, default=prompt[:4000],
-                                           max_length=4000, custom_id="prompt")
-        self.negative = discord.ui.TextInput(label="Negative prompt", style=discord.TextStyle.paragraph,
-                                             default=negative[:4000], required=False, max_length=4000,
-                                             custom_id="negative")
-        self.options = discord.ui.TextInput(label="Options", default=options[:4000], required=False,
-                                            max_length=4000, custom_id="options",
-                                            placeholder="--steps 30 --cfg 7 --sampler Euler a --seed 5")
+        self.prompt = discord.ui.TextInput(
+            label="Prompt",
+            style=discord.TextStyle.paragraph,
+            default=prompt[:4000],
+            max_length=4000,
+            custom_id="prompt",
+        )
+        self.negative = discord.ui.TextInput(
+            label="Negative prompt",
+            style=discord.TextStyle.paragraph,
+            default=negative[:4000],
+            required=False,
+            max_length=4000,
+            custom_id="negative",
+        )
+        self.options = discord.ui.TextInput(
+            label="Options",
+            default=options[:4000],
+            required=False,
+            max_length=4000,
+            custom_id="options",
+            placeholder="--steps 30 --cfg 7 --sampler Euler a --seed 5",
+        )
         for item in (self.prompt, self.negative, self.options):
             self.add_item(item)
         self._on_submit = on_submit
@@ -136,11 +169,16 @@ class RemixModal(_Modal, title="Remix this image"):
 
     def __init__(self, message_id: int, prompt: str, on_submit) -> None:
         super().__init__(custom_id=f"sdbot:remix:{message_id}")
-        self.prompt = discord.ui.TextInput(label="Prompt (options like --steps 30 work too)",
-                                           style=discord.TextStyle.paragraph, default=prompt[:4000] or None,
-                                           max_length=4000, custom_id="prompt")
-        self.strength = discord.ui.TextInput(label="Strength: how much to change it (0-1)", default="0.75",
-                                             max_length=8, custom_id="strength")
+        self.prompt = discord.ui.TextInput(
+            label="Prompt (options like --steps 30 work too)",
+            style=discord.TextStyle.paragraph,
+            default=prompt[:4000] or None,
+            max_length=4000,
+            custom_id="prompt",
+        )
+        self.strength = discord.ui.TextInput(
+            label="Strength: how much to change it (0-1)", default="0.75", max_length=8, custom_id="strength"
+        )
         self.add_item(self.prompt)
         self.add_item(self.strength)
         self._on_submit = on_submit
@@ -158,8 +196,9 @@ class RemixModal(_Modal, title="Remix this image"):
 class SavePresetModal(_Modal, title="Save as preset"):
     def __init__(self, job_id: int, on_submit) -> None:
         super().__init__(custom_id=f"sdbot:save:{job_id}")
-        self.name = discord.ui.TextInput(label="Preset name", min_length=1, max_length=32, custom_id="name",
-                                         placeholder="letters, digits, - and _")
+        self.name = discord.ui.TextInput(
+            label="Preset name", min_length=1, max_length=32, custom_id="name", placeholder="letters, digits, - and _"
+        )
         self.add_item(self.name)
         self._on_submit = on_submit
 

@@ -20,12 +20,18 @@ _JOB_IN_MESSAGE = re.compile(r"Job #(\d+)")
 
 class CancelButton(discord.ui.DynamicItem[discord.ui.Button], template=r"sdbot:cancel:(?P<job>[0-9]{1,19})"):
     def __init__(self, job_id: int) -> None:
-        super().__init__(discord.ui.Button(label=f"Cancel #{job_id}", emoji="✖️", style=discord.ButtonStyle.danger,
-                                           custom_id=f"sdbot:cancel:{job_id}"))
+        super().__init__(
+            discord.ui.Button(
+                label=f"Cancel #{job_id}",
+                emoji="✖️",
+                style=discord.ButtonStyle.danger,
+                custom_id=f"sdbot:cancel:{job_id}",
+            )
+        )
         self.job_id = job_id
 
     @classmethod
-    async def from_custom_id(cls, interaction, item, match) -> "CancelButton":
+    async def from_custom_id(cls, interaction, item, match) -> CancelButton:
         return cls(int(match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
@@ -62,9 +68,17 @@ class Info(commands.Cog):
             return
         lines, view = [], discord.ui.View(timeout=None)
         for job, position in active:
-            where = "rendering" if job.status == "running" else (
-                "waiting for review" if job.status == "awaiting_review" else
-                f"position {position}" if position else "queued")
+            where = (
+                "rendering"
+                if job.status == "running"
+                else (
+                    "waiting for review"
+                    if job.status == "awaiting_review"
+                    else f"position {position}"
+                    if position
+                    else "queued"
+                )
+            )
             lines.append(f"#{job.id} · {where} · {clip(job.request.get('prompt', ''), 80)}")
             if len(view.children) < 25:
                 view.add_item(CancelButton(job.id))
@@ -102,7 +116,8 @@ class Info(commands.Cog):
         match = None
         if self.bot.user is not None and message.author.id == self.bot.user.id:
             match = _JOB_IN_MESSAGE.search(message.content or "") or next(
-                (m for e in message.embeds if (m := _JOB_IN_MESSAGE.search(e.title or ""))), None)
+                (m for e in message.embeds if (m := _JOB_IN_MESSAGE.search(e.title or ""))), None
+            )
         if match is None:
             raise UserError("that message is not an sdbot image")
         await self._send_info(interaction, int(match.group(1)))
@@ -123,14 +138,19 @@ class Info(commands.Cog):
         job = await jobs.get(job_id)
         if job.guild_id not in (None, interaction.guild_id) and job.user_id != interaction.user.id:
             raise UserError(f"job #{job_id} was made in another server")
-        await interaction.followup.send(**info_message(job.id, job.request, job.sources, job.seed, jobs.infotext_of(job)),
-                                        ephemeral=True)
+        await interaction.followup.send(
+            **info_message(job.id, job.request, job.sources, job.seed, jobs.infotext_of(job)), ephemeral=True
+        )
 
 
 def networks_fields(installed: Catalog) -> list[tuple[str, str]]:
     """/models' LoRA and embedding fields: name [family] and a LoRA's trigger words."""
-    loras = [f"{lora.name} [{lora.family}]" + (f" · {', '.join(lora.triggers)}" if lora.triggers else "")
-             for lora in installed.loras]
+    loras = [
+        f"{lora.name} [{lora.family}]" + (f" · {', '.join(lora.triggers)}" if lora.triggers else "")
+        for lora in installed.loras
+    ]
     embeddings = [f"{name} [{family}]" for name, family in installed.embeddings]
-    return [("LoRAs: <lora:NAME:WEIGHT> or --lora NAME:WEIGHT", "\n".join(loras) or "(none installed)"),
-            ("Embeddings: write the name in a prompt", ", ".join(embeddings) or "(none installed)")]
+    return [
+        ("LoRAs: <lora:NAME:WEIGHT> or --lora NAME:WEIGHT", "\n".join(loras) or "(none installed)"),
+        ("Embeddings: write the name in a prompt", ", ".join(embeddings) or "(none installed)"),
+    ]

@@ -20,6 +20,12 @@ def actor_of(interaction: discord.Interaction) -> Actor:
             return None
         return channel.permissions_for(user).manage_messages
 
-    return Actor(user_id=user.id, guild_id=interaction.guild_id, channel_id=interaction.channel_id, role_ids=roles,
-                 manage_messages=bool(perms.manage_messages), manage_guild=bool(perms.manage_guild),
-                 manage_messages_in=manage_messages_in)
+    return Actor(
+        user_id=user.id,
+        guild_id=interaction.guild_id,
+        channel_id=interaction.channel_id,
+        role_ids=roles,
+        manage_messages=bool(perms.manage_messages),
+        manage_guild=bool(perms.manage_guild),
+        manage_messages_in=manage_messages_in,
+    )

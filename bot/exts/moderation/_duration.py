@@ -10,9 +10,24 @@ from bot.errors import UserError
 FOREVER = ("forever", "permanent", "permanently", "perm", "never")
 MIN = timedelta(minutes=1)
 MAX = timedelta(days=3650)
-_UNITS = {"m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60, "h": 3600, "hr": 3600, "hrs": 3600,
-          "hour": 3600, "hours": 3600, "d": 86400, "day": 86400, "days": 86400, "w": 604800, "week": 604800,
-          "weeks": 604800}
+_UNITS = {
+    "m": 60,
+    "min": 60,
+    "mins": 60,
+    "minute": 60,
+    "minutes": 60,
+    "h": 3600,
+    "hr": 3600,
+    "hrs": 3600,
+    "hour": 3600,
+    "hours": 3600,
+    "d": 86400,
+    "day": 86400,
+    "days": 86400,
+    "w": 604800,
+    "week": 604800,
+    "weeks": 604800,
+}
 _PART = re.compile(r"\s*([0-9]{1,6})\s*([a-z]+)\s*")
 HELP = "a ban lasts e.g. 30m, 12h, 7d, 2w (or 1d12h), from 1 minute to 10 years, or forever"
 

@@ -27,9 +27,11 @@ def kind(job: JobRecord) -> str:
 def review_embed(item: ReviewItemRecord, job: JobRecord) -> discord.Embed:
     """The review channel's card for one item: the prompt, who asked, where, why it is held, and the outcome."""
     colour = {ItemStatus.APPROVED.value: APPROVED_COLOUR, ItemStatus.REJECTED.value: REJECTED_COLOUR}
-    embed = discord.Embed(title=f"Review #{item.id}: {kind(job)} of job #{job.id}",
-                          description=_code(str(job.request.get("prompt", "")), 3900),
-                          colour=colour.get(item.status, PENDING_COLOUR))
+    embed = discord.Embed(
+        title=f"Review #{item.id}: {kind(job)} of job #{job.id}",
+        description=_code(str(job.request.get("prompt", "")), 3900),
+        colour=colour.get(item.status, PENDING_COLOUR),
+    )
     embed.add_field(name="Asked by", value=f"<@{job.user_id}>")
     embed.add_field(name="Where", value=f"<#{job.channel_id}>" if job.channel_id else "direct messages")
     if item.reason:
@@ -64,8 +66,14 @@ def _when(entry_time) -> str:
 
 
 def _entry_line(entry: AuditRecord) -> str:
-    what = {"approve": "✅ approved", "reject": "❌ rejected", "ban": "🚫 banned", "unban": "↩️ unbanned",
-            "delete": "🗑️ deleted images of", "denied": "⛔ was refused"}.get(entry.action, entry.action)
+    what = {
+        "approve": "✅ approved",
+        "reject": "❌ rejected",
+        "ban": "🚫 banned",
+        "unban": "↩️ unbanned",
+        "delete": "🗑️ deleted images of",
+        "denied": "⛔ was refused",
+    }.get(entry.action, entry.action)
     job = f" job #{entry.job_id}" if entry.job_id else ""
     why = f": {clip(entry.reason, 100)}" if entry.reason else ""
     return f"{_when(entry.created_at)} <@{entry.actor_id}> {what}{job}{why}"
@@ -82,8 +90,9 @@ def _ban_line(ban: BanRecord) -> str:
 def history_embed(user_id: int, history: History) -> discord.Embed:
     embed = discord.Embed(title="Moderation history", description=f"<@{user_id}>")
     embed.add_field(name="Bans", value=clip("\n".join(map(_ban_line, history.bans)) or "none", 1024), inline=False)
-    embed.add_field(name="Decisions", value=clip("\n".join(map(_entry_line, history.entries)) or "none", 1024),
-                    inline=False)
+    embed.add_field(
+        name="Decisions", value=clip("\n".join(map(_entry_line, history.entries)) or "none", 1024), inline=False
+    )
     return embed
 
 
@@ -91,18 +100,20 @@ def settings_text(s: SettingsRecord) -> str:
     def cap(value) -> str:
         return "engine limit" if value is None else str(value)
 
-    return "\n".join([
-        f"**Moderation mode:** {s.moderation_mode}",
-        f"**Review channel:** {f'<#{s.review_channel_id}>' if s.review_channel_id else 'none (use /mod queue)'}",
-        f"**Moderator role:** {f'<@&{s.moderator_role_id}>' if s.moderator_role_id else 'none'}",
-        f"**Decisions reach users by:** {'direct message' if s.notify_by == 'dm' else 'a mention in the channel'}"
-        " (once the command's 15 minutes are over)",
-        f"**Live previews:** {'on' if s.previews else 'off'}",
-        f"**Age-restricted channels (auto mode):** {nsfw_text(s)}",
-        f"**Banned words:** {len(s.banned_words)} · **flagged words:** {len(s.flagged_words)}",
-        f"**Caps:** steps {cap(s.max_steps)} · pixels {cap(s.max_pixels)} · batch {cap(s.max_batch)} · "
-        f"waiting jobs per member {cap(s.max_jobs_per_user)} · prompt characters {cap(s.max_prompt_chars)}",
-    ])
+    return "\n".join(
+        [
+            f"**Moderation mode:** {s.moderation_mode}",
+            f"**Review channel:** {f'<#{s.review_channel_id}>' if s.review_channel_id else 'none (use /mod queue)'}",
+            f"**Moderator role:** {f'<@&{s.moderator_role_id}>' if s.moderator_role_id else 'none'}",
+            f"**Decisions reach users by:** {'direct message' if s.notify_by == 'dm' else 'a mention in the channel'}"
+            " (once the command's 15 minutes are over)",
+            f"**Live previews:** {'on' if s.previews else 'off'}",
+            f"**Age-restricted channels (auto mode):** {nsfw_text(s)}",
+            f"**Banned words:** {len(s.banned_words)} · **flagged words:** {len(s.flagged_words)}",
+            f"**Caps:** steps {cap(s.max_steps)} · pixels {cap(s.max_pixels)} · batch {cap(s.max_batch)} · "
+            f"waiting jobs per member {cap(s.max_jobs_per_user)} · prompt characters {cap(s.max_prompt_chars)}",
+        ]
+    )
 
 
 def words_text(kind_: str, words: list[str]) -> str:

@@ -44,8 +44,11 @@ class DiscordReviewNotifier:
             uploads.append(discord.File(start, filename="start-image.png", spoiler=True))
         async with self.bot.api_throttle:
             message = await self._channel(channel_id, job.guild_id).send(
-                embed=_format.review_embed(item, job), view=review_view([item.id]),
-                files=uploads or discord.utils.MISSING, allowed_mentions=discord.AllowedMentions.none())
+                embed=_format.review_embed(item, job),
+                view=review_view([item.id]),
+                files=uploads or discord.utils.MISSING,
+                allowed_mentions=discord.AllowedMentions.none(),
+            )
         return message.id
 
     async def decided(self, item: ReviewItemRecord, job: JobRecord, channel_id: int) -> None:
@@ -70,7 +73,8 @@ class DiscordReviewNotifier:
             return
         await self._channel(job.channel_id, job.guild_id).send(
             f"<@{job.user_id}> {text}"[:2000],
-            allowed_mentions=discord.AllowedMentions(users=[discord.Object(id=job.user_id)]))
+            allowed_mentions=discord.AllowedMentions(users=[discord.Object(id=job.user_id)]),
+        )
 
     def is_nsfw(self, job: JobRecord) -> bool:
         """Whether the job's channel (or a thread's parent) is age-restricted; False when it cannot be told."""
@@ -80,5 +84,10 @@ class DiscordReviewNotifier:
 
     def listener_for(self, job: JobRecord) -> DiscordJobListener:
         """For a job decided after its command's listener is gone (a restart): results go to its channel."""
-        return DiscordJobListener(self.bot, user_id=job.user_id, channel_id=job.channel_id, guild_id=job.guild_id,
-                                  previews=self.bot.config.engine_config().preview_every > 0)
+        return DiscordJobListener(
+            self.bot,
+            user_id=job.user_id,
+            channel_id=job.channel_id,
+            guild_id=job.guild_id,
+            previews=self.bot.config.engine_config().preview_every > 0,
+        )

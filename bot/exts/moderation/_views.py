@@ -34,14 +34,24 @@ class RejectModal(discord.ui.Modal):
 
     def __init__(self, item_id: int, ban: bool, on_submit) -> None:
         super().__init__(title="Reject and ban" if ban else "Reject", custom_id=f"sdbot:modreject:{item_id}:{int(ban)}")
-        self.reason = discord.ui.TextInput(label="Reason (the user sees it)", style=discord.TextStyle.paragraph,
-                                           min_length=1, max_length=1000, custom_id="reason",
-                                           placeholder="e.g. not allowed on this server")
+        self.reason = discord.ui.TextInput(
+            label="Reason (the user sees it)",
+            style=discord.TextStyle.paragraph,
+            min_length=1,
+            max_length=1000,
+            custom_id="reason",
+            placeholder="e.g. not allowed on this server",
+        )
         self.add_item(self.reason)
         self.duration: discord.ui.TextInput | None = None
         if ban:
-            self.duration = discord.ui.TextInput(label="Ban for", default="1d", max_length=40, custom_id="duration",
-                                                 placeholder="30m, 12h, 7d, 2w or forever")
+            self.duration = discord.ui.TextInput(
+                label="Ban for",
+                default="1d",
+                max_length=40,
+                custom_id="duration",
+                placeholder="30m, 12h, 7d, 2w or forever",
+            )
             self.add_item(self.duration)
         self._on_submit = on_submit
 

@@ -9,14 +9,14 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.app import reply_error
 from bot.errors import UserError
 from bot.exts.common.formatting import clip
-from bot.exts.presets._format import describe_options, preset_lines
 from bot.exts.common.params import Batch, Cfg, ClipSkip, Negative, Seed, Steps
+from bot.exts.presets._format import describe_options, preset_lines
 from bot.option_spec import describe, from_slash
 from bot.options import parse_inline, sized_by_ratio
 from engine.request import GenerationRequest
-from bot.app import reply_error
 
 MAX_IMPORT_BYTES = 1024 * 1024
 
@@ -24,7 +24,7 @@ MAX_IMPORT_BYTES = 1024 * 1024
 class ConfirmDelete(discord.ui.View):
     """A short-lived confirm button: only the preset's owner may press it."""
 
-    def __init__(self, cog: "Presets", user_id: int, name: str) -> None:
+    def __init__(self, cog: Presets, user_id: int, name: str) -> None:
         super().__init__(timeout=120)
         self.cog, self.user_id, self.name = cog, user_id, name
 
@@ -68,17 +68,43 @@ class Presets(commands.GroupCog, group_name="preset", group_description="Your sa
         return [app_commands.Choice(name=n, value=n) for n in names[:25]]
 
     @app_commands.command(name="save", description="Save options as a preset (create or update)")
-    @app_commands.describe(**describe(
-        "prefix", "suffix", "negative", "steps", "cfg", "sampler", "seed", "size", "clip_skip", "vae", "model", "batch",
-        name="1-32 letters, digits, - or _", options="Options in the inline syntax: --steps 30 --cfg 7 --no blur",
-        from_last="Copy the options of your last image"))
+    @app_commands.describe(
+        **describe(
+            "prefix",
+            "suffix",
+            "negative",
+            "steps",
+            "cfg",
+            "sampler",
+            "seed",
+            "size",
+            "clip_skip",
+            "vae",
+            "model",
+            "batch",
+            name="1-32 letters, digits, - or _",
+            options="Options in the inline syntax: --steps 30 --cfg 7 --no blur",
+            from_last="Copy the options of your last image",
+        )
+    )
     async def save(
-        self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 32],
-        options: app_commands.Range[str, 0, 2000] | None = None, prefix: app_commands.Range[str, 0, 1000] | None = None,
-        suffix: app_commands.Range[str, 0, 1000] | None = None, negative: Negative | None = None,
-        steps: Steps | None = None, cfg: Cfg | None = None, sampler: str | None = None, seed: Seed | None = None,
-        size: str | None = None, clip_skip: ClipSkip | None = None, vae: str | None = None, model: str | None = None,
-        batch: Batch | None = None, from_last: bool = False,
+        self,
+        interaction: discord.Interaction,
+        name: app_commands.Range[str, 1, 32],
+        options: app_commands.Range[str, 0, 2000] | None = None,
+        prefix: app_commands.Range[str, 0, 1000] | None = None,
+        suffix: app_commands.Range[str, 0, 1000] | None = None,
+        negative: Negative | None = None,
+        steps: Steps | None = None,
+        cfg: Cfg | None = None,
+        sampler: str | None = None,
+        seed: Seed | None = None,
+        size: str | None = None,
+        clip_skip: ClipSkip | None = None,
+        vae: str | None = None,
+        model: str | None = None,
+        batch: Batch | None = None,
+        from_last: bool = False,
     ) -> None:
         values: dict[str, Any] = {}
         if from_last:
@@ -90,23 +116,41 @@ class Presets(commands.GroupCog, group_name="preset", group_description="Your sa
         if options:
             inline = parse_inline(options if options.lstrip().startswith(("--", "—")) else "--" + options.lstrip())
             if inline.presets:
-                raise UserError(f"options can't name a preset (--{inline.presets[0]}): a preset holds options "
-                                "such as --steps 30 --cfg 7")
+                raise UserError(
+                    f"options can't name a preset (--{inline.presets[0]}): a preset holds options "
+                    "such as --steps 30 --cfg 7"
+                )
             given.update(inline.options)
-        given.update(from_slash(prefix=prefix, suffix=suffix, negative=negative, steps=steps, cfg=cfg, sampler=sampler,
-                                seed=seed, size=size, clip_skip=clip_skip, vae=vae, model=model, batch=batch))
+        given.update(
+            from_slash(
+                prefix=prefix,
+                suffix=suffix,
+                negative=negative,
+                steps=steps,
+                cfg=cfg,
+                sampler=sampler,
+                seed=seed,
+                size=size,
+                clip_skip=clip_skip,
+                vae=vae,
+                model=model,
+                batch=batch,
+            )
+        )
         # A preset stores a concrete size: --ar gives one as /imagine would, at the area of the size it replaces.
         base = (values.get("width", GenerationRequest.width), values.get("height", GenerationRequest.height))
         values.update(sized_by_ratio(given, base))
         if not values:
-            raise UserError("give at least one option to save, e.g. /preset save name:portrait options:--ar 2:3, "
-                            "or from_last:true")
+            raise UserError(
+                "give at least one option to save, e.g. /preset save name:portrait options:--ar 2:3, or from_last:true"
+            )
         result = await self.services.presets.save(interaction.user.id, name, values)
         verb = "created" if result.created else "updated"
         await interaction.followup.send(
             f"💾 preset **{result.preset.name}** {verb}: {describe_options(result.preset.options)}\n"
             f"use it with `--{result.preset.name}` in a prompt or `/imagine preset:{result.preset.name}`",
-            ephemeral=True)
+            ephemeral=True,
+        )
 
     @app_commands.command(name="list", description="Your presets")
     async def list_(self, interaction: discord.Interaction) -> None:
@@ -121,8 +165,7 @@ class Presets(commands.GroupCog, group_name="preset", group_description="Your sa
     @app_commands.autocomplete(name=_name_choices)
     async def show(self, interaction: discord.Interaction, name: str) -> None:
         preset = await self.services.presets.get(interaction.user.id, name)
-        await interaction.followup.send(f"**{preset.name}**: {describe_options(preset.options)}",
-                                                ephemeral=True)
+        await interaction.followup.send(f"**{preset.name}**: {describe_options(preset.options)}", ephemeral=True)
 
     @app_commands.command(name="rename", description="Rename a preset")
     @app_commands.autocomplete(old=_name_choices)
@@ -136,7 +179,9 @@ class Presets(commands.GroupCog, group_name="preset", group_description="Your sa
         preset = await self.services.presets.get(interaction.user.id, name)
         await interaction.followup.send(
             f"delete preset **{preset.name}** ({describe_options(preset.options)})?",
-            view=ConfirmDelete(self, interaction.user.id, preset.name), ephemeral=True)
+            view=ConfirmDelete(self, interaction.user.id, preset.name),
+            ephemeral=True,
+        )
 
     @app_commands.command(name="default", description="Apply a preset to every /imagine, or `clear`")
     @app_commands.autocomplete(name=_name_choices)
@@ -150,11 +195,18 @@ class Presets(commands.GroupCog, group_name="preset", group_description="Your sa
         await interaction.followup.send(text, ephemeral=True)
 
     @app_commands.command(name="import", description="Import an A1111 infotext (text or PNG) or a preset export")
-    @app_commands.describe(name="Preset name (for an infotext)", text="A1111 infotext (PNG Info text)",
-                           file="A PNG made by A1111/sdbot, or a JSON file from /preset export")
-    async def import_(self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 32] | None = None,
-                      text: app_commands.Range[str, 1, 6000] | None = None,
-                      file: discord.Attachment | None = None) -> None:
+    @app_commands.describe(
+        name="Preset name (for an infotext)",
+        text="A1111 infotext (PNG Info text)",
+        file="A PNG made by A1111/sdbot, or a JSON file from /preset export",
+    )
+    async def import_(
+        self,
+        interaction: discord.Interaction,
+        name: app_commands.Range[str, 1, 32] | None = None,
+        text: app_commands.Range[str, 1, 6000] | None = None,
+        file: discord.Attachment | None = None,
+    ) -> None:
         from engine.infotext import read_png_infotext
 
         user = interaction.user.id
@@ -168,9 +220,11 @@ class Presets(commands.GroupCog, group_name="preset", group_description="Your sa
                     raise UserError("that PNG carries no A1111 infotext")
             else:
                 result = await self.services.presets.import_json(user, data)
-                parts = [f"created {', '.join(result.created)}" if result.created else "",
-                         f"updated {', '.join(result.updated)}" if result.updated else "",
-                         f"⭐ default: {result.default}" if result.default else ""]
+                parts = [
+                    f"created {', '.join(result.created)}" if result.created else "",
+                    f"updated {', '.join(result.updated)}" if result.updated else "",
+                    f"⭐ default: {result.default}" if result.default else "",
+                ]
                 text = "; ".join(p for p in parts if p) or "the file holds no presets"
                 await interaction.followup.send(clip("📥 " + text, 2000), ephemeral=True)
                 return
@@ -179,8 +233,10 @@ class Presets(commands.GroupCog, group_name="preset", group_description="Your sa
         if not name:
             raise UserError("give the new preset a name (name:)")
         result = await self.services.presets.import_infotext(user, name, text)
-        lines = [f"📥 preset **{result.preset.name}** {'created' if result.created else 'updated'}: "
-                 f"{describe_options(result.preset.options)}"]
+        lines = [
+            f"📥 preset **{result.preset.name}** {'created' if result.created else 'updated'}: "
+            f"{describe_options(result.preset.options)}"
+        ]
         if result.unknown_keys:
             lines.append("not imported (sdbot can't reproduce them): " + ", ".join(result.unknown_keys))
         if result.dropped:
@@ -193,4 +249,6 @@ class Presets(commands.GroupCog, group_name="preset", group_description="Your sa
         data = await self.services.presets.export_json(interaction.user.id)
         await interaction.followup.send(
             "📤 your presets (import them with /preset import file:)",
-            file=discord.File(io.BytesIO(data.encode()), filename="sdbot-presets.json"), ephemeral=True)
+            file=discord.File(io.BytesIO(data.encode()), filename="sdbot-presets.json"),
+            ephemeral=True,
+        )

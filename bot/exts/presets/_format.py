@@ -15,8 +15,12 @@ def describe_options(options: Mapping[str, Any]) -> str:
     """A preset's options as `--steps 30 --cfg 7 …` plus its prompt parts (quoted, long ones clipped), for lists
     and /preset show."""
     parts: list[str] = []
-    for key, label in (("prompt", "prompt"), ("prompt_prefix", "prefix"), ("prompt_suffix", "suffix"),
-                       ("negative_prompt", "no")):
+    for key, label in (
+        ("prompt", "prompt"),
+        ("prompt_prefix", "prefix"),
+        ("prompt_suffix", "suffix"),
+        ("negative_prompt", "no"),
+    ):
         if options.get(key):
             parts.append(f"{label}: “{clip(options[key], PART_LIMIT)}”")
     parts.append(inline_text({**options, "negative_prompt": None}))

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 async def with_images(s, interaction, timeout: float = 60) -> dict:
     """Send a command, button or modal; the message its images arrive in."""
-    return await (await s.send_interaction(interaction)).wait_original_message(lambda m: m.get("attachments"),
-                                                                                timeout=timeout)
+    return await (await s.send_interaction(interaction)).wait_original_message(
+        lambda m: m.get("attachments"), timeout=timeout
+    )
 
 
 def job_id_of(message: dict) -> int:

@@ -26,30 +26,48 @@ def imports(path: Path) -> list[str]:
 
 def foreign_private(area: str, name: str) -> bool:
     parts = name.split(".")
-    return (len(parts) >= 4 and parts[:2] == ["bot", "exts"] and parts[2] != area
-            and parts[3].startswith("_") and parts[3] != "__init__")
+    return (
+        len(parts) >= 4
+        and parts[:2] == ["bot", "exts"]
+        and parts[2] != area
+        and parts[3].startswith("_")
+        and parts[3] != "__init__"
+    )
 
 
 @pytest.mark.parametrize("area", AREAS)
 def test_an_area_imports_no_other_areas_private_modules(area):
-    bad = [f"{path.relative_to(EXTS)} imports {name}" for path in sorted((EXTS / area).rglob("*.py"))
-           for name in imports(path) if foreign_private(area, name)]
+    bad = [
+        f"{path.relative_to(EXTS)} imports {name}"
+        for path in sorted((EXTS / area).rglob("*.py"))
+        for name in imports(path)
+        if foreign_private(area, name)
+    ]
     assert not bad, "\n".join(bad)
 
 
 @pytest.mark.parametrize("area", AREAS)
 def test_an_area_does_not_scan_the_models_folder(area):
-    bad = [f"{path.relative_to(EXTS)} imports {name}" for path in sorted((EXTS / area).rglob("*.py"))
-           for name in imports(path) if name.startswith(MODEL_LIBRARIES)]
+    bad = [
+        f"{path.relative_to(EXTS)} imports {name}"
+        for path in sorted((EXTS / area).rglob("*.py"))
+        for name in imports(path)
+        if name.startswith(MODEL_LIBRARIES)
+    ]
     assert not bad, "\n".join(bad)
 
 
 def test_the_checks_see_what_they_look_for(tmp_path):
     sample = tmp_path / "x.py"
-    sample.write_text("from bot.exts.imagine import _format\nfrom bot.exts.imagine._cog import x\n"
-                      "from engine.models import ModelLibrary\nfrom bot.exts.common.formatting import clip\n")
+    sample.write_text(
+        "from bot.exts.imagine import _format\nfrom bot.exts.imagine._cog import x\n"
+        "from engine.models import ModelLibrary\nfrom bot.exts.common.formatting import clip\n"
+    )
     names = imports(sample)
-    assert [n for n in names if foreign_private("info", n)] == ["bot.exts.imagine._format", "bot.exts.imagine._cog",
-                                                                "bot.exts.imagine._cog.x"]
+    assert [n for n in names if foreign_private("info", n)] == [
+        "bot.exts.imagine._format",
+        "bot.exts.imagine._cog",
+        "bot.exts.imagine._cog.x",
+    ]
     assert not [n for n in names if foreign_private("imagine", n)]
     assert "engine.models" in names and "common" in AREAS

@@ -64,8 +64,9 @@ class ScriptedBackend:
 
     def render(self, job_id: int, request, images: int = 1) -> None:
         """The job starts and finishes with `images` small images."""
-        rendered = [RenderedImage(Image.new("RGB", (8, 8), (i * 40, 0, 0)), 5 + i, "a cat\nSteps: 2")
-                    for i in range(images)]
+        rendered = [
+            RenderedImage(Image.new("RGB", (8, 8), (i * 40, 0, 0)), 5 + i, "a cat\nSteps: 2") for i in range(images)
+        ]
         result = RenderResult(request.replace(seed=5), rendered, "tiny", None, 0.01)
         self.emit(job_id, w.Started(job_id=str(job_id)), w.Finished(job_id=str(job_id), result=result))
 
@@ -88,8 +89,9 @@ class ScriptedBackend:
 class Listener:
     """A job's Discord side, recording what it was told; `fail_posts` scripts failures of `finished`."""
 
-    def __init__(self, *, fail_posts: list[BaseException] | None = None, posted: Delivered | None = None,
-                 previews: bool = False) -> None:
+    def __init__(
+        self, *, fail_posts: list[BaseException] | None = None, posted: Delivered | None = None, previews: bool = False
+    ) -> None:
         self.calls: list[str] = []
         self.shows_previews = previews
         self.notices: list[str] = []
@@ -178,17 +180,31 @@ class Notifier:
 
 
 def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
-    data = {"discord": {"outputs_dir": str(tmp_path / "outputs"), **sections.get("discord", {})},
-            "engine": {"models_dir": str(tmp_path / "models"), **sections.get("engine", {})},
-            "moderation": {"user_rate": 1000, "guild_rate": 10000, **sections.get("moderation", {})},
-            "database": {"journal_path": str(tmp_path / "journal.db")}}
+    data = {
+        "discord": {"outputs_dir": str(tmp_path / "outputs"), **sections.get("discord", {})},
+        "engine": {"models_dir": str(tmp_path / "models"), **sections.get("engine", {})},
+        "moderation": {"user_rate": 1000, "guild_rate": 10000, **sections.get("moderation", {})},
+        "database": {"journal_path": str(tmp_path / "journal.db")},
+    }
     return Config(parse_settings(data, "test"), tmp_path, None)
 
 
-def make_services(engine, sessions, tmp_path: Path, backend: ScriptedBackend | None = None,
-                  notifier: Notifier | None = None, listener_for=None, **sections: dict[str, Any]) -> Services:
+def make_services(
+    engine,
+    sessions,
+    tmp_path: Path,
+    backend: ScriptedBackend | None = None,
+    notifier: Notifier | None = None,
+    listener_for=None,
+    **sections: dict[str, Any],
+) -> Services:
     """The real services, wired as the bot wires them, around the stand-ins."""
     notifier = notifier or Notifier()
-    core = Core(make_config(tmp_path, **sections), engine, sessions, backend or ScriptedBackend(),
-                Journal(tmp_path / "journal.db"))
+    core = Core(
+        make_config(tmp_path, **sections),
+        engine,
+        sessions,
+        backend or ScriptedBackend(),
+        Journal(tmp_path / "journal.db"),
+    )
     return build_services(core, DiscordSide(notifier, listener_for or notifier.listener_for))

@@ -19,9 +19,16 @@ from bot.services.image_policy import (
 POLICY = ImagePolicy(("nsfw",), Thresholds(0.5, 0.9))
 
 
-@pytest.mark.parametrize("score, verdict", [
-    (0.0, Verdict.POST), (0.5, Verdict.POST), (0.5001, Verdict.HOLD), (0.9, Verdict.HOLD), (0.9001, Verdict.BLOCK),
-])
+@pytest.mark.parametrize(
+    "score, verdict",
+    [
+        (0.0, Verdict.POST),
+        (0.5, Verdict.POST),
+        (0.5001, Verdict.HOLD),
+        (0.9, Verdict.HOLD),
+        (0.9001, Verdict.BLOCK),
+    ],
+)
 def test_thresholds_are_strictly_above(score, verdict):
     assert Thresholds(0.5, 0.9).verdict(score) is verdict
 
@@ -49,8 +56,10 @@ def test_unscored_images_are_held():
 
 def test_several_unsafe_labels_add_up():
     policy = ImagePolicy(("porn", "hentai", "sexy"), Thresholds(0.5, 0.9))
-    assert policy.unsafe_score({"porn": 0.3, "hentai": 0.3, "sexy": 0.1, "neutral": 0.3}) == (pytest.approx(0.7),
-                                                                                                "porn")
+    assert policy.unsafe_score({"porn": 0.3, "hentai": 0.3, "sexy": 0.1, "neutral": 0.3}) == (
+        pytest.approx(0.7),
+        "porn",
+    )
     assert policy.judge([{"porn": 0.3, "hentai": 0.3, "neutral": 0.4}], policy.thresholds).verdict is Verdict.HOLD
 
 
@@ -62,8 +71,9 @@ def test_nsfw_channels_use_the_guilds_thresholds_when_set():
 
 def test_unknown_unsafe_labels_are_a_config_error():
     POLICY.check_labels(("normal", "nsfw"), "clf")
-    with pytest.raises(ConfigError, match="names nsfw, which the image classifier clf does not give; its labels "
-                                          "are neutral, porn"):
+    with pytest.raises(
+        ConfigError, match="names nsfw, which the image classifier clf does not give; its labels are neutral, porn"
+    ):
         POLICY.check_labels(("neutral", "porn"), "clf")
 
 
@@ -72,10 +82,17 @@ def test_scores_line():
     assert scores_line(None) == "not scored"
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("0.8 0.95", (0.8, 0.95)), ("0.8/0.95", (0.8, 0.95)), (" .5 , 1 ", (0.5, 1.0)), ("0 0", (0.0, 0.0)),
-    ("off", (1.0, 1.0)), ("Default", (None, None)),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("0.8 0.95", (0.8, 0.95)),
+        ("0.8/0.95", (0.8, 0.95)),
+        (" .5 , 1 ", (0.5, 1.0)),
+        ("0 0", (0.0, 0.0)),
+        ("off", (1.0, 1.0)),
+        ("Default", (None, None)),
+    ],
+)
 def test_parse_nsfw_thresholds(text, expected):
     assert parse_nsfw_thresholds(text) == expected
 

@@ -55,8 +55,15 @@ def request(prompt: str = "a cat") -> GenerationRequest:
 
 
 async def queued(world, guild_id: int | None = GUILD, status: JobStatus = JobStatus.QUEUED):
-    return await transaction(world.sessions, job_store.create, user_id=USER, request=request(), guild_id=guild_id,
-                             channel_id=CHANNEL, status=status)
+    return await transaction(
+        world.sessions,
+        job_store.create,
+        user_id=USER,
+        request=request(),
+        guild_id=guild_id,
+        channel_id=CHANNEL,
+        status=status,
+    )
 
 
 async def status_of(world, job_id: int) -> str:
@@ -88,8 +95,9 @@ async def rendered(world, tmp_path: Path, *, posted: bool = False):
     png = tmp_path / f"{job.id}.png"
     png.write_bytes(b"png")
     for status in ("running", "done", "posted") if posted else ("running", "done"):
-        await transaction(world.sessions, job_store.transition, job.id, status,
-                          result_paths=[str(png)] if status == "done" else None)
+        await transaction(
+            world.sessions, job_store.transition, job.id, status, result_paths=[str(png)] if status == "done" else None
+        )
     return job
 
 

@@ -64,18 +64,25 @@ def request(prompt: str = "a cat") -> GenerationRequest:
 
 async def submit(world, prompt="a cat", user=ALICE, listener=None):
     listener = listener or Listener()
-    job = await world.submissions.submit(Command(Requester(user, GUILD, GENERAL), request=request(prompt)),
-                                         lambda previews: listener)
+    job = await world.submissions.submit(
+        Command(Requester(user, GUILD, GENERAL), request=request(prompt)), lambda previews: listener
+    )
     return job, listener
 
 
 # --- screening ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("mode", "prompt", "hold"), [
-    ("off", "a swimsuit", False), ("flagged", "a swimsuit", True), ("flagged", "a dog", False),
-    ("prompts", "a dog", True), ("images", "a swimsuit", False),
-])
+@pytest.mark.parametrize(
+    ("mode", "prompt", "hold"),
+    [
+        ("off", "a swimsuit", False),
+        ("flagged", "a swimsuit", True),
+        ("flagged", "a dog", False),
+        ("prompts", "a dog", True),
+        ("images", "a swimsuit", False),
+    ],
+)
 def test_screening_by_mode(mode, prompt, hold):
     settings = guild_store.defaults_for(GUILD)
     settings.moderation_mode, settings.flagged_words, settings.banned_words = mode, ["swim*"], ["gore"]
@@ -115,7 +122,9 @@ async def test_refusals_are_audited(service):
         await service.configure(member(), moderation_mode="prompts")
     entries = await transaction(service.sessions, mod_store.audit_log, GUILD, action="denied")
     assert [(e.actor_id, e.details) for e in entries] == [
-        (ALICE, {"attempted": "config"}), (ALICE, {"attempted": "queue"})]
+        (ALICE, {"attempted": "config"}),
+        (ALICE, {"attempted": "queue"}),
+    ]
 
 
 @pytest.mark.parametrize("action", ["cancel", "delete"])
@@ -127,13 +136,16 @@ async def test_one_answer_for_cancel_delete_and_review(world, service, action):
     await service.authorize(mod(), action, job=job)
     await service.authorize(member(BOB, channel_id=REVIEW, manage_messages=True), action, job=job)
     with pytest.raises(UserError, match=f"only the .* or a moderator can {action} it"):
-        await service.authorize(member(BOB, manage_messages=True, manage_messages_in=lambda c: False), action,
-                                job=job)
+        await service.authorize(member(BOB, manage_messages=True, manage_messages_in=lambda c: False), action, job=job)
     with pytest.raises(UserError, match="only moderators can do that"):
         await service.authorize(member(ALICE), "approve", item_id=1)  # owning the job is no right to review it
     entries = await transaction(service.sessions, mod_store.audit_log, GUILD)
     assert [(e.action, e.actor_id) for e in reversed(entries) if e.action != "config"] == [
-        (action, MOD), (action, BOB), ("denied", BOB), ("denied", ALICE)]
+        (action, MOD),
+        (action, BOB),
+        ("denied", BOB),
+        ("denied", ALICE),
+    ]
 
 
 # --- the review queue ---------------------------------------------------------------------------------------
@@ -158,8 +170,9 @@ async def test_two_approvals_at_once_make_one_decision(world, service):
     await _configure(service, moderation_mode="prompts")
     await submit(world)
     [(item, _)] = await service.queue(mod())
-    results = await asyncio.gather(service.approve(mod(), item.id), service.approve(owner(), item.id),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        service.approve(mod(), item.id), service.approve(owner(), item.id), return_exceptions=True
+    )
     assert sorted(type(r).__name__ for r in results) == ["AlreadyDecided", "Decision"]
     assert len(world.worker.ids) == 1
     assert len(await transaction(service.sessions, mod_store.audit_log, GUILD, action="approve")) == 1
@@ -190,14 +203,20 @@ async def test_images_are_held_until_approved(world, service, tmp_path):
     png.parent.mkdir(parents=True)
     png.write_bytes(b"png")
     for status in ("running", "done"):
-        job = await transaction(service.sessions, job_store.transition, job.id, status,
-                                result_paths=[str(png)] if status == "done" else None)
+        job = await transaction(
+            service.sessions,
+            job_store.transition,
+            job.id,
+            status,
+            result_paths=[str(png)] if status == "done" else None,
+        )
     posted: list[int] = []
 
     class Poster(Listener):
         async def finished(self, job, files):
             posted.append(job.id)
             from bot.services.jobs import Delivered
+
             return Delivered(1234)
 
     await service.jobs.post(job, Poster())

@@ -61,8 +61,7 @@ def test_every_layer_order_for_every_option(key):
     """For each option and each of the 32 sets of layers setting it, the highest layer wins and is named."""
     default = resolve(None, None, [], None)
     for subset in _subsets():
-        layers = {layer: {key: SAMPLE_VALUES[key][LAYERS.index(layer) % len(SAMPLE_VALUES[key])]}
-                  for layer in subset}
+        layers = {layer: {key: SAMPLE_VALUES[key][LAYERS.index(layer) % len(SAMPLE_VALUES[key])]} for layer in subset}
         result = _resolve(layers)
         if not subset:
             assert dict(result.options) == dict(default.options)
@@ -72,9 +71,7 @@ def test_every_layer_order_for_every_option(key):
         winner = subset[-1]
         value = layers[winner][key]
         assert result.sources[key] == LABELS[winner], (key, subset)
-        if key == "prompt_prefix":
-            assert result.options["prompt"] == value
-        elif key == "prompt_suffix":
+        if key == "prompt_prefix" or key == "prompt_suffix":
             assert result.options["prompt"] == value
         else:
             assert result.options[key] == value, (key, subset)
@@ -126,8 +123,12 @@ def test_prefix_and_suffix_wrap_the_prompt(prefix, prompt, suffix, expected):
 
 
 def test_prefix_and_prompt_from_different_layers():
-    result = resolve({"prompt_suffix": "guild tail"}, ("d", {"prompt_prefix": "d-head"}),
-                     [("p", {"prompt_prefix": "p-head"})], {"prompt": "a dog"})
+    result = resolve(
+        {"prompt_suffix": "guild tail"},
+        ("d", {"prompt_prefix": "d-head"}),
+        [("p", {"prompt_prefix": "p-head"})],
+        {"prompt": "a dog"},
+    )
     assert result.options["prompt"] == "p-head, a dog, guild tail"
     assert result.sources["prompt_prefix"] == "preset p"
     assert result.sources["prompt_suffix"] == "guild"
@@ -153,8 +154,9 @@ def test_a_sampler_resets_a_lower_schedule():
 
 def test_caps_clamp_and_say_so():
     caps = Caps(max_steps=30, max_pixels=512 * 512, max_batch=2)
-    result = resolve(None, ("big", {"steps": 80, "width": 1024, "height": 768, "batch_size": 4}), [],
-                     {"prompt": "x"}, caps=caps)
+    result = resolve(
+        None, ("big", {"steps": 80, "width": 1024, "height": 768, "batch_size": 4}), [], {"prompt": "x"}, caps=caps
+    )
     assert (result.options["steps"], result.options["batch_size"]) == (30, 2)
     assert result.options["width"] * result.options["height"] <= 512 * 512
     assert (result.options["width"], result.options["height"]) == (584, 440)
@@ -237,8 +239,12 @@ option_values = st.fixed_dictionaries(
 )
 
 
-@given(guild=option_values, default=st.one_of(st.none(), option_values),
-       named=st.lists(option_values, max_size=3), typed=option_values)
+@given(
+    guild=option_values,
+    default=st.one_of(st.none(), option_values),
+    named=st.lists(option_values, max_size=3),
+    typed=option_values,
+)
 def test_every_value_names_the_last_layer_that_set_it(guild, default, named, typed):
     """Whatever the layers hold, each option's source is the last layer that set it (no caps, no forced)."""
     named_presets = [(f"p{i}", opts) for i, opts in enumerate(named)]

@@ -58,9 +58,11 @@ def counted(engine):
 
 
 def imagine(user: int = ALICE, prompt: str = "a cat in a hat", presets=(), **options) -> Command:
-    return Command(Requester(user, GUILD, GENERAL, interaction_id=None), {"prompt": prompt, "width": 64,
-                                                                          "height": 64, "steps": 2, **options},
-                   presets)
+    return Command(
+        Requester(user, GUILD, GENERAL, interaction_id=None),
+        {"prompt": prompt, "width": 64, "height": 64, "steps": 2, **options},
+        presets,
+    )
 
 
 async def submit(world, command: Command) -> tuple:
@@ -74,12 +76,12 @@ async def test_one_imagine_is_one_transaction_and_one_settings_read(world):
     await transaction(world.sessions, preset_store.save, ALICE, "mine", {"sampler": "Euler a"})
     await transaction(world.sessions, preset_store.set_default, ALICE, "mine")
     with counted(world.db) as counts:
-        job, _ = await submit(world, Command(Requester(ALICE, GUILD, GENERAL), {"prompt": "a cat", "steps": 2},
-                                             ["wide"]))
+        job, _ = await submit(
+            world, Command(Requester(ALICE, GUILD, GENERAL), {"prompt": "a cat", "steps": 2}, ["wide"])
+        )
     assert counts == {"transactions": 1, "settings reads": 1}
     assert job.status == "queued" and world.worker.ids == [str(job.id)]
-    assert (job.request["width"], job.request["sampler"], job.request["negative_prompt"]) == (128, "Euler a",
-                                                                                              "blurry")
+    assert (job.request["width"], job.request["sampler"], job.request["negative_prompt"]) == (128, "Euler a", "blurry")
     assert job.sources["width"] == "preset wide"
 
 
@@ -118,6 +120,7 @@ async def test_two_commands_racing_for_the_last_slot_cannot_both_get_in(world, m
             found = await counts[name](*args, **kwargs)
             await asyncio.sleep(0.3)  # room for the other command to count too, if nothing stops it
             return found
+
         return count
 
     for user in users:  # members the bot knows already: creating their row would serialize them by itself
@@ -141,18 +144,25 @@ async def test_bans_and_the_cooldown_refuse_before_any_database_work(world):
         with pytest.raises(UserError, match=r"you're going fast: wait \d+\.\d s before the next image"):
             await submit(world, imagine())
     assert counts["transactions"] == 1
-    replayed = Command(Requester(ALICE, GUILD, GENERAL), request=GenerationRequest(prompt="a dog", width=64,
-                                                                                   height=64, steps=2), paced=False)
+    replayed = Command(
+        Requester(ALICE, GUILD, GENERAL),
+        request=GenerationRequest(prompt="a dog", width=64, height=64, steps=2),
+        paced=False,
+    )
     await submit(world, replayed)  # a command replayed after a restart was paced when it was typed
 
 
 async def test_a_request_from_an_earlier_job_meets_the_pixel_cap(world):
     await transaction(world.sessions, guild_store.update, GUILD, max_pixels=64 * 64)
     big = GenerationRequest(prompt="a cat", width=128, height=128, steps=2)
-    with pytest.raises(UserError, match=r"Upscale ×2 of job #1, image 1 would be 128x128 = 16384 pixels; this "
-                                        r"server's cap is 4096"):
-        await submit(world, Command(Requester(ALICE, GUILD, GENERAL), request=big,
-                                    what="Upscale ×2 of job #1, image 1"))
+    with pytest.raises(
+        UserError,
+        match=r"Upscale ×2 of job #1, image 1 would be 128x128 = 16384 pixels; this "
+        r"server's cap is 4096",
+    ):
+        await submit(
+            world, Command(Requester(ALICE, GUILD, GENERAL), request=big, what="Upscale ×2 of job #1, image 1")
+        )
 
 
 def test_the_cooldown_keeps_bounded_memory(monkeypatch):

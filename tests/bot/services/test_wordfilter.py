@@ -120,8 +120,11 @@ def test_separating_every_letter_or_shouting_still_matches(word, sep, upper):
     assert find_words(text.upper() if upper else text, [word]) == [word]
 
 
-@given(words, st.text(alphabet="bdfhjmqvwxyz", min_size=1, max_size=3),
-       st.text(alphabet="bdfhjmqvwxyz", min_size=1, max_size=3))
+@given(
+    words,
+    st.text(alphabet="bdfhjmqvwxyz", min_size=1, max_size=3),
+    st.text(alphabet="bdfhjmqvwxyz", min_size=1, max_size=3),
+)
 def test_no_match_inside_a_longer_word(word, prefix, suffix):
     # Letters that are no leet stand-ins, and not the word's own first/last letter (which may repeat).
     prefix = prefix.replace(word[0], "")
@@ -132,8 +135,17 @@ def test_no_match_inside_a_longer_word(word, prefix, suffix):
         assert find_words(f"{word}{suffix}", [word]) == []
 
 
-LOOKALIKES = {"a": "\u0430", "c": "\u0441", "e": "\u0435", "o": "\u043e", "p": "\u0440", "x": "\u0445",
-              "y": "\u0443", "i": "\u0456", "s": "\u0455"}
+LOOKALIKES = {
+    "a": "\u0430",
+    "c": "\u0441",
+    "e": "\u0435",
+    "o": "\u043e",
+    "p": "\u0440",
+    "x": "\u0445",
+    "y": "\u0443",
+    "i": "\u0456",
+    "s": "\u0455",
+}
 
 
 @given(words, st.data())

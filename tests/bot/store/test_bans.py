@@ -16,13 +16,15 @@ GUILD, ALICE, MOD = 900, 111, 777
 
 async def test_ban_replace_lift_and_history(any_sessions):
     async with any_sessions.begin() as s:
-        first = await bans.ban(s, ALICE, guild_id=GUILD, actor_id=MOD, expires_at=utcnow() + timedelta(days=1),
-                               reason="spam")
+        first = await bans.ban(
+            s, ALICE, guild_id=GUILD, actor_id=MOD, expires_at=utcnow() + timedelta(days=1), reason="spam"
+        )
         second = await bans.ban(s, ALICE, guild_id=GUILD, actor_id=MOD, expires_at=None, reason="again")
         await bans.ban(s, ALICE, guild_id=None, actor_id=MOD, expires_at=None)
     async with any_sessions.begin() as s:
         assert sorted((b.id, b.guild_id) for b in await bans.in_force(s)) == sorted(
-            [(second.id, GUILD), (second.id + 1, None)])
+            [(second.id, GUILD), (second.id + 1, None)]
+        )
         lifted = await bans.lift(s, ALICE, guild_id=GUILD, actor_id=MOD)
         assert lifted.id == second.id and lifted.lifted_by == MOD
         assert await bans.lift(s, ALICE, guild_id=GUILD, actor_id=MOD) is None
@@ -48,15 +50,21 @@ async def test_migration_0002_maps_the_old_all_mode(any_url):
     try:
         await migrate.upgrade(engine, "0001")
         async with engine.begin() as conn:
-            await conn.execute(text(
-                "INSERT INTO guild_settings (guild_id, moderation_mode, banned_words, flagged_words, "
-                "forced_negative_prompt, defaults, allowed_models, allowed_vaes, nsfw_policy, updated_at) "
-                "VALUES (1, 'all', '[]', '[]', '', '{}', '[]', '[]', 'block', '2026-01-01 00:00:00'), "
-                "(2, 'flagged', '[]', '[]', '', '{}', '[]', '[]', 'block', '2026-01-01 00:00:00')"))
+            await conn.execute(
+                text(
+                    "INSERT INTO guild_settings (guild_id, moderation_mode, banned_words, flagged_words, "
+                    "forced_negative_prompt, defaults, allowed_models, allowed_vaes, nsfw_policy, updated_at) "
+                    "VALUES (1, 'all', '[]', '[]', '', '{}', '[]', '[]', 'block', '2026-01-01 00:00:00'), "
+                    "(2, 'flagged', '[]', '[]', '', '{}', '[]', '[]', 'block', '2026-01-01 00:00:00')"
+                )
+            )
         await migrate.upgrade(engine)
         async with engine.connect() as conn:
-            rows = (await conn.execute(text(
-                "SELECT guild_id, moderation_mode, notify_by FROM guild_settings ORDER BY guild_id"))).all()
+            rows = (
+                await conn.execute(
+                    text("SELECT guild_id, moderation_mode, notify_by FROM guild_settings ORDER BY guild_id")
+                )
+            ).all()
         assert [tuple(r) for r in rows] == [(1, "prompts", "dm"), (2, "flagged", "dm")]
         assert await migrate.check(engine) == []
         async with engine.begin() as conn:

@@ -25,8 +25,12 @@ async def test_foreign_keys_are_enforced(any_sessions):
     """A preset for a user row that does not exist is refused by the database itself."""
     with pytest.raises(Exception, match="(?i)foreign key"):
         async with any_sessions.begin() as s:
-            await s.execute(text("INSERT INTO presets (user_id, name, name_key, options, created_at, updated_at) "
-                                 "VALUES (404, 'x', 'x', '{}', '2026-01-01', '2026-01-01')"))
+            await s.execute(
+                text(
+                    "INSERT INTO presets (user_id, name, name_key, options, created_at, updated_at) "
+                    "VALUES (404, 'x', 'x', '{}', '2026-01-01', '2026-01-01')"
+                )
+            )
 
 
 async def test_write_transactions_begin_immediate(engine, db_url):

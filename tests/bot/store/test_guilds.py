@@ -22,10 +22,20 @@ async def test_defaults_without_a_row(any_sessions):
 async def test_update_and_read_back(any_sessions):
     async with any_sessions.begin() as s:
         await guilds.update(
-            s, GUILD, moderation_mode="flagged", review_channel_id=5, moderator_role_id=6,
-            forced_negative_prompt=" nsfw, gore ", max_steps=40, max_pixels=512 * 512, max_batch=2,
-            max_jobs_per_user=3, allowed_models=["sd15", " sdxl ", "sd15"], allowed_vaes=["vae-ft-mse"],
-            nsfw_policy="block", defaults={"sampler": "DPM++ 2M Karras", "steps": 25},
+            s,
+            GUILD,
+            moderation_mode="flagged",
+            review_channel_id=5,
+            moderator_role_id=6,
+            forced_negative_prompt=" nsfw, gore ",
+            max_steps=40,
+            max_pixels=512 * 512,
+            max_batch=2,
+            max_jobs_per_user=3,
+            allowed_models=["sd15", " sdxl ", "sd15"],
+            allowed_vaes=["vae-ft-mse"],
+            nsfw_policy="block",
+            defaults={"sampler": "DPM++ 2M Karras", "steps": 25},
             banned_words=["Bad  Word", "bad word", ""],
         )
     async with any_sessions.begin() as s:
@@ -112,8 +122,12 @@ async def test_auto_mode_and_age_restricted_thresholds(any_sessions):
     async with any_sessions.begin() as s:
         row = await guilds.get(s, GUILD)
     assert (row.moderation_mode, row.nsfw_flag_above, row.nsfw_block_above) == ("auto", 0.8, 1.0)
-    for bad in ({"nsfw_flag_above": 1.5, "nsfw_block_above": 2}, {"nsfw_flag_above": True, "nsfw_block_above": 1},
-                {"nsfw_flag_above": 0.9, "nsfw_block_above": 0.5}, {"nsfw_flag_above": None}):
+    for bad in (
+        {"nsfw_flag_above": 1.5, "nsfw_block_above": 2},
+        {"nsfw_flag_above": True, "nsfw_block_above": 1},
+        {"nsfw_flag_above": 0.9, "nsfw_block_above": 0.5},
+        {"nsfw_flag_above": None},
+    ):
         with pytest.raises(InvalidGuildSetting):
             async with any_sessions.begin() as s:
                 await guilds.update(s, GUILD, **bad)

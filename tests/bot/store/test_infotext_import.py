@@ -15,8 +15,22 @@ from engine.samplers import sampler_labels
 
 _users = itertools.count(50_000)
 
-KEYS = ["Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size", "Model", "VAE", "Clip skip",
-        "Model hash", "Hires upscale", "Denoising strength", "Lora hashes", "Version"]
+KEYS = [
+    "Steps",
+    "Sampler",
+    "Schedule type",
+    "CFG scale",
+    "Seed",
+    "Size",
+    "Model",
+    "VAE",
+    "Clip skip",
+    "Model hash",
+    "Hires upscale",
+    "Denoising strength",
+    "Lora hashes",
+    "Version",
+]
 junk_values = st.one_of(
     st.integers(-10, 10_000).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(str),
@@ -42,8 +56,11 @@ def test_any_text_gives_options_or_our_error(text):
     _check_result(result)
 
 
-@given(prompt=st.text(max_size=40), negative=st.text(max_size=40),
-       params=st.dictionaries(st.sampled_from(KEYS), junk_values, min_size=3, max_size=10))
+@given(
+    prompt=st.text(max_size=40),
+    negative=st.text(max_size=40),
+    params=st.dictionaries(st.sampled_from(KEYS), junk_values, min_size=3, max_size=10),
+)
 def test_infotext_shaped_junk_gives_options_or_our_error(prompt, negative, params):
     text = format_infotext(prompt, negative, params)
     try:
@@ -63,13 +80,19 @@ valid_params = st.fixed_dictionaries(
         .filter(lambda wh: wh[0] * wh[1] * 64 <= 1024 * 1024)
         .map(lambda wh: f"{wh[0] * 8}x{wh[1] * 8}"),
     },
-    optional={"Clip skip": st.integers(2, 12), "Model": st.sampled_from(["sd15", "dreamshaper_8"]),
-              "ENSD": st.just("31337")},
+    optional={
+        "Clip skip": st.integers(2, 12),
+        "Model": st.sampled_from(["sd15", "dreamshaper_8"]),
+        "ENSD": st.just("31337"),
+    },
 )
 
 
-@given(prompt=st.text(alphabet="abc (:1.2),", min_size=1, max_size=30).filter(lambda p: p.strip()),
-       params=valid_params, keep_seed=st.booleans())
+@given(
+    prompt=st.text(alphabet="abc (:1.2),", min_size=1, max_size=30).filter(lambda p: p.strip()),
+    params=valid_params,
+    keep_seed=st.booleans(),
+)
 def test_valid_infotexts_keep_their_settings(prompt, params, keep_seed):
     """Every setting of a well-formed infotext lands in the preset (the seed only when asked for)."""
     options, unknown, dropped = presets.infotext_options(format_infotext(prompt, "", params), keep_seed=keep_seed)
@@ -84,9 +107,17 @@ def test_valid_infotexts_keep_their_settings(prompt, params, keep_seed):
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(text=st.one_of(st.text(max_size=120),
-                      st.builds(format_infotext, st.text(max_size=30), st.text(max_size=30),
-                                st.dictionaries(st.sampled_from(KEYS), junk_values, min_size=3, max_size=8))))
+@given(
+    text=st.one_of(
+        st.text(max_size=120),
+        st.builds(
+            format_infotext,
+            st.text(max_size=30),
+            st.text(max_size=30),
+            st.dictionaries(st.sampled_from(KEYS), junk_values, min_size=3, max_size=8),
+        ),
+    )
+)
 async def test_import_into_the_database_never_raises_anything_else(any_sessions, text):
     user = next(_users)
     async with any_sessions.begin() as s:

@@ -31,8 +31,7 @@ async def _move(sessions, job_id, to, **kw):
 
 
 async def test_create_persists_everything(any_sessions):
-    job = await _create(any_sessions, guild_id=1, channel_id=2, interaction_id=3,
-                        sources={"steps": "command"})
+    job = await _create(any_sessions, guild_id=1, channel_id=2, interaction_id=3, sources={"steps": "command"})
     async with any_sessions.begin() as s:
         got = await jobs.get(s, job.id)
     assert got.status == "queued" and got.user_id == ALICE
@@ -77,8 +76,13 @@ _PAIRS = list(itertools.product(list(S), list(S)))
 
 async def _job_in(sessions, status: JobStatus):
     path = {
-        S.AWAITING_REVIEW: [], S.QUEUED: [], S.RUNNING: ["running"], S.DONE: ["running", "done"],
-        S.POSTED: ["running", "done", "posted"], S.FAILED: ["failed"], S.CANCELLED: ["cancelled"],
+        S.AWAITING_REVIEW: [],
+        S.QUEUED: [],
+        S.RUNNING: ["running"],
+        S.DONE: ["running", "done"],
+        S.POSTED: ["running", "done", "posted"],
+        S.FAILED: ["failed"],
+        S.CANCELLED: ["cancelled"],
         S.REJECTED: ["rejected"],
     }[status]
     start = "awaiting_review" if status in (S.AWAITING_REVIEW, S.REJECTED) else "queued"

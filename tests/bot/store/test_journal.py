@@ -51,8 +51,12 @@ def test_an_entry_survives_sigkill_right_after_append(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, timeout=60)
     assert done.returncode == -signal.SIGKILL
     [entry] = Journal(path).pending()
-    assert (entry.interaction_id, entry.token, entry.guild_id, entry.payload) == \
-        (42, "tok", None, {"typed": {"prompt": "kept"}})
+    assert (entry.interaction_id, entry.token, entry.guild_id, entry.payload) == (
+        42,
+        "tok",
+        None,
+        {"typed": {"prompt": "kept"}},
+    )
 
 
 def test_the_default_path_is_beside_the_sqlite_database(tmp_path):
@@ -64,8 +68,13 @@ def test_the_default_path_is_beside_the_sqlite_database(tmp_path):
     assert pg.journal_path == tmp_path / "sdbot-journal.db"
     other = Config(parse_settings({"database": {"url": f"sqlite:///{tmp_path / 'x' / 'bot.db'}"}}, "t"), tmp_path, None)
     assert other.journal_path == tmp_path / "x" / "bot-journal.db"
-    shard = Config(parse_settings({"database": {"url": "postgresql://u:p@h/db"},
-                                   "discord": {"shards": 4, "shard_ids": [2, 3]}}, "t"), tmp_path, None)
+    shard = Config(
+        parse_settings(
+            {"database": {"url": "postgresql://u:p@h/db"}, "discord": {"shards": 4, "shard_ids": [2, 3]}}, "t"
+        ),
+        tmp_path,
+        None,
+    )
     assert shard.journal_path == tmp_path / "sdbot-journal-shards-2-3.db"  # one per process sharing the shards
     chosen = Config(parse_settings({"database": {"journal_path": "j/acks.db"}}, "t"), tmp_path, None)
     assert chosen.journal_path == tmp_path / "j" / "acks.db"

@@ -21,13 +21,13 @@ async def _tables(engine) -> set[str]:
 async def test_up_down_up_from_empty(any_engine):
     """Head creates every model table; base removes them all; head again works on the emptied database."""
     assert await migrate.current(any_engine) == migrate.head()
-    assert TABLES <= await _tables(any_engine)
+    assert await _tables(any_engine) >= TABLES
     await migrate.downgrade(any_engine, "base")
     assert await migrate.current(any_engine) is None
     assert not (TABLES & await _tables(any_engine))
     await migrate.upgrade(any_engine)
     assert await migrate.current(any_engine) == migrate.head()
-    assert TABLES <= await _tables(any_engine)
+    assert await _tables(any_engine) >= TABLES
 
 
 async def test_upgrade_twice_is_a_no_op(any_engine):

@@ -12,8 +12,7 @@ GUILD, ALICE, MOD, MOD2 = 900, 111, 777, 778
 
 async def _held(sessions, prompt="a swimsuit photo"):
     async with sessions.begin() as s:
-        job = await jobs.create(s, user_id=ALICE, guild_id=GUILD, request={"prompt": prompt},
-                                status="awaiting_review")
+        job = await jobs.create(s, user_id=ALICE, guild_id=GUILD, request={"prompt": prompt}, status="awaiting_review")
         item = await moderation.hold(s, job.id, reason="flagged: swimsuit")
     return job, item
 
@@ -46,7 +45,12 @@ async def test_approve_queues_the_job_and_logs_it(any_sessions):
         assert await moderation.pending(s, GUILD) == []
         [entry] = await moderation.audit_log(s, GUILD)
     assert (entry.action, entry.actor_id, entry.job_id, entry.target_user_id, entry.reason) == (
-        "approve", MOD, job.id, ALICE, "fine")
+        "approve",
+        MOD,
+        job.id,
+        ALICE,
+        "fine",
+    )
     assert entry.details == {"item_id": item.id, "prompt": "a swimsuit photo"}
     assert entry.created_at is not None
 
@@ -73,8 +77,9 @@ async def test_missing_item(any_sessions):
 async def test_audit_log_paging_and_filter(any_sessions):
     async with any_sessions.begin() as s:
         for i in range(5):
-            await moderation.record(s, actor_id=MOD, action="settings" if i % 2 else "ban_word",
-                                    guild_id=GUILD, details={"i": i})
+            await moderation.record(
+                s, actor_id=MOD, action="settings" if i % 2 else "ban_word", guild_id=GUILD, details={"i": i}
+            )
         await moderation.record(s, actor_id=MOD, action="settings", guild_id=1)
     async with any_sessions.begin() as s:
         page1 = await moderation.audit_log(s, GUILD, limit=2)

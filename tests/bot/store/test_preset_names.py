@@ -36,8 +36,11 @@ def test_valid_names_survive_surrounding_whitespace(name, before, after):
     assert presets.name_key(name) == name.lower()
 
 
-@given(valid_names, st.text(alphabet=st.characters(blacklist_characters=ALLOWED), min_size=1, max_size=3),
-       st.integers(min_value=0, max_value=32))
+@given(
+    valid_names,
+    st.text(alphabet=st.characters(blacklist_characters=ALLOWED), min_size=1, max_size=3),
+    st.integers(min_value=0, max_value=32),
+)
 def test_any_other_character_is_refused(name, bad, at):
     candidate = name[:at] + bad + name[at:]
     if candidate.strip() != candidate or not candidate.strip():

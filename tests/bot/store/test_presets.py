@@ -210,8 +210,13 @@ async def test_export_only_some(any_sessions):
 async def test_import_conflicts_and_overwrite(any_sessions):
     """Existing names are refused unless overwrite; with it they are updated, and nothing is half-done."""
     await _save(any_sessions, ALICE, "keep", {"steps": 1})
-    text = json.dumps({"format": "sdbot-presets", "version": 1, "presets": [
-        {"name": "KEEP", "options": {"steps": 9}}, {"name": "fresh", "options": {"steps": 8}}]})
+    text = json.dumps(
+        {
+            "format": "sdbot-presets",
+            "version": 1,
+            "presets": [{"name": "KEEP", "options": {"steps": 9}}, {"name": "fresh", "options": {"steps": 8}}],
+        }
+    )
     async with any_sessions.begin() as s:
         with pytest.raises(PresetExists, match="'keep'"):
             await presets.import_json(s, ALICE, text)
@@ -225,8 +230,13 @@ async def test_import_conflicts_and_overwrite(any_sessions):
 
 async def test_import_respects_the_limit(any_sessions):
     await _save(any_sessions, ALICE, "one", {"steps": 1}, limit=2)
-    text = json.dumps({"format": "sdbot-presets", "version": 1, "presets": [
-        {"name": "two", "options": {"steps": 2}}, {"name": "three", "options": {"steps": 3}}]})
+    text = json.dumps(
+        {
+            "format": "sdbot-presets",
+            "version": 1,
+            "presets": [{"name": "two", "options": {"steps": 2}}, {"name": "three", "options": {"steps": 3}}],
+        }
+    )
     async with any_sessions.begin() as s:
         with pytest.raises(PresetLimit, match="would give you 3; the limit is 2"):
             await presets.import_json(s, ALICE, text, limit=2)
@@ -239,14 +249,24 @@ async def test_import_respects_the_limit(any_sessions):
         ("[]", "not an sdbot preset export"),
         ('{"format": "sdbot-presets", "version": 2, "presets": []}', "version 2 is not supported"),
         ('{"format": "sdbot-presets", "version": 1, "presets": [1]}', "preset #1 in the file needs a 'name'"),
-        ('{"format": "sdbot-presets", "version": 1, "presets": [{"name": "a b", "options": {}}]}',
-         "preset #1 in the file: preset name 'a b' contains ' '"),
-        ('{"format": "sdbot-presets", "version": 1, "presets": [{"name": "x", "options": {"steps": -1}}]}',
-         "preset 'x' in the file: invalid preset option steps"),
-        ('{"format": "sdbot-presets", "version": 1, "presets": [{"name": "x", "options": {"steps": 1}},'
-         ' {"name": "X", "options": {"steps": 2}}]}', "two presets named 'x' and 'X'"),
-        ('{"format": "sdbot-presets", "version": 1, "presets": [{"name": "x", "default": true, "options": '
-         '{"steps": 1}}, {"name": "y", "default": true, "options": {"steps": 2}}]}', "marks both 'x' and 'y'"),
+        (
+            '{"format": "sdbot-presets", "version": 1, "presets": [{"name": "a b", "options": {}}]}',
+            "preset #1 in the file: preset name 'a b' contains ' '",
+        ),
+        (
+            '{"format": "sdbot-presets", "version": 1, "presets": [{"name": "x", "options": {"steps": -1}}]}',
+            "preset 'x' in the file: invalid preset option steps",
+        ),
+        (
+            '{"format": "sdbot-presets", "version": 1, "presets": [{"name": "x", "options": {"steps": 1}},'
+            ' {"name": "X", "options": {"steps": 2}}]}',
+            "two presets named 'x' and 'X'",
+        ),
+        (
+            '{"format": "sdbot-presets", "version": 1, "presets": [{"name": "x", "default": true, "options": '
+            '{"steps": 1}}, {"name": "y", "default": true, "options": {"steps": 2}}]}',
+            "marks both 'x' and 'y'",
+        ),
         (b"\xff\xfe", "not UTF-8"),
         ("[" * 100_000, "not valid JSON"),
     ],

@@ -15,11 +15,32 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def test_two_processes_lose_and_double_nothing(pg_server_url):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "pg_two_processes.py"), "--url", pg_server_url,
-                          "--tasks", "8", "--rounds", "3"], capture_output=True, text=True, env=env, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "pg_two_processes.py"),
+            "--url",
+            pg_server_url,
+            "--tasks",
+            "8",
+            "--rounds",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     figures = dict(line.split(": ", 1) for line in run.stdout.splitlines() if ": " in line)
     assert run.returncode == 0, run.stdout + run.stderr
-    for name in ("presets_lost", "presets_doubled", "counter_lost_updates", "jobs_lost", "jobs_doubled",
-                 "jobs_started_twice", "jobs_never_started"):
+    for name in (
+        "presets_lost",
+        "presets_doubled",
+        "counter_lost_updates",
+        "jobs_lost",
+        "jobs_doubled",
+        "jobs_started_twice",
+        "jobs_never_started",
+    ):
         assert figures[name] == "0", (name, run.stdout)
     assert figures["limit_user_presets"] == "20 (limit 20)"

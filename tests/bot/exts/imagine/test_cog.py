@@ -16,8 +16,9 @@ def params_of(standin, message) -> dict[str, str]:
 
 async def test_imagine_with_typed_and_inline_options(harness):
     s = harness.standin
-    ix = await s.send_interaction(s.slash("imagine", {"prompt": f"a cat --seed 5 --cfg 6 {FAST}", "cfg": 8.0,
-                                                      "clip_skip": 2}))
+    ix = await s.send_interaction(
+        s.slash("imagine", {"prompt": f"a cat --seed 5 --cfg 6 {FAST}", "cfg": 8.0, "clip_skip": 2})
+    )
     await ix.wait_callback()
     assert ix.callbacks[0].json["type"] == 5  # deferred: acknowledged at once
     message = await ix.wait_original_message(lambda m: m.get("attachments"))
@@ -99,8 +100,9 @@ async def test_progress_edits_respect_the_channel_rate(tmp_path, tiny_sd15):
     from tests.bot.harness import running_bot
 
     # 30 steps of at least 50 ms each: the render outlasts several edit periods on any machine.
-    async with running_bot(tmp_path, tiny_sd15, step_s=0.05,
-                           discord={"edit_period_s": 0.3, "edits_per_channel": 1}) as h:
+    async with running_bot(
+        tmp_path, tiny_sd15, step_s=0.05, discord={"edit_period_s": 0.3, "edits_per_channel": 1}
+    ) as h:
         s = h.standin
         ix = await s.send_interaction(s.slash("imagine", {"prompt": "a cat --size 64x64 --steps 30"}))
         await ix.wait_original_message(lambda m: m.get("attachments"), timeout=60)
@@ -154,8 +156,9 @@ async def test_late_results_go_to_the_channel_with_a_mention(tmp_path, tiny_sd15
         ix = await s.send_interaction(s.slash("imagine", {"prompt": "a cat --size 64x64 --steps 40"}))
         await ix.wait_for(lambda r: r.method == "PATCH" and "/40" in (r.json or {}).get("content", ""))
         ix.expire()
-        posted = await s.wait_for(lambda r: r.method == "POST" and r.route == "/channels/{channel_id}/messages"
-                                  and r.files, timeout=60)
+        posted = await s.wait_for(
+            lambda r: r.method == "POST" and r.route == "/channels/{channel_id}/messages" and r.files, timeout=60
+        )
         assert f"<@{s.user.id}>" in posted.json["content"]
         assert [str(u) for u in posted.json["allowed_mentions"]["users"]] == [str(s.user.id)]
         s.assert_no_invalid_requests()
@@ -187,8 +190,12 @@ async def test_edit_button_opens_a_prefilled_modal_that_runs_again(harness):
     modal = press.callbacks[0].json["data"]
     texts = {c["components"][0]["custom_id"]: c["components"][0].get("value") for c in modal["components"]}
     assert texts["prompt"] == "a cat" and "--seed 8" in texts["options"] and "--size 64x64" in texts["options"]
-    submit = await s.send_interaction(s.modal_submit(modal["custom_id"], {
-        "prompt": "a dog", "negative": "blurry", "options": texts["options"].replace("--seed 8", "--seed 9")}))
+    submit = await s.send_interaction(
+        s.modal_submit(
+            modal["custom_id"],
+            {"prompt": "a dog", "negative": "blurry", "options": texts["options"].replace("--seed 8", "--seed 9")},
+        )
+    )
     again = await submit.wait_original_message(lambda m: m.get("attachments"))
     data = read_png_infotext(s.attachment_bytes(again["attachments"][0]))
     info = parse_infotext(data)
@@ -211,8 +218,13 @@ async def test_queue_cap_says_how_many_jobs_are_queued(tmp_path, tiny_sd15):
 async def test_live_previews_only_where_the_server_turned_them_on(tmp_path, tiny_sd15):
     from tests.bot.harness import running_bot
 
-    async with running_bot(tmp_path, tiny_sd15, step_s=0.1, engine={"preview_every": 2},
-                           discord={"preview_period_s": 1.0, "edit_period_s": 0.2}) as h:
+    async with running_bot(
+        tmp_path,
+        tiny_sd15,
+        step_s=0.1,
+        engine={"preview_every": 2},
+        discord={"preview_period_s": 1.0, "edit_period_s": 0.2},
+    ) as h:
         s = h.standin
         slow = {"prompt": "a cat --size 64x64 --steps 30"}  # 3 s at least: several preview periods
 
@@ -226,8 +238,7 @@ async def test_live_previews_only_where_the_server_turned_them_on(tmp_path, tiny
         turn_on = await s.send_interaction(s.slash("config previews", {"enabled": True}, user="guild-owner"))
         await turn_on.wait_original_message(lambda m: "Live previews:** on" in m.get("content", ""), timeout=10)
         on = await s.send_interaction(s.slash("imagine", slow))
-        final = await on.wait_original_message(lambda m: m.get("attachments") and "ready" in m["content"],
-                                               timeout=120)
+        final = await on.wait_original_message(lambda m: m.get("attachments") and "ready" in m["content"], timeout=120)
         edits = preview_edits(on)
         assert edits, [r.describe() for r in on.requests]
         times = [r.time for r in edits]

@@ -41,15 +41,22 @@ async def test_a_final_is_not_delayed_by_a_storm_of_progress_edits(tmp_path, tin
     (had they waited for a slot, they would come in an hour: however slow the machine, the test tells)."""
     members = [StandInUser(f"m{i}") for i in range(4)]
     async with DiscordStandIn([StandInGuild(members=list(members))]) as standin:
-        running = await start_bot(tmp_path, tiny_sd15, standin, engine={"threads": 1},
-                                  discord={"edits_per_channel": 1, "edit_period_s": 60.0})
+        running = await start_bot(
+            tmp_path, tiny_sd15, standin, engine={"threads": 1}, discord={"edits_per_channel": 1, "edit_period_s": 60.0}
+        )
         running.bot.channel_edits(standin.channel.id).period_s = 3600.0  # beyond what the config allows
         try:
-            handles = await asyncio.gather(*(standin.send_interaction(standin.slash(
-                "imagine", {"prompt": f"a cat --size 64x64 --steps 6 --seed {i}"}, user=m))
-                for i, m in enumerate(members)))
-            messages = await asyncio.gather(*(h.wait_original_message(lambda m: m.get("attachments"), timeout=300)
-                                              for h in handles))
+            handles = await asyncio.gather(
+                *(
+                    standin.send_interaction(
+                        standin.slash("imagine", {"prompt": f"a cat --size 64x64 --steps 6 --seed {i}"}, user=m)
+                    )
+                    for i, m in enumerate(members)
+                )
+            )
+            messages = await asyncio.gather(
+                *(h.wait_original_message(lambda m: m.get("attachments"), timeout=300) for h in handles)
+            )
             assert all(m["attachments"] and m["components"] for m in messages)
             # Each job's first edit tells its place at once; what follows is progress, paced by the channel.
             assert all(place(status_edits(h)[0].json["content"]) for h in handles)
@@ -66,10 +73,15 @@ async def test_fifty_members_at_once_are_all_served_under_the_defaults(tmp_path,
     async with DiscordStandIn([StandInGuild(members=list(members))]) as standin:
         running = await start_bot(tmp_path, tiny_sd15, standin, defaults=True, engine={"threads": 1})
         try:
-            handles = await asyncio.gather(*(standin.send_interaction(standin.slash(
-                "imagine", {"prompt": f"a cat {FAST}"}, user=m)) for m in members))
-            messages = await asyncio.gather(*(h.wait_original_message(lambda m: m.get("attachments"), timeout=600)
-                                              for h in handles))
+            handles = await asyncio.gather(
+                *(
+                    standin.send_interaction(standin.slash("imagine", {"prompt": f"a cat {FAST}"}, user=m))
+                    for m in members
+                )
+            )
+            messages = await asyncio.gather(
+                *(h.wait_original_message(lambda m: m.get("attachments"), timeout=600) for h in handles)
+            )
             assert len(messages) == 50 and all(m["components"] for m in messages)
             assert not [r for r in standin.requests if r.key == Routes.FOLLOWUP]  # no refusal sent to anyone
             # Each member was told a place in the queue, and the places were 1..50 (or fewer ahead as jobs ran).
@@ -86,10 +98,12 @@ async def test_three_prompts_in_three_seconds_are_three_jobs(tmp_path, tiny_sd15
         try:
             handles = []
             for i in range(3):
-                handles.append(await standin.send_interaction(standin.slash(
-                    "imagine", {"prompt": f"a cat {FAST} --seed {i}"})))
-            messages = await asyncio.gather(*(h.wait_original_message(lambda m: m.get("attachments"), timeout=120)
-                                              for h in handles))
+                handles.append(
+                    await standin.send_interaction(standin.slash("imagine", {"prompt": f"a cat {FAST} --seed {i}"}))
+                )
+            messages = await asyncio.gather(
+                *(h.wait_original_message(lambda m: m.get("attachments"), timeout=120) for h in handles)
+            )
             assert len({m["id"] for m in messages}) == 3
             assert not [r for r in standin.requests if r.key == Routes.FOLLOWUP]
         finally:
@@ -100,8 +114,9 @@ async def test_two_servers_sharing_the_bot_alternate_in_the_queue(tmp_path, tiny
     busy = StandInGuild("Busy", members=[StandInUser(f"b{i}") for i in range(4)])
     quiet = StandInGuild("Quiet", members=[StandInUser("q0"), StandInUser("q1")])
     async with DiscordStandIn([busy, quiet]) as standin:
-        running = await start_bot(tmp_path, tiny_sd15, standin, engine={"threads": 1},
-                                  discord={"guild_ids": [busy.id, quiet.id]})
+        running = await start_bot(
+            tmp_path, tiny_sd15, standin, engine={"threads": 1}, discord={"guild_ids": [busy.id, quiet.id]}
+        )
         try:
             worker = running.services.worker
             hold = threading.Event()
@@ -111,17 +126,25 @@ async def test_two_servers_sharing_the_bot_alternate_in_the_queue(tmp_path, tiny
                 sent += [(quiet, m) for m in quiet.members if m.username.startswith("q")]
                 handles = []
                 for guild, member in sent:  # the busy server's four first, then the quiet one's two
-                    handles.append(await standin.send_interaction(standin.slash(
-                        "imagine", {"prompt": f"a cat {FAST}"}, user=member, guild=guild)))
-                await asyncio.gather(*(h.wait_original_message(lambda m: "queued" in m.get("content", "").lower(),
-                                                               timeout=60) for h in handles))
+                    handles.append(
+                        await standin.send_interaction(
+                            standin.slash("imagine", {"prompt": f"a cat {FAST}"}, user=member, guild=guild)
+                        )
+                    )
+                await asyncio.gather(
+                    *(
+                        h.wait_original_message(lambda m: "queued" in m.get("content", "").lower(), timeout=60)
+                        for h in handles
+                    )
+                )
                 groups = [p.group for p in worker.queued()]
                 assert groups == [str(busy.id), str(quiet.id)] * 2 + [str(busy.id)] * 2, groups
             finally:
                 hold.set()
                 await held
-            await asyncio.gather(*(h.wait_original_message(lambda m: m.get("attachments"), timeout=120)
-                                   for h in handles))
+            await asyncio.gather(
+                *(h.wait_original_message(lambda m: m.get("attachments"), timeout=120) for h in handles)
+            )
         finally:
             await running.stop()
 
@@ -133,8 +156,10 @@ async def test_the_default_checkpoint_is_loaded_at_start_and_the_time_logged(tmp
         try:
             models = running.services.worker.engine.models
             assert models.disk_loads >= 1  # before any command
-            assert any(re.fullmatch(r"default checkpoint tiny-sd15 and its VAE loaded in \d+\.\d\d s", r.getMessage())
-                       for r in caplog.records), [r.getMessage() for r in caplog.records]
+            assert any(
+                re.fullmatch(r"default checkpoint tiny-sd15 and its VAE loaded in \d+\.\d\d s", r.getMessage())
+                for r in caplog.records
+            ), [r.getMessage() for r in caplog.records]
             loads = models.disk_loads
             ix = await standin.send_interaction(standin.slash("imagine", {"prompt": f"a cat {FAST}"}))
             await ix.wait_original_message(lambda m: m.get("attachments"), timeout=120)

@@ -14,7 +14,7 @@ from bot.store import jobs as job_store
 from bot.store.db import transaction
 from engine.infotext import parse_infotext, read_png_infotext
 from tests.bot.exts.helpers import job_id_of, with_images
-from tests.bot.exts.moderation.test_cog import held, mod_bot, setup_guild
+from tests.bot.exts.moderation.test_cog import mod_bot, setup_guild
 from tests.bot.harness import running_bot
 
 
@@ -51,8 +51,9 @@ async def test_imagine_from_an_attachment_then_upscale_and_vary_after_a_restart(
     async with running_bot(tmp_path, tiny_sd15) as h:
         s = h.standin
         start = s.upload_attachment("start.png", png(96, 64), content_type="image/png")
-        message = await with_images(s, s.slash("imagine", {"prompt": "a cat --steps 3 --seed 4", "image": start,
-                                                           "strength": 0.5}))
+        message = await with_images(
+            s, s.slash("imagine", {"prompt": "a cat --steps 3 --seed 4", "image": start, "strength": 0.5})
+        )
         params = params_of(s, message)
         assert params["Size"] == "96x64" and params["Denoising strength"] == "0.5"  # the attachment's own size
         assert field(message, "Start image") == "attachment start.png"
@@ -93,18 +94,27 @@ async def test_bad_attachments_are_refused_and_nothing_is_queued(tmp_path, tiny_
     def bomb() -> bytes:
         def chunk(kind: bytes, data: bytes) -> bytes:
             return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
         ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
-        return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 99)) + \
-            chunk(b"IEND", b"")
+        return (
+            b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(b"\0" * 99))
+            + chunk(b"IEND", b"")
+        )
 
     async with running_bot(tmp_path, tiny_sd15, engine={"max_input_bytes": 40_000}) as h:
         s = h.standin
         cases = [
             (s.upload_attachment("bomb.png", bomb(), content_type="image/png"), "the limit is 16,777,216 pixels"),
-            (s.upload_attachment("cat.png", b"GIF89a not really", content_type="image/png"),
-             "not a PNG, JPEG or WebP image"),
-            (s.upload_attachment("big.png", b"\x89PNG\r\n\x1a\n" + bytes(50_000), content_type="image/png"),
-             "the limit for a start image is"),
+            (
+                s.upload_attachment("cat.png", b"GIF89a not really", content_type="image/png"),
+                "not a PNG, JPEG or WebP image",
+            ),
+            (
+                s.upload_attachment("big.png", b"\x89PNG\r\n\x1a\n" + bytes(50_000), content_type="image/png"),
+                "the limit for a start image is",
+            ),
         ]
         for attachment, message in cases:
             ix = await s.send_interaction(s.slash("imagine", {"prompt": "a cat --steps 2", "image": attachment}))
@@ -124,16 +134,18 @@ async def test_remix_menu_starts_from_the_messages_image(tmp_path, tiny_sd15):
         assert modal["type"] == 9
         texts = [c for row in modal["data"]["components"] for c in row["components"]]
         assert texts[0]["value"] == "a red fox" and texts[1]["value"] == "0.75"
-        remixed = await with_images(s, s.modal_submit(modal["data"]["custom_id"],
-                                                      {"prompt": "a blue fox --steps 2", "strength": "0.6"}))
+        remixed = await with_images(
+            s, s.modal_submit(modal["data"]["custom_id"], {"prompt": "a blue fox --steps 2", "strength": "0.6"})
+        )
         params = params_of(s, remixed)
         assert params["Denoising strength"] == "0.6" and params["Size"] == "64x96"
         assert field(remixed, "Start image") == f"attachment {original['attachments'][0]['filename']}"
 
         bad = await s.send_interaction(s.message_command("Remix", original))
         await bad.wait_callback()
-        refused = await s.send_interaction(s.modal_submit(bad.callbacks[0].json["data"]["custom_id"],
-                                                          {"prompt": "x", "strength": "2"}))
+        refused = await s.send_interaction(
+            s.modal_submit(bad.callbacks[0].json["data"]["custom_id"], {"prompt": "x", "strength": "2"})
+        )
         assert "strength takes a number from 0 to 1" in await refusal(refused)
         s.assert_no_invalid_requests()
 
@@ -169,8 +181,12 @@ async def test_edit_of_an_img2img_result_starts_from_the_same_image(tmp_path, ti
     async with running_bot(tmp_path, tiny_sd15) as h:
         s = h.standin
         start = s.upload_attachment("start.png", png(96, 64, (200, 60, 30)), content_type="image/png")
-        message = await with_images(s, s.slash("imagine", {
-            "prompt": "a cat --steps 3 --seed 4 --resize-mode crop", "image": start, "strength": 0.5}))
+        message = await with_images(
+            s,
+            s.slash(
+                "imagine", {"prompt": "a cat --steps 3 --seed 4 --resize-mode crop", "image": start, "strength": 0.5}
+            ),
+        )
         job_id = job_id_of(message)
         press = await s.send_interaction(s.button(f"sdbot:job:{job_id}:edit", message=message))
         await press.wait_callback()
@@ -179,16 +195,28 @@ async def test_edit_of_an_img2img_result_starts_from_the_same_image(tmp_path, ti
         assert "--strength 0.5" in texts["options"] and "--resize-mode crop" in texts["options"]
 
         # Unchanged: the same pixels, so the edit ran img2img from the same image, not txt2img.
-        again = await with_images(s, s.modal_submit(modal["custom_id"], {
-            "prompt": texts["prompt"], "negative": "", "options": texts["options"]}))
+        again = await with_images(
+            s,
+            s.modal_submit(
+                modal["custom_id"], {"prompt": texts["prompt"], "negative": "", "options": texts["options"]}
+            ),
+        )
         assert s.attachment_bytes(again["attachments"][0]) == s.attachment_bytes(message["attachments"][0])
         assert field(again, "Start image") == "attachment start.png"
 
         press = await s.send_interaction(s.button(f"sdbot:job:{job_id}:edit", message=message))
         await press.wait_callback()  # a modal answers once: a new one for the second edit
-        edited = await with_images(s, s.modal_submit(press.callbacks[0].json["data"]["custom_id"], {
-            "prompt": "a dog", "negative": "", "options": texts["options"].replace("--strength 0.5",
-                                                                                   "--strength 0.6")}))
+        edited = await with_images(
+            s,
+            s.modal_submit(
+                press.callbacks[0].json["data"]["custom_id"],
+                {
+                    "prompt": "a dog",
+                    "negative": "",
+                    "options": texts["options"].replace("--strength 0.5", "--strength 0.6"),
+                },
+            ),
+        )
         params = params_of(s, edited)
         assert params["Denoising strength"] == "0.6" and params["Size"] == "96x64"
         jobs = {j.id: j for j in await jobs_of(h, s.user.id)}
@@ -198,8 +226,12 @@ async def test_edit_of_an_img2img_result_starts_from_the_same_image(tmp_path, ti
         Path(first.request["init_image"]).unlink()  # the start image is gone: a clear answer, no txt2img instead
         press = await s.send_interaction(s.button(f"sdbot:job:{job_id}:edit", message=message))
         await press.wait_callback()
-        gone = await s.send_interaction(s.modal_submit(press.callbacks[0].json["data"]["custom_id"], {
-            "prompt": "a dog", "negative": "", "options": texts["options"]}))
+        gone = await s.send_interaction(
+            s.modal_submit(
+                press.callbacks[0].json["data"]["custom_id"],
+                {"prompt": "a dog", "negative": "", "options": texts["options"]},
+            )
+        )
         assert "the start image (attachment start.png) is gone" in await refusal(gone)
         assert len(await jobs_of(h, s.user.id)) == len(jobs)
         s.assert_no_invalid_requests()
@@ -232,8 +264,9 @@ async def test_an_image_command_cut_off_by_a_restart_runs_after_it(tmp_path, tin
         s = h.standin
         cut_off_downloads()
         start = s.upload_attachment("start.png", png(96, 64), content_type="image/png")
-        ix = await s.send_interaction(s.slash("imagine", {"prompt": "a cat --steps 2", "image": start,
-                                                          "strength": 0.4}))
+        ix = await s.send_interaction(
+            s.slash("imagine", {"prompt": "a cat --steps 2", "image": start, "strength": 0.4})
+        )
         await ix.wait_callback()  # deferred ("thinking…"), the attachment not saved
         assert await jobs_of(h, s.user.id) == []
         await h.restart()
@@ -249,6 +282,5 @@ async def test_an_image_command_cut_off_by_a_restart_runs_after_it(tmp_path, tin
         del s.attachments[int(gone["id"])]  # Discord no longer has it when the bot is back
         await h.restart()
         told = await ix.wait_original_message(lambda m: "restarted" in m.get("content", ""), timeout=30)
-        assert "its image (gone.png) could not be downloaded again after the restart; send it again" in \
-            told["content"]
+        assert "its image (gone.png) could not be downloaded again after the restart; send it again" in told["content"]
         s.assert_no_invalid_requests()

@@ -29,8 +29,9 @@ async def harness(tmp_path, tiny_sd15):
 
 async def test_lora_option_and_inline_lora_add_tags_that_are_applied(harness):
     s = harness.standin
-    ix = await s.send_interaction(s.slash("imagine", {"prompt": f"a cat --lora ink_hada:0.5 --seed 3 {FAST}",
-                                                      "lora": "add_detail"}))
+    ix = await s.send_interaction(
+        s.slash("imagine", {"prompt": f"a cat --lora ink_hada:0.5 --seed 3 {FAST}", "lora": "add_detail"})
+    )
     message = await ix.wait_original_message(lambda m: m.get("attachments"), timeout=60)
     params = params_of(s, message)
     assert [p.split(": ")[0] for p in params["Lora hashes"].split(", ")] == ["add_detail", "ink_hada"]
@@ -56,7 +57,6 @@ async def test_lora_autocomplete_and_models_listing(harness):
     assert [c["value"] for c in ix.callbacks[0].json["data"]["choices"]] == ["ink_hada"]
     data = await reply(s, s.slash("models"))
     fields = {f["name"]: f["value"] for f in data["embeds"][0]["fields"]}
-    assert fields["LoRAs: <lora:NAME:WEIGHT> or --lora NAME:WEIGHT"] == \
-        "add_detail [SD 1.x/2.x]\nink_hada [SD 1.x/2.x]"
+    assert fields["LoRAs: <lora:NAME:WEIGHT> or --lora NAME:WEIGHT"] == "add_detail [SD 1.x/2.x]\nink_hada [SD 1.x/2.x]"
     assert fields["Embeddings: write the name in a prompt"] == "EasyNeg [SD 1.x]"
     s.assert_no_invalid_requests()

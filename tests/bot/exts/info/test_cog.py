@@ -49,8 +49,10 @@ async def test_queue_lists_jobs_with_cancel_buttons_that_cancel_them(tmp_path, t
         waiting_id = job_id_in(queued.json["content"])
 
         data = await reply(s, s.slash("queue"))
-        assert data["content"].splitlines() == [f"#{waiting_id} · position 1 · a waiting dog",
-                                                f"#{slow_id} · rendering · a slow cat"]
+        assert data["content"].splitlines() == [
+            f"#{waiting_id} · position 1 · a waiting dog",
+            f"#{slow_id} · rendering · a slow cat",
+        ]
         buttons = [c for row in data["components"] for c in row["components"]]
         assert [b["custom_id"] for b in buttons] == [f"sdbot:cancel:{waiting_id}", f"sdbot:cancel:{slow_id}"]
         assert buttons[0]["label"] == f"Cancel #{waiting_id}"
@@ -112,16 +114,22 @@ async def test_info_by_job_number_message_id_and_the_image_info_menu(harness):
 
     assert "give a job number such as 12" in (await reply(s, s.slash("info", {"id": "abc"})))["content"]
     assert "there is no job #999" in (await reply(s, s.slash("info", {"id": "999"})))["content"]
-    assert "no sdbot image has that message id" in (await reply(s, s.slash("info", {"id": str(snowflake())})))[
-        "content"]
+    assert (
+        "no sdbot image has that message id" in (await reply(s, s.slash("info", {"id": str(snowflake())})))["content"]
+    )
     models = await s.send_interaction(s.slash("models"))
     await models.wait_callback()
     data = await reply(s, s.message_command("Image info", models.original_message))
     assert "that message is not an sdbot image" in data["content"]
     # Someone else's message that merely mentions a job is not that job's image.
     alice = s.guild.member("alice")
-    fake = message_object(id=snowflake(), channel_id=s.channel.id, author=alice.to_dict(), guild_id=s.guild.id,
-                          content=f"✅ Job #{job_id}: your image is ready")
+    fake = message_object(
+        id=snowflake(),
+        channel_id=s.channel.id,
+        author=alice.to_dict(),
+        guild_id=s.guild.id,
+        content=f"✅ Job #{job_id}: your image is ready",
+    )
     data = await reply(s, s.message_command("Image info", fake))
     assert "that message is not an sdbot image" in data["content"]
     s.assert_no_invalid_requests()

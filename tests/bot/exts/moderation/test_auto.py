@@ -35,9 +35,12 @@ async def auto_bot(tmp_path, tiny_sd15, score: float, **moderation: Any):
     classifier = write_tiny_classifier(tmp_path / "classifier", nsfw_logit=logit(score))
     mods = StandInRole("mods")
     alice = StandInUser("alice")
-    guild = StandInGuild(channels=[StandInChannel("general"), StandInChannel("review"),
-                                   StandInChannel("after-dark", nsfw=True)],
-                         roles=[mods], members=[StandInUser("tester"), alice], member_roles={alice.id: [mods.id]})
+    guild = StandInGuild(
+        channels=[StandInChannel("general"), StandInChannel("review"), StandInChannel("after-dark", nsfw=True)],
+        roles=[mods],
+        members=[StandInUser("tester"), alice],
+        member_roles={alice.id: [mods.id]},
+    )
     settings = {"image_classifier": str(classifier), "flag_above": 0.5, "block_above": 0.9, **moderation}
     async with DiscordStandIn([guild]) as standin:
         running = RunningBot(standin, write_config(tmp_path, models, standin, moderation=settings))
@@ -51,8 +54,9 @@ async def auto_bot(tmp_path, tiny_sd15, score: float, **moderation: Any):
 
 
 async def imagine(s, prompt: str, channel: str = "general"):
-    return await s.send_interaction(s.slash("imagine", {"prompt": f"{prompt} {FAST}"},
-                                            channel=s.guild.channel(channel)))
+    return await s.send_interaction(
+        s.slash("imagine", {"prompt": f"{prompt} {FAST}"}, channel=s.guild.channel(channel))
+    )
 
 
 async def last_job(h):
@@ -89,9 +93,11 @@ async def test_auto_mode_posts_holds_and_blocks_at_the_thresholds(tmp_path, tiny
         job = await last_job(h)
         assert job.status == "done"
         if outcome == "blocked":
-            assert notice["content"] == (f"🚫 Job #{job.id}'s images were not posted (blocked by the image "
-                                         f"classifier: nsfw {score:.2f}, above 0.90); moderators can still review "
-                                         "them")
+            assert notice["content"] == (
+                f"🚫 Job #{job.id}'s images were not posted (blocked by the image "
+                f"classifier: nsfw {score:.2f}, above 0.90); moderators can still review "
+                "them"
+            )
             queue = await s.send_interaction(s.slash("mod queue", user="alice"))
             assert "1 waiting for review" in await ephemeral_text(queue)
         # The moderators decide as in every mode: approved, the images are posted publicly; audited.
@@ -112,15 +118,17 @@ async def test_age_restricted_channels_use_their_own_thresholds(tmp_path, tiny_s
         bad = await s.send_interaction(s.slash("config moderation", {"nsfw_channels": "0.9 0.8"}, user="guild-owner"))
         await bad.wait_callback()
         assert "must not be above the block score" in bad.callbacks[0].json["data"]["content"]
-        config = await s.send_interaction(s.slash("config moderation", {"nsfw_channels": "0.8 0.95"},
-                                                  user="guild-owner"))
+        config = await s.send_interaction(
+            s.slash("config moderation", {"nsfw_channels": "0.8 0.95"}, user="guild-owner")
+        )
         assert "held above 0.80, refused above 0.95" in await ephemeral_text(config)
         ix = await imagine(s, "a beach at night", channel="after-dark")
         await ix.wait_original_message(lambda m: m.get("attachments"), timeout=30)
         ix = await imagine(s, "a beach at noon")  # other channels keep the bot's thresholds
         await ix.wait_original_message(lambda m: HELD in m.get("content", ""), timeout=30)
-        config = await s.send_interaction(s.slash("config moderation", {"nsfw_channels": "0.4 0.6"},
-                                                  user="guild-owner"))
+        config = await s.send_interaction(
+            s.slash("config moderation", {"nsfw_channels": "0.4 0.6"}, user="guild-owner")
+        )
         await ephemeral_text(config)
         ix = await imagine(s, "a beach at dawn", channel="after-dark")
         await ix.wait_original_message(lambda m: "were not posted" in m.get("content", ""), timeout=30)
@@ -147,8 +155,15 @@ async def test_a_held_image_survives_a_restart_in_the_queue(tmp_path, tiny_sd15)
         assert not attachments_in(s, "general")
         approve = await press(s, review, "approve", "alice")
         assert "approved review" in await ephemeral_text(approve)
-        posted = await s.wait_for(lambda r: r.method == "POST" and r.route == "/channels/{channel_id}/messages"
-                                  and bool(r.files) and int(r.params["channel_id"]) == s.channel.id, timeout=30)
+        posted = await s.wait_for(
+            lambda r: (
+                r.method == "POST"
+                and r.route == "/channels/{channel_id}/messages"
+                and bool(r.files)
+                and int(r.params["channel_id"]) == s.channel.id
+            ),
+            timeout=30,
+        )
         assert posted.json["content"].startswith(f"<@{s.user.id}>")
         s.assert_no_invalid_requests()
 

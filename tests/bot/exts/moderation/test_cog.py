@@ -28,9 +28,12 @@ async def mod_bot(tmp_path, tiny_sd15, **moderation: Any):
         shutil.copytree(tiny_sd15, models / "tiny-sd15")
     mods, helpers = StandInRole("mods"), StandInRole("helpers", permissions=MANAGE_MESSAGES)
     tester, alice, carol, bob = (StandInUser(n) for n in ("tester", "alice", "carol", "bob"))
-    guild = StandInGuild(channels=[StandInChannel("general"), StandInChannel("review")], roles=[mods, helpers],
-                         members=[tester, alice, carol, bob],
-                         member_roles={alice.id: [mods.id], carol.id: [helpers.id]})
+    guild = StandInGuild(
+        channels=[StandInChannel("general"), StandInChannel("review")],
+        roles=[mods, helpers],
+        members=[tester, alice, carol, bob],
+        member_roles={alice.id: [mods.id], carol.id: [helpers.id]},
+    )
     async with DiscordStandIn([guild]) as standin:
         running = RunningBot(standin, write_config(tmp_path, models, standin, moderation=moderation))
         await running.start()
@@ -78,9 +81,15 @@ async def held(s, prompt: str, user: str = "tester"):
 
 async def review_message(s, since: int, timeout: float = 30) -> dict:
     """The next item the bot posts to the review channel (request index >= `since`)."""
-    posted = await s.wait_for(lambda r: r.method == "POST" and r.route == "/channels/{channel_id}/messages"
-                              and int(r.params["channel_id"]) == s.guild.channel("review").id,
-                              timeout=timeout, since=since)
+    posted = await s.wait_for(
+        lambda r: (
+            r.method == "POST"
+            and r.route == "/channels/{channel_id}/messages"
+            and int(r.params["channel_id"]) == s.guild.channel("review").id
+        ),
+        timeout=timeout,
+        since=since,
+    )
     return s.message(posted.response["id"])
 
 
@@ -126,10 +135,17 @@ async def test_admin_commands_are_hidden_and_checked_in_code(tmp_path, tiny_sd15
         assert [e.details["attempted"] for e in await audit(h, "denied")] == ["queue", "config"]
         await setup_guild(h, mode="flagged", notify="channel")
         settings = await h.services.moderation.settings(s.guild.id)
-        assert (settings.moderation_mode, settings.review_channel_id, settings.moderator_role_id,
-                settings.notify_by) == ("flagged", s.guild.channel("review").id, h.roles["mods"].id, "channel")
-        ix = await s.send_interaction(s.slash("config words", {"action": "add", "list": "banned",
-                                                               "words": "Cat, bad word, nud*"}, user="guild-owner"))
+        assert (
+            settings.moderation_mode,
+            settings.review_channel_id,
+            settings.moderator_role_id,
+            settings.notify_by,
+        ) == ("flagged", s.guild.channel("review").id, h.roles["mods"].id, "channel")
+        ix = await s.send_interaction(
+            s.slash(
+                "config words", {"action": "add", "list": "banned", "words": "Cat, bad word, nud*"}, user="guild-owner"
+            )
+        )
         assert "`cat`, `bad word`, `nud*` added to the banned words" in await ephemeral_text(ix)
         ix = await s.send_interaction(s.slash("config caps", {"prompt_chars": 40, "steps": 10}, user="guild-owner"))
         assert "steps 10" in await ephemeral_text(ix)
@@ -250,7 +266,9 @@ async def test_a_non_moderator_pressing_approve_is_refused_and_audited(tmp_path,
         assert item.status == "pending"
         denied = await audit(h, "denied")
         assert [(e.actor_id, e.details["attempted"]) for e in denied] == [
-            (s.guild.member("bob").id, "reject"), (s.user.id, "approve")]
+            (s.guild.member("bob").id, "reject"),
+            (s.user.id, "approve"),
+        ]
         assert s.message(review["id"])["components"]  # still pending, buttons still there
         s.assert_no_invalid_requests()
 
@@ -274,8 +292,9 @@ async def test_pending_items_survive_a_restart(tmp_path, tiny_sd15):
         await h.restart()
         approve = await press(s, review, "approve", "alice")
         assert "approved review" in await ephemeral_text(approve)
-        posted = await s.wait_for(lambda r: r.method == "POST" and r.route == "/channels/{channel_id}/messages"
-                                  and bool(r.files), timeout=30)
+        posted = await s.wait_for(
+            lambda r: r.method == "POST" and r.route == "/channels/{channel_id}/messages" and bool(r.files), timeout=30
+        )
         assert posted.json["content"].startswith(f"<@{s.user.id}>")
         dm = s.dm_channel("tester")
         await s.wait_for(lambda r: r.method == "POST" and r.params.get("channel_id") == dm["id"], timeout=10)
@@ -310,8 +329,11 @@ async def test_reject_and_ban_then_every_command_gets_one_clear_message(tmp_path
         assert "and banned" in await ephemeral_text(submit)
         told = await ix.wait_for(lambda r: r.method == "POST" and "banned" in (r.json or {}).get("content", ""))
         assert "until <t:" in told.json["content"]
-        for payload in (s.slash("imagine", {"prompt": "a cat"}), s.slash("preset list"),
-                        s.button(f"sdbot:mod:{item_of(review)}:approve", message=review)):
+        for payload in (
+            s.slash("imagine", {"prompt": "a cat"}),
+            s.slash("preset list"),
+            s.button(f"sdbot:mod:{item_of(review)}:approve", message=review),
+        ):
             body = await responded(await s.send_interaction(payload))
             assert body["type"] == 4 and body["data"]["flags"] & 64
             assert body["data"]["content"].startswith("🚫 you are banned from using this bot on this server until")
@@ -329,8 +351,9 @@ async def test_mod_ban_command_and_global_ban_list(tmp_path, tiny_sd15):
     async with mod_bot(tmp_path, tiny_sd15) as h:
         s = h.standin
         bob = s.guild.member("bob")
-        ix = await s.send_interaction(s.slash("mod ban", {"user": bob, "duration": "forever", "reason": "x"},
-                                              user="carol"))
+        ix = await s.send_interaction(
+            s.slash("mod ban", {"user": bob, "duration": "forever", "reason": "x"}, user="carol")
+        )
         assert "is banned from the bot here for good" in await ephemeral_text(ix)
         blocked = await responded(await s.send_interaction(s.slash("imagine", {"prompt": "a cat"}, user="bob")))
         assert "banned from using this bot on this server for good" in blocked["data"]["content"]
@@ -341,13 +364,15 @@ async def test_mod_ban_command_and_global_ban_list(tmp_path, tiny_sd15):
 
 
 async def test_rate_limits_per_user_and_per_guild(tmp_path, tiny_sd15):
-    async with mod_bot(tmp_path, tiny_sd15, user_rate=2, user_period_s=60.0, guild_rate=3,
-                       guild_period_s=60.0, rate_wait_s=0.05) as h:
+    async with mod_bot(
+        tmp_path, tiny_sd15, user_rate=2, user_period_s=60.0, guild_rate=3, guild_period_s=60.0, rate_wait_s=0.05
+    ) as h:
         s = h.standin
         for _ in range(2):
             ok = await s.send_interaction(s.slash("imagine", {"prompt": f"a cat {FAST}"}))
-            await ok.wait_original_message(lambda m: "Job #" in m.get("content", "") or m.get("attachments"),
-                                           timeout=30)
+            await ok.wait_original_message(
+                lambda m: "Job #" in m.get("content", "") or m.get("attachments"), timeout=30
+            )
         third = await s.send_interaction(s.slash("imagine", {"prompt": f"a cat {FAST}"}))
         assert "you're going fast: the limit is 2 image requests per 60 s" in await imagine_error(third)
         other = await s.send_interaction(s.slash("imagine", {"prompt": f"a cat {FAST}"}, user="bob"))

@@ -12,11 +12,20 @@ from bot.errors import UserError
 from bot.exts.moderation._duration import describe, parse_duration
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("30m", timedelta(minutes=30)), ("12h", timedelta(hours=12)), ("7d", timedelta(days=7)),
-    ("2w", timedelta(weeks=2)), ("1d12h", timedelta(days=1, hours=12)), (" 3 days ", timedelta(days=3)),
-    ("1 hour 30 min", timedelta(hours=1, minutes=30)), ("FOREVER", None), ("permanent", None),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("30m", timedelta(minutes=30)),
+        ("12h", timedelta(hours=12)),
+        ("7d", timedelta(days=7)),
+        ("2w", timedelta(weeks=2)),
+        ("1d12h", timedelta(days=1, hours=12)),
+        (" 3 days ", timedelta(days=3)),
+        ("1 hour 30 min", timedelta(hours=1, minutes=30)),
+        ("FOREVER", None),
+        ("permanent", None),
+    ],
+)
 def test_durations(text, expected):
     assert parse_duration(text) == expected
 

@@ -11,8 +11,10 @@ from engine.infotext import parse_infotext, read_png_infotext
 from tests.bot.exts.helpers import ephemeral_text
 from tests.bot.harness import FAST, running_bot
 
-INFOTEXT = ("a castle on a hill\nNegative prompt: ugly\n"
-            "Steps: 4, Sampler: Euler a, CFG scale: 6, Seed: 9, Size: 64x64, Hires upscale: 2, Lora hashes: \"x: ab\"")
+INFOTEXT = (
+    "a castle on a hill\nNegative prompt: ugly\n"
+    'Steps: 4, Sampler: Euler a, CFG scale: 6, Seed: 9, Size: 64x64, Hires upscale: 2, Lora hashes: "x: ab"'
+)
 
 
 async def say(s, name: str, options: dict | None = None, *, user: str | None = None) -> str:
@@ -46,8 +48,9 @@ async def deferred(s, name: str, options: dict, *, user: str | None = None) -> s
 async def imagine_params(s, options: dict) -> tuple[dict, dict]:
     """/imagine and wait for its image: (the PNG's infotext parameters + prompts, the result message)."""
     ix = await s.send_interaction(s.slash("imagine", options))
-    message = await ix.wait_original_message(lambda m: m.get("attachments") or "failed" in m.get("content", ""),
-                                             timeout=30)
+    message = await ix.wait_original_message(
+        lambda m: m.get("attachments") or "failed" in m.get("content", ""), timeout=30
+    )
     assert message.get("attachments"), message["content"]
     info = parse_infotext(read_png_infotext(s.attachment_bytes(message["attachments"][0])))
     return {**info.params, "prompt": info.prompt, "negative": info.negative_prompt}, message
@@ -119,8 +122,9 @@ async def test_errors_are_ephemeral_and_name_the_problem(harness):
     assert "you have no preset named 'nosuch'" in await imagine_error(s, {"prompt": "a cat", "preset": "nosuch"})
     assert "you have no image yet" in await say(s, "preset save", {"name": "last", "from_last": True})
     # Long prompt parts still give messages Discord accepts (at most 2000 characters).
-    text = await say(s, "preset save", {"name": "long", "prefix": "p" * 1000, "suffix": "s" * 1000,
-                                        "negative": "n" * 2000})
+    text = await say(
+        s, "preset save", {"name": "long", "prefix": "p" * 1000, "suffix": "s" * 1000, "negative": "n" * 2000}
+    )
     assert "preset **long** created" in text and len(text) <= 2000
     assert len(await say(s, "preset show", {"name": "long"})) <= 2000
     assert len(await say(s, "preset list")) <= 2000
@@ -135,8 +139,13 @@ async def test_name_autocomplete_matches_prefixes_and_offers_at_most_25(harness)
     for i in range(27):
         await harness.services.presets.save(s.user.id, f"p{i:02d}", {"steps": 5})
     await harness.services.presets.save(s.user.id, "Other", {"steps": 5})
-    for command, option in (("preset show", "name"), ("preset rename", "old"), ("preset delete", "name"),
-                            ("preset default", "name"), ("imagine", "preset")):
+    for command, option in (
+        ("preset show", "name"),
+        ("preset rename", "old"),
+        ("preset delete", "name"),
+        ("preset default", "name"),
+        ("imagine", "preset"),
+    ):
         extra = {"prompt": "x"} if command == "imagine" else {}
         ix = await s.send_interaction(s.autocomplete(command, {**extra, option: "p"}))
         await ix.wait_callback()
@@ -244,8 +253,11 @@ async def test_preset_limit_is_enforced_with_a_clear_message(tmp_path, tiny_sd15
         assert "you already have 2 presets, the limit is 2" in text
         assert "updated" in await say(s, "preset save", {"name": "A", "steps": 6})  # saving over one still works
         assert "the limit is 2" in await deferred(s, "preset import", {"name": "c", "text": INFOTEXT})
-        doc = {"format": "sdbot-presets", "version": 1,
-               "presets": [{"name": n, "options": {"steps": 5}} for n in ("a", "c", "d")]}
+        doc = {
+            "format": "sdbot-presets",
+            "version": 1,
+            "presets": [{"name": n, "options": {"steps": 5}} for n in ("a", "c", "d")],
+        }
         upload = s.upload_attachment("p.json", json.dumps(doc).encode())
         text = await deferred(s, "preset import", {"file": upload})
         assert "importing 2 new presets would give you 4; the limit is 2" in text
