@@ -1,0 +1,105 @@
+"""A grid's cells: the base settings with each axis's value applied, as the script's `cell` does, and the order the
+script renders them in.
+
+Cell `ix + iy*len(x) + iz*len(x)*len(y)` sits in column ix, row iy of the grid for Z value iz. Every cell starts
+from the same settings, with one fixed seed (a random base seed is drawn once for the whole grid, as the script's
+`fix_seed` does, so the cells differ only by their axes); the X value is applied first, then Y, then Z.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from bot.services.xyz.axes import NO_AXIS, NOTHING, SEED, SEED_RANGE, Axis, Settings
+
+SCRIPT = "X/Y/Z plot"  # the script's title, its infotext's `Script`
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell: its place and its request fields (prompt, negative_prompt, steps, …)."""
+
+    ix: int
+    iy: int
+    iz: int
+    settings: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class GridPlan:
+    """The three axes (unused ones are `NO_AXIS`), as bound to the base settings, and the cells in index order."""
+
+    x: Axis
+    y: Axis
+    z: Axis
+    cells: tuple[Cell, ...]
+
+    @property
+    def axes(self) -> tuple[Axis, Axis, Axis]:
+        return self.x, self.y, self.z
+
+    def index(self, ix: int, iy: int, iz: int) -> int:
+        return ix + iy * len(self.x) + iz * len(self.x) * len(self.y)
+
+    def render_order(self) -> list[int]:
+        """Cell indexes in the script's order: the costliest axis outermost (a checkpoint, then a VAE, changes as
+        rarely as possible); with equal costs Z outermost, then Y, then X."""
+        first, second = _outer_axes(self.x.type.cost, self.y.type.cost, self.z.type.cost)
+        third = 3 - first - second
+        sizes = [len(a) for a in self.axes]
+        order = []
+        for a in range(sizes[first]):
+            for b in range(sizes[second]):
+                for c in range(sizes[third]):
+                    place = [0, 0, 0]
+                    place[first], place[second], place[third] = a, b, c
+                    order.append(self.index(*place))
+        return order
+
+    def grid_params(self, *, with_z: bool) -> dict[str, str]:
+        """The grid's infotext keys beside its first cell's (the script's): `Script`, `X Type`, `X Values`,
+        `Fixed X Values` for a Seed axis, the same for Y, and for Z on the grid that shows every Z."""
+        params = {"Script": SCRIPT}
+        for name, axis in zip("XYZ", self.axes):
+            if axis.type is NOTHING or (name == "Z" and not with_z):
+                continue
+            params[f"{name} Type"] = axis.type.label
+            params[f"{name} Values"] = axis.text
+            if axis.type is SEED:
+                params[f"Fixed {name} Values"] = ", ".join(str(v) for v in axis.values)
+        return params
+
+
+def _outer_axes(x: float, y: float, z: float) -> tuple[int, int]:
+    """The script's choice of the first and second axis processed (0 = X, 1 = Y, 2 = Z)."""
+    if x > y and x > z:
+        return 0, (1 if y > z else 2)
+    if y > x and y > z:
+        return 1, (0 if x > z else 2)
+    if z > x and z > y:
+        return 2, (0 if x > y else 1)
+    return 2, 1
+
+
+def plan_grid(
+    base: Settings, x: Axis, y: Axis = NO_AXIS, z: Axis = NO_AXIS, rand: random.Random | None = None
+) -> GridPlan:
+    """Every cell's settings; a seed of -1 (the base's or an axis value) is drawn from `rand` first. A value that
+    cannot apply (Prompt S/R not finding its text) is a user error before anything runs."""
+    rand = rand or random.Random()
+    fixed = dict(base)
+    if fixed.get("seed", -1) == -1:
+        fixed["seed"] = rand.randrange(SEED_RANGE)
+    x, y, z = (axis.bound(fixed).with_fixed_seeds(rand) for axis in (x, y, z))
+    cells = []
+    for iz, vz in enumerate(z.values):
+        for iy, vy in enumerate(y.values):
+            for ix, vx in enumerate(x.values):
+                settings = dict(fixed)
+                x.apply(settings, vx)
+                y.apply(settings, vy)
+                z.apply(settings, vz)
+                cells.append(Cell(ix, iy, iz, settings))
+    return GridPlan(x, y, z, tuple(cells))

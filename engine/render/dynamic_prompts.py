@@ -1,0 +1,154 @@
+"""Dynamic prompts with the sd-dynamic-prompts extension's syntax and meaning, on its `dynamicprompts` library.
+
+`{a|b|c}` picks one, `{2$$a|b|c}` two different ones joined by `,`, `{1-3$$ and $$a|b|c}` one to three joined by
+` and `, `{0.5::a|b}` weighs the choices, `__name__` picks a line of `wildcards/name.txt` beside the models
+(`__sub/name__` for subfolders, `__colors*__` globs; blank and `#` lines are skipped, values de-duplicated and
+sorted, as the extension does by default).
+
+Random mode (the extension's default): image i of a job draws its prompt from its own seed, seed + i, exactly
+as the extension's `RandomPromptGenerator(...).generate(template, n, seeds=[...])` does (the random generator is
+re-seeded with each image's seed), so the same seed gives the same prompt whether the image is alone or in a batch.
+The negative prompt resolves the same way. Combinatorial mode lists every combination instead (the extension's
+"Combinatorial generation"; with a negative template, every positive with every negative).
+
+Where sdbot differs, it says so: the extension passes every prompt through the library, sdbot only a text that has
+the syntax (`{…}` or `__name__`), so the `#` (a comment to the end of the line for the library) and `$` of ordinary
+prompts keep their meaning; a wildcard with no file is an error, not a literal `__name__` left in the prompt.
+
+The extension writes the templates to the infotext (`Template`, `Negative Template`, each when not empty):
+`template_params` gives them for a job whose prompt or negative prompt has the syntax.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+from dynamicprompts.generators import CombinatorialPromptGenerator, RandomPromptGenerator
+from dynamicprompts.wildcards import WildcardManager
+from dynamicprompts.wildcards.values import WildcardValues
+from pyparsing import ParseBaseException
+
+from engine.errors import EngineError
+
+WILDCARDS_DIR = "wildcards"  # beside the checkpoints, in the models dir
+TEMPLATE = "Template"
+NEGATIVE_TEMPLATE = "Negative Template"
+
+_SYNTAX = re.compile(r"\{[^{}]*\}|__\S+?__")
+
+
+def has_syntax(text: str) -> bool:
+    """Whether `text` holds a variant (`{…}`) or a wildcard (`__name__`): only such texts go through the library."""
+    return bool(_SYNTAX.search(text))
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """One image's prompt pair after the variants and wildcards were drawn."""
+
+    prompt: str
+    negative_prompt: str
+
+
+class _MissingWildcard(Exception):
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class _StrictWildcards(WildcardManager):
+    """The library's manager, but a wildcard that matches no file stops the draw instead of staying as text."""
+
+    def get_values(self, wildcard: str) -> WildcardValues:
+        values = super().get_values(wildcard)
+        if len(values) == 0:
+            raise _MissingWildcard(wildcard)
+        return values
+
+
+class DynamicPrompts:
+    """Resolves templates against the wildcard files under `wildcards_dir` (read afresh on every call, so files
+    added while the bot runs are seen; None: no wildcards)."""
+
+    def __init__(self, wildcards_dir: Path | None) -> None:
+        self.wildcards_dir = wildcards_dir
+
+    def _manager(self) -> WildcardManager:
+        path = self.wildcards_dir if self.wildcards_dir is not None and self.wildcards_dir.is_dir() else None
+        return _StrictWildcards(path)
+
+    def for_seeds(self, prompt: str, negative_prompt: str, seeds: Sequence[int]) -> list[Resolved]:
+        """One pair per seed (random mode): image i's prompt drawn from `seeds[i]` alone."""
+        manager = self._manager()
+        prompts = _random(manager, prompt, seeds)
+        negatives = _random(manager, negative_prompt, seeds)
+        return [Resolved(p, n) for p, n in zip(prompts, negatives)]
+
+    def combinations(self, prompt: str, negative_prompt: str, limit: int) -> list[Resolved]:
+        """Every combination (combinatorial mode), positives times negatives as the extension crosses them; more
+        than `limit` is a user error saying how many there are at least."""
+        manager = self._manager()
+        prompts = _combinations(manager, prompt, limit)
+        negatives = _combinations(manager, negative_prompt, limit)
+        if len(prompts) * len(negatives) > limit:
+            raise EngineError(
+                f"the prompts make more than {limit} combinations; the limit is {limit} images "
+                "(use fewer choices, or random mode)"
+            )
+        return [Resolved(p, n) for p in prompts for n in negatives]
+
+    def wildcard_names(self) -> list[str]:
+        """Every wildcard's name as written between `__` (`colors`, `sub/animals`), sorted."""
+        if self.wildcards_dir is None or not self.wildcards_dir.is_dir():
+            return []
+        return sorted(WildcardManager(self.wildcards_dir).get_collection_names())
+
+
+def template_params(prompt: str, negative_prompt: str) -> dict[str, str]:
+    """The infotext keys the extension writes for the templates ({} when neither text has the syntax)."""
+    if not (has_syntax(prompt) or has_syntax(negative_prompt)):
+        return {}
+    params = {}
+    if prompt:
+        params[TEMPLATE] = prompt
+    if negative_prompt:
+        params[NEGATIVE_TEMPLATE] = negative_prompt
+    return params
+
+
+def _random(manager: WildcardManager, template: str, seeds: Sequence[int]) -> list[str]:
+    if not has_syntax(template):
+        return [template] * len(seeds)
+    generator = RandomPromptGenerator(manager, seed=seeds[0] if seeds else None)
+    return _drawn(template, lambda: generator.generate(template, len(seeds), seeds=list(seeds)))
+
+
+def _combinations(manager: WildcardManager, template: str, limit: int) -> list[str]:
+    if not has_syntax(template):
+        return [template]
+    generator = CombinatorialPromptGenerator(manager)
+    found = _drawn(template, lambda: list(islice(generator.generate(template, limit + 1), limit + 1)))
+    if len(found) > limit:
+        raise EngineError(f"{template!r} makes more than {limit} combinations; the limit is {limit} images")
+    return found or [""]
+
+
+def _drawn(template: str, draw) -> list[str]:
+    """The library's result, or its failures as one line a user can act on."""
+    try:
+        return draw()
+    except _MissingWildcard as missing:
+        raise EngineError(
+            f"no wildcard named __{missing.name}__: put the values in {WILDCARDS_DIR}/{missing.name}.txt beside the "
+            "models, one per line (`sdbot models` lists the wildcards)"
+        ) from None
+    except ParseBaseException as err:
+        raise EngineError(
+            f"the dynamic prompt syntax is broken at character {err.loc + 1} of {template!r}: {err.msg} "
+            "(variants look like {a|b|c}, wildcards like __name__)"
+        ) from None
+    except RecursionError:
+        raise EngineError(f"{template!r}: a wildcard or variable refers to itself") from None
