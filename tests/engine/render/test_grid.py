@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 from engine.render.grid import Annotation, draw_annotations, font, image_grid, xyz_grid
@@ -179,3 +181,35 @@ def test_a_missing_cell_is_black():
 def test_cell_count_must_match_the_axes():
     with pytest.raises(ValueError, match="3 cells for a 2 x 1 x 1 grid"):
         xyz_grid([solid(COLOURS[0])] * 3, ["a", "b"], [""])
+
+
+words = st.lists(
+    st.sampled_from(["Steps:", "20", "CFG", "Scale:", "7.5", "a", "photograph", "of", "DPM++"]), max_size=6
+)
+
+
+@settings(deadline=None, max_examples=40)
+@given(
+    cols=st.integers(1, 4),
+    rows=st.integers(1, 3),
+    size=st.tuples(st.integers(24, 120), st.integers(24, 120)),
+    top=st.lists(words, min_size=4, max_size=4),
+    left=st.lists(words, min_size=3, max_size=3),
+    margin=st.integers(0, 12),
+)
+def test_every_layout_keeps_the_cells_and_pads_as_a1111(cols, rows, size, top, left, margin):
+    w, h = size
+    cells = [solid(COLOURS[i % len(COLOURS)], size) for i in range(cols * rows)]
+    top_labels = [[Annotation(" ".join(t))] for t in top[:cols]]
+    left_labels = [[Annotation(" ".join(t))] for t in left[:rows]]
+    out = draw_annotations(image_grid(cells, rows), w, h, top_labels, left_labels, margin)
+    pad_left = w * 3 // 4 if any(t for t in left[:rows]) else 0
+    pad_top = out.height - rows * h - margin * (rows - 1)
+    assert out.width == cols * w + pad_left + margin * (cols - 1)
+    assert (pad_top == 0) == (not any(t for t in top[:cols]))
+    for i in range(cols * rows):
+        col, row = i % cols, i // cols
+        x, y = pad_left + (w + margin) * col, pad_top + (h + margin) * row
+        # a label too wide even in the smallest font may spill a pixel or two over the cell's edge, as in A1111
+        inner = out.crop((x + 3, y + 3, x + w - 3, y + h - 3))
+        assert inner.getcolors() == [((w - 6) * (h - 6), COLOURS[i % len(COLOURS)])]
