@@ -150,22 +150,6 @@ def describe(*params: str, **others: str) -> dict[str, str]:
     return {p: BY_PARAM[p].describe for p in params} | others
 
 
-def from_slash(**values: Any) -> dict[str, Any]:
-    """Slash-command parameters (by parameter name) as stored keys; unset (None) ones left out, a size parsed."""
-    from bot.options import parse_size_text
-
-    out: dict[str, Any] = {}
-    for param, value in values.items():
-        if value is None:
-            continue
-        option = BY_PARAM[param]
-        if option.kind == SIZE:
-            out["width"], out["height"] = parse_size_text(value)
-        else:
-            out[option.key] = value
-    return out
-
-
 def inline_text(options: Mapping[str, Any]) -> str:
     """Options as the inline syntax users type (`--steps 30 --cfg 7 --sampler Euler a …`), parsed back by
     `bot.options.parse_inline`; in vocabulary order, leaving out unset (None) values and the prompt, which has

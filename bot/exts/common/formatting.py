@@ -78,7 +78,7 @@ def parameters_embed(
 def loras_text(prompt: str, negative: str) -> str:
     """The LoRAs a prompt's tags apply: "add_detail 0.6, style 1 (UNet 0.5)"."""
     from engine.errors import EngineError
-    from engine.extra_networks import tags_of
+    from engine.networks.tags import tags_of
 
     try:
         tags = tags_of(prompt or "", negative or "")

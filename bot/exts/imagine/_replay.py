@@ -18,8 +18,8 @@ from typing import Any
 
 import discord
 
-from bot.app import USER_ERRORS, user_message
-from bot.errors import UserError
+from bot.errors import USER_ERRORS, UserError
+from bot.exts.common.interactions import user_message
 from bot.exts.imagine import _inputs
 from bot.services.records import Ack
 from bot.services.submission import Command, Requester

@@ -10,7 +10,7 @@ import pytest
 
 EXTS = Path(__file__).resolve().parents[3] / "bot" / "exts"
 AREAS = sorted(p.name for p in EXTS.iterdir() if p.is_dir() and (p / "__init__.py").exists())
-MODEL_LIBRARIES = ("engine.models", "engine.networks", "engine.upscalers")
+MODEL_LIBRARIES = ("engine.models.loader", "engine.networks.library", "engine.render.upscalers")
 
 
 def imports(path: Path) -> list[str]:
@@ -61,7 +61,7 @@ def test_the_checks_see_what_they_look_for(tmp_path):
     sample = tmp_path / "x.py"
     sample.write_text(
         "from bot.exts.imagine import _format\nfrom bot.exts.imagine._cog import x\n"
-        "from engine.models import ModelLibrary\nfrom bot.exts.common.formatting import clip\n"
+        "from engine.models.loader import ModelLibrary\nfrom bot.exts.common.formatting import clip\n"
     )
     names = imports(sample)
     assert [n for n in names if foreign_private("info", n)] == [
@@ -70,4 +70,4 @@ def test_the_checks_see_what_they_look_for(tmp_path):
         "bot.exts.imagine._cog.x",
     ]
     assert not [n for n in names if foreign_private("imagine", n)]
-    assert "engine.models" in names and "common" in AREAS
+    assert "engine.models.loader" in names and "common" in AREAS
