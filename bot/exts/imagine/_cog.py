@@ -20,12 +20,10 @@ from bot.exts.common.params import Batch, Cfg, ClipSkip, Hires, HiresSteps, Nega
 from bot.exts.imagine import _inputs, _replay
 from bot.exts.imagine._delivery import DiscordJobListener
 from bot.exts.imagine._views import EditModal, RemixModal, SavePresetModal
-from bot.option_spec import describe, inline_text
+from bot.option_spec import GenerationRequest, describe, inline_text, lora_tag, sampler_labels
 from bot.options import append_to_prompt, from_slash, parse_inline
 from bot.services.records import JobRecord
 from bot.services.submission import Command, Requester
-from engine.networks.tags import lora_tag
-from engine.samplers import sampler_labels
 
 log = logging.getLogger(__name__)
 
@@ -349,8 +347,6 @@ class Imagine(commands.Cog):
         await interaction.response.send_modal(RemixModal(message.id, prompt, submitted))
 
     def _request_of(self, job: JobRecord):
-        from engine.request import GenerationRequest
-
         return GenerationRequest(**job.request, limits=self.bot.config.engine_config().limits)
 
     async def _on_edit(

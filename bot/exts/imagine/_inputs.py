@@ -18,9 +18,7 @@ from typing import Any
 import discord
 
 from bot.errors import UserError
-from engine.config import Limits
-from engine.errors import EngineError
-from engine.render.input_image import default_size, load_input_image
+from bot.option_spec import EngineError, Limits, default_size, load_input_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 VARY = {"subtle": 0.35, "strong": 0.7}
