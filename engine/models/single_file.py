@@ -38,7 +38,7 @@ from engine.errors import EngineError
 
 log = logging.getLogger(__name__)
 
-CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"  # engine/configs
 BPE_FILE = CONFIGS_DIR / "clip" / "bpe_simple_vocab_16e6.txt.gz"
 # The shipped config folder per family; SD 2.x: "sd2" (512, epsilon) or "sd2-v" (768, v-prediction).
 CONFIG_NAMES = {"sd1": "sd1", "sd2": "sd2", "sd2-v": "sd2-v", "sdxl": "sdxl"}
