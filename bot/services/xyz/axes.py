@@ -21,7 +21,7 @@ from typing import Any
 
 from bot.errors import UserError
 from bot.services.xyz.values import Value, expand, split_values
-from engine.extra_networks import TAG, parse_tags
+from engine.networks.tags import TAG, parse_tags
 from engine.samplers import normalize_sampler
 
 MAX_AXIS_VALUES = 100  # far above any cell cap; only bounds the work of expanding a typo such as 1-1000000
