@@ -77,6 +77,9 @@ class GenerationRequest:
     hires: float = 0.0
     hires_steps: int = 0
     hires_upscaler: str = "Latent"
+    # Dynamic prompts ({a|b}, __wildcards__; engine/render/dynamic_prompts.py): False draws image i's prompt from
+    # its seed; True gives image i the i-th combination (at most one image per combination).
+    combinatorial: bool = False
     limits: Limits = field(default=Limits(), compare=False, repr=False)
     # The start image's bytes, for a worker on another machine (`portable()`); never stored, never an option.
     init_image_data: bytes = field(default=b"", compare=False, repr=False)
@@ -97,6 +100,8 @@ class GenerationRequest:
         _check_int("seed", self.seed, -1, MAX_SEED)
         _check_int("batch size", self.batch_size, 1, lim.max_batch)
         _check_int("CLIP skip", self.clip_skip, 1, MAX_CLIP_SKIP)
+        if not isinstance(self.combinatorial, bool):
+            raise EngineError(f"combinatorial must be true or false (got {self.combinatorial!r})")
         for name, value in (("width", self.width), ("height", self.height)):
             _check_int(name, value, MIN_SIDE, lim.max_side)
             if value % 8:

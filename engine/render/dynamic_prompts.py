@@ -8,8 +8,9 @@ sorted, as the extension does by default).
 Random mode (the extension's default): image i of a job draws its prompt from its own seed, seed + i, exactly
 as the extension's `RandomPromptGenerator(...).generate(template, n, seeds=[...])` does (the random generator is
 re-seeded with each image's seed), so the same seed gives the same prompt whether the image is alone or in a batch.
-The negative prompt resolves the same way. Combinatorial mode lists every combination instead (the extension's
-"Combinatorial generation"; with a negative template, every positive with every negative).
+The negative prompt resolves the same way. Combinatorial mode gives image i the i-th combination instead (the
+extension's "Combinatorial generation" with the batch as its "max generations": at most one image per
+combination, the negative prompt's combinations repeated along the positive ones).
 
 Where sdbot differs, it says so: the extension passes every prompt through the library, sdbot only a text that has
 the syntax (`{…}` or `__name__`), so the `#` (a comment to the end of the line for the library) and `$` of ordinary
@@ -22,9 +23,8 @@ The extension writes the templates to the infotext (`Template`, `Negative Templa
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 
 from dynamicprompts.generators import CombinatorialPromptGenerator, RandomPromptGenerator
@@ -33,6 +33,7 @@ from dynamicprompts.wildcards.values import WildcardValues
 from pyparsing import ParseBaseException
 
 from engine.errors import EngineError
+from engine.request import GenerationRequest
 
 WILDCARDS_DIR = "wildcards"  # beside the checkpoints, in the models dir
 TEMPLATE = "Template"
@@ -87,18 +88,13 @@ class DynamicPrompts:
         negatives = _random(manager, negative_prompt, seeds)
         return [Resolved(p, n) for p, n in zip(prompts, negatives)]
 
-    def combinations(self, prompt: str, negative_prompt: str, limit: int) -> list[Resolved]:
-        """Every combination (combinatorial mode), positives times negatives as the extension crosses them; more
-        than `limit` is a user error saying how many there are at least."""
+    def combinations(self, prompt: str, negative_prompt: str, count: int) -> list[Resolved]:
+        """Combinatorial mode with `count` as the extension's "max generations": the first `count` combinations
+        of the prompt (fewer when it has fewer), the negative prompt's first combinations repeated along them."""
         manager = self._manager()
-        prompts = _combinations(manager, prompt, limit)
-        negatives = _combinations(manager, negative_prompt, limit)
-        if len(prompts) * len(negatives) > limit:
-            raise EngineError(
-                f"the prompts make more than {limit} combinations; the limit is {limit} images "
-                "(use fewer choices, or random mode)"
-            )
-        return [Resolved(p, n) for p in prompts for n in negatives]
+        prompts = _combinations(manager, prompt, count)
+        negatives = _combinations(manager, negative_prompt, count)
+        return [Resolved(p, negatives[i % len(negatives)]) for i, p in enumerate(prompts)]
 
     def wildcard_names(self) -> list[str]:
         """Every wildcard's name as written between `__` (`colors`, `sub/animals`), sorted."""
@@ -126,14 +122,11 @@ def _random(manager: WildcardManager, template: str, seeds: Sequence[int]) -> li
     return _drawn(template, lambda: generator.generate(template, len(seeds), seeds=list(seeds)))
 
 
-def _combinations(manager: WildcardManager, template: str, limit: int) -> list[str]:
+def _combinations(manager: WildcardManager, template: str, count: int) -> list[str]:
     if not has_syntax(template):
         return [template]
     generator = CombinatorialPromptGenerator(manager)
-    found = _drawn(template, lambda: list(islice(generator.generate(template, limit + 1), limit + 1)))
-    if len(found) > limit:
-        raise EngineError(f"{template!r} makes more than {limit} combinations; the limit is {limit} images")
-    return found or [""]
+    return _drawn(template, lambda: generator.generate(template, count)) or [""]
 
 
 def _drawn(template: str, draw) -> list[str]:
@@ -152,3 +145,50 @@ def _drawn(template: str, draw) -> list[str]:
         ) from None
     except RecursionError:
         raise EngineError(f"{template!r}: a wildcard or variable refers to itself") from None
+
+
+@dataclass(frozen=True)
+class Part:
+    """What a diffusers call renders for job `job`: the whole request (it has no syntax, `image` -1), or its image
+    `image` alone (batch 1, that image's seed, its prompts drawn), with the `Template` keys for its infotext."""
+
+    job: int
+    image: int
+    request: GenerationRequest
+    template: dict[str, str]
+
+
+def split(requests: Sequence[GenerationRequest], prompts: DynamicPrompts) -> list[Part] | None:
+    """The parts of seeded requests; None when none has the syntax (they render as they are)."""
+    if not any(_dynamic(r) for r in requests):
+        return None
+    parts = []
+    for job, request in enumerate(requests):
+        if not _dynamic(request):
+            parts.append(Part(job, -1, request, {}))
+            continue
+        seeds = request.seeds()
+        if request.combinatorial:
+            drawn = prompts.combinations(request.prompt, request.negative_prompt, request.batch_size)
+        else:
+            drawn = prompts.for_seeds(request.prompt, request.negative_prompt, seeds)
+        template = template_params(request.prompt, request.negative_prompt)
+        for image, (seed, pair) in enumerate(zip(seeds, drawn)):
+            one = request.replace(
+                prompt=pair.prompt, negative_prompt=pair.negative_prompt, seed=seed, batch_size=1, combinatorial=False
+            )
+            parts.append(Part(job, image, one, template))
+    return parts
+
+
+def grouped(parts: Sequence[Part], key: Callable[[GenerationRequest], Hashable]) -> list[list[Part]]:
+    """Parts that may share a diffusers call (equal `key`: the batch key and the prompt chunk count, as the
+    worker's batching asks), in the order their first part comes."""
+    groups: dict[Hashable, list[Part]] = {}
+    for part in parts:
+        groups.setdefault(key(part.request), []).append(part)
+    return list(groups.values())
+
+
+def _dynamic(request: GenerationRequest) -> bool:
+    return has_syntax(request.prompt) or has_syntax(request.negative_prompt)

@@ -27,7 +27,7 @@ from engine.networks.embeddings import EmbeddingStore
 from engine.networks.library import NetworkLibrary
 from engine.networks.lora import LoraMerger, UsedNetwork
 from engine.networks.tags import tags_of
-from engine.render import hires, img2img
+from engine.render import dynamic_prompts, hires, img2img
 from engine.render.classifier import Scores, ScoringStage
 from engine.render.noise import initial_noise
 from engine.render.prompts import PromptEncoder
@@ -84,6 +84,7 @@ class Engine:
         self.embeddings = EmbeddingStore(self.networks, config.allow_pickle)
         self.upscalers = UpscalerLibrary(config.models_dir, allow_pickle=config.allow_pickle, device=self.models.device)
         self.scorer = ScoringStage(config.image_classifier, self.models.device)
+        self.dynamic = dynamic_prompts.DynamicPrompts(config.models_dir / dynamic_prompts.WILDCARDS_DIR)
 
     def prompt_encoder(self, ckpt: LoadedCheckpoint) -> PromptEncoder:
         """The checkpoint's prompt encoder with the embeddings it can use (the worker counts chunks with it)."""
@@ -103,10 +104,34 @@ class Engine:
         on_step: StepCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> list[RenderResult]:
-        """Render compatible requests (equal `batch_key`) in one diffusers call; image i of a job uses seed + i."""
+        """Render compatible requests (equal `batch_key`) in one diffusers call; image i of a job uses seed + i.
+
+        A job with dynamic prompts (`{a|b}`, `__wildcards__`) is rendered image by image, each with the prompts drawn
+        from its seed (or its combination); images whose drawn prompts still share a call are rendered together,
+        so a batched image is the same as the same seed rendered alone."""
         started = time.perf_counter()
-        # 1. seeds
+        # 1. seeds, then each image's prompts when they are dynamic
         requests = [r.with_seed() for r in requests]
+        parts = dynamic_prompts.split(requests, self.dynamic)
+        if parts is None:
+            return self._render_call(requests, on_step, should_stop, started)
+        encoder = self.prompt_encoder(self.models.checkpoint(requests[0].model))
+        done: dict[int, list[tuple[int, RenderResult]]] = {}
+        for group in dynamic_prompts.grouped(parts, lambda r: (r.batch_key(), _chunks(encoder, r))):
+            rendered = self._render_call([p.request for p in group], on_step, should_stop, started, group)
+            for part, result in zip(group, rendered):
+                done.setdefault(part.job, []).append((part.image, result))
+        return [_joined(r, sorted(done[job], key=lambda kept: kept[0])) for job, r in enumerate(requests)]
+
+    def _render_call(
+        self,
+        requests: Sequence[GenerationRequest],
+        on_step: StepCallback | None,
+        should_stop: Callable[[], bool] | None,
+        started: float,
+        parts: Sequence[dynamic_prompts.Part] = (),
+    ) -> list[RenderResult]:
+        """One diffusers call for seeded requests with equal settings (stages 2 to 8)."""
         first = requests[0]
         if any(r.batch_key() != first.batch_key() for r in requests):
             raise EngineError("internal: only requests with equal settings can be batched")
@@ -204,7 +229,8 @@ class Engine:
         # 8. images with infotext
         seconds = time.perf_counter() - started
         used = [(loras, c.embeddings + n.embeddings) for c, n in conds]
-        return self._results(requests, images, ckpt, vae_file, seconds, notes, used, scores)
+        templates = [p.template for p in parts] or [{}] * len(requests)
+        return self._results(requests, images, ckpt, vae_file, seconds, notes, used, templates, scores)
 
     def _decode(self, pipe, vae, latents: torch.Tensor, exact: bool) -> tuple[list[Image.Image], tuple[str, ...]]:
         notes: tuple[str, ...] = ()
@@ -229,14 +255,15 @@ class Engine:
         seconds: float,
         notes: tuple[str, ...],
         used: list[tuple[list[UsedNetwork], tuple[str, ...]]],
+        templates: list[dict[str, str]],
         scores: list[Scores] | None = None,
     ) -> list[RenderResult]:
         vae_name = vae_file.name if vae_file else None
         vae_hash = file_hash(vae_file.path) if vae_file else None
         results, i = [], 0
-        for r, (loras, embeddings) in zip(requests, used):
+        for r, (loras, embeddings), template in zip(requests, used, templates):
             rendered = []
-            extra = network_hashes(loras, self.embeddings.hashes(embeddings))
+            extra = {**network_hashes(loras, self.embeddings.hashes(embeddings)), **template}
             for seed in r.seeds():
                 text = infotext_for_request(
                     r,
@@ -256,6 +283,26 @@ class Engine:
                 )
             )
         return results
+
+
+def _chunks(encoder: PromptEncoder, request: GenerationRequest) -> int:
+    return max(encoder.chunk_count(request.prompt), encoder.chunk_count(request.negative_prompt))
+
+
+def _joined(request: GenerationRequest, parts: list[tuple[int, RenderResult]]) -> RenderResult:
+    """One job's result from its parts' results (a job without dynamic prompts has one part: its own result)."""
+    results = [result for _, result in parts]
+    if len(results) == 1 and parts[0][0] == -1:
+        return results[0]
+    first = results[0]
+    return RenderResult(
+        request.replace(model=request.model or first.model),
+        [image for result in results for image in result.images],
+        first.model,
+        first.vae,
+        max(result.seconds for result in results),
+        tuple(dict.fromkeys(note for result in results for note in result.notes)),
+    )
 
 
 def _stack(tensors: list[torch.Tensor], repeats: list[int]) -> torch.Tensor:
