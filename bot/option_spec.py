@@ -34,9 +34,9 @@ from engine.samplers import SCHEDULES as SCHEDULES
 from engine.samplers import sampler_labels as sampler_labels
 from engine.samplers import sampler_names as sampler_names
 
-INT, FLOAT, TEXT = "int", "float", "text"
+INT, FLOAT, TEXT, BOOL = "int", "float", "text", "bool"
 SIZE, RATIO, LORA, PRESET = "size", "ratio", "lora", "preset"
-SCALARS = (INT, FLOAT, TEXT)
+SCALARS = (INT, FLOAT, TEXT, BOOL)
 
 
 @dataclass(frozen=True)
@@ -144,6 +144,13 @@ VOCABULARY: tuple[Option, ...] = (
         describe="Latent, Latent (nearest-exact), Lanczos, Nearest or an ESRGAN model",
         infotext="Hires upscaler",
     ),
+    Option(
+        "combinatorial",
+        BOOL,
+        ("combinatorial",),
+        "Combinatorial",
+        describe="Dynamic prompts: image i gets the i-th combination of the {a|b} choices, not a draw by its seed",
+    ),
     Option("preset", PRESET, ("preset",), describe="One of your presets"),
     Option(
         "lora",
@@ -182,6 +189,9 @@ def inline_text(options: Mapping[str, Any]) -> str:
         if option.key == "schedule" and options.get("sampler") is not None:
             continue  # said with the sampler: `--sampler DPM++ 2M Karras`
         value = options[option.key]
+        if option.kind == BOOL:
+            parts.append(f"--{option.flags[0]}" if value else f"--{option.flags[0]} off")
+            continue
         if option.kind == RATIO:
             value = f"{value[0]}:{value[1]}"
         if option.key == "sampler" and options.get("schedule", "Automatic") != "Automatic":

@@ -6,45 +6,21 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.config import load_config
 from bot.errors import UserError
 from bot.options import from_slash
 
+if TYPE_CHECKING:
+    from engine.config import EngineConfig
+    from engine.request import GenerationRequest
+
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("render", help="render a prompt to PNG, without Discord")
-    p.add_argument("prompt")
-    p.add_argument("--negative", metavar="T")
-    p.add_argument("--steps", type=int, metavar="N")
-    p.add_argument("--cfg", type=float, metavar="F")
-    p.add_argument("--sampler", metavar="NAME")
-    p.add_argument("--seed", type=int, metavar="N")
-    p.add_argument(
-        "--size",
-        default=None,
-        metavar="WxH",
-        help="default 512x512; with --init-image, the image's aspect within max_pixels",
-    )
-    p.add_argument("--clip-skip", type=int, metavar="N")
-    p.add_argument("--vae", metavar="auto|none|NAME|PATH")
-    p.add_argument("--model", metavar="NAME|PATH")
-    p.add_argument("--batch", type=int, metavar="N")
-    p.add_argument("--init-image", default="", metavar="FILE", help="img2img: start from this PNG, JPEG or WebP")
-    p.add_argument(
-        "--strength",
-        type=float,
-        metavar="D",
-        help="denoising strength (default 0.75 with --init-image, 0.7 for the Hires pass)",
-    )
-    p.add_argument("--resize-mode", choices=("just", "crop", "fill"))
-    p.add_argument("--hires", type=float, metavar="SCALE", help="Hires. fix: upscale by SCALE")
-    p.add_argument("--hires-steps", type=int, metavar="N", help="second-pass steps (0 = --steps)")
-    p.add_argument(
-        "--hires-upscaler",
-        metavar="NAME",
-        help="Latent, Latent (bicubic) ... Lanczos, Nearest or a model in models/ESRGAN",
-    )
+    p.add_argument("prompt", help="A1111 prompt syntax; {a|b} and __wildcard__ draw each image's prompt from its seed")
+    add_request_options(p)
     p.add_argument("--out", default="out/sdbot.png", metavar="FILE.png")
     p.add_argument("--config", metavar="F")
     p.set_defaults(func=cmd_render)
@@ -64,6 +40,47 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_models)
 
 
+def add_request_options(p: argparse.ArgumentParser, *, batch: bool = True) -> None:
+    """The render options (`sdbot render`, `sdbot xyz`): the slash commands' parameters as flags."""
+    p.add_argument("--negative", metavar="T")
+    p.add_argument("--steps", type=int, metavar="N")
+    p.add_argument("--cfg", type=float, metavar="F")
+    p.add_argument("--sampler", metavar="NAME")
+    p.add_argument("--seed", type=int, metavar="N")
+    p.add_argument(
+        "--size",
+        default=None,
+        metavar="WxH",
+        help="default 512x512; with --init-image, the image's aspect within max_pixels",
+    )
+    p.add_argument("--clip-skip", type=int, metavar="N")
+    p.add_argument("--vae", metavar="auto|none|NAME|PATH")
+    p.add_argument("--model", metavar="NAME|PATH")
+    if batch:
+        p.add_argument("--batch", type=int, metavar="N")
+    p.add_argument("--init-image", default="", metavar="FILE", help="img2img: start from this PNG, JPEG or WebP")
+    p.add_argument(
+        "--strength",
+        type=float,
+        metavar="D",
+        help="denoising strength (default 0.75 with --init-image, 0.7 for the Hires pass)",
+    )
+    p.add_argument("--resize-mode", choices=("just", "crop", "fill"))
+    p.add_argument("--hires", type=float, metavar="SCALE", help="Hires. fix: upscale by SCALE")
+    p.add_argument("--hires-steps", type=int, metavar="N", help="second-pass steps (0 = --steps)")
+    p.add_argument(
+        "--hires-upscaler",
+        metavar="NAME",
+        help="Latent, Latent (bicubic) ... Lanczos, Nearest or a model in models/ESRGAN",
+    )
+    p.add_argument(
+        "--combinatorial",
+        action="store_true",
+        default=None,
+        help="dynamic prompts: image i gets the i-th combination of the {a|b} choices (up to --batch)",
+    )
+
+
 _OPTION_FLAGS = (
     "negative",
     "steps",
@@ -79,17 +96,14 @@ _OPTION_FLAGS = (
     "hires",
     "hires_steps",
     "hires_upscaler",
+    "combinatorial",
 )
 
 
-def cmd_render(args: argparse.Namespace) -> int:
-    from engine.render.pipeline import Engine, save_images
+def request_from_args(args: argparse.Namespace, engine_config: EngineConfig) -> GenerationRequest:
+    """The request the render options describe; unset ones keep the request's defaults."""
     from engine.request import GenerationRequest, parse_size
-    from engine.tiny.models import ensure_demo_model
 
-    config = load_config(args.config)
-    engine_config = config.engine_config()
-    ensure_demo_model(engine_config)
     if args.size is not None:
         width, height = parse_size(args.size)
     elif args.init_image:
@@ -102,9 +116,9 @@ def cmd_render(args: argparse.Namespace) -> int:
         )
     else:
         width, height = 512, 512
-    # The flags are the slash commands' parameters (bot/option_spec.py); unset ones keep the request's defaults.
-    options = from_slash(**{name: getattr(args, name) for name in _OPTION_FLAGS})
-    request = GenerationRequest(
+    # The flags are the slash commands' parameters (bot/option_spec.py).
+    options = from_slash(**{name: getattr(args, name, None) for name in _OPTION_FLAGS})
+    return GenerationRequest(
         prompt=args.prompt,
         width=width,
         height=height,
@@ -112,8 +126,23 @@ def cmd_render(args: argparse.Namespace) -> int:
         **options,
         limits=engine_config.limits,
     )
-    if Path(args.out).suffix.lower() != ".png":
-        raise UserError(f"--out must name a .png file (got {args.out!r})")
+
+
+def png_target(out: str) -> Path:
+    if Path(out).suffix.lower() != ".png":
+        raise UserError(f"--out must name a .png file (got {out!r})")
+    return Path(out)
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from engine.render.pipeline import Engine, save_images
+    from engine.tiny.models import ensure_demo_model
+
+    config = load_config(args.config)
+    engine_config = config.engine_config()
+    ensure_demo_model(engine_config)
+    request = request_from_args(args, engine_config)
+    png_target(args.out)
     result = Engine(engine_config).render(request)
     for path, image in zip(save_images(result, args.out), result.images):
         print(f"{path}  seed {image.seed}")
@@ -180,7 +209,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def print_networks(engine_config) -> None:
-    """LoRAs (with family and trigger words from their metadata) and embeddings; nothing is downloaded."""
+    """LoRAs (with family and trigger words from their metadata), embeddings and wildcards; nothing is downloaded."""
     from engine.networks.library import EMBEDDING_DIR, LORA_DIRS, NetworkLibrary, embedding_family
 
     library = NetworkLibrary(engine_config)
@@ -198,3 +227,7 @@ def print_networks(engine_config) -> None:
         print(f"  {file.name}  [{embedding_family(file)}]  ({file.path})")
     if not embeddings:
         print("  (none)")
+    from engine.render.dynamic_prompts import WILDCARDS_DIR, DynamicPrompts
+
+    wildcards = DynamicPrompts(engine_config.models_dir / WILDCARDS_DIR).wildcard_names()
+    print(f"wildcards ({WILDCARDS_DIR}/NAME.txt; use __NAME__ in a prompt): " + (", ".join(wildcards) or "(none)"))

@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from bot.option_spec import FLOAT, INT, STORED_KINDS, TEXT
+from bot.option_spec import BOOL, FLOAT, INT, STORED_KINDS, TEXT
 from bot.store.errors import InvalidOptions
 from engine.config import Limits
 from engine.errors import EngineError
@@ -73,6 +73,8 @@ def _check_value(key: str, value: Any, limits: Limits, what: str) -> Any:
     kind = STORED_KINDS[key]
     if kind == TEXT and not isinstance(value, str):
         raise InvalidOptions(f"{what} {key} must be text (got {type(value).__name__})")
+    if kind == BOOL and not isinstance(value, bool):
+        raise InvalidOptions(f"{what} {key} must be true or false (got {value!r})")
     if kind == INT and (isinstance(value, bool) or not isinstance(value, int)):
         raise InvalidOptions(f"{what} {key} must be a whole number (got {value!r})")
     if kind == FLOAT:

@@ -158,10 +158,8 @@ class Part:
     template: dict[str, str]
 
 
-def split(requests: Sequence[GenerationRequest], prompts: DynamicPrompts) -> list[Part] | None:
-    """The parts of seeded requests; None when none has the syntax (they render as they are)."""
-    if not any(_dynamic(r) for r in requests):
-        return None
+def split(requests: Sequence[GenerationRequest], prompts: DynamicPrompts) -> list[Part]:
+    """The parts of seeded requests: a request without the syntax is one part, as it is."""
     parts = []
     for job, request in enumerate(requests):
         if not _dynamic(request):

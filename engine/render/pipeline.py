@@ -104,18 +104,17 @@ class Engine:
         on_step: StepCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> list[RenderResult]:
-        """Render compatible requests (equal `batch_key`) in one diffusers call; image i of a job uses seed + i.
+        """Render compatible requests (equal `batch_key`); image i of a job uses seed + i. One diffusers call when
+        their prompts have as many 75-token chunks, else one call per chunk count.
 
         A job with dynamic prompts (`{a|b}`, `__wildcards__`) is rendered image by image, each with the prompts drawn
         from its seed (or its combination); images whose drawn prompts still share a call are rendered together,
         so a batched image is the same as the same seed rendered alone."""
         started = time.perf_counter()
-        # 1. seeds, then each image's prompts when they are dynamic
+        # 1. seeds, then each image's prompts when they are dynamic; calls by settings and chunk count
         requests = [r.with_seed() for r in requests]
-        parts = dynamic_prompts.split(requests, self.dynamic)
-        if parts is None:
-            return self._render_call(requests, on_step, should_stop, started)
         encoder = self.prompt_encoder(self.models.checkpoint(requests[0].model))
+        parts = dynamic_prompts.split(requests, self.dynamic)
         done: dict[int, list[tuple[int, RenderResult]]] = {}
         for group in dynamic_prompts.grouped(parts, lambda r: (r.batch_key(), _chunks(encoder, r))):
             rendered = self._render_call([p.request for p in group], on_step, should_stop, started, group)
@@ -129,7 +128,7 @@ class Engine:
         on_step: StepCallback | None,
         should_stop: Callable[[], bool] | None,
         started: float,
-        parts: Sequence[dynamic_prompts.Part] = (),
+        parts: Sequence[dynamic_prompts.Part],
     ) -> list[RenderResult]:
         """One diffusers call for seeded requests with equal settings (stages 2 to 8)."""
         first = requests[0]
@@ -229,7 +228,7 @@ class Engine:
         # 8. images with infotext
         seconds = time.perf_counter() - started
         used = [(loras, c.embeddings + n.embeddings) for c, n in conds]
-        templates = [p.template for p in parts] or [{}] * len(requests)
+        templates = [p.template for p in parts]
         return self._results(requests, images, ckpt, vae_file, seconds, notes, used, templates, scores)
 
     def _decode(self, pipe, vae, latents: torch.Tensor, exact: bool) -> tuple[list[Image.Image], tuple[str, ...]]:

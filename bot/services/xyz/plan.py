@@ -8,11 +8,17 @@ from the same settings, with one fixed seed (a random base seed is drawn once fo
 
 from __future__ import annotations
 
+import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bot.errors import UserError
 from bot.services.xyz.axes import NO_AXIS, NOTHING, SEED, SEED_RANGE, Axis, Settings
+from engine.config import Limits
+from engine.errors import EngineError
+from engine.request import GenerationRequest
 
 SCRIPT = "X/Y/Z plot"  # the script's title, its infotext's `Script`
 
@@ -58,6 +64,19 @@ class GridPlan:
                     order.append(self.index(*place))
         return order
 
+    def requests(self, limits: Limits) -> list[GenerationRequest]:
+        """Every cell's request, checked before anything renders; a refused value names its cell."""
+        out = []
+        for cell in self.cells:
+            try:
+                out.append(GenerationRequest(**cell.settings, limits=limits))
+            except EngineError as exc:
+                where = ", ".join(
+                    a.label(a.values[i]) for a, i in zip(self.axes, (cell.ix, cell.iy, cell.iz)) if a.label(a.values[i])
+                )
+                raise UserError(f"the cell {where}: {exc}") from None
+        return out
+
     def grid_params(self, *, with_z: bool) -> dict[str, str]:
         """The grid's infotext keys beside its first cell's (the script's): `Script`, `X Type`, `X Values`,
         `Fixed X Values` for a Seed axis, the same for Y, and for Z on the grid that shows every Z."""
@@ -70,6 +89,16 @@ class GridPlan:
             if axis.type is SEED:
                 params[f"Fixed {name} Values"] = ", ".join(str(v) for v in axis.values)
         return params
+
+
+def check_cell_cap(axes: Sequence[Axis], cap: int) -> int:
+    """The grid's cell count, or a user error when it is over `cap` (checked before anything is planned)."""
+    sizes = [len(axis) for axis in axes]
+    cells = math.prod(sizes)
+    if cells > cap:
+        shape = " x ".join(str(n) for n in sizes if n > 1) or "1"
+        raise UserError(f"this grid has {cells} cells ({shape}); the most this bot renders in one grid is {cap}")
+    return cells
 
 
 def _outer_axes(x: float, y: float, z: float) -> tuple[int, int]:
