@@ -17,7 +17,7 @@ from bot.cli.render import add_request_options, png_target, request_from_args
 from bot.config import load_config
 from bot.services.xyz.axes import NO_AXIS, parse_axis
 from bot.services.xyz.compose import compose
-from bot.services.xyz.plan import GridPlan, check_cell_cap, plan_grid
+from bot.services.xyz.plan import GridAxes, check_cell_cap, plan_grid
 
 if TYPE_CHECKING:
     from engine.render.pipeline import Engine, RenderedImage
@@ -49,29 +49,27 @@ def cmd_xyz(args: argparse.Namespace) -> int:
     base = request_from_args(args, engine_config)
     plan = plan_grid(base.options(), x, y, z)
     requests = plan.requests(engine_config.limits)
-    images = render_cells(Engine(engine_config), requests, plan.render_order(), engine_config.limits.max_batch)
+    axes = plan.axes
+    images = render_cells(Engine(engine_config), requests, axes.render_order(), engine_config.limits.max_batch)
     target.parent.mkdir(parents=True, exist_ok=True)
     pngs = []
-    for cell, image in zip(plan.cells, images):
-        path = target.with_name(f"{target.stem}-{cell_name(plan, cell.ix, cell.iy, cell.iz)}.png")
+    for index, image in enumerate(images):
+        path = target.with_name(f"{target.stem}-{cell_name(axes, index)}.png")
         path.write_bytes(image.png())
         pngs.append(image.png())
-        labels = ", ".join(label for label in _labels(plan, cell.ix, cell.iy, cell.iz) if label)
-        print(f"{path}  seed {image.seed}  {labels}")
-    grid = compose(plan, pngs)
+        print(f"{path}  seed {image.seed}  {', '.join(axes.cell_labels(index))}")
+    grid = compose(axes, pngs)
     target.write_bytes(grid.grid)
     for iz, sub in enumerate(grid.sub_grids, start=1):
         target.with_name(f"{target.stem}-z{iz}.png").write_bytes(sub)
-    print(f"{target}  {len(plan.x)}x{len(plan.y)} grid" + (f", {len(plan.z)} of them" if len(plan.z) > 1 else ""))
+    print(f"{target}  {len(axes.x)}x{len(axes.y)} grid" + (f", {len(axes.z)} of them" if len(axes.z) > 1 else ""))
     return 0
 
 
-def cell_name(plan: GridPlan, ix: int, iy: int, iz: int) -> str:
-    return f"{ix + 1}-{iy + 1}" + (f"-{iz + 1}" if len(plan.z) > 1 else "")
-
-
-def _labels(plan: GridPlan, ix: int, iy: int, iz: int) -> list[str]:
-    return [plan.x.labels()[ix], plan.y.labels()[iy], plan.z.labels()[iz]]
+def cell_name(axes: GridAxes, index: int) -> str:
+    """`X-Y` (`X-Y-Z` with a Z axis), 1-based: the cell's file name suffix."""
+    ix, iy, iz = axes.place(index)
+    return f"{ix + 1}-{iy + 1}" + (f"-{iz + 1}" if len(axes.z) > 1 else "")
 
 
 def render_cells(

@@ -148,14 +148,21 @@ def parse_axis(text: str, limit: int = MAX_AXIS_VALUES) -> Axis:
     return Axis(axis_type, values_text.strip(), tuple(values), lora)
 
 
+def axis_type(name: str) -> AxisType:
+    """The type of that label or sdbot spelling, any case; a user error naming the types."""
+    found = _BY_NAME.get(_folded(name))
+    if found is None or found is NOTHING:
+        raise UserError(f"unknown axis type {name.strip()!r}; the types are {TYPE_NAMES}")
+    return found
+
+
 def _axis_type(name: str) -> tuple[AxisType, str]:
+    """The type, and the LoRA a `LoRA weight NAME` type names."""
     folded = _folded(name)
-    if folded in _BY_NAME and _BY_NAME[folded] is not NOTHING:
-        return _BY_NAME[folded], ""
     for prefix in (_folded(LORA_WEIGHT.label), *LORA_WEIGHT.aliases):
-        if folded.startswith(prefix + " "):
+        if folded.startswith(prefix + " ") and folded not in _BY_NAME:
             return LORA_WEIGHT, " ".join(name.split())[len(prefix) + 1 :]
-    raise UserError(f"unknown axis type {name.strip()!r}; the types are {TYPE_NAMES}")
+    return axis_type(name), ""
 
 
 # --- what each type changes ---------------------------------------------------------------------------------

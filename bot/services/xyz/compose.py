@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from bot.services.xyz.plan import GridPlan
+from bot.services.xyz.plan import GridAxes
 from engine.infotext import format_infotext, parse_infotext, png_bytes, read_png_infotext
 from engine.render.grid import xyz_grid
 
@@ -26,18 +26,18 @@ class GridImages:
     sub_grids: list[bytes]
 
 
-def compose(plan: GridPlan, cells: Sequence[bytes | None]) -> GridImages:
+def compose(axes: GridAxes, cells: Sequence[bytes | None]) -> GridImages:
     """The grid PNGs for `cells` (PNG bytes in cell index order; None: that cell has no image)."""
-    if len(cells) != len(plan.cells):
-        raise ValueError(f"{len(cells)} cell images for a grid of {len(plan.cells)} cells")
+    if len(cells) != axes.cell_count:
+        raise ValueError(f"{len(cells)} cell images for a grid of {axes.cell_count} cells")
     images = [None if data is None else _image(data) for data in cells]
-    plot = xyz_grid(images, plan.x.labels(), plan.y.labels(), plan.z.labels())
-    per_z = len(plan.x) * len(plan.y)
-    main = png_bytes(plot.image, _infotext(cells, plan.grid_params(with_z=True)))
-    if len(plan.z) == 1:
+    plot = xyz_grid(images, axes.x.labels(), axes.y.labels(), axes.z.labels())
+    per_z = len(axes.x) * len(axes.y)
+    main = png_bytes(plot.image, _infotext(cells, axes.grid_params(with_z=True)))
+    if len(axes.z) == 1:
         return GridImages(main, [])
     subs = [
-        png_bytes(sub, _infotext(cells[iz * per_z : (iz + 1) * per_z], plan.grid_params(with_z=False)))
+        png_bytes(sub, _infotext(cells[iz * per_z : (iz + 1) * per_z], axes.grid_params(with_z=False)))
         for iz, sub in enumerate(plot.sub_grids)
     ]
     return GridImages(main, subs)

@@ -10,17 +10,93 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from bot.errors import UserError
-from bot.services.xyz.axes import NO_AXIS, NOTHING, SEED, SEED_RANGE, Axis, Settings
+from bot.services.xyz.axes import NO_AXIS, NOTHING, SEED, SEED_RANGE, Axis, Settings, axis_type
 from engine.config import Limits
 from engine.errors import EngineError
 from engine.request import GenerationRequest
 
 SCRIPT = "X/Y/Z plot"  # the script's title, its infotext's `Script`
+
+
+@dataclass(frozen=True)
+class GridAxes:
+    """A grid's three axes (unused ones are `NO_AXIS`), with their values fixed: what its image and infotext need,
+    and what is kept with a grid so it can be finished after a restart (`to_data` / `from_data`)."""
+
+    x: Axis
+    y: Axis = NO_AXIS
+    z: Axis = NO_AXIS
+
+    def __iter__(self) -> Iterator[Axis]:
+        return iter((self.x, self.y, self.z))
+
+    @property
+    def cell_count(self) -> int:
+        return len(self.x) * len(self.y) * len(self.z)
+
+    def index(self, ix: int, iy: int, iz: int) -> int:
+        return ix + iy * len(self.x) + iz * len(self.x) * len(self.y)
+
+    def place(self, index: int) -> tuple[int, int, int]:
+        """(ix, iy, iz) of a cell index."""
+        per_z = len(self.x) * len(self.y)
+        return index % len(self.x), index % per_z // len(self.x), index // per_z
+
+    def cell_labels(self, index: int) -> list[str]:
+        """The labels the cell sits under (`Steps: 20`, `Euler`), X first, without the empty ones."""
+        labels = (axis.label(axis.values[i]) for axis, i in zip(self, self.place(index)))
+        return [label for label in labels if label]
+
+    def render_order(self) -> list[int]:
+        """Cell indexes in the script's order: the costliest axis outermost (a checkpoint, then a VAE, changes as
+        rarely as possible); with equal costs Z outermost, then Y, then X."""
+        first, second = _outer_axes(self.x.type.cost, self.y.type.cost, self.z.type.cost)
+        third = 3 - first - second
+        sizes = [len(a) for a in self]
+        order = []
+        for a in range(sizes[first]):
+            for b in range(sizes[second]):
+                for c in range(sizes[third]):
+                    place = [0, 0, 0]
+                    place[first], place[second], place[third] = a, b, c
+                    order.append(self.index(*place))
+        return order
+
+    def grid_params(self, *, with_z: bool) -> dict[str, str]:
+        """The grid's infotext keys beside its first cell's (the script's): `Script`, `X Type`, `X Values`,
+        `Fixed X Values` for a Seed axis, the same for Y, and for Z on the grid that shows every Z."""
+        params = {"Script": SCRIPT}
+        for name, axis in zip("XYZ", self):
+            if axis.type is NOTHING or (name == "Z" and not with_z):
+                continue
+            params[f"{name} Type"] = axis.type.label
+            params[f"{name} Values"] = axis.text
+            if axis.type is SEED:
+                params[f"Fixed {name} Values"] = ", ".join(str(v) for v in axis.values)
+        return params
+
+    def to_data(self) -> dict[str, Any]:
+        """Plain JSON data, read back by `from_data`."""
+        return {
+            name: {"type": axis.type.label, "text": axis.text, "values": list(axis.values), "lora": axis.lora}
+            for name, axis in zip("xyz", self)
+            if axis.type is not NOTHING
+        }
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> GridAxes:
+        def axis(name: str) -> Axis:
+            if name not in data:
+                return NO_AXIS
+            item = data[name]
+            return Axis(axis_type(item["type"]), item["text"], tuple(item["values"]), item.get("lora", ""))
+
+        return cls(axis("x"), axis("y"), axis("z"))
 
 
 @dataclass(frozen=True)
@@ -35,60 +111,20 @@ class Cell:
 
 @dataclass(frozen=True)
 class GridPlan:
-    """The three axes (unused ones are `NO_AXIS`), as bound to the base settings, and the cells in index order."""
+    """The axes, as bound to the base settings, and every cell in index order."""
 
-    x: Axis
-    y: Axis
-    z: Axis
+    axes: GridAxes
     cells: tuple[Cell, ...]
-
-    @property
-    def axes(self) -> tuple[Axis, Axis, Axis]:
-        return self.x, self.y, self.z
-
-    def index(self, ix: int, iy: int, iz: int) -> int:
-        return ix + iy * len(self.x) + iz * len(self.x) * len(self.y)
-
-    def render_order(self) -> list[int]:
-        """Cell indexes in the script's order: the costliest axis outermost (a checkpoint, then a VAE, changes as
-        rarely as possible); with equal costs Z outermost, then Y, then X."""
-        first, second = _outer_axes(self.x.type.cost, self.y.type.cost, self.z.type.cost)
-        third = 3 - first - second
-        sizes = [len(a) for a in self.axes]
-        order = []
-        for a in range(sizes[first]):
-            for b in range(sizes[second]):
-                for c in range(sizes[third]):
-                    place = [0, 0, 0]
-                    place[first], place[second], place[third] = a, b, c
-                    order.append(self.index(*place))
-        return order
 
     def requests(self, limits: Limits) -> list[GenerationRequest]:
         """Every cell's request, checked before anything renders; a refused value names its cell."""
         out = []
-        for cell in self.cells:
+        for index, cell in enumerate(self.cells):
             try:
                 out.append(GenerationRequest(**cell.settings, limits=limits))
             except EngineError as exc:
-                where = ", ".join(
-                    a.label(a.values[i]) for a, i in zip(self.axes, (cell.ix, cell.iy, cell.iz)) if a.label(a.values[i])
-                )
-                raise UserError(f"the cell {where}: {exc}") from None
+                raise UserError(f"the cell {', '.join(self.axes.cell_labels(index))}: {exc}") from None
         return out
-
-    def grid_params(self, *, with_z: bool) -> dict[str, str]:
-        """The grid's infotext keys beside its first cell's (the script's): `Script`, `X Type`, `X Values`,
-        `Fixed X Values` for a Seed axis, the same for Y, and for Z on the grid that shows every Z."""
-        params = {"Script": SCRIPT}
-        for name, axis in zip("XYZ", self.axes):
-            if axis.type is NOTHING or (name == "Z" and not with_z):
-                continue
-            params[f"{name} Type"] = axis.type.label
-            params[f"{name} Values"] = axis.text
-            if axis.type is SEED:
-                params[f"Fixed {name} Values"] = ", ".join(str(v) for v in axis.values)
-        return params
 
 
 def check_cell_cap(axes: Sequence[Axis], cap: int) -> int:
@@ -131,4 +167,4 @@ def plan_grid(
                 y.apply(settings, vy)
                 z.apply(settings, vz)
                 cells.append(Cell(ix, iy, iz, settings))
-    return GridPlan(x, y, z, tuple(cells))
+    return GridPlan(GridAxes(x, y, z), tuple(cells))

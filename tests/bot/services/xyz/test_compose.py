@@ -32,9 +32,9 @@ def pngs(plan) -> list[bytes]:
 def test_the_grid_is_the_layout_of_its_cells():
     plan = plan_grid(BASE, parse_axis("Steps: 1, 2, 3"), parse_axis("CFG Scale: 5, 7"))
     cells = pngs(plan)
-    out = compose(plan, cells)
+    out = compose(plan.axes, cells)
     expected = xyz_grid(
-        [Image.open(io.BytesIO(c)).convert("RGB") for c in cells], plan.x.labels(), plan.y.labels()
+        [Image.open(io.BytesIO(c)).convert("RGB") for c in cells], plan.axes.x.labels(), plan.axes.y.labels()
     ).image
     assert Image.open(io.BytesIO(out.grid)).tobytes() == expected.tobytes()
     assert out.sub_grids == []
@@ -42,7 +42,7 @@ def test_the_grid_is_the_layout_of_its_cells():
 
 def test_the_grid_infotext_is_the_first_cells_with_the_script_keys():
     plan = plan_grid(BASE, parse_axis("Steps: 1, 2"), parse_axis("Seed: 3, -1"), parse_axis("Sampler: Euler, Euler a"))
-    out = compose(plan, pngs(plan))
+    out = compose(plan.axes, pngs(plan))
     info = parse_infotext(read_png_infotext(out.grid) or "")
     assert (info.prompt, info.negative_prompt) == ("a cat, sitting", "blurry")
     assert info.params["Steps"] == "1" and info.params["Seed"] == "3" and info.params["Sampler"] == "Euler"
@@ -57,7 +57,7 @@ def test_the_grid_infotext_is_the_first_cells_with_the_script_keys():
         "Z Type": "Sampler",
         "Z Values": "Euler, Euler a",
     }
-    assert info.params["Fixed Y Values"] == ", ".join(str(v) for v in plan.y.values)
+    assert info.params["Fixed Y Values"] == ", ".join(str(v) for v in plan.axes.y.values)
     assert list(info.params)[-1] == "Version"
     assert len(out.sub_grids) == 2
     second = parse_infotext(read_png_infotext(out.sub_grids[1]) or "")
@@ -67,7 +67,7 @@ def test_the_grid_infotext_is_the_first_cells_with_the_script_keys():
 def test_a_failed_cell_is_black_and_the_next_cell_gives_the_infotext():
     plan = plan_grid(BASE, parse_axis("Steps: 1, 2"))
     cells = pngs(plan)
-    out = compose(plan, [None, cells[1]])
+    out = compose(plan.axes, [None, cells[1]])
     grid = Image.open(io.BytesIO(out.grid))
     assert grid.getpixel((10, grid.height - 10)) == (0, 0, 0)
     assert parse_infotext(read_png_infotext(out.grid) or "").params["Steps"] == "2"
@@ -76,4 +76,4 @@ def test_a_failed_cell_is_black_and_the_next_cell_gives_the_infotext():
 def test_the_cell_count_must_match():
     plan = plan_grid(BASE, parse_axis("Steps: 1, 2"))
     with pytest.raises(ValueError, match="1 cell images for a grid of 2 cells"):
-        compose(plan, pngs(plan)[:1])
+        compose(plan.axes, pngs(plan)[:1])

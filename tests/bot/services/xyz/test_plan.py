@@ -3,6 +3,7 @@ grid infotext keys."""
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -10,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.errors import UserError
-from bot.services.xyz.axes import parse_axis
-from bot.services.xyz.plan import plan_grid
+from bot.services.xyz.axes import NO_AXIS, parse_axis
+from bot.services.xyz.plan import GridAxes, plan_grid
 from engine.request import GenerationRequest
 
 BASE = GenerationRequest(prompt="a cat", seed=42).options()
@@ -35,7 +36,7 @@ def test_cells_in_index_order():
         (2, 5.0),
         (3, 5.0),
     ]
-    assert all(plan.index(c.ix, c.iy, c.iz) == i for i, c in enumerate(plan.cells))
+    assert all(plan.axes.index(c.ix, c.iy, c.iz) == i for i, c in enumerate(plan.cells))
 
 
 def test_one_random_seed_for_every_cell():
@@ -47,7 +48,7 @@ def test_one_random_seed_for_every_cell():
 def test_a_seed_axis_wins_over_the_base_seed():
     plan = plan_grid(BASE, parse_axis("Seed: 1, -1"), rand=random.Random(1))
     assert [c.settings["seed"] for c in plan.cells] == [1, random.Random(1).randrange(4294967294)]
-    assert plan.grid_params(with_z=True)["Fixed X Values"] == f"1, {plan.cells[1].settings['seed']}"
+    assert plan.axes.grid_params(with_z=True)["Fixed X Values"] == f"1, {plan.cells[1].settings['seed']}"
 
 
 def test_axes_apply_x_then_y_then_z():
@@ -77,21 +78,21 @@ def test_a_prompt_sr_that_finds_nothing_is_refused_before_anything_runs():
 )
 def test_render_order_puts_the_costliest_axis_outermost(x, y, z, order):
     axes = [parse_axis(t) for t in (x, y, z) if t]
-    assert plan_grid(BASE, *axes).render_order() == order
+    assert plan_grid(BASE, *axes).axes.render_order() == order
 
 
 def test_grid_params_as_the_script_writes_them():
     plan = plan_grid(
         BASE, parse_axis("Steps: 10-30 [3]"), parse_axis("Sampler: Euler, Euler a"), parse_axis("Seed: 1, 2")
     )
-    assert plan.grid_params(with_z=False) == {
+    assert plan.axes.grid_params(with_z=False) == {
         "Script": "X/Y/Z plot",
         "X Type": "Steps",
         "X Values": "10-30 [3]",
         "Y Type": "Sampler",
         "Y Values": "Euler, Euler a",
     }
-    assert plan.grid_params(with_z=True) | {} == plan.grid_params(with_z=False) | {
+    assert plan.axes.grid_params(with_z=True) == plan.axes.grid_params(with_z=False) | {
         "Z Type": "Seed",
         "Z Values": "1, 2",
         "Fixed Z Values": "1, 2",
@@ -110,5 +111,26 @@ def test_render_order_visits_every_cell_once(nx, ny, nz, costly):
         return f"{kind}: " + ", ".join(str(i + 1) for i in range(n))
 
     plan = plan_grid(BASE, parse_axis(axis("x", nx)), parse_axis(axis("y", ny)), parse_axis(axis("z", nz)))
-    order = plan.render_order()
+    order = plan.axes.render_order()
     assert sorted(order) == list(range(nx * ny * nz)) == list(range(len(plan.cells)))
+
+
+def test_axes_round_trip_through_plain_data():
+    plan = plan_grid(
+        BASE | {"prompt": "a cat <lora:detail:1>"},
+        parse_axis("Seed: -1, 3"),
+        parse_axis("LoRA weight: 0-1 [3]"),
+        parse_axis("Sampler: Euler, Euler a"),
+    )
+    data = json.loads(json.dumps(plan.axes.to_data()))
+    assert GridAxes.from_data(data) == plan.axes
+    assert GridAxes.from_data(plan_grid(BASE, parse_axis("Steps: 1")).axes.to_data()).y == NO_AXIS
+
+
+def test_place_and_cell_labels():
+    plan = plan_grid(BASE, parse_axis("Steps: 1, 2, 3"), parse_axis("CFG Scale: 4, 5"), parse_axis("Seed: 8, 9"))
+    axes = plan.axes
+    for index, cell in enumerate(plan.cells):
+        assert axes.place(index) == (cell.ix, cell.iy, cell.iz)
+    assert axes.cell_labels(axes.index(2, 1, 1)) == ["Steps: 3", "CFG Scale: 5.0", "Seed: 9"]
+    assert plan_grid(BASE, parse_axis("Steps: 1, 2")).axes.cell_labels(1) == ["Steps: 2"]
