@@ -89,6 +89,9 @@ class SdBot(commands.Bot):
 
         Before any command is taken, so every unfinished job is the previous run's; only this process's guilds
         (another process, on the other shards, picks up its own)."""
+        grids = await self.services.grids.recover(self.serves)  # first: the jobs' recovery leaves grids alone
+        if grids:
+            log.info("recovered %d X/Y/Z grids", grids)
         self.recovered = rerun, posted = await self.services.jobs.recover(self.serves)
         if rerun or posted:
             log.info("recovered %d jobs to re-run and %d to post", rerun, posted)
@@ -247,6 +250,7 @@ async def serve(
             for task in waiters[1:]:
                 task.cancel()
             # Still connected: the running job may finish and post; new commands hear "restarting".
+            bot.services.grids.shutdown()
             await bot.services.jobs.shutdown(settings.shutdown_timeout_s)
         await bot.services.moderation.close()  # decisions' posts in flight
         log.info("bot stopped")

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bot.cli import main
 from engine.infotext import parse_infotext, read_png_infotext
+from tests.bot.test_cli import run
 
 COMMON = ("--size", "64x64", "--steps", "2", "--sampler", "Euler", "--seed", "5")
 
@@ -24,12 +24,6 @@ def config(tmp_path: Path, models_dir: Path) -> Path:
     path = tmp_path / "config.toml"
     path.write_text(f'[engine]\nmodels_dir = "{models_dir}"\n\n[moderation]\nmax_grid_cells = 6\n')
     return path
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def pixels(path: Path) -> np.ndarray:
