@@ -1,5 +1,5 @@
-"""`ModelCatalog`: the names of what is installed (checkpoints, VAEs, LoRAs, embeddings, upscalers), for autocomplete
-and /models.
+"""`ModelCatalog`: the names of what is installed (checkpoints, VAEs, LoRAs, embeddings, upscalers, wildcards), for
+autocomplete and /models.
 
 Why a service: autocomplete runs on every keystroke, and scanning the models folder (and reading each LoRA's header
 for /models) each time would put disk work on the event loop at typing speed. The catalog rescans in a thread at most
@@ -33,12 +33,14 @@ class Catalog:
     loras: tuple[Lora, ...] = ()
     embeddings: tuple[tuple[str, str], ...] = ()  # (name, family)
     upscalers: tuple[str, ...] = ()
+    wildcards: tuple[str, ...] = ()  # dynamic prompts' `__name__` files, `sub/name` in subfolders
 
 
 def scan(config: EngineConfig) -> Catalog:
     """One scan of the models folder (disk reads: call it off the event loop)."""
     from engine.models.loader import ModelLibrary
     from engine.networks.library import NetworkLibrary, embedding_family
+    from engine.render.dynamic_prompts import WILDCARDS_DIR, DynamicPrompts
     from engine.render.upscalers import UpscalerLibrary
 
     models, networks = ModelLibrary(config), NetworkLibrary(config)
@@ -52,6 +54,7 @@ def scan(config: EngineConfig) -> Catalog:
         loras=tuple(loras),
         embeddings=tuple((f.name, embedding_family(f)) for f in networks.embeddings()),
         upscalers=tuple(UpscalerLibrary(config.models_dir).names()),
+        wildcards=tuple(DynamicPrompts(config.models_dir / WILDCARDS_DIR).wildcard_names()),
     )
 
 
