@@ -27,7 +27,8 @@ TILED_DECODE_PIXELS = 1536 * 1536
 
 
 def hires_size(width: int, height: int, scale: float) -> tuple[int, int]:
-    """A1111's target `int(side * scale)`, rounded down to a multiple of 8 (the latent grid)."""
+    """A1111's target `int(side * scale)`, rounded down to a multiple of 8 (SD's latent grid; a model whose VAE
+    scales by more checks its own grid at render, `GenerationRequest.check_latent_grid`)."""
     return int(width * scale) // 8 * 8, int(height * scale) // 8 * 8
 
 
@@ -80,14 +81,15 @@ def second_pass(
     name = (
         request.hires_upscaler if request.hires_upscaler in LATENT_MODES else upscalers.resolve(request.hires_upscaler)
     )
+    factor = pipe.vae_scale_factor
     if is_latent(name):
-        start = upscale_latents(latents.float(), width, height, name)
+        start = upscale_latents(latents.float(), width, height, name, factor)
     else:
         images = decode(vae, latents)
         start = encode_images(vae, [upscalers.upscale(im, width, height, name) for im in images])
     steps = request.hires_steps or request.steps
     plan = StepPlan.fixed(steps, request.denoising_strength)
-    _, generators = initial_noise(seeds, width, height, start.shape[1])  # fresh: the same seeds, the new shape
+    _, generators = initial_noise(seeds, width, height, start.shape[1], factor)  # fresh: the same seeds, new shape
     pipe.scheduler = make_scheduler(request.sampler, request.schedule, pipe.scheduler.config)  # schedulers hold state
     return run_last(pipe, plan, start, generators, step_end=step_end, **call)
 

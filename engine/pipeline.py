@@ -69,10 +69,13 @@ class RenderResult:
         return self.request.seed
 
 
-def initial_noise(seeds: Sequence[int], width: int, height: int, channels: int = 4) -> tuple[torch.Tensor, list]:
-    """A1111's CPU RNG: per image, a fresh CPU generator seeded with its seed, the same on every device."""
+def initial_noise(
+    seeds: Sequence[int], width: int, height: int, channels: int, factor: int
+) -> tuple[torch.Tensor, list]:
+    """A1111's CPU RNG: per image, a fresh CPU generator seeded with its seed, the same on every device. The noise
+    has the latent's shape: `factor` is the model's VAE scale (`pipe.vae_scale_factor`, 8 for SD and SDXL)."""
     generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
-    noise = torch.stack([torch.randn((channels, height // 8, width // 8), generator=g) for g in generators])
+    noise = torch.stack([torch.randn((channels, height // factor, width // factor), generator=g) for g in generators])
     return noise, generators
 
 
@@ -132,8 +135,10 @@ class Engine:
         # 4. scheduler (schedulers hold state: a new one per call)
         pipe.scheduler = make_scheduler(first.sampler, first.schedule, ckpt.pipe.scheduler.config)
         # 5. latents
+        factor = pipe.vae_scale_factor
+        first.check_latent_grid(factor)
         seeds = [s for r in requests for s in r.seeds()]
-        noise, generators = initial_noise(seeds, first.width, first.height, pipe.unet.config.in_channels)
+        noise, generators = initial_noise(seeds, first.width, first.height, pipe.unet.config.in_channels, factor)
         # 6. denoise: txt2img from noise, or img2img from a start image; then Hires' second pass
         interrupted = False
         progress = {"offset": 0, "total": None}  # Hires reports both passes as one run of steps

@@ -111,6 +111,20 @@ class GenerationRequest:
         """The sampler as users type it: "DPM++ 2M Karras", "Euler a"."""
         return self.sampler if self.schedule == "Automatic" else f"{self.sampler} {self.schedule}"
 
+    def check_latent_grid(self, factor: int) -> None:
+        """EngineError unless the sizes fit the model's latent grid: a VAE that scales by `factor` needs sides that
+        are multiples of it (A1111's multiples of 8 fit SD and SDXL, whose factor is 8)."""
+        sizes = [("size", (self.width, self.height))]
+        if self.hires_enabled:
+            sizes.append((f"Hires ×{self.hires:g} size", self.final_size))
+        for what, (width, height) in sizes:
+            if width % factor or height % factor:
+                fit = f"{max(factor, width // factor * factor)}x{max(factor, height // factor * factor)}"
+                raise EngineError(
+                    f"{what} {width}x{height} does not fit this model: its VAE scales by {factor}, so width and "
+                    f"height must be multiples of {factor}; try {fit}"
+                )
+
     def with_seed(self) -> GenerationRequest:
         """This request with a concrete seed: -1 becomes a random seed in [0, 2**32 - 2], as A1111 draws it."""
         if self.seed != -1:

@@ -54,10 +54,12 @@ def is_latent(name: str) -> bool:
     return name in LATENT_MODES
 
 
-def upscale_latents(latents: torch.Tensor, width: int, height: int, name: str) -> torch.Tensor:
-    """A1111's latent upscale: interpolate the latents to (height/8, width/8) with the mode's settings."""
+def upscale_latents(latents: torch.Tensor, width: int, height: int, name: str, factor: int) -> torch.Tensor:
+    """A1111's latent upscale: interpolate the latents to (height/factor, width/factor) with the mode's settings;
+    `factor` is the model's VAE scale (8 for SD and SDXL)."""
     mode, antialias = LATENT_MODES[name]
-    return torch.nn.functional.interpolate(latents, size=(height // 8, width // 8), mode=mode, antialias=antialias)
+    size = (height // factor, width // factor)
+    return torch.nn.functional.interpolate(latents, size=size, mode=mode, antialias=antialias)
 
 
 @dataclass(frozen=True)
