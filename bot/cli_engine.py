@@ -83,21 +83,22 @@ _OPTION_FLAGS = (
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    from engine.input_image import read_input_image
     from engine.pipeline import Engine, save_images
     from engine.request import GenerationRequest, parse_size
 
     config = load_config(args.config)
     engine_config = config.engine_config()
+    # The start image is what this user sends: it is checked against the limits here, as an attachment is.
+    start = read_input_image(args.init_image, engine_config.limits) if args.init_image else None
     if args.size is not None:
         width, height = parse_size(args.size)
-    elif args.init_image:
-        from engine.input_image import default_size, read_input_image, size_multiple
+    elif start is not None:
+        from engine.input_image import default_size, size_multiple
         from engine.models import ModelLibrary, checkpoint_family
 
         multiple = size_multiple(checkpoint_family(ModelLibrary(engine_config).checkpoint(args.model)))
-        width, height = default_size(
-            *read_input_image(args.init_image, engine_config.limits).size, engine_config.limits, multiple
-        )
+        width, height = default_size(*start.size, engine_config.limits, multiple)
     else:
         width, height = 512, 512
     # The flags are the slash commands' parameters (bot/option_spec.py); unset ones keep the request's defaults.

@@ -139,12 +139,13 @@ class GenerationRequest:
 
     def portable(self) -> GenerationRequest:
         """This request with its start image's bytes inside, so it renders the same on any machine (Ray
-        replicas): `init_image` is a path on the bot's host. Read once, at submission; checked again at render."""
+        replicas): `init_image` is a path on the bot's host (a checked file). Read once, at submission; checked
+        again at render."""
         if not self.init_image or self.init_image_data:
             return self
-        from engine.input_image import read_input_bytes
+        from engine.input_image import checked_input_limits, read_input_bytes
 
-        return self.replace(init_image_data=read_input_bytes(self.init_image, self.limits))
+        return self.replace(init_image_data=read_input_bytes(self.init_image, checked_input_limits(self.limits)))
 
     def replace(self, **changes: Any) -> GenerationRequest:
         return dataclasses.replace(self, **changes)
