@@ -116,8 +116,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     result = Engine(engine_config).render(request)
     for path, image in zip(save_images(result, args.out), result.images):
         print(f"{path}  seed {image.seed}")
-    for note in result.notes:
-        print(f"note: {note}")
+    for note in result.notes:  # what the render left out or changed, e.g. a refused embedding
+        print(f"sdbot: warning: {note}", file=sys.stderr)
     return 0
 
 
@@ -156,35 +156,37 @@ def cmd_infotext(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from engine.models import ModelLibrary
+    from engine.refusals import loadable, refused_files
     from engine.samplers import SCHEDULES, sampler_names
+    from engine.upscalers import UpscalerLibrary
 
-    config = load_config(args.config)
-    library = ModelLibrary(config.engine_config())
+    engine_config = load_config(args.config).engine_config()
+    library, allow = ModelLibrary(engine_config), engine_config.allow_pickle
     print(f"models dir: {library.root}")
-    checkpoints = library.checkpoints()
+    checkpoints = loadable(library.checkpoints(), allow)
     print("checkpoints:")
     for c in checkpoints:
         print(f"  {c.name}  ({c.path})")
     if not checkpoints:
         print("  (none: the tiny demo model is written on first use)")
-    print("VAEs: auto, none" + "".join(f"\n  {v.name}  ({v.path})" for v in library.vaes()))
-    print_networks(config.engine_config())
+    print("VAEs: auto, none" + "".join(f"\n  {v.name}  ({v.path})" for v in loadable(library.vaes(), allow)))
+    print_networks(engine_config)
     print("samplers: " + ", ".join(sampler_names()))
-    from engine.upscalers import UpscalerLibrary
-
-    upscalers = UpscalerLibrary(library.root, allow_pickle=config.engine_config().allow_pickle)
-    print("upscalers: " + ", ".join(upscalers.names()))
+    print("upscalers: " + ", ".join(UpscalerLibrary(library.root, allow_pickle=allow).names()))
     print("schedule types: " + ", ".join(SCHEDULES))
+    for refused in refused_files(engine_config):
+        print(refused.line)
     return 0
 
 
 def print_networks(engine_config) -> None:
     """LoRAs (with family and trigger words from their metadata) and embeddings; nothing is downloaded."""
     from engine.networks import EMBEDDING_DIR, LORA_DIRS, NetworkLibrary, embedding_family
+    from engine.refusals import loadable
 
-    library = NetworkLibrary(engine_config)
+    library, allow = NetworkLibrary(engine_config), engine_config.allow_pickle
     print(f"LoRAs ({' and '.join(LORA_DIRS)}; use <lora:NAME:WEIGHT>):")
-    loras = library.loras()
+    loras = loadable(library.loras(), allow)
     for file in loras:
         info = library.lora_info(file)
         triggers = f"  triggers: {', '.join(info.triggers)}" if info.triggers else ""
@@ -192,7 +194,7 @@ def print_networks(engine_config) -> None:
     if not loras:
         print("  (none)")
     print(f"embeddings ({EMBEDDING_DIR}; write the name in a prompt):")
-    embeddings = library.embeddings()
+    embeddings = loadable(library.embeddings(), allow)
     for file in embeddings:
         print(f"  {file.name}  [{embedding_family(file)}]  ({file.path})")
     if not embeddings:

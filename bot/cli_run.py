@@ -122,13 +122,16 @@ def _pending(revisions: list[str]) -> str:
 
 def _models_state(config: Config) -> str:
     from engine.models import ModelLibrary
+    from engine.refusals import refused_files
 
     library = ModelLibrary(config.engine_config())
     checkpoints = library.checkpoints()
+    refused = refused_files(config.engine_config())
+    also = f", {len(refused)} files refused (sdbot models names them)" if refused else ""
     if not checkpoints and not config.engine_config().default_model:
-        return f"no checkpoint in {library.root} (the tiny demo model is written there at the first start)"
+        return f"no checkpoint in {library.root} (the tiny demo model is written there at the first start){also}"
     default = library.checkpoint("")  # the configured one must exist
-    return f"default {default.name}, {len(checkpoints)} checkpoints, {len(library.vaes())} VAEs"
+    return f"default {default.name}, {len(checkpoints)} checkpoints, {len(library.vaes())} VAEs{also}"
 
 
 def _engine_state(config: Config) -> str:

@@ -27,6 +27,8 @@ SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".bin", ".pth")
 VAE_DIR_NAMES = ("VAE", "vae")
 TINY_MODEL_NAME = "sdbot-tiny-sd15"
+# Why a pickle file is not loaded, in errors, notes and listings alike (engine/refusals.py).
+PICKLE_REFUSAL = "pickle format; set [engine] allow_pickle = true to allow it"
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,15 @@ def _is_vae_file(path: Path) -> bool:
 
 def _weight_suffixes(allow_pickle: bool) -> tuple[str, ...]:
     return SAFE_SUFFIXES + (PICKLE_SUFFIXES if allow_pickle else ())
+
+
+def is_pickle(path: Path) -> bool:
+    return path.suffix.lower() in PICKLE_SUFFIXES
+
+
+def refusal(path: Path) -> str:
+    """`easynegative.pt is refused (pickle format; …)`: a pickle file while `allow_pickle` is off."""
+    return f"{path.name} is refused ({PICKLE_REFUSAL})"
 
 
 def _stem(path: Path) -> str:
@@ -83,11 +94,14 @@ class ModelLibrary:
                 if is_folder or entry.is_file() and entry.suffix.lower() in _weight_suffixes(True):
                     found.append(ModelFile(entry.name, entry))
         for ckpt in self.checkpoints():
-            for suffix in _weight_suffixes(True):
-                sidecar = ckpt.path.with_name(_stem(ckpt.path) + ".vae" + suffix)
-                if sidecar.exists():
-                    found.append(ModelFile(sidecar.name, sidecar))
+            found.extend(self.sidecar_vaes(ckpt))
         return found
+
+    def sidecar_vaes(self, checkpoint: ModelFile) -> list[ModelFile]:
+        """The `<checkpoint>.vae.*` files beside a checkpoint, safetensors first, pickles (refused or not) too."""
+        base = _stem(checkpoint.path) + ".vae"
+        paths = [checkpoint.path.with_name(base + suffix) for suffix in _weight_suffixes(True)]
+        return [ModelFile(path.name, path) for path in paths if path.exists()]
 
     def checkpoint(self, name: str) -> ModelFile:
         """A checkpoint by name (file stem or folder name, case-insensitive) or by path; '' = the default."""
@@ -114,12 +128,8 @@ class ModelLibrary:
         if key.lower() == "none":
             return None
         if key.lower() == "auto":
-            base = checkpoint.path.with_name(_stem(checkpoint.path) + ".vae")
-            for suffix in _weight_suffixes(self.config.allow_pickle):
-                sidecar = base.with_name(base.name + suffix)
-                if sidecar.exists():
-                    return ModelFile(sidecar.name, sidecar)
-            return None
+            usable = [f for f in self.sidecar_vaes(checkpoint) if self.config.allow_pickle or not is_pickle(f.path)]
+            return usable[0] if usable else None
         available = self.vaes()
         for vae in available:
             if key.lower() in (vae.name.lower(), _stem(vae.path).lower(), _stem(vae.path).lower() + ".vae"):
@@ -203,10 +213,7 @@ def read_state_dict(path: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
 def load_pickle(path: Path, allow_pickle: bool) -> Any:
     """A pickle file's data, only with `allow_pickle` and then with `weights_only=True`: never runs its code."""
     if not allow_pickle:
-        raise EngineError(
-            f"{path.name} is a pickle file ({path.suffix.lower()}), which can run code when loaded; convert it to "
-            f".safetensors, or set allow_pickle = true in [engine] to load it in weights-only mode"
-        )
+        raise EngineError(refusal(path))
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError for anything but plain tensors

@@ -16,7 +16,7 @@ from pathlib import Path
 from engine.config import EngineConfig
 from engine.errors import EngineError
 from engine.hashing import embedding_hash, network_hash
-from engine.models import PICKLE_SUFFIXES, SAFE_SUFFIXES, ModelFile
+from engine.models import PICKLE_SUFFIXES, SAFE_SUFFIXES, ModelFile, is_pickle
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class NetworkFile(ModelFile):
 
     @property
     def is_pickle(self) -> bool:
-        return self.path.suffix.lower() in PICKLE_SUFFIXES
+        return is_pickle(self.path)
 
 
 @dataclass(frozen=True)

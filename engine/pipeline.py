@@ -29,6 +29,7 @@ from engine.lora import LoraMerger, UsedNetwork
 from engine.models import LoadedCheckpoint, ModelCache, ModelFile, file_hash
 from engine.networks import NetworkLibrary
 from engine.prompts import PromptEncoder
+from engine.refusals import render_notes
 from engine.request import GenerationRequest
 from engine.samplers import make_scheduler
 from engine.upscalers import UpscalerLibrary
@@ -211,10 +212,16 @@ class Engine:
                 images, notes = self._decode(pipe, vae, latents, exact)
         # 7b. safety scores (None: no classifier)
         scores = self.scorer(images)
-        # 8. images with infotext
+        # 8. images with infotext, and notes on what each job left out because its file is refused
         seconds = time.perf_counter() - started
         used = [(loras, c.embeddings + n.embeddings) for c, n in conds]
-        return self._results(requests, images, ckpt, vae_file, seconds, notes, used, scores)
+        notes_of = [notes + self._refused(r, ckpt) for r in requests]
+        return self._results(requests, images, ckpt, vae_file, seconds, notes_of, used, scores)
+
+    def _refused(self, request: GenerationRequest, ckpt: LoadedCheckpoint) -> tuple[str, ...]:
+        sidecars = self.models.library.sidecar_vaes(ckpt.file)
+        texts = (request.prompt, request.negative_prompt)
+        return render_notes(self.config, self.networks.embeddings(), sidecars, request.vae, *texts)
 
     def _decode(self, pipe, vae, latents: torch.Tensor, exact: bool) -> tuple[list[Image.Image], tuple[str, ...]]:
         notes: tuple[str, ...] = ()
@@ -237,14 +244,14 @@ class Engine:
         ckpt: LoadedCheckpoint,
         vae_file: ModelFile | None,
         seconds: float,
-        notes: tuple[str, ...],
+        notes_of: list[tuple[str, ...]],
         used: list[tuple[list[UsedNetwork], tuple[str, ...]]],
         scores: list[Scores] | None = None,
     ) -> list[RenderResult]:
         vae_name = vae_file.name if vae_file else None
         vae_hash = file_hash(vae_file.path) if vae_file else None
         results, i = [], 0
-        for r, (loras, embeddings) in zip(requests, used):
+        for r, (loras, embeddings), notes in zip(requests, used, notes_of):
             rendered = []
             extra = network_hashes(loras, self.embeddings.hashes(embeddings))
             for seed in r.seeds():

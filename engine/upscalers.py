@@ -92,8 +92,11 @@ class UpscalerLibrary:
         return list(found.values())
 
     def names(self) -> list[str]:
-        """Every upscaler a job may name: latent modes, Lanczos and Nearest, then the model files."""
-        return [*LATENT_MODES, *IMAGE_UPSCALERS, *(f.name for f in self.model_files())]
+        """Every upscaler a job may use: latent modes, Lanczos and Nearest, then the model files it may load (a
+        refused pickle is left out; naming it still says why, `load_model`)."""
+        from engine.refusals import loadable
+
+        return [*LATENT_MODES, *IMAGE_UPSCALERS, *(f.name for f in loadable(self.model_files(), self.allow_pickle))]
 
     def resolve(self, name: str) -> str:
         return canonical_name(name, [f.name for f in self.model_files()])
@@ -136,12 +139,9 @@ def load_model(path: Path, *, allow_pickle: bool, device: torch.device):
     """A spandrel image-to-image model from `path`; EngineError when it is not an upscaler spandrel knows."""
     suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
-        if not allow_pickle:
-            raise EngineError(
-                f"{path.name} is a pickle file, which can run code when loaded; convert it to "
-                f".safetensors or set allow_pickle = true in [engine]"
-            )
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        from engine.models import load_pickle
+
+        state = load_pickle(path, allow_pickle)
     else:
         from safetensors.torch import load_file
 
