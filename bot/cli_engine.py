@@ -156,7 +156,8 @@ def cmd_infotext(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from engine.models import ModelLibrary
-    from engine.refusals import loadable, refused_files
+    from engine.pickles import loadable
+    from engine.refusals import refused_files
     from engine.samplers import SCHEDULES, sampler_names
     from engine.upscalers import UpscalerLibrary
 
@@ -182,7 +183,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def print_networks(engine_config) -> None:
     """LoRAs (with family and trigger words from their metadata) and embeddings; nothing is downloaded."""
     from engine.networks import EMBEDDING_DIR, LORA_DIRS, NetworkLibrary, embedding_family
-    from engine.refusals import loadable
+    from engine.pickles import loadable
 
     library, allow = NetworkLibrary(engine_config), engine_config.allow_pickle
     print(f"LoRAs ({' and '.join(LORA_DIRS)}; use <lora:NAME:WEIGHT>):")

@@ -41,7 +41,8 @@ class Embedding:
 
 def read_embedding(file: NetworkFile, allow_pickle: bool) -> Embedding:
     """An embedding file's vectors; a file that holds something else is an `EngineError`."""
-    from engine.models import load_pickle, read_state_dict
+    from engine.models import read_state_dict
+    from engine.pickles import load_pickle
 
     if file.is_pickle:
         data = load_pickle(file.path, allow_pickle)

@@ -20,15 +20,13 @@ import torch
 
 from engine.config import EngineConfig
 from engine.errors import EngineError
+from engine.pickles import PICKLE_SUFFIXES, is_pickle, load_pickle
 
 log = logging.getLogger(__name__)
 
 SAFE_SUFFIXES = (".safetensors",)
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".bin", ".pth")
 VAE_DIR_NAMES = ("VAE", "vae")
 TINY_MODEL_NAME = "sdbot-tiny-sd15"
-# Why a pickle file is not loaded, in errors, notes and listings alike (engine/refusals.py).
-PICKLE_REFUSAL = "pickle format; set [engine] allow_pickle = true to allow it"
 
 
 @dataclass(frozen=True)
@@ -49,15 +47,6 @@ def _is_vae_file(path: Path) -> bool:
 
 def _weight_suffixes(allow_pickle: bool) -> tuple[str, ...]:
     return SAFE_SUFFIXES + (PICKLE_SUFFIXES if allow_pickle else ())
-
-
-def is_pickle(path: Path) -> bool:
-    return path.suffix.lower() in PICKLE_SUFFIXES
-
-
-def refusal(path: Path) -> str:
-    """`easynegative.pt is refused (pickle format; …)`: a pickle file while `allow_pickle` is off."""
-    return f"{path.name} is refused ({PICKLE_REFUSAL})"
 
 
 def _stem(path: Path) -> str:
@@ -208,16 +197,6 @@ def read_state_dict(path: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
             raise EngineError(f"{path.name} does not hold a state dict")
         return {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
     raise EngineError(f"{path.name}: unsupported file type; use .safetensors")
-
-
-def load_pickle(path: Path, allow_pickle: bool) -> Any:
-    """A pickle file's data, only with `allow_pickle` and then with `weights_only=True`: never runs its code."""
-    if not allow_pickle:
-        raise EngineError(refusal(path))
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # UnpicklingError for anything but plain tensors
-        raise EngineError(f"{path.name} was refused: it holds more than plain weights ({exc})") from None
 
 
 def load_vae(file: ModelFile, base_config: dict[str, Any], allow_pickle: bool):

@@ -16,7 +16,8 @@ from pathlib import Path
 from engine.config import EngineConfig
 from engine.errors import EngineError
 from engine.hashing import embedding_hash, network_hash
-from engine.models import PICKLE_SUFFIXES, SAFE_SUFFIXES, ModelFile, is_pickle
+from engine.models import SAFE_SUFFIXES, ModelFile
+from engine.pickles import PICKLE_SUFFIXES, is_pickle
 
 log = logging.getLogger(__name__)
 

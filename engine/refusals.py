@@ -1,10 +1,10 @@
 """Files refused while `[engine] allow_pickle` is off, named where people look instead of vanishing.
 
 A pickle (.ckpt, .pt, .bin, .pth) can run code when it is loaded, so the engine loads none unless `allow_pickle`
-is on (`engine.models.load_pickle`). A refused file is named with the reason wherever it would otherwise just
+is on (`engine.pickles.load_pickle`). A refused file is named with the reason wherever it would otherwise just
 not work:
 - `sdbot models` and `/models` list each one (`refused_files`, one line each);
-- a job that names a refused checkpoint, VAE, LoRA or upscaler fails with `engine.models.refusal`'s line;
+- a job that names a refused checkpoint, VAE, LoRA or upscaler fails with `engine.pickles.refusal`'s line;
 - a refused embedding's name is plain words to the prompt encoder, and `vae = auto` passes over a refused
   `<checkpoint>.vae.pt`: the image is made, with a note saying what was left out and why (`render_notes`).
 """
@@ -12,21 +12,12 @@ not work:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
 
 from engine.config import EngineConfig
-from engine.models import PICKLE_REFUSAL, ModelFile, ModelLibrary, is_pickle, refusal
-
-
-class _File(Protocol):
-    @property
-    def path(self) -> Path: ...
-
-
-F = TypeVar("F", bound=_File)
+from engine.models import ModelFile, ModelLibrary
+from engine.pickles import PICKLE_REFUSAL, is_pickle, refusal
 
 
 @dataclass(frozen=True)
@@ -39,11 +30,6 @@ class RefusedFile:
     def line(self) -> str:
         """`refused: easynegative.pt (pickle format; set [engine] allow_pickle = true to allow it)`"""
         return f"refused: {self.path.name} ({PICKLE_REFUSAL})"
-
-
-def loadable(files: Iterable[F], allow_pickle: bool) -> list[F]:
-    """`files` without the refused ones: what listings offer (a job that names a refused one hears why)."""
-    return [f for f in files if allow_pickle or not is_pickle(f.path)]
 
 
 def refused_files(config: EngineConfig) -> list[RefusedFile]:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from engine.errors import EngineError
+from engine.pickles import PICKLE_SUFFIXES, load_pickle, loadable
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -34,8 +35,7 @@ LATENT_MODES: dict[str, tuple[str, bool]] = {
 }
 IMAGE_UPSCALERS = ("Lanczos", "Nearest")
 MODEL_DIRS = ("ESRGAN", "RealESRGAN", "SwinIR", "DAT")
-MODEL_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
-PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
+MODEL_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
 TILE = 192
 TILE_MARGIN = 16
 
@@ -94,8 +94,6 @@ class UpscalerLibrary:
     def names(self) -> list[str]:
         """Every upscaler a job may use: latent modes, Lanczos and Nearest, then the model files it may load (a
         refused pickle is left out; naming it still says why, `load_model`)."""
-        from engine.refusals import loadable
-
         return [*LATENT_MODES, *IMAGE_UPSCALERS, *(f.name for f in loadable(self.model_files(), self.allow_pickle))]
 
     def resolve(self, name: str) -> str:
@@ -139,8 +137,6 @@ def load_model(path: Path, *, allow_pickle: bool, device: torch.device):
     """A spandrel image-to-image model from `path`; EngineError when it is not an upscaler spandrel knows."""
     suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
-        from engine.models import load_pickle
-
         state = load_pickle(path, allow_pickle)
     else:
         from safetensors.torch import load_file

@@ -40,7 +40,8 @@ def scan(config: EngineConfig) -> Catalog:
     """One scan of the models folder (disk reads: call it off the event loop)."""
     from engine.models import ModelLibrary
     from engine.networks import NetworkLibrary, embedding_family
-    from engine.refusals import loadable, refused_files
+    from engine.pickles import loadable
+    from engine.refusals import refused_files
     from engine.upscalers import UpscalerLibrary
 
     models, networks, allow = ModelLibrary(config), NetworkLibrary(config), config.allow_pickle

@@ -11,8 +11,9 @@ import torch
 
 from engine.config import EngineConfig
 from engine.errors import EngineError
+from engine.pickles import loadable
 from engine.pipeline import Engine
-from engine.refusals import loadable, refused_files
+from engine.refusals import refused_files
 from engine.request import GenerationRequest
 from engine.tiny_networks import write_embedding
 
