@@ -11,11 +11,11 @@ import torch
 
 from engine.config import EngineConfig
 from engine.errors import EngineError
-from engine.pickles import loadable
-from engine.pipeline import Engine
-from engine.refusals import refused_files
+from engine.models.state_dict import loadable
+from engine.render.pipeline import Engine
+from engine.render.refusals import refused_files
 from engine.request import GenerationRequest
-from engine.tiny_networks import write_embedding
+from engine.tiny.networks import write_embedding
 
 REASON = "pickle format; set [engine] allow_pickle = true to allow it"
 
@@ -64,8 +64,8 @@ def test_every_refused_file_is_listed_once_with_the_reason(models):
 
 
 def test_listings_leave_refused_files_out(models):
-    from engine.networks import NetworkLibrary
-    from engine.upscalers import UpscalerLibrary
+    from engine.networks.library import NetworkLibrary
+    from engine.render.upscalers import UpscalerLibrary
 
     networks = NetworkLibrary(EngineConfig(models_dir=models))
     assert [f.name for f in loadable(networks.embeddings(), False)] == ["Usable"]
