@@ -22,10 +22,12 @@ The extension writes the templates to the infotext (`Template`, `Negative Templa
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 from dynamicprompts.generators import CombinatorialPromptGenerator, RandomPromptGenerator
 from dynamicprompts.wildcards import WildcardManager
@@ -186,6 +188,32 @@ def grouped(parts: Sequence[Part], key: Callable[[GenerationRequest], Hashable])
     for part in parts:
         groups.setdefault(key(part.request), []).append(part)
     return list(groups.values())
+
+
+class _Result(Protocol):
+    request: GenerationRequest
+    images: list[Any]
+    model: str
+    seconds: float
+    notes: tuple[str, ...]
+
+
+R = TypeVar("R", bound=_Result)
+
+
+def joined(request: GenerationRequest, parts: list[tuple[int, R]]) -> R:
+    """One job's result from its parts' `(image, result)` (a job without the syntax has one part: its result)."""
+    if len(parts) == 1 and parts[0][0] == -1:
+        return parts[0][1]
+    results = [result for _, result in sorted(parts, key=lambda part: part[0])]
+    first = results[0]
+    return dataclasses.replace(
+        first,  # type: ignore[type-var]  # a RenderResult, a dataclass: the Protocol cannot say so
+        request=request.replace(model=request.model or first.model),
+        images=[image for result in results for image in result.images],
+        seconds=max(result.seconds for result in results),
+        notes=tuple(dict.fromkeys(note for result in results for note in result.notes)),
+    )
 
 
 def _dynamic(request: GenerationRequest) -> bool:

@@ -31,6 +31,7 @@ from engine.render import dynamic_prompts, hires, img2img
 from engine.render.classifier import Scores, ScoringStage
 from engine.render.noise import initial_noise
 from engine.render.prompts import PromptEncoder
+from engine.render.refusals import render_notes
 from engine.render.upscalers import UpscalerLibrary
 from engine.request import GenerationRequest
 from engine.samplers import make_scheduler
@@ -120,7 +121,7 @@ class Engine:
             rendered = self._render_call([p.request for p in group], on_step, should_stop, started, group)
             for part, result in zip(group, rendered):
                 done.setdefault(part.job, []).append((part.image, result))
-        return [_joined(r, sorted(done[job], key=lambda kept: kept[0])) for job, r in enumerate(requests)]
+        return [dynamic_prompts.joined(r, done[job]) for job, r in enumerate(requests)]
 
     def _render_call(
         self,
@@ -151,8 +152,10 @@ class Engine:
         # 4. scheduler (schedulers hold state: a new one per call)
         pipe.scheduler = make_scheduler(first.sampler, first.schedule, ckpt.pipe.scheduler.config)
         # 5. latents
+        factor = pipe.vae_scale_factor
+        first.check_latent_grid(factor)
         seeds = [s for r in requests for s in r.seeds()]
-        noise, generators = initial_noise(seeds, first.width, first.height, pipe.unet.config.in_channels)
+        noise, generators = initial_noise(seeds, first.width, first.height, pipe.unet.config.in_channels, factor)
         # 6. denoise: txt2img from noise, or img2img from a start image; then Hires' second pass
         interrupted = False
         progress = {"offset": 0, "total": None}  # Hires reports both passes as one run of steps
@@ -225,11 +228,17 @@ class Engine:
                 images, notes = self._decode(pipe, vae, latents, exact)
         # 7b. safety scores (None: no classifier)
         scores = self.scorer(images)
-        # 8. images with infotext
+        # 8. images with infotext, and notes on what each job left out because its file is refused
         seconds = time.perf_counter() - started
         used = [(loras, c.embeddings + n.embeddings) for c, n in conds]
+        notes_of = [notes + self._refused(r, ckpt) for r in requests]
         templates = [p.template for p in parts]
-        return self._results(requests, images, ckpt, vae_file, seconds, notes, used, templates, scores)
+        return self._results(requests, images, ckpt, vae_file, seconds, notes_of, used, templates, scores)
+
+    def _refused(self, request: GenerationRequest, ckpt: LoadedCheckpoint) -> tuple[str, ...]:
+        sidecars = self.models.library.sidecar_vaes(ckpt.file)
+        texts = (request.prompt, request.negative_prompt)
+        return render_notes(self.config, self.networks.embeddings(), sidecars, request.vae, *texts)
 
     def _decode(self, pipe, vae, latents: torch.Tensor, exact: bool) -> tuple[list[Image.Image], tuple[str, ...]]:
         notes: tuple[str, ...] = ()
@@ -252,7 +261,7 @@ class Engine:
         ckpt: LoadedCheckpoint,
         vae_file: ModelFile | None,
         seconds: float,
-        notes: tuple[str, ...],
+        notes_of: list[tuple[str, ...]],
         used: list[tuple[list[UsedNetwork], tuple[str, ...]]],
         templates: list[dict[str, str]],
         scores: list[Scores] | None = None,
@@ -260,7 +269,7 @@ class Engine:
         vae_name = vae_file.name if vae_file else None
         vae_hash = file_hash(vae_file.path) if vae_file else None
         results, i = [], 0
-        for r, (loras, embeddings), template in zip(requests, used, templates):
+        for r, (loras, embeddings), notes, template in zip(requests, used, notes_of, templates):
             rendered = []
             extra = {**network_hashes(loras, self.embeddings.hashes(embeddings)), **template}
             for seed in r.seeds():
@@ -286,22 +295,6 @@ class Engine:
 
 def _chunks(encoder: PromptEncoder, request: GenerationRequest) -> int:
     return max(encoder.chunk_count(request.prompt), encoder.chunk_count(request.negative_prompt))
-
-
-def _joined(request: GenerationRequest, parts: list[tuple[int, RenderResult]]) -> RenderResult:
-    """One job's result from its parts' results (a job without dynamic prompts has one part: its own result)."""
-    results = [result for _, result in parts]
-    if len(results) == 1 and parts[0][0] == -1:
-        return results[0]
-    first = results[0]
-    return RenderResult(
-        request.replace(model=request.model or first.model),
-        [image for result in results for image in result.images],
-        first.model,
-        first.vae,
-        max(result.seconds for result in results),
-        tuple(dict.fromkeys(note for result in results for note in result.notes)),
-    )
 
 
 def _stack(tensors: list[torch.Tensor], repeats: list[int]) -> torch.Tensor:
