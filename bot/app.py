@@ -180,10 +180,10 @@ def command_hash_path(config: Config) -> Path:
 
 def _services(core: Core, bot: SdBot) -> Services:
     """The services on `core`, built with this bot's Discord adapters (the review channel, job messages)."""
-    from bot.exts.imagine import recovery_listener
+    from bot.exts.imagine import recovery_grid_listener, recovery_listener
     from bot.exts.moderation import review_notifier
 
-    return build_services(core, DiscordSide(review_notifier(bot), recovery_listener(bot)))
+    return build_services(core, DiscordSide(review_notifier(bot), recovery_listener(bot), recovery_grid_listener(bot)))
 
 
 class _NoEngine:

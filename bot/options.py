@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +60,16 @@ def parse_inline(text: str) -> InlineOptions:
             continue
         options.update(convert(name, option.key, option.kind, raw))
     return InlineOptions(" ".join([prompt.strip(), *tags]).strip(), options, tuple(presets))
+
+
+def with_typed(text: str, typed: Mapping[str, Any], presets: Sequence[str] = ()) -> tuple[dict[str, Any], list[str]]:
+    """A command's options: the prompt's inline ones, then the typed ones (which win; None means not typed), and
+    its presets: the prompt's, then the typed one."""
+    inline = parse_inline(text)
+    merged = {**inline.options, **{k: v for k, v in typed.items() if v is not None}}
+    if inline.prompt:
+        merged["prompt"] = inline.prompt
+    return merged, [*inline.presets, *presets]
 
 
 def lora_tags(raw: str) -> list[str]:

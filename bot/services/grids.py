@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from bot.errors import UserError
 from bot.services.jobs import Delivered, JobListener, JobService
 from bot.services.jobs import _quietly as quietly
-from bot.services.records import JobRecord, JobStatus, record
+from bot.services.records import GridRecord, JobRecord, JobStatus, record
+from bot.services.xyz.axes import NOTHING
 from bot.services.xyz.compose import compose
 from bot.services.xyz.plan import GridAxes
 from bot.store import grids as grid_store
@@ -104,6 +106,19 @@ class GridService:
             return False
         await self._cancel(self._runs[grid_id])
         return True
+
+    async def grid_of_job(self, job_id: int) -> GridRecord:
+        """The grid whose own job this is: its axes and cells (a user error when the job is not a grid)."""
+        found = await self.jobs.write(grid_store.of_job, job_id)
+        if found is None or found[1] is not None:
+            raise UserError(f"job #{job_id} is not an X/Y/Z grid")
+        rows = await self._read(found[0])
+        axes = GridAxes.from_data(rows.grid.axes)
+        return GridRecord(
+            job_id,
+            tuple(f"{name}: {a.type.label}: {a.text}" for name, a in zip("XYZ", axes) if a.type is not NOTHING),
+            tuple((", ".join(axes.cell_labels(i)), record(JobRecord, c)) for i, c in enumerate(rows.cells)),
+        )
 
     # --- feeding --------------------------------------------------------------------------------------------
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -12,22 +11,22 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.errors import USER_ERRORS, UserError
+from bot.errors import UserError
 from bot.exts.common.actor import actor_of
 from bot.exts.common.formatting import info_message
-from bot.exts.common.interactions import admit, reply_error
+from bot.exts.common.interactions import admit
 from bot.exts.common.params import Batch, Cfg, ClipSkip, Hires, HiresSteps, Negative, Prompt, Seed, Steps, Strength
 from bot.exts.imagine import _inputs, _replay
+from bot.exts.imagine._ack import acknowledged, errors_replace_thinking
+from bot.exts.imagine._autocomplete import AUTOCOMPLETE
 from bot.exts.imagine._delivery import DiscordJobListener
 from bot.exts.imagine._views import EditModal, RemixModal, SavePresetModal
-from bot.option_spec import GenerationRequest, describe, inline_text, lora_tag, sampler_labels
-from bot.options import append_to_prompt, from_slash, parse_inline
+from bot.option_spec import GenerationRequest, describe, inline_text, lora_tag
+from bot.options import append_to_prompt, from_slash, with_typed
 from bot.services.records import JobRecord
 from bot.services.submission import Command, Requester
 
 log = logging.getLogger(__name__)
-
-SIZES = ["512x512", "512x768", "768x512", "640x640", "768x768", "832x1216", "1216x832", "1024x1024"]
 
 
 def options_text(options: dict[str, Any], seed: int | None = None) -> str:
@@ -83,6 +82,7 @@ class Imagine(commands.Cog):
             image="Start from this image (img2img): PNG, JPEG or WebP",
         )
     )
+    @app_commands.autocomplete(**AUTOCOMPLETE)
     @app_commands.choices(
         resize_mode=[
             app_commands.Choice(name="Just resize", value="just"),
@@ -151,21 +151,17 @@ class Imagine(commands.Cog):
         the interaction is deferred before any database or engine work, so it is acknowledged within milliseconds
         however busy the bot is.
         """
-        inline = parse_inline(text)
-        merged = {**inline.options, **{k: v for k, v in typed.items() if v is not None}}
-        if inline.prompt:
-            merged["prompt"] = inline.prompt
+        merged, presets = with_typed(text, typed, typed_presets)
         limits = self.bot.config.engine_config().limits
         if image is not None:
             _inputs.check_declared_size(image, limits)  # before any download, answered at once
         sized_by_image = "width" not in merged and "aspect_ratio" not in merged
         if start is not None:  # in the journal's payload too, so a replay starts from it
             merged = _inputs.with_start_image(merged, start, limits)
-        presets = [*inline.presets, *typed_presets]
         payload = {"typed": merged, "presets": presets}
         if image is not None:  # downloaded after the acknowledgement: a replay downloads it again
             payload.update(image=image.filename, image_url=image.url)
-        async with self._acknowledged(interaction, payload):
+        async with acknowledged(self.bot, interaction, payload):
             if image is not None:
                 start = await _inputs.save_attachment(image, self._inputs_dir, limits)
                 merged = _inputs.with_start_image(merged, start, limits)
@@ -185,32 +181,9 @@ class Imagine(commands.Cog):
     def _inputs_dir(self):
         return _inputs.inputs_dir(self.bot.config)
 
-    @contextlib.asynccontextmanager
-    async def _acknowledged(self, interaction: discord.Interaction, payload: dict[str, Any]):
-        """Journal the command, defer ("thinking…"), then run the body that gives it a job or an answer.
-
-        The journal entry is committed before Discord hears the acknowledgement and settled once the body ends,
-        so a process killed in between leaves it for `_replay` at the next start: acknowledged means durable.
-        """
-        journal = self.services.journal
-        if journal is not None:
-            journal.append(_replay.ack_of(interaction, payload))
-        try:
-            await interaction.response.defer(thinking=True)
-            async with _errors_replace_thinking(interaction):
-                yield
-        except asyncio.CancelledError:
-            raise  # stopped mid-way: the entry stays for the next start
-        except BaseException:
-            if journal is not None:
-                journal.settle(interaction.id)
-            raise
-        if journal is not None:
-            journal.settle(interaction.id)
-
     async def recover(self) -> int:
         """At start (after the job service's recovery): commands a killed process acknowledged but never saved."""
-        return await _replay.replay(self.bot, self._submit)
+        return await _replay.replay(self.bot, self._submit, self.bot.get_cog("Xyz").submit)
 
     @staticmethod
     def _requester(interaction: discord.Interaction) -> Requester:
@@ -234,42 +207,13 @@ class Imagine(commands.Cog):
 
         return await self.services.submissions.submit(command, listen)
 
-    # --- autocomplete ----------------------------------------------------------------------------------
-    @imagine.autocomplete("sampler")
-    async def _sampler_choices(self, interaction: discord.Interaction, current: str):
-        return _choices(sampler_labels(), current)
-
-    @imagine.autocomplete("size")
-    async def _size_choices(self, interaction: discord.Interaction, current: str):
-        return _choices(SIZES, current)
-
-    @imagine.autocomplete("vae")
-    async def _vae_choices(self, interaction: discord.Interaction, current: str):
-        return _choices(["auto", "none", *(await self.services.catalog.current()).vaes], current)
-
-    @imagine.autocomplete("model")
-    async def _model_choices(self, interaction: discord.Interaction, current: str):
-        return _choices(list((await self.services.catalog.current()).checkpoints), current)
-
-    @imagine.autocomplete("lora")
-    async def _lora_choices(self, interaction: discord.Interaction, current: str):
-        return _choices([lora.name for lora in (await self.services.catalog.current()).loras], current)
-
-    @imagine.autocomplete("hires_upscaler")
-    async def _upscaler_choices(self, interaction: discord.Interaction, current: str):
-        return _choices(list((await self.services.catalog.current()).upscalers), current)
-
-    @imagine.autocomplete("preset")
-    async def _preset_choices(self, interaction: discord.Interaction, current: str):
-        return _choices(await self.services.presets.names(interaction.user.id, current), current)
-
     # --- buttons ---------------------------------------------------------------------------------------
     async def on_job_button(self, interaction: discord.Interaction, job_id: int, action: str) -> None:
         job = await self.services.jobs.get(job_id)
         if action == "reroll":
             request = self._request_of(job).replace(seed=-1)
             sources = {**(job.sources or {}), "seed": "re-roll"}
-            async with self._acknowledged(interaction, {"request": request.options(), "sources": sources}):
+            async with acknowledged(self.bot, interaction, {"request": request.options(), "sources": sources}):
                 await self._submit(interaction, Command(self._requester(interaction), request=request, sources=sources))
         elif action == "edit":
             options = dict(job.request)
@@ -322,7 +266,7 @@ class Imagine(commands.Cog):
             label = f"Vary ({action}) of job #{job.id}, image {index + 1}"
         request = self._request_of(job).replace(**common, **changes)
         await interaction.response.defer(thinking=True)
-        async with _errors_replace_thinking(interaction):
+        async with errors_replace_thinking(interaction):
             sources = {**(job.sources or {}), "init_image": label, "strength": label.split(" of ")[0]}
             if action != "upscale":
                 sources["seed"] = "new seed"
@@ -372,22 +316,3 @@ class Imagine(commands.Cog):
 
     def _info_message(self, job: JobRecord) -> dict[str, Any]:
         return info_message(job.id, job.request, job.sources, job.seed, self.services.jobs.infotext_of(job))
-
-
-@contextlib.asynccontextmanager
-async def _errors_replace_thinking(interaction: discord.Interaction):
-    """After a public defer, a user error removes the "thinking…" message and answers ephemerally instead."""
-    try:
-        yield
-    except USER_ERRORS as exc:
-        with contextlib.suppress(discord.HTTPException):
-            await interaction.delete_original_response()
-        await reply_error(interaction, exc)
-
-
-def _choices(values: list[str], current: str) -> list[app_commands.Choice[str]]:
-    current = current.lower()
-    ranked = [v for v in values if v.lower().startswith(current)] + [
-        v for v in values if current in v.lower() and not v.lower().startswith(current)
-    ]
-    return [app_commands.Choice(name=v[:100], value=v[:100]) for v in ranked[:25]]
