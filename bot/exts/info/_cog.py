@@ -39,7 +39,7 @@ class CancelButton(discord.ui.DynamicItem[discord.ui.Button], template=r"sdbot:c
             services = interaction.client.services
             job = await services.jobs.get(self.job_id)
             await services.moderation.authorize(actor_of(interaction), "cancel", job=job)  # owner or moderator
-            done = services.jobs.cancel(job.id)
+            done = services.jobs.cancel(job.id) or await services.grids.cancel(job.id)  # a job, or a grid
             text = f"✖️ job #{self.job_id} cancelled" if done else f"job #{self.job_id} is no longer waiting or running"
             await interaction.response.send_message(text, ephemeral=True)
         except Exception as exc:  # noqa: BLE001 - every error becomes a reply
@@ -146,7 +146,7 @@ class Info(commands.Cog):
 
 
 def networks_fields(installed: Catalog) -> list[tuple[str, str]]:
-    """/models' LoRA and embedding fields: name [family] and a LoRA's trigger words."""
+    """/models' LoRA, embedding and wildcard fields: name [family] and a LoRA's trigger words."""
     loras = [
         f"{lora.name} [{lora.family}]" + (f" · {', '.join(lora.triggers)}" if lora.triggers else "")
         for lora in installed.loras
@@ -155,4 +155,8 @@ def networks_fields(installed: Catalog) -> list[tuple[str, str]]:
     return [
         ("LoRAs: <lora:NAME:WEIGHT> or --lora NAME:WEIGHT", "\n".join(loras) or "(none installed)"),
         ("Embeddings: write the name in a prompt", ", ".join(embeddings) or "(none installed)"),
+        (
+            "Wildcards: __NAME__ in a prompt picks one of its lines",
+            ", ".join(f"__{name}__" for name in installed.wildcards) or "(none: text files in models/wildcards)",
+        ),
     ]

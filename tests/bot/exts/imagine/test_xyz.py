@@ -16,6 +16,7 @@ from bot.store.models import Job
 from engine.infotext import parse_infotext, read_png_infotext
 from tests.bot.exts.helpers import with_images
 from tests.bot.exts.imagine.test_cog import error_text
+from tests.bot.exts.info.test_cog import reply
 from tests.bot.harness import FAST, running_bot
 
 
@@ -174,3 +175,40 @@ async def test_a_restart_in_the_middle_of_a_grid_resumes_it_and_posts_it_once(tm
         assert len(grids) == 1 and "resumed after a restart" in grids[0]["content"]
         assert [o["label"] for o in menu_of(grids[0])["options"]][-1] == "8. Steps: 4, Seed: 2"
         s.assert_no_invalid_requests()
+
+
+async def test_queue_shows_the_grid_once_and_its_cancel_cancels_the_grid(tmp_path, tiny_sd15):
+    async with running_bot(tmp_path, tiny_sd15, step_s=0.2) as h:
+        s = h.standin
+        ix = await s.send_interaction(s.slash("xyz", {"prompt": "a cat --size 64x64 --steps 20", "x": "Seed: 1-6"}))
+        await ix.wait_for(lambda r: r.method == "PATCH", timeout=30)
+        listed = await reply(s, s.slash("queue"))
+        (line,) = listed["content"].splitlines()  # the grid, not its six cells
+        grid_id = int(line.split(" ")[0].lstrip("#"))
+        done = await reply(s, s.button(f"sdbot:cancel:{grid_id}", message=listed))
+        assert done["content"] == f"✖️ job #{grid_id} cancelled"
+        await ix.wait_original_message(lambda m: "was cancelled" in m["content"], timeout=30)
+        for _ in range(500):
+            jobs = await statuses(h)
+            if all(status == "cancelled" for status, _, _ in jobs.values()):
+                break
+            await asyncio.sleep(0.02)
+        assert {status for status, _, _ in jobs.values()} == {"cancelled"}, jobs
+        s.assert_no_invalid_requests()
+
+
+async def test_dynamic_prompts_and_wildcards_on_discord(harness):
+    s = harness.standin
+    wildcards = harness.services.config.models_dir / "wildcards"
+    wildcards.mkdir()
+    (wildcards / "pets.txt").write_text("cat\ndog\n", encoding="utf-8")
+    data = await reply(s, s.slash("models", {"refresh": True}))
+    fields = {f["name"]: f["value"] for f in data["embeds"][0]["fields"]}
+    assert fields["Wildcards: __NAME__ in a prompt picks one of its lines"] == "__pets__"
+    message = await with_images(s, s.slash("imagine", {"prompt": f"a {{red|blue}} __pets__ --seed 4 --batch 2 {FAST}"}))
+    infos = [parse_infotext(read_png_infotext(image_of(s, message, i))) for i in range(2)]
+    assert all(i.prompt.split()[1] in ("red", "blue") and i.prompt.split()[2] in ("cat", "dog") for i in infos)
+    assert infos[0].params["Template"] == "a {red|blue} __pets__"
+    alone = await with_images(s, s.slash("imagine", {"prompt": f"a {{red|blue}} __pets__ --seed 5 {FAST}"}))
+    assert np.array_equal(pixels(image_of(s, alone)), pixels(image_of(s, message, 1)))  # image 2 of the batch
+    s.assert_no_invalid_requests()
