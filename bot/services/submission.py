@@ -145,6 +145,8 @@ class Submissions:
         settings = await guild_store.get(s, who.guild_id) if who.guild_id is not None else None
         resolved = await resolve_in(s, settings, who.user_id, command.presets, command.options, self.limits)
         base = resolved.request.replace(batch_size=1)  # a cell is one image
+        if command.start_sized:  # the model is known now (typed, from a preset or the default)
+            base = round_for_model(base, await self.family_of(base.model))
         plan = plan_grid(base.options(), *axes)
         cells = plan.requests(self.limits)
         _check_cells(plan, cells, settings)

@@ -26,6 +26,11 @@ AXIS_EXAMPLES = {
 }
 
 Choices = list[app_commands.Choice[str]]
+RESIZE_MODES = [  # not typed: chosen (A1111's names)
+    app_commands.Choice(name="Just resize", value="just"),
+    app_commands.Choice(name="Crop and resize", value="crop"),
+    app_commands.Choice(name="Resize and fill", value="fill"),
+]
 
 
 def choices(values: list[str], current: str) -> Choices:

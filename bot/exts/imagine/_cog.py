@@ -18,7 +18,7 @@ from bot.exts.common.interactions import admit
 from bot.exts.common.params import Batch, Cfg, ClipSkip, Hires, HiresSteps, Negative, Prompt, Seed, Steps, Strength
 from bot.exts.imagine import _inputs, _replay
 from bot.exts.imagine._ack import acknowledged, errors_replace_thinking
-from bot.exts.imagine._autocomplete import AUTOCOMPLETE
+from bot.exts.imagine._autocomplete import AUTOCOMPLETE, RESIZE_MODES
 from bot.exts.imagine._delivery import DiscordJobListener
 from bot.exts.imagine._views import EditModal, RemixModal, SavePresetModal
 from bot.option_spec import GenerationRequest, describe, inline_text, lora_tag
@@ -83,13 +83,7 @@ class Imagine(commands.Cog):
         )
     )
     @app_commands.autocomplete(**AUTOCOMPLETE)
-    @app_commands.choices(
-        resize_mode=[
-            app_commands.Choice(name="Just resize", value="just"),
-            app_commands.Choice(name="Crop and resize", value="crop"),
-            app_commands.Choice(name="Resize and fill", value="fill"),
-        ]
-    )
+    @app_commands.choices(resize_mode=RESIZE_MODES)
     async def imagine(
         self,
         interaction: discord.Interaction,
@@ -143,8 +137,10 @@ class Imagine(commands.Cog):
         *,
         image: discord.Attachment | None = None,
         start: _inputs.StartImage | None = None,
+        axes: list[str | None] | None = None,
     ) -> None:
-        """Shared by /imagine, Remix and the edit modal: inline options, presets, typed options (which win).
+        """Shared by /imagine, /xyz (`axes`: its X, Y and Z), Remix and the edit modal: inline options, presets,
+        typed options (which win).
 
         The start image is an attachment (`image`, downloaded after the acknowledgement) or one already kept
         (`start`: Edit of an img2img result keeps its start image). Pure checks answer at once (ephemeral); then
@@ -158,7 +154,9 @@ class Imagine(commands.Cog):
         sized_by_image = "width" not in merged and "aspect_ratio" not in merged
         if start is not None:  # in the journal's payload too, so a replay starts from it
             merged = _inputs.with_start_image(merged, start, limits)
-        payload = {"typed": merged, "presets": presets}
+        payload: dict[str, Any] = {"typed": merged, "presets": presets}
+        if axes is not None:
+            payload["xyz"] = axes
         if image is not None:  # downloaded after the acknowledgement: a replay downloads it again
             payload.update(image=image.filename, image_url=image.url)
         async with acknowledged(self.bot, interaction, payload):
@@ -166,16 +164,17 @@ class Imagine(commands.Cog):
                 start = await _inputs.save_attachment(image, self._inputs_dir, limits)
                 merged = _inputs.with_start_image(merged, start, limits)
             sources = {} if start is None else {"init_image": start.label}
-            await self._submit(
-                interaction,
-                Command(
-                    self._requester(interaction),
-                    merged,
-                    presets,
-                    sources=sources,
-                    start_sized=sized_by_image and start is not None,
-                ),
+            command = Command(
+                self._requester(interaction),
+                merged,
+                presets,
+                sources=sources,
+                start_sized=sized_by_image and start is not None,
             )
+            if axes is not None:
+                await self.bot.get_cog("Xyz").submit(interaction, command, axes)
+            else:
+                await self._submit(interaction, command)
 
     @property
     def _inputs_dir(self):

@@ -1,8 +1,9 @@
 """/xyz: A1111's X/Y/Z plot on Discord, and opening one of its cells as an ordinary result.
 
-The prompt and options are /imagine's (inline `--options`, presets, typed options winning); `x`, `y` and `z` are the
-script's axes (`Steps: 10, 20, 30`, `CFG Scale: 5-9 (+2)`, `Sampler: Euler, DPM++ 2M Karras`). The command is
-journaled and acknowledged like /imagine, then one service call makes the grid (bot/services/submission.py).
+The prompt, options and start image are /imagine's, taken the same way (`Imagine.run_prompt`: inline `--options`,
+presets, typed options winning, journaled and acknowledged); `x`, `y` and `z` are the script's axes (`Steps: 10, 20,
+30`, `CFG Scale: 5-9 (+2)`, `Sampler: Euler, DPM++ 2M Karras`). One service call makes the grid
+(bot/services/submission.py).
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ from bot.errors import UserError
 from bot.exts.common.params import Cfg, ClipSkip, Hires, HiresSteps, Negative, Prompt, Seed, Steps, Strength
 from bot.exts.common.uploads import prepare_uploads
 from bot.exts.imagine import _format
-from bot.exts.imagine._ack import acknowledged, errors_replace_thinking
-from bot.exts.imagine._autocomplete import AUTOCOMPLETE, axes
+from bot.exts.imagine._ack import errors_replace_thinking
+from bot.exts.imagine._autocomplete import AUTOCOMPLETE, RESIZE_MODES, axes
 from bot.exts.imagine._grid import DiscordGridListener
 from bot.exts.imagine._views import job_view
 from bot.option_spec import describe, lora_tag
-from bot.options import append_to_prompt, from_slash, with_typed
+from bot.options import append_to_prompt, from_slash
 from bot.services.records import JobRecord
-from bot.services.submission import Command, Requester
+from bot.services.submission import Command
 
 Axis = app_commands.Range[str, 3, 1000]
 
@@ -53,6 +54,7 @@ class Xyz(commands.Cog):
             "model",
             "lora",
             "strength",
+            "resize_mode",
             "hires",
             "hires_steps",
             "hires_upscaler",
@@ -60,9 +62,11 @@ class Xyz(commands.Cog):
             x="Columns, e.g. Steps: 10, 20, 30 (ranges: 1-5, 1-5 (+2), 10-20 [3])",
             y="Rows, e.g. CFG Scale: 5-9 (+2)",
             z="One grid per value, e.g. Sampler: Euler, DPM++ 2M Karras",
+            image="Start every cell from this image (img2img): PNG, JPEG or WebP",
         )
     )
     @app_commands.autocomplete(x=axes, y=axes, z=axes, **AUTOCOMPLETE)
+    @app_commands.choices(resize_mode=RESIZE_MODES)
     async def xyz(
         self,
         interaction: discord.Interaction,
@@ -81,7 +85,9 @@ class Xyz(commands.Cog):
         vae: str | None = None,
         model: str | None = None,
         lora: app_commands.Range[str, 1, 200] | None = None,
+        image: discord.Attachment | None = None,
         strength: Strength | None = None,
+        resize_mode: str | None = None,
         hires: Hires | None = None,
         hires_steps: HiresSteps | None = None,
         hires_upscaler: str | None = None,
@@ -97,17 +103,15 @@ class Xyz(commands.Cog):
             vae=vae,
             model=model,
             strength=strength,
+            resize_mode=resize_mode,
             hires=hires,
             hires_steps=hires_steps,
             hires_upscaler=hires_upscaler,
         )
         if lora:
             prompt = append_to_prompt(prompt, lora_tag(lora.strip()))
-        merged, presets = with_typed(prompt, typed, [preset] if preset else [])
-        texts = [x, y, z]
-        async with acknowledged(self.bot, interaction, {"typed": merged, "presets": presets, "xyz": texts}):
-            requester = Requester(interaction.user.id, interaction.guild_id, interaction.channel_id, interaction.id)
-            await self.submit(interaction, Command(requester, merged, presets), texts)
+        imagine = self.bot.get_cog("Imagine")  # the same path as /imagine: inline options, the image, the journal
+        await imagine.run_prompt(interaction, prompt, typed, [preset] if preset else [], image=image, axes=[x, y, z])
 
     async def submit(
         self, interaction, command: Command, texts: list[str | None], resumed: bool = False, age_s: float = 0.0

@@ -212,3 +212,18 @@ async def test_dynamic_prompts_and_wildcards_on_discord(harness):
     alone = await with_images(s, s.slash("imagine", {"prompt": f"a {{red|blue}} __pets__ --seed 5 {FAST}"}))
     assert np.array_equal(pixels(image_of(s, alone)), pixels(image_of(s, message, 1)))  # image 2 of the batch
     s.assert_no_invalid_requests()
+
+
+async def test_an_image_starts_every_cell_as_in_imagine(harness):
+    s = harness.standin
+    buf = io.BytesIO()
+    Image.new("RGB", (96, 64), (200, 40, 40)).save(buf, format="PNG")
+    attachment = s.upload_attachment("start.png", buf.getvalue(), content_type="image/png")
+    grid = await with_images(
+        s,
+        s.slash("xyz", {"prompt": "a cat --steps 2 --seed 3", "x": "Denoising: 0.3, 0.9", "image": attachment}),
+    )
+    cell = await with_images(s, s.select(menu_of(grid)["custom_id"], ["1"], grid))
+    params = parse_infotext(read_png_infotext(image_of(s, cell))).params
+    assert params["Denoising strength"] == "0.9" and params["Size"] == "96x64"  # the image's size, as /imagine
+    s.assert_no_invalid_requests()
