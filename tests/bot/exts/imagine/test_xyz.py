@@ -227,3 +227,32 @@ async def test_an_image_starts_every_cell_as_in_imagine(harness):
     params = parse_infotext(read_png_infotext(image_of(s, cell))).params
     assert params["Denoising strength"] == "0.9" and params["Size"] == "96x64"  # the image's size, as /imagine
     s.assert_no_invalid_requests()
+
+
+async def test_a_grid_command_cut_off_by_a_restart_runs_after_it(tmp_path, tiny_sd15, monkeypatch):
+    """Stopped between the acknowledgement and the grid's rows (here: its start image's download hangs): the journal
+    keeps the command with its axes, and the next start makes the grid."""
+    import importlib
+
+    hang = asyncio.Event()
+
+    async def never_downloads(*args, **kwargs):
+        await hang.wait()
+
+    async with running_bot(tmp_path, tiny_sd15) as h:
+        s = h.standin
+        monkeypatch.setattr(importlib.import_module("bot.exts.imagine._inputs"), "save_attachment", never_downloads)
+        buf = io.BytesIO()
+        Image.new("RGB", (64, 64), (40, 200, 40)).save(buf, format="PNG")
+        start = s.upload_attachment("start.png", buf.getvalue(), content_type="image/png")
+        ix = await s.send_interaction(
+            s.slash("xyz", {"prompt": "a cat --steps 2", "x": "Denoising: 0.2, 0.8", "image": start})
+        )
+        await ix.wait_callback()  # deferred ("thinking…"), nothing saved yet
+        assert await statuses(h) == {}
+        await h.restart()
+        grid = await ix.wait_original_message(lambda m: m.get("attachments"), timeout=60)
+        assert "2-cell grid is ready" in grid["content"] and "resumed after a restart" in grid["content"]
+        params = parse_infotext(read_png_infotext(image_of(s, grid))).params
+        assert (params["X Type"], params["X Values"]) == ("Denoising", "0.2, 0.8")
+        s.assert_no_invalid_requests()
