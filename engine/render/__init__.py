@@ -1,0 +1,1 @@
+"""Rendering: the diffusers pipeline and the image work around it."""
