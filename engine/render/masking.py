@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
 from engine.errors import EngineError
-from engine.input_image import resize_image
+from engine.render.input_image import resize_image
 
 Box = tuple[int, int, int, int]  # x1, y1, x2, y2 (x2, y2 exclusive), as Pillow's crop and getbbox
 Placement = tuple[int, int, int, int]  # x, y, width, height: where an "Only masked" result goes back
@@ -46,13 +46,13 @@ _A1111_WORDS = {
     "inpaint area": {"whole": "Whole picture", "masked": "Only masked"},
 }
 _CHOICES = {"mask mode": MASK_MODES, "masked content": MASKED_CONTENTS, "inpaint area": INPAINT_AREAS}
-# Infotext keys read back, with the option each one restores.
+# Infotext keys read back, with the option each one restores; in the order A1111's img2img `init` writes them.
 INFOTEXT_OPTIONS = {
-    "Mask blur": "mask_blur",
     "Mask mode": "mask_mode",
-    "Masked content": "masked_content",
+    "Mask blur": "mask_blur",
     "Inpaint area": "inpaint_area",
     "Masked area padding": "padding",
+    "Masked content": "masked_content",
 }
 # Binary: > 128 is white (change), as A1111 rounds an alpha mask.
 _THRESHOLD = [0] * 129 + [255] * 127
@@ -76,22 +76,14 @@ def choose(name: str, value: object) -> str:
 
 @dataclass(frozen=True)
 class MaskSettings:
-    """How a job uses its mask: A1111's inpaint controls in sdbot's words, checked on construction."""
+    """How a job uses its mask: A1111's inpaint controls in sdbot's words (`GenerationRequest.mask_settings`, whose
+    checks they have passed)."""
 
     blur: int = DEFAULT_BLUR
     mode: str = "masked"
     content: str = "original"
     area: str = "whole"
     padding: int = DEFAULT_PADDING
-
-    def __post_init__(self) -> None:
-        from engine.request import _check_int  # engine.request builds these settings, so imported here
-
-        _check_int("mask blur", self.blur, 0, MAX_BLUR)
-        _check_int("masked area padding", self.padding, 0, MAX_PADDING)
-        object.__setattr__(self, "mode", choose("mask mode", self.mode))
-        object.__setattr__(self, "content", choose("masked content", self.content))
-        object.__setattr__(self, "area", choose("inpaint area", self.area))
 
     def infotext_params(self) -> dict[str, object]:
         """A1111's infotext keys for these settings, in the order it adds them; defaults are not written (A1111
@@ -118,12 +110,14 @@ def options_from_infotext(params: Mapping[str, str]) -> dict[str, object]:
             continue
         value = params[key].strip()
         if option in ("mask_blur", "padding"):
-            try:
-                options[option] = int(value)
-            except ValueError:
-                raise EngineError(f"the infotext's {key} {value!r} is not a whole number") from None
+            if not value.isdigit():
+                raise EngineError(f"the infotext's {key} is {value!r}, which is not a whole number")
+            options[option] = int(value)
         else:
-            options[option] = choose(key.lower(), value)
+            try:
+                options[option] = choose(key.lower(), value)
+            except EngineError as err:
+                raise EngineError(f"the infotext's {key} is {value!r}, which cannot be used: {err}") from None
     return options
 
 
