@@ -24,6 +24,7 @@ from engine.render.masking import blur, latent_mask
 from engine.render.pipeline import Engine
 from engine.request import GenerationRequest
 from engine.tiny.models import write_tiny_model
+from tests.engine.test_input_image import png_header_only
 
 SIZE = 64
 MASK_BOX = (16, 20, 44, 48)
@@ -250,17 +251,6 @@ def test_infotext_keys_and_their_import(engine, files):
         "masked_content": "nothing",
     }
     assert "mask" not in options and "init_image" not in options  # the mask itself is never restored
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 @pytest.mark.parametrize(
