@@ -158,15 +158,19 @@ def start_latents(vae, request: GenerationRequest, count: int, upscalers=None) -
 
 
 def start_image(request: GenerationRequest) -> Image.Image:
-    """The job's start image, checked and flattened (from the bytes it carries, else from its path)."""
+    """The job's start image, checked and flattened (from the bytes it carries, else from its path).
+
+    The file is the one the bot saved (or the CLI checked): it is read with `checked_input_limits`, since
+    `max_input_bytes` applies to what the member sent.
+    """
     import os
 
-    from engine.render.input_image import load_input_image, read_input_image
+    from engine.render.input_image import checked_input_limits, load_input_image, read_input_image
 
+    limits = checked_input_limits(request.limits)
     if request.init_image_data:  # carried with the job from the bot's host (`GenerationRequest.portable`)
-        name = os.path.basename(request.init_image)
-        return load_input_image(request.init_image_data, request.limits, name=name)
-    return read_input_image(request.init_image, request.limits)
+        return load_input_image(request.init_image_data, limits, name=os.path.basename(request.init_image))
+    return read_input_image(request.init_image, limits)
 
 
 def image_upscaler(request: GenerationRequest, upscalers) -> Callable[[Image.Image, int, int], Image.Image] | None:

@@ -29,13 +29,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from engine.render import img2img
-from engine.render.input_image import open_input_image, read_input_bytes
+from engine.render.input_image import checked_input_limits, open_input_image, read_input_bytes
 from engine.render.masking import Prepared, Upscale, binary_mask, latent_mask, prepare
 from engine.render.outpaint import canvas_and_mask, parse_margins
 
 if TYPE_CHECKING:
     from PIL import Image
 
+    from engine.config import Limits
     from engine.request import GenerationRequest
 
 StepEnd = Callable[[Any, int, Any, dict], dict]
@@ -59,11 +60,16 @@ def source_and_mask(request: GenerationRequest) -> tuple[Image.Image, Image.Imag
 
 
 def read_mask(request: GenerationRequest, size: tuple[int, int]) -> Image.Image:
-    """The job's mask, checked as a start image is (size, format, pixels before decoding), made binary and
-    stretched to `size`."""
-    data = request.mask_data or read_input_bytes(request.mask, request.limits, "the mask")
-    name = f"the mask {os.path.basename(request.mask)}"
-    return binary_mask(open_input_image(data, request.limits, name=name), size)
+    """The job's mask, binary and stretched to `size`. The file is the one the bot saved (or the CLI checked with
+    `open_mask`), read again with `checked_input_limits` as the start image is."""
+    return binary_mask(open_mask(request.mask, checked_input_limits(request.limits), request.mask_data), size)
+
+
+def open_mask(path: str, limits: Limits, data: bytes = b"") -> Image.Image:
+    """The mask file at `path` (or its bytes, carried with the job), checked as a start image is: its size, its
+    format by content and its pixels before decoding; alpha kept (it may be the mask)."""
+    data = data or read_input_bytes(path, limits, "the mask")
+    return open_input_image(data, limits, name=f"the mask {os.path.basename(path)}")
 
 
 @dataclass(frozen=True)
