@@ -119,7 +119,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     ensure_demo_model(engine_config)
     # The start image is what this user sends: it is checked against the limits here, as an attachment is.
     start = read_input_image(args.init_image, engine_config.limits) if args.init_image else None
-    if args.mask:  # the mask too
+    if args.mask and start is not None:  # the mask too (without a start image the request says what is missing)
         from engine.render.inpaint import open_mask
 
         open_mask(args.mask, engine_config.limits)
