@@ -190,6 +190,20 @@ def grouped(parts: Sequence[Part], key: Callable[[GenerationRequest], Hashable])
     return list(groups.values())
 
 
+def render_in_parts(
+    requests: Sequence[GenerationRequest],
+    prompts: DynamicPrompts,
+    key: Callable[[GenerationRequest], Hashable],
+    render: Callable[[list[Part]], Sequence[R]],
+) -> list[R]:
+    """Each job's result, its parts rendered group by group (`grouped` by `key`), then joined in image order."""
+    done: dict[int, list[tuple[int, R]]] = {}
+    for group in grouped(split(requests, prompts), key):
+        for part, result in zip(group, render(group)):
+            done.setdefault(part.job, []).append((part.image, result))
+    return [joined(request, done[job]) for job, request in enumerate(requests)]
+
+
 class _Result(Protocol):
     request: GenerationRequest
     images: list[Any]

@@ -27,7 +27,7 @@ from engine.networks.embeddings import EmbeddingStore
 from engine.networks.library import NetworkLibrary
 from engine.networks.lora import LoraMerger, UsedNetwork
 from engine.networks.tags import tags_of
-from engine.render import dynamic_prompts, hires, img2img
+from engine.render import dynamic_prompts, hires, img2img, inpaint
 from engine.render.classifier import Scores, ScoringStage
 from engine.render.noise import initial_noise
 from engine.render.prompts import PromptEncoder
@@ -105,23 +105,19 @@ class Engine:
         on_step: StepCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> list[RenderResult]:
-        """Render compatible requests (equal `batch_key`); image i of a job uses seed + i. One diffusers call when
-        their prompts have as many 75-token chunks, else one call per chunk count.
-
-        A job with dynamic prompts (`{a|b}`, `__wildcards__`) is rendered image by image, each with the prompts drawn
-        from its seed (or its combination); images whose drawn prompts still share a call are rendered together,
-        so a batched image is the same as the same seed rendered alone."""
+        """Render compatible requests (equal `batch_key`), image i of a job with seed + i: one call per prompt chunk
+        count. A job with dynamic prompts renders image by image, each with the prompts its seed draws; images whose
+        drawn prompts share settings share a call, so a batched image equals the same seed rendered alone."""
         started = time.perf_counter()
         # 1. seeds, then each image's prompts when they are dynamic; calls by settings and chunk count
         requests = [r.with_seed() for r in requests]
         encoder = self.prompt_encoder(self.models.checkpoint(requests[0].model))
-        parts = dynamic_prompts.split(requests, self.dynamic)
-        done: dict[int, list[tuple[int, RenderResult]]] = {}
-        for group in dynamic_prompts.grouped(parts, lambda r: (r.batch_key(), _chunks(encoder, r))):
-            rendered = self._render_call([p.request for p in group], on_step, should_stop, started, group)
-            for part, result in zip(group, rendered):
-                done.setdefault(part.job, []).append((part.image, result))
-        return [dynamic_prompts.joined(r, done[job]) for job, r in enumerate(requests)]
+        return dynamic_prompts.render_in_parts(
+            requests,
+            self.dynamic,
+            lambda r: (r.batch_key(), encoder.pair_chunks(r.prompt, r.negative_prompt)),
+            lambda group: self._render_call([p.request for p in group], on_step, should_stop, started, group),
+        )
 
     def _render_call(
         self,
@@ -155,8 +151,12 @@ class Engine:
         factor = pipe.vae_scale_factor
         first.check_latent_grid(factor)
         seeds = [s for r in requests for s in r.seeds()]
-        noise, generators = initial_noise(seeds, first.width, first.height, pipe.unet.config.in_channels, factor)
-        # 6. denoise: txt2img from noise, or img2img from a start image; then Hires' second pass
+        noise, generators = initial_noise(seeds, first.width, first.height, vae.config.latent_channels, factor)
+        masked = None
+        if first.is_inpaint:  # the start latents and the latent mask (engine.render.inpaint)
+            upscale = img2img.image_upscaler(first, self.upscalers)
+            masked = inpaint.start(vae, pipe.unet, first, noise, upscale)
+        # 6. denoise: txt2img from noise, or img2img from a start image (with a mask: inpainting); then Hires' pass
         interrupted = False
         progress = {"offset": 0, "total": None}  # Hires reports both passes as one run of steps
 
@@ -184,15 +184,22 @@ class Engine:
             **extra,
         )
         final_w, final_h = first.final_size
-        with torch.inference_mode(), _one_image_at_a_time(pipe.unet, len(seeds), exact):
+        with (
+            torch.inference_mode(),
+            _one_image_at_a_time(pipe.unet, len(seeds), exact),
+            inpaint.conditioned(pipe.unet, vae, masked),
+        ):
             if first.is_img2img:
-                start = img2img.start_latents(vae, first, len(seeds), self.upscalers)
+                if masked is not None:
+                    start, each_step = masked.latents, masked.keeping_mask(pipe, generators, step_end)
+                else:
+                    start, each_step = img2img.start_latents(vae, first, len(seeds), self.upscalers), step_end
                 latents = img2img.run_last(
                     pipe,
                     img2img.StepPlan.img2img(first.steps, first.denoising_strength),
                     start,
                     generators,
-                    step_end=step_end,
+                    step_end=each_step,
                     **call,
                 )
             else:
@@ -226,6 +233,8 @@ class Engine:
             # 7. decode
             with hires.decode_tiled_if_large(vae, final_w, final_h):
                 images, notes = self._decode(pipe, vae, latents, exact)
+        if masked is not None:
+            images = masked.finish(images)  # the original over each image, outside the blurred mask exactly
         # 7b. safety scores (None: no classifier)
         scores = self.scorer(images)
         # 8. images with infotext, and notes on what each job left out because its file is refused
@@ -271,7 +280,10 @@ class Engine:
         results, i = [], 0
         for r, (loras, embeddings), notes, template in zip(requests, used, notes_of, templates):
             rendered = []
-            extra = {**network_hashes(loras, self.embeddings.hashes(embeddings)), **template}
+            extra = network_hashes(loras, self.embeddings.hashes(embeddings))
+            if inpaint.is_inpainting_unet(ckpt.pipe.unet):
+                extra["Conditional mask weight"] = inpaint.CONDITIONAL_MASK_WEIGHT
+            extra.update(template)
             for seed in r.seeds():
                 text = infotext_for_request(
                     r,
@@ -291,10 +303,6 @@ class Engine:
                 )
             )
         return results
-
-
-def _chunks(encoder: PromptEncoder, request: GenerationRequest) -> int:
-    return max(encoder.chunk_count(request.prompt), encoder.chunk_count(request.negative_prompt))
 
 
 def _stack(tensors: list[torch.Tensor], repeats: list[int]) -> torch.Tensor:
