@@ -57,7 +57,7 @@ def chunk_counter(encoder: Any, checkpoint_path: Any) -> Callable[[Batchable], i
         if checkpoint_path not in job.chunks:
             r = job.request
             try:
-                job.chunks[checkpoint_path] = encoder.pair_chunks(r.prompt, r.negative_prompt)
+                job.chunks[checkpoint_path] = max(encoder.chunk_count(r.prompt), encoder.chunk_count(r.negative_prompt))
             except Exception:
                 job.chunks[checkpoint_path] = -1 - job.seq
         return job.chunks[checkpoint_path]
