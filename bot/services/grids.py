@@ -61,6 +61,7 @@ class _Run:
     pending: list[tuple[JobRecord, GenerationRequest]]
     sent: set[int] = field(default_factory=set)
     ended: set[int] = field(default_factory=set)
+    positions: dict[int, int] = field(default_factory=dict)  # waiting cells' places in the queue
     total: int = 0
     cancelled: bool = False
 
@@ -302,10 +303,15 @@ class CellListener:
         return False
 
     async def queued(self, job_id: int, position: int) -> None:
-        if self.run.job.status == JobStatus.QUEUED.value:
-            await self.run.listener.queued(self.run.job.id, position)
+        """The grid's place is its first waiting cell's, until a cell starts."""
+        positions = self.run.positions
+        best = min(positions.values(), default=None)
+        positions[job_id] = position
+        if self.run.job.status == JobStatus.QUEUED.value and min(positions.values()) != best:
+            await self.run.listener.queued(self.run.job.id, min(positions.values()))
 
     async def started(self, job_id: int) -> None:
+        self.run.positions.pop(job_id, None)
         await self.grids._cell_started(self.run)
 
     async def step(self, job_id: int, step: int, total: int, preview: Any | None) -> None:

@@ -66,7 +66,7 @@ async def test_xyz_posts_the_grid_and_opens_a_cell_as_an_ordinary_result(harness
     axes = next(f for f in embed["fields"] if f["name"] == "X/Y/Z plot")["value"]
     assert axes == "X: Steps: 1-2\nY: CFG Scale: 5-7 (+2)"
     progress = [r.json.get("content", "") for r in ix.requests if r.method == "PATCH" and r.json]
-    assert any("cells" in c for c in progress), progress
+    assert "queued: next up" in progress[0] and "position" not in " ".join(progress)  # the grid's first cell
     # the menu opens cell 4 as an ordinary result, with its own buttons
     cell = await with_images(s, s.select(menu["custom_id"], ["3"], grid))
     assert cell["content"].startswith(f"🔎 Cell 4 of grid #{grid_job_of(grid)}: Steps: 2, CFG Scale: 7.0")
