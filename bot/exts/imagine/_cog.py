@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from pathlib import Path
 from typing import Any
 
 import discord
@@ -14,14 +14,13 @@ from discord.ext import commands
 from bot.errors import UserError
 from bot.exts.common.actor import actor_of
 from bot.exts.common.formatting import info_message
-from bot.exts.common.interactions import admit
 from bot.exts.common.params import Batch, Cfg, ClipSkip, Hires, HiresSteps, Negative, Prompt, Seed, Steps, Strength
 from bot.exts.imagine import _inputs, _replay
-from bot.exts.imagine._ack import acknowledged, errors_replace_thinking
 from bot.exts.imagine._autocomplete import AUTOCOMPLETE, RESIZE_MODES
 from bot.exts.imagine._delivery import DiscordJobListener
-from bot.exts.imagine._views import EditModal, RemixModal, SavePresetModal
-from bot.option_spec import GenerationRequest, describe, inline_text, lora_tag
+from bot.exts.imagine._images import ImageActions, errors_replace_thinking
+from bot.exts.imagine._views import EditModal, SavePresetModal
+from bot.option_spec import COMMAND_ONLY, GenerationRequest, describe, inline_text, lora_tag
 from bot.options import append_to_prompt, from_slash, with_typed
 from bot.services.records import JobRecord
 from bot.services.submission import Command, Requester
@@ -43,7 +42,7 @@ def options_text(options: dict[str, Any], seed: int | None = None) -> str:
     return inline_text(shown)
 
 
-class Imagine(commands.Cog):
+class Imagine(ImageActions, commands.Cog):
     def __init__(self, bot) -> None:
         self.bot = bot
         # A message context menu ("Apps > Remix"); context menus cannot be declared inside a cog class.
@@ -82,6 +81,7 @@ class Imagine(commands.Cog):
             "hires_upscaler",
             prompt="What to draw; may end with options like --ar 2:3 --seed 5 --no text --steps 30 --<preset>",
             image="Start from this image (img2img): PNG, JPEG or WebP",
+            mask="Inpaint: change only the white part of the image (PNG, JPEG or WebP; needs image)",
         )
     )
     @app_commands.autocomplete(**AUTOCOMPLETE)
@@ -103,6 +103,7 @@ class Imagine(commands.Cog):
         batch: Batch | None = None,
         lora: app_commands.Range[str, 1, 200] | None = None,
         image: discord.Attachment | None = None,
+        mask: discord.Attachment | None = None,
         strength: Strength | None = None,
         resize_mode: str | None = None,
         hires: Hires | None = None,
@@ -128,7 +129,7 @@ class Imagine(commands.Cog):
         )
         if lora:
             prompt = append_to_prompt(prompt, lora_tag(lora.strip()))
-        await self.run_prompt(interaction, prompt, typed, [preset] if preset else [], image=image)
+        await self.run_prompt(interaction, prompt, typed, [preset] if preset else [], image=image, mask=mask)
 
     async def run_prompt(
         self,
@@ -139,20 +140,25 @@ class Imagine(commands.Cog):
         *,
         image: discord.Attachment | None = None,
         start: _inputs.StartImage | None = None,
+        mask: discord.Attachment | None = None,
         axes: list[str | None] | None = None,
     ) -> None:
         """Shared by /imagine, /xyz (`axes`: its X, Y and Z), Remix and the edit modal: inline options, presets,
         typed options (which win).
 
         The start image is an attachment (`image`, downloaded after the acknowledgement) or one already kept
-        (`start`: Edit of an img2img result keeps its start image). Pure checks answer at once (ephemeral); then
-        the interaction is deferred before any database or engine work, so it is acknowledged within milliseconds
-        however busy the bot is.
+        (`start`: Edit of an img2img result keeps its start image); an inpainting `mask` is an attachment too.
+        Pure checks answer at once (ephemeral); then the interaction is deferred before any database or engine
+        work, so it is acknowledged within milliseconds however busy the bot is.
         """
         merged, presets = with_typed(text, typed, typed_presets)
         limits = self.bot.config.engine_config().limits
         if image is not None:
             _inputs.check_declared_size(image, limits)  # before any download, answered at once
+        if mask is not None:
+            if image is None and start is None:
+                raise UserError("a mask needs the image to change: attach it as `image` (white in the mask = change)")
+            _inputs.check_declared_size(mask, limits, "a mask")
         sized_by_image = "width" not in merged and "aspect_ratio" not in merged
         if start is not None:  # in the journal's payload too, so a replay starts from it
             merged = _inputs.with_start_image(merged, start, limits)
@@ -161,11 +167,16 @@ class Imagine(commands.Cog):
             payload["xyz"] = axes
         if image is not None:  # downloaded after the acknowledgement: a replay downloads it again
             payload.update(image=image.filename, image_url=image.url)
-        async with acknowledged(self.bot, interaction, payload):
+        if mask is not None:
+            payload.update(mask=mask.filename, mask_url=mask.url)
+        async with self._acknowledged(interaction, payload):
             if image is not None:
                 start = await _inputs.save_attachment(image, self._inputs_dir, limits)
                 merged = _inputs.with_start_image(merged, start, limits)
             sources = {} if start is None else {"init_image": start.label}
+            if mask is not None:
+                kept = await _inputs.save_mask_attachment(mask, self._inputs_dir, limits)
+                merged["mask"], sources["mask"] = str(kept.path), kept.label
             command = Command(
                 self._requester(interaction),
                 merged,
@@ -181,6 +192,29 @@ class Imagine(commands.Cog):
     @property
     def _inputs_dir(self):
         return _inputs.inputs_dir(self.bot.config)
+
+    @contextlib.asynccontextmanager
+    async def _acknowledged(self, interaction: discord.Interaction, payload: dict[str, Any]):
+        """Journal the command, defer ("thinking…"), then run the body that gives it a job or an answer.
+
+        The journal entry is committed before Discord hears the acknowledgement and settled once the body ends,
+        so a process killed in between leaves it for `_replay` at the next start: acknowledged means durable.
+        """
+        journal = self.services.journal
+        if journal is not None:
+            journal.append(_replay.ack_of(interaction, payload))
+        try:
+            await interaction.response.defer(thinking=True)
+            async with errors_replace_thinking(interaction):
+                yield
+        except asyncio.CancelledError:
+            raise  # stopped mid-way: the entry stays for the next start
+        except BaseException:
+            if journal is not None:
+                journal.settle(interaction.id)
+            raise
+        if journal is not None:
+            journal.settle(interaction.id)
 
     async def recover(self) -> int:
         """At start (after the job service's recovery): commands a killed process acknowledged but never saved."""
@@ -214,7 +248,7 @@ class Imagine(commands.Cog):
         if action == "reroll":
             request = self._request_of(job).replace(seed=-1)
             sources = {**(job.sources or {}), "seed": "re-roll"}
-            async with acknowledged(self.bot, interaction, {"request": request.options(), "sources": sources}):
+            async with self._acknowledged(interaction, {"request": request.options(), "sources": sources}):
                 await self._submit(interaction, Command(self._requester(interaction), request=request, sources=sources))
         elif action == "edit":
             options = dict(job.request)
@@ -239,58 +273,6 @@ class Imagine(commands.Cog):
                 await interaction.message.delete()
             await interaction.followup.send(f"🗑️ deleted job #{job.id}'s images", ephemeral=True)
 
-    # --- image buttons (Upscale ×2, Vary) and the Remix menu -----------------------------------------------
-    async def on_image_button(self, interaction: discord.Interaction, job_id: int, index: int, action: str) -> None:
-        """Upscale ×2 / Vary (subtle|strong) of image `index` of a job: img2img from that image, lineage kept."""
-        job = await self.services.jobs.get(job_id)
-        paths = job.result_paths or []
-        what = "upscaled" if action == "upscale" else "varied"
-        if index >= len(paths) or not Path(paths[index]).exists():
-            raise UserError(f"image {index + 1} of job #{job.id} is gone (deleted), so it cannot be {what}")
-        path = Path(paths[index])
-        width, height = await asyncio.to_thread(_inputs.image_size, path)
-        settings = self.bot.config.settings.discord
-        common = dict(init_image=str(path), batch_size=1, hires=0.0, hires_steps=0, resize_mode="just")
-        if action == "upscale":
-            width, height = width * 2, height * 2
-            seed = job.seed + index if job.seed is not None else -1
-            changes = dict(
-                width=width,
-                height=height,
-                strength=settings.upscale_strength,
-                seed=seed,
-                hires_upscaler=settings.upscale_upscaler,
-            )
-            label = f"Upscale ×2 of job #{job.id}, image {index + 1}"
-        else:
-            changes = dict(width=width, height=height, strength=_inputs.VARY[action], seed=-1)
-            label = f"Vary ({action}) of job #{job.id}, image {index + 1}"
-        request = self._request_of(job).replace(**common, **changes)
-        await interaction.response.defer(thinking=True)
-        async with errors_replace_thinking(interaction):
-            sources = {**(job.sources or {}), "init_image": label, "strength": label.split(" of ")[0]}
-            if action != "upscale":
-                sources["seed"] = "new seed"
-            await self._submit(
-                interaction, Command(self._requester(interaction), request=request, sources=sources, what=label)
-            )
-
-    async def remix(self, interaction: discord.Interaction, message: discord.Message) -> None:
-        """Apps > Remix on a message with an image: a modal for the prompt and strength, then img2img from it."""
-        if not await admit(interaction):
-            return
-        attachment = _inputs.first_image(message)
-        if attachment is None:
-            raise UserError("that message has no image to remix: Remix needs a PNG, JPEG or WebP attachment")
-        _inputs.check_declared_size(attachment, self.bot.config.engine_config().limits)
-        job = await self.services.jobs.by_message(message.id)
-        prompt = job.request.get("prompt", "") if job is not None else ""
-
-        async def submitted(modal_interaction: discord.Interaction, text: str, strength: float) -> None:
-            await self.run_prompt(modal_interaction, text, {"strength": strength}, [], image=attachment)
-
-        await interaction.response.send_modal(RemixModal(message.id, prompt, submitted))
-
     def _request_of(self, job: JobRecord):
         return GenerationRequest(**job.request, limits=self.bot.config.engine_config().limits)
 
@@ -298,15 +280,17 @@ class Imagine(commands.Cog):
         self, interaction: discord.Interaction, job: JobRecord, prompt: str, negative: str, options: str
     ) -> None:
         """The edited command runs again; an img2img job's edit starts from the same image (its strength and
-        resize mode are in the options text)."""
+        resize mode are in the options text), an inpaint job's with the same mask or outpaint margins."""
         start = None
+        typed = {"negative_prompt": negative}
         if job.request.get("init_image"):
             label = (job.sources or {}).get("init_image") or f"the start image of job #{job.id}"
             start = await asyncio.to_thread(_inputs.kept_start_image, job.request["init_image"], label)
-        await self.run_prompt(interaction, f"{prompt} {options}", {"negative_prompt": negative}, [], start=start)
+            typed |= {k: job.request[k] for k in ("mask", "outpaint") if job.request.get(k)}
+        await self.run_prompt(interaction, f"{prompt} {options}", typed, [], start=start)
 
     async def _on_save(self, interaction: discord.Interaction, job: JobRecord, name: str) -> None:
-        keep = {k: v for k, v in job.request.items() if k not in ("seed", "init_image")}
+        keep = {k: v for k, v in job.request.items() if k not in ("seed", *COMMAND_ONLY)}
         result = await self.services.presets.save(interaction.user.id, name, keep)
         verb = "created" if result.created else "updated"
         await interaction.response.send_message(

@@ -19,9 +19,9 @@ from bot.errors import UserError
 from bot.exts.common.params import Cfg, ClipSkip, Hires, HiresSteps, Negative, Prompt, Seed, Steps, Strength
 from bot.exts.common.uploads import prepare_uploads
 from bot.exts.imagine import _format
-from bot.exts.imagine._ack import errors_replace_thinking
 from bot.exts.imagine._autocomplete import AUTOCOMPLETE, RESIZE_MODES, axes
 from bot.exts.imagine._grid import DiscordGridListener
+from bot.exts.imagine._images import errors_replace_thinking
 from bot.exts.imagine._views import job_view
 from bot.option_spec import describe, lora_tag
 from bot.options import append_to_prompt, from_slash
@@ -63,6 +63,7 @@ class Xyz(commands.Cog):
             y="Rows, e.g. CFG Scale: 5-9 (+2)",
             z="One grid per value, e.g. Sampler: Euler, DPM++ 2M Karras",
             image="Start every cell from this image (img2img): PNG, JPEG or WebP",
+            mask="Inpaint: change only the white part of the image (PNG, JPEG or WebP; needs image)",
         )
     )
     @app_commands.autocomplete(x=axes, y=axes, z=axes, **AUTOCOMPLETE)
@@ -86,6 +87,7 @@ class Xyz(commands.Cog):
         model: str | None = None,
         lora: app_commands.Range[str, 1, 200] | None = None,
         image: discord.Attachment | None = None,
+        mask: discord.Attachment | None = None,
         strength: Strength | None = None,
         resize_mode: str | None = None,
         hires: Hires | None = None,
@@ -111,7 +113,8 @@ class Xyz(commands.Cog):
         if lora:
             prompt = append_to_prompt(prompt, lora_tag(lora.strip()))
         imagine = self.bot.get_cog("Imagine")  # the same path as /imagine: inline options, the image, the journal
-        await imagine.run_prompt(interaction, prompt, typed, [preset] if preset else [], image=image, axes=[x, y, z])
+        presets = [preset] if preset else []
+        await imagine.run_prompt(interaction, prompt, typed, presets, image=image, mask=mask, axes=[x, y, z])
 
     async def submit(
         self, interaction, command: Command, texts: list[str | None], resumed: bool = False, age_s: float = 0.0
