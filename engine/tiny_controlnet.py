@@ -34,14 +34,31 @@ def build_tiny_controlnet(unet: Any, seed: int = 0, union: bool = False) -> Any:
     from diffusers import ControlNetModel, ControlNetUnionModel
 
     torch.manual_seed(seed)
-    cls = ControlNetUnionModel if union else ControlNetModel
-    model = cls.from_unet(unet, conditioning_embedding_out_channels=TINY_CONDITIONING_CHANNELS)
-    generator = torch.Generator().manual_seed(seed)
+    model = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=TINY_CONDITIONING_CHANNELS)
     zero_initialised = [
         *model.controlnet_down_blocks,
         model.controlnet_mid_block,
         model.controlnet_cond_embedding.conv_out,
     ]
+    if union:
+        # The union's task transformer works at the first block's width (320 in SDXL; the tiny UNet's is smaller).
+        width = unet.config.block_out_channels[0]
+        config = {**ControlNetUnionModel.from_unet(unet).config, "num_trans_channel": width, "num_proj_channel": width}
+        config.pop("_use_default_values", None)  # else from_config resets the widths to their defaults
+        config["conditioning_embedding_out_channels"] = TINY_CONDITIONING_CHANNELS
+        union_model = ControlNetUnionModel.from_config(config)
+        shapes = {k: v.shape for k, v in union_model.state_dict().items()}
+        union_model.load_state_dict(
+            {k: v for k, v in model.state_dict().items() if shapes.get(k) == v.shape}, strict=False
+        )
+        zero_initialised = [
+            *union_model.controlnet_down_blocks,
+            union_model.controlnet_mid_block,
+            union_model.controlnet_cond_embedding.conv_out,
+            union_model.spatial_ch_projs,
+        ]
+        model = union_model
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for conv in zero_initialised:
             for param in conv.parameters():
