@@ -89,7 +89,7 @@ def test_balanced_equals_diffusers_controlnet_pipeline(sd15: tuple[Any, Any]) ->
     from diffusers import EulerDiscreteScheduler, StableDiffusionControlNetPipeline
 
     pipe, model = sd15
-    reference = StableDiffusionControlNetPipeline(**pipe.components, controlnet=model)
+    reference: Any = StableDiffusionControlNetPipeline(**pipe.components, controlnet=model)
     reference.set_progress_bar_config(disable=True)
     reference.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
     hint = torch.from_numpy(_map()).float().div(255).permute(2, 0, 1)[None]
@@ -193,7 +193,11 @@ def test_sdxl_controlnets_steer_with_the_added_conditioning(
             if hook is None:
                 return pipe(**call, **embeds).images.numpy()
             hook.begin_pass(pipe, SIZE, SIZE)
-            step_end = lambda p, i, t, kw: (hook.step_done(), kw)[1]  # noqa: E731
+
+            def step_end(p: Any, index: int, timestep: Any, kwargs: dict) -> dict:
+                hook.step_done()
+                return kwargs
+
             with hook.installed(pipe.unet):
                 return pipe(**call, **embeds, callback_on_step_end=step_end).images.numpy()
 
