@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	# Model upscalers (issue 14). spandrel's metadata asks for torchvision, but PyPI's torchvision is a CUDA
 	# build that cannot load next to the CPU torch and then breaks transformers' image processors; the upscaler
-	# architectures never use it (engine/upscalers.py), so spandrel is installed without its dependencies.
+	# architectures never use it (engine/render/upscalers.py), so spandrel is installed without its dependencies.
 	$(BIN)/pip install -q --no-deps spandrel==0.4.2
 	touch $(STAMP)
 

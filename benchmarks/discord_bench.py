@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import arguments, print_figures  # noqa: E402
-from engine.tiny import write_tiny_model  # noqa: E402
+from engine.tiny.models import write_tiny_model  # noqa: E402
 from tests.bot.harness import RunningBot, write_config  # noqa: E402
 from tests.discord_standin import DiscordStandIn, StandInGuild, StandInUser  # noqa: E402
 

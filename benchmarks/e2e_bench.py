@@ -1,6 +1,6 @@
 """End to end (issue 11): the whole bot through the Discord stand-in against a bare diffusers loop, in one run.
 
-The bot is `sdbot run`'s code path (`bot.runner.serve`) in this process, talking to the loopback stand-in with
+The bot is `sdbot run`'s code path (`bot.app.serve`) in this process, talking to the loopback stand-in with
 Discord-like rate limits on (per-route buckets from `tests.discord_standin.DISCORD_LIKE` and the global 50
 requests/s, so nothing wins by ignoring them). Members are simulated users sending `/imagine` at the same moment.
 The engine runs as `sdbot run` runs it by default (`[engine] isolation = "process"`: in its child process), not
@@ -45,9 +45,9 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from benchmarks._common import arguments, print_figures  # noqa: E402
+from engine.backends.process import HOOK_ENV  # noqa: E402
 from engine.config import EngineConfig  # noqa: E402
-from engine.process_backend import HOOK_ENV  # noqa: E402
-from engine.tiny import write_tiny_model  # noqa: E402
+from engine.tiny.models import write_tiny_model  # noqa: E402
 from tests.bot.harness import RunningBot, write_config  # noqa: E402
 from tests.discord_standin import DISCORD_LIKE, DiscordStandIn, Routes, StandInGuild, StandInUser  # noqa: E402
 
@@ -193,13 +193,13 @@ class Bench:
 
 
 def stub_engine(worker) -> None:
-    """The engine child's hook (`engine.process_backend.HOOK_ENV`): its renders become `_stub_render`."""
+    """The engine child's hook (`engine.backends.process.HOOK_ENV`): its renders become `_stub_render`."""
     worker.engine.render_batch = types.MethodType(_stub_render, worker.engine)
 
 
 def _stub_render(self, requests, on_step=None, should_stop=None):
     """The engine's render replaced: a ready image per job after 20 ms (the bot's work is what is measured)."""
-    from engine.pipeline import RenderedImage, RenderResult
+    from engine.render.pipeline import RenderedImage, RenderResult
 
     results = []
     for request in requests:

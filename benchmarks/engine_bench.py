@@ -32,13 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from benchmarks._common import arguments, print_figures  # noqa: E402
-from engine.classifier import ScoringStage  # noqa: E402
 from engine.config import EngineConfig  # noqa: E402
-from engine.pipeline import Engine  # noqa: E402
+from engine.render.classifier import ScoringStage  # noqa: E402
+from engine.render.pipeline import Engine  # noqa: E402
 from engine.request import GenerationRequest  # noqa: E402
-from engine.tiny import perturbed_vae, write_ldm_vae, write_tiny_model  # noqa: E402
-from engine.tiny_classifier import write_tiny_classifier  # noqa: E402
-from engine.tiny_networks import write_network  # noqa: E402
+from engine.tiny.classifier import write_tiny_classifier  # noqa: E402
+from engine.tiny.models import perturbed_vae, write_ldm_vae, write_tiny_model  # noqa: E402
+from engine.tiny.networks import write_network  # noqa: E402
 
 
 def timed(fn) -> float:
@@ -132,7 +132,7 @@ def measure(rounds: int, size: int, steps: int, unet_width: int, lora_only: bool
 
 def measure_loras(engine: Engine, root: Path, request, rounds: int) -> dict[str, float]:
     """LoRA jobs: same set every job vs none; a different set than the previous job vs the same set."""
-    from engine.extra_networks import tags_of
+    from engine.networks.tags import tags_of
 
     pipe = engine.models.checkpoint("bench").pipe
     for name, seed in (("a", 1), ("b", 2)):
@@ -172,8 +172,8 @@ async def measure_process_boundary(rounds: int, unet_width: int, size: int = 128
     """The same jobs, one at a time, on the in-process worker and on the engine child, interleaved."""
     import dataclasses
 
-    from engine.process_backend import ProcessWorker
-    from engine.worker import Worker
+    from engine.backends.process import ProcessWorker
+    from engine.backends.worker import Worker
 
     root = Path(tempfile.mkdtemp(prefix="sdbot-bench-process-"))
     write_tiny_model(root / "bench", unet_width=unet_width)

@@ -39,9 +39,9 @@ import torch  # noqa: E402
 
 from benchmarks._common import arguments, print_figures  # noqa: E402
 from engine.config import EngineConfig  # noqa: E402
-from engine.pipeline import Engine  # noqa: E402
+from engine.render.pipeline import Engine  # noqa: E402
 from engine.request import GenerationRequest  # noqa: E402
-from engine.tiny import write_tiny_model  # noqa: E402
+from engine.tiny.models import write_tiny_model  # noqa: E402
 
 
 def timed(fn) -> float:
@@ -210,7 +210,7 @@ _CHILD = """
 import json, resource, sys
 sys.path.insert(0, {root!r})
 from engine.config import EngineConfig
-from engine.pipeline import Engine
+from engine.render.pipeline import Engine
 from engine.request import GenerationRequest
 engine = Engine(EngineConfig(models_dir={models!r}))
 request = GenerationRequest(**json.loads({request!r}))

@@ -111,7 +111,7 @@ async def throughput(worker, args, rounds: int) -> float:
 def solo(root: Path, args) -> None:
     """A plain process rendering `--solo-jobs` jobs on one thread once told to (a line on stdin), printing the
     seconds it took: the unit of work of the parallel ceiling."""
-    from engine.pipeline import Engine
+    from engine.render.pipeline import Engine
 
     engine = Engine(dataclasses.replace(_config(root, "wide", 1), backend="local"))
     engine.render(_requests(1, args.size, args.steps)[0])
@@ -157,9 +157,9 @@ def parallel_ceiling(root: Path, args) -> float:
 async def measure(args) -> dict[str, float]:
     import ray
 
-    from engine.ray_backend import RayWorker
-    from engine.tiny import write_tiny_model
-    from engine.worker import Worker
+    from engine.backends.ray_backend import RayWorker
+    from engine.backends.worker import Worker
+    from engine.tiny.models import write_tiny_model
 
     root = Path(tempfile.mkdtemp(prefix="sdbot-scale-"))
     write_tiny_model(root / "wide", unet_width=args.unet_width)

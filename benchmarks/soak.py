@@ -77,7 +77,7 @@ def child_hook(worker) -> None:
 
 def serve(config: str, oom_rate: float, seed: int) -> int:
     """`sdbot run --config CONFIG` with an engine fault injector: out of memory on `oom_rate` of first attempts."""
-    import engine.worker as worker
+    import engine.backends.worker as worker
     from bot.cli import main
 
     inject = oom_injector(oom_rate, seed)
@@ -91,9 +91,9 @@ def serve(config: str, oom_rate: float, seed: int) -> int:
     os.environ["SDBOT_ENGINE_CHILD_HOOK"] = "benchmarks.soak:child_hook"  # with isolation = "process"
     os.environ["SDBOT_SOAK_OOM"] = f"{oom_rate}:{seed}"
 
-    import bot.runner as runner
+    import bot.app as app
 
-    original_serve = runner.serve
+    original_serve = app.serve
 
     async def serve_with_task_dump(*args, **kwargs):  # SIGUSR1: every asyncio task's stack to the log
         def dump() -> None:
@@ -105,7 +105,7 @@ def serve(config: str, oom_rate: float, seed: int) -> int:
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump)
         return await original_serve(*args, **kwargs)
 
-    runner.serve = serve_with_task_dump
+    app.serve = serve_with_task_dump
     return main(["run", "--config", config])
 
 
@@ -388,7 +388,7 @@ class Soak:
 
     # -- the run ------------------------------------------------------------------------------------------------
     async def run(self) -> dict[str, float]:
-        from engine.tiny import write_tiny_model
+        from engine.tiny.models import write_tiny_model
         from tests.bot.harness import write_config
         from tests.discord_standin import DiscordStandIn, StandInGuild, StandInUser
         from tests.discord_standin.payloads import StandInChannel

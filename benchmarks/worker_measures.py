@@ -56,7 +56,7 @@ PROMPTS = [
 
 def write_models(root: Path, unet_width: int = 32) -> Path:
     """The tiny checkpoint `bench` and three VAEs (va, vb, vc) under root/VAE."""
-    from engine.tiny import build_tiny_pipeline, perturbed_vae, write_ldm_vae
+    from engine.tiny.models import build_tiny_pipeline, perturbed_vae, write_ldm_vae
 
     pipe = build_tiny_pipeline("sd15", unet_width=unet_width)
     pipe.save_pretrained(root / "bench", safe_serialization=True)
@@ -117,7 +117,7 @@ def batch_ratio(
     root: Path, *, size: int = 128, steps: int = 10, threads: int = 1, rounds: int = 3, batch_mode: str = "exact"
 ) -> float:
     """Images/s of 8 compatible jobs batched over the same jobs one by one (median of interleaved rounds)."""
-    from engine.worker import Worker
+    from engine.backends.worker import Worker
 
     async def run() -> float:
         async with Worker(_config(root, threads, batch_mode=batch_mode), max_batch=8) as worker:
@@ -136,7 +136,7 @@ def batch_ratio(
 
 def loop_lag_ms(root: Path, *, size: int = 128, steps: int = 10, threads: int = 1, jobs: int = 16) -> dict:
     """p50/p99/max lateness of a 5 ms asyncio.sleep while jobs run and the loop submits and cancels jobs."""
-    from engine.worker import Worker
+    from engine.backends.worker import Worker
 
     async def run() -> dict:
         async with Worker(_config(root, threads), max_batch=4) as worker:
@@ -187,8 +187,8 @@ def _memory_child(options: dict) -> dict:
     from diffusers import AutoencoderKL, StableDiffusionPipeline  # noqa: F401  (libraries, not models)
     from transformers import CLIPTextModel  # noqa: F401
 
-    from engine.pipeline import Engine  # noqa: F401
-    from engine.worker import Worker
+    from engine.backends.worker import Worker
+    from engine.render.pipeline import Engine  # noqa: F401
 
     process = psutil.Process()
     mb = 1024 * 1024

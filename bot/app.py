@@ -1,7 +1,8 @@
-"""`SdBot`: the discord.py client, its command tree's one error handler, and start-up wiring.
+"""`SdBot`: the discord.py client, its command tree's one error handler, and start-up wiring; `serve` runs it
+(`sdbot run`) and `sync_commands` pushes its commands (`sdbot sync`).
 
-The database, engine worker and journal (`bot.runner.Core`) are opened by `bot.runner` and handed in; the bot
-builds the services on them with its Discord adapters. `setup_hook` runs after login and before the gateway
+The database, engine worker and journal (`bot.runner.Core`) are opened by `bot.runner.open_core` and handed in; the
+bot builds the services on them with its Discord adapters. `setup_hook` runs after login and before the gateway
 connects, so before any command arrives: it loads the bans, loads the feature areas (`bot.exts.*`), picks up
 what a previous run left unfinished (jobs, review items, journaled commands) and syncs the commands when the
 command tree changed since the last sync (a hash kept beside the journal) or when `sdbot sync` asks.
@@ -9,12 +10,13 @@ command tree changed since the last sync (a hash kept beside the journal) or whe
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
-import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 from asyncio_throttle import Throttler
@@ -23,63 +25,14 @@ from discord.ext import commands
 
 from bot.channel_edits import ChannelEdits
 from bot.config import Config
-from bot.errors import UserError
+from bot.discord_endpoints import point_discord_at
+from bot.exts.common.interactions import admit, reply_error
+from bot.runner import Core, DiscordSide, build_services, open_core
 from bot.services import Services
-from bot.store.errors import StoreError
-from engine.errors import EngineError
-
-if TYPE_CHECKING:
-    from bot.runner import Core
 
 log = logging.getLogger(__name__)
 
 EXTENSIONS = ("bot.exts.imagine", "bot.exts.presets", "bot.exts.info", "bot.exts.moderation")
-USER_ERRORS = (UserError, EngineError, StoreError)
-
-
-def user_message(error: BaseException) -> str:
-    """What the user sees for an error: ours verbatim, anything else as an id to quote (the input is kept)."""
-    while isinstance(error, (app_commands.CommandInvokeError, app_commands.TransformerError)) and error.__cause__:
-        error = error.__cause__
-    if isinstance(error, USER_ERRORS):
-        return f"⚠️ {error}"
-    if isinstance(error, app_commands.CheckFailure):
-        return f"⚠️ {error}" if str(error) else "⚠️ you can't use this here"
-    error_id = uuid.uuid4().hex[:8]
-    log.error("unexpected error %s", error_id, exc_info=error)
-    return f"something went wrong (error id {error_id}); nothing you typed was lost, please try again"
-
-
-async def reply_error(interaction: discord.Interaction, error: BaseException) -> None:
-    """Tell the user ephemerally, whether or not the interaction was answered already."""
-    text = user_message(error)[:2000]
-    try:
-        if interaction.response.is_done():
-            await interaction.followup.send(text, ephemeral=True)
-        else:
-            await interaction.response.send_message(text, ephemeral=True)
-    except discord.HTTPException:
-        log.warning("could not report an error to the user", exc_info=True)
-
-
-async def admit(interaction: discord.Interaction) -> bool:
-    """The one ban check, for commands and buttons alike: a banned user gets one clear message and nothing runs.
-
-    In memory (`bot.services.bans`), so it adds no database work before the answer."""
-    client = interaction.client
-    if not isinstance(client, SdBot):
-        return True
-    ban = client.services.bans.ban_of(interaction.user.id, interaction.guild_id)
-    if ban is None:
-        return True
-    try:
-        if interaction.type is discord.InteractionType.autocomplete:
-            await interaction.response.autocomplete([])
-        elif not interaction.response.is_done():
-            await interaction.response.send_message(ban.message(), ephemeral=True)
-    except discord.HTTPException:
-        log.warning("could not tell a banned user", exc_info=True)
-    return False
 
 
 class SdTree(app_commands.CommandTree):
@@ -226,6 +179,74 @@ def _services(core: Core, bot: SdBot) -> Services:
     """The services on `core`, built with this bot's Discord adapters (the review channel, job messages)."""
     from bot.exts.imagine import recovery_listener
     from bot.exts.moderation import review_notifier
-    from bot.runner import DiscordSide, build_services
 
     return build_services(core, DiscordSide(review_notifier(bot), recovery_listener(bot)))
+
+
+class _NoEngine:
+    """The engine backend of `sdbot sync`, which renders nothing (only what the services' constructors and
+    `open_core` use of a `Backend`)."""
+
+    in_process = False
+
+    def start(self) -> None:
+        pass
+
+    async def ready(self) -> None:
+        pass
+
+    async def close(self, timeout: float | None = None) -> None:
+        pass
+
+    def submit(self, request: Any, *, job_id: str, owner: str, priority: bool = False, group: str | None = None):
+        raise RuntimeError("sdbot sync renders nothing")
+
+    def cancel(self, job_id: str) -> bool:
+        return False
+
+    def position(self, job_id: str) -> int | None:
+        return None
+
+
+async def sync_commands(config: Config, token: str) -> None:
+    """`sdbot sync`: log in, push the command tree to Discord whatever the stored hash says, and stop."""
+    settings = config.settings.discord
+    point_discord_at(settings.api_base_url, settings.gateway_url)
+    async with (
+        open_core(config, lambda engine_config: _NoEngine()) as core,
+        make_bot(config, core, force_sync=True) as bot,
+    ):
+        await bot.login(token)  # runs `setup_hook`, which syncs
+
+
+async def serve(
+    config: Config,
+    token: str,
+    stop: asyncio.Event | None = None,
+    started: asyncio.Future | None = None,
+    make_worker: Callable[[Any], Any] | None = None,
+) -> None:
+    """Run the bot until `stop` is set (or forever); `started` receives the bot once it is ready."""
+    settings = config.settings.discord
+    point_discord_at(settings.api_base_url, settings.gateway_url)
+    async with open_core(config, make_worker) as core:
+        bot = make_bot(config, core)
+        async with bot:
+            runner = asyncio.create_task(bot.start(token), name="discord")
+            if started is not None:
+                ready = asyncio.create_task(bot.wait_until_ready())
+                await asyncio.wait([runner, ready], return_when=asyncio.FIRST_COMPLETED)
+                if runner.done():
+                    ready.cancel()
+                    runner.result()  # raises the login or connection error
+                started.set_result(bot)
+            waiters = [runner] + ([asyncio.create_task(stop.wait())] if stop is not None else [])
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            if runner.done():
+                runner.result()
+            for task in waiters[1:]:
+                task.cancel()
+            # Still connected: the running job may finish and post; new commands hear "restarting".
+            await bot.services.jobs.shutdown(settings.shutdown_timeout_s)
+        await bot.services.moderation.close()  # decisions' posts in flight
+        log.info("bot stopped")

@@ -9,6 +9,10 @@ them, and tests/bot/test_option_spec.py holds the two to the same names.
 
 Why the table holds kinds rather than Python types: a kind also says how text becomes the value (`size` gives
 `width` and `height`; `ratio` is applied to the size; `lora` goes into the prompt; `preset` names a preset).
+
+A leaf: it imports nothing of `bot` (the store reads it too) and may import `engine`. The Discord areas import no
+`engine` themselves: what they show of it (sampler and schedule names, LoRA tags, the strength in effect, the
+request and its limits, start-image checks, a PNG's infotext, the engine's error type) they take from here.
 """
 
 from __future__ import annotations
@@ -16,6 +20,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from engine.config import Limits as Limits
+from engine.errors import EngineError as EngineError
+from engine.infotext import read_png_infotext as read_png_infotext
+from engine.networks.tags import lora_tag as lora_tag
+from engine.networks.tags import tags_of as tags_of
+from engine.render.input_image import default_size as default_size
+from engine.render.input_image import load_input_image as load_input_image
+from engine.request import GenerationRequest as GenerationRequest
+from engine.request import strength_in_effect as strength_in_effect
+from engine.samplers import SCHEDULES as SCHEDULES
+from engine.samplers import sampler_labels as sampler_labels
+from engine.samplers import sampler_names as sampler_names
 
 INT, FLOAT, TEXT = "int", "float", "text"
 SIZE, RATIO, LORA, PRESET = "size", "ratio", "lora", "preset"
@@ -148,22 +165,6 @@ STORED_KINDS: dict[str, str] = {o.key: o.kind for o in VOCABULARY if o.kind in S
 def describe(*params: str, **others: str) -> dict[str, str]:
     """`app_commands.describe` keywords: the vocabulary's text for `params`, plus `others` (a command's own)."""
     return {p: BY_PARAM[p].describe for p in params} | others
-
-
-def from_slash(**values: Any) -> dict[str, Any]:
-    """Slash-command parameters (by parameter name) as stored keys; unset (None) ones left out, a size parsed."""
-    from bot.options import parse_size_text
-
-    out: dict[str, Any] = {}
-    for param, value in values.items():
-        if value is None:
-            continue
-        option = BY_PARAM[param]
-        if option.kind == SIZE:
-            out["width"], out["height"] = parse_size_text(value)
-        else:
-            out[option.key] = value
-    return out
 
 
 def inline_text(options: Mapping[str, Any]) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.errors import UserError
-from bot.option_spec import BY_FLAG, FLAG_NAMES, FLOAT, INT, LORA, PRESET, RATIO, SIZE, TEXT
+from bot.option_spec import BY_FLAG, BY_PARAM, FLAG_NAMES, FLOAT, INT, LORA, PRESET, RATIO, SIZE, TEXT
 
 _OPTION = re.compile(r"(?:^|(?<=\s))(?:--|—)([A-Za-z][\w-]*)")
 
@@ -64,7 +64,7 @@ def parse_inline(text: str) -> InlineOptions:
 
 def lora_tags(raw: str) -> list[str]:
     """`add_detail:0.8, style` -> ["<lora:add_detail:0.8>", "<lora:style:1>"]; a bad weight is a `UserError`."""
-    from engine.extra_networks import lora_tag
+    from engine.networks.tags import lora_tag
 
     tags = []
     for item in (part.strip() for part in raw.split(",")):
@@ -136,6 +136,20 @@ def parse_size_text(raw: str) -> tuple[int, int]:
     if not m:
         raise UserError(f"size takes WIDTHxHEIGHT, e.g. 512x768 (got {raw!r})")
     return int(m.group(1)), int(m.group(2))
+
+
+def from_slash(**values: Any) -> dict[str, Any]:
+    """Slash-command parameters (by parameter name) as stored keys; unset (None) ones left out, a size parsed."""
+    out: dict[str, Any] = {}
+    for param, value in values.items():
+        if value is None:
+            continue
+        option = BY_PARAM[param]
+        if option.kind == SIZE:
+            out["width"], out["height"] = parse_size_text(value)
+        else:
+            out[option.key] = value
+    return out
 
 
 def sized_by_ratio(options: Mapping[str, Any], base: tuple[int, int]) -> dict[str, Any]:

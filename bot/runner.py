@@ -1,5 +1,6 @@
-"""`sdbot run`'s code path: open the database (migrating it), start the engine worker, build the services and
-run the bot until stopped. Tests drive this same path against the local Discord stand-in."""
+"""What the bot runs on: open the database (migrating it), start the engine worker and the journal (`open_core`),
+and build every service on them (`build_services`). `bot.app.serve` runs the bot on these (`sdbot run`); tests
+drive the same path against the local Discord stand-in."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.config import Config
-from bot.discord_endpoints import point_discord_at
 from bot.services import Services
 from bot.services.bans import Bans
 from bot.services.catalog import ModelCatalog
@@ -29,7 +29,7 @@ from bot.services.submission import Submissions
 from bot.store import migrate
 from bot.store.db import check_writable, make_engine, make_sessions, ping
 from bot.store.journal import Journal
-from engine.backends import Backend
+from engine.backends.base import Backend
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,11 @@ async def open_core(config: Config, make_worker: Callable[[Any], Any] | None = N
     `make_worker(engine_config)` builds the (not yet started) worker: `[engine] backend`'s by default; tests
     pass one whose render they control."""
     if make_worker is None:
-        from engine.backends import make_worker
+        from engine.backends.factory import make_worker
+    from engine.tiny.models import ensure_demo_model
 
     engine_config = config.engine_config()
+    await asyncio.to_thread(ensure_demo_model, engine_config)  # no model configured or installed: the demo one
     db = make_engine(config.database_url, busy_timeout_ms=config.settings.database.busy_timeout_ms)
     try:
         await ping(db)
@@ -149,8 +151,8 @@ def _relinker(engine_config):
     """Imported infotexts' LoRAs and embeddings, renamed to this models dir's files by hash."""
     from functools import partial
 
-    from engine.network_import import relink_infotext
-    from engine.networks import NetworkLibrary
+    from engine.networks.hash_import import relink_infotext
+    from engine.networks.library import NetworkLibrary
 
     return partial(relink_infotext, library=NetworkLibrary(engine_config))
 
@@ -167,81 +169,8 @@ async def load_classifier(config: Config, worker: Any = None) -> Any:
     if worker is not None and worker.in_process:
         classifier = await worker.call(lambda engine: engine.scorer.load())
     else:
-        from engine.classifier import load_classifier as load
+        from engine.render.classifier import load_classifier as load
 
         classifier = await asyncio.to_thread(load, path)
     policy.check_labels(classifier.labels, str(path))
     return classifier
-
-
-class _NoEngine:
-    """The engine backend of `sdbot sync`, which renders nothing (only what the services' constructors and
-    `open_core` use of a `Backend`)."""
-
-    in_process = False
-
-    def start(self) -> None:
-        pass
-
-    async def ready(self) -> None:
-        pass
-
-    async def close(self, timeout: float | None = None) -> None:
-        pass
-
-    def submit(self, request: Any, *, job_id: str, owner: str, priority: bool = False, group: str | None = None):
-        raise RuntimeError("sdbot sync renders nothing")
-
-    def cancel(self, job_id: str) -> bool:
-        return False
-
-    def position(self, job_id: str) -> int | None:
-        return None
-
-
-async def sync_commands(config: Config, token: str) -> None:
-    """`sdbot sync`: log in, push the command tree to Discord whatever the stored hash says, and stop."""
-    from bot.app import make_bot
-
-    settings = config.settings.discord
-    point_discord_at(settings.api_base_url, settings.gateway_url)
-    async with (
-        open_core(config, lambda engine_config: _NoEngine()) as core,
-        make_bot(config, core, force_sync=True) as bot,
-    ):
-        await bot.login(token)  # runs `setup_hook`, which syncs
-
-
-async def serve(
-    config: Config,
-    token: str,
-    stop: asyncio.Event | None = None,
-    started: asyncio.Future | None = None,
-    make_worker: Callable[[Any], Any] | None = None,
-) -> None:
-    """Run the bot until `stop` is set (or forever); `started` receives the bot once it is ready."""
-    from bot.app import make_bot
-
-    settings = config.settings.discord
-    point_discord_at(settings.api_base_url, settings.gateway_url)
-    async with open_core(config, make_worker) as core:
-        bot = make_bot(config, core)
-        async with bot:
-            runner = asyncio.create_task(bot.start(token), name="discord")
-            if started is not None:
-                ready = asyncio.create_task(bot.wait_until_ready())
-                await asyncio.wait([runner, ready], return_when=asyncio.FIRST_COMPLETED)
-                if runner.done():
-                    ready.cancel()
-                    runner.result()  # raises the login or connection error
-                started.set_result(bot)
-            waiters = [runner] + ([asyncio.create_task(stop.wait())] if stop is not None else [])
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            if runner.done():
-                runner.result()
-            for task in waiters[1:]:
-                task.cancel()
-            # Still connected: the running job may finish and post; new commands hear "restarting".
-            await bot.services.jobs.shutdown(settings.shutdown_timeout_s)
-        await bot.services.moderation.close()  # decisions' posts in flight
-        log.info("bot stopped")

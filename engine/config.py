@@ -62,5 +62,5 @@ class EngineConfig:
     isolation: str = "process"
     ray: RayConfig = RayConfig()
     # Issue 17: a local image-classification model folder; every rendered image is scored with it right after
-    # decoding (engine/classifier.py). None: images are not scored.
+    # decoding (engine/render/classifier.py). None: images are not scored.
     image_classifier: Path | None = None

@@ -275,7 +275,7 @@ def to_dict(info: Infotext) -> dict[str, str]:
 # --- infotext -> request options -----------------------------------------------------------------------------
 
 # Keys that describe the render but are not settings: checked elsewhere (hashes; LoRAs and embeddings travel in
-# the prompt text, and engine.network_import links their hashes to local files) or fixed by sdbot (RNG: sdbot
+# the prompt text, and engine.networks.hash_import links their hashes to local files) or fixed by sdbot (RNG: sdbot
 # always draws CPU noise), so they are neither used nor worth a warning.
 _INFORMATIONAL = frozenset({"Model hash", "VAE hash", "Version", "RNG", "Lora hashes", "TI hashes"})
 

@@ -26,7 +26,7 @@ from engine.request import GenerationRequest
 if TYPE_CHECKING:  # the events only carry these: importing the pipeline (torch) is the renderer's business
     from PIL import Image
 
-    from engine.pipeline import RenderResult
+    from engine.render.pipeline import RenderResult
 
 SHUTDOWN_QUEUED = "the image worker shut down before this job started"
 SHUTDOWN_RUNNING = "the image worker shut down while this job was running"

@@ -15,7 +15,7 @@ from typing import Any
 
 from engine.config import Limits
 from engine.errors import EngineError
-from engine.extra_networks import network_set
+from engine.networks.tags import network_set
 from engine.samplers import normalize_sampler
 
 IMG2IMG_DEFAULT_STRENGTH = 0.75  # A1111's "Denoising strength" default for img2img
@@ -38,6 +38,19 @@ NOT_OPTIONS = ("limits", "init_image_data", "previews")
 MAX_SEED = 2**32 - 1
 MAX_CLIP_SKIP = 12
 MIN_SIDE = 64
+MAX_HIRES_SCALE = 4.0
+RESIZE_MODES = ("just", "crop", "fill")
+# A1111's latent upscale modes: name -> (torch interpolate mode, antialias); with the image upscalers, the
+# built-in names a request's `hires_upscaler` may take (model upscalers are looked up at render).
+LATENT_MODES: dict[str, tuple[str, bool]] = {
+    "Latent": ("bilinear", False),
+    "Latent (antialiased)": ("bilinear", True),
+    "Latent (bicubic)": ("bicubic", False),
+    "Latent (bicubic antialiased)": ("bicubic", True),
+    "Latent (nearest)": ("nearest", False),
+    "Latent (nearest-exact)": ("nearest-exact", False),
+}
+IMAGE_UPSCALERS = ("Lanczos", "Nearest")
 
 
 @dataclass(frozen=True)
@@ -55,7 +68,7 @@ class GenerationRequest:
     clip_skip: int = 1
     vae: str = "auto"
     model: str = ""
-    # img2img (issue 14): a path to the start image (checked by `engine.input_image`), A1111's "Denoising
+    # img2img (issue 14): a path to the start image (checked by `engine.render.input_image`), A1111's "Denoising
     # strength" (None: 0.75 for img2img, 0.7 for the Hires second pass) and resize mode (just | crop | fill).
     init_image: str = ""
     strength: float | None = None
@@ -99,12 +112,8 @@ class GenerationRequest:
             raise EngineError("model must be a checkpoint name or a path")
         object.__setattr__(self, "vae", self.vae.strip())
         object.__setattr__(self, "model", self.model.strip())
-        # Imported here: both modules import this one.
-        from engine.hires import check_hires_fields
-        from engine.img2img import check_img2img_fields
-
-        check_img2img_fields(self)
-        check_hires_fields(self)
+        _check_img2img_fields(self)
+        _check_hires_fields(self)
 
     @property
     def sampler_label(self) -> str:
@@ -128,7 +137,7 @@ class GenerationRequest:
         replicas): `init_image` is a path on the bot's host. Read once, at submission; checked again at render."""
         if not self.init_image or self.init_image_data:
             return self
-        from engine.input_image import read_input_bytes
+        from engine.render.input_image import read_input_bytes
 
         return self.replace(init_image_data=read_input_bytes(self.init_image, self.limits))
 
@@ -175,8 +184,6 @@ class GenerationRequest:
         """The size of the delivered image: the Hires target when Hires is on, else width x height."""
         if not self.hires_enabled:
             return self.width, self.height
-        from engine.hires import hires_size
-
         return hires_size(self.width, self.height, self.hires)
 
     def options(self) -> dict[str, Any]:
@@ -195,6 +202,54 @@ def parse_size(text: str) -> tuple[int, int]:
     except ValueError:
         raise EngineError(f"size must look like WIDTHxHEIGHT, e.g. 512x768 (got {text!r})") from None
     return width, height
+
+
+def hires_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """A1111's target `int(side * scale)`, rounded down to a multiple of 8 (the latent grid)."""
+    return int(width * scale) // 8 * 8, int(height * scale) // 8 * 8
+
+
+def _check_hires_fields(request: GenerationRequest) -> None:
+    """The Hires fields' checks, in GenerationRequest's words (called from its `__post_init__`)."""
+    _check_float("hires scale", request.hires, 0.0, MAX_HIRES_SCALE)
+    object.__setattr__(request, "hires", float(request.hires))
+    _check_int("hires steps", request.hires_steps, 0, request.limits.max_steps)
+    if not isinstance(request.hires_upscaler, str) or not request.hires_upscaler.strip():
+        raise EngineError("hires upscaler must be an upscaler name, e.g. Latent, Lanczos or an ESRGAN model")
+    builtin = {name.lower(): name for name in (*LATENT_MODES, *IMAGE_UPSCALERS)}
+    name = request.hires_upscaler.strip()
+    object.__setattr__(request, "hires_upscaler", builtin.get(name.lower(), name))  # model names: at render
+    if 0.0 < request.hires <= 1.0:
+        object.__setattr__(request, "hires", 0.0)  # A1111: a scale of 1 upscales nothing; store it as "off"
+    if not request.hires:
+        return
+    if request.is_img2img:
+        raise EngineError("Hires. fix is for prompts without a start image; with an image, set the size instead")
+    if request.denoising_strength == 0:
+        raise EngineError("Hires. fix needs a strength above 0 for its second pass (A1111's default is 0.7)")
+    width, height = request.final_size
+    lim = request.limits
+    if max(width, height) > lim.max_side or width * height > lim.max_pixels:
+        raise EngineError(
+            f"Hires ×{request.hires:g} makes {width}x{height} = {width * height} pixels; the limit is "
+            f"{lim.max_pixels} pixels and {lim.max_side} per side: use a smaller scale or base size"
+        )
+
+
+def _check_img2img_fields(request: GenerationRequest) -> None:
+    """The img2img fields' checks, in GenerationRequest's words (called from its `__post_init__`)."""
+    if not isinstance(request.init_image, str):
+        raise EngineError("init image must be a file path")
+    if not isinstance(request.init_image_data, bytes) or (request.init_image_data and not request.init_image):
+        raise EngineError("internal: init image bytes come with the init image's path")
+    if request.strength is not None:
+        _check_float("strength", request.strength, 0.0, 1.0)
+        object.__setattr__(request, "strength", float(request.strength))
+    mode = request.resize_mode.strip().lower() if isinstance(request.resize_mode, str) else request.resize_mode
+    mode = {"just resize": "just", "crop and resize": "crop", "resize and fill": "fill"}.get(mode, mode)
+    if mode not in RESIZE_MODES:
+        raise EngineError(f"resize mode must be one of {', '.join(RESIZE_MODES)} (got {request.resize_mode!r})")
+    object.__setattr__(request, "resize_mode", mode)
 
 
 def _square(pixels: int) -> str:

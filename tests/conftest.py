@@ -37,14 +37,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def tiny_sd15(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny SD 1.x model in diffusers layout (read-only: copy it before changing anything)."""
-    from engine.tiny import write_tiny_model
+    from engine.tiny.models import write_tiny_model
 
     return write_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-sd15")
 
 
 @pytest.fixture(scope="session")
 def tiny_sdxl(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from engine.tiny import write_tiny_model
+    from engine.tiny.models import write_tiny_model
 
     return write_tiny_model(tmp_path_factory.mktemp("tinyxl") / "tiny-sdxl", family="sdxl")
 

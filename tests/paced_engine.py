@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.config import EngineConfig
-from engine.pipeline import Engine
+from engine.render.pipeline import Engine
 
 
 class PacedEngine(Engine):
@@ -31,7 +31,7 @@ class PacedEngine(Engine):
 
 
 def paced_worker(step_s: float) -> Callable[[EngineConfig], Any]:
-    """A `make_worker` for `bot.runner.serve`: the in-process worker on a `PacedEngine`."""
-    from engine.worker import Worker
+    """A `make_worker` for `bot.app.serve`: the in-process worker on a `PacedEngine`."""
+    from engine.backends.worker import Worker
 
     return lambda config: Worker(config, engine=PacedEngine(config, step_s))

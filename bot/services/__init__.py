@@ -19,7 +19,7 @@ from bot.services.presets import PresetService
 from bot.services.review import ImageReview
 from bot.services.submission import Submissions
 from bot.store.journal import Journal
-from engine.backends import Backend
+from engine.backends.base import Backend
 
 
 @dataclass(frozen=True)

@@ -37,9 +37,9 @@ class Catalog:
 
 def scan(config: EngineConfig) -> Catalog:
     """One scan of the models folder (disk reads: call it off the event loop)."""
-    from engine.models import ModelLibrary
-    from engine.networks import NetworkLibrary, embedding_family
-    from engine.upscalers import UpscalerLibrary
+    from engine.models.loader import ModelLibrary
+    from engine.networks.library import NetworkLibrary, embedding_family
+    from engine.render.upscalers import UpscalerLibrary
 
     models, networks = ModelLibrary(config), NetworkLibrary(config)
     loras = []
@@ -59,7 +59,7 @@ def checkpoint_family_of(config: EngineConfig, model: str) -> str:
     """ "sdxl" or "sd" for a checkpoint name ("" = the default) without loading it (disk reads: off the event
     loop); "sd" for a name that is not installed, which the engine refuses at render with the names it knows."""
     from engine.errors import EngineError
-    from engine.models import ModelLibrary, checkpoint_family
+    from engine.models.loader import ModelLibrary, checkpoint_family
 
     try:
         return checkpoint_family(ModelLibrary(config).checkpoint(model))

@@ -37,7 +37,7 @@ from bot.store.db import transaction
 from bot.store.errors import DatabaseBusy, DatabaseUnavailable
 from bot.store.models import Job, JobStatus
 from engine import jobs as w
-from engine.backends import Backend
+from engine.backends.base import Backend
 from engine.config import Limits
 from engine.errors import EngineError
 from engine.request import GenerationRequest

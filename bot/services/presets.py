@@ -33,7 +33,7 @@ class PresetService:
     sessions: async_sessionmaker[AsyncSession]
     limits: Limits = Limits()
     max_per_user: int = 50
-    # infotext -> (infotext with LoRAs/embeddings renamed to local files by hash, notes): engine.network_import
+    # infotext -> (infotext with LoRAs/embeddings renamed to local files by hash, notes): engine.networks.hash_import
     relink: Callable[[str], tuple[str, list[str]]] | None = None
 
     async def resolve_command(

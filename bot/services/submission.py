@@ -37,7 +37,7 @@ from bot.store import moderation as mod_store
 from bot.store.db import transaction
 from bot.store.models import GuildSettings, Job, JobStatus, ModerationItem
 from engine.config import Limits
-from engine.input_image import default_size, size_multiple
+from engine.render.input_image import default_size, size_multiple
 from engine.request import GenerationRequest
 
 

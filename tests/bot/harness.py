@@ -1,4 +1,4 @@
-"""The real bot, started through `sdbot run`'s own code path (`bot.runner.serve`), against the Discord stand-in.
+"""The real bot, started through `sdbot run`'s own code path (`bot.app.serve`), against the Discord stand-in.
 
 Each test gets a fresh database and outputs folder; `restart()` stops the bot and starts a new process-like
 instance on the same files, for persistence tests.
@@ -69,7 +69,7 @@ class RunningBot:
     async def start(self) -> RunningBot:
         import torch
 
-        from bot.runner import serve
+        from bot.app import serve
 
         self._torch_threads = self._torch_threads or torch.get_num_threads()  # the engine sets it process-wide
         config = load_config(self.config_path)

@@ -3,9 +3,8 @@ run left is recovered in `setup_hook`, before the gateway connects and any comma
 
 from __future__ import annotations
 
-from bot.app import SdBot, command_hash_path
+from bot.app import SdBot, command_hash_path, sync_commands
 from bot.config import load_config
-from bot.runner import sync_commands
 from bot.store import jobs as job_store
 from bot.store.db import transaction
 from engine.request import GenerationRequest

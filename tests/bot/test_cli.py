@@ -170,7 +170,7 @@ def _with_classifier(config: Path, folder: Path, **extra) -> Path:
 def test_classify_prints_each_images_scores(capsys, tmp_path, config):
     from PIL import Image
 
-    from engine.tiny_classifier import write_tiny_classifier
+    from engine.tiny.classifier import write_tiny_classifier
 
     _with_classifier(config, write_tiny_classifier(tmp_path / "clf", nsfw_logit=1.0), flag_above=0.6, block_above=0.8)
     pictures = []
@@ -194,7 +194,7 @@ def test_classify_without_a_classifier_says_how_to_set_one(capsys, tmp_path, con
 
 
 def test_run_check_stops_with_one_line_on_a_missing_or_broken_classifier(capsys, tmp_path, config, monkeypatch):
-    from engine.tiny_classifier import write_tiny_classifier
+    from engine.tiny.classifier import write_tiny_classifier
 
     monkeypatch.setenv("SDBOT_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'check.db'}")
     folder = write_tiny_classifier(tmp_path / "clf")
@@ -217,7 +217,7 @@ def test_run_check_stops_with_one_line_on_a_missing_or_broken_classifier(capsys,
 
 
 def test_run_stops_at_start_with_one_line_on_a_broken_classifier(capsys, tmp_path, config, monkeypatch):
-    from engine.tiny_classifier import write_tiny_classifier
+    from engine.tiny.classifier import write_tiny_classifier
 
     monkeypatch.setenv("SDBOT_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'run.db'}")
     monkeypatch.setenv("DISCORD_TOKEN", "not-used: the start stops before Discord")

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from engine.infotext import parse_infotext, read_png_infotext
-from engine.tiny import build_tiny_pipeline
-from engine.tiny_networks import write_embedding, write_network
+from engine.tiny.models import build_tiny_pipeline
+from engine.tiny.networks import write_embedding, write_network
 from tests.bot.test_cli import run
 
 

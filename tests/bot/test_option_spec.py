@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.errors import UserError
-from bot.option_spec import BY_FLAG, BY_KEY, FLOAT, INT, SIZE, STORED_KINDS, TEXT, VOCABULARY, from_slash, inline_text
-from bot.options import parse_inline, sized_by_ratio
+from bot.option_spec import BY_FLAG, BY_KEY, FLOAT, INT, SIZE, STORED_KINDS, TEXT, VOCABULARY, inline_text
+from bot.options import from_slash, parse_inline, sized_by_ratio
 from bot.store.options import COMMAND_ONLY, OPTION_KEYS, validate_options
 from engine.infotext import infotext_for_request, parse_infotext, request_options
 from engine.request import NOT_OPTIONS, GenerationRequest

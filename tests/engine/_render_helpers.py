@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine.config import EngineConfig
-from engine.pipeline import Engine
+from engine.render.pipeline import Engine
 from engine.request import GenerationRequest
 
 

@@ -1,4 +1,4 @@
-"""Fault hooks for the engine child (`engine.process_backend`, `SDBOT_ENGINE_CHILD_HOOK=tests.engine.child_hooks:
+"""Fault hooks for the engine child (`engine.backends.process`, `SDBOT_ENGINE_CHILD_HOOK=tests.engine.child_hooks:
 crash_on_prompt`), called in the child with its worker: they run there, where a crash is what is tested.
 
 Prompts choose the fault: "abort-always" calls os.abort() (SIGABRT, as a segfaulting native library would die)

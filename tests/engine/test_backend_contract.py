@@ -1,4 +1,4 @@
-"""One suite for every backend (engine/backends.py): the thread worker, the engine in a child process, and Ray.
+"""One suite for every backend (engine/backends/base.py): the thread worker, the engine in a child process, and Ray.
 
 What the bot relies on, whichever renders: events in order and exactly one end, the fair order, positions, the
 per-member cap, cancel of a waiting and of a running job, and close. Each backend takes one job at a time here
@@ -16,9 +16,10 @@ import pytest
 import pytest_asyncio
 import torch
 
-from engine.backends import Backend, make_worker
+from engine.backends.base import Backend
+from engine.backends.dispatch import DispatchWorker
+from engine.backends.factory import make_worker
 from engine.config import EngineConfig, Limits, RayConfig
-from engine.dispatch import DispatchWorker
 from engine.errors import JobCancelled
 from engine.jobs import (
     SHUTDOWN_QUEUED,

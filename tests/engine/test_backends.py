@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from engine.backends import Backend, make_worker
+from engine.backends.base import Backend
+from engine.backends.factory import make_worker
+from engine.backends.process import ProcessWorker
+from engine.backends.ray_backend import RAY_MISSING, RayWorker
+from engine.backends.worker import Worker
 from engine.config import EngineConfig
 from engine.errors import EngineError
-from engine.process_backend import ProcessWorker
-from engine.ray_backend import RAY_MISSING, RayWorker
 from engine.request import GenerationRequest
-from engine.worker import Worker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,7 +36,7 @@ def test_make_worker_picks_the_backend():
 def test_the_local_backend_never_imports_ray():
     """Choosing and building either worker imports no Ray; only starting the Ray worker does."""
     code = (
-        "import sys; from engine.backends import make_worker; from engine.config import EngineConfig; "
+        "import sys; from engine.backends.factory import make_worker; from engine.config import EngineConfig; "
         "make_worker(EngineConfig()); make_worker(EngineConfig(backend='ray')); "
         "import bot.cli; bot.cli.build_parser(); "
         "assert 'ray' not in sys.modules, 'ray was imported'"

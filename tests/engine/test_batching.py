@@ -1,8 +1,9 @@
-"""Which waiting jobs share the head job's call (engine/batching.py); the renders themselves are in test_worker."""
+"""Which waiting jobs share the head job's call (engine/backends/batching.py); the renders themselves are in
+test_worker."""
 
 from __future__ import annotations
 
-from engine.batching import chunk_counter, fill, same_call
+from engine.backends.batching import chunk_counter, fill, same_call
 from engine.request import GenerationRequest
 
 

@@ -11,12 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.classifier import ClassifierError, ScoringStage, load_classifier
+from engine.backends.worker import Finished, Worker
 from engine.config import EngineConfig
-from engine.pipeline import Engine
+from engine.render.classifier import ClassifierError, ScoringStage, load_classifier
+from engine.render.pipeline import Engine
 from engine.request import GenerationRequest
-from engine.tiny_classifier import logit, write_tiny_classifier
-from engine.worker import Finished, Worker
+from engine.tiny.classifier import logit, write_tiny_classifier
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.config import EngineConfig
-from engine.embeddings import EmbeddingMatcher
 from engine.infotext import parse_infotext
-from engine.pipeline import Engine
-from engine.prompts import CHUNK_LENGTH, tokenize_chunks
+from engine.networks.embeddings import EmbeddingMatcher
+from engine.render.pipeline import Engine
+from engine.render.prompts import CHUNK_LENGTH, tokenize_chunks
 from engine.request import GenerationRequest
-from engine.tiny_networks import write_embedding
+from engine.tiny.networks import write_embedding
 
 WORDS = "red dog"
 
@@ -164,7 +164,7 @@ _TOKENIZER = None
 def _tiny_tokenizer():
     global _TOKENIZER
     if _TOKENIZER is None:
-        from engine.tiny import make_tokenizer
+        from engine.tiny.models import make_tokenizer
 
         _TOKENIZER = make_tokenizer()
     return _TOKENIZER

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.errors import EngineError
-from engine.extra_networks import TAG, NetworkTag, lora_tag, network_set, parse_tags, strip_tags
+from engine.networks.tags import TAG, NetworkTag, lora_tag, network_set, parse_tags, strip_tags
 
 
 @pytest.mark.parametrize(

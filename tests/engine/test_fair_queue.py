@@ -1,4 +1,4 @@
-"""The queue every backend keeps in the bot (engine/fair_queue.py): order, positions, the cap, cancel, requeue.
+"""The queue every backend keeps in the bot (engine/backends/fair_queue.py): order, positions, the cap, cancel, requeue.
 
 No engine and no event loop: the events go to a list, as a backend's `emit` would hand them on.
 """
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
+from engine.backends.fair_queue import FairQueue, QueuedJob
 from engine.errors import EngineError
-from engine.fair_queue import FairQueue, QueuedJob
 from engine.jobs import (
     SHUTDOWN_QUEUED,
     Cancelled,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.fairness import Served, fair_order
+from engine.backends.fairness import Served, fair_order
 
 
 @dataclass(eq=False)

@@ -10,9 +10,9 @@ from PIL import Image
 from engine.config import Limits
 from engine.errors import EngineError
 from engine.infotext import parse_infotext, request_options
+from engine.render.upscalers import LATENT_MODES, UpscalerLibrary, _import_spandrel, load_model, run_tiled
 from engine.request import GenerationRequest
-from engine.tiny import write_tiny_esrgan
-from engine.upscalers import LATENT_MODES, UpscalerLibrary, _import_spandrel, load_model, run_tiled
+from engine.tiny.models import write_tiny_esrgan
 from tests.engine._render_helpers import count_unet_calls, engine, module_models  # noqa: F401 - fixtures
 
 

@@ -11,9 +11,9 @@ from PIL import Image
 
 from engine.config import EngineConfig
 from engine.errors import EngineError
-from engine.img2img import StepPlan, fixed_steps_schedule, img2img_steps
 from engine.infotext import parse_infotext, request_options
-from engine.pipeline import Engine
+from engine.render.img2img import StepPlan, fixed_steps_schedule, img2img_steps
+from engine.render.pipeline import Engine
 from engine.request import GenerationRequest
 from tests.engine._render_helpers import count_unet_calls, engine, module_models  # noqa: F401 - fixtures
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from engine.config import Limits
 from engine.errors import EngineError
-from engine.input_image import default_size, load_input_image, resize_image, size_multiple, sniff_format
+from engine.render.input_image import default_size, load_input_image, resize_image, size_multiple, sniff_format
 
 LIMITS = Limits(max_input_bytes=200_000, max_input_pixels=1000 * 1000)
 
@@ -133,8 +133,8 @@ def test_default_sizes_round_to_64_for_sdxl_and_8_for_sd1(tmp_path, tiny_sd15, t
     import torch
     from safetensors.torch import save_file
 
-    from engine.models import ModelFile, checkpoint_family
-    from engine.single_file import SD1_CLIP_PREFIX, SDXL_OPENCLIP_PREFIX, UNET_PREFIX
+    from engine.models.loader import ModelFile, checkpoint_family
+    from engine.models.single_file import SD1_CLIP_PREFIX, SDXL_OPENCLIP_PREFIX, UNET_PREFIX
 
     files = {
         "sdxl": [UNET_PREFIX + "x", SDXL_OPENCLIP_PREFIX + "transformer.x"],

@@ -16,9 +16,9 @@ from safetensors.torch import load_file, save_file
 from engine.config import EngineConfig
 from engine.errors import EngineError
 from engine.infotext import parse_infotext
-from engine.pipeline import Engine
+from engine.render.pipeline import Engine
 from engine.request import GenerationRequest
-from engine.tiny_networks import make_network, write_network
+from engine.tiny.networks import make_network, write_network
 
 PROMPT = "a photo of a cat"
 
@@ -361,7 +361,7 @@ def test_a_pickle_that_writes_a_marker_is_never_unpickled(tmp_path, tiny_sd15, a
 
 
 def test_listing_reads_family_and_trigger_words_from_metadata(engine, models_dir):
-    from engine.networks import NetworkLibrary
+    from engine.networks.library import NetworkLibrary
 
     tags = {"img": {"red hair": 9, "smile": 4, "1girl": 12}}
     write_network(

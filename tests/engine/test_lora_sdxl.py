@@ -11,11 +11,11 @@ import torch
 
 from engine.config import EngineConfig
 from engine.errors import EngineError
-from engine.lora import pipeline_targets, sgm_to_diffusers
-from engine.pipeline import Engine
+from engine.networks.lora import pipeline_targets, sgm_to_diffusers
+from engine.render.pipeline import Engine
 from engine.request import GenerationRequest
-from engine.tiny import build_tiny_pipeline
-from engine.tiny_networks import write_network
+from engine.tiny.models import build_tiny_pipeline
+from engine.tiny.networks import write_network
 
 # kohya SDXL name (after "lora_unet_") -> the diffusers layer, for the tiny SDXL UNet (2 blocks, 1 layer each).
 SGM_NAMES = {

@@ -6,10 +6,10 @@ import torch
 from safetensors.torch import save_file
 
 from engine.config import EngineConfig
-from engine.hashing import embedding_hash, network_hash
 from engine.infotext import parse_infotext
-from engine.network_import import hash_pairs, relink_infotext
-from engine.networks import NetworkLibrary
+from engine.models.hashing import embedding_hash, network_hash
+from engine.networks.hash_import import hash_pairs, relink_infotext
+from engine.networks.library import NetworkLibrary
 
 
 def test_hashes_find_local_files_under_other_names_and_missing_ones_are_named(tmp_path):

@@ -14,9 +14,9 @@ import torch
 from engine.config import EngineConfig
 from engine.errors import EngineError
 from engine.infotext import parse_infotext, read_png_infotext
-from engine.pipeline import Engine, initial_noise
+from engine.render.pipeline import Engine, initial_noise
 from engine.request import GenerationRequest
-from engine.tiny import perturbed_vae, write_diffusers_vae_file, write_ldm_vae
+from engine.tiny.models import perturbed_vae, write_diffusers_vae_file, write_ldm_vae
 
 
 def req(**kw) -> GenerationRequest:
@@ -226,10 +226,16 @@ def test_unknown_model_lists_the_available_ones(engine):
 
 
 def test_no_model_configured_writes_the_tiny_one(tmp_path):
-    engine = Engine(EngineConfig(models_dir=tmp_path / "empty"))
-    result = engine.render(req())
+    from engine.tiny.models import ensure_demo_model
+
+    config = EngineConfig(models_dir=tmp_path / "empty")
+    with pytest.raises(EngineError, match="no checkpoint in"):
+        Engine(config).render(req())
+    assert ensure_demo_model(config) == tmp_path / "empty" / "sdbot-tiny-sd15"
+    result = Engine(config).render(req())
     assert result.model == "sdbot-tiny-sd15"
     assert (tmp_path / "empty" / "sdbot-tiny-sd15" / "model_index.json").exists()
+    assert ensure_demo_model(EngineConfig(models_dir=tmp_path / "empty")) is None  # one is installed now
 
 
 def test_every_sampler_renders(engine):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from engine.errors import EngineError
-from engine.previews import (
+from engine.render.previews import (
     APPROX_CHEAP,
     Previewer,
     approx_cheap,
@@ -86,7 +86,7 @@ def small_taesd():
 
 
 def default_decoder():
-    from engine.previews import _default_decoder
+    from engine.render.previews import _default_decoder
 
     torch.manual_seed(1)
     decoder = _default_decoder().eval()
@@ -164,7 +164,7 @@ def test_original_keys_are_renumbered():
 def test_unusable_taesd_falls_back_to_approx_cheap(tmp_path, caplog):
     (tmp_path / "VAE-taesd").mkdir()
     (tmp_path / "VAE-taesd" / "taesd_decoder.safetensors").write_bytes(b"not weights")
-    caplog.set_level(logging.WARNING, logger="engine.previews")
+    caplog.set_level(logging.WARNING, logger="engine.render.previews")
     previewer = Previewer(tmp_path)
     image = previewer.preview(torch.zeros(1, 4, 8, 8), "sd")
     assert image.size == (8, 8) and previewer.method("sd") == "approx-cheap"
@@ -180,10 +180,10 @@ def test_a_wrong_decoder_file_is_refused(tmp_path):
 
 
 async def test_worker_previews_use_taesd_from_the_models_dir(tmp_path):
+    from engine.backends.worker import Step, Worker
     from engine.config import EngineConfig
     from engine.request import GenerationRequest
-    from engine.tiny import write_tiny_model
-    from engine.worker import Step, Worker
+    from engine.tiny.models import write_tiny_model
 
     write_tiny_model(tmp_path / "tiny")
     taesd = small_taesd()

@@ -13,10 +13,10 @@ import signal
 
 import pytest
 
+from engine.backends.process import CRASHED_TWICE, HOOK_ENV, ProcessWorker
+from engine.backends.worker import Failed, Finished, Started, Step
 from engine.config import EngineConfig
-from engine.process_backend import CRASHED_TWICE, HOOK_ENV, ProcessWorker
 from engine.request import GenerationRequest
-from engine.worker import Failed, Finished, Started, Step
 
 FAST = dict(width=64, height=64, steps=2)
 SLOW = dict(width=128, height=128, steps=60)  # long enough to be killed mid-job on one thread

@@ -8,13 +8,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.errors import EngineError
-from engine.prompts import (
+from engine.render.prompts import (
     CHUNK_LENGTH,
     PromptEncoder,
     parse_prompt_attention,
     tokenize_chunks,
 )
-from engine.tiny import TEXT_LAYERS, build_tiny_pipeline
+from engine.tiny.models import TEXT_LAYERS, build_tiny_pipeline
 
 W = pytest.approx
 

@@ -20,11 +20,11 @@ ray = pytest.importorskip("ray")
 
 import torch  # noqa: E402
 
+from engine.backends.ray_backend import REPLICA_LOST, RayWorker  # noqa: E402
+from engine.backends.worker import Cancelled, Failed, Finished, Queued, QueueFull, Started, Step, Worker  # noqa: E402
 from engine.config import EngineConfig, Limits, RayConfig  # noqa: E402
 from engine.errors import EngineError, JobCancelled  # noqa: E402
-from engine.ray_backend import REPLICA_LOST, RayWorker  # noqa: E402
 from engine.request import GenerationRequest  # noqa: E402
-from engine.worker import Cancelled, Failed, Finished, Queued, QueueFull, Started, Step, Worker  # noqa: E402
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -34,7 +34,7 @@ SLOW = dict(steps=40, width=128, height=128, sampler="Euler")  # about a second 
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory: pytest.TempPathFactory) -> EngineConfig:
-    from engine.tiny import write_tiny_model
+    from engine.tiny.models import write_tiny_model
 
     root = tmp_path_factory.mktemp("ray-models")
     write_tiny_model(root / "tiny-sd15")

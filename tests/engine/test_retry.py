@@ -1,4 +1,4 @@
-"""The thread worker's retry policy (engine/retry.py), driven by a scripted runner: no engine, exact decisions.
+"""The thread worker's retry policy (engine/backends/retry.py), driven by a scripted runner: no engine, exact decisions.
 
 tests/engine/test_worker.py shows the same policy on the real engine (OOM in a batch of four, a job's images in
 halves, one bad job in a batch); here every branch is played out call by call.
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import torch
 
+from engine.backends.retry import OOM_MESSAGE, RetryPolicy, is_out_of_memory
+from engine.backends.worker_state import WorkerStats
 from engine.errors import EngineError
-from engine.pipeline import RenderedImage, RenderResult
+from engine.render.pipeline import RenderedImage, RenderResult
 from engine.request import GenerationRequest
-from engine.retry import OOM_MESSAGE, RetryPolicy, is_out_of_memory
-from engine.worker import WorkerStats
 
 
 class Job:

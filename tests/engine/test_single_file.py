@@ -1,5 +1,6 @@
-"""Single-file checkpoints (engine/single_file.py): family detection, the offline CLIP tokenizer, shipped configs,
-and tiny checkpoints written in the original LDM layout that must load to exactly the diffusers folder's weights."""
+"""Single-file checkpoints (engine/models/single_file.py): family detection, the offline CLIP tokenizer, shipped
+configs, and tiny checkpoints written in the original LDM layout that must load to exactly the diffusers folder's
+weights."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import ldm_layout
 from engine.errors import EngineError
-from engine.single_file import (
+from engine.models import ldm_layout
+from engine.models.single_file import (
     CONFIGS_DIR,
     clip_tokenizer,
     detect_family,
@@ -170,7 +171,7 @@ def test_detect_family_refuses_other_unet_inputs(channels: int, words: str) -> N
 
 
 def test_a1111_key_renames() -> None:
-    from engine.single_file import normalize_keys
+    from engine.models.single_file import normalize_keys
 
     turbo = {
         UNET_KEY: torch.zeros(320, 4, 3, 3),
@@ -275,8 +276,8 @@ def test_pickle_refused_unless_allowed(tmp_path: Path, sd15_file, sd15_folder_pi
 
 
 def test_vae_given_as_model_is_refused(tmp_path: Path, sd15_folder_pipe) -> None:
-    from engine.models import ModelFile, load_checkpoint
-    from engine.tiny import write_ldm_vae
+    from engine.models.loader import ModelFile, load_checkpoint
+    from engine.tiny.models import write_ldm_vae
 
     vae_file = write_ldm_vae(sd15_folder_pipe.vae, tmp_path / "my-model.safetensors")
     with pytest.raises(EngineError, match=r"my-model.safetensors is a VAE, not a checkpoint"):
@@ -384,7 +385,7 @@ def test_shipped_configs_fit_real_checkpoints(name, diffusers_type, params, sche
 
 @pytest.mark.parametrize("is_v, scheduler, upcast", [(True, "DDIMScheduler", True), (False, "PNDMScheduler", False)])
 def test_sd2_parameterization_is_tested_when_unknown(monkeypatch, is_v, scheduler, upcast) -> None:
-    import engine.single_file as sf
+    import engine.models.single_file as sf
 
     monkeypatch.setattr(sf, "is_v_prediction_sd2", lambda unet: is_v)
     pipe = pipeline_from_state_dict(_real_size_state("sd2"), torch.float16, name="sd2.safetensors")

@@ -1,14 +1,15 @@
-"""Events across a process boundary (engine/wire.py): what the engine child and the Ray replicas send the bot."""
+"""Events across a process boundary (engine/backends/wire.py): what the engine child and the Ray replicas send the
+bot."""
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image
 
+from engine.backends.wire import decode_result, encode_event
 from engine.jobs import Finished, Queued, Step
-from engine.pipeline import RenderedImage, RenderResult
+from engine.render.pipeline import RenderedImage, RenderResult
 from engine.request import GenerationRequest
-from engine.wire import decode_result, encode_event
 
 
 def test_results_cross_the_wire_as_their_png_bytes():

@@ -21,11 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.config import EngineConfig
-from engine.errors import EngineError, JobCancelled
-from engine.pipeline import Engine
-from engine.request import GenerationRequest
-from engine.worker import (
+from engine.backends.worker import (
     OOM_MESSAGE,
     Cancelled,
     Failed,
@@ -38,6 +34,10 @@ from engine.worker import (
     Worker,
     WorkerClosed,
 )
+from engine.config import EngineConfig
+from engine.errors import EngineError, JobCancelled
+from engine.render.pipeline import Engine
+from engine.request import GenerationRequest
 from tests.paced_engine import PacedEngine
 
 FAST = dict(steps=3, width=64, height=64)
@@ -46,7 +46,7 @@ FAST = dict(steps=3, width=64, height=64)
 @pytest.fixture(scope="module")
 def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A models dir: the tiny SD 1.x checkpoint, a copy under another name, three VAEs and a broken one."""
-    from engine.tiny import build_tiny_pipeline, perturbed_vae, write_diffusers_vae_file, write_ldm_vae
+    from engine.tiny.models import build_tiny_pipeline, perturbed_vae, write_diffusers_vae_file, write_ldm_vae
 
     root = tmp_path_factory.mktemp("worker-models")
     pipe = build_tiny_pipeline("sd15")
@@ -464,7 +464,7 @@ async def test_batched_images_are_pixel_identical_to_solo(make_worker, sampler):
 
 
 async def test_batched_sdxl_images_are_pixel_identical_to_solo(make_worker, tmp_path_factory, config):
-    from engine.tiny import write_tiny_model
+    from engine.tiny.models import write_tiny_model
 
     root = tmp_path_factory.mktemp("xl")
     write_tiny_model(root / "tiny-xl", family="sdxl")
@@ -604,7 +604,7 @@ async def test_a_vae_used_before_costs_no_disk_read(make_worker, engine):
 
 async def test_checkpoint_switch_is_logged_with_its_load_time(make_worker, config, caplog):
     worker = make_worker(Engine(config), batching=False)
-    caplog.set_level(logging.INFO, logger="engine.worker")
+    caplog.set_level(logging.INFO, logger="engine.backends.worker")
     for model in ["tiny-sd15", "tiny-copy", "tiny-copy", "tiny-sd15"]:
         result = await worker.submit(req(model=model), owner="a")
         assert result.model == model

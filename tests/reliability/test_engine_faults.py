@@ -14,7 +14,7 @@ import threading
 import pytest
 import torch
 
-from engine.worker import OOM_MESSAGE
+from engine.backends.worker import OOM_MESSAGE
 from tests.reliability._helpers import FAST, assert_delivered_once, marker_of, wait_until
 
 NAN = "the image came out as NaN (not a number) even in 32-bit; try another VAE"
@@ -24,7 +24,7 @@ NAN = "the image came out as NaN (not a number) even in 32-bit; try another VAE"
 def faulty(bot, monkeypatch):
     """Faults keyed by prompt: 'boom' raises, 'oom-once' runs out of memory on its first try, 'oom-always'
     on every try, 'nan-decode' decodes to NaN."""
-    import engine.pipeline as pipeline
+    import engine.render.pipeline as pipeline
 
     poisoned = threading.local()
     decode = pipeline._vae_decode
@@ -115,7 +115,7 @@ async def test_engine_child_crashes_cost_a_restart_not_the_bot(tmp_path, tiny_sd
     on the child runs once more, and a job that crashes it twice fails with a clear message."""
     import signal
 
-    from engine.process_backend import CRASHED_TWICE, HOOK_ENV
+    from engine.backends.process import CRASHED_TWICE, HOOK_ENV
     from tests.bot.harness import running_bot
     from tests.reliability._helpers import DISCORD, ENGINE, recovered, wait_until
 

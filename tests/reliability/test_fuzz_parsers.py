@@ -27,7 +27,7 @@ from bot.store.errors import StoreError
 from bot.store.options import REQUEST_FIELDS
 from engine.errors import EngineError
 from engine.infotext import format_infotext, parse_infotext, request_options
-from engine.prompts import BREAK, parse_prompt_attention
+from engine.render.prompts import BREAK, parse_prompt_attention
 
 SLOW = settings.default.max_examples >= 10_000  # the --slow profile is loaded before this module
 

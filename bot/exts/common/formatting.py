@@ -10,7 +10,7 @@ from typing import Any
 
 import discord
 
-from bot.option_spec import BY_KEY
+from bot.option_spec import BY_KEY, EngineError, strength_in_effect, tags_of
 
 # The embed's inline fields, labelled as the vocabulary names them.
 _FIELDS = tuple(
@@ -77,9 +77,6 @@ def parameters_embed(
 
 def loras_text(prompt: str, negative: str) -> str:
     """The LoRAs a prompt's tags apply: "add_detail 0.6, style 1 (UNet 0.5)"."""
-    from engine.errors import EngineError
-    from engine.extra_networks import tags_of
-
     try:
         tags = tags_of(prompt or "", negative or "")
     except EngineError:
@@ -89,8 +86,6 @@ def loras_text(prompt: str, negative: str) -> str:
 
 def _second_pass_fields(options: Mapping[str, Any], sources: Mapping[str, str]) -> list[tuple[str, str]]:
     """Start image (its lineage: an attachment, or "Vary (subtle) of job #12, image 2"), strength, Hires."""
-    from engine.request import strength_in_effect
-
     fields = []
     img2img = bool(options.get("init_image"))
     if img2img:

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import discord
 
-from bot.app import admit, reply_error
+from bot.exts.common.interactions import admit, reply_error
 
 
 async def dispatch(interaction: discord.Interaction, cog_name: str, handler: str, *args: Any) -> None:

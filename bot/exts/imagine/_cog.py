@@ -12,20 +12,18 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import USER_ERRORS, admit, reply_error
-from bot.errors import UserError
+from bot.errors import USER_ERRORS, UserError
+from bot.exts.common.actor import actor_of
 from bot.exts.common.formatting import info_message
+from bot.exts.common.interactions import admit, reply_error
 from bot.exts.common.params import Batch, Cfg, ClipSkip, Hires, HiresSteps, Negative, Prompt, Seed, Steps, Strength
 from bot.exts.imagine import _inputs, _replay
 from bot.exts.imagine._delivery import DiscordJobListener
 from bot.exts.imagine._views import EditModal, RemixModal, SavePresetModal
-from bot.exts.moderation import actor_of
-from bot.option_spec import describe, from_slash, inline_text
-from bot.options import append_to_prompt, parse_inline
+from bot.option_spec import GenerationRequest, describe, inline_text, lora_tag, sampler_labels
+from bot.options import append_to_prompt, from_slash, parse_inline
 from bot.services.records import JobRecord
 from bot.services.submission import Command, Requester
-from engine.extra_networks import lora_tag
-from engine.samplers import sampler_labels
 
 log = logging.getLogger(__name__)
 
@@ -349,8 +347,6 @@ class Imagine(commands.Cog):
         await interaction.response.send_modal(RemixModal(message.id, prompt, submitted))
 
     def _request_of(self, job: JobRecord):
-        from engine.request import GenerationRequest
-
         return GenerationRequest(**job.request, limits=self.bot.config.engine_config().limits)
 
     async def _on_edit(

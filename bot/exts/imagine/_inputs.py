@@ -1,6 +1,6 @@
 """Start images for img2img: an attachment (of /imagine or of a message for Remix), or one of a job's images.
 
-An attachment is checked before it is downloaded (its declared size), then by content (`engine.input_image`:
+An attachment is checked before it is downloaded (its declared size), then by content (`engine.render.input_image`:
 format, pixel count before decoding, EXIF, alpha), in a thread; what is kept is the cleaned RGB image as a PNG
 named by its hash under `<outputs_dir>/inputs/`, so a restart, the moderators and the engine all read the same
 checked file. A refused image raises `UserError` before any job exists.
@@ -18,9 +18,7 @@ from typing import Any
 import discord
 
 from bot.errors import UserError
-from engine.config import Limits
-from engine.errors import EngineError
-from engine.input_image import default_size, load_input_image
+from bot.option_spec import EngineError, Limits, default_size, load_input_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 VARY = {"subtle": 0.35, "strong": 0.7}

@@ -18,9 +18,10 @@ from typing import Any
 
 import discord
 
-from bot.app import USER_ERRORS, user_message
-from bot.errors import UserError
+from bot.errors import USER_ERRORS, UserError
+from bot.exts.common.interactions import user_message
 from bot.exts.imagine import _inputs
+from bot.option_spec import GenerationRequest
 from bot.services.records import Ack
 from bot.services.submission import Command, Requester
 
@@ -91,8 +92,6 @@ async def _replay_one(bot, ack: Ack, submit: Submit) -> int:
 
 
 async def _command_of(bot, ack: Ack, who: Requester) -> Command:
-    from engine.request import GenerationRequest
-
     payload = ack.payload
     limits = bot.config.engine_config().limits
     if "request" in payload:  # a re-roll: the request was resolved already

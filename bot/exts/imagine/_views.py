@@ -8,8 +8,8 @@ from typing import Any
 
 import discord
 
-from bot.app import admit, reply_error
 from bot.errors import UserError
+from bot.exts.common.interactions import admit, reply_error
 from bot.exts.common.views import ActionButton, dispatch
 
 ACTIONS = {

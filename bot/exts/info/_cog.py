@@ -8,12 +8,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import reply_error
 from bot.errors import UserError
+from bot.exts.common.actor import actor_of
 from bot.exts.common.formatting import clip, info_message
-from bot.exts.moderation import actor_of
+from bot.exts.common.interactions import reply_error
+from bot.option_spec import SCHEDULES, sampler_names
 from bot.services.catalog import Catalog
-from engine.samplers import SCHEDULES, sampler_names
 
 _JOB_IN_MESSAGE = re.compile(r"Job #(\d+)")
 

@@ -1,16 +1,12 @@
 """Server moderation: /config for the guild's rules, /mod and the review queue's buttons."""
 
-from bot.exts.moderation._actor import actor_of
+from bot.exts.moderation._notify import DiscordReviewNotifier
 
-__all__ = ["actor_of", "review_notifier", "setup"]
+__all__ = ["review_notifier", "setup"]
 
 
 def review_notifier(bot):
     """The review queue's Discord side, which the bot builds its services with."""
-    # Imported here: the imagine area imports `actor_of` from this package, and the notifier imports imagine's
-    # job listener, so the notifier's module loads only once both packages exist.
-    from bot.exts.moderation._notify import DiscordReviewNotifier
-
     return DiscordReviewNotifier(bot)
 
 

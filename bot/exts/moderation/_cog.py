@@ -13,8 +13,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.exts.common.actor import actor_of
 from bot.exts.moderation import _format
-from bot.exts.moderation._actor import actor_of
 from bot.exts.moderation._duration import describe, parse_duration
 from bot.exts.moderation._views import RejectModal, review_view
 from bot.services.image_policy import parse_nsfw_thresholds

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import discord
 
-from bot.app import reply_error
+from bot.exts.common.interactions import reply_error
 from bot.exts.common.views import ActionButton
 
 ACTIONS = {

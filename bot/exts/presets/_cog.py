@@ -9,14 +9,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import reply_error
 from bot.errors import UserError
 from bot.exts.common.formatting import clip
+from bot.exts.common.interactions import reply_error
 from bot.exts.common.params import Batch, Cfg, ClipSkip, Negative, Seed, Steps
 from bot.exts.presets._format import describe_options, preset_lines
-from bot.option_spec import describe, from_slash
-from bot.options import parse_inline, sized_by_ratio
-from engine.request import GenerationRequest
+from bot.option_spec import GenerationRequest, describe, read_png_infotext
+from bot.options import from_slash, parse_inline, sized_by_ratio
 
 MAX_IMPORT_BYTES = 1024 * 1024
 
@@ -207,8 +206,6 @@ class Presets(commands.GroupCog, group_name="preset", group_description="Your sa
         text: app_commands.Range[str, 1, 6000] | None = None,
         file: discord.Attachment | None = None,
     ) -> None:
-        from engine.infotext import read_png_infotext
-
         user = interaction.user.id
         if file is not None:
             if file.size > MAX_IMPORT_BYTES:

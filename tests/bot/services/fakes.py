@@ -15,7 +15,7 @@ from bot.services import Services
 from bot.services.jobs import Delivered
 from bot.store.journal import Journal
 from engine import jobs as w
-from engine.pipeline import RenderedImage, RenderResult
+from engine.render.pipeline import RenderedImage, RenderResult
 
 
 class Handle:

@@ -8,8 +8,8 @@ import shutil
 import pytest_asyncio
 import torch
 
-from engine.tiny import build_tiny_pipeline
-from engine.tiny_networks import write_embedding, write_network
+from engine.tiny.models import build_tiny_pipeline
+from engine.tiny.networks import write_embedding, write_network
 from tests.bot.exts.imagine.test_cog import params_of
 from tests.bot.exts.info.test_cog import reply
 from tests.bot.harness import FAST, running_bot

@@ -15,7 +15,7 @@ import pytest
 from bot.store import jobs as job_store
 from bot.store import moderation as mod_store
 from bot.store.db import transaction
-from engine.tiny_classifier import logit, write_tiny_classifier
+from engine.tiny.classifier import logit, write_tiny_classifier
 from tests.bot.exts.helpers import ephemeral_text
 from tests.bot.exts.moderation.test_cog import _owner, press, review_message, setup_guild
 from tests.bot.harness import FAST, RunningBot, write_config

@@ -1,0 +1,200 @@
+"""Engine sub-commands: `render`, `tiny-model`, `infotext`, `models`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from bot.config import load_config
+from bot.errors import UserError
+from bot.options import from_slash
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("render", help="render a prompt to PNG, without Discord")
+    p.add_argument("prompt")
+    p.add_argument("--negative", metavar="T")
+    p.add_argument("--steps", type=int, metavar="N")
+    p.add_argument("--cfg", type=float, metavar="F")
+    p.add_argument("--sampler", metavar="NAME")
+    p.add_argument("--seed", type=int, metavar="N")
+    p.add_argument(
+        "--size",
+        default=None,
+        metavar="WxH",
+        help="default 512x512; with --init-image, the image's aspect within max_pixels",
+    )
+    p.add_argument("--clip-skip", type=int, metavar="N")
+    p.add_argument("--vae", metavar="auto|none|NAME|PATH")
+    p.add_argument("--model", metavar="NAME|PATH")
+    p.add_argument("--batch", type=int, metavar="N")
+    p.add_argument("--init-image", default="", metavar="FILE", help="img2img: start from this PNG, JPEG or WebP")
+    p.add_argument(
+        "--strength",
+        type=float,
+        metavar="D",
+        help="denoising strength (default 0.75 with --init-image, 0.7 for the Hires pass)",
+    )
+    p.add_argument("--resize-mode", choices=("just", "crop", "fill"))
+    p.add_argument("--hires", type=float, metavar="SCALE", help="Hires. fix: upscale by SCALE")
+    p.add_argument("--hires-steps", type=int, metavar="N", help="second-pass steps (0 = --steps)")
+    p.add_argument(
+        "--hires-upscaler",
+        metavar="NAME",
+        help="Latent, Latent (bicubic) ... Lanczos, Nearest or a model in models/ESRGAN",
+    )
+    p.add_argument("--out", default="out/sdbot.png", metavar="FILE.png")
+    p.add_argument("--config", metavar="F")
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("tiny-model", help="write a tiny random model (tests, offline demo)")
+    p.add_argument("dir")
+    p.add_argument("--family", choices=("sd15", "sdxl"), default="sd15")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_tiny_model)
+
+    p = sub.add_parser("infotext", help="print a PNG's (or a text file's) A1111 infotext as JSON")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_infotext)
+
+    p = sub.add_parser("models", help="list checkpoints, VAEs and samplers")
+    p.add_argument("--config", metavar="F")
+    p.set_defaults(func=cmd_models)
+
+
+_OPTION_FLAGS = (
+    "negative",
+    "steps",
+    "cfg",
+    "sampler",
+    "seed",
+    "clip_skip",
+    "vae",
+    "model",
+    "batch",
+    "strength",
+    "resize_mode",
+    "hires",
+    "hires_steps",
+    "hires_upscaler",
+)
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from engine.render.pipeline import Engine, save_images
+    from engine.request import GenerationRequest, parse_size
+    from engine.tiny.models import ensure_demo_model
+
+    config = load_config(args.config)
+    engine_config = config.engine_config()
+    ensure_demo_model(engine_config)
+    if args.size is not None:
+        width, height = parse_size(args.size)
+    elif args.init_image:
+        from engine.models.loader import ModelLibrary, checkpoint_family
+        from engine.render.input_image import default_size, read_input_image, size_multiple
+
+        multiple = size_multiple(checkpoint_family(ModelLibrary(engine_config).checkpoint(args.model)))
+        width, height = default_size(
+            *read_input_image(args.init_image, engine_config.limits).size, engine_config.limits, multiple
+        )
+    else:
+        width, height = 512, 512
+    # The flags are the slash commands' parameters (bot/option_spec.py); unset ones keep the request's defaults.
+    options = from_slash(**{name: getattr(args, name) for name in _OPTION_FLAGS})
+    request = GenerationRequest(
+        prompt=args.prompt,
+        width=width,
+        height=height,
+        init_image=args.init_image,
+        **options,
+        limits=engine_config.limits,
+    )
+    if Path(args.out).suffix.lower() != ".png":
+        raise UserError(f"--out must name a .png file (got {args.out!r})")
+    result = Engine(engine_config).render(request)
+    for path, image in zip(save_images(result, args.out), result.images):
+        print(f"{path}  seed {image.seed}")
+    for note in result.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def cmd_tiny_model(args: argparse.Namespace) -> int:
+    from engine.tiny.models import write_tiny_model
+
+    target = Path(args.dir)
+    if target.exists() and any(target.iterdir()):
+        raise UserError(f"{target} exists and is not empty; choose a new directory")
+    write_tiny_model(target, family=args.family, seed=args.seed)
+    print(f"wrote tiny {args.family} model to {target}")
+    return 0
+
+
+def cmd_infotext(args: argparse.Namespace) -> int:
+    from engine.infotext import parse_infotext, read_png_infotext, to_dict
+
+    path = Path(args.file)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if data.startswith(b"\x89PNG"):
+        text = read_png_infotext(data)
+        if text is None:
+            raise UserError(f"{path} carries no A1111 infotext (no 'parameters' text chunk)")
+    else:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UserError(f"{path} is neither a PNG image nor UTF-8 text") from None
+    json.dump(to_dict(parse_infotext(text)), sys.stdout, ensure_ascii=False, indent=2)
+    print()
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from engine.models.loader import ModelLibrary
+    from engine.samplers import SCHEDULES, sampler_names
+
+    config = load_config(args.config)
+    library = ModelLibrary(config.engine_config())
+    print(f"models dir: {library.root}")
+    checkpoints = library.checkpoints()
+    print("checkpoints:")
+    for c in checkpoints:
+        print(f"  {c.name}  ({c.path})")
+    if not checkpoints:
+        print("  (none: the tiny demo model is written on first use)")
+    print("VAEs: auto, none" + "".join(f"\n  {v.name}  ({v.path})" for v in library.vaes()))
+    print_networks(config.engine_config())
+    print("samplers: " + ", ".join(sampler_names()))
+    from engine.render.upscalers import UpscalerLibrary
+
+    upscalers = UpscalerLibrary(library.root, allow_pickle=config.engine_config().allow_pickle)
+    print("upscalers: " + ", ".join(upscalers.names()))
+    print("schedule types: " + ", ".join(SCHEDULES))
+    return 0
+
+
+def print_networks(engine_config) -> None:
+    """LoRAs (with family and trigger words from their metadata) and embeddings; nothing is downloaded."""
+    from engine.networks.library import EMBEDDING_DIR, LORA_DIRS, NetworkLibrary, embedding_family
+
+    library = NetworkLibrary(engine_config)
+    print(f"LoRAs ({' and '.join(LORA_DIRS)}; use <lora:NAME:WEIGHT>):")
+    loras = library.loras()
+    for file in loras:
+        info = library.lora_info(file)
+        triggers = f"  triggers: {', '.join(info.triggers)}" if info.triggers else ""
+        print(f"  {file.name}  [{info.family}]{triggers}  ({file.path})")
+    if not loras:
+        print("  (none)")
+    print(f"embeddings ({EMBEDDING_DIR}; write the name in a prompt):")
+    embeddings = library.embeddings()
+    for file in embeddings:
+        print(f"  {file.name}  [{embedding_family(file)}]  ({file.path})")
+    if not embeddings:
+        print("  (none)")

@@ -1,0 +1,352 @@
+"""`Engine.render`: one request (or a batch of compatible ones) through diffusers, in numbered stages.
+
+The stages follow diffusers' own pipelines: (1) seeds, (2) checkpoint and VAE, (3) prompts with the job's CLIP
+skip, (4) a fresh scheduler, (5) A1111 "CPU" noise from the seed, (6) denoise with a step callback, (7) decode with
+the job's VAE (re-decoding in fp32 on NaN, as A1111 does), (7b) safety scores from the image classifier, batched
+over the call's images, when one is configured (engine/render/classifier.py), (8) images with their infotext.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import torch
+from PIL import Image
+
+from engine import __version__
+from engine.config import EngineConfig
+from engine.errors import EngineError, JobCancelled
+from engine.infotext import infotext_for_request, network_hashes, png_bytes
+from engine.models.loader import LoadedCheckpoint, ModelCache, ModelFile, file_hash
+from engine.networks.embeddings import EmbeddingStore
+from engine.networks.library import NetworkLibrary
+from engine.networks.lora import LoraMerger, UsedNetwork
+from engine.networks.tags import tags_of
+from engine.render import hires, img2img
+from engine.render.classifier import Scores, ScoringStage
+from engine.render.noise import initial_noise
+from engine.render.prompts import PromptEncoder
+from engine.render.upscalers import UpscalerLibrary
+from engine.request import GenerationRequest
+from engine.samplers import make_scheduler
+
+log = logging.getLogger(__name__)
+
+# on_step(step, total, latents): called after each denoising step, from the rendering thread.
+StepCallback = Callable[[int, int, torch.Tensor], None]
+
+
+@dataclass(frozen=True)
+class RenderedImage:
+    image: Image.Image
+    seed: int
+    infotext: str
+    scores: Scores | None = None  # the image classifier's {label: probability}; None: not scored
+
+    @cached_property
+    def png_data(self) -> bytes:
+        """The PNG, encoded once (by the bot, in a thread: neither the engine nor the event loop waits for it)."""
+        return png_bytes(self.image, self.infotext)
+
+    def png(self) -> bytes:
+        return self.png_data
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    request: GenerationRequest  # with the seed actually used
+    images: list[RenderedImage]
+    model: str
+    vae: str | None  # None: the checkpoint's own VAE
+    seconds: float
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def seed(self) -> int:
+        return self.request.seed
+
+
+class Engine:
+    """Owns the model caches; not thread-safe on purpose: the worker calls it from one thread."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.models = ModelCache(config)
+        self.networks = NetworkLibrary(config)
+        self.loras = LoraMerger(self.networks, config.allow_pickle)
+        self.embeddings = EmbeddingStore(self.networks, config.allow_pickle)
+        self.upscalers = UpscalerLibrary(config.models_dir, allow_pickle=config.allow_pickle, device=self.models.device)
+        self.scorer = ScoringStage(config.image_classifier, self.models.device)
+
+    def prompt_encoder(self, ckpt: LoadedCheckpoint) -> PromptEncoder:
+        """The checkpoint's prompt encoder with the embeddings it can use (the worker counts chunks with it)."""
+        return PromptEncoder.for_pipeline(ckpt.pipe, self.embeddings)
+
+    def render(
+        self,
+        request: GenerationRequest,
+        on_step: StepCallback | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> RenderResult:
+        return self.render_batch([request], on_step, should_stop)[0]
+
+    def render_batch(
+        self,
+        requests: Sequence[GenerationRequest],
+        on_step: StepCallback | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> list[RenderResult]:
+        """Render compatible requests (equal `batch_key`) in one diffusers call; image i of a job uses seed + i."""
+        started = time.perf_counter()
+        # 1. seeds
+        requests = [r.with_seed() for r in requests]
+        first = requests[0]
+        if any(r.batch_key() != first.batch_key() for r in requests):
+            raise EngineError("internal: only requests with equal settings can be batched")
+        # 2. checkpoint and VAE
+        ckpt = self.models.checkpoint(first.model)
+        vae, vae_file = self.models.vae(first.vae, ckpt)
+        pipe = ckpt.pipe
+        # 3. LoRAs merged into the weights (batched jobs share one set), then prompts with embeddings
+        loras = self.loras.activate(pipe, ckpt.family, tags_of(first.prompt, first.negative_prompt))
+        encoder = self.prompt_encoder(ckpt)
+        encoder.check_clip_skip(first.clip_skip)
+        conds = [encoder.encode_pair(r.prompt, r.negative_prompt, r.clip_skip) for r in requests]
+        if len({c.chunks for c, _ in conds}) > 1:
+            raise EngineError("internal: batched prompts must have the same number of 75-token chunks")
+        expand = [n for r in requests for n in [r.batch_size]]
+        prompt_embeds = _stack([c.embeds for c, _ in conds], expand)
+        negative_embeds = _stack([n.embeds for _, n in conds], expand)
+        # 4. scheduler (schedulers hold state: a new one per call)
+        pipe.scheduler = make_scheduler(first.sampler, first.schedule, ckpt.pipe.scheduler.config)
+        # 5. latents
+        seeds = [s for r in requests for s in r.seeds()]
+        noise, generators = initial_noise(seeds, first.width, first.height, pipe.unet.config.in_channels)
+        # 6. denoise: txt2img from noise, or img2img from a start image; then Hires' second pass
+        interrupted = False
+        progress = {"offset": 0, "total": None}  # Hires reports both passes as one run of steps
+
+        def step_end(p, index, timestep, kwargs):
+            nonlocal interrupted
+            if on_step is not None:
+                on_step(progress["offset"] + index + 1, progress["total"] or p.num_timesteps, kwargs["latents"])
+            if should_stop is not None and should_stop():
+                p._interrupt = True
+                interrupted = True
+            return kwargs
+
+        extra = {}
+        if ckpt.family == "sdxl":
+            extra = dict(
+                pooled_prompt_embeds=_stack([c.pooled for c, _ in conds], expand),
+                negative_pooled_prompt_embeds=_stack([n.pooled for _, n in conds], expand),
+            )
+        dtype = pipe.unet.dtype
+        exact = self.config.batch_mode == "exact"
+        call = dict(
+            prompt_embeds=prompt_embeds.to(dtype),
+            negative_prompt_embeds=negative_embeds.to(dtype),
+            guidance_scale=first.cfg_scale,
+            **extra,
+        )
+        final_w, final_h = first.final_size
+        with torch.inference_mode(), _one_image_at_a_time(pipe.unet, len(seeds), exact):
+            if first.is_img2img:
+                start = img2img.start_latents(vae, first, len(seeds), self.upscalers)
+                latents = img2img.run_last(
+                    pipe,
+                    img2img.StepPlan.img2img(first.steps, first.denoising_strength),
+                    start,
+                    generators,
+                    step_end=step_end,
+                    **call,
+                )
+            else:
+                if first.hires_enabled:
+                    progress["total"] = first.steps + (first.hires_steps or first.steps)
+                latents = pipe(
+                    num_inference_steps=first.steps,
+                    width=first.width,
+                    height=first.height,
+                    latents=noise.to(pipe.device, dtype),
+                    generator=generators,
+                    output_type="latent",
+                    callback_on_step_end=step_end,
+                    **call,
+                ).images
+            if first.hires_enabled and not interrupted:
+                progress["offset"] = first.steps
+                latents = hires.second_pass(
+                    pipe,
+                    vae,
+                    first,
+                    latents,
+                    seeds,
+                    upscalers=self.upscalers,
+                    decode=lambda v, lat: self._decode(pipe, v, lat, exact)[0],
+                    step_end=step_end,
+                    call=call,
+                )
+            if interrupted:
+                raise JobCancelled("the job was cancelled")
+            # 7. decode
+            with hires.decode_tiled_if_large(vae, final_w, final_h):
+                images, notes = self._decode(pipe, vae, latents, exact)
+        # 7b. safety scores (None: no classifier)
+        scores = self.scorer(images)
+        # 8. images with infotext
+        seconds = time.perf_counter() - started
+        used = [(loras, c.embeddings + n.embeddings) for c, n in conds]
+        return self._results(requests, images, ckpt, vae_file, seconds, notes, used, scores)
+
+    def _decode(self, pipe, vae, latents: torch.Tensor, exact: bool) -> tuple[list[Image.Image], tuple[str, ...]]:
+        notes: tuple[str, ...] = ()
+        decoded = _vae_decode(vae, latents, exact)
+        if torch.isnan(decoded).any():
+            if vae.dtype == torch.float32:
+                raise EngineError("the image came out as NaN (not a number) even in 32-bit; try another VAE")
+            log.warning("VAE produced NaN in %s: reverting the VAE to 32-bit floats and decoding again", vae.dtype)
+            vae.to(torch.float32)
+            decoded = _vae_decode(vae, latents.float(), exact)
+            notes = ("VAE reverted to 32-bit floats after a NaN decode",)
+            if torch.isnan(decoded).any():
+                raise EngineError("the image came out as NaN (not a number) even in 32-bit; try another VAE")
+        return pipe.image_processor.postprocess(decoded.float(), output_type="pil"), notes
+
+    def _results(
+        self,
+        requests,
+        images,
+        ckpt: LoadedCheckpoint,
+        vae_file: ModelFile | None,
+        seconds: float,
+        notes: tuple[str, ...],
+        used: list[tuple[list[UsedNetwork], tuple[str, ...]]],
+        scores: list[Scores] | None = None,
+    ) -> list[RenderResult]:
+        vae_name = vae_file.name if vae_file else None
+        vae_hash = file_hash(vae_file.path) if vae_file else None
+        results, i = [], 0
+        for r, (loras, embeddings) in zip(requests, used):
+            rendered = []
+            extra = network_hashes(loras, self.embeddings.hashes(embeddings))
+            for seed in r.seeds():
+                text = infotext_for_request(
+                    r,
+                    seed=seed,
+                    model_name=ckpt.file.name,
+                    model_hash=ckpt.hash,
+                    vae_name=vae_name,
+                    vae_hash=vae_hash,
+                    version=f"sdbot {__version__}",
+                    extra=extra,
+                )
+                rendered.append(RenderedImage(images[i], seed, text, scores[i] if scores else None))
+                i += 1
+            results.append(
+                RenderResult(
+                    r.replace(model=r.model or ckpt.file.name), rendered, ckpt.file.name, vae_name, seconds, notes
+                )
+            )
+        return results
+
+
+def _stack(tensors: list[torch.Tensor], repeats: list[int]) -> torch.Tensor:
+    return torch.cat([t.expand(n, *t.shape[1:]) for t, n in zip(tensors, repeats)])
+
+
+@contextmanager
+def _one_image_at_a_time(unet, images: int, enabled: bool):
+    """Make the UNet see one image (its uncond + cond rows) per forward call while the pipeline batches.
+
+    BLAS kernels pick their blocking by matrix size, so a batched convolution or linear layer rounds differently
+    from the same image alone (~1e-7, enough to flip pixels). Splitting the UNet call per image keeps every
+    image bit-identical to its solo run while the rest of the job (prompts, scheduler, noise, callbacks,
+    decode and PNGs) is still shared.
+    """
+    if not enabled or images <= 1:
+        yield
+        return
+    forward = unet.forward
+
+    def split(value, rows: list[int]):
+        if torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == total:
+            return value[rows]
+        if isinstance(value, dict):
+            return {k: split(v, rows) for k, v in value.items()}
+        return value
+
+    def per_image(sample, timestep, encoder_hidden_states, *args, **kwargs):
+        nonlocal total
+        total = sample.shape[0]
+        if total == 1 or total % images:
+            return forward(sample, timestep, encoder_hidden_states, *args, **kwargs)
+        copies = total // images  # 2 with classifier-free guidance: [uncond..., cond...]
+        outputs = [None] * total
+        for i in range(images):
+            rows = [i + c * images for c in range(copies)]
+            out = forward(
+                split(sample, rows),
+                split(timestep, rows),
+                split(encoder_hidden_states, rows),
+                *args,
+                **{k: split(v, rows) for k, v in kwargs.items() if k != "return_dict"},
+                return_dict=False,
+            )[0]
+            for c, row in enumerate(rows):
+                outputs[row] = out[c]
+        result = torch.stack(outputs)
+        return (result,) if kwargs.get("return_dict") is False else _UNetOutput(result)
+
+    total = 0
+    unet.forward = per_image
+    try:
+        yield
+    finally:
+        del unet.forward
+
+
+@dataclass(frozen=True)
+class _UNetOutput:
+    sample: torch.Tensor
+
+
+def _vae_decode(vae, latents: torch.Tensor, exact: bool = True) -> torch.Tensor:
+    if exact and latents.shape[0] > 1:
+        return torch.cat([_vae_decode(vae, latents[i : i + 1]) for i in range(latents.shape[0])])
+    config = vae.config
+    latents = latents.to(vae.device, vae.dtype)
+    mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
+    if mean is not None and std is not None:
+        shape = (1, len(mean), 1, 1)
+        latents = latents * torch.tensor(std).view(shape).to(latents) / config.scaling_factor + torch.tensor(mean).view(
+            shape
+        ).to(latents)
+    else:
+        latents = latents / config.scaling_factor
+        if getattr(config, "shift_factor", None):
+            latents = latents + config.shift_factor
+    return vae.decode(latents, return_dict=False)[0]
+
+
+def save_images(result: RenderResult, out: str) -> list[str]:
+    """Write a result's PNGs: FILE.png for one image, FILE-1.png, FILE-2.png ... for a batch."""
+    from pathlib import Path
+
+    target = Path(out)
+    if target.suffix.lower() != ".png":
+        raise EngineError(f"--out must name a .png file (got {out!r})")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, img in enumerate(result.images, start=1):
+        path = target if len(result.images) == 1 else target.with_name(f"{target.stem}-{i}.png")
+        path.write_bytes(img.png())
+        paths.append(str(path))
+    return paths
