@@ -22,8 +22,8 @@ from pathlib import Path
 
 from engine.config import EngineConfig
 from engine.errors import EngineError
-from engine.models import PICKLE_SUFFIXES, SAFE_SUFFIXES
-from engine.networks import safetensors_header
+from engine.models.state_dict import PICKLE_SUFFIXES, SAFE_SUFFIXES
+from engine.networks.library import safetensors_header
 
 CONTROLNET_DIR = "ControlNet"
 ORIGINAL_PREFIX = "control_model."

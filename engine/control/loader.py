@@ -23,7 +23,7 @@ import torch
 
 from engine.control.library import FAMILY_LABELS, ORIGINAL_PREFIX, ControlNetFile, recognise
 from engine.errors import EngineError
-from engine.models import read_state_dict
+from engine.models.state_dict import read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def _fit_projections(model: Any, state: dict[str, torch.Tensor]) -> None:
 def _build(file: ControlNetFile, state: dict[str, torch.Tensor], unet_config: dict[str, Any], dtype: torch.dtype):
     from diffusers import ControlNetModel, ControlNetUnionModel
 
-    from engine.single_file import _empty, _fill
+    from engine.models.single_file import _empty, _fill
 
     if "controlnet_cond_embedding.conv_in.weight" not in state:
         state = to_diffusers_layout(state, int(unet_config["layers_per_block"]))

@@ -11,7 +11,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_pipes() -> dict[str, Any]:
     """The tiny SD 1.x and SDXL pipelines, in memory."""
-    from engine.tiny import build_tiny_pipeline
+    from engine.tiny.models import build_tiny_pipeline
 
     return {"sd15": build_tiny_pipeline("sd15"), "sdxl": build_tiny_pipeline("sdxl")}
 
@@ -19,7 +19,7 @@ def tiny_pipes() -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def tiny_controlnets(tiny_pipes: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Each tiny family's ControlNet as a diffusers folder and as an original-layout file, plus an SDXL union."""
-    from engine.tiny_controlnet import build_tiny_controlnet, write_original_controlnet
+    from engine.tiny.controlnet import build_tiny_controlnet, write_original_controlnet
 
     root = tmp_path_factory.mktemp("controlnets")
     paths: dict[str, Path] = {}

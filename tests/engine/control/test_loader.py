@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from engine.control.library import describe
 from engine.control.loader import ControlNetCache, load_controlnet, to_diffusers_layout, unet_family
 from engine.errors import EngineError
-from engine.tiny_controlnet import controlnet_to_original
+from engine.tiny.controlnet import controlnet_to_original
 
 
 def _outputs(model: Any, pipe: Any, sdxl: bool) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -127,7 +127,7 @@ def test_union_models_load_as_folder_and_single_file(tmp_path: Path, tiny_pipes,
 
 def test_original_layout_round_trips_through_diffusers_converter(tiny_pipes: dict[str, Any]) -> None:
     """controlnet_to_original is the inverse of the loader's conversion, key for key, tensor for tensor."""
-    from engine.tiny_controlnet import build_tiny_controlnet
+    from engine.tiny.controlnet import build_tiny_controlnet
 
     model = build_tiny_controlnet(tiny_pipes["sdxl"].unet)
     state = model.state_dict()

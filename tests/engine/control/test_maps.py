@@ -13,7 +13,7 @@ from engine.control.maps import detected_map, fitted, processor_resolution
 from engine.control.preprocessors import preprocessor
 from engine.control.units import ControlUnit
 from engine.errors import EngineError
-from engine.tiny_controlnet import write_tiny_depth_model
+from engine.tiny.controlnet import write_tiny_depth_model
 
 
 def _image(height: int, width: int) -> np.ndarray:
