@@ -36,6 +36,7 @@ from engine.samplers import sampler_names as sampler_names
 
 INT, FLOAT, TEXT = "int", "float", "text"
 SIZE, RATIO, LORA, PRESET = "size", "ratio", "lora", "preset"
+CONTROLS = "controls"  # ControlNet units: a list of each unit's settings (engine/control/units.py)
 SCALARS = (INT, FLOAT, TEXT)
 
 
@@ -120,6 +121,7 @@ VOCABULARY: tuple[Option, ...] = (
         infotext="Denoising strength",
     ),
     Option("resize_mode", TEXT, ("resize-mode",), describe="How the image fits the size (img2img)"),
+    Option("controls", CONTROLS),  # ControlNet units come with their control images (attachments, the CLI)
     Option(
         "hires",
         FLOAT,
@@ -159,7 +161,7 @@ BY_PARAM: dict[str, Option] = {o.slash_name: o for o in VOCABULARY if o.flags or
 # The canonical inline names, for "options are --ar, --batch, …".
 FLAG_NAMES: list[str] = sorted(o.flags[0] for o in VOCABULARY if o.flags)
 # Stored keys by type: what `bot.store.options` checks values against.
-STORED_KINDS: dict[str, str] = {o.key: o.kind for o in VOCABULARY if o.kind in SCALARS}
+STORED_KINDS: dict[str, str] = {o.key: o.kind for o in VOCABULARY if o.kind in (*SCALARS, CONTROLS)}
 
 
 def describe(*params: str, **others: str) -> dict[str, str]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.config import Limits
+from engine.control.units import ControlUnit
 from engine.errors import EngineError
 from engine.networks.tags import network_set
 from engine.samplers import normalize_sampler
@@ -77,6 +78,9 @@ class GenerationRequest:
     hires: float = 0.0
     hires_steps: int = 0
     hires_upscaler: str = "Latent"
+    # ControlNet units (issue 23; engine/control/units.py): each with its control image (a path on the bot's host,
+    # its bytes carried by `portable()`), module, model, weight, steps and mode; at most `max_controlnet_units`.
+    controls: tuple[ControlUnit, ...] = ()
     limits: Limits = field(default=Limits(), compare=False, repr=False)
     # The start image's bytes, for a worker on another machine (`portable()`); never stored, never an option.
     init_image_data: bytes = field(default=b"", compare=False, repr=False)
@@ -114,6 +118,7 @@ class GenerationRequest:
         object.__setattr__(self, "model", self.model.strip())
         _check_img2img_fields(self)
         _check_hires_fields(self)
+        _check_controls(self)
 
     @property
     def sampler_label(self) -> str:
@@ -135,11 +140,22 @@ class GenerationRequest:
     def portable(self) -> GenerationRequest:
         """This request with its start image's bytes inside, so it renders the same on any machine (Ray
         replicas): `init_image` is a path on the bot's host. Read once, at submission; checked again at render."""
-        if not self.init_image or self.init_image_data:
-            return self
         from engine.render.input_image import read_input_bytes
 
-        return self.replace(init_image_data=read_input_bytes(self.init_image, self.limits))
+        request = self
+        if self.init_image and not self.init_image_data:
+            request = request.replace(init_image_data=read_input_bytes(self.init_image, self.limits))
+        if any(not unit.image_data for unit in self.controls):
+            units = tuple(
+                unit if unit.image_data else unit.replace(image_data=read_input_bytes(unit.image, self.limits))
+                for unit in self.controls
+            )
+            request = request.replace(controls=units)
+        return request
+
+    def without_image_data(self) -> GenerationRequest:
+        """This request without the images' bytes in transit (a result carries back only the paths)."""
+        return self.replace(init_image_data=b"", controls=tuple(unit.replace(image_data=b"") for unit in self.controls))
 
     def replace(self, **changes: Any) -> GenerationRequest:
         return dataclasses.replace(self, **changes)
@@ -163,6 +179,7 @@ class GenerationRequest:
             self.hires,
             self.hires_steps,
             self.hires_upscaler,
+            self.controls,
             network_set(self.prompt, self.negative_prompt),
         )
 
@@ -191,6 +208,7 @@ class GenerationRequest:
         data = dataclasses.asdict(self)
         for name in NOT_OPTIONS:
             data.pop(name)
+        data["controls"] = [unit.options() for unit in self.controls]
         return data
 
 
@@ -250,6 +268,38 @@ def _check_img2img_fields(request: GenerationRequest) -> None:
     if mode not in RESIZE_MODES:
         raise EngineError(f"resize mode must be one of {', '.join(RESIZE_MODES)} (got {request.resize_mode!r})")
     object.__setattr__(request, "resize_mode", mode)
+
+
+def _check_controls(request: GenerationRequest) -> None:
+    """The ControlNet units' checks: units (or their options as mappings), each with an image, within the limit."""
+    units = request.controls
+    if not isinstance(units, (tuple, list)):
+        raise EngineError("ControlNet units must be a list")
+    made = []
+    for index, unit in enumerate(units, start=1):
+        if isinstance(unit, dict):
+            try:
+                unit = ControlUnit(**unit)
+            except TypeError:
+                known = [f.name for f in dataclasses.fields(ControlUnit) if f.name != "image_data"]
+                unknown = next(k for k in unit if k not in known and k != "image_data")
+                raise EngineError(
+                    f"ControlNet unit {index}: unknown setting {unknown!r}; known: {', '.join(known)}"
+                ) from None
+        if not isinstance(unit, ControlUnit):
+            raise EngineError(f"ControlNet unit {index} must be a unit's settings")
+        if not unit.image:
+            raise EngineError(
+                f"ControlNet unit {index} ({unit.label}, {unit.model}) has no control image: give one (an infotext "
+                f"does not carry it)"
+            )
+        made.append(unit)
+    allowed = request.limits.max_controlnet_units
+    if len(made) > allowed:
+        if not allowed:
+            raise EngineError("ControlNet is turned off on this server (max_controlnet_units = 0)")
+        raise EngineError(f"at most {allowed} ControlNet units per job (got {len(made)})")
+    object.__setattr__(request, "controls", tuple(made))
 
 
 def _square(pixels: int) -> str:

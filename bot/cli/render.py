@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from bot.cli.control import add_control_arguments, print_controlnets
 from bot.config import load_config
 from bot.errors import UserError
 from bot.options import from_slash
@@ -45,6 +46,7 @@ def add_parsers(sub) -> None:
         metavar="NAME",
         help="Latent, Latent (bicubic) ... Lanczos, Nearest or a model in models/ESRGAN",
     )
+    add_control_arguments(p)
     p.add_argument("--out", default="out/sdbot.png", metavar="FILE.png")
     p.add_argument("--config", metavar="F")
     p.set_defaults(func=cmd_render)
@@ -59,7 +61,7 @@ def add_parsers(sub) -> None:
     p.add_argument("file")
     p.set_defaults(func=cmd_infotext)
 
-    p = sub.add_parser("models", help="list checkpoints, VAEs and samplers")
+    p = sub.add_parser("models", help="list checkpoints, VAEs, LoRAs, ControlNets and samplers")
     p.add_argument("--config", metavar="F")
     p.set_defaults(func=cmd_models)
 
@@ -109,6 +111,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         width=width,
         height=height,
         init_image=args.init_image,
+        controls=tuple(args.controls),
         **options,
         limits=engine_config.limits,
     )
@@ -170,6 +173,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         print("  (none: the tiny demo model is written on first use)")
     print("VAEs: auto, none" + "".join(f"\n  {v.name}  ({v.path})" for v in library.vaes()))
     print_networks(config.engine_config())
+    print_controlnets(config.engine_config())
     print("samplers: " + ", ".join(sampler_names()))
     from engine.render.upscalers import UpscalerLibrary
 

@@ -28,6 +28,7 @@ from engine.control.preprocessors import UNION_TYPES, preprocessor
 from engine.control.schedule import conditional_only, output_scales, steers
 from engine.control.units import ControlUnit
 from engine.errors import EngineError
+from engine.models.patching import forward_replaced
 
 
 @dataclass
@@ -104,11 +105,8 @@ class ControlHook:
                 **kwargs,
             )
 
-        unet.forward = forward
-        try:
+        with forward_replaced(unet, forward):
             yield
-        finally:
-            del unet.forward
 
     def residuals(
         self,

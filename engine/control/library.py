@@ -162,8 +162,20 @@ def _folder_family(folder: Path) -> tuple[str, str, str]:
     return ("sd2" if config.get("cross_attention_dim") == 1024 else "sd1"), kind, ""
 
 
+_described: dict[tuple, ControlNetFile] = {}
+
+
 def describe(path: Path) -> ControlNetFile:
-    """What the file or folder at `path` is, from its header or config only (no tensor is read)."""
+    """What the file or folder at `path` is, from its header or config only (no tensor is read); remembered per
+    version of its files (sizes and modification times), since every job's units look their files up."""
+    parts = [path / n for n in ("config.json", *WEIGHT_NAMES)] if path.is_dir() else [path]
+    key = (str(path.resolve()), *((p.stat().st_size, p.stat().st_mtime) if p.exists() else None for p in parts))
+    if key not in _described:
+        _described[key] = _describe(path)
+    return _described[key]
+
+
+def _describe(path: Path) -> ControlNetFile:
     if path.is_dir():
         weights = next((path / n for n in WEIGHT_NAMES if (path / n).exists()), path / WEIGHT_NAMES[0])
         family, kind, problem = _folder_family(path)
@@ -215,10 +227,13 @@ class ControlNetLibrary:
         """A ControlNet by name, `name [hash]` (the hash is not checked), or the shortest name containing it;
         EngineError naming the installed ones when none matches."""
         wanted = strip_hash(name).lower()
-        files = [f for f in self.files() if not f.problem]
-        for file in files:
+        everything = self.files()
+        for file in everything:
             if file.name.lower() == wanted:
+                if file.problem:
+                    raise EngineError(f"ControlNet {file.name} cannot be used: it is {file.problem}")
                 return file
+        files = [f for f in everything if not f.problem]
         containing = sorted((f for f in files if wanted and wanted in f.name.lower()), key=lambda f: len(f.name))
         if containing:
             return containing[0]

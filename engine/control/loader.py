@@ -193,9 +193,9 @@ class ControlNetCache:
                 self._models.popitem(last=False)
         return model
 
-    def forget_checkpoint(self, checkpoint_key: str) -> None:
-        """Drop the ControlNets built for a checkpoint that left the checkpoint cache."""
-        self._models = OrderedDict((k, v) for k, v in self._models.items() if k[0] != checkpoint_key)
+    def retain(self, checkpoint_keys: set[str]) -> None:
+        """Keep only the ControlNets built for these checkpoints (the ones still in memory)."""
+        self._models = OrderedDict((k, v) for k, v in self._models.items() if k[0] in checkpoint_keys)
 
     def clear(self) -> None:
         self._models.clear()

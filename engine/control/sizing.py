@@ -54,7 +54,10 @@ def fit_map(detected: np.ndarray, resize_mode: str, height: int, width: int) -> 
 
 
 def _unique_colours(image: np.ndarray) -> int:
-    return len(np.unique(image.reshape(-1, image.shape[2]), axis=0))
+    """How many distinct RGB colours the map has (each packed into one integer: a 1-D unique is fast)."""
+    pixels = image.reshape(-1, image.shape[2]).astype(np.uint32)
+    packed = pixels[:, 0] << 16 | pixels[:, 1] << 8 | pixels[:, 2]
+    return len(np.unique(packed))
 
 
 def _high_quality_resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -156,4 +159,4 @@ def map_to_tensor(detected: np.ndarray):
     """A fitted map as the ControlNet's input: float in [0, 1], shape [1, 3, H, W], RGB."""
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(detected)).float().div(255.0).permute(2, 0, 1).unsqueeze(0)
+    return torch.from_numpy(np.array(detected, copy=True)).float().div(255.0).permute(2, 0, 1).unsqueeze(0)

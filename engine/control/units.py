@@ -86,7 +86,7 @@ def _slider(what: str, slider: Slider | None, value: float | None) -> float:
 
 @dataclass(frozen=True)
 class ControlUnit:
-    model: str
+    model: str = ""
     module: str = "none"
     image: str = ""
     weight: float = 1.0

@@ -146,16 +146,10 @@ def start_latents(vae, request: GenerationRequest, count: int, upscalers=None) -
     With an image upscaler named in `hires_upscaler` (A1111's "Upscaler for img2img"), an image that must grow
     is enlarged with it; otherwise with Lanczos.
     """
-    import os
-
-    from engine.render.input_image import load_input_image, read_input_image, resize_image
+    from engine.render.input_image import carried_image, resize_image
     from engine.render.upscalers import is_latent
 
-    if request.init_image_data:  # carried with the job from the bot's host (`GenerationRequest.portable`)
-        name = os.path.basename(request.init_image)
-        image = load_input_image(request.init_image_data, request.limits, name=name)
-    else:
-        image = read_input_image(request.init_image, request.limits)
+    image = carried_image(request.init_image, request.init_image_data, request.limits)
     upscale = None
     if upscalers is not None and not is_latent(request.hires_upscaler):
         name = upscalers.resolve(request.hires_upscaler)

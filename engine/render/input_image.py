@@ -97,6 +97,13 @@ def read_input_image(path: str | os.PathLike[str], limits: Limits) -> Image.Imag
     return load_input_image(read_input_bytes(path, limits), limits, name=os.path.basename(os.fspath(path)))
 
 
+def carried_image(path: str, data: bytes, limits: Limits, what: str = "") -> Image.Image:
+    """A job's image: the bytes it carries from the bot's host (`GenerationRequest.portable`), else the file at
+    `path`; `what` names it in errors ("ControlNet unit 2's image"), else its file name does."""
+    name = f"{what} ({os.path.basename(path)})" if what else os.path.basename(path)
+    return load_input_image(data or read_input_bytes(path, limits), limits, name=name)
+
+
 def flatten(image: Image.Image) -> Image.Image:
     """RGB, with transparency composited over white (A1111's `images.flatten` with its default background)."""
     from PIL import Image

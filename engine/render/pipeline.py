@@ -11,24 +11,28 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 
+import numpy as np
 import torch
 from PIL import Image
 
 from engine import __version__
 from engine.config import EngineConfig
+from engine.control.stage import ControlStage, PreparedControl
 from engine.errors import EngineError, JobCancelled
 from engine.infotext import infotext_for_request, network_hashes, png_bytes
 from engine.models.loader import LoadedCheckpoint, ModelCache, ModelFile, file_hash
+from engine.models.patching import forward_replaced
 from engine.networks.embeddings import EmbeddingStore
 from engine.networks.library import NetworkLibrary
 from engine.networks.lora import LoraMerger, UsedNetwork
 from engine.networks.tags import tags_of
 from engine.render import hires, img2img
 from engine.render.classifier import Scores, ScoringStage
+from engine.render.input_image import carried_image
 from engine.render.noise import initial_noise
 from engine.render.prompts import PromptEncoder
 from engine.render.upscalers import UpscalerLibrary
@@ -84,6 +88,9 @@ class Engine:
         self.embeddings = EmbeddingStore(self.networks, config.allow_pickle)
         self.upscalers = UpscalerLibrary(config.models_dir, allow_pickle=config.allow_pickle, device=self.models.device)
         self.scorer = ScoringStage(config.image_classifier, self.models.device)
+        self.controls = ControlStage(
+            config, self.models.device, self.models.dtype, config.controlnet_cache_size, config.control_annotators
+        )
 
     def prompt_encoder(self, ckpt: LoadedCheckpoint) -> PromptEncoder:
         """The checkpoint's prompt encoder with the embeddings it can use (the worker counts chunks with it)."""
@@ -124,6 +131,9 @@ class Engine:
         expand = [n for r in requests for n in [r.batch_size]]
         prompt_embeds = _stack([c.embeds for c, _ in conds], expand)
         negative_embeds = _stack([n.embeds for _, n in conds], expand)
+        # 3b. ControlNet units: their ControlNets (warm per checkpoint) and maps; no hook when none can steer
+        control = self._control(first, ckpt)
+        hook = control.hook
         # 4. scheduler (schedulers hold state: a new one per call)
         pipe.scheduler = make_scheduler(first.sampler, first.schedule, ckpt.pipe.scheduler.config)
         # 5. latents
@@ -135,6 +145,8 @@ class Engine:
 
         def step_end(p, index, timestep, kwargs):
             nonlocal interrupted
+            if hook is not None:
+                hook.step_done()
             if on_step is not None:
                 on_step(progress["offset"] + index + 1, progress["total"] or p.num_timesteps, kwargs["latents"])
             if should_stop is not None and should_stop():
@@ -157,9 +169,13 @@ class Engine:
             **extra,
         )
         final_w, final_h = first.final_size
-        with torch.inference_mode(), _one_image_at_a_time(pipe.unet, len(seeds), exact):
+        # The ControlNet hook goes on first, so the per-image split of the UNet call wraps it (exact batching).
+        steered = hook.installed(pipe.unet) if hook is not None else nullcontext()
+        with torch.inference_mode(), steered, _one_image_at_a_time(pipe.unet, len(seeds), exact):
             if first.is_img2img:
                 start = img2img.start_latents(vae, first, len(seeds), self.upscalers)
+                if hook is not None:
+                    hook.begin_pass(img2img.img2img_pipeline(pipe), first.width, first.height)
                 latents = img2img.run_last(
                     pipe,
                     img2img.StepPlan.img2img(first.steps, first.denoising_strength),
@@ -171,6 +187,8 @@ class Engine:
             else:
                 if first.hires_enabled:
                     progress["total"] = first.steps + (first.hires_steps or first.steps)
+                if hook is not None:
+                    hook.begin_pass(pipe, first.width, first.height)
                 latents = pipe(
                     num_inference_steps=first.steps,
                     width=first.width,
@@ -183,6 +201,8 @@ class Engine:
                 ).images
             if first.hires_enabled and not interrupted:
                 progress["offset"] = first.steps
+                if hook is not None:  # the extension controls the second pass too, with the map at its size
+                    hook.begin_pass(img2img.img2img_pipeline(pipe), final_w, final_h, hires_pass=True)
                 latents = hires.second_pass(
                     pipe,
                     vae,
@@ -204,7 +224,27 @@ class Engine:
         # 8. images with infotext
         seconds = time.perf_counter() - started
         used = [(loras, c.embeddings + n.embeddings) for c, n in conds]
-        return self._results(requests, images, ckpt, vae_file, seconds, notes, used, scores)
+        return self._results(requests, images, ckpt, vae_file, seconds, notes, used, scores, control.params)
+
+    def _control(self, request: GenerationRequest, ckpt: LoadedCheckpoint) -> PreparedControl:
+        """The request's units made ready for `ckpt` (its images decoded and checked first, each in one line)."""
+        self.controls.cache.retain({str(path) for path in self.models.loaded()})  # none of unloaded checkpoints
+        if not request.controls:
+            return PreparedControl(None, {})
+        images = [
+            np.asarray(carried_image(unit.image, unit.image_data, request.limits, f"ControlNet unit {i}'s image"))
+            for i, unit in enumerate(request.controls, start=1)
+        ]
+        return self.controls.prepare(
+            request.controls,
+            images,
+            unet_config=dict(ckpt.pipe.unet.config),
+            checkpoint_key=str(ckpt.file.path.resolve()),
+            checkpoint_name=ckpt.file.name,
+            width=request.width,
+            height=request.height,
+            classifier_free_guidance=request.cfg_scale > 1,
+        )
 
     def _decode(self, pipe, vae, latents: torch.Tensor, exact: bool) -> tuple[list[Image.Image], tuple[str, ...]]:
         notes: tuple[str, ...] = ()
@@ -230,13 +270,14 @@ class Engine:
         notes: tuple[str, ...],
         used: list[tuple[list[UsedNetwork], tuple[str, ...]]],
         scores: list[Scores] | None = None,
+        control_params: dict[str, str] | None = None,
     ) -> list[RenderResult]:
         vae_name = vae_file.name if vae_file else None
         vae_hash = file_hash(vae_file.path) if vae_file else None
         results, i = [], 0
         for r, (loras, embeddings) in zip(requests, used):
             rendered = []
-            extra = network_hashes(loras, self.embeddings.hashes(embeddings))
+            extra = {**(control_params or {}), **network_hashes(loras, self.embeddings.hashes(embeddings))}
             for seed in r.seeds():
                 text = infotext_for_request(
                     r,
@@ -306,11 +347,8 @@ def _one_image_at_a_time(unet, images: int, enabled: bool):
         return (result,) if kwargs.get("return_dict") is False else _UNetOutput(result)
 
     total = 0
-    unet.forward = per_image
-    try:
+    with forward_replaced(unet, per_image):
         yield
-    finally:
-        del unet.forward
 
 
 @dataclass(frozen=True)

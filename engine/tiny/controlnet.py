@@ -29,12 +29,15 @@ _RESNET_RENAMES = (
 )
 
 
-def build_tiny_controlnet(unet: Any, seed: int = 0, union: bool = False) -> Any:
-    """A ControlNet (or, with `union`, a ControlNet Union: SDXL UNets only) for `unet`, with random zero convs."""
+def build_tiny_controlnet(
+    unet: Any, seed: int = 0, union: bool = False, conditioning: tuple[int, ...] = TINY_CONDITIONING_CHANNELS
+) -> Any:
+    """A ControlNet (or, with `union`, a ControlNet Union: SDXL UNets only) for `unet`, with random zero convs;
+    `conditioning`: the hint block's widths (real ControlNets: 16, 32, 96, 256)."""
     from diffusers import ControlNetModel, ControlNetUnionModel
 
     torch.manual_seed(seed)
-    model = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=TINY_CONDITIONING_CHANNELS)
+    model = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=conditioning)
     zero_initialised = [
         *model.controlnet_down_blocks,
         model.controlnet_mid_block,
@@ -45,7 +48,7 @@ def build_tiny_controlnet(unet: Any, seed: int = 0, union: bool = False) -> Any:
         width = unet.config.block_out_channels[0]
         config = {**ControlNetUnionModel.from_unet(unet).config, "num_trans_channel": width, "num_proj_channel": width}
         config.pop("_use_default_values", None)  # else from_config resets the widths to their defaults
-        config["conditioning_embedding_out_channels"] = TINY_CONDITIONING_CHANNELS
+        config["conditioning_embedding_out_channels"] = conditioning
         union_model = ControlNetUnionModel.from_config(config)
         shapes = {k: v.shape for k, v in union_model.state_dict().items()}
         union_model.load_state_dict(

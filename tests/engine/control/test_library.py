@@ -59,6 +59,8 @@ def test_unknown_name_lists_the_usable_ones(library: ControlNetLibrary) -> None:
     message = str(err.value)
     assert message.startswith("ControlNet model 'control_v11p_sd15_openpose' not found; available: ")
     assert "tiny_xl_canny" in message and "some_lora" not in message
+    with pytest.raises(EngineError, match="ControlNet t2iadapter cannot be used: it is a T2I-Adapter, not a"):
+        library.find("t2iadapter")
 
 
 def test_an_empty_library(tmp_path: Path) -> None:
