@@ -67,10 +67,11 @@ def print_controlnets(engine_config: Any) -> None:
     from engine.control.annotators import Annotators
     from engine.control.library import ControlNetLibrary
     from engine.control.preprocessors import opencv_modules
+    from engine.models.state_dict import loadable
 
     library = ControlNetLibrary(engine_config)
     print(f"ControlNets ({library.root}; use --control-model NAME):")
-    files = library.files()
+    files = loadable(library.files(), engine_config.allow_pickle)  # a refused pickle gets its own line
     for file in files:
         if file.problem:
             print(f"  {file.name}  (cannot be used: it is {file.problem})  ({file.path})")

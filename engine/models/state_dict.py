@@ -1,11 +1,17 @@
 """Reading weights files into tensors without executing them: safetensors, or a pickle only when allowed and then
-weights-only. A leaf of engine.models: the loader, single-file checkpoints, networks and previews all read through it.
+weights-only. A leaf of engine.models: the loader, single-file checkpoints, networks, upscalers and previews all read
+through it.
+
+A pickle (.ckpt, .pt, .bin, .pth) can run code when it is loaded (spec §2): every weights reader goes through
+`load_pickle`, refused unless `[engine] allow_pickle`, and then read with `torch.load(weights_only=True)`. The reason
+a file is refused is one line (`refusal`), the same in errors, notes and listings (engine/render/refusals.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import torch
 
@@ -13,6 +19,29 @@ from engine.errors import EngineError
 
 SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".bin", ".pth")
+PICKLE_REFUSAL = "pickle format; set [engine] allow_pickle = true to allow it"
+
+
+class _File(Protocol):
+    @property
+    def path(self) -> Path: ...
+
+
+F = TypeVar("F", bound=_File)
+
+
+def is_pickle(path: Path) -> bool:
+    return path.suffix.lower() in PICKLE_SUFFIXES
+
+
+def refusal(path: Path) -> str:
+    """`easynegative.pt is refused (pickle format; …)`: a pickle file while `allow_pickle` is off."""
+    return f"{path.name} is refused ({PICKLE_REFUSAL})"
+
+
+def loadable(files: Iterable[F], allow_pickle: bool) -> list[F]:
+    """`files` without the refused ones: what listings offer (a job that names a refused one hears why)."""
+    return [f for f in files if allow_pickle or not is_pickle(f.path)]
 
 
 def read_state_dict(path: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
@@ -38,10 +67,7 @@ def read_state_dict(path: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
 def load_pickle(path: Path, allow_pickle: bool) -> Any:
     """A pickle file's data, only with `allow_pickle` and then with `weights_only=True`: never runs its code."""
     if not allow_pickle:
-        raise EngineError(
-            f"{path.name} is a pickle file ({path.suffix.lower()}), which can run code when loaded; convert it to "
-            f".safetensors, or set allow_pickle = true in [engine] to load it in weights-only mode"
-        )
+        raise EngineError(refusal(path))
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError for anything but plain tensors

@@ -143,8 +143,9 @@ def run_last(
 def start_latents(vae, request: GenerationRequest, count: int, upscalers=None) -> torch.Tensor:
     """The job's start image, checked, resized to the job's size with its resize mode, encoded `count` times.
 
-    With an image upscaler named in `hires_upscaler` (A1111's "Upscaler for img2img"), an image that must grow
-    is enlarged with it; otherwise with Lanczos.
+    The file is the one the bot saved (or the CLI checked): it is read with `checked_input_limits`, since
+    `max_input_bytes` applies to what the member sent. With an image upscaler named in `hires_upscaler` (A1111's
+    "Upscaler for img2img"), an image that must grow is enlarged with it; otherwise with Lanczos.
     """
     from engine.render.input_image import carried_image, resize_image
     from engine.render.upscalers import is_latent

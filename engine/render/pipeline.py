@@ -15,13 +15,12 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 
-import numpy as np
 import torch
 from PIL import Image
 
 from engine import __version__
 from engine.config import EngineConfig
-from engine.control.stage import ControlStage, PreparedControl
+from engine.control.stage import ControlStage
 from engine.errors import EngineError, JobCancelled
 from engine.infotext import infotext_for_request, network_hashes, png_bytes
 from engine.models.loader import LoadedCheckpoint, ModelCache, ModelFile, file_hash
@@ -32,9 +31,10 @@ from engine.networks.lora import LoraMerger, UsedNetwork
 from engine.networks.tags import tags_of
 from engine.render import hires, img2img
 from engine.render.classifier import Scores, ScoringStage
-from engine.render.input_image import carried_image
+from engine.render.control_units import prepared_control
 from engine.render.noise import initial_noise
 from engine.render.prompts import PromptEncoder
+from engine.render.refusals import render_notes
 from engine.render.upscalers import UpscalerLibrary
 from engine.request import GenerationRequest
 from engine.samplers import make_scheduler
@@ -132,13 +132,15 @@ class Engine:
         prompt_embeds = _stack([c.embeds for c, _ in conds], expand)
         negative_embeds = _stack([n.embeds for _, n in conds], expand)
         # 3b. ControlNet units: their ControlNets (warm per checkpoint) and maps; no hook when none can steer
-        control = self._control(first, ckpt)
+        control = prepared_control(self.controls, first, ckpt, self.models.loaded())
         hook = control.hook
         # 4. scheduler (schedulers hold state: a new one per call)
         pipe.scheduler = make_scheduler(first.sampler, first.schedule, ckpt.pipe.scheduler.config)
         # 5. latents
+        factor = pipe.vae_scale_factor
+        first.check_latent_grid(factor)
         seeds = [s for r in requests for s in r.seeds()]
-        noise, generators = initial_noise(seeds, first.width, first.height, pipe.unet.config.in_channels)
+        noise, generators = initial_noise(seeds, first.width, first.height, pipe.unet.config.in_channels, factor)
         # 6. denoise: txt2img from noise, or img2img from a start image; then Hires' second pass
         interrupted = False
         progress = {"offset": 0, "total": None}  # Hires reports both passes as one run of steps
@@ -221,30 +223,16 @@ class Engine:
                 images, notes = self._decode(pipe, vae, latents, exact)
         # 7b. safety scores (None: no classifier)
         scores = self.scorer(images)
-        # 8. images with infotext
+        # 8. images with infotext, and notes on what each job left out because its file is refused
         seconds = time.perf_counter() - started
         used = [(loras, c.embeddings + n.embeddings) for c, n in conds]
-        return self._results(requests, images, ckpt, vae_file, seconds, notes, used, scores, control.params)
+        notes_of = [notes + self._refused(r, ckpt) for r in requests]
+        return self._results(requests, images, ckpt, vae_file, seconds, notes_of, used, scores, control.params)
 
-    def _control(self, request: GenerationRequest, ckpt: LoadedCheckpoint) -> PreparedControl:
-        """The request's units made ready for `ckpt` (its images decoded and checked first, each in one line)."""
-        self.controls.cache.retain({str(path) for path in self.models.loaded()})  # none of unloaded checkpoints
-        if not request.controls:
-            return PreparedControl(None, {})
-        images = [
-            np.asarray(carried_image(unit.image, unit.image_data, request.limits, f"ControlNet unit {i}'s image"))
-            for i, unit in enumerate(request.controls, start=1)
-        ]
-        return self.controls.prepare(
-            request.controls,
-            images,
-            unet_config=dict(ckpt.pipe.unet.config),
-            checkpoint_key=str(ckpt.file.path.resolve()),
-            checkpoint_name=ckpt.file.name,
-            width=request.width,
-            height=request.height,
-            classifier_free_guidance=request.cfg_scale > 1,
-        )
+    def _refused(self, request: GenerationRequest, ckpt: LoadedCheckpoint) -> tuple[str, ...]:
+        sidecars = self.models.library.sidecar_vaes(ckpt.file)
+        texts = (request.prompt, request.negative_prompt)
+        return render_notes(self.config, self.networks.embeddings(), sidecars, request.vae, *texts)
 
     def _decode(self, pipe, vae, latents: torch.Tensor, exact: bool) -> tuple[list[Image.Image], tuple[str, ...]]:
         notes: tuple[str, ...] = ()
@@ -267,7 +255,7 @@ class Engine:
         ckpt: LoadedCheckpoint,
         vae_file: ModelFile | None,
         seconds: float,
-        notes: tuple[str, ...],
+        notes_of: list[tuple[str, ...]],
         used: list[tuple[list[UsedNetwork], tuple[str, ...]]],
         scores: list[Scores] | None = None,
         control_params: dict[str, str] | None = None,
@@ -275,7 +263,7 @@ class Engine:
         vae_name = vae_file.name if vae_file else None
         vae_hash = file_hash(vae_file.path) if vae_file else None
         results, i = [], 0
-        for r, (loras, embeddings) in zip(requests, used):
+        for r, (loras, embeddings), notes in zip(requests, used, notes_of):
             rendered = []
             extra = {**(control_params or {}), **network_hashes(loras, self.embeddings.hashes(embeddings))}
             for seed in r.seeds():

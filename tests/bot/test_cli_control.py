@@ -112,10 +112,13 @@ def test_a_bad_control_image_is_one_line(capsys, tmp_path: Path, config: Path) -
     assert code == 2 and err.startswith("sdbot: error: ControlNet unit 1's image (notes.png) is not a PNG")
 
 
-def test_models_lists_controlnets_with_their_family(capsys, config: Path) -> None:
+def test_models_lists_controlnets_with_their_family(capsys, config: Path, models_dir: Path) -> None:
+    (models_dir / "ControlNet" / "control_sd15_old.pth").write_bytes(b"pickle")
     code, stdout, err = run(capsys, "models", "--config", str(config))
     assert code == 0, err
     assert "  control_tiny_sd15_canny  [SD 1.x]  (" in stdout
     assert "  tiny-depth  [SD 1.x]  (" in stdout
     assert "  tiny_xl_canny  [SDXL]  (" in stdout
     assert "ControlNet preprocessors: none, canny, invert, tile_resample" in stdout
+    assert "  control_sd15_old  " not in stdout  # refused while allow_pickle is off, and said so:
+    assert "refused: control_sd15_old.pth (pickle format; set [engine] allow_pickle = true to allow it)" in stdout
