@@ -181,3 +181,27 @@ def test_units_are_checked_in_the_request() -> None:
         _request("/x.png", {}, limits=Limits(max_controlnet_units=0))
     with pytest.raises(EngineError, match="has no control image: give one"):
         _request("", {})
+
+
+def test_units_are_part_of_the_batch_key_and_travel_as_bytes(pose: str) -> None:
+    """Jobs batch only with the same units; `portable` carries each control image's bytes, results drop them."""
+    one, other = _request(pose, {}), _request(pose, {"weight": 0.5})
+    assert one.batch_key() == _request(pose, {}).batch_key() and one.batch_key() != other.batch_key()
+    portable = one.portable()
+    assert portable.controls[0].image_data == Path(pose).read_bytes()
+    assert portable == one  # the bytes in transit do not make another request
+    assert portable.without_image_data().controls[0].image_data == b""
+
+
+def test_sdxl_checkpoint_with_its_controlnet(tmp_path: Path, tiny_sdxl: Path, tiny_controlnets, pose: str) -> None:
+    root = tmp_path / "models"
+    shutil.copytree(tiny_sdxl, root / "tiny-sdxl")
+    (root / "ControlNet").mkdir()
+    shutil.copy(tiny_controlnets["sdxl-file"], root / "ControlNet" / "tiny_xl_canny.safetensors")
+    shutil.copytree(tiny_controlnets["sdxl-union"], root / "ControlNet" / "tiny-xl-union")
+    engine = Engine(EngineConfig(models_dir=root))
+    plain = engine.render(_request(pose))
+    for model in ("tiny_xl_canny", "tiny-xl-union"):
+        steered = engine.render(_request(pose, {"model": model}))
+        assert not _same(steered, plain)
+        assert _same(engine.render(_request(pose, {"model": model, "weight": 0.0})), plain)
