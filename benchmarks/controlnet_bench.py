@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
@@ -58,8 +59,8 @@ def measure(rounds: int, size: int, steps: int, unet_width: int) -> dict[str, fl
     control.save(root / "control.png")
     unit = dict(model="bench_control", module="none", image=str(root / "control.png"), resize_mode="just")
 
-    def request(controls: tuple = ()) -> GenerationRequest:
-        common = dict(steps=steps, sampler="Euler", seed=1, width=size, height=size, vae="none")
+    def request(controls: Any = ()) -> GenerationRequest:
+        common: dict[str, Any] = dict(steps=steps, sampler="Euler", seed=1, width=size, height=size, vae="none")
         return GenerationRequest(prompt=PROMPT, negative_prompt=NEGATIVE, controls=controls, **common)
 
     from diffusers import EulerDiscreteScheduler, StableDiffusionControlNetPipeline
@@ -67,7 +68,7 @@ def measure(rounds: int, size: int, steps: int, unet_width: int) -> dict[str, fl
     engine.render(request((unit,)))  # loads the ControlNet into the engine's cache
     file = engine.controls.library.find("bench_control")
     model = engine.controls.cache.get(file, dict(pipe.unet.config), str(ckpt.file.path.resolve()), "bench")
-    reference = StableDiffusionControlNetPipeline(**pipe.components, controlnet=model)
+    reference: Any = StableDiffusionControlNetPipeline(**pipe.components, controlnet=model)
     reference.set_progress_bar_config(disable=True)
     scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
 

@@ -289,17 +289,18 @@ def _check_img2img_fields(request: GenerationRequest) -> None:
 
 def _check_controls(request: GenerationRequest) -> None:
     """The ControlNet units' checks: units (or their options as mappings), each with an image, within the limit."""
-    units = request.controls
+    units: Any = request.controls  # units, or their settings as mappings (stored options, the CLI)
     if not isinstance(units, (tuple, list)):
         raise EngineError("ControlNet units must be a list")
     made = []
-    for index, unit in enumerate(units, start=1):
-        if isinstance(unit, dict):
+    for index, given in enumerate(units, start=1):
+        unit = given
+        if isinstance(given, dict):
             try:
-                unit = ControlUnit(**unit)
+                unit = ControlUnit(**given)
             except TypeError:
                 known = [f.name for f in dataclasses.fields(ControlUnit) if f.name != "image_data"]
-                unknown = next(k for k in unit if k not in known and k != "image_data")
+                unknown = next(k for k in given if k not in known and k != "image_data")
                 raise EngineError(
                     f"ControlNet unit {index}: unknown setting {unknown!r}; known: {', '.join(known)}"
                 ) from None
@@ -307,7 +308,8 @@ def _check_controls(request: GenerationRequest) -> None:
             raise EngineError(f"ControlNet unit {index} must be a unit's settings")
         if not unit.image:
             raise EngineError(
-                f"ControlNet unit {index} ({unit.label}, {unit.model}) has no control image: give one (an infotext "
+                f"ControlNet unit {index} ({unit.label}, {unit.model or 'model by module'}) has no control image: "
+                f"give one (an infotext "
                 f"does not carry it)"
             )
         made.append(unit)

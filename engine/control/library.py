@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.config import EngineConfig
+from engine.control.preprocessors import Preprocessor
 from engine.errors import EngineError
 from engine.models.state_dict import PICKLE_SUFFIXES, SAFE_SUFFIXES
 from engine.networks.library import safetensors_header
@@ -29,6 +30,11 @@ CONTROLNET_DIR = "ControlNet"
 ORIGINAL_PREFIX = "control_model."
 FAMILY_LABELS = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
 WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+
+# The extension's aliases of control types in model names, and the types a ControlNet Union serves
+# (scripts/supported_preprocessor.py `tag_to_filters`, scripts/enums.py `ControlNetUnionControlType.all_tags`).
+_TAG_ALIASES = {"scribble": ("sketch",), "tile": ("blur",), "normalmap": ("normal",), "openpose": ("densepose",)}
+_UNION_TAGS = ("openpose", "depth", "softedge", "scribble", "canny", "lineart", "mlsd", "normalmap", "tile")
 
 _legacy_hashes: dict[tuple[str, int, float], str] = {}
 
@@ -222,6 +228,22 @@ class ControlNetLibrary:
                 file = describe(path)
                 found.setdefault(file.name.lower(), file)
         return sorted(found.values(), key=lambda f: f.name.lower())
+
+    def default_for(self, module: Preprocessor, family: str) -> ControlNetFile:
+        """The model the extension's UI would pick for `module` (scripts/global_state.py `select_control_type`):
+        one of `family` (or unknown) whose name holds one of the module's tags or their aliases (a union model
+        serves the types it knows), a "v1.1" one (11 in its name) first; EngineError when there is none."""
+        files = [f for f in self.files() if not f.problem and f.family in (family, "")]
+        for tag in module.tags:
+            words = (tag, *_TAG_ALIASES.get(tag, ()), *(("union",) if tag in _UNION_TAGS else ()))
+            found = [f for f in files if any(w in f.name.lower() for w in words)]
+            if found:
+                return next((f for f in found if "11" in f.name), found[0])
+        what = f"a {'/'.join(module.tags)} ControlNet" if module.tags else "the ControlNet to use"
+        raise EngineError(
+            f"no ControlNet in {self.root} fits module {module.label} for {FAMILY_LABELS.get(family, family)}: "
+            f"name {what} (control model)"
+        )
 
     def find(self, name: str) -> ControlNetFile:
         """A ControlNet by name, `name [hash]` (the hash is not checked), or the shortest name containing it;

@@ -10,6 +10,7 @@ admin names a local folder with their weights.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -54,6 +55,8 @@ class Preprocessor:
     # The ControlNet Union control type this module's maps are (an index of UNION_TYPES); None: none fits.
     union_type: int | None = None
     compute: MapFunction | None = None
+    # The extension's control types ("tags") this module serves, in its order: a model for it has one in its name.
+    tags: tuple[str, ...] = ()
 
     def default_a(self) -> float:
         return self.threshold_a.default if self.threshold_a else HIDDEN_VALUE
@@ -237,6 +240,32 @@ PREPROCESSORS: tuple[Preprocessor, ...] = (
     ),
     Preprocessor("normal_bae", "normal_bae", union_type=_NORMAL),
 )
+
+# The extension's tags per module (scripts/preprocessor/, "tags"); the model names a default is picked by.
+_TAGS = {
+    "canny": ("canny",),
+    "invert": ("canny", "lineart", "scribble", "mlsd"),
+    "tile_resample": ("tile",),
+    "blur_gaussian": ("tile",),
+    "scribble_xdog": ("scribble",),
+    "lineart_standard": ("lineart",),
+    "depth_anything": ("depth",),
+    "depth_anything_v2": ("depth",),
+    "depth": ("depth",),
+    "depth_zoe": ("depth",),
+    "openpose": ("openpose",),
+    "openpose_full": ("openpose",),
+    "dw_openpose_full": ("openpose",),
+    "lineart": ("lineart",),
+    "lineart_anime": ("lineart",),
+    "hed": ("softedge",),
+    "pidinet": ("softedge",),
+    "scribble_hed": ("scribble",),
+    "pidinet_scribble": ("scribble",),
+    "mlsd": ("mlsd",),
+    "normal_bae": ("normalmap",),
+}
+PREPROCESSORS = tuple(dataclasses.replace(p, tags=_TAGS.get(p.name, ())) for p in PREPROCESSORS)
 
 _BY_KEY: dict[str, Preprocessor] = {}
 for _p in PREPROCESSORS:

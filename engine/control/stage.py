@@ -20,8 +20,9 @@ from engine.control.annotators import Annotators
 from engine.control.hook import ActiveUnit, ControlHook
 from engine.control.infotext import unit_params
 from engine.control.library import ControlNetFile, ControlNetLibrary
-from engine.control.loader import ControlNetCache, check_family
+from engine.control.loader import ControlNetCache, check_family, unet_family
 from engine.control.maps import detected_map
+from engine.control.preprocessors import preprocessor
 from engine.control.units import ControlUnit
 
 
@@ -49,10 +50,14 @@ class ControlStage:
         self.annotators = Annotators(annotators, device)
 
     def files(self, units: tuple[ControlUnit, ...] | list[ControlUnit], unet_config: dict[str, Any], checkpoint: str):
-        """Each unit's model file, checked against the checkpoint's family (one line for the first that fails)."""
+        """Each unit's model file (picked by its module when it names none), checked against the checkpoint's
+        family (one line for the first that fails)."""
         files: list[ControlNetFile] = []
         for unit in units:
-            file = self.library.find(unit.model)
+            if unit.model:
+                file = self.library.find(unit.model)
+            else:
+                file = self.library.default_for(preprocessor(unit.module), unet_family(unet_config))
             check_family(file, unet_config, checkpoint)
             files.append(file)
         return files

@@ -3,7 +3,9 @@
 A unit is a control image, a module (preprocessor), a ControlNet model and how strongly and when it steers:
 weight 0..2, guidance start/end as fractions of the pass's steps, the control mode, how the map is fitted to the
 image (resize mode), and the preprocessor's resolution and thresholds. Values are validated on construction; a
-threshold or resolution left as None takes the module's default, as the extension resets -1. The image is a
+threshold or resolution left as None takes the module's default, as the extension resets -1. A model left empty is
+picked at render by the module, as the extension's UI picks one (a canny ControlNet for canny, of the checkpoint's
+family). The image is a
 path on the bot's host (`image`), carried as bytes to another machine (`image_data`); infotexts never hold it.
 """
 
@@ -102,7 +104,7 @@ class ControlUnit:
     image_data: bytes = field(default=b"", compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.model, str) or not self.model.strip() or self.model.strip().lower() == "none":
+        if not isinstance(self.model, str) or self.model.strip().lower() == "none":
             raise EngineError("a ControlNet unit needs a model (a name from models/ControlNet; `sdbot models`)")
         object.__setattr__(self, "model", self.model.strip())
         module = preprocessor(self.module)

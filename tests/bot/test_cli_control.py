@@ -92,7 +92,7 @@ def test_a_unit_flag_before_any_control_is_a_usage_error(capsys, config: Path) -
     [
         (("--control-model", "nope"), "sdbot: error: ControlNet model 'nope' not found; available: "),
         (("--control-model", "tiny_xl_canny"), "sdbot: error: ControlNet tiny_xl_canny is for SDXL; the checkpoint"),
-        ((), "sdbot: error: a ControlNet unit needs a model"),
+        ((), "sdbot: error: no ControlNet in "),  # module none serves no control type: name the model
         (("--control-model", "tiny-depth", "--control-weight", "3"), "sdbot: error: ControlNet weight must be from 0"),
     ],
 )

@@ -132,3 +132,33 @@ def test_a_folder_without_weights_or_with_another_model(tmp_path: Path) -> None:
     assert "describes a UNet2DConditionModel" in describe(folder).problem
     (folder / "config.json").write_text('{"_class_name": "ControlNetModel", "cross_attention_dim": 768}')
     assert describe(folder).problem == "the folder holds no diffusion_pytorch_model weights"
+
+
+def _fake_controlnet(path: Path, sdxl: bool = False, union: bool = False) -> None:
+    """A file recognised as a ControlNet of a family (only its header matters to the library)."""
+    tensors = {"controlnet_cond_embedding.conv_in.weight": torch.zeros(1)}
+    if sdxl:
+        tensors["add_embedding.linear_1.weight"] = torch.zeros(1)
+    else:
+        tensors["down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"] = torch.zeros(2, 768)
+    if union:
+        tensors["task_embedding"] = torch.zeros(1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path))
+
+
+def test_default_model_for_a_module_as_the_extension_picks_it(tmp_path: Path) -> None:
+    from engine.control.preprocessors import preprocessor
+
+    root = tmp_path / "ControlNet"
+    for name in ("control_sd15_canny", "control_v11p_sd15_canny", "control_v11p_sd15_scribble_sketch", "t2i_style"):
+        _fake_controlnet(root / f"{name}.safetensors")
+    _fake_controlnet(root / "diffusers_xl_canny_mid.safetensors", sdxl=True)
+    _fake_controlnet(root / "xinsir_union_promax.safetensors", sdxl=True, union=True)
+    library = ControlNetLibrary(EngineConfig(models_dir=tmp_path))
+    assert library.default_for(preprocessor("canny"), "sd1").name == "control_v11p_sd15_canny"  # v1.1 first
+    assert library.default_for(preprocessor("canny"), "sdxl").name == "diffusers_xl_canny_mid"
+    assert library.default_for(preprocessor("depth_anything"), "sdxl").name == "xinsir_union_promax"
+    assert library.default_for(preprocessor("invert"), "sd1").name == "control_v11p_sd15_canny"  # its first tag
+    with pytest.raises(EngineError, match="no ControlNet in .* fits module depth_anything for SD 1.x"):
+        library.default_for(preprocessor("depth_anything"), "sd1")

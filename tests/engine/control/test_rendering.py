@@ -52,7 +52,8 @@ def pose(tmp_path_factory) -> str:
 def _request(pose: str, *units: dict[str, Any], **fields: Any) -> GenerationRequest:
     controls = [{"model": "control_tiny_sd15_canny", "module": "canny", "image": pose, **u} for u in units]
     base = dict(prompt="a photo of a cat", steps=4, sampler="Euler", seed=3, width=SIZE, height=SIZE, vae="none")
-    return GenerationRequest(**{**base, **fields}, controls=tuple(controls))
+    settings: Any = tuple(controls)  # mappings become units in the request
+    return GenerationRequest(**{**base, **fields}, controls=settings)
 
 
 def _pixels(result: RenderResult) -> list[np.ndarray]:

@@ -70,3 +70,15 @@ def test_a_missing_model_or_another_family_is_one_line(stage: ControlStage, tiny
         _prepare(stage, tiny_pipes["sd15"], ControlUnit(model="control_v11p_sd15_canny [d14c016b]"))
     with pytest.raises(EngineError, match="ControlNet tiny_xl_canny is for SDXL; the checkpoint tiny is SD 1.x"):
         _prepare(stage, tiny_pipes["sd15"], ControlUnit(model="tiny_xl_canny", weight=0.0))
+
+
+def test_a_unit_without_a_model_gets_the_one_its_module_names(stage: ControlStage, tiny_pipes: dict[str, Any]) -> None:
+    """As the extension's UI: canny picks a ControlNet with canny in its name, of the checkpoint's family."""
+    prepared = _prepare(stage, tiny_pipes["sd15"], ControlUnit(module="canny"))
+    assert "Model: control_tiny_sd15_canny [" in prepared.params["ControlNet 0"]
+    prepared = _prepare(stage, tiny_pipes["sdxl"], ControlUnit(module="canny"))
+    assert "Model: tiny_xl_canny [" in prepared.params["ControlNet 0"]
+    with pytest.raises(EngineError, match="fits module tile_resample for SD 1.x: name a tile ControlNet"):
+        _prepare(stage, tiny_pipes["sd15"], ControlUnit(module="tile_resample"))
+    with pytest.raises(EngineError, match="fits module none for SD 1.x: name the ControlNet to use"):
+        _prepare(stage, tiny_pipes["sd15"], ControlUnit(module="none"))

@@ -64,7 +64,6 @@ def test_resize_mode_names_and_aliases(text: str, mode: str) -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"model": ""}, "a ControlNet unit needs a model"),
         ({"model": "None"}, "a ControlNet unit needs a model"),
         ({"module": "sobel"}, "unknown ControlNet preprocessor 'sobel'"),
         ({"weight": 2.5}, "ControlNet weight must be from 0 to 2 (got 2.5)"),
