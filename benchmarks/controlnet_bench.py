@@ -100,6 +100,8 @@ def measure(rounds: int, size: int, steps: int, unet_width: int) -> dict[str, fl
         ours_plain.append(timed(lambda: engine.render(request())))
     med = statistics.median
     return {
+        "diffusers_plain_ms_per_image": med(theirs_plain) * 1000,
+        "engine_plain_ms_per_image": med(ours_plain) * 1000,
         "diffusers_controlnet_ms_per_image": med(theirs) * 1000,
         "engine_controlnet_ms_per_image": med(ours) * 1000,
         "controlnet_cost_ratio": med(ours) / med(theirs),
