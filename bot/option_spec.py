@@ -37,6 +37,7 @@ from engine.samplers import sampler_names as sampler_names
 INT, FLOAT, TEXT = "int", "float", "text"
 SIZE, RATIO, LORA, PRESET = "size", "ratio", "lora", "preset"
 CONTROLS = "controls"  # ControlNet units: a list of each unit's settings (engine/control/units.py)
+CN = "cn"  # `--cn MODULE[:WEIGHT]`: a ControlNet unit's module and weight, its image the attached one
 SCALARS = (INT, FLOAT, TEXT)
 
 
@@ -147,6 +148,12 @@ VOCABULARY: tuple[Option, ...] = (
         infotext="Hires upscaler",
     ),
     Option("preset", PRESET, ("preset",), describe="One of your presets"),
+    Option(
+        "control_net",
+        CN,
+        ("cn",),
+        describe="ControlNet with the attached image: --cn MODULE[:WEIGHT], e.g. --cn canny:0.8",
+    ),
     Option(
         "lora",
         LORA,

@@ -245,6 +245,35 @@ class ControlNetLibrary:
             f"name {what} (control model)"
         )
 
+    def import_notes(self, text: str) -> list[str]:
+        """What an imported infotext's `ControlNet N` entries mean here (for `/preset import`): that the units'
+        settings came along but never their control image, and each model that is missing or has another hash."""
+        from engine.control.infotext import units_from_params
+        from engine.infotext import parse_infotext
+
+        try:
+            units = units_from_params(parse_infotext(text).params)
+        except EngineError:
+            return []  # the import itself reports the unreadable entry
+        if not units:
+            return []
+        notes = [
+            f"ControlNet: {len(units)} unit(s) imported (module, model, weight, steps, mode); an infotext never "
+            f"holds the control image: attach one (control_image:, or --cn with an image) when you use the preset"
+        ]
+        for index, unit in enumerate(units):
+            if not unit.model:
+                continue
+            try:
+                file = self.find(unit.model)
+            except EngineError:
+                notes.append(f"missing ControlNet model {unit.model} (ControlNet {index}; put it in {self.root})")
+                continue
+            wanted = re.search(r"\[([0-9a-fA-F]{8})\]\s*$", unit.model)
+            if wanted and not file.problem and wanted.group(1).lower() != legacy_hash(file.weights):
+                notes.append(f"ControlNet {index}: {file.label} here is another file than the image's {unit.model}")
+        return notes
+
     def find(self, name: str) -> ControlNetFile:
         """A ControlNet by name, `name [hash]` (the hash is not checked), or the shortest name containing it;
         EngineError naming the installed ones when none matches."""

@@ -54,7 +54,13 @@ VALUES = {
     "hires_upscaler": st.sampled_from(["Latent", "Latent (nearest-exact)", "Lanczos", "Nearest"]),
     "hires": st.just(0.0),  # a scale above 1 is checked against the size: drawn with it, below
 }
-NOT_INLINE = {"aspect_ratio", "size", "preset", "lora"}  # not stored as themselves: tested one by one below
+NOT_INLINE = {
+    "aspect_ratio",
+    "size",
+    "preset",
+    "lora",
+    "control_net",
+}  # not stored as themselves: tested one by one below
 
 
 def test_stored_options_are_the_request_fields_and_prompt_parts():

@@ -111,11 +111,23 @@ async def _command_of(bot, ack: Ack, who: Requester) -> Command:
         )
         sized_by_image = "width" not in typed and "aspect_ratio" not in typed
         typed = _inputs.with_start_image(typed, start, limits)
+    sources = {"init_image": start.label} if start else {}
+    if payload.get("control"):  # its ControlNet image: downloaded again, checked as the first time
+        if not payload.get("control_url"):
+            raise UserError(
+                f"its ControlNet image ({payload['control']}) was not saved before the restart; send it again"
+            )
+        kept = await _inputs.save_from_url(
+            bot.http, payload["control_url"], payload["control"], _inputs.inputs_dir(bot.config), limits
+        )
+        sized_by_image = sized_by_image or ("width" not in typed and "aspect_ratio" not in typed and start is None)
+        typed = _inputs.with_control_image(typed, kept, limits, sized=start is None)
+        sources["controls"] = kept.label
     return Command(
         who,
         typed,
         payload.get("presets") or [],
-        sources={"init_image": start.label} if start else {},
+        sources=sources,
         start_sized=sized_by_image,
         paced=False,
     )
