@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, cast
 from engine.control.infotext import KEY_PREFIX as CONTROLNET_PREFIX
 from engine.control.infotext import units_from_params
 from engine.errors import EngineError
+from engine.render.masking import INFOTEXT_OPTIONS, options_from_infotext
 from engine.request import parse_size
 from engine.samplers import normalize_sampler
 
@@ -60,10 +61,18 @@ _CORE_ORDER: tuple[str, ...] = (
     "Variation seed",
     "Variation seed strength",
     "Denoising strength",
+    "Conditional mask weight",
     "Clip skip",
     "RNG",
 )
-_EXTRA_ORDER: tuple[str, ...] = ("Schedule type", "Emphasis", "Lora hashes", "TI hashes")
+# The inpaint keys come before Emphasis and the networks' hashes: A1111's img2img `init` adds them first.
+_EXTRA_ORDER: tuple[str, ...] = (
+    "Schedule type",
+    *INFOTEXT_OPTIONS,
+    "Emphasis",
+    "Lora hashes",
+    "TI hashes",
+)
 _LAST: str = "Version"
 _KNOWN = frozenset(_CORE_ORDER) | frozenset(_EXTRA_ORDER) | {_LAST}
 
@@ -148,6 +157,8 @@ def infotext_for_request(
         "RNG": "CPU",
         "Schedule type": request.schedule if request.schedule != "Automatic" else None,
     }
+    if request.is_inpaint:
+        params.update(request.mask_settings.infotext_params())
     if request.hires_enabled:  # A1111's Hires keys; "Size" above stays the first pass's size, as A1111 writes it
         params["Hires upscale"] = request.hires
         params["Hires steps"] = request.hires_steps or None
@@ -279,7 +290,9 @@ def to_dict(info: Infotext) -> dict[str, str]:
 # Keys that describe the render but are not settings: checked elsewhere (hashes; LoRAs and embeddings travel in
 # the prompt text, and engine.networks.hash_import links their hashes to local files) or fixed by sdbot (RNG: sdbot
 # always draws CPU noise), so they are neither used nor worth a warning.
-_INFORMATIONAL = frozenset({"Model hash", "VAE hash", "Version", "RNG", "Lora hashes", "TI hashes"})
+_INFORMATIONAL = frozenset(
+    {"Model hash", "VAE hash", "Version", "RNG", "Lora hashes", "TI hashes", "Conditional mask weight"}
+)
 
 _RE_INT = re.compile(r"[+-]?[0-9]+")
 
@@ -358,6 +371,8 @@ def request_options(info: Infotext) -> tuple[dict[str, object], list[str]]:
         options["strength"] = _parse_float("Denoising strength", params["Denoising strength"])
         used.add("Denoising strength")
     _hires_options(params, options, used)
+    options.update(options_from_infotext(params))  # the inpaint controls, never the mask itself
+    used.update(INFOTEXT_OPTIONS)
     units = units_from_params(params)  # "ControlNet N": the units' settings; an infotext carries no control image
     if units:
         options["controls"] = [unit.options() for unit in units]

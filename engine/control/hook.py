@@ -146,6 +146,9 @@ class ControlHook:
             return value
 
         x = part(sample)
+        channels = int(active.model.config.in_channels)
+        if x.shape[1] > channels:  # an inpainting UNet's 9 channels: the ControlNet takes the latents (the extension)
+            x = x[:, :channels]
         assert active.hint is not None, "begin_pass fits the maps before the first step"
         hint = active.hint.to(x.device, x.dtype).expand(x.shape[0], -1, -1, -1)
         extra: dict[str, Any] = {}

@@ -82,6 +82,7 @@ def derived_config(cls: type, unet_config: dict[str, Any], state: dict[str, torc
     blocks = sorted(_indices(keys, r"controlnet_cond_embedding\.blocks\.(\d+)\.weight"))
     widths = [hint_in.shape[0]] + [state[f"controlnet_cond_embedding.blocks.{i}.weight"].shape[0] for i in blocks[1::2]]
     config["conditioning_channels"] = hint_in.shape[1]
+    config["in_channels"] = state["conv_in.weight"].shape[1]  # 4 even beside an inpainting UNet's 9
     config["conditioning_embedding_out_channels"] = tuple(widths)
     block_types, depths = [], []
     for block in range(len(config["down_block_types"])):

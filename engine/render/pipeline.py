@@ -29,7 +29,7 @@ from engine.networks.embeddings import EmbeddingStore
 from engine.networks.library import NetworkLibrary
 from engine.networks.lora import LoraMerger, UsedNetwork
 from engine.networks.tags import tags_of
-from engine.render import hires, img2img
+from engine.render import hires, img2img, inpaint
 from engine.render.classifier import Scores, ScoringStage
 from engine.render.control_units import prepared_control
 from engine.render.noise import initial_noise
@@ -131,17 +131,21 @@ class Engine:
         expand = [n for r in requests for n in [r.batch_size]]
         prompt_embeds = _stack([c.embeds for c, _ in conds], expand)
         negative_embeds = _stack([n.embeds for _, n in conds], expand)
-        # 3b. ControlNet units: their ControlNets (warm per checkpoint) and maps; no hook when none can steer
-        control = prepared_control(self.controls, first, ckpt, self.models.loaded())
-        hook = control.hook
         # 4. scheduler (schedulers hold state: a new one per call)
         pipe.scheduler = make_scheduler(first.sampler, first.schedule, ckpt.pipe.scheduler.config)
         # 5. latents
         factor = pipe.vae_scale_factor
         first.check_latent_grid(factor)
         seeds = [s for r in requests for s in r.seeds()]
-        noise, generators = initial_noise(seeds, first.width, first.height, pipe.unet.config.in_channels, factor)
-        # 6. denoise: txt2img from noise, or img2img from a start image; then Hires' second pass
+        noise, generators = initial_noise(seeds, first.width, first.height, vae.config.latent_channels, factor)
+        masked = None
+        if first.is_inpaint:  # the start latents and the latent mask (engine.render.inpaint)
+            upscale = img2img.image_upscaler(first, self.upscalers)
+            masked = inpaint.start(vae, pipe.unet, first, noise, upscale)
+        # 5b. ControlNet units: their ControlNets (warm per checkpoint) and maps; no hook when none can steer
+        control = prepared_control(self.controls, first, ckpt, self.models.loaded(), masked)
+        hook = control.hook
+        # 6. denoise: txt2img from noise, or img2img from a start image (with a mask: inpainting); then Hires' pass
         interrupted = False
         progress = {"offset": 0, "total": None}  # Hires reports both passes as one run of steps
 
@@ -171,11 +175,20 @@ class Engine:
             **extra,
         )
         final_w, final_h = first.final_size
-        # The ControlNet hook goes on first, so the per-image split of the UNet call wraps it (exact batching).
+        # The ControlNet hook goes on first, so the per-image split of the UNet call (exact batching) and an
+        # inpainting UNet's conditioning wrap it: it sees one image's rows, and an inpainting UNet's 9 channels.
         steered = hook.installed(pipe.unet) if hook is not None else nullcontext()
-        with torch.inference_mode(), steered, _one_image_at_a_time(pipe.unet, len(seeds), exact):
+        with (
+            torch.inference_mode(),
+            steered,
+            _one_image_at_a_time(pipe.unet, len(seeds), exact),
+            inpaint.conditioned(pipe.unet, vae, masked),
+        ):
             if first.is_img2img:
-                start = img2img.start_latents(vae, first, len(seeds), self.upscalers)
+                if masked is not None:
+                    start, each_step = masked.latents, masked.keeping_mask(pipe, generators, step_end)
+                else:
+                    start, each_step = img2img.start_latents(vae, first, len(seeds), self.upscalers), step_end
                 if hook is not None:
                     hook.begin_pass(img2img.img2img_pipeline(pipe), first.width, first.height)
                 latents = img2img.run_last(
@@ -183,7 +196,7 @@ class Engine:
                     img2img.StepPlan.img2img(first.steps, first.denoising_strength),
                     start,
                     generators,
-                    step_end=step_end,
+                    step_end=each_step,
                     **call,
                 )
             else:
@@ -221,6 +234,8 @@ class Engine:
             # 7. decode
             with hires.decode_tiled_if_large(vae, final_w, final_h):
                 images, notes = self._decode(pipe, vae, latents, exact)
+        if masked is not None:
+            images = masked.finish(images)  # the original over each image, outside the blurred mask exactly
         # 7b. safety scores (None: no classifier)
         scores = self.scorer(images)
         # 8. images with infotext, and notes on what each job left out because its file is refused
@@ -266,6 +281,8 @@ class Engine:
         for r, (loras, embeddings), notes in zip(requests, used, notes_of):
             rendered = []
             extra = {**(control_params or {}), **network_hashes(loras, self.embeddings.hashes(embeddings))}
+            if inpaint.is_inpainting_unet(ckpt.pipe.unet):
+                extra["Conditional mask weight"] = inpaint.CONDITIONAL_MASK_WEIGHT
             for seed in r.seeds():
                 text = infotext_for_request(
                     r,

@@ -206,3 +206,63 @@ def test_sdxl_checkpoint_with_its_controlnet(tmp_path: Path, tiny_sdxl: Path, ti
         steered = engine.render(_request(pose, {"model": model}))
         assert not _same(steered, plain)
         assert _same(engine.render(_request(pose, {"model": model, "weight": 0.0})), plain)
+
+
+@pytest.fixture(scope="module")
+def inpainting(tmp_path_factory, tiny_sd15: Path, tiny_controlnets) -> tuple[Engine, dict[str, str]]:
+    """An engine with the tiny SD 1.x checkpoint, its inpainting twin (9-channel UNet) and the tiny ControlNet;
+    a start image, a mask and a wide image with its mask for "Only masked"."""
+    from engine.tiny.models import write_tiny_model
+
+    root = tmp_path_factory.mktemp("inpaint-control")
+    shutil.copytree(tiny_sd15, root / "models" / "sd15")
+    write_tiny_model(root / "models" / "sd15-inpainting", inpainting=True)
+    (root / "models" / "ControlNet").mkdir()
+    shutil.copy(tiny_controlnets["sd15-file"], root / "models" / "ControlNet" / "control_tiny_sd15_canny.safetensors")
+    rng = np.random.default_rng(5)
+    files = {}
+    for name, size in (("init", (SIZE, SIZE)), ("wide", (96, SIZE))):
+        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(root / f"{name}.png")
+        mask = Image.new("L", size, 0)
+        mask.paste(255, (16, 16, 48, 48))
+        mask.save(root / f"{name}-mask.png")
+        files[name], files[f"{name}-mask"] = str(root / f"{name}.png"), str(root / f"{name}-mask.png")
+    return Engine(EngineConfig(models_dir=root / "models")), files
+
+
+@pytest.mark.parametrize("model", ["sd15", "sd15-inpainting"])
+@pytest.mark.parametrize("area", ["whole", "masked"])
+def test_inpainting_with_controlnet(inpainting, pose: str, model: str, area: str) -> None:
+    """Inpaint (a 4- or 9-channel checkpoint, the whole picture or only the masked region) steered by a unit; weight
+    0 renders exactly the plain inpaint."""
+    engine, files = inpainting
+    image = "wide" if area == "masked" else "init"
+    job = dict(model=model, init_image=files[image], mask=files[f"{image}-mask"], inpaint_area=area, strength=0.8)
+    plain = engine.render(_request(pose, **job))
+    steered = engine.render(_request(pose, {}, **job))
+    assert not _same(steered, plain)
+    assert _same(engine.render(_request(pose, {"weight": 0.0}, **job)), plain)
+    assert "ControlNet 0" in steered.images[0].infotext
+
+
+def test_only_masked_crops_the_control_image_like_the_job(pose: str, tmp_path: Path) -> None:
+    """The control image is resized to the image's size, cropped to the rendered region, then filled to the job's
+    size (sd-webui-controlnet's `try_crop_image_with_a1111_mask`)."""
+    from engine.render.control_units import control_image
+
+    marked = np.zeros((64, 96, 3), dtype=np.uint8)
+    marked[:, 48:] = 255  # the right half white
+    path = tmp_path / "marked.png"
+    Image.fromarray(marked).save(path)
+
+    class Prepared:
+        paste_to = (48, 0, 48, 64)  # the right half of a 96x64 image
+        layer = Image.new("RGBA", (96, 64))
+
+    class Masked:
+        prepared = Prepared()
+
+    unit = GenerationRequest(prompt="x", width=64, height=64, controls=({"image": str(path)},)).controls[0]
+    request = GenerationRequest(prompt="x", width=64, height=64, controls=(unit,))
+    cropped = control_image(unit, request, 1, Masked())  # type: ignore[arg-type]
+    assert cropped.shape == (64, 64, 3) and cropped.min() > 200  # only the white half is left
