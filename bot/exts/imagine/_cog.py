@@ -352,10 +352,7 @@ class Imagine(ImageActions, commands.Cog):
         await self.run_prompt(interaction, f"{prompt} {options}", typed, [], start=start)
 
     async def _on_save(self, interaction: discord.Interaction, job: JobRecord, name: str) -> None:
-        keep = {k: v for k, v in job.request.items() if k not in ("seed", "init_image", "controls")}
-        if job.request.get("controls"):  # a preset keeps the units' settings; images come with each command
-            keep["controls"] = [{k: v for k, v in unit.items() if k != "image"} for unit in job.request["controls"]]
-        result = await self.services.presets.save(interaction.user.id, name, keep)
+        result = await self.services.presets.save_from_job(interaction.user.id, name, job.request)
         verb = "created" if result.created else "updated"
         await interaction.response.send_message(
             f"💾 preset **{result.preset.name}** {verb}: use it with `--{result.preset.name}` or "

@@ -223,6 +223,7 @@ async def test_edit_keeps_the_units_and_save_keeps_their_settings(tmp_path, tiny
         await press.wait_callback()
         saved = await s.send_interaction(s.modal_submit(press.callbacks[0].json["data"]["custom_id"], {"name": "cn"}))
         await saved.wait_callback()
+        assert "preset **cn** created" in saved.callbacks[0].json["data"]["content"], saved.callbacks[0].json
         preset = await h.services.presets.get(s.user.id, "cn")
         assert [(u["module"], u["weight"], u["image"]) for u in preset.options["controls"]] == [("canny", 0.9, "")]
         s.assert_no_invalid_requests()
