@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.config import Limits
-from engine.control.units import ControlUnit
+from engine.control.units import ControlUnit, checked_units
 from engine.errors import EngineError
 from engine.networks.tags import network_set
 from engine.render.masking import DEFAULT_BLUR, DEFAULT_PADDING, MAX_BLUR, MAX_PADDING, MaskSettings, choose
@@ -133,7 +133,7 @@ class GenerationRequest:
         _check_img2img_fields(self)
         _check_inpaint_fields(self)
         _check_hires_fields(self)
-        _check_controls(self)
+        object.__setattr__(self, "controls", checked_units(self.controls, lim.max_controlnet_units))
 
     @property
     def sampler_label(self) -> str:
@@ -341,40 +341,6 @@ def _check_inpaint_fields(request: GenerationRequest) -> None:
     if request.is_inpaint and not request.is_img2img:
         what = "a mask" if request.mask else "outpaint"
         raise EngineError(f"{what} needs a start image (the image to change)")
-
-
-def _check_controls(request: GenerationRequest) -> None:
-    """The ControlNet units' checks: units (or their options as mappings), each with an image, within the limit."""
-    units: Any = request.controls  # units, or their settings as mappings (stored options, the CLI)
-    if not isinstance(units, (tuple, list)):
-        raise EngineError("ControlNet units must be a list")
-    made = []
-    for index, given in enumerate(units, start=1):
-        unit = given
-        if isinstance(given, dict):
-            try:
-                unit = ControlUnit(**given)
-            except TypeError:
-                known = [f.name for f in dataclasses.fields(ControlUnit) if f.name != "image_data"]
-                unknown = next(k for k in given if k not in known and k != "image_data")
-                raise EngineError(
-                    f"ControlNet unit {index}: unknown setting {unknown!r}; known: {', '.join(known)}"
-                ) from None
-        if not isinstance(unit, ControlUnit):
-            raise EngineError(f"ControlNet unit {index} must be a unit's settings")
-        if not unit.image:
-            raise EngineError(
-                f"ControlNet unit {index} ({unit.label}, {unit.model or 'model by module'}) has no control image: "
-                f"give one (an infotext "
-                f"does not carry it)"
-            )
-        made.append(unit)
-    allowed = request.limits.max_controlnet_units
-    if len(made) > allowed:
-        if not allowed:
-            raise EngineError("ControlNet is turned off on this server (max_controlnet_units = 0)")
-        raise EngineError(f"at most {allowed} ControlNet units per job (got {len(made)})")
-    object.__setattr__(request, "controls", tuple(made))
 
 
 def _square(pixels: int) -> str:

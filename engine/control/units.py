@@ -152,3 +152,35 @@ class ControlUnit:
         data = dataclasses.asdict(self)
         data.pop("image_data")
         return data
+
+
+def checked_units(units: Any, allowed: int) -> tuple[ControlUnit, ...]:
+    """A job's units (or their settings as mappings: stored options, the CLI), each with its image, at most
+    `allowed` of them; EngineError naming the unit otherwise (GenerationRequest's check)."""
+    if not isinstance(units, (tuple, list)):
+        raise EngineError("ControlNet units must be a list")
+    made = []
+    for index, given in enumerate(units, start=1):
+        unit = given
+        if isinstance(given, dict):
+            try:
+                unit = ControlUnit(**given)
+            except TypeError:
+                known = [f.name for f in dataclasses.fields(ControlUnit) if f.name != "image_data"]
+                unknown = next(k for k in given if k not in known and k != "image_data")
+                raise EngineError(
+                    f"ControlNet unit {index}: unknown setting {unknown!r}; known: {', '.join(known)}"
+                ) from None
+        if not isinstance(unit, ControlUnit):
+            raise EngineError(f"ControlNet unit {index} must be a unit's settings")
+        if not unit.image:
+            raise EngineError(
+                f"ControlNet unit {index} ({unit.label}, {unit.model or 'model by module'}) has no control image: "
+                f"give one (an infotext does not carry it)"
+            )
+        made.append(unit)
+    if len(made) > allowed:
+        if not allowed:
+            raise EngineError("ControlNet is turned off on this server (max_controlnet_units = 0)")
+        raise EngineError(f"at most {allowed} ControlNet units per job (got {len(made)})")
+    return tuple(made)

@@ -5,7 +5,9 @@ message with an image: Remix (img2img from it) and Use as control (a ControlNet 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import discord
 
@@ -18,6 +20,13 @@ from bot.services.submission import Command
 
 class ImageActions:
     """Needs the cog's `bot`, `services`, `run_prompt`, `_submit`, `_requester` and `_request_of`."""
+
+    bot: Any
+    services: Any
+    run_prompt: Callable[..., Awaitable[None]]
+    _submit: Callable[..., Awaitable[Any]]
+    _requester: Callable[[discord.Interaction], Any]
+    _request_of: Callable[[Any], Any]
 
     async def on_image_button(self, interaction: discord.Interaction, job_id: int, index: int, action: str) -> None:
         """Upscale ×2 / Vary (subtle|strong) of image `index` of a job: img2img from that image, lineage kept."""

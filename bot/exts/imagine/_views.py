@@ -199,20 +199,20 @@ class ControlModal(_Modal, title="Use as control (ControlNet)"):
 
     def __init__(self, message_id: int, on_submit) -> None:
         super().__init__(custom_id=f"sdbot:control:{message_id}")
-        self.prompt = discord.ui.TextInput(
+        self.prompt: discord.ui.TextInput = discord.ui.TextInput(
             label="Prompt (options like --steps 30 work too)",
             style=discord.TextStyle.paragraph,
             max_length=4000,
             custom_id="prompt",
         )
-        self.model = discord.ui.TextInput(
+        self.model: discord.ui.TextInput = discord.ui.TextInput(
             label="ControlNet model (empty: by the preprocessor)",
             required=False,
             max_length=200,
             custom_id="model",
             placeholder="control_v11p_sd15_canny",
         )
-        self.module = discord.ui.TextInput(
+        self.module: discord.ui.TextInput = discord.ui.TextInput(
             label="Preprocessor: canny, none, invert…", default="canny", max_length=100, custom_id="module"
         )
         for item in (self.prompt, self.model, self.module):

@@ -175,6 +175,9 @@ async def test_an_imported_infotext_restores_the_units_and_an_image_completes_th
     async with running_bot(tmp_path, tiny_sd15) as h:
         s = h.standin
         reply = await deferred(s, "preset import", {"name": "knight", "text": A1111})
+        assert (
+            "ControlNet: canny · control_tiny_sd15_canny [0badc0de] · weight 0.6 · steps 0-0.8 · prompt first;" in reply
+        )
         assert "ControlNet: 2 unit(s) imported" in reply and "never holds the control image" in reply
         assert "missing ControlNet model control_v11f1p_sd15_depth [cfd03158] (ControlNet 1;" in reply
         assert "ControlNet 0: control_tiny_sd15_canny [" in reply and "another file than" in reply
@@ -226,4 +229,21 @@ async def test_edit_keeps_the_units_and_save_keeps_their_settings(tmp_path, tiny
         assert "preset **cn** created" in saved.callbacks[0].json["data"]["content"], saved.callbacks[0].json
         preset = await h.services.presets.get(s.user.id, "cn")
         assert [(u["module"], u["weight"], u["image"]) for u in preset.options["controls"]] == [("canny", 0.9, "")]
+        s.assert_no_invalid_requests()
+
+
+async def test_moderators_see_the_control_image_with_the_prompt(tmp_path, tiny_sd15, with_controlnets):
+    from tests.bot.exts.moderation.test_cog import mod_bot, review_message, setup_guild
+
+    async with mod_bot(tmp_path, tiny_sd15) as h:
+        s = h.standin
+        await setup_guild(h, mode="prompts")
+        pose = s.upload_attachment("pose.png", png(64, 64), content_type="image/png")
+        since = s.mark()
+        ix = await s.send_interaction(s.slash("imagine", {"prompt": "a lighthouse --cn canny", "image": pose}))
+        await ix.wait_original_message(lambda m: "waits for a moderator" in m.get("content", ""), timeout=30)
+        review = await review_message(s, since)
+        assert [a["filename"] for a in review["attachments"]] == ["SPOILER_control-image-1.png"]
+        fields = {f["name"]: f["value"] for f in review["embeds"][0]["fields"]}
+        assert fields["ControlNet images"] == "attached as control-image-1.png (they steer the image)"
         s.assert_no_invalid_requests()
