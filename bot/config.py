@@ -138,6 +138,8 @@ class DiscordSection(_Section):
     post_backoff_s: _UpToAMinute = 1.0
     upscale_upscaler: str = "Lanczos"  # the Upscale ×2 button: this upscaler, then img2img at upscale_strength
     upscale_strength: _Fraction = 0.3
+    region_strength: _Fraction = 0.75  # Vary (Region): inpaint the region at this denoising strength
+    outpaint_strength: _Fraction = 1.0  # Zoom Out and Pan: paint the new border at this denoising strength
     # Sharding (docs/scaling.md): 1 = one gateway connection; "auto" = Discord's recommended count; N shards.
     shards: int | Literal["auto"] = 1
     # The shards this process runs: a list or a range "FIRST-LAST"; empty = all of them.

@@ -12,7 +12,8 @@ Why the table holds kinds rather than Python types: a kind also says how text be
 
 A leaf: it imports nothing of `bot` (the store reads it too) and may import `engine`. The Discord areas import no
 `engine` themselves: what they show of it (sampler and schedule names, LoRA tags, the strength in effect, the
-request and its limits, start-image checks, a PNG's infotext, the engine's error type) they take from here.
+request and its limits, start-image and mask checks, Vary (Region)'s regions and masks, Zoom Out's and Pan's
+margins, a PNG's infotext, the engine's error type) they take from here.
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ from engine.networks.tags import lora_tag as lora_tag
 from engine.networks.tags import tags_of as tags_of
 from engine.render.input_image import default_size as default_size
 from engine.render.input_image import load_input_image as load_input_image
+from engine.render.input_image import open_input_image as open_input_image
+from engine.render.masking import binary_mask as binary_mask
+from engine.render.outpaint import grown_size as grown_size
+from engine.render.outpaint import pan_margins as pan_margins
+from engine.render.outpaint import zoom_out_margins as zoom_out_margins
+from engine.render.regions import parse_region as parse_region
+from engine.render.regions import region_mask as region_mask
 from engine.request import GenerationRequest as GenerationRequest
 from engine.request import strength_in_effect as strength_in_effect
 from engine.samplers import SCHEDULES as SCHEDULES
@@ -203,6 +211,11 @@ VOCABULARY: tuple[Option, ...] = (
         describe="A LoRA to add as <lora:NAME:1> (more: --lora NAME:0.8 or <lora:…> tags in the prompt)",
     ),
 )
+
+# A start image and a mask are files on the bot's host: they come only from an attachment or a button (never from a
+# preset, guild default or imported file, which could name any path), so they are request fields but not options;
+# outpaint margins belong to one start image the same way. A job's request saved as a preset leaves them out.
+COMMAND_ONLY: tuple[str, ...] = ("init_image", "mask", "outpaint")
 
 BY_KEY: dict[str, Option] = {o.key: o for o in VOCABULARY}
 BY_FLAG: dict[str, Option] = {flag: o for o in VOCABULARY for flag in o.flags}

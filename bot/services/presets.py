@@ -12,13 +12,13 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.errors import UserError
+from bot.option_spec import COMMAND_ONLY
 from bot.options import sized_by_ratio
 from bot.services.resolution import Caps, resolve
 from bot.store import guilds as guild_store
 from bot.store import presets as preset_store
 from bot.store.db import transaction
 from bot.store.models import GuildSettings, Preset
-from bot.store.options import COMMAND_ONLY
 from engine.config import Limits
 from engine.request import GenerationRequest
 

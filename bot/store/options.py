@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from bot.option_spec import CONTROLS, FLOAT, INT, STORED_KINDS, TEXT
+from bot.option_spec import COMMAND_ONLY, CONTROLS, FLOAT, INT, STORED_KINDS, TEXT
 from bot.store.errors import InvalidOptions
 from engine.config import Limits
 from engine.control.units import ControlUnit
@@ -24,10 +24,6 @@ REQUEST_FIELDS: tuple[str, ...] = tuple(
     f.name for f in dataclasses.fields(GenerationRequest) if f.name not in NOT_OPTIONS
 )
 PROMPT_PARTS: tuple[str, ...] = ("prompt_prefix", "prompt_suffix")
-# A start image and a mask are files on the bot's host: they come only from an attachment or a button (never from a
-# preset, guild default or imported file, which could name any path), so they are request fields but not options;
-# outpaint margins belong to one start image the same way.
-COMMAND_ONLY: tuple[str, ...] = ("init_image", "mask", "outpaint")
 USER_FIELDS: tuple[str, ...] = tuple(f for f in REQUEST_FIELDS if f not in COMMAND_ONLY)
 OPTION_KEYS: tuple[str, ...] = (*USER_FIELDS, *PROMPT_PARTS)
 

@@ -105,11 +105,14 @@ def controls_text(units: Any) -> str:
 
 
 def _second_pass_fields(options: Mapping[str, Any], sources: Mapping[str, str]) -> list[tuple[str, str]]:
-    """Start image (its lineage: an attachment, or "Vary (subtle) of job #12, image 2"), strength, Hires."""
+    """Start image (its lineage: an attachment, or "Vary (subtle) of job #12, image 2"), mask, strength, Hires."""
     fields = []
     img2img = bool(options.get("init_image"))
     if img2img:
         fields.append(("Start image", sources.get("init_image") or "an image"))
+    if options.get("mask") or options.get("outpaint"):
+        border = f"outpaint {options['outpaint']} (L,T,R,B)" if options.get("outpaint") else "a mask"
+        fields.append(("Mask", sources.get("mask") or border))
     hires = options.get("hires") or 0
     if img2img or hires > 1:
         strength = strength_in_effect(options.get("strength"), img2img=img2img, hires=hires)

@@ -1,10 +1,8 @@
 """What every command, button and modal does first and last: the ban check (`admit`) and the one way errors
-become an ephemeral reply (`reply_error`, `user_message`, and `errors_replace_thinking` after a public defer). The
-app's command tree uses them too."""
+become an ephemeral reply (`reply_error`, `user_message`). The app's command tree uses them too."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import uuid
 
@@ -40,17 +38,6 @@ async def reply_error(interaction: discord.Interaction, error: BaseException) ->
             await interaction.response.send_message(text, ephemeral=True)
     except discord.HTTPException:
         log.warning("could not report an error to the user", exc_info=True)
-
-
-@contextlib.asynccontextmanager
-async def errors_replace_thinking(interaction: discord.Interaction):
-    """After a public defer, a user error removes the "thinking…" message and answers ephemerally instead."""
-    try:
-        yield
-    except USER_ERRORS as exc:
-        with contextlib.suppress(discord.HTTPException):
-            await interaction.delete_original_response()
-        await reply_error(interaction, exc)
 
 
 async def admit(interaction: discord.Interaction) -> bool:

@@ -11,13 +11,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.errors import UserError
 from bot.exts.common.actor import actor_of
 from bot.exts.common.formatting import info_message
-from bot.exts.common.interactions import errors_replace_thinking
 from bot.exts.common.params import Batch, Cfg, ClipSkip, Hires, HiresSteps, Negative, Prompt, Seed, Steps, Strength
 from bot.exts.imagine import _inputs, _replay
 from bot.exts.imagine._delivery import DiscordJobListener
-from bot.exts.imagine._image_actions import ImageActions
+from bot.exts.imagine._images import ImageActions, errors_replace_thinking
 from bot.exts.imagine._views import EditModal, SavePresetModal
 from bot.option_spec import GenerationRequest, describe, inline_text, lora_tag, sampler_labels
 from bot.options import append_to_prompt, from_slash, parse_inline
@@ -88,6 +88,7 @@ class Imagine(ImageActions, commands.Cog):
             "hires_upscaler",
             prompt="What to draw; may end with options like --ar 2:3 --seed 5 --no text --steps 30 --<preset>",
             image="Start from this image (img2img): PNG, JPEG or WebP; with --cn, the ControlNet image instead",
+            mask="Inpaint: change only the white part of the image (PNG, JPEG or WebP; needs image)",
             control_image="ControlNet: steer the image with this one (a pose, lines, a depth map…)",
             control_model="ControlNet model (default: one named after the preprocessor)",
             control_module="ControlNet preprocessor: canny, none (the image is the map already), invert…",
@@ -118,6 +119,7 @@ class Imagine(ImageActions, commands.Cog):
         batch: Batch | None = None,
         lora: app_commands.Range[str, 1, 200] | None = None,
         image: discord.Attachment | None = None,
+        mask: discord.Attachment | None = None,
         strength: Strength | None = None,
         resize_mode: str | None = None,
         hires: Hires | None = None,
@@ -151,7 +153,7 @@ class Imagine(ImageActions, commands.Cog):
         if any(v is not None for v in unit.values()):
             typed["controls"] = [{k: v for k, v in unit.items() if v is not None}]
         presets = [preset] if preset else []
-        await self.run_prompt(interaction, prompt, typed, presets, image=image, control=control_image)
+        await self.run_prompt(interaction, prompt, typed, presets, image=image, mask=mask, control=control_image)
 
     async def run_prompt(
         self,
@@ -162,21 +164,23 @@ class Imagine(ImageActions, commands.Cog):
         *,
         image: discord.Attachment | None = None,
         start: _inputs.StartImage | None = None,
+        mask: discord.Attachment | None = None,
         control: discord.Attachment | None = None,
     ) -> None:
         """Shared by /imagine, Remix, Use as control and the edit modal: inline options, presets, typed options
         (which win; a ControlNet unit's typed settings over its `--cn` ones).
 
         The start image is an attachment (`image`, downloaded after the acknowledgement) or one already kept
-        (`start`: Edit of an img2img result keeps its start image). The ControlNet image is an attachment too
-        (`control`); with `--cn` or control settings and no control image, the attached `image` is the control
-        image instead of a start image. Pure checks answer at once (ephemeral); then the interaction is deferred
-        before any database or engine work, so it is acknowledged within milliseconds however busy the bot is.
+        (`start`: Edit of an img2img result keeps its start image); an inpainting `mask` and the ControlNet image
+        (`control`) are attachments too. With `--cn` or control settings and no control image, the attached `image`
+        is the control image instead of a start image. Pure checks answer at once (ephemeral); then the
+        interaction is deferred before any database or engine work, so it is acknowledged within milliseconds
+        however busy the bot is.
         """
         inline = parse_inline(text)
         merged = {**inline.options, **{k: v for k, v in typed.items() if v is not None}}
         controls = merge_units(inline.options.get("controls", []), typed.get("controls") or [])
-        if control is None and image is not None and controls and not controls[0].get("image"):
+        if control is None and image is not None and mask is None and controls and not controls[0].get("image"):
             control, image = image, None  # `--cn canny` with an attached image: the image steers
         if control is not None and not controls:
             controls = [{}]
@@ -189,6 +193,10 @@ class Imagine(ImageActions, commands.Cog):
         for attachment in (image, control):
             if attachment is not None:
                 _inputs.check_declared_size(attachment, limits)  # before any download, answered at once
+        if mask is not None:
+            if image is None and start is None:
+                raise UserError("a mask needs the image to change: attach it as `image` (white in the mask = change)")
+            _inputs.check_declared_size(mask, limits, "a mask")
         sized_by_image = "width" not in merged and "aspect_ratio" not in merged
         if start is not None:  # in the journal's payload too, so a replay starts from it
             merged = _inputs.with_start_image(merged, start, limits)
@@ -196,19 +204,22 @@ class Imagine(ImageActions, commands.Cog):
         payload = {"typed": merged, "presets": presets}
         if image is not None:  # downloaded after the acknowledgement: a replay downloads it again
             payload.update(image=image.filename, image_url=image.url)
+        if mask is not None:
+            payload.update(mask=mask.filename, mask_url=mask.url)
         if control is not None:
             payload.update(control=control.filename, control_url=control.url)
         async with self._acknowledged(interaction, payload):
-            sources = {}
             if image is not None:
                 start = await _inputs.save_attachment(image, self._inputs_dir, limits)
                 merged = _inputs.with_start_image(merged, start, limits)
-            if start is not None:
-                sources["init_image"] = start.label
+            sources = {} if start is None else {"init_image": start.label}
+            if mask is not None:
+                kept = await _inputs.save_mask_attachment(mask, self._inputs_dir, limits)
+                merged["mask"], sources["mask"] = str(kept.path), kept.label
             if control is not None:
-                kept = await _inputs.save_attachment(control, self._inputs_dir, limits)
-                merged = _inputs.with_control_image(merged, kept, limits, sized=start is None)
-                sources["controls"] = kept.label
+                steering = await _inputs.save_attachment(control, self._inputs_dir, limits)
+                merged = _inputs.with_control_image(merged, steering, limits, sized=start is None)
+                sources["controls"] = steering.label
             sized = sized_by_image and (start is not None or control is not None)
             await self._submit(
                 interaction, Command(self._requester(interaction), merged, presets, sources=sources, start_sized=sized)
@@ -343,12 +354,13 @@ class Imagine(ImageActions, commands.Cog):
         self, interaction: discord.Interaction, job: JobRecord, prompt: str, negative: str, options: str
     ) -> None:
         """The edited command runs again; an img2img job's edit starts from the same image (its strength and
-        resize mode are in the options text)."""
+        resize mode are in the options text), an inpaint job's with the same mask or outpaint margins."""
         start = None
+        typed: dict[str, Any] = {"negative_prompt": negative, "controls": job.request.get("controls") or None}
         if job.request.get("init_image"):
             label = (job.sources or {}).get("init_image") or f"the start image of job #{job.id}"
             start = await asyncio.to_thread(_inputs.kept_start_image, job.request["init_image"], label)
-        typed = {"negative_prompt": negative, "controls": job.request.get("controls") or None}  # its units again
+            typed |= {k: job.request[k] for k in ("mask", "outpaint") if job.request.get(k)}
         await self.run_prompt(interaction, f"{prompt} {options}", typed, [], start=start)
 
     async def _on_save(self, interaction: discord.Interaction, job: JobRecord, name: str) -> None:

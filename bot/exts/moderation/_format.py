@@ -40,6 +40,10 @@ def review_embed(item: ReviewItemRecord, job: JobRecord) -> discord.Embed:
         embed.add_field(name="Held because", value=clip(item.reason, 1024), inline=False)
     if job.request.get("init_image"):
         embed.add_field(name="Start image", value="attached as start-image.png (img2img from it)", inline=False)
+    if job.request.get("mask"):
+        embed.add_field(name="Mask", value="attached as mask.png (white: the part redrawn)", inline=False)
+    elif job.request.get("outpaint"):
+        embed.add_field(name="Outpaint", value=f"the image grown by {job.request['outpaint']} (L,T,R,B)", inline=False)
     controls = control_images(job)
     if controls:
         names = ", ".join(f"control-image-{i}.png" for i in range(1, len(controls) + 1))
