@@ -19,9 +19,10 @@ from bot.exts.imagine import _inputs, _replay
 from bot.exts.imagine._delivery import DiscordJobListener
 from bot.exts.imagine._images import ImageActions, errors_replace_thinking
 from bot.exts.imagine._views import EditModal, SavePresetModal
-from bot.option_spec import COMMAND_ONLY, GenerationRequest, describe, inline_text, lora_tag, sampler_labels
+from bot.option_spec import GenerationRequest, describe, inline_text, lora_tag, sampler_labels
 from bot.options import append_to_prompt, from_slash, parse_inline
 from bot.services.records import JobRecord
+from bot.services.resolution import merge_units
 from bot.services.submission import Command, Requester
 
 log = logging.getLogger(__name__)
@@ -46,14 +47,19 @@ def options_text(options: dict[str, Any], seed: int | None = None) -> str:
 class Imagine(ImageActions, commands.Cog):
     def __init__(self, bot) -> None:
         self.bot = bot
-        # A message context menu ("Apps > Remix"); context menus cannot be declared inside a cog class.
-        self._remix_menu = app_commands.ContextMenu(name="Remix", callback=self.remix)
+        # Message context menus ("Apps > Remix", "Apps > Use as control"); they cannot be declared inside a cog class.
+        self._menus = [
+            app_commands.ContextMenu(name="Remix", callback=self.remix),
+            app_commands.ContextMenu(name="Use as control", callback=self.use_as_control),
+        ]
 
     async def cog_load(self) -> None:
-        self.bot.tree.add_command(self._remix_menu)
+        for menu in self._menus:
+            self.bot.tree.add_command(menu)
 
     async def cog_unload(self) -> None:
-        self.bot.tree.remove_command(self._remix_menu.name, type=self._remix_menu.type)
+        for menu in self._menus:
+            self.bot.tree.remove_command(menu.name, type=menu.type)
 
     @property
     def services(self):
@@ -81,8 +87,12 @@ class Imagine(ImageActions, commands.Cog):
             "hires_steps",
             "hires_upscaler",
             prompt="What to draw; may end with options like --ar 2:3 --seed 5 --no text --steps 30 --<preset>",
-            image="Start from this image (img2img): PNG, JPEG or WebP",
+            image="Start from this image (img2img): PNG, JPEG or WebP; with --cn, the ControlNet image instead",
             mask="Inpaint: change only the white part of the image (PNG, JPEG or WebP; needs image)",
+            control_image="ControlNet: steer the image with this one (a pose, lines, a depth map…)",
+            control_model="ControlNet model (default: one named after the preprocessor)",
+            control_module="ControlNet preprocessor: canny, none (the image is the map already), invert…",
+            control_weight="ControlNet weight, 0-2 (1)",
         )
     )
     @app_commands.choices(
@@ -115,6 +125,10 @@ class Imagine(ImageActions, commands.Cog):
         hires: Hires | None = None,
         hires_steps: HiresSteps | None = None,
         hires_upscaler: str | None = None,
+        control_image: discord.Attachment | None = None,
+        control_model: str | None = None,
+        control_module: str | None = None,
+        control_weight: app_commands.Range[float, 0.0, 2.0] | None = None,
     ) -> None:
         typed = from_slash(
             negative=negative,
@@ -135,7 +149,11 @@ class Imagine(ImageActions, commands.Cog):
         )
         if lora:
             prompt = append_to_prompt(prompt, lora_tag(lora.strip()))
-        await self.run_prompt(interaction, prompt, typed, [preset] if preset else [], image=image, mask=mask)
+        unit = {"model": control_model, "module": control_module, "weight": control_weight}
+        if any(v is not None for v in unit.values()):
+            typed["controls"] = [{k: v for k, v in unit.items() if v is not None}]
+        presets = [preset] if preset else []
+        await self.run_prompt(interaction, prompt, typed, presets, image=image, mask=mask, control=control_image)
 
     async def run_prompt(
         self,
@@ -147,21 +165,34 @@ class Imagine(ImageActions, commands.Cog):
         image: discord.Attachment | None = None,
         start: _inputs.StartImage | None = None,
         mask: discord.Attachment | None = None,
+        control: discord.Attachment | None = None,
     ) -> None:
-        """Shared by /imagine, Remix and the edit modal: inline options, presets, typed options (which win).
+        """Shared by /imagine, Remix, Use as control and the edit modal: inline options, presets, typed options
+        (which win; a ControlNet unit's typed settings over its `--cn` ones).
 
         The start image is an attachment (`image`, downloaded after the acknowledgement) or one already kept
-        (`start`: Edit of an img2img result keeps its start image); an inpainting `mask` is an attachment too.
-        Pure checks answer at once (ephemeral); then the interaction is deferred before any database or engine
-        work, so it is acknowledged within milliseconds however busy the bot is.
+        (`start`: Edit of an img2img result keeps its start image); an inpainting `mask` and the ControlNet image
+        (`control`) are attachments too. With `--cn` or control settings and no control image, the attached `image`
+        is the control image instead of a start image. Pure checks answer at once (ephemeral); then the
+        interaction is deferred before any database or engine work, so it is acknowledged within milliseconds
+        however busy the bot is.
         """
         inline = parse_inline(text)
         merged = {**inline.options, **{k: v for k, v in typed.items() if v is not None}}
+        controls = merge_units(inline.options.get("controls", []), typed.get("controls") or [])
+        if control is None and image is not None and mask is None and controls and not controls[0].get("image"):
+            control, image = image, None  # `--cn canny` with an attached image: the image steers
+        if control is not None and not controls:
+            controls = [{}]
+        merged.pop("controls", None)
+        if controls:
+            merged["controls"] = controls
         if inline.prompt:
             merged["prompt"] = inline.prompt
         limits = self.bot.config.engine_config().limits
-        if image is not None:
-            _inputs.check_declared_size(image, limits)  # before any download, answered at once
+        for attachment in (image, control):
+            if attachment is not None:
+                _inputs.check_declared_size(attachment, limits)  # before any download, answered at once
         if mask is not None:
             if image is None and start is None:
                 raise UserError("a mask needs the image to change: attach it as `image` (white in the mask = change)")
@@ -175,6 +206,8 @@ class Imagine(ImageActions, commands.Cog):
             payload.update(image=image.filename, image_url=image.url)
         if mask is not None:
             payload.update(mask=mask.filename, mask_url=mask.url)
+        if control is not None:
+            payload.update(control=control.filename, control_url=control.url)
         async with self._acknowledged(interaction, payload):
             if image is not None:
                 start = await _inputs.save_attachment(image, self._inputs_dir, limits)
@@ -183,15 +216,13 @@ class Imagine(ImageActions, commands.Cog):
             if mask is not None:
                 kept = await _inputs.save_mask_attachment(mask, self._inputs_dir, limits)
                 merged["mask"], sources["mask"] = str(kept.path), kept.label
+            if control is not None:
+                steering = await _inputs.save_attachment(control, self._inputs_dir, limits)
+                merged = _inputs.with_control_image(merged, steering, limits, sized=start is None)
+                sources["controls"] = steering.label
+            sized = sized_by_image and (start is not None or control is not None)
             await self._submit(
-                interaction,
-                Command(
-                    self._requester(interaction),
-                    merged,
-                    presets,
-                    sources=sources,
-                    start_sized=sized_by_image and start is not None,
-                ),
+                interaction, Command(self._requester(interaction), merged, presets, sources=sources, start_sized=sized)
             )
 
     @property
@@ -272,6 +303,15 @@ class Imagine(ImageActions, commands.Cog):
     async def _upscaler_choices(self, interaction: discord.Interaction, current: str):
         return _choices(list((await self.services.catalog.current()).upscalers), current)
 
+    @imagine.autocomplete("control_model")
+    async def _controlnet_choices(self, interaction: discord.Interaction, current: str):
+        catalog = await self.services.catalog.current()
+        return _choices([c.name for c in catalog.controlnets if not c.problem], current)
+
+    @imagine.autocomplete("control_module")
+    async def _module_choices(self, interaction: discord.Interaction, current: str):
+        return _choices(list((await self.services.catalog.current()).preprocessors), current)
+
     @imagine.autocomplete("preset")
     async def _preset_choices(self, interaction: discord.Interaction, current: str):
         return _choices(await self.services.presets.names(interaction.user.id, current), current)
@@ -316,7 +356,7 @@ class Imagine(ImageActions, commands.Cog):
         """The edited command runs again; an img2img job's edit starts from the same image (its strength and
         resize mode are in the options text), an inpaint job's with the same mask or outpaint margins."""
         start = None
-        typed = {"negative_prompt": negative}
+        typed: dict[str, Any] = {"negative_prompt": negative, "controls": job.request.get("controls") or None}
         if job.request.get("init_image"):
             label = (job.sources or {}).get("init_image") or f"the start image of job #{job.id}"
             start = await asyncio.to_thread(_inputs.kept_start_image, job.request["init_image"], label)
@@ -324,8 +364,7 @@ class Imagine(ImageActions, commands.Cog):
         await self.run_prompt(interaction, f"{prompt} {options}", typed, [], start=start)
 
     async def _on_save(self, interaction: discord.Interaction, job: JobRecord, name: str) -> None:
-        keep = {k: v for k, v in job.request.items() if k not in ("seed", *COMMAND_ONLY)}
-        result = await self.services.presets.save(interaction.user.id, name, keep)
+        result = await self.services.presets.save_from_job(interaction.user.id, name, job.request)
         verb = "created" if result.created else "updated"
         await interaction.response.send_message(
             f"💾 preset **{result.preset.name}** {verb}: use it with `--{result.preset.name}` or "
