@@ -53,6 +53,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 _BOUNDS: dict[str, dict[str, Any]] = {
     "vae_cache_size": dict(ge=0, le=64),
+    "controlnet_cache_size": dict(ge=0, le=64),
+    "max_controlnet_units": dict(ge=0, le=8),
     "checkpoint_cache_size": dict(ge=1, le=16),
     "max_steps": dict(ge=1, le=1000),
     "max_pixels": dict(ge=64 * 64, le=4096 * 4096),
@@ -93,6 +95,8 @@ def _engine_section() -> type[_Section]:
             kind = Literal[_CHOICES[key]]
         elif kind is Path:
             kind, default = str, str(default)
+        elif kind == Path | None:  # a folder that may be unset: "" in the file
+            kind, default = str, ""
         fields[key] = (Annotated[kind, Field(**_BOUNDS.get(key, {}))], default)
     return create_model("EngineSection", __base__=_Section, **fields)
 
@@ -224,8 +228,13 @@ class Config:
         parts: dict[type, dict[str, Any]] = {cls: {} for cls, _ in _ENGINE_SOURCES}
         for key, (cls, name) in _engine_keys().items():
             parts[cls][name] = values[key]
+        annotators = values["control_annotators"].strip()
         return EngineConfig(
-            **{**parts[EngineConfig], "models_dir": self.models_dir},
+            **{
+                **parts[EngineConfig],
+                "models_dir": self.models_dir,
+                "control_annotators": self.resolve(annotators) if annotators else None,
+            },
             limits=Limits(**parts[Limits]),
             ray=RayConfig(**parts[RayConfig]),
             image_classifier=self.image_classifier,

@@ -44,6 +44,8 @@ from engine.samplers import sampler_names as sampler_names
 
 INT, FLOAT, TEXT, BOOL = "int", "float", "text", "bool"
 SIZE, RATIO, LORA, PRESET = "size", "ratio", "lora", "preset"
+CONTROLS = "controls"  # ControlNet units: a list of each unit's settings (engine/control/units.py)
+CN = "cn"  # `--cn MODULE[:WEIGHT]`: a ControlNet unit's module and weight, its image the attached one
 SCALARS = (INT, FLOAT, TEXT, BOOL)
 
 
@@ -128,6 +130,7 @@ VOCABULARY: tuple[Option, ...] = (
         infotext="Denoising strength",
     ),
     Option("resize_mode", TEXT, ("resize-mode",), describe="How the image fits the size (img2img)"),
+    Option("controls", CONTROLS),  # ControlNet units come with their control images (attachments, the CLI)
     Option(
         "hires",
         FLOAT,
@@ -203,6 +206,12 @@ VOCABULARY: tuple[Option, ...] = (
     ),
     Option("preset", PRESET, ("preset",), describe="One of your presets"),
     Option(
+        "control_net",
+        CN,
+        ("cn",),
+        describe="ControlNet with the attached image: --cn MODULE[:WEIGHT], e.g. --cn canny:0.8",
+    ),
+    Option(
         "lora",
         LORA,
         ("lora",),
@@ -221,7 +230,7 @@ BY_PARAM: dict[str, Option] = {o.slash_name: o for o in VOCABULARY if o.flags or
 # The canonical inline names, for "options are --ar, --batch, …".
 FLAG_NAMES: list[str] = sorted(o.flags[0] for o in VOCABULARY if o.flags)
 # Stored keys by type: what `bot.store.options` checks values against.
-STORED_KINDS: dict[str, str] = {o.key: o.kind for o in VOCABULARY if o.kind in SCALARS}
+STORED_KINDS: dict[str, str] = {o.key: o.kind for o in VOCABULARY if o.kind in (*SCALARS, CONTROLS)}
 
 
 def describe(*params: str, **others: str) -> dict[str, str]:

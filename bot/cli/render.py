@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot.cli.control import add_control_arguments, print_controlnets
 from bot.config import load_config
 from bot.errors import UserError
 from bot.options import from_slash
 
 if TYPE_CHECKING:
     from engine.config import EngineConfig
+    from engine.render.pipeline import RenderedImage
     from engine.request import GenerationRequest
 
 
@@ -36,7 +39,7 @@ def add_parsers(sub) -> None:
     p.add_argument("file")
     p.set_defaults(func=cmd_infotext)
 
-    p = sub.add_parser("models", help="list checkpoints, VAEs and samplers")
+    p = sub.add_parser("models", help="list checkpoints, VAEs, LoRAs, ControlNets and samplers")
     p.add_argument("--config", metavar="F")
     p.set_defaults(func=cmd_models)
 
@@ -99,6 +102,7 @@ def add_request_options(p: argparse.ArgumentParser, *, batch: bool = True) -> No
         default=None,
         help="dynamic prompts: image i gets the i-th combination of the {a|b} choices (up to --batch)",
     )
+    add_control_arguments(p)
 
 
 _OPTION_FLAGS = (
@@ -158,6 +162,7 @@ def request_from_args(args: argparse.Namespace, engine_config: EngineConfig) -> 
         width=width,
         height=height,
         init_image=args.init_image,
+        controls=tuple(args.controls),
         mask=args.mask,
         **options,
         limits=engine_config.limits,
@@ -170,17 +175,28 @@ def png_target(out: str) -> Path:
     return Path(out)
 
 
+def save_images(images: Sequence[RenderedImage], target: Path) -> list[Path]:
+    """The PNGs: FILE.png for one image, FILE-1.png, FILE-2.png ... for a batch."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    paths = [
+        target if len(images) == 1 else target.with_name(f"{target.stem}-{i}.png") for i in range(1, len(images) + 1)
+    ]
+    for path, image in zip(paths, images):
+        path.write_bytes(image.png())
+    return paths
+
+
 def cmd_render(args: argparse.Namespace) -> int:
-    from engine.render.pipeline import Engine, save_images
+    from engine.render.pipeline import Engine
     from engine.tiny.models import ensure_demo_model
 
     config = load_config(args.config)
     engine_config = config.engine_config()
     ensure_demo_model(engine_config)
     request = request_from_args(args, engine_config)
-    png_target(args.out)
+    target = png_target(args.out)
     result = Engine(engine_config).render(request)
-    for path, image in zip(save_images(result, args.out), result.images):
+    for path, image in zip(save_images(result.images, target), result.images):
         print(f"{path}  seed {image.seed}")
     for note in result.notes:  # what the render left out or changed, e.g. a refused embedding
         print(f"sdbot: warning: {note}", file=sys.stderr)
@@ -238,6 +254,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         print("  (none: the tiny demo model is written on first use)")
     print("VAEs: auto, none" + "".join(f"\n  {v.name}  ({v.path})" for v in loadable(library.vaes(), allow)))
     print_networks(engine_config)
+    print_controlnets(engine_config)
     print("samplers: " + ", ".join(sampler_names()))
     print("upscalers: " + ", ".join(UpscalerLibrary(library.root, allow_pickle=allow).names()))
     print("schedule types: " + ", ".join(SCHEDULES))

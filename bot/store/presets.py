@@ -419,7 +419,7 @@ def infotext_options(
 
 
 def _preset_options(options: Any, limits: Limits) -> dict[str, Any]:
-    clean = validate_options(options, limits=limits, what="preset option")
+    clean = validate_options(options, limits=limits, what="preset option", allow_controls=True)
     if not clean:
         raise InvalidOptions("a preset needs at least one option")
     return clean

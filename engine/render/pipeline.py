@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -20,15 +20,18 @@ from PIL import Image
 
 from engine import __version__
 from engine.config import EngineConfig
+from engine.control.stage import ControlStage
 from engine.errors import EngineError, JobCancelled
 from engine.infotext import infotext_for_request, network_hashes, png_bytes
 from engine.models.loader import LoadedCheckpoint, ModelCache, ModelFile, file_hash
+from engine.models.patching import forward_replaced
 from engine.networks.embeddings import EmbeddingStore
 from engine.networks.library import NetworkLibrary
 from engine.networks.lora import LoraMerger, UsedNetwork
 from engine.networks.tags import tags_of
 from engine.render import dynamic_prompts, hires, img2img, inpaint
 from engine.render.classifier import Scores, ScoringStage
+from engine.render.control_units import prepared_control
 from engine.render.noise import initial_noise
 from engine.render.prompts import PromptEncoder
 from engine.render.refusals import render_notes
@@ -85,6 +88,9 @@ class Engine:
         self.embeddings = EmbeddingStore(self.networks, config.allow_pickle)
         self.upscalers = UpscalerLibrary(config.models_dir, allow_pickle=config.allow_pickle, device=self.models.device)
         self.scorer = ScoringStage(config.image_classifier, self.models.device)
+        self.controls = ControlStage(
+            config, self.models.device, self.models.dtype, config.controlnet_cache_size, config.control_annotators
+        )
         self.dynamic = dynamic_prompts.DynamicPrompts(config.models_dir / dynamic_prompts.WILDCARDS_DIR)
 
     def prompt_encoder(self, ckpt: LoadedCheckpoint) -> PromptEncoder:
@@ -105,9 +111,8 @@ class Engine:
         on_step: StepCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> list[RenderResult]:
-        """Render compatible requests (equal `batch_key`), image i of a job with seed + i: one call per prompt chunk
-        count. A job with dynamic prompts renders image by image, each with the prompts its seed draws; images whose
-        drawn prompts share settings share a call, so a batched image equals the same seed rendered alone."""
+        """Render compatible requests (equal `batch_key`), image i of a job with seed + i, one call per prompt chunk
+        count; a dynamic prompt is drawn per image seed (engine/render/dynamic_prompts.py), pixel-equal to alone."""
         started = time.perf_counter()
         # 1. seeds, then each image's prompts when they are dynamic; calls by settings and chunk count
         requests = [r.with_seed() for r in requests]
@@ -116,18 +121,18 @@ class Engine:
             requests,
             self.dynamic,
             lambda r: (r.batch_key(), encoder.pair_chunks(r.prompt, r.negative_prompt)),
-            lambda group: self._render_call([p.request for p in group], on_step, should_stop, started, group),
+            lambda group: self._render_call(group, on_step, should_stop, started),
         )
 
     def _render_call(
         self,
-        requests: Sequence[GenerationRequest],
+        parts: Sequence[dynamic_prompts.Part],
         on_step: StepCallback | None,
         should_stop: Callable[[], bool] | None,
         started: float,
-        parts: Sequence[dynamic_prompts.Part],
     ) -> list[RenderResult]:
-        """One diffusers call for seeded requests with equal settings (stages 2 to 8)."""
+        """One diffusers call for parts with equal settings (stages 2 to 8)."""
+        requests = [p.request for p in parts]
         first = requests[0]
         if any(r.batch_key() != first.batch_key() for r in requests):
             raise EngineError("internal: only requests with equal settings can be batched")
@@ -156,12 +161,17 @@ class Engine:
         if first.is_inpaint:  # the start latents and the latent mask (engine.render.inpaint)
             upscale = img2img.image_upscaler(first, self.upscalers)
             masked = inpaint.start(vae, pipe.unet, first, noise, upscale)
+        # 5b. ControlNet units: their ControlNets (warm per checkpoint) and maps; no hook when none can steer
+        control = prepared_control(self.controls, first, ckpt, self.models.loaded(), masked)
+        hook = control.hook
         # 6. denoise: txt2img from noise, or img2img from a start image (with a mask: inpainting); then Hires' pass
         interrupted = False
         progress = {"offset": 0, "total": None}  # Hires reports both passes as one run of steps
 
         def step_end(p, index, timestep, kwargs):
             nonlocal interrupted
+            if hook is not None:
+                hook.step_done()
             if on_step is not None:
                 on_step(progress["offset"] + index + 1, progress["total"] or p.num_timesteps, kwargs["latents"])
             if should_stop is not None and should_stop():
@@ -184,8 +194,12 @@ class Engine:
             **extra,
         )
         final_w, final_h = first.final_size
+        # The ControlNet hook goes on first, so the per-image split of the UNet call (exact batching) and an
+        # inpainting UNet's conditioning wrap it: it sees one image's rows, and an inpainting UNet's 9 channels.
+        steered = hook.installed(pipe.unet) if hook is not None else nullcontext()
         with (
             torch.inference_mode(),
+            steered,
             _one_image_at_a_time(pipe.unet, len(seeds), exact),
             inpaint.conditioned(pipe.unet, vae, masked),
         ):
@@ -194,6 +208,8 @@ class Engine:
                     start, each_step = masked.latents, masked.keeping_mask(pipe, generators, step_end)
                 else:
                     start, each_step = img2img.start_latents(vae, first, len(seeds), self.upscalers), step_end
+                if hook is not None:
+                    hook.begin_pass(img2img.img2img_pipeline(pipe), first.width, first.height)
                 latents = img2img.run_last(
                     pipe,
                     img2img.StepPlan.img2img(first.steps, first.denoising_strength),
@@ -205,6 +221,8 @@ class Engine:
             else:
                 if first.hires_enabled:
                     progress["total"] = first.steps + (first.hires_steps or first.steps)
+                if hook is not None:
+                    hook.begin_pass(pipe, first.width, first.height)
                 latents = pipe(
                     num_inference_steps=first.steps,
                     width=first.width,
@@ -217,6 +235,8 @@ class Engine:
                 ).images
             if first.hires_enabled and not interrupted:
                 progress["offset"] = first.steps
+                if hook is not None:  # the extension controls the second pass too, with the map at its size
+                    hook.begin_pass(img2img.img2img_pipeline(pipe), final_w, final_h, hires_pass=True)
                 latents = hires.second_pass(
                     pipe,
                     vae,
@@ -241,8 +261,7 @@ class Engine:
         seconds = time.perf_counter() - started
         used = [(loras, c.embeddings + n.embeddings) for c, n in conds]
         notes_of = [notes + self._refused(r, ckpt) for r in requests]
-        templates = [p.template for p in parts]
-        return self._results(requests, images, ckpt, vae_file, seconds, notes_of, used, templates, scores)
+        return self._results(parts, images, ckpt, vae_file, seconds, notes_of, used, scores, control.params)
 
     def _refused(self, request: GenerationRequest, ckpt: LoadedCheckpoint) -> tuple[str, ...]:
         sidecars = self.models.library.sidecar_vaes(ckpt.file)
@@ -265,25 +284,25 @@ class Engine:
 
     def _results(
         self,
-        requests,
+        parts: Sequence[dynamic_prompts.Part],
         images,
         ckpt: LoadedCheckpoint,
         vae_file: ModelFile | None,
         seconds: float,
         notes_of: list[tuple[str, ...]],
         used: list[tuple[list[UsedNetwork], tuple[str, ...]]],
-        templates: list[dict[str, str]],
         scores: list[Scores] | None = None,
+        control_params: dict[str, str] | None = None,
     ) -> list[RenderResult]:
         vae_name = vae_file.name if vae_file else None
         vae_hash = file_hash(vae_file.path) if vae_file else None
         results, i = [], 0
-        for r, (loras, embeddings), notes, template in zip(requests, used, notes_of, templates):
-            rendered = []
-            extra = network_hashes(loras, self.embeddings.hashes(embeddings))
+        for part, (loras, embeddings), notes in zip(parts, used, notes_of):
+            r, rendered = part.request, []
+            extra = {**(control_params or {}), **network_hashes(loras, self.embeddings.hashes(embeddings))}
             if inpaint.is_inpainting_unet(ckpt.pipe.unet):
                 extra["Conditional mask weight"] = inpaint.CONDITIONAL_MASK_WEIGHT
-            extra.update(template)
+            extra |= part.template  # a dynamic prompt's Template / Negative Template
             for seed in r.seeds():
                 text = infotext_for_request(
                     r,
@@ -353,11 +372,8 @@ def _one_image_at_a_time(unet, images: int, enabled: bool):
         return (result,) if kwargs.get("return_dict") is False else _UNetOutput(result)
 
     total = 0
-    unet.forward = per_image
-    try:
+    with forward_replaced(unet, per_image):
         yield
-    finally:
-        del unet.forward
 
 
 @dataclass(frozen=True)
@@ -381,19 +397,3 @@ def _vae_decode(vae, latents: torch.Tensor, exact: bool = True) -> torch.Tensor:
         if getattr(config, "shift_factor", None):
             latents = latents + config.shift_factor
     return vae.decode(latents, return_dict=False)[0]
-
-
-def save_images(result: RenderResult, out: str) -> list[str]:
-    """Write a result's PNGs: FILE.png for one image, FILE-1.png, FILE-2.png ... for a batch."""
-    from pathlib import Path
-
-    target = Path(out)
-    if target.suffix.lower() != ".png":
-        raise EngineError(f"--out must name a .png file (got {out!r})")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, img in enumerate(result.images, start=1):
-        path = target if len(result.images) == 1 else target.with_name(f"{target.stem}-{i}.png")
-        path.write_bytes(img.png())
-        paths.append(str(path))
-    return paths

@@ -70,6 +70,10 @@ def parameters_embed(
         embed.add_field(name=label, value=clip(text, 1024), inline=True)
     for label, text in _second_pass_fields(options, sources):
         embed.add_field(name=label, value=clip(text, 1024), inline=True)
+    if options.get("controls"):
+        text = controls_text(options["controls"])
+        source = sources.get("controls")
+        embed.add_field(name="ControlNet", value=clip(f"{text}\n-# {source}" if source else text, 1024), inline=False)
     if user:
         embed.set_footer(text=clip(f"requested by {user}", 2048))
     return embed
@@ -82,6 +86,22 @@ def loras_text(prompt: str, negative: str) -> str:
     except EngineError:
         return ""
     return ", ".join(f"{t.name} {t.te:g}" + (f" (UNet {t.unet:g})" if t.unet != t.te else "") for t in tags)
+
+
+def controls_text(units: Any) -> str:
+    """One line per ControlNet unit: "canny · control_v11p_sd15_canny · weight 0.8 · steps 0-0.5 · prompt first"."""
+    modes = {"My prompt is more important": "prompt first", "ControlNet is more important": "ControlNet first"}
+    lines = []
+    for unit in units:
+        parts = [unit.get("module") or "none", unit.get("model") or "model by preprocessor"]
+        parts.append(f"weight {unit.get('weight', 1.0):g}")
+        start, end = unit.get("guidance_start", 0.0), unit.get("guidance_end", 1.0)
+        if (start, end) != (0.0, 1.0):
+            parts.append(f"steps {start:g}-{end:g}")
+        if unit.get("control_mode") in modes:
+            parts.append(modes[unit["control_mode"]])
+        lines.append(" · ".join(parts))
+    return "\n".join(lines)
 
 
 def _second_pass_fields(options: Mapping[str, Any], sources: Mapping[str, str]) -> list[tuple[str, str]]:

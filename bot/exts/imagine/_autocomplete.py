@@ -86,6 +86,11 @@ async def axes(interaction: discord.Interaction, current: str) -> Choices:
     ][:25]
 
 
+async def controlnets(interaction: discord.Interaction, current: str) -> Choices:
+    catalog = await _services(interaction).catalog.current()
+    return choices([c.name for c in catalog.controlnets if not c.problem], current)
+
+
 AUTOCOMPLETE: dict[str, Any] = dict(
     sampler=samplers,
     size=sizes,
@@ -95,3 +100,4 @@ AUTOCOMPLETE: dict[str, Any] = dict(
     hires_upscaler=_catalog("upscalers"),
     preset=presets,
 )
+CONTROL_AUTOCOMPLETE: dict[str, Any] = dict(control_model=controlnets, control_module=_catalog("preprocessors"))

@@ -16,13 +16,14 @@ from bot.exts.common.actor import actor_of
 from bot.exts.common.formatting import info_message
 from bot.exts.common.params import Batch, Cfg, ClipSkip, Hires, HiresSteps, Negative, Prompt, Seed, Steps, Strength
 from bot.exts.imagine import _inputs, _replay
-from bot.exts.imagine._autocomplete import AUTOCOMPLETE, RESIZE_MODES
+from bot.exts.imagine._autocomplete import AUTOCOMPLETE, CONTROL_AUTOCOMPLETE, RESIZE_MODES
 from bot.exts.imagine._delivery import DiscordJobListener
 from bot.exts.imagine._images import ImageActions, errors_replace_thinking
 from bot.exts.imagine._views import EditModal, SavePresetModal
-from bot.option_spec import COMMAND_ONLY, GenerationRequest, describe, inline_text, lora_tag
-from bot.options import append_to_prompt, from_slash, with_typed
+from bot.option_spec import GenerationRequest, describe, inline_text, lora_tag
+from bot.options import append_to_prompt, from_slash, parse_inline
 from bot.services.records import JobRecord
+from bot.services.resolution import merge_units
 from bot.services.submission import Command, Requester
 
 log = logging.getLogger(__name__)
@@ -45,14 +46,19 @@ def options_text(options: dict[str, Any], seed: int | None = None) -> str:
 class Imagine(ImageActions, commands.Cog):
     def __init__(self, bot) -> None:
         self.bot = bot
-        # A message context menu ("Apps > Remix"); context menus cannot be declared inside a cog class.
-        self._remix_menu = app_commands.ContextMenu(name="Remix", callback=self.remix)
+        # Message context menus ("Apps > Remix", "Apps > Use as control"); they cannot be declared inside a cog class.
+        self._menus = [
+            app_commands.ContextMenu(name="Remix", callback=self.remix),
+            app_commands.ContextMenu(name="Use as control", callback=self.use_as_control),
+        ]
 
     async def cog_load(self) -> None:
-        self.bot.tree.add_command(self._remix_menu)
+        for menu in self._menus:
+            self.bot.tree.add_command(menu)
 
     async def cog_unload(self) -> None:
-        self.bot.tree.remove_command(self._remix_menu.name, type=self._remix_menu.type)
+        for menu in self._menus:
+            self.bot.tree.remove_command(menu.name, type=menu.type)
 
     @property
     def services(self):
@@ -80,11 +86,15 @@ class Imagine(ImageActions, commands.Cog):
             "hires_steps",
             "hires_upscaler",
             prompt="What to draw; may end with options like --ar 2:3 --seed 5 --no text --steps 30 --<preset>",
-            image="Start from this image (img2img): PNG, JPEG or WebP",
+            image="Start from this image (img2img): PNG, JPEG or WebP; with --cn, the ControlNet image instead",
             mask="Inpaint: change only the white part of the image (PNG, JPEG or WebP; needs image)",
+            control_image="ControlNet: steer the image with this one (a pose, lines, a depth map…)",
+            control_model="ControlNet model (default: one named after the preprocessor)",
+            control_module="ControlNet preprocessor: canny, none (the image is the map already), invert…",
+            control_weight="ControlNet weight, 0-2 (1)",
         )
     )
-    @app_commands.autocomplete(**AUTOCOMPLETE)
+    @app_commands.autocomplete(**AUTOCOMPLETE, **CONTROL_AUTOCOMPLETE)
     @app_commands.choices(resize_mode=RESIZE_MODES)
     async def imagine(
         self,
@@ -109,6 +119,10 @@ class Imagine(ImageActions, commands.Cog):
         hires: Hires | None = None,
         hires_steps: HiresSteps | None = None,
         hires_upscaler: str | None = None,
+        control_image: discord.Attachment | None = None,
+        control_model: str | None = None,
+        control_module: str | None = None,
+        control_weight: app_commands.Range[float, 0.0, 2.0] | None = None,
     ) -> None:
         typed = from_slash(
             negative=negative,
@@ -129,7 +143,11 @@ class Imagine(ImageActions, commands.Cog):
         )
         if lora:
             prompt = append_to_prompt(prompt, lora_tag(lora.strip()))
-        await self.run_prompt(interaction, prompt, typed, [preset] if preset else [], image=image, mask=mask)
+        unit = {"model": control_model, "module": control_module, "weight": control_weight}
+        if any(v is not None for v in unit.values()):
+            typed["controls"] = [{k: v for k, v in unit.items() if v is not None}]
+        presets = [preset] if preset else []
+        await self.run_prompt(interaction, prompt, typed, presets, image=image, mask=mask, control=control_image)
 
     async def run_prompt(
         self,
@@ -141,20 +159,35 @@ class Imagine(ImageActions, commands.Cog):
         image: discord.Attachment | None = None,
         start: _inputs.StartImage | None = None,
         mask: discord.Attachment | None = None,
+        control: discord.Attachment | None = None,
         axes: list[str | None] | None = None,
     ) -> None:
-        """Shared by /imagine, /xyz (`axes`: its X, Y and Z), Remix and the edit modal: inline options, presets,
-        typed options (which win).
+        """Shared by /imagine, /xyz (`axes`: its X, Y and Z), Remix, Use as control and the edit modal: inline
+        options, presets, typed options (which win; a ControlNet unit's typed settings over its `--cn` ones).
 
         The start image is an attachment (`image`, downloaded after the acknowledgement) or one already kept
-        (`start`: Edit of an img2img result keeps its start image); an inpainting `mask` is an attachment too.
-        Pure checks answer at once (ephemeral); then the interaction is deferred before any database or engine
-        work, so it is acknowledged within milliseconds however busy the bot is.
+        (`start`: Edit of an img2img result keeps its start image); an inpainting `mask` and the ControlNet image
+        (`control`) are attachments too. With `--cn` or control settings and no control image, the attached `image`
+        is the control image instead of a start image. Pure checks answer at once (ephemeral); then the
+        interaction is deferred before any database or engine work, so it is acknowledged within milliseconds
+        however busy the bot is.
         """
-        merged, presets = with_typed(text, typed, typed_presets)
+        inline = parse_inline(text)
+        merged = {**inline.options, **{k: v for k, v in typed.items() if v is not None}}
+        controls = merge_units(inline.options.get("controls", []), typed.get("controls") or [])
+        if control is None and image is not None and mask is None and controls and not controls[0].get("image"):
+            control, image = image, None  # `--cn canny` with an attached image: the image steers
+        if control is not None and not controls:
+            controls = [{}]
+        merged.pop("controls", None)
+        if controls:
+            merged["controls"] = controls
+        if inline.prompt:
+            merged["prompt"] = inline.prompt
         limits = self.bot.config.engine_config().limits
-        if image is not None:
-            _inputs.check_declared_size(image, limits)  # before any download, answered at once
+        for attachment in (image, control):
+            if attachment is not None:
+                _inputs.check_declared_size(attachment, limits)  # before any download, answered at once
         if mask is not None:
             if image is None and start is None:
                 raise UserError("a mask needs the image to change: attach it as `image` (white in the mask = change)")
@@ -162,6 +195,7 @@ class Imagine(ImageActions, commands.Cog):
         sized_by_image = "width" not in merged and "aspect_ratio" not in merged
         if start is not None:  # in the journal's payload too, so a replay starts from it
             merged = _inputs.with_start_image(merged, start, limits)
+        presets = [*inline.presets, *typed_presets]
         payload: dict[str, Any] = {"typed": merged, "presets": presets}
         if axes is not None:
             payload["xyz"] = axes
@@ -169,6 +203,8 @@ class Imagine(ImageActions, commands.Cog):
             payload.update(image=image.filename, image_url=image.url)
         if mask is not None:
             payload.update(mask=mask.filename, mask_url=mask.url)
+        if control is not None:
+            payload.update(control=control.filename, control_url=control.url)
         async with self._acknowledged(interaction, payload):
             if image is not None:
                 start = await _inputs.save_attachment(image, self._inputs_dir, limits)
@@ -177,13 +213,12 @@ class Imagine(ImageActions, commands.Cog):
             if mask is not None:
                 kept = await _inputs.save_mask_attachment(mask, self._inputs_dir, limits)
                 merged["mask"], sources["mask"] = str(kept.path), kept.label
-            command = Command(
-                self._requester(interaction),
-                merged,
-                presets,
-                sources=sources,
-                start_sized=sized_by_image and start is not None,
-            )
+            if control is not None:
+                steering = await _inputs.save_attachment(control, self._inputs_dir, limits)
+                merged = _inputs.with_control_image(merged, steering, limits, sized=start is None)
+                sources["controls"] = steering.label
+            sized = sized_by_image and (start is not None or control is not None)
+            command = Command(self._requester(interaction), merged, presets, sources=sources, start_sized=sized)
             if axes is not None:
                 await self.bot.get_cog("Xyz").submit(interaction, command, axes)
             else:
@@ -282,7 +317,7 @@ class Imagine(ImageActions, commands.Cog):
         """The edited command runs again; an img2img job's edit starts from the same image (its strength and
         resize mode are in the options text), an inpaint job's with the same mask or outpaint margins."""
         start = None
-        typed = {"negative_prompt": negative}
+        typed: dict[str, Any] = {"negative_prompt": negative, "controls": job.request.get("controls") or None}
         if job.request.get("init_image"):
             label = (job.sources or {}).get("init_image") or f"the start image of job #{job.id}"
             start = await asyncio.to_thread(_inputs.kept_start_image, job.request["init_image"], label)
@@ -290,8 +325,7 @@ class Imagine(ImageActions, commands.Cog):
         await self.run_prompt(interaction, f"{prompt} {options}", typed, [], start=start)
 
     async def _on_save(self, interaction: discord.Interaction, job: JobRecord, name: str) -> None:
-        keep = {k: v for k, v in job.request.items() if k not in ("seed", *COMMAND_ONLY)}
-        result = await self.services.presets.save(interaction.user.id, name, keep)
+        result = await self.services.presets.save_from_job(interaction.user.id, name, job.request)
         verb = "created" if result.created else "updated"
         await interaction.response.send_message(
             f"💾 preset **{result.preset.name}** {verb}: use it with `--{result.preset.name}` or "

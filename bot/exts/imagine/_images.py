@@ -1,4 +1,5 @@
-"""What the buttons under each image and the Remix menu do: img2img, inpainting and outpainting from one image.
+"""What the buttons under each image and the Remix and Use as control menus do: img2img, inpainting, outpainting
+and ControlNet from one image.
 
 ⬆️ Upscale ×2 and 🌱 / 🌪️ Vary: img2img from the image. 🖌️ Vary (Region): a modal asks for the region (cells of a
 3×3 grid or a box in percent) and the prompt; the region becomes the mask of an inpaint of the image. 🔍 Zoom Out
@@ -6,7 +7,7 @@
 side grown by half the image, the canvas shrunk to the server's pixel cap when it is over it. Each is the job's own
 request with those changes, through the one submission pipeline (`Command(request=…)`: screened, capped and held
 for review like any command), its lineage kept in the sources. Remix runs the message's image through /imagine's
-path, with an optional mask.
+path, with an optional mask; Use as control runs it as a ControlNet unit's image.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import discord
 from bot.errors import USER_ERRORS, UserError
 from bot.exts.common.interactions import admit, reply_error
 from bot.exts.imagine import _inputs
-from bot.exts.imagine._views import RegionModal, RemixModal, zoom_and_pan_view
+from bot.exts.imagine._views import ControlModal, RegionModal, RemixModal, zoom_and_pan_view
 from bot.option_spec import default_size, grown_size, pan_margins, zoom_out_margins
 from bot.services.records import JobRecord
 from bot.services.submission import Command, Requester
@@ -35,7 +36,7 @@ _NAMES = {"upscale": "Upscale ×2", "region": "Vary (Region)", "zoom15": "Zoom O
 
 class ImageActions:
     """Mixed into the Imagine cog (it provides `bot`, `services`, `_submit`, `_requester`, `_request_of` and
-    `run_prompt`): the per-image buttons and the Remix menu."""
+    `run_prompt`): the per-image buttons and the Remix and Use as control menus."""
 
     bot: Any
     services: Any
@@ -161,6 +162,22 @@ class ImageActions:
             await self.run_prompt(modal_interaction, text, typed, [], image=attachment, mask=mask)
 
         await interaction.response.send_modal(RemixModal(message.id, prompt, submitted))
+
+    async def use_as_control(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        """Apps > Use as control on a message with an image: a modal for the prompt, the ControlNet model and the
+        preprocessor, then a render steered by that image (a ControlNet unit)."""
+        if not await admit(interaction):
+            return
+        attachment = _inputs.first_image(message)
+        if attachment is None:
+            raise UserError("that message has no image to use as control: it needs a PNG, JPEG or WebP attachment")
+        _inputs.check_declared_size(attachment, self.bot.config.engine_config().limits)
+
+        async def submitted(modal_interaction: discord.Interaction, text: str, model: str, module: str) -> None:
+            unit = {"module": module or "none", **({"model": model} if model else {})}
+            await self.run_prompt(modal_interaction, text, {"controls": [unit]}, [], control=attachment)
+
+        await interaction.response.send_modal(ControlModal(message.id, submitted))
 
 
 def _name(action: str) -> str:

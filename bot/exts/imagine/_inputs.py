@@ -1,5 +1,6 @@
 """Start images for img2img: an attachment (of /imagine or of a message for Remix), or one of a job's images; and
-inpainting masks: an attachment (/imagine `mask:`, Remix), or a Vary (Region) region drawn on a job's image.
+inpainting masks: an attachment (/imagine `mask:`, Remix), or a Vary (Region) region drawn on a job's image; and
+ControlNet images (an attachment of /imagine, or of a message for Use as control), kept as start images are.
 
 An attachment is checked before it is downloaded (its declared size), then by content (`engine.render.input_image`:
 format, pixel count before decoding, EXIF, alpha), in a thread; what is kept is the cleaned RGB image (a mask: its
@@ -144,6 +145,17 @@ def with_start_image(options: dict[str, Any], start: StartImage, limits: Limits)
     out = {**options, "init_image": str(start.path)}
     if "width" not in out and "aspect_ratio" not in out:
         out["width"], out["height"] = default_size(start.width, start.height, limits)
+    return out
+
+
+def with_control_image(options: dict[str, Any], image: StartImage, limits: Limits, sized: bool) -> dict[str, Any]:
+    """`options` with `image` as the first ControlNet unit's control image (a preset's units share it); with
+    `sized` (no start image) the size defaults to its aspect, as a start image's does."""
+    units = [dict(unit) for unit in options.get("controls") or [{}]]
+    units[0]["image"] = str(image.path)
+    out = {**options, "controls": units}
+    if sized and "width" not in out and "aspect_ratio" not in out:
+        out["width"], out["height"] = default_size(image.width, image.height, limits)
     return out
 
 

@@ -124,6 +124,17 @@ async def _command_of(bot, ack: Ack, who: Requester) -> Command:
             bot.http, payload["mask_url"], payload["mask"], _inputs.inputs_dir(bot.config), limits, mask=True
         )
         typed, sources = {**typed, "mask": str(mask.path)}, {**sources, "mask": mask.label}
+    if payload.get("control"):  # its ControlNet image: downloaded again, checked as the first time
+        if not payload.get("control_url"):
+            raise UserError(
+                f"its ControlNet image ({payload['control']}) was not saved before the restart; send it again"
+            )
+        kept = await _inputs.save_from_url(
+            bot.http, payload["control_url"], payload["control"], _inputs.inputs_dir(bot.config), limits
+        )
+        sized_by_image = sized_by_image or ("width" not in typed and "aspect_ratio" not in typed and start is None)
+        typed = _inputs.with_control_image(typed, kept, limits, sized=start is None)
+        sources["controls"] = kept.label
     return Command(
         who,
         typed,

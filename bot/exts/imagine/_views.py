@@ -253,6 +253,36 @@ class RegionModal(_Modal, title="Vary (Region)"):
         await self._on_submit(interaction, self.region.value, self.prompt.value)
 
 
+class ControlModal(_Modal, title="Use as control (ControlNet)"):
+    """Apps > Use as control: the prompt, the ControlNet model (empty: one named after the preprocessor) and the
+    preprocessor that makes the map from the image (none: the image is a map already)."""
+
+    def __init__(self, message_id: int, on_submit) -> None:
+        super().__init__(custom_id=f"sdbot:control:{message_id}")
+        self.prompt: discord.ui.TextInput = discord.ui.TextInput(
+            label="Prompt (options like --steps 30 work too)",
+            style=discord.TextStyle.paragraph,
+            max_length=4000,
+            custom_id="prompt",
+        )
+        self.model: discord.ui.TextInput = discord.ui.TextInput(
+            label="ControlNet model (empty: by the preprocessor)",
+            required=False,
+            max_length=200,
+            custom_id="model",
+            placeholder="control_v11p_sd15_canny",
+        )
+        self.module: discord.ui.TextInput = discord.ui.TextInput(
+            label="Preprocessor: canny, none, invert…", default="canny", max_length=100, custom_id="module"
+        )
+        for item in (self.prompt, self.model, self.module):
+            self.add_item(item)
+        self._on_submit = on_submit
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        await self._on_submit(interaction, self.prompt.value, self.model.value.strip(), self.module.value.strip())
+
+
 class SavePresetModal(_Modal, title="Save as preset"):
     def __init__(self, job_id: int, on_submit) -> None:
         super().__init__(custom_id=f"sdbot:save:{job_id}")
