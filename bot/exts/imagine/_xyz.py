@@ -19,7 +19,7 @@ from bot.errors import UserError
 from bot.exts.common.params import Cfg, ClipSkip, Hires, HiresSteps, Negative, Prompt, Seed, Steps, Strength
 from bot.exts.common.uploads import prepare_uploads
 from bot.exts.imagine import _format
-from bot.exts.imagine._autocomplete import AUTOCOMPLETE, CONTROL_AUTOCOMPLETE, RESIZE_MODES, axes
+from bot.exts.imagine._autocomplete import AUTOCOMPLETE, RESIZE_MODES, axes
 from bot.exts.imagine._grid import DiscordGridListener
 from bot.exts.imagine._images import errors_replace_thinking
 from bot.exts.imagine._views import job_view
@@ -64,13 +64,10 @@ class Xyz(commands.Cog):
             z="One grid per value, e.g. Sampler: Euler, DPM++ 2M Karras",
             image="Start every cell from this image (img2img): PNG, JPEG or WebP",
             mask="Inpaint: change only the white part of the image (PNG, JPEG or WebP; needs image)",
-            control_image="ControlNet: steer every cell with this image (a pose, lines, a depth map…)",
-            control_model="ControlNet model (default: one named after the preprocessor)",
-            control_module="ControlNet preprocessor: canny, none (the image is the map already), invert…",
-            control_weight="ControlNet weight, 0-2 (1)",
+            control_image="ControlNet: steer every cell with this image; --cn MODULE[:WEIGHT] in the prompt sets it up",
         )
     )
-    @app_commands.autocomplete(x=axes, y=axes, z=axes, **AUTOCOMPLETE, **CONTROL_AUTOCOMPLETE)
+    @app_commands.autocomplete(x=axes, y=axes, z=axes, **AUTOCOMPLETE)
     @app_commands.choices(resize_mode=RESIZE_MODES)
     async def xyz(
         self,
@@ -98,10 +95,9 @@ class Xyz(commands.Cog):
         hires_steps: HiresSteps | None = None,
         hires_upscaler: str | None = None,
         control_image: discord.Attachment | None = None,
-        control_model: str | None = None,
-        control_module: str | None = None,
-        control_weight: app_commands.Range[float, 0.0, 2.0] | None = None,
     ) -> None:
+        """Discord allows 25 options: /imagine's, but `batch` (a cell is one image) and the ControlNet unit's
+        settings, which `--cn MODULE[:WEIGHT]` in the prompt gives."""
         typed = from_slash(
             negative=negative,
             steps=steps,
@@ -120,9 +116,6 @@ class Xyz(commands.Cog):
         )
         if lora:
             prompt = append_to_prompt(prompt, lora_tag(lora.strip()))
-        unit = {"model": control_model, "module": control_module, "weight": control_weight}
-        if any(v is not None for v in unit.values()):
-            typed["controls"] = [{k: v for k, v in unit.items() if v is not None}]
         imagine = self.bot.get_cog("Imagine")  # the same path as /imagine: inline options, images, the journal
         await imagine.run_prompt(
             interaction,
