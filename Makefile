@@ -34,10 +34,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# Lint and format check (ruff; configured in pyproject.toml).
+# Format check, lint and type check (ruff and mypy, configured in pyproject.toml); CI runs it before the tests.
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	$(BIN)/mypy bot engine
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest --slow

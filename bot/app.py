@@ -27,6 +27,7 @@ from bot.channel_edits import ChannelEdits
 from bot.config import Config
 from bot.discord_endpoints import point_discord_at
 from bot.exts.common.interactions import admit, reply_error
+from bot.exts.imagine import Imagine
 from bot.runner import Core, DiscordSide, build_services, open_core
 from bot.services import Services
 
@@ -95,7 +96,7 @@ class SdBot(commands.Bot):
         if await self.services.review.recover(self.serves):
             log.info("posted review items a previous run left unshown")
         imagine = self.get_cog("Imagine")
-        if imagine is not None:
+        if isinstance(imagine, Imagine):
             await imagine.recover()  # the journal's acknowledged but unsaved commands
 
     async def sync_commands(self) -> bool:

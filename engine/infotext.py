@@ -306,7 +306,7 @@ def _parse_float(key: str, value: str) -> float:
 def request_options(info: Infotext) -> tuple[dict[str, object], list[str]]:
     """GenerationRequest keyword options from an infotext, plus the parameter keys that were not used.
 
-    Unused keys (hires fix, denoising strength...) are returned so the caller can tell the user
+    Unused keys (face restoration, variation seeds, an extension's...) are returned so the caller can tell the user
     what will not be reproduced instead of silently dropping it; informational keys (hashes, Version, RNG) are
     not reported. Both sampler forms are read: "DPM++ 2M Karras" and "DPM++ 2M" + "Schedule type: Karras".
     Missing Clip skip means 1 (A1111 writes it only when > 1). VAE/Model are set only when the text names them.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot.store.journal import Ack
 from bot.store.models import ItemStatus, JobStatus, ModerationMode, NotifyBy, utcnow
@@ -29,12 +29,15 @@ __all__ = [
     "utcnow",
 ]
 
-_Record = TypeVar("_Record")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+_Record = TypeVar("_Record", bound="DataclassInstance")
 
 
 def record(cls: type[_Record], row: Any) -> _Record:
     """`cls` filled from `row`'s attributes of the same names (a row, or a record already)."""
-    return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})  # type: ignore[arg-type]
+    return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,7 @@ class ImageReview:
         for item in items:
             job = await transaction(self.sessions, job_store.get, item.job_id)
             if job.guild_id is not None and serves(job.guild_id):
-                await self.show(item, job, files_of(job), await self.settings.get(job.guild_id))
+                await self.show(item, job, files_of(record(JobRecord, job)), await self.settings.get(job.guild_id))
                 shown += 1
         return shown
 
