@@ -16,7 +16,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import discord
 from asyncio_throttle import Throttler
@@ -27,11 +27,18 @@ from bot.channel_edits import ChannelEdits
 from bot.config import Config
 from bot.discord_endpoints import point_discord_at
 from bot.exts.common.interactions import admit, reply_error
-from bot.exts.imagine import Imagine
 from bot.runner import Core, DiscordSide, build_services, open_core
 from bot.services import Services
 
 log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class _Recovers(Protocol):
+    """A cog that replays what a killed process left (the imagine area: its journal's commands)."""
+
+    async def recover(self) -> int: ...
+
 
 EXTENSIONS = ("bot.exts.imagine", "bot.exts.presets", "bot.exts.info", "bot.exts.moderation")
 
@@ -96,7 +103,7 @@ class SdBot(commands.Bot):
         if await self.services.review.recover(self.serves):
             log.info("posted review items a previous run left unshown")
         imagine = self.get_cog("Imagine")
-        if isinstance(imagine, Imagine):
+        if isinstance(imagine, _Recovers):
             await imagine.recover()  # the journal's acknowledged but unsaved commands
 
     async def sync_commands(self) -> bool:

@@ -191,7 +191,7 @@ class ModerationSection(_Section):
     rate_wait_s: Annotated[float, Field(ge=0, le=10)] = 2.0
     max_queued_per_guild: Annotated[int, Field(ge=0, le=100000)] = 0
     banned_users: _Ids = []
-    # Issue 17: a local image-classification model folder ("": none); guilds in `auto` mode need one.
+    # A local image-classification model folder ("": none); guilds in `auto` mode need one.
     image_classifier: str = ""
     unsafe_labels: list[Annotated[str, Field(min_length=1, max_length=100)]] = ["nsfw"]
     flag_above: _Fraction = 0.5

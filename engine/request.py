@@ -68,7 +68,7 @@ class GenerationRequest:
     clip_skip: int = 1
     vae: str = "auto"
     model: str = ""
-    # img2img (issue 14): a path to the start image (checked by `engine.render.input_image`), A1111's "Denoising
+    # img2img: a path to the start image (checked by `engine.render.input_image`), A1111's "Denoising
     # strength" (None: 0.75 for img2img, 0.7 for the Hires second pass) and resize mode (just | crop | fill).
     init_image: str = ""
     strength: float | None = None

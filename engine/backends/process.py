@@ -1,4 +1,4 @@
-"""The local engine in a child process (issue 16, `[engine] isolation = "process"`, the default).
+"""The local engine in a child process (`[engine] isolation = "process"`, the default).
 
 A segfault in a native library, a CUDA error that poisons the context ("restart required", as WebUI users know
 it) or the kernel's OOM killer used to take the whole bot down with the engine thread: Discord connection, queue

@@ -1,4 +1,4 @@
-"""The Ray Serve deployment behind `backend = "ray"` (issue 8): one engine worker per replica.
+"""The Ray Serve deployment behind `backend = "ray"`: one engine worker per replica.
 
 A replica is one Ray actor holding one `engine.backends.worker.Worker` (one device, one thread, its own model caches),
 built from the same frozen `EngineConfig` as the bot's: the same models dir (a path every node must have),

@@ -158,7 +158,7 @@ def test_run_check_validates_config_database_and_models(capsys, tmp_path, config
     assert code == 2 and err.startswith("sdbot: error: ") and err.count("\n") == 1
 
 
-# --- the image classifier (issue 17) ---------------------------------------------------------------------------
+# --- the image classifier ------------------------------------------------------------------------------------------
 
 
 def _with_classifier(config: Path, folder: Path, **extra) -> Path:
