@@ -55,7 +55,7 @@ class JobRecord:
     status: str
     seed: int | None
     result_paths: list[str]
-    image_scores: list[dict[str, float]] | None
+    image_scores: list[dict[str, float] | None] | None
     error: str | None
     created_at: datetime
     updated_at: datetime
