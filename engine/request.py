@@ -120,6 +120,20 @@ class GenerationRequest:
         """The sampler as users type it: "DPM++ 2M Karras", "Euler a"."""
         return self.sampler if self.schedule == "Automatic" else f"{self.sampler} {self.schedule}"
 
+    def check_latent_grid(self, factor: int) -> None:
+        """EngineError unless the sizes fit the model's latent grid: a VAE that scales by `factor` needs sides that
+        are multiples of it (A1111's multiples of 8 fit SD and SDXL, whose factor is 8)."""
+        sizes = [("size", (self.width, self.height))]
+        if self.hires_enabled:
+            sizes.append((f"Hires ×{self.hires:g} size", self.final_size))
+        for what, (width, height) in sizes:
+            if width % factor or height % factor:
+                fit = f"{max(factor, width // factor * factor)}x{max(factor, height // factor * factor)}"
+                raise EngineError(
+                    f"{what} {width}x{height} does not fit this model: its VAE scales by {factor}, so width and "
+                    f"height must be multiples of {factor}; try {fit}"
+                )
+
     def with_seed(self) -> GenerationRequest:
         """This request with a concrete seed: -1 becomes a random seed in [0, 2**32 - 2], as A1111 draws it."""
         if self.seed != -1:
@@ -134,12 +148,13 @@ class GenerationRequest:
 
     def portable(self) -> GenerationRequest:
         """This request with its start image's bytes inside, so it renders the same on any machine (Ray
-        replicas): `init_image` is a path on the bot's host. Read once, at submission; checked again at render."""
+        replicas): `init_image` is a path on the bot's host (a checked file). Read once, at submission; checked
+        again at render."""
         if not self.init_image or self.init_image_data:
             return self
-        from engine.render.input_image import read_input_bytes
+        from engine.render.input_image import checked_input_limits, read_input_bytes
 
-        return self.replace(init_image_data=read_input_bytes(self.init_image, self.limits))
+        return self.replace(init_image_data=read_input_bytes(self.init_image, checked_input_limits(self.limits)))
 
     def replace(self, **changes: Any) -> GenerationRequest:
         return dataclasses.replace(self, **changes)
@@ -205,7 +220,8 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def hires_size(width: int, height: int, scale: float) -> tuple[int, int]:
-    """A1111's target `int(side * scale)`, rounded down to a multiple of 8 (the latent grid)."""
+    """A1111's target `int(side * scale)`, rounded down to a multiple of 8 (SD's latent grid; a model whose VAE
+    scales by more checks its own grid at render, `GenerationRequest.check_latent_grid`)."""
     return int(width * scale) // 8 * 8, int(height * scale) // 8 * 8
 
 

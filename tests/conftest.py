@@ -43,6 +43,14 @@ def tiny_sd15(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_vae2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny SD 1.x model whose VAE has two blocks: it scales by 2, not 8 (latents are H/2 x W/2; read-only)."""
+    from engine.tiny.models import write_tiny_model
+
+    return write_tiny_model(tmp_path_factory.mktemp("tiny2") / "tiny-vae2", vae_blocks=2)
+
+
+@pytest.fixture(scope="session")
 def tiny_sdxl(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from engine.tiny.models import write_tiny_model
 

@@ -54,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Alembic logs every migration step at INFO; what matters is said by `db upgrade`, `run --check` and the
+    # start's own lines, so its steps are shown only with --debug.
+    logging.getLogger("alembic").setLevel(logging.NOTSET if args.debug else logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except _user_error_types() as exc:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -40,14 +39,8 @@ def _url(args: argparse.Namespace) -> str:
     return url
 
 
-def _quiet_alembic(args: argparse.Namespace) -> None:
-    if not getattr(args, "debug", False):
-        logging.getLogger("alembic").setLevel(logging.WARNING)
-
-
 def cmd_upgrade(args: argparse.Namespace) -> int:
     url = _url(args)
-    _quiet_alembic(args)
     before = asyncio.run(migrate.upgrade_url(url))
     head = migrate.head()
     if before == head:
@@ -59,7 +52,6 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     url = _url(args)
-    _quiet_alembic(args)
     engine = make_engine(url)  # a URL that cannot work stops here (exit 2), before anything else
     path = sqlite_path(url)
     if path is not None and not path.exists():  # do not create an empty file just to find it empty

@@ -83,6 +83,7 @@ _OPTION_FLAGS = (
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    from engine.render.input_image import read_input_image
     from engine.render.pipeline import Engine, save_images
     from engine.request import GenerationRequest, parse_size
     from engine.tiny.models import ensure_demo_model
@@ -90,16 +91,16 @@ def cmd_render(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     engine_config = config.engine_config()
     ensure_demo_model(engine_config)
+    # The start image is what this user sends: it is checked against the limits here, as an attachment is.
+    start = read_input_image(args.init_image, engine_config.limits) if args.init_image else None
     if args.size is not None:
         width, height = parse_size(args.size)
-    elif args.init_image:
+    elif start is not None:
         from engine.models.loader import ModelLibrary, checkpoint_family
-        from engine.render.input_image import default_size, read_input_image, size_multiple
+        from engine.render.input_image import default_size, size_multiple
 
         multiple = size_multiple(checkpoint_family(ModelLibrary(engine_config).checkpoint(args.model)))
-        width, height = default_size(
-            *read_input_image(args.init_image, engine_config.limits).size, engine_config.limits, multiple
-        )
+        width, height = default_size(*start.size, engine_config.limits, multiple)
     else:
         width, height = 512, 512
     # The flags are the slash commands' parameters (bot/option_spec.py); unset ones keep the request's defaults.
@@ -117,8 +118,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     result = Engine(engine_config).render(request)
     for path, image in zip(save_images(result, args.out), result.images):
         print(f"{path}  seed {image.seed}")
-    for note in result.notes:
-        print(f"note: {note}")
+    for note in result.notes:  # what the render left out or changed, e.g. a refused embedding
+        print(f"sdbot: warning: {note}", file=sys.stderr)
     return 0
 
 
@@ -157,35 +158,38 @@ def cmd_infotext(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from engine.models.loader import ModelLibrary
+    from engine.models.state_dict import loadable
+    from engine.render.refusals import refused_files
+    from engine.render.upscalers import UpscalerLibrary
     from engine.samplers import SCHEDULES, sampler_names
 
-    config = load_config(args.config)
-    library = ModelLibrary(config.engine_config())
+    engine_config = load_config(args.config).engine_config()
+    library, allow = ModelLibrary(engine_config), engine_config.allow_pickle
     print(f"models dir: {library.root}")
-    checkpoints = library.checkpoints()
+    checkpoints = loadable(library.checkpoints(), allow)
     print("checkpoints:")
     for c in checkpoints:
         print(f"  {c.name}  ({c.path})")
     if not checkpoints:
         print("  (none: the tiny demo model is written on first use)")
-    print("VAEs: auto, none" + "".join(f"\n  {v.name}  ({v.path})" for v in library.vaes()))
-    print_networks(config.engine_config())
+    print("VAEs: auto, none" + "".join(f"\n  {v.name}  ({v.path})" for v in loadable(library.vaes(), allow)))
+    print_networks(engine_config)
     print("samplers: " + ", ".join(sampler_names()))
-    from engine.render.upscalers import UpscalerLibrary
-
-    upscalers = UpscalerLibrary(library.root, allow_pickle=config.engine_config().allow_pickle)
-    print("upscalers: " + ", ".join(upscalers.names()))
+    print("upscalers: " + ", ".join(UpscalerLibrary(library.root, allow_pickle=allow).names()))
     print("schedule types: " + ", ".join(SCHEDULES))
+    for refused in refused_files(engine_config):
+        print(refused.line)
     return 0
 
 
 def print_networks(engine_config) -> None:
     """LoRAs (with family and trigger words from their metadata) and embeddings; nothing is downloaded."""
+    from engine.models.state_dict import loadable
     from engine.networks.library import EMBEDDING_DIR, LORA_DIRS, NetworkLibrary, embedding_family
 
-    library = NetworkLibrary(engine_config)
+    library, allow = NetworkLibrary(engine_config), engine_config.allow_pickle
     print(f"LoRAs ({' and '.join(LORA_DIRS)}; use <lora:NAME:WEIGHT>):")
-    loras = library.loras()
+    loras = loadable(library.loras(), allow)
     for file in loras:
         info = library.lora_info(file)
         triggers = f"  triggers: {', '.join(info.triggers)}" if info.triggers else ""
@@ -193,7 +197,7 @@ def print_networks(engine_config) -> None:
     if not loras:
         print("  (none)")
     print(f"embeddings ({EMBEDDING_DIR}; write the name in a prompt):")
-    embeddings = library.embeddings()
+    embeddings = loadable(library.embeddings(), allow)
     for file in embeddings:
         print(f"  {file.name}  [{embedding_family(file)}]  ({file.path})")
     if not embeddings:

@@ -75,30 +75,77 @@ async def _refusals(config: Config, work) -> None:
 
 
 async def _check(config: Config) -> int:
+    """`run --check`: one line per part, and nothing written (no database file, no migration, no journal, no demo
+    model): a check reports what `sdbot run` would find."""
     from bot.runner import load_classifier
-    from bot.store import migrate
-    from bot.store.db import check_writable, make_engine, ping
-    from engine.models.loader import ModelLibrary
-    from engine.tiny.models import ensure_demo_model
 
-    db = make_engine(config.database_url)
-    try:
-        await ping(db)
-        await migrate.upgrade(db)
-        await check_writable(db)
-        pending = await migrate.check(db)
-    finally:
-        await db.dispose()
-    ensure_demo_model(config.engine_config())
-    library = ModelLibrary(config.engine_config())
-    checkpoint = library.checkpoint("")
+    print(f"config: ok ({config.source or 'embedded defaults'})")
+    print(f"database: {await _database_state(config.database_url)}")
+    print(f"models: {_models_state(config)}")
+    print(f"engine: {_engine_state(config)}")
     classifier = await load_classifier(config)
-    print(f"config ok ({config.source or 'embedded defaults'})")
-    print(f"database ok ({len(pending)} differences between models and migrations)")
-    print(f"models ok: default {checkpoint.name}, {len(library.checkpoints())} checkpoints, {len(library.vaes())} VAEs")
     if classifier is not None:
         print(
-            f"image classifier ok: {config.image_classifier} (labels {', '.join(classifier.labels)}; unsafe: "
+            f"image classifier: ok: {config.image_classifier} (labels {', '.join(classifier.labels)}; unsafe: "
             f"{', '.join(config.settings.moderation.unsafe_labels)})"
         )
     return 0
+
+
+async def _database_state(url: str) -> str:
+    from bot.store import migrate
+    from bot.store.db import check_writable, make_engine, ping, sqlite_path
+
+    db = make_engine(url)  # a URL that cannot work (bad syntax, no such folder) stops here, as one line
+    path = sqlite_path(url)
+    if path is not None and not path.expanduser().exists():  # opening it would create it
+        await db.dispose()
+        return f"not created yet: {_pending(migrate.pending(None))}"
+    try:
+        await ping(db)
+        todo = migrate.pending(await migrate.current(db))
+        if todo:
+            return _pending(todo)
+        await check_writable(db)
+        differences = await migrate.check(db)
+    finally:
+        await db.dispose()
+    if differences:
+        return f"up to date, but the models and the migrations differ: {'; '.join(differences)}"
+    return "up to date"
+
+
+def _pending(revisions: list[str]) -> str:
+    n = len(revisions)
+    return f"{n} migration{'s' * (n != 1)} pending (sdbot db upgrade applies {'them' if n != 1 else 'it'})"
+
+
+def _models_state(config: Config) -> str:
+    from engine.models.loader import ModelLibrary
+    from engine.render.refusals import refused_files
+
+    library = ModelLibrary(config.engine_config())
+    checkpoints = library.checkpoints()
+    refused = refused_files(config.engine_config())
+    also = f", {len(refused)} files refused (sdbot models names them)" if refused else ""
+    if not checkpoints and not config.engine_config().default_model:
+        return f"no checkpoint in {library.root} (the tiny demo model is written there at the first start){also}"
+    default = library.checkpoint("")  # the configured one must exist
+    return f"default {default.name}, {len(checkpoints)} checkpoints, {len(library.vaes())} VAEs{also}"
+
+
+def _engine_state(config: Config) -> str:
+    """The engine `sdbot run` would start, and where (not started here)."""
+    from engine.models.loader import resolve_device, resolve_dtype
+
+    engine = config.engine_config()
+    if engine.backend == "ray":
+        ray = engine.ray
+        return (
+            f"ray at {ray.address or 'a local Ray'}, {ray.replicas} replica(s) of {ray.num_gpus:g} GPU "
+            f"and {ray.num_cpus:g} CPU each"
+        )
+    device = resolve_device(engine.device)
+    dtype = str(resolve_dtype(engine.dtype, device)).removeprefix("torch.")
+    where = "a child process" if engine.isolation == "process" else "the bot's process"
+    return f"local, in {where}, on {device.type} ({dtype})"

@@ -33,25 +33,29 @@ class Catalog:
     loras: tuple[Lora, ...] = ()
     embeddings: tuple[tuple[str, str], ...] = ()  # (name, family)
     upscalers: tuple[str, ...] = ()
+    refused: tuple[str, ...] = ()  # one line per file the engine will not load, saying why (not in the lists above)
 
 
 def scan(config: EngineConfig) -> Catalog:
     """One scan of the models folder (disk reads: call it off the event loop)."""
     from engine.models.loader import ModelLibrary
+    from engine.models.state_dict import loadable
     from engine.networks.library import NetworkLibrary, embedding_family
+    from engine.render.refusals import refused_files
     from engine.render.upscalers import UpscalerLibrary
 
-    models, networks = ModelLibrary(config), NetworkLibrary(config)
+    models, networks, allow = ModelLibrary(config), NetworkLibrary(config), config.allow_pickle
     loras = []
-    for file in networks.loras():
+    for file in loadable(networks.loras(), allow):
         info = networks.lora_info(file)
         loras.append(Lora(file.name, info.family, tuple(info.triggers)))
     return Catalog(
-        checkpoints=tuple(c.name for c in models.checkpoints()),
-        vaes=tuple(v.name for v in models.vaes()),
+        checkpoints=tuple(c.name for c in loadable(models.checkpoints(), allow)),
+        vaes=tuple(v.name for v in loadable(models.vaes(), allow)),
         loras=tuple(loras),
-        embeddings=tuple((f.name, embedding_family(f)) for f in networks.embeddings()),
-        upscalers=tuple(UpscalerLibrary(config.models_dir).names()),
+        embeddings=tuple((f.name, embedding_family(f)) for f in loadable(networks.embeddings(), allow)),
+        upscalers=tuple(UpscalerLibrary(config.models_dir, allow_pickle=allow).names()),
+        refused=tuple(f.line for f in refused_files(config)),
     )
 
 

@@ -217,6 +217,7 @@ class JobService:
             seed=result.seed,
             result_paths=[str(p) for p in paths],
             image_scores=scores if any(s is not None for s in scores) else None,
+            notes=getattr(result, "notes", ()),
             message_id=listener.message_id,
         )
         await self.post(job, listener)

@@ -56,6 +56,7 @@ class JobRecord:
     seed: int | None
     result_paths: list[str]
     image_scores: list[dict[str, float] | None] | None
+    notes: list[str] | None
     error: str | None
     created_at: datetime
     updated_at: datetime

@@ -121,6 +121,7 @@ async def transition(
     error: str | None = None,
     message_id: int | None = None,
     image_scores: Sequence[Mapping[str, float] | None] | None = None,
+    notes: Sequence[str] | None = None,
 ) -> Job:
     """Move the job to status `to`, or raise `IllegalTransition` (e.g. `posted` -> `running`).
 
@@ -156,6 +157,8 @@ async def transition(
         job.message_id = message_id
     if image_scores is not None:  # the image classifier's, saved with the files it judged
         job.image_scores = [dict(x) if x is not None else None for x in image_scores]
+    if notes:  # the render's notes, saved with its files so every later post shows them
+        job.notes = list(notes)
     await s.flush()
     return job
 

@@ -51,6 +51,19 @@ def head() -> str:
     return heads[0]
 
 
+def pending(revision: str | None) -> list[str]:
+    """The revisions an upgrade from `revision` (None: an empty database) to head applies, oldest first."""
+    from alembic.script.revision import RevisionError
+
+    try:
+        steps = ScriptDirectory.from_config(alembic_config()).iterate_revisions("heads", revision or "base")
+        return [step.revision for step in steps][::-1]
+    except RevisionError:
+        raise StoreError(
+            f"the database is at revision {revision}, which these migrations do not know (a newer sdbot wrote it)"
+        ) from None
+
+
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     """Bring the schema up to `revision` (default: head); a no-op when it is there already."""
     await _run(engine, lambda cfg: command.upgrade(cfg, revision))

@@ -74,7 +74,8 @@ class BatchPlanner:
         self.stats = stats
         self.batching = batching
         self.max_batch = max(1, max_batch)
-        self.family = "sd"  # the last checkpoint's family (previews decode with it)
+        self.family = "sd"  # the last checkpoint's family and latent grid (previews decode with them)
+        self.vae_scale_factor = 8
         self._last_checkpoint: Any = None
 
     def plan(self, head: Batchable, queue: FairQueue, lock: threading.Lock, take: Callable[[list], None]) -> list:
@@ -105,7 +106,7 @@ class BatchPlanner:
             return None
         took = time.perf_counter() - started
         previous, self._last_checkpoint = self._last_checkpoint, ckpt.file
-        self.family = ckpt.family
+        self.family, self.vae_scale_factor = ckpt.family, ckpt.pipe.vae_scale_factor
         if previous is not None and previous.path != ckpt.file.path:
             self.stats.checkpoint_switches += 1
             how = f"loaded in {took:.2f} s" if models.disk_loads != loads else "from the cache"

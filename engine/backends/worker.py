@@ -434,7 +434,7 @@ class Worker(ContextManaged):
                     dtype=models.dtype,
                     allow_pickle=self.config.allow_pickle,
                 )
-            return self._previewer.preview(latents, self.planner.family)
+            return self._previewer.preview(latents, self.planner.family, self.planner.vae_scale_factor)
         except Exception:  # a preview is a nicety: never fail a job for it
             log.exception("preview failed")
             return None

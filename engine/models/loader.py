@@ -20,7 +20,7 @@ import torch
 
 from engine.config import EngineConfig
 from engine.errors import EngineError
-from engine.models.state_dict import PICKLE_SUFFIXES, SAFE_SUFFIXES, read_state_dict
+from engine.models.state_dict import PICKLE_SUFFIXES, SAFE_SUFFIXES, is_pickle, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +81,14 @@ class ModelLibrary:
                 if is_folder or entry.is_file() and entry.suffix.lower() in _weight_suffixes(True):
                     found.append(ModelFile(entry.name, entry))
         for ckpt in self.checkpoints():
-            for suffix in _weight_suffixes(True):
-                sidecar = ckpt.path.with_name(_stem(ckpt.path) + ".vae" + suffix)
-                if sidecar.exists():
-                    found.append(ModelFile(sidecar.name, sidecar))
+            found.extend(self.sidecar_vaes(ckpt))
         return found
+
+    def sidecar_vaes(self, checkpoint: ModelFile) -> list[ModelFile]:
+        """The `<checkpoint>.vae.*` files beside a checkpoint, safetensors first, pickles (refused or not) too."""
+        base = _stem(checkpoint.path) + ".vae"
+        paths = [checkpoint.path.with_name(base + suffix) for suffix in _weight_suffixes(True)]
+        return [ModelFile(path.name, path) for path in paths if path.exists()]
 
     def checkpoint(self, name: str) -> ModelFile:
         """A checkpoint by name (file stem or folder name, case-insensitive) or by path; '' = the default."""
@@ -115,12 +118,8 @@ class ModelLibrary:
         if key.lower() == "none":
             return None
         if key.lower() == "auto":
-            base = checkpoint.path.with_name(_stem(checkpoint.path) + ".vae")
-            for suffix in _weight_suffixes(self.config.allow_pickle):
-                sidecar = base.with_name(base.name + suffix)
-                if sidecar.exists():
-                    return ModelFile(sidecar.name, sidecar)
-            return None
+            usable = [f for f in self.sidecar_vaes(checkpoint) if self.config.allow_pickle or not is_pickle(f.path)]
+            return usable[0] if usable else None
         available = self.vaes()
         for vae in available:
             if key.lower() in (vae.name.lower(), _stem(vae.path).lower(), _stem(vae.path).lower() + ".vae"):

@@ -16,7 +16,8 @@ from pathlib import Path
 from engine.config import EngineConfig
 from engine.errors import EngineError
 from engine.models.hashing import embedding_hash, network_hash
-from engine.models.loader import PICKLE_SUFFIXES, SAFE_SUFFIXES, ModelFile
+from engine.models.loader import ModelFile
+from engine.models.state_dict import PICKLE_SUFFIXES, SAFE_SUFFIXES, is_pickle
 from engine.networks.family import FAMILY_LABELS, file_family
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ class NetworkFile(ModelFile):
 
     @property
     def is_pickle(self) -> bool:
-        return self.path.suffix.lower() in PICKLE_SUFFIXES
+        return is_pickle(self.path)
 
 
 @dataclass(frozen=True)

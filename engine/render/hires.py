@@ -44,14 +44,15 @@ def second_pass(
     name = (
         request.hires_upscaler if request.hires_upscaler in LATENT_MODES else upscalers.resolve(request.hires_upscaler)
     )
+    factor = pipe.vae_scale_factor
     if is_latent(name):
-        start = upscale_latents(latents.float(), width, height, name)
+        start = upscale_latents(latents.float(), width, height, name, factor)
     else:
         images = decode(vae, latents)
         start = encode_images(vae, [upscalers.upscale(im, width, height, name) for im in images])
     steps = request.hires_steps or request.steps
     plan = StepPlan.fixed(steps, request.denoising_strength)
-    _, generators = initial_noise(seeds, width, height, start.shape[1])  # fresh: the same seeds, the new shape
+    _, generators = initial_noise(seeds, width, height, start.shape[1], factor)  # fresh: the same seeds, new shape
     pipe.scheduler = make_scheduler(request.sampler, request.schedule, pipe.scheduler.config)  # schedulers hold state
     return run_last(pipe, plan, start, generators, step_end=step_end, **call)
 

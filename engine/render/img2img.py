@@ -143,19 +143,20 @@ def run_last(
 def start_latents(vae, request: GenerationRequest, count: int, upscalers=None) -> torch.Tensor:
     """The job's start image, checked, resized to the job's size with its resize mode, encoded `count` times.
 
-    With an image upscaler named in `hires_upscaler` (A1111's "Upscaler for img2img"), an image that must grow
-    is enlarged with it; otherwise with Lanczos.
+    The file is the one the bot saved (or the CLI checked): it is read with `checked_input_limits`, since
+    `max_input_bytes` applies to what the member sent. With an image upscaler named in `hires_upscaler` (A1111's
+    "Upscaler for img2img"), an image that must grow is enlarged with it; otherwise with Lanczos.
     """
     import os
 
-    from engine.render.input_image import load_input_image, read_input_image, resize_image
+    from engine.render.input_image import checked_input_limits, load_input_image, read_input_image, resize_image
     from engine.render.upscalers import is_latent
 
+    limits = checked_input_limits(request.limits)
     if request.init_image_data:  # carried with the job from the bot's host (`GenerationRequest.portable`)
-        name = os.path.basename(request.init_image)
-        image = load_input_image(request.init_image_data, request.limits, name=name)
+        image = load_input_image(request.init_image_data, limits, name=os.path.basename(request.init_image))
     else:
-        image = read_input_image(request.init_image, request.limits)
+        image = read_input_image(request.init_image, limits)
     upscale = None
     if upscalers is not None and not is_latent(request.hires_upscaler):
         name = upscalers.resolve(request.hires_upscaler)

@@ -10,6 +10,7 @@ composited over white, A1111's default img2img background. Resizing to the job's
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import os
@@ -95,6 +96,23 @@ def read_input_bytes(path: str | os.PathLike[str], limits: Limits) -> bytes:
 def read_input_image(path: str | os.PathLike[str], limits: Limits) -> Image.Image:
     """The image file at `path`, with `load_input_image`'s checks (the size is checked before reading)."""
     return load_input_image(read_input_bytes(path, limits), limits, name=os.path.basename(os.fspath(path)))
+
+
+def png_size_bound(pixels: int) -> int:
+    """The most bytes an RGB PNG of `pixels` pixels takes, stored uncompressed: 3 bytes a pixel and a filter byte
+    a row (at most one a pixel), deflate's and the chunks' framing (a few bytes per 64 KiB), and the header."""
+    raw = 4 * pixels
+    return raw + raw // 1024 + 64 * 1024
+
+
+def checked_input_limits(limits: Limits) -> Limits:
+    """The limits for reading a start image again after it passed the checks on what the member sent (the bot's
+    cleaned PNG; the file `sdbot render --init-image` checked). `max_input_bytes` is about what was sent: the
+    cleaned PNG of a well-compressed JPEG can be several times larger, and the bot must never refuse what it saved
+    itself. Its pixels were checked, so its bytes are bounded by a PNG of `max_input_pixels` pixels, plus what the
+    file sent may have carried over (an ICC profile)."""
+    most = limits.max_input_bytes + png_size_bound(limits.max_input_pixels)
+    return dataclasses.replace(limits, max_input_bytes=most)
 
 
 def flatten(image: Image.Image) -> Image.Image:

@@ -31,6 +31,7 @@ from engine.render import hires, img2img
 from engine.render.classifier import Scores, ScoringStage
 from engine.render.noise import initial_noise
 from engine.render.prompts import PromptEncoder
+from engine.render.refusals import render_notes
 from engine.render.upscalers import UpscalerLibrary
 from engine.request import GenerationRequest
 from engine.samplers import make_scheduler
@@ -127,8 +128,10 @@ class Engine:
         # 4. scheduler (schedulers hold state: a new one per call)
         pipe.scheduler = make_scheduler(first.sampler, first.schedule, ckpt.pipe.scheduler.config)
         # 5. latents
+        factor = pipe.vae_scale_factor
+        first.check_latent_grid(factor)
         seeds = [s for r in requests for s in r.seeds()]
-        noise, generators = initial_noise(seeds, first.width, first.height, pipe.unet.config.in_channels)
+        noise, generators = initial_noise(seeds, first.width, first.height, pipe.unet.config.in_channels, factor)
         # 6. denoise: txt2img from noise, or img2img from a start image; then Hires' second pass
         interrupted = False
         progress = {"offset": 0, "total": None}  # Hires reports both passes as one run of steps
@@ -201,10 +204,16 @@ class Engine:
                 images, notes = self._decode(pipe, vae, latents, exact)
         # 7b. safety scores (None: no classifier)
         scores = self.scorer(images)
-        # 8. images with infotext
+        # 8. images with infotext, and notes on what each job left out because its file is refused
         seconds = time.perf_counter() - started
         used = [(loras, c.embeddings + n.embeddings) for c, n in conds]
-        return self._results(requests, images, ckpt, vae_file, seconds, notes, used, scores)
+        notes_of = [notes + self._refused(r, ckpt) for r in requests]
+        return self._results(requests, images, ckpt, vae_file, seconds, notes_of, used, scores)
+
+    def _refused(self, request: GenerationRequest, ckpt: LoadedCheckpoint) -> tuple[str, ...]:
+        sidecars = self.models.library.sidecar_vaes(ckpt.file)
+        texts = (request.prompt, request.negative_prompt)
+        return render_notes(self.config, self.networks.embeddings(), sidecars, request.vae, *texts)
 
     def _decode(self, pipe, vae, latents: torch.Tensor, exact: bool) -> tuple[list[Image.Image], tuple[str, ...]]:
         notes: tuple[str, ...] = ()
@@ -227,14 +236,14 @@ class Engine:
         ckpt: LoadedCheckpoint,
         vae_file: ModelFile | None,
         seconds: float,
-        notes: tuple[str, ...],
+        notes_of: list[tuple[str, ...]],
         used: list[tuple[list[UsedNetwork], tuple[str, ...]]],
         scores: list[Scores] | None = None,
     ) -> list[RenderResult]:
         vae_name = vae_file.name if vae_file else None
         vae_hash = file_hash(vae_file.path) if vae_file else None
         results, i = [], 0
-        for r, (loras, embeddings) in zip(requests, used):
+        for r, (loras, embeddings), notes in zip(requests, used, notes_of):
             rendered = []
             extra = network_hashes(loras, self.embeddings.hashes(embeddings))
             for seed in r.seeds():

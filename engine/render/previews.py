@@ -40,6 +40,7 @@ from engine.errors import EngineError
 log = logging.getLogger(__name__)
 
 TAESD_DIR = "VAE-taesd"
+TAESD_FACTOR = 8  # TAESD decodes the latents of a VAE that scales by 8 (SD's and SDXL's), to 8x their size
 # family -> (diffusers folder name, original decoder file stem)
 TAESD_NAMES = {"sd": ("taesd", "taesd_decoder"), "sdxl": ("taesdxl", "taesdxl_decoder")}
 
@@ -204,11 +205,12 @@ class Previewer:
             return self._decoders[family]
 
     @torch.inference_mode()
-    def preview(self, latents: torch.Tensor, family: str = "sd") -> Image.Image:
-        """The first image of `latents` ((B, 4, h, w) or (4, h, w)) as a preview image."""
+    def preview(self, latents: torch.Tensor, family: str = "sd", vae_scale_factor: int = TAESD_FACTOR) -> Image.Image:
+        """The first image of `latents` ((B, 4, h, w) or (4, h, w)) as a preview image. TAESD only knows the latents
+        of VAEs that scale by 8: a model with another latent grid (`vae_scale_factor`) gets Approx cheap."""
         if latents.dim() == 3:
             latents = latents.unsqueeze(0)
-        decoder = self._decoder(family)
+        decoder = self._decoder(family) if vae_scale_factor == TAESD_FACTOR else None
         if decoder is not None:
             try:
                 sample = latents[:1].to(self.device, self.dtype)

@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from engine.errors import EngineError
+from engine.models.state_dict import PICKLE_SUFFIXES, load_pickle, loadable
 from engine.request import IMAGE_UPSCALERS, LATENT_MODES
 
 if TYPE_CHECKING:
     from PIL import Image
 
 MODEL_DIRS = ("ESRGAN", "RealESRGAN", "SwinIR", "DAT")
-MODEL_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
-PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
+MODEL_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
 TILE = 192
 TILE_MARGIN = 16
 
@@ -45,10 +45,12 @@ def is_latent(name: str) -> bool:
     return name in LATENT_MODES
 
 
-def upscale_latents(latents: torch.Tensor, width: int, height: int, name: str) -> torch.Tensor:
-    """A1111's latent upscale: interpolate the latents to (height/8, width/8) with the mode's settings."""
+def upscale_latents(latents: torch.Tensor, width: int, height: int, name: str, factor: int) -> torch.Tensor:
+    """A1111's latent upscale: interpolate the latents to (height/factor, width/factor) with the mode's settings;
+    `factor` is the model's VAE scale (8 for SD and SDXL)."""
     mode, antialias = LATENT_MODES[name]
-    return torch.nn.functional.interpolate(latents, size=(height // 8, width // 8), mode=mode, antialias=antialias)
+    size = (height // factor, width // factor)
+    return torch.nn.functional.interpolate(latents, size=size, mode=mode, antialias=antialias)
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,9 @@ class UpscalerLibrary:
         return list(found.values())
 
     def names(self) -> list[str]:
-        """Every upscaler a job may name: latent modes, Lanczos and Nearest, then the model files."""
-        return [*LATENT_MODES, *IMAGE_UPSCALERS, *(f.name for f in self.model_files())]
+        """Every upscaler a job may use: latent modes, Lanczos and Nearest, then the model files it may load (a
+        refused pickle is left out; naming it still says why, `load_model`)."""
+        return [*LATENT_MODES, *IMAGE_UPSCALERS, *(f.name for f in loadable(self.model_files(), self.allow_pickle))]
 
     def resolve(self, name: str) -> str:
         return canonical_name(name, [f.name for f in self.model_files()])
@@ -125,12 +128,7 @@ def load_model(path: Path, *, allow_pickle: bool, device: torch.device):
     """A spandrel image-to-image model from `path`; EngineError when it is not an upscaler spandrel knows."""
     suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
-        if not allow_pickle:
-            raise EngineError(
-                f"{path.name} is a pickle file, which can run code when loaded; convert it to "
-                f".safetensors or set allow_pickle = true in [engine]"
-            )
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_pickle(path, allow_pickle)
     else:
         from safetensors.torch import load_file
 

@@ -4,7 +4,8 @@ They run the real diffusers code path in seconds on a CPU. Choices that matter (
 - a byte-level CLIP BPE tokenizer built in code, with a few merges so common prompt words are one token;
 - text encoders with 5 layers, so CLIP skip 1..5 can be tested, and a final layer norm with a clearly non-zero
   random weight and bias, as a trained CLIP has (a zero bias makes A1111's mean restoration divide by ~0);
-- a VAE with four blocks, so latents are H/8 x W/8 as in real models and A1111's noise shape applies;
+- a VAE with four blocks by default, so latents are H/8 x W/8 as in real models and A1111's noise shape applies
+  (`vae_blocks` makes others: 2 blocks scale by 2, 5 by 16, for models whose latent grid is not 8);
 - `write_ldm_vae` writes the same VAE weights in the original LDM key layout, to test that loader.
 """
 
@@ -141,14 +142,14 @@ def _text_encoder(tokenizer, *, hidden: int, layers: int, projection: bool, seed
     return model.eval()
 
 
-def _vae(seed: int, width: int = 8):
+def _vae(seed: int, width: int = 8, blocks: int = 4):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
     return AutoencoderKL(
-        block_out_channels=(width, width * 2, width * 2, width * 2),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(width,) + (width * 2,) * (blocks - 1),
+        down_block_types=("DownEncoderBlock2D",) * blocks,
+        up_block_types=("UpDecoderBlock2D",) * blocks,
         latent_channels=4,
         layers_per_block=1,
         norm_num_groups=8,
@@ -198,16 +199,18 @@ def _scheduler():
     )
 
 
-def build_tiny_pipeline(family: str = "sd15", seed: int = 0, unet_width: int = 16, vae_width: int = 8):
+def build_tiny_pipeline(
+    family: str = "sd15", seed: int = 0, unet_width: int = 16, vae_width: int = 8, vae_blocks: int = 4
+):
     """The tiny pipeline in memory; `unet_width` and `vae_width` (multiples of 8) grow it for benchmarks that need
-    compute to dominate in a real model's proportions."""
+    compute to dominate in a real model's proportions; `vae_blocks` sets the latent grid (2 ** (blocks - 1))."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     if family == "sd15":
         tokenizer = make_tokenizer()
         text_encoder = _text_encoder(tokenizer, hidden=TEXT_HIDDEN, layers=TEXT_LAYERS, projection=False, seed=seed + 1)
         return StableDiffusionPipeline(
-            vae=_vae(seed + 2, vae_width),
+            vae=_vae(seed + 2, vae_width, vae_blocks),
             text_encoder=text_encoder,
             tokenizer=tokenizer,
             unet=_unet(seed + 3, cross_dim=TEXT_HIDDEN, sdxl=False, width=unet_width),
@@ -223,7 +226,7 @@ def build_tiny_pipeline(family: str = "sd15", seed: int = 0, unet_width: int = 1
         text_encoder_2 = _text_encoder(
             tokenizer_2, hidden=TEXT_HIDDEN - 16, layers=TEXT_LAYERS, projection=True, seed=seed + 4
         )
-        vae = _vae(seed + 2, vae_width)
+        vae = _vae(seed + 2, vae_width, vae_blocks)
         vae.register_to_config(scaling_factor=0.13025)
         return StableDiffusionXLPipeline(
             vae=vae,
@@ -239,11 +242,16 @@ def build_tiny_pipeline(family: str = "sd15", seed: int = 0, unet_width: int = 1
 
 
 def write_tiny_model(
-    directory: str | Path, family: str = "sd15", seed: int = 0, unet_width: int = 16, vae_width: int = 8
+    directory: str | Path,
+    family: str = "sd15",
+    seed: int = 0,
+    unet_width: int = 16,
+    vae_width: int = 8,
+    vae_blocks: int = 4,
 ) -> Path:
     """Write a tiny model in diffusers layout (safetensors weights, tokenizer files) and return its path."""
     path = Path(directory)
-    pipe = build_tiny_pipeline(family, seed=seed, unet_width=unet_width, vae_width=vae_width)
+    pipe = build_tiny_pipeline(family, seed=seed, unet_width=unet_width, vae_width=vae_width, vae_blocks=vae_blocks)
     pipe.save_pretrained(path, safe_serialization=True)
     return path
 

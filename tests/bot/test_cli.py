@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -149,13 +151,99 @@ def test_run_without_a_token_says_how_to_set_it(capsys, config, monkeypatch):
 
 
 def test_run_check_validates_config_database_and_models(capsys, tmp_path, config, monkeypatch):
-    monkeypatch.setenv("SDBOT_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'check.db'}")
+    from bot.store import migrate
+
+    db = tmp_path / "check.db"
+    monkeypatch.setenv("SDBOT_DATABASE_URL", f"sqlite+aiosqlite:///{db}")
     code, out, _ = run(capsys, "run", "--check", "--config", str(config))
-    assert code == 0
-    assert "config ok" in out and "database ok" in out and "default tiny-sd15" in out
+    assert code == 0 and not db.exists()  # a check writes nothing
+    pending = len(migrate.pending(None))
+    assert out.splitlines() == [
+        f"config: ok ({config})",
+        f"database: not created yet: {pending} migrations pending (sdbot db upgrade applies them)",
+        "models: default tiny-sd15, 1 checkpoints, 0 VAEs",
+        "engine: local, in a child process, on cpu (float32)",
+    ]
+    asyncio.run(_migrate_to(f"sqlite+aiosqlite:///{db}", "0002"))
+    code, out, _ = run(capsys, "run", "--check", "--config", str(config))
+    assert (
+        code == 0
+        and out.splitlines()[1] == f"database: {pending - 2} migrations pending (sdbot db upgrade applies them)"
+    )
+    assert asyncio.run(_revision(f"sqlite+aiosqlite:///{db}")) == "0002"  # not upgraded by the check
+    assert main(["db", "upgrade", "--config", str(config)]) == 0
+    capsys.readouterr()
+    code, out, _ = run(capsys, "run", "--check", "--config", str(config))
+    assert code == 0 and out.splitlines()[1] == "database: up to date"
     monkeypatch.setenv("SDBOT_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'x.db'}")
     code, _, err = run(capsys, "run", "--check", "--config", str(config))
     assert code == 2 and err.startswith("sdbot: error: ") and err.count("\n") == 1
+
+
+async def _migrate_to(url: str, revision: str) -> None:
+    from bot.store import migrate
+    from bot.store.db import make_engine
+
+    db = make_engine(url)
+    try:
+        await migrate.upgrade(db, revision)
+    finally:
+        await db.dispose()
+
+
+async def _revision(url: str) -> str | None:
+    from bot.store import migrate
+    from bot.store.db import make_engine
+
+    db = make_engine(url)
+    try:
+        return await migrate.current(db)
+    finally:
+        await db.dispose()
+
+
+def test_run_check_in_an_empty_folder_creates_nothing_and_prints_one_line_per_part(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("SDBOT_DATABASE_URL", "DISCORD_TOKEN")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot", "run", "--check"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert list(tmp_path.iterdir()) == []  # no sdbot.db, no journal, no models/ with a demo model
+    assert proc.stdout.splitlines() == [
+        "config: ok (embedded defaults)",
+        "database: not created yet: 5 migrations pending (sdbot db upgrade applies them)",
+        f"models: no checkpoint in {tmp_path / 'models'} (the tiny demo model is written there at the first start)",
+        "engine: local, in a child process, on cpu (float32)",
+    ]
+    assert proc.stderr == ""  # no Alembic INFO lines, nor any other log
+
+
+def test_run_start_shows_alembic_steps_only_with_debug(tmp_path, models_dir):
+    """`sdbot run` migrates at start; Alembic's INFO lines about it stay out of the log unless --debug."""
+    from engine.tiny.classifier import write_tiny_classifier
+
+    folder = write_tiny_classifier(tmp_path / "clf")
+    (folder / "config.json").write_text("{")  # the start stops at the classifier, after the migration
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[engine]\nmodels_dir = "{models_dir}"\nisolation = "thread"\n'
+        f'[database]\nurl = "sqlite+aiosqlite:///{tmp_path / "run.db"}"\n'
+        f'[moderation]\nimage_classifier = "{folder}"\n'
+    )
+    env = {**{k: v for k, v in os.environ.items() if k != "SDBOT_DATABASE_URL"}, "DISCORD_TOKEN": "unused"}
+    quiet = subprocess.run(
+        [sys.executable, "-m", "bot", "run", "--config", str(config)], env=env, capture_output=True, text=True
+    )
+    assert quiet.returncode == 2 and quiet.stderr.splitlines()[-1].startswith("sdbot: error: the image classifier")
+    assert " alembic." not in quiet.stderr and "Running upgrade" not in quiet.stderr
+    (tmp_path / "run.db").unlink()
+    debug = subprocess.run(
+        [sys.executable, "-m", "bot", "--debug", "run", "--config", str(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert "INFO alembic.runtime.migration: Running upgrade  -> 0001" in debug.stderr
 
 
 # --- the image classifier ------------------------------------------------------------------------------------------
@@ -200,7 +288,7 @@ def test_run_check_stops_with_one_line_on_a_missing_or_broken_classifier(capsys,
     folder = write_tiny_classifier(tmp_path / "clf")
     original = config.read_text()
     code, out, _ = run(capsys, "run", "--check", "--config", str(_with_classifier(config, folder)))
-    assert code == 0 and f"image classifier ok: {folder} (labels normal, nsfw; unsafe: nsfw)" in out
+    assert code == 0 and f"image classifier: ok: {folder} (labels normal, nsfw; unsafe: nsfw)" in out
     (folder / "model.safetensors").write_bytes(b"broken")
     code, _, err = run(capsys, "run", "--check", "--config", str(config))
     assert code == 2 and err.count("\n") == 1

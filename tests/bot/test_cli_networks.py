@@ -68,3 +68,35 @@ def test_models_lists_loras_with_family_and_triggers_and_embeddings(capsys, conf
     assert "  ink  [SD 1.x/2.x]  triggers: inked  (" in stdout
     assert "  hada  [SD 1.x/2.x]  (" in stdout
     assert "  EasyNeg  [SD 1.x]  (" in stdout
+
+
+# --- refused files (pickles while allow_pickle is off) ---------------------------------------------------------
+
+REFUSAL = "pickle format; set [engine] allow_pickle = true to allow it"
+
+
+@pytest.fixture
+def refused(config: Path, models_dir: Path) -> Path:
+    torch.save({"emb": torch.zeros(1, 32)}, models_dir / "embeddings" / "easynegative.pt")
+    torch.save({"x": torch.zeros(1)}, models_dir / "Lora" / "old.pt")
+    return config
+
+
+def test_models_names_each_refused_file_and_why_and_lists_it_nowhere_else(capsys, refused):
+    code, stdout, _ = run(capsys, "models", "--config", str(refused))
+    assert code == 0
+    lines = stdout.splitlines()
+    assert lines[-2:] == [f"refused: old.pt ({REFUSAL})", f"refused: easynegative.pt ({REFUSAL})"]
+    assert not [line for line in lines[:-2] if "easynegative" in line or "old" in line]
+
+
+def test_render_warns_in_one_line_about_a_refused_embedding_in_the_prompt(capsys, tmp_path, refused):
+    args = ("--steps", "1", "--size", "64x64", "--out", str(tmp_path / "x.png"), "--config", str(refused))
+    code, stdout, err = run(capsys, "render", "a cat, (EasyNegative:1.2)", *args)
+    assert code == 0 and "seed" in stdout
+    assert err == (
+        "sdbot: warning: embedding easynegative was not used (its name stayed plain words): "
+        f"easynegative.pt is refused ({REFUSAL})\n"
+    )
+    code, _, err = run(capsys, "render", "a cat <lora:old:1>", *args)
+    assert code == 2 and err == f"sdbot: error: old.pt is refused ({REFUSAL})\n"

@@ -25,6 +25,14 @@ def engine(module_models: Path) -> Engine:
     return Engine(EngineConfig(models_dir=module_models))
 
 
+@pytest.fixture(scope="module")
+def vae2_engine(tmp_path_factory, tiny_vae2: Path) -> Engine:
+    """An engine whose only checkpoint has a VAE that scales by 2 (`tiny_vae2`)."""
+    root = tmp_path_factory.mktemp("models2")
+    shutil.copytree(tiny_vae2, root / "tiny-vae2")
+    return Engine(EngineConfig(models_dir=root))
+
+
 def count_unet_calls(engine: Engine, request: GenerationRequest):
     """(UNet forward calls, the (step, total) progress reports, the result) of one render."""
     unet = engine.models.checkpoint("").pipe.unet

@@ -13,7 +13,7 @@ from engine.infotext import parse_infotext, request_options
 from engine.render.upscalers import LATENT_MODES, UpscalerLibrary, _import_spandrel, load_model, run_tiled
 from engine.request import GenerationRequest
 from engine.tiny.models import write_tiny_esrgan
-from tests.engine._render_helpers import count_unet_calls, engine, module_models  # noqa: F401 - fixtures
+from tests.engine._render_helpers import count_unet_calls, engine, module_models, vae2_engine  # noqa: F401 - fixtures
 
 
 def req(**kw) -> GenerationRequest:
@@ -25,6 +25,13 @@ def req(**kw) -> GenerationRequest:
 def test_every_latent_mode_gives_the_final_size(engine, mode):
     result = engine.render(req(hires_upscaler=mode, hires_steps=1))
     assert result.images[0].image.size == (128, 128)
+
+
+@pytest.mark.parametrize("upscaler", ["Latent", "Lanczos"])
+def test_a_vae_that_scales_by_2_gives_the_final_size(vae2_engine, upscaler):
+    result = vae2_engine.render(req(hires_upscaler=upscaler, hires_steps=1))
+    assert result.images[0].image.size == (128, 128)
+    assert "Size: 64x64" in result.images[0].infotext and "Hires upscale: 2" in result.images[0].infotext
 
 
 def test_latent_modes_differ(engine):
@@ -144,7 +151,9 @@ def test_pickled_upscaler_refused_unless_allowed(tmp_path):
     path = tmp_path / "ESRGAN" / "old.pth"
     path.parent.mkdir(parents=True)
     torch.save(ESRGAN(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=2).state_dict(), path)
-    with pytest.raises(EngineError, match="pickle file"):
+    with pytest.raises(
+        EngineError, match=r"old.pth is refused \(pickle format; set \[engine\] allow_pickle = true to allow it\)"
+    ):
         load_model(path, allow_pickle=False, device="cpu")
     assert load_model(path, allow_pickle=True, device="cpu").scale == 2
 

@@ -15,7 +15,7 @@ from engine.infotext import parse_infotext, request_options
 from engine.render.img2img import StepPlan, fixed_steps_schedule, img2img_steps
 from engine.render.pipeline import Engine
 from engine.request import GenerationRequest
-from tests.engine._render_helpers import count_unet_calls, engine, module_models  # noqa: F401 - fixtures
+from tests.engine._render_helpers import count_unet_calls, engine, module_models, vae2_engine  # noqa: F401 - fixtures
 
 
 def picture(width: int = 96, height: int = 64, fmt: str = "PNG", mode: str = "RGB") -> bytes:
@@ -117,6 +117,12 @@ def test_batched_img2img_image_equals_its_solo_run(engine, init_png):
 def test_resize_modes_give_the_requested_size(engine, init_png, mode):
     result = engine.render(req(init_png, width=64, height=96, resize_mode=mode, steps=2))
     assert result.images[0].image.size == (64, 96)
+
+
+def test_a_vae_that_scales_by_2_gives_the_asked_size(vae2_engine, init_png):
+    result = vae2_engine.render(req(init_png, width=64, height=96, strength=0.5))
+    assert result.images[0].image.size == (64, 96)
+    assert "Size: 64x96" in result.images[0].infotext
 
 
 def test_resize_modes_differ(engine, init_png):

@@ -13,7 +13,14 @@ from PIL import Image
 
 from engine.config import Limits
 from engine.errors import EngineError
-from engine.render.input_image import default_size, load_input_image, resize_image, size_multiple, sniff_format
+from engine.render.input_image import (
+    checked_input_limits,
+    default_size,
+    load_input_image,
+    resize_image,
+    size_multiple,
+    sniff_format,
+)
 
 LIMITS = Limits(max_input_bytes=200_000, max_input_pixels=1000 * 1000)
 
@@ -57,6 +64,18 @@ def test_a_non_image_named_png_is_refused_by_content():
 def test_an_oversized_file_is_refused_before_anything_else():
     with pytest.raises(EngineError, match=r"the limit is 195 KiB"):
         load_input_image(b"\x89PNG\r\n\x1a\n" + b"\0" * 300_000, LIMITS)
+
+
+@pytest.mark.parametrize("size", [(64, 64), (1, 4096), (4096, 1)])
+def test_the_cleaned_png_of_an_image_within_the_pixel_limit_is_always_read_again(size):
+    """Noise stored without compression is the largest PNG a member's image can become once cleaned."""
+    limits = Limits(max_input_bytes=1024, max_input_pixels=size[0] * size[1])
+    noise = np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    cleaned = encode(Image.fromarray(noise), "PNG", compress_level=0)
+    assert len(cleaned) > limits.max_input_bytes
+    assert load_input_image(cleaned, checked_input_limits(limits)).size == size
+    with pytest.raises(EngineError, match="the limit is 1 KiB"):
+        load_input_image(cleaned, limits)  # what the member sends is held to the limit itself
 
 
 @pytest.mark.parametrize(

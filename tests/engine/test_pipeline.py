@@ -71,9 +71,37 @@ def test_batch_image_i_uses_seed_plus_i(engine):
 
 
 def test_noise_is_drawn_on_the_cpu_from_the_seed():
-    noise, _ = initial_noise([5], 64, 64)
+    noise, _ = initial_noise([5], 64, 64, 4, 8)
     expected = torch.randn((4, 8, 8), generator=torch.Generator("cpu").manual_seed(5))
     assert torch.equal(noise[0], expected)
+
+
+# --- the latent grid is the model's: its VAE's scale factor ---------------------------------------------------
+
+
+def test_a_vae_that_scales_by_2_renders_the_asked_size(tmp_path, tiny_vae2):
+    shutil.copytree(tiny_vae2, tmp_path / "tiny-vae2")
+    engine = Engine(EngineConfig(models_dir=tmp_path))
+    assert engine.models.checkpoint("").pipe.vae_scale_factor == 2
+    result = engine.render(req(width=64, height=96))
+    assert result.images[0].image.size == (64, 96)
+    assert "Size: 64x96" in result.images[0].infotext
+
+
+def test_a_vae_that_scales_by_16_needs_sides_on_its_grid(tmp_path):
+    from engine.tiny.models import write_tiny_model
+
+    write_tiny_model(tmp_path / "tiny-vae16", vae_blocks=5)
+    engine = Engine(EngineConfig(models_dir=tmp_path))
+    assert engine.render(req(width=64, height=96)).images[0].image.size == (64, 96)
+    with pytest.raises(EngineError) as refused:
+        engine.render(req(width=72, height=64))
+    assert str(refused.value) == (
+        "size 72x64 does not fit this model: its VAE scales by 16, so width and height must be multiples of 16; "
+        "try 64x64"
+    )
+    with pytest.raises(EngineError, match=r"^Hires ×1.125 size 72x72 does not fit .* multiples of 16; try 64x64$"):
+        engine.render(req(width=64, height=64, hires=1.125))
 
 
 def test_clip_skip_changes_the_image_and_goes_in_the_infotext(engine):
@@ -176,7 +204,7 @@ def test_hostile_pickle_is_refused_without_running(models_dir, tmp_path, allow):
     with open(models_dir / "VAE" / "evil.pt", "wb") as fh:
         pickle.dump({"decoder.conv_in.weight": _Hostile(marker)}, fh)
     engine = Engine(EngineConfig(models_dir=models_dir, allow_pickle=allow))
-    expected = "refused" if allow else "pickle file"
+    expected = "was refused: it holds more than plain weights" if allow else r"evil.pt is refused \(pickle format"
     with pytest.raises(EngineError, match=expected):
         engine.render(req(vae="evil.pt"))
     assert not marker.exists()

@@ -202,3 +202,20 @@ async def test_worker_previews_use_taesd_from_the_models_dir(tmp_path):
         torch.set_num_threads(threads)
     assert sizes[1] is None and sizes[3] is None
     assert {sizes[2], sizes[4]} <= {(64, 96), None} and sizes[4] == (64, 96)  # the newest preview is kept
+
+
+async def test_a_model_whose_vae_scales_by_2_gets_approx_cheap_previews(tmp_path, tiny_vae2):
+    """TAESD decodes SD's 8x latents to 8x their size; on a VAE that scales by 2 it would show 4x the image."""
+    import shutil
+
+    from engine.backends.worker import Step, Worker
+    from engine.config import EngineConfig
+    from engine.request import GenerationRequest
+
+    shutil.copytree(tiny_vae2, tmp_path / "tiny-vae2")
+    small_taesd().save_pretrained(tmp_path / "VAE-taesd" / "taesd", safe_serialization=True)
+    async with Worker(EngineConfig(models_dir=tmp_path, preview_every=1)) as worker:
+        handle = worker.submit(GenerationRequest("a cat", steps=2, width=64, height=96, seed=1), owner=1)
+        sizes = {e.preview.size async for e in handle if isinstance(e, Step) and e.preview is not None}
+        await handle
+    assert sizes == {(32, 48)}  # Approx cheap: the latent's size

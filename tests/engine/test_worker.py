@@ -621,8 +621,8 @@ async def test_step_events_carry_previews_every_k_steps(make_worker):
     made = []
 
     class Recorder:
-        def preview(self, latents, family):
-            made.append((tuple(latents.shape), family))
+        def preview(self, latents, family, vae_scale_factor):
+            made.append((tuple(latents.shape), family, vae_scale_factor))
             return Image.new("RGB", (latents.shape[-1], latents.shape[-2]))
 
     worker = make_worker(preview_every=2, previewer=Recorder(), max_batch=4)
@@ -631,7 +631,7 @@ async def test_step_events_carry_previews_every_k_steps(make_worker):
     unseen = worker.submit(req("nobody watches", steps=6, seed=9).replace(previews=False), owner=3)
     await gate.open()
     await asyncio.gather(*handles, unseen)
-    assert made == [((1, 4, 8, 8), "sd")] * 6  # steps 2, 4, 6 for each of the two jobs, one image each
+    assert made == [((1, 4, 8, 8), "sd", 8)] * 6  # steps 2, 4, 6 for each of the two jobs, one image each
     assert not [e for e in unseen.events if isinstance(e, Step) and e.preview is not None]  # none made for it
     # only the newest preview is kept in a handle's history
     kept = [e for e in handles[0].events if isinstance(e, Step) and e.preview is not None]

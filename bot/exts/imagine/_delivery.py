@@ -122,7 +122,8 @@ class DiscordJobListener:
             kwargs: dict[str, Any] = dict(attachments=attachments)
             if last:
                 kwargs.update(embed=embed, view=view)
-            content = self._prefix() + _format.final_content(job.id, None, note, len(files))
+            notes = [f"⚠️ {n}" for n in job.notes or ()] + ([note] if note else [])
+            content = self._prefix() + _format.final_content(job.id, None, notes, len(files))
             if i == 0:
                 message = await self._show(content=content, final=True, nonce=post_nonce(job.id, "1"), **kwargs)
                 first = message

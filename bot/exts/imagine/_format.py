@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from bot.exts.common.formatting import clip, parameters_embed
 
 __all__ = ["CONTENT_LIMIT", "clip", "final_content", "parameters_embed", "progress_line"]
@@ -26,10 +28,11 @@ def progress_line(
     return f"Job #{job_id}: {state}"
 
 
-def final_content(job_id: int, mention: str | None, note: str | None, count: int) -> str:
+def final_content(job_id: int, mention: str | None, notes: Sequence[str], count: int) -> str:
+    """The result's text: the job is ready, then each note in small print (the render's, the upload's)."""
     head = f"{mention} " if mention else ""
     what = "your image is ready" if count == 1 else f"your {count} images are ready"
     text = f"{head}✅ Job #{job_id}: {what}"
-    if note:
+    for note in notes:
         text += f"\n-# {note}"
     return clip(text, CONTENT_LIMIT)

@@ -102,6 +102,8 @@ class Info(commands.Cog):
         embed.add_field(name="Schedule types", value=", ".join(SCHEDULES), inline=False)
         for name, value in networks_fields(installed):
             embed.add_field(name=name, value=clip(value, 1024), inline=False)
+        if installed.refused:
+            embed.add_field(name="Refused files", value=clip("\n".join(installed.refused), 1024), inline=False)
         await interaction.followup.send(embed=embed, ephemeral=True)
 
     @app_commands.command(name="info", description="What made an image: give its job number or message id")

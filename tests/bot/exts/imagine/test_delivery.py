@@ -9,6 +9,9 @@ import re
 import shutil
 import threading
 
+import torch
+
+from tests.bot.exts.helpers import with_images
 from tests.bot.harness import FAST, RunningBot, write_config
 from tests.discord_standin import DiscordStandIn, Routes, StandInGuild, StandInUser
 
@@ -166,3 +169,22 @@ async def test_the_default_checkpoint_is_loaded_at_start_and_the_time_logged(tmp
             assert models.disk_loads == loads  # the first job found it loaded
         finally:
             await running.stop()
+
+
+async def test_a_refused_embedding_in_the_prompt_is_noted_with_the_images(harness):
+    """The engine's note on the render is kept with the job and shown under its images."""
+    s = harness.standin
+    embeddings = harness.services.config.models_dir / "embeddings"
+    embeddings.mkdir(parents=True, exist_ok=True)
+    torch.save({"emb": torch.zeros(1, 32)}, embeddings / "EasyNegative.pt")
+    message = await with_images(s, s.slash("imagine", {"prompt": f"a cat, EasyNegative {FAST}"}))
+    note = (
+        "embedding EasyNegative was not used (its name stayed plain words): EasyNegative.pt is refused "
+        "(pickle format; set [engine] allow_pickle = true to allow it)"
+    )
+    assert message["content"].splitlines()[1:] == [f"-# ⚠️ {note}"]
+    job_id = int(re.search(r"Job #(\d+)", message["content"]).group(1))
+    assert (await harness.services.jobs.get(job_id)).notes == [note]
+    plain = await with_images(s, s.slash("imagine", {"prompt": f"a cat {FAST}"}))
+    assert "-#" not in plain["content"]
+    s.assert_no_invalid_requests()

@@ -8,6 +8,7 @@ import struct
 import zlib
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from bot.store import jobs as job_store
@@ -121,6 +122,21 @@ async def test_bad_attachments_are_refused_and_nothing_is_queued(tmp_path, tiny_
             assert message in await refusal(ix)
         assert await jobs_of(h, s.user.id) == []
         assert not [m for m in s.messages.values() if m.get("attachments")]
+        s.assert_no_invalid_requests()
+
+
+async def test_a_jpeg_within_the_limit_renders_though_its_cleaned_png_is_larger(tmp_path, tiny_sd15):
+    noise = np.random.default_rng(1).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="JPEG", quality=90)
+    jpeg = buffer.getvalue()
+    async with running_bot(tmp_path, tiny_sd15, engine={"max_input_bytes": len(jpeg) + 1024}) as h:
+        s = h.standin
+        start = s.upload_attachment("photo.jpg", jpeg, content_type="image/jpeg")
+        message = await with_images(s, s.slash("imagine", {"prompt": "a cat --steps 2", "image": start}))
+        assert params_of(s, message)["Size"] == "160x120"
+        (kept,) = (tmp_path / "outputs" / "inputs").glob("*.png")
+        assert kept.stat().st_size > len(jpeg) + 1024  # the cleaned PNG is over the limit the JPEG passed
         s.assert_no_invalid_requests()
 
 

@@ -92,6 +92,13 @@ async def test_models_lists_the_installed_checkpoint(harness):
     lora.write_bytes(b"")
     data = await reply(s, s.slash("models", {"refresh": True}))  # else the catalog's scan (tests/bot/services)
     assert {f["name"]: f["value"] for f in data["embeds"][0]["fields"]}[LORAS].startswith("detail [")
+    assert "Refused files" not in {f["name"] for f in data["embeds"][0]["fields"]}
+
+    (lora.parent / "old.pt").write_bytes(b"a pickle: never opened while allow_pickle is off")
+    data = await reply(s, s.slash("models", {"refresh": True}))
+    fields = {f["name"]: f["value"] for f in data["embeds"][0]["fields"]}
+    assert fields["Refused files"] == "refused: old.pt (pickle format; set [engine] allow_pickle = true to allow it)"
+    assert "old" not in fields[LORAS]
     s.assert_no_invalid_requests()
 
 
