@@ -29,13 +29,13 @@ def test_progress_lines(state, kwargs, expected):
 
 
 def test_the_final_line_mentions_counts_and_notes():
-    assert final_content(3, None, None, 1) == "✅ Job #3: your image is ready"
-    assert final_content(3, "<@1>", None, 4) == "<@1> ✅ Job #3: your 4 images are ready"
-    assert final_content(3, None, "held images were approved", 1) == (
-        "✅ Job #3: your image is ready\n-# held images were approved"
+    assert final_content(3, None, [], 1) == "✅ Job #3: your image is ready"
+    assert final_content(3, "<@1>", (), 4) == "<@1> ✅ Job #3: your 4 images are ready"
+    assert final_content(3, None, ["easynegative left out", "sent smaller"], 1) == (
+        "✅ Job #3: your image is ready\n-# easynegative left out\n-# sent smaller"
     )
 
 
 def test_the_final_line_fits_a_message():
-    text = final_content(3, "<@1>", "n" * 5000, 1)
+    text = final_content(3, "<@1>", ["n" * 5000], 1)
     assert len(text) == CONTENT_LIMIT and text.endswith("…")
