@@ -17,6 +17,7 @@ import json
 import numbers
 import os
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, cast
 
 from engine.errors import EngineError
@@ -88,7 +89,7 @@ def _quote(text: str) -> str:
     return text
 
 
-def _ordered_keys(params: dict[str, object]) -> list[str]:
+def _ordered_keys(params: Mapping[str, object]) -> list[str]:
     """Spec order: core keys, known extras, unknown keys as given, then Version."""
     keys = [k for k in _CORE_ORDER if k in params]
     keys += [k for k in _EXTRA_ORDER if k in params]
@@ -98,7 +99,7 @@ def _ordered_keys(params: dict[str, object]) -> list[str]:
     return keys
 
 
-def format_infotext(prompt: str, negative_prompt: str, params: dict[str, object]) -> str:
+def format_infotext(prompt: str, negative_prompt: str, params: Mapping[str, object]) -> str:
     """A1111's infotext for one image: prompt, optional "Negative prompt:" line, parameter line; stripped.
 
     `params` values of None are left out (A1111 uses None for "not applicable"); other values are printed with

@@ -228,7 +228,8 @@ def _cached_clip_tokenizer(pad_token: str):
     from transformers import CLIPTokenizer
 
     vocab, merges = _clip_vocab_and_merges()
-    return CLIPTokenizer(vocab=vocab, merges=list(merges), model_max_length=77, pad_token=pad_token)
+    pairs: list[Any] = list(merges)  # tokenizers' BPE takes pairs; transformers types them as str
+    return CLIPTokenizer(vocab=vocab, merges=pairs, model_max_length=77, pad_token=pad_token)
 
 
 def clip_tokenizer(pad_token: str = "<|endoftext|>"):

@@ -192,8 +192,12 @@ def module_delta(
 ) -> torch.Tensor:
     """`delta × alpha/rank` for one module, in float32 and the layer's weight shape (no multiplier yet)."""
     f = {k: v.to(weight.device, torch.float32) for k, v in w.items()}
-    if "lora_A.weight" in f:
-        f["lora_down.weight"], f["lora_up.weight"] = f.pop("lora_A.weight"), f.pop("lora_B.weight", None)
+    if "lora_A.weight" in f:  # PEFT's names
+        f["lora_down.weight"] = f.pop("lora_A.weight")
+        if "lora_B.weight" in f:
+            f["lora_up.weight"] = f.pop("lora_B.weight")
+        else:
+            f.pop("lora_up.weight", None)
     rank: int | None = None
     if "lora_down.weight" in f and f.get("lora_up.weight") is not None:
         up, down = f["lora_up.weight"], f["lora_down.weight"]
@@ -304,8 +308,9 @@ class LoraMerger:
         try:
             with torch.no_grad():
                 for module, delta in deltas.items():
-                    originals[module] = module.weight.detach().clone()
-                    module.weight.copy_((originals[module].float() + delta).to(module.weight.dtype))
+                    weight = weight_of(module)
+                    originals[module] = weight.detach().clone()
+                    weight.copy_((originals[module].float() + delta).to(weight.dtype))
         except BaseException:
             _put_back(originals)
             raise
@@ -352,7 +357,9 @@ class LoraMerger:
                     continue
                 try:
                     delta = (
-                        module_delta(file.name, module_key, network.groups[module_key], target.module.weight, tag.dyn)
+                        module_delta(
+                            file.name, module_key, network.groups[module_key], weight_of(target.module), tag.dyn
+                        )
                         * multiplier
                     )
                 except RuntimeError as exc:  # factors whose shapes do not multiply
@@ -401,4 +408,12 @@ def _check_family(network: ParsedNetwork, path: Path, family: str) -> None:
 def _put_back(originals: dict[torch.nn.Module, torch.Tensor]) -> None:
     with torch.no_grad():
         for module, weight in originals.items():
-            module.weight.copy_(weight)
+            weight_of(module).copy_(weight)
+
+
+def weight_of(layer: torch.nn.Module) -> torch.Tensor:
+    """The weight of a layer a LoRA changes (a Linear or a Conv2d: each has one)."""
+    weight = layer.weight
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{type(layer).__name__} has no weight tensor")
+    return weight

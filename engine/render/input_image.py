@@ -68,8 +68,7 @@ def load_input_image(data: bytes, limits: Limits, name: str = "the image") -> Im
                 )
             image.seek(0)  # the first frame of an animation
             image.load()
-            image = ImageOps.exif_transpose(image) or image
-            return flatten(image)
+            return flatten(ImageOps.exif_transpose(image) or image)
     except EngineError:
         raise
     except Image.DecompressionBombError:

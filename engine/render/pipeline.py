@@ -162,10 +162,12 @@ class Engine:
         final_w, final_h = first.final_size
         with torch.inference_mode(), _one_image_at_a_time(pipe.unet, len(seeds), exact):
             if first.is_img2img:
+                strength = first.denoising_strength
+                assert strength is not None  # img2img: A1111's default strength applies when none was typed
                 start = img2img.start_latents(vae, first, len(seeds), self.upscalers)
                 latents = img2img.run_last(
                     pipe,
-                    img2img.StepPlan.img2img(first.steps, first.denoising_strength),
+                    img2img.StepPlan.img2img(first.steps, strength),
                     start,
                     generators,
                     step_end=step_end,
@@ -267,8 +269,12 @@ class Engine:
         return results
 
 
-def _stack(tensors: list[torch.Tensor], repeats: list[int]) -> torch.Tensor:
-    return torch.cat([t.expand(n, *t.shape[1:]) for t, n in zip(tensors, repeats)])
+def _stack(tensors: list[torch.Tensor | None], repeats: list[int]) -> torch.Tensor:
+    """One batch of each job's conditioning, repeated for its images (SDXL's pooled embeddings: never None there)."""
+    present = [t for t in tensors if t is not None]
+    if len(present) != len(tensors):
+        raise EngineError("a prompt was encoded without the pooled embedding this model needs")
+    return torch.cat([t.expand(n, *t.shape[1:]) for t, n in zip(present, repeats)])
 
 
 @contextmanager
@@ -284,6 +290,7 @@ def _one_image_at_a_time(unet, images: int, enabled: bool):
         yield
         return
     forward = unet.forward
+    total = 0  # the rows of the UNet call being split
 
     def split(value, rows: list[int]):
         if torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == total:
@@ -298,7 +305,7 @@ def _one_image_at_a_time(unet, images: int, enabled: bool):
         if total == 1 or total % images:
             return forward(sample, timestep, encoder_hidden_states, *args, **kwargs)
         copies = total // images  # 2 with classifier-free guidance: [uncond..., cond...]
-        outputs = [None] * total
+        outputs: dict[int, torch.Tensor] = {}
         for i in range(images):
             rows = [i + c * images for c in range(copies)]
             out = forward(
@@ -311,10 +318,9 @@ def _one_image_at_a_time(unet, images: int, enabled: bool):
             )[0]
             for c, row in enumerate(rows):
                 outputs[row] = out[c]
-        result = torch.stack(outputs)
+        result = torch.stack([outputs[row] for row in range(total)])
         return (result,) if kwargs.get("return_dict") is False else _UNetOutput(result)
 
-    total = 0
     unet.forward = per_image
     try:
         yield
