@@ -84,7 +84,7 @@ TEXT_HIDDEN = 32
 
 def byte_level_vocab(words: tuple[str, ...] | list[str] = TINY_WORDS) -> tuple[dict[str, int], list[str]]:
     """CLIP's byte-level BPE layout (spec §7) with merges that make each of `words` one token."""
-    from engine.models.single_file import clip_byte_characters
+    from engine.models.clip_tokenizer import clip_byte_characters
 
     chars = clip_byte_characters()
     tokens = chars + [c + "</w>" for c in chars]
