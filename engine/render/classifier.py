@@ -50,7 +50,7 @@ class PipelineClassifier:
     """A transformers image-classification model, built as transformers' `image-classification` pipeline (which
     checks that model and preprocessor fit the task) and run as that pipeline would, with its image processor and
     its choice of sigmoid or softmax, but as one batched forward pass: the pipeline's own per-image loop costs
-    about six times the model on small classifiers (tests/engine/test_classifier.py checks the scores agree)."""
+    about six times the model on small classifiers (tests/engine/render/test_classifier.py checks the scores agree)."""
 
     def __init__(self, path: Path, device: torch.device) -> None:
         from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline

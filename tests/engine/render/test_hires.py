@@ -13,7 +13,7 @@ from engine.infotext import parse_infotext, request_options
 from engine.render.upscalers import LATENT_MODES, UpscalerLibrary, load_model
 from engine.request import GenerationRequest
 from engine.tiny.models import write_tiny_esrgan
-from tests.engine._render_helpers import count_unet_calls, engine, module_models, vae2_engine  # noqa: F401 - fixtures
+from tests.engine.render._helpers import count_unet_calls, engine, module_models, vae2_engine  # noqa: F401 - fixtures
 
 
 def req(**kw) -> GenerationRequest:
