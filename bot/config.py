@@ -59,7 +59,7 @@ _BOUNDS: dict[str, dict[str, Any]] = {
     "max_pixels": dict(ge=64 * 64, le=4096 * 4096),
     "max_batch": dict(ge=1, le=16),
     "max_prompt_chars": dict(ge=1, le=20000),
-    "max_input_bytes": dict(ge=1024, le=512 * 2**20),  # img2img starts
+    "max_input_bytes": dict(ge=1024, le=512 * 2**20),  # img2img starts and inpaint masks
     "max_input_pixels": dict(ge=64 * 64, le=2**28),
     "max_queued_per_user": dict(ge=1, le=1000),
     "job_timeout_s": dict(gt=0, le=86400),

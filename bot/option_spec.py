@@ -144,6 +144,48 @@ VOCABULARY: tuple[Option, ...] = (
         describe="Latent, Latent (nearest-exact), Lanczos, Nearest or an ESRGAN model",
         infotext="Hires upscaler",
     ),
+    # Inpainting (with a start image): the mask comes only from an attachment or a button, like the start image;
+    # outpaint only from the command line and the Zoom Out / Pan buttons. The controls may sit in presets.
+    Option("mask", TEXT),
+    Option(
+        "mask_blur",
+        INT,
+        ("mask-blur",),
+        "Mask blur",
+        (0, 64),
+        "Inpainting: how far the mask's edge blends, in pixels (A1111: 4)",
+        infotext="Mask blur",
+    ),
+    Option(
+        "mask_mode",
+        TEXT,
+        ("mask-mode",),
+        describe="Inpainting: masked (change the white part) or unmasked (change the black part)",
+        infotext="Mask mode",
+    ),
+    Option(
+        "masked_content",
+        TEXT,
+        ("masked-content",),
+        describe="Inpainting: what the masked part starts from: original, fill, noise or nothing",
+        infotext="Masked content",
+    ),
+    Option(
+        "inpaint_area",
+        TEXT,
+        ("inpaint-area",),
+        describe="Inpainting: whole (the whole picture) or masked (only the masked part, at full size)",
+        infotext="Inpaint area",
+    ),
+    Option(
+        "padding",
+        INT,
+        ("padding",),
+        range=(0, 256),
+        describe="Inpainting, inpaint area masked: pixels around the mask that are redrawn too (A1111: 32)",
+        infotext="Masked area padding",
+    ),
+    Option("outpaint", TEXT, describe="Outpainting: L,T,R,B pixels to add on the left, top, right and bottom"),
     Option("preset", PRESET, ("preset",), describe="One of your presets"),
     Option(
         "lora",

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, cast
 
 from engine.errors import EngineError
 from engine.infotext_parser import NEGATIVE_PREFIX, Infotext, parse_infotext, to_dict
+from engine.render.masking import INFOTEXT_OPTIONS, options_from_infotext
 from engine.request import parse_size
 from engine.samplers import normalize_sampler
 
@@ -60,10 +61,18 @@ _CORE_ORDER: tuple[str, ...] = (
     "Variation seed",
     "Variation seed strength",
     "Denoising strength",
+    "Conditional mask weight",
     "Clip skip",
     "RNG",
 )
-_EXTRA_ORDER: tuple[str, ...] = ("Schedule type", "Emphasis", "Lora hashes", "TI hashes")
+# The inpaint keys come before Emphasis and the networks' hashes: A1111's img2img `init` adds them first.
+_EXTRA_ORDER: tuple[str, ...] = (
+    "Schedule type",
+    *INFOTEXT_OPTIONS,
+    "Emphasis",
+    "Lora hashes",
+    "TI hashes",
+)
 _LAST: str = "Version"
 _KNOWN = frozenset(_CORE_ORDER) | frozenset(_EXTRA_ORDER) | {_LAST}
 
@@ -146,6 +155,8 @@ def infotext_for_request(
         "RNG": "CPU",
         "Schedule type": request.schedule if request.schedule != "Automatic" else None,
     }
+    if request.is_inpaint:
+        params.update(request.mask_settings.infotext_params())
     if request.hires_enabled:  # A1111's Hires keys; "Size" above stays the first pass's size, as A1111 writes it
         params["Hires upscale"] = request.hires
         params["Hires steps"] = request.hires_steps or None
@@ -170,7 +181,9 @@ def network_hashes(loras, embeddings: list[tuple[str, str]]) -> dict[str, object
 # Keys that describe the render but are not settings: checked elsewhere (hashes; LoRAs and embeddings travel in
 # the prompt text, and engine.networks.hash_import links their hashes to local files) or fixed by sdbot (RNG: sdbot
 # always draws CPU noise), so they are neither used nor worth a warning.
-_INFORMATIONAL = frozenset({"Model hash", "VAE hash", "Version", "RNG", "Lora hashes", "TI hashes"})
+_INFORMATIONAL = frozenset(
+    {"Model hash", "VAE hash", "Version", "RNG", "Lora hashes", "TI hashes", "Conditional mask weight"}
+)
 
 _RE_INT = re.compile(r"[+-]?[0-9]+")
 
@@ -248,6 +261,8 @@ def request_options(info: Infotext) -> tuple[dict[str, object], list[str]]:
         options["strength"] = _parse_float("Denoising strength", params["Denoising strength"])
         used.add("Denoising strength")
     _hires_options(params, options, used)
+    options.update(options_from_infotext(params))  # the inpaint controls, never the mask itself
+    used.update(INFOTEXT_OPTIONS)
 
     unused = [key for key in params if key not in used]
     return options, unused

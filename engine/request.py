@@ -16,6 +16,8 @@ from typing import Any
 from engine.config import Limits
 from engine.errors import EngineError
 from engine.networks.tags import network_set
+from engine.render.masking import DEFAULT_BLUR, DEFAULT_PADDING, MAX_BLUR, MAX_PADDING, MaskSettings, choose
+from engine.render.outpaint import parse_margins
 from engine.samplers import normalize_sampler
 
 IMG2IMG_DEFAULT_STRENGTH = 0.75  # A1111's "Denoising strength" default for img2img
@@ -32,9 +34,9 @@ def strength_in_effect(strength: float | None, *, img2img: bool, hires: float) -
     return HIRES_DEFAULT_STRENGTH if hires > 1.0 else None
 
 
-# Fields that are not a job's options: the limits it was checked against, the start image's bytes in transit, and
-# whether anyone will see its live previews.
-NOT_OPTIONS = ("limits", "init_image_data", "previews")
+# Fields that are not a job's options: the limits it was checked against, the start image's and the mask's bytes in
+# transit, and whether anyone will see its live previews.
+NOT_OPTIONS = ("limits", "init_image_data", "mask_data", "previews")
 MAX_SEED = 2**32 - 1
 MAX_CLIP_SKIP = 12
 MIN_SIDE = 64
@@ -77,9 +79,21 @@ class GenerationRequest:
     hires: float = 0.0
     hires_steps: int = 0
     hires_upscaler: str = "Latent"
+    # Inpainting (with a start image): a path to the mask (white = change; checked like the start image) and
+    # A1111's inpaint controls; or `outpaint`, "L,T,R,B" pixels added around the start image, whose new border is
+    # the mask. `masked_content` None: "original" with a mask, "fill" for outpainting (`mask_settings`).
+    mask: str = ""
+    mask_blur: int = DEFAULT_BLUR
+    mask_mode: str = "masked"
+    masked_content: str | None = None
+    inpaint_area: str = "whole"
+    padding: int = DEFAULT_PADDING
+    outpaint: str = ""
     limits: Limits = field(default=Limits(), compare=False, repr=False)
-    # The start image's bytes, for a worker on another machine (`portable()`); never stored, never an option.
+    # The start image's and the mask's bytes, for a worker on another machine (`portable()`); never stored, never
+    # an option.
     init_image_data: bytes = field(default=b"", compare=False, repr=False)
+    mask_data: bytes = field(default=b"", compare=False, repr=False)
     # False: nobody will see live previews of this job (the server has them off), so the worker makes none: a TAESD
     # decode every `preview_every` steps is a few per cent of a GPU render, spent for nothing.
     previews: bool = field(default=True, compare=False, repr=False)
@@ -113,6 +127,7 @@ class GenerationRequest:
         object.__setattr__(self, "vae", self.vae.strip())
         object.__setattr__(self, "model", self.model.strip())
         _check_img2img_fields(self)
+        _check_inpaint_fields(self)
         _check_hires_fields(self)
 
     @property
@@ -147,14 +162,18 @@ class GenerationRequest:
         return [self.seed + i for i in range(self.batch_size)]
 
     def portable(self) -> GenerationRequest:
-        """This request with its start image's bytes inside, so it renders the same on any machine (Ray
-        replicas): `init_image` is a path on the bot's host (a checked file). Read once, at submission; checked
-        again at render."""
-        if not self.init_image or self.init_image_data:
-            return self
+        """This request with its start image's and mask's bytes inside, so it renders the same on any machine (Ray
+        replicas): `init_image` and `mask` are paths on the bot's host (checked files). Read once, at submission;
+        checked again at render."""
         from engine.render.input_image import checked_input_limits, read_input_bytes
 
-        return self.replace(init_image_data=read_input_bytes(self.init_image, checked_input_limits(self.limits)))
+        limits = checked_input_limits(self.limits)
+        changes: dict[str, bytes] = {}
+        if self.init_image and not self.init_image_data:
+            changes["init_image_data"] = read_input_bytes(self.init_image, limits)
+        if self.mask and not self.mask_data:
+            changes["mask_data"] = read_input_bytes(self.mask, limits, "the mask")
+        return self.replace(**changes) if changes else self
 
     def replace(self, **changes: Any) -> GenerationRequest:
         return dataclasses.replace(self, **changes)
@@ -178,12 +197,27 @@ class GenerationRequest:
             self.hires,
             self.hires_steps,
             self.hires_upscaler,
+            self.mask,
+            self.outpaint,
+            self.mask_settings if self.is_inpaint else None,
             network_set(self.prompt, self.negative_prompt),
         )
 
     @property
     def is_img2img(self) -> bool:
         return bool(self.init_image)
+
+    @property
+    def is_inpaint(self) -> bool:
+        """img2img with a mask, or outpainting (whose mask is the new border)."""
+        return bool(self.mask or self.outpaint)
+
+    @property
+    def mask_settings(self) -> MaskSettings:
+        """The inpaint controls in effect; masked content defaults to "fill" for outpainting, as A1111's poor man's
+        outpainting sets it (the new border starts black), else to A1111's "original"."""
+        content = self.masked_content or ("fill" if self.outpaint else "original")
+        return MaskSettings(self.mask_blur, self.mask_mode, content, self.inpaint_area, self.padding)
 
     @property
     def denoising_strength(self) -> float | None:
@@ -266,6 +300,30 @@ def _check_img2img_fields(request: GenerationRequest) -> None:
     if mode not in RESIZE_MODES:
         raise EngineError(f"resize mode must be one of {', '.join(RESIZE_MODES)} (got {request.resize_mode!r})")
     object.__setattr__(request, "resize_mode", mode)
+
+
+def _check_inpaint_fields(request: GenerationRequest) -> None:
+    """The inpaint fields' checks, in GenerationRequest's words (called from its `__post_init__`). The controls are
+    checked even without a mask: a preset may carry them for the jobs that have one."""
+    if not isinstance(request.mask, str) or not isinstance(request.outpaint, str):
+        raise EngineError("mask must be a file path and outpaint L,T,R,B pixels")
+    if not isinstance(request.mask_data, bytes) or (request.mask_data and not request.mask):
+        raise EngineError("internal: mask bytes come with the mask's path")
+    _check_int("mask blur", request.mask_blur, 0, MAX_BLUR)
+    _check_int("masked area padding", request.padding, 0, MAX_PADDING)
+    object.__setattr__(request, "mask_mode", choose("mask mode", request.mask_mode))
+    object.__setattr__(request, "inpaint_area", choose("inpaint area", request.inpaint_area))
+    if request.masked_content is not None:
+        object.__setattr__(request, "masked_content", choose("masked content", request.masked_content))
+    if request.outpaint.strip():
+        object.__setattr__(request, "outpaint", ",".join(map(str, parse_margins(request.outpaint))))
+    else:
+        object.__setattr__(request, "outpaint", "")
+    if request.mask and request.outpaint:
+        raise EngineError("a mask and outpaint cannot be combined: outpainting masks the new border itself")
+    if request.is_inpaint and not request.is_img2img:
+        what = "a mask" if request.mask else "outpaint"
+        raise EngineError(f"{what} needs a start image (the image to change)")
 
 
 def _square(pixels: int) -> str:

@@ -38,6 +38,25 @@ def add_parsers(sub) -> None:
         help="denoising strength (default 0.75 with --init-image, 0.7 for the Hires pass)",
     )
     p.add_argument("--resize-mode", choices=("just", "crop", "fill"))
+    p.add_argument(
+        "--mask", default="", metavar="M", help="inpaint: change the white part of --init-image (PNG, JPEG, WebP)"
+    )
+    p.add_argument("--mask-blur", type=int, metavar="N", help="inpaint: blur the mask's edge (default 4)")
+    p.add_argument("--mask-mode", choices=("masked", "unmasked"), help="unmasked: change the black part instead")
+    p.add_argument(
+        "--masked-content",
+        choices=("fill", "original", "noise", "nothing"),
+        help="what the masked part starts from (default original; fill for --outpaint)",
+    )
+    p.add_argument(
+        "--inpaint-area", choices=("whole", "masked"), help="masked: render only the masked part, at full size"
+    )
+    p.add_argument("--padding", type=int, metavar="N", help="pixels around the mask with --inpaint-area masked (32)")
+    p.add_argument(
+        "--outpaint",
+        metavar="L,T,R,B",
+        help="grow --init-image by these pixels (left, top, right, bottom) and paint them",
+    )
     p.add_argument("--hires", type=float, metavar="SCALE", help="Hires. fix: upscale by SCALE")
     p.add_argument("--hires-steps", type=int, metavar="N", help="second-pass steps (0 = --steps)")
     p.add_argument(
@@ -53,6 +72,7 @@ def add_parsers(sub) -> None:
     p.add_argument("dir")
     p.add_argument("--family", choices=("sd15", "sdxl"), default="sd15")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--inpainting", action="store_true", help="a 9-channel inpainting UNet")
     p.set_defaults(func=cmd_tiny_model)
 
     p = sub.add_parser("infotext", help="print a PNG's (or a text file's) A1111 infotext as JSON")
@@ -79,6 +99,12 @@ _OPTION_FLAGS = (
     "hires",
     "hires_steps",
     "hires_upscaler",
+    "mask_blur",
+    "mask_mode",
+    "masked_content",
+    "inpaint_area",
+    "padding",
+    "outpaint",
 )
 
 
@@ -93,14 +119,22 @@ def cmd_render(args: argparse.Namespace) -> int:
     ensure_demo_model(engine_config)
     # The start image is what this user sends: it is checked against the limits here, as an attachment is.
     start = read_input_image(args.init_image, engine_config.limits) if args.init_image else None
+    if args.mask and start is not None:  # the mask too (without a start image the request says what is missing)
+        from engine.render.inpaint import open_mask
+
+        open_mask(args.mask, engine_config.limits)
     if args.size is not None:
         width, height = parse_size(args.size)
     elif start is not None:
         from engine.models.loader import ModelLibrary, checkpoint_family
         from engine.render.input_image import default_size, size_multiple
+        from engine.render.outpaint import grown_size, parse_margins
 
         multiple = size_multiple(checkpoint_family(ModelLibrary(engine_config).checkpoint(args.model)))
-        width, height = default_size(*start.size, engine_config.limits, multiple)
+        width, height = start.size
+        if args.outpaint:  # the grown canvas
+            width, height = grown_size(width, height, parse_margins(args.outpaint))
+        width, height = default_size(width, height, engine_config.limits, multiple)
     else:
         width, height = 512, 512
     # The flags are the slash commands' parameters (bot/option_spec.py); unset ones keep the request's defaults.
@@ -110,6 +144,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         width=width,
         height=height,
         init_image=args.init_image,
+        mask=args.mask,
         **options,
         limits=engine_config.limits,
     )
@@ -129,7 +164,7 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
     target = Path(args.dir)
     if target.exists() and any(target.iterdir()):
         raise UserError(f"{target} exists and is not empty; choose a new directory")
-    write_tiny_model(target, family=args.family, seed=args.seed)
+    write_tiny_model(target, family=args.family, seed=args.seed, inpainting=args.inpainting)
     print(f"wrote tiny {args.family} model to {target}")
     return 0
 

@@ -23,9 +23,10 @@ REQUEST_FIELDS: tuple[str, ...] = tuple(
     f.name for f in dataclasses.fields(GenerationRequest) if f.name not in NOT_OPTIONS
 )
 PROMPT_PARTS: tuple[str, ...] = ("prompt_prefix", "prompt_suffix")
-# A start image is a file on the bot's host: it comes only from an attachment or a button (never from a preset,
-# guild default or imported file, which could name any path), so it is a request field but not an option.
-COMMAND_ONLY: tuple[str, ...] = ("init_image",)
+# A start image and a mask are files on the bot's host: they come only from an attachment or a button (never from a
+# preset, guild default or imported file, which could name any path), so they are request fields but not options;
+# outpaint margins belong to one start image the same way.
+COMMAND_ONLY: tuple[str, ...] = ("init_image", "mask", "outpaint")
 USER_FIELDS: tuple[str, ...] = tuple(f for f in REQUEST_FIELDS if f not in COMMAND_ONLY)
 OPTION_KEYS: tuple[str, ...] = (*USER_FIELDS, *PROMPT_PARTS)
 

@@ -34,9 +34,9 @@ def encode_event(event: JobEvent) -> tuple | None:
 
 def encode_result(result: RenderResult) -> dict:
     """A result with its images as their PNG bytes (already encoded by the worker thread): no raw pixels, and
-    not the start image the job carried in (the bot has it)."""
+    not the start image and mask the job carried in (the bot has them)."""
     return dict(
-        request=result.request.replace(init_image_data=b""),
+        request=result.request.replace(init_image_data=b"", mask_data=b""),
         model=result.model,
         vae=result.vae,
         seconds=result.seconds,

@@ -85,21 +85,23 @@ def detect_family(state: Mapping[str, Any] | Iterable[str], name: str = "this fi
     raise EngineError(_what_is_it(state if isinstance(state, Mapping) else None, keys, name))
 
 
-def _check_unet_input(state: Mapping[str, Any], name: str) -> None:
+def unet_input_channels(state: Mapping[str, Any]) -> int:
+    """The UNet's input channels: 4, or 9 for an inpainting checkpoint (latents, mask, masked image's latents)."""
     conv_in = state.get(UNET_PREFIX + "input_blocks.0.0.weight")
-    channels = getattr(conv_in, "shape", (0, 4))[1] if conv_in is not None else 4
-    if channels == 9:
-        raise EngineError(
-            f"{name} is an inpainting checkpoint (9 input channels); text-to-image needs a normal "
-            f"(4-channel) checkpoint"
-        )
+    return getattr(conv_in, "shape", (0, 4))[1] if conv_in is not None else 4
+
+
+def _check_unet_input(state: Mapping[str, Any], name: str) -> None:
+    channels = unet_input_channels(state)
     if channels == 8:
         raise EngineError(
             f"{name} is an InstructPix2Pix checkpoint (8 input channels); text-to-image needs a "
             f"normal (4-channel) checkpoint"
         )
-    if channels != 4:
-        raise EngineError(f"{name}: the UNet takes {channels} input channels; SD 1.x, 2.x and SDXL take 4")
+    if channels not in (4, 9):
+        raise EngineError(
+            f"{name}: the UNet takes {channels} input channels; SD 1.x, 2.x and SDXL take 4 (9 for inpainting)"
+        )
 
 
 def _what_is_it(state: Mapping[str, Any] | None, keys: list[str], name: str) -> str:
@@ -218,7 +220,7 @@ def _build_unet(
     from diffusers import UNet2DConditionModel
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 
-    config = _read_json(folder / "unet" / "config.json")
+    config = _read_json(folder / "unet" / "config.json") | {"in_channels": unet_input_channels(state)}
     if converted is None:
         try:
             converted = convert_ldm_unet_checkpoint(_sub(state, UNET_PREFIX), config)

@@ -73,15 +73,23 @@ class StepPlan:
 
 def encode_images(vae, images: list[Image.Image]) -> torch.Tensor:
     """Images to scaled latents with `vae` (the job's VAE), one image at a time (pixel-exact batching)."""
+    return torch.cat([encode_pixels(vae, image_pixels(image)) for image in images])
+
+
+def image_pixels(image: Image.Image) -> torch.Tensor:
+    """An image as the VAE takes it: (1, 3, H, W) floats in [-1, 1]."""
     import numpy as np
 
-    latents = []
-    for image in images:
-        array = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
-        pixels = torch.from_numpy(array).permute(2, 0, 1)[None].to(vae.device, vae.dtype)
-        with torch.inference_mode():
-            latents.append(vae.encode(pixels).latent_dist.mode())
-    return scale_latents(vae.config, torch.cat(latents))
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1)[None]
+
+
+def encode_pixels(vae, pixels: torch.Tensor) -> torch.Tensor:
+    """(1, 3, H, W) pixels in [-1, 1] to scaled latents: the distribution's mode, so the same input always gives
+    the same latents and the seed's generator is left for the noise."""
+    with torch.inference_mode():
+        latents = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mode()
+    return scale_latents(vae.config, latents)
 
 
 def scale_latents(config, latents: torch.Tensor) -> torch.Tensor:
@@ -141,25 +149,36 @@ def run_last(
 
 
 def start_latents(vae, request: GenerationRequest, count: int, upscalers=None) -> torch.Tensor:
-    """The job's start image, checked, resized to the job's size with its resize mode, encoded `count` times.
+    """The job's start image, checked, resized to the job's size with its resize mode, encoded `count` times."""
+    from engine.render.input_image import resize_image
+
+    upscale = image_upscaler(request, upscalers)
+    resized = resize_image(start_image(request), request.width, request.height, request.resize_mode, upscale)
+    return encode_images(vae, [resized]).expand(count, -1, -1, -1)
+
+
+def start_image(request: GenerationRequest) -> Image.Image:
+    """The job's start image, checked and flattened (from the bytes it carries, else from its path).
 
     The file is the one the bot saved (or the CLI checked): it is read with `checked_input_limits`, since
-    `max_input_bytes` applies to what the member sent. With an image upscaler named in `hires_upscaler` (A1111's
-    "Upscaler for img2img"), an image that must grow is enlarged with it; otherwise with Lanczos.
+    `max_input_bytes` applies to what the member sent.
     """
     import os
 
-    from engine.render.input_image import checked_input_limits, load_input_image, read_input_image, resize_image
-    from engine.render.upscalers import is_latent
+    from engine.render.input_image import checked_input_limits, load_input_image, read_input_image
 
     limits = checked_input_limits(request.limits)
     if request.init_image_data:  # carried with the job from the bot's host (`GenerationRequest.portable`)
-        image = load_input_image(request.init_image_data, limits, name=os.path.basename(request.init_image))
-    else:
-        image = read_input_image(request.init_image, limits)
-    upscale = None
-    if upscalers is not None and not is_latent(request.hires_upscaler):
-        name = upscalers.resolve(request.hires_upscaler)
-        upscale = lambda im, w, h: upscalers.upscale(im, w, h, name)  # noqa: E731
-    resized = resize_image(image, request.width, request.height, request.resize_mode, upscale)
-    return encode_images(vae, [resized]).expand(count, -1, -1, -1)
+        return load_input_image(request.init_image_data, limits, name=os.path.basename(request.init_image))
+    return read_input_image(request.init_image, limits)
+
+
+def image_upscaler(request: GenerationRequest, upscalers) -> Callable[[Image.Image, int, int], Image.Image] | None:
+    """How a start image that must grow is enlarged: the image upscaler named in `hires_upscaler` (A1111's
+    "Upscaler for img2img"); None (Lanczos) for a latent one or without upscalers."""
+    from engine.render.upscalers import is_latent
+
+    if upscalers is None or is_latent(request.hires_upscaler):
+        return None
+    name = upscalers.resolve(request.hires_upscaler)
+    return lambda im, w, h: upscalers.upscale(im, w, h, name)

@@ -1,10 +1,11 @@
-"""Start images from users: checked before anything is decoded, then made into plain RGB as A1111 would.
+"""Start images and masks from users: checked before anything is decoded, then made into plain RGB as A1111 would.
 
 An attachment is untrusted input. Checks, in order: the byte count; the format by its first bytes (PNG, JPEG or
 WebP only, whatever the file is called); the pixel count from the header alone, so a decompression bomb (a small
 file that decodes to gigapixels) is refused before decoding; then the decode itself, bounded by Pillow's own
-bomb guard. The decoded image gets its EXIF orientation applied (phones store portraits sideways) and any alpha
-composited over white, A1111's default img2img background. Resizing to the job's size follows A1111's
+bomb guard. The decoded image gets its EXIF orientation applied (phones store portraits sideways); a start image
+then has any alpha composited over white, A1111's default img2img background (a mask keeps its alpha: it may be
+the mask, engine.render.masking). Resizing to the job's size follows A1111's
 `images.resize_image` for its three modes.
 """
 
@@ -53,8 +54,9 @@ def check_input_bytes(data: bytes, limits: Limits, name: str = "the image") -> s
     return fmt
 
 
-def load_input_image(data: bytes, limits: Limits, name: str = "the image") -> Image.Image:
-    """`data` as an RGB image, or EngineError; nothing is decoded before the size and pixel checks pass."""
+def open_input_image(data: bytes, limits: Limits, name: str = "the image") -> Image.Image:
+    """`data` decoded with its EXIF orientation applied, alpha kept, or EngineError; nothing is decoded before the
+    size and pixel checks pass. Start images are then flattened (`load_input_image`); masks read their alpha."""
     from PIL import Image, ImageOps
 
     fmt = check_input_bytes(data, limits, name)
@@ -68,7 +70,7 @@ def load_input_image(data: bytes, limits: Limits, name: str = "the image") -> Im
                 )
             image.seek(0)  # the first frame of an animation
             image.load()
-            return flatten(ImageOps.exif_transpose(image) or image)
+            return ImageOps.exif_transpose(image) or image.copy()
     except EngineError:
         raise
     except Image.DecompressionBombError:
@@ -80,8 +82,14 @@ def load_input_image(data: bytes, limits: Limits, name: str = "the image") -> Im
         raise EngineError(f"{name} could not be decoded: it is damaged or not really a {fmt} image") from None
 
 
-def read_input_bytes(path: str | os.PathLike[str], limits: Limits) -> bytes:
-    """The bytes of the image file at `path`, its size checked before reading (decoding is the caller's)."""
+def load_input_image(data: bytes, limits: Limits, name: str = "the image") -> Image.Image:
+    """`data` as an RGB image, or EngineError; nothing is decoded before the size and pixel checks pass."""
+    return flatten(open_input_image(data, limits, name))
+
+
+def read_input_bytes(path: str | os.PathLike[str], limits: Limits, what: str = "the init image") -> bytes:
+    """The bytes of the image file at `path` (`what` it is, for the message), its size checked before reading
+    (decoding is the caller's)."""
     try:
         size = os.path.getsize(path)
         if size > limits.max_input_bytes:
@@ -89,7 +97,7 @@ def read_input_bytes(path: str | os.PathLike[str], limits: Limits) -> bytes:
         with open(path, "rb") as handle:
             return handle.read()
     except OSError as err:
-        raise EngineError(f"cannot read the init image {os.fspath(path)!r}: {err.strerror or err}") from None
+        raise EngineError(f"cannot read {what} {os.fspath(path)!r}: {err.strerror or err}") from None
 
 
 def read_input_image(path: str | os.PathLike[str], limits: Limits) -> Image.Image:

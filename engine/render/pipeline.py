@@ -27,7 +27,7 @@ from engine.networks.embeddings import EmbeddingStore
 from engine.networks.library import NetworkLibrary
 from engine.networks.lora import LoraMerger, UsedNetwork
 from engine.networks.tags import tags_of
-from engine.render import hires, img2img
+from engine.render import hires, img2img, inpaint
 from engine.render.classifier import Scores, ScoringStage
 from engine.render.noise import initial_noise
 from engine.render.prompts import PromptEncoder
@@ -131,8 +131,12 @@ class Engine:
         factor = pipe.vae_scale_factor
         first.check_latent_grid(factor)
         seeds = [s for r in requests for s in r.seeds()]
-        noise, generators = initial_noise(seeds, first.width, first.height, pipe.unet.config.in_channels, factor)
-        # 6. denoise: txt2img from noise, or img2img from a start image; then Hires' second pass
+        noise, generators = initial_noise(seeds, first.width, first.height, vae.config.latent_channels, factor)
+        masked = None
+        if first.is_inpaint:  # the start latents and the latent mask (engine.render.inpaint)
+            upscale = img2img.image_upscaler(first, self.upscalers)
+            masked = inpaint.start(vae, pipe.unet, first, noise, upscale)
+        # 6. denoise: txt2img from noise, or img2img from a start image (with a mask: inpainting); then Hires' pass
         interrupted = False
         progress = {"offset": 0, "total": None}  # Hires reports both passes as one run of steps
 
@@ -160,17 +164,24 @@ class Engine:
             **extra,
         )
         final_w, final_h = first.final_size
-        with torch.inference_mode(), _one_image_at_a_time(pipe.unet, len(seeds), exact):
+        with (
+            torch.inference_mode(),
+            _one_image_at_a_time(pipe.unet, len(seeds), exact),
+            inpaint.conditioned(pipe.unet, vae, masked),
+        ):
             if first.is_img2img:
                 strength = first.denoising_strength
                 assert strength is not None  # img2img: A1111's default strength applies when none was typed
-                start = img2img.start_latents(vae, first, len(seeds), self.upscalers)
+                if masked is not None:
+                    start, each_step = masked.latents, masked.keeping_mask(pipe, generators, step_end)
+                else:
+                    start, each_step = img2img.start_latents(vae, first, len(seeds), self.upscalers), step_end
                 latents = img2img.run_last(
                     pipe,
                     img2img.StepPlan.img2img(first.steps, strength),
                     start,
                     generators,
-                    step_end=step_end,
+                    step_end=each_step,
                     **call,
                 )
             else:
@@ -204,6 +215,8 @@ class Engine:
             # 7. decode
             with hires.decode_tiled_if_large(vae, final_w, final_h):
                 images, notes = self._decode(pipe, vae, latents, exact)
+        if masked is not None:
+            images = masked.finish(images)  # the original over each image, outside the blurred mask exactly
         # 7b. safety scores (None: no classifier)
         scores = self.scorer(images)
         # 8. images with infotext, and notes on what each job left out because its file is refused
@@ -248,6 +261,8 @@ class Engine:
         for r, (loras, embeddings), notes in zip(requests, used, notes_of):
             rendered = []
             extra = network_hashes(loras, self.embeddings.hashes(embeddings))
+            if inpaint.is_inpainting_unet(ckpt.pipe.unet):
+                extra["Conditional mask weight"] = inpaint.CONDITIONAL_MASK_WEIGHT
             for seed in r.seeds():
                 text = infotext_for_request(
                     r,

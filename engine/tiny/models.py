@@ -159,7 +159,7 @@ def _vae(seed: int, width: int = 8, blocks: int = 4):
     ).eval()
 
 
-def _unet(seed: int, *, cross_dim: int, sdxl: bool, width: int):
+def _unet(seed: int, *, cross_dim: int, sdxl: bool, width: int, inpainting: bool = False):
     from diffusers.models import UNet2DConditionModel
 
     torch.manual_seed(seed)
@@ -173,7 +173,7 @@ def _unet(seed: int, *, cross_dim: int, sdxl: bool, width: int):
         )
     return UNet2DConditionModel(
         sample_size=32,
-        in_channels=4,
+        in_channels=9 if inpainting else 4,  # an inpainting UNet also sees the mask and the masked image's latents
         out_channels=4,
         layers_per_block=1,
         block_out_channels=(width, width * 2),
@@ -202,10 +202,16 @@ def _scheduler():
 
 
 def build_tiny_pipeline(
-    family: str = "sd15", seed: int = 0, unet_width: int = 16, vae_width: int = 8, vae_blocks: int = 4
+    family: str = "sd15",
+    seed: int = 0,
+    unet_width: int = 16,
+    vae_width: int = 8,
+    vae_blocks: int = 4,
+    inpainting: bool = False,
 ):
     """The tiny pipeline in memory; `unet_width` and `vae_width` (multiples of 8) grow it for benchmarks that need
-    compute to dominate in a real model's proportions; `vae_blocks` sets the latent grid (2 ** (blocks - 1))."""
+    compute to dominate in a real model's proportions; `vae_blocks` sets the latent grid (2 ** (blocks - 1));
+    `inpainting` gives it a 9-input-channel UNet, as SD 1.x's and SDXL's inpainting checkpoints have."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     if family == "sd15":
@@ -215,7 +221,7 @@ def build_tiny_pipeline(
             vae=_vae(seed + 2, vae_width, vae_blocks),
             text_encoder=text_encoder,
             tokenizer=tokenizer,
-            unet=_unet(seed + 3, cross_dim=TEXT_HIDDEN, sdxl=False, width=unet_width),
+            unet=_unet(seed + 3, cross_dim=TEXT_HIDDEN, sdxl=False, width=unet_width, inpainting=inpainting),
             scheduler=_scheduler(),
             safety_checker=None,
             feature_extractor=None,
@@ -236,7 +242,7 @@ def build_tiny_pipeline(
             text_encoder_2=text_encoder_2,
             tokenizer=tokenizer,
             tokenizer_2=tokenizer_2,
-            unet=_unet(seed + 3, cross_dim=TEXT_HIDDEN, sdxl=True, width=unet_width),
+            unet=_unet(seed + 3, cross_dim=TEXT_HIDDEN, sdxl=True, width=unet_width, inpainting=inpainting),
             scheduler=_scheduler(),
             force_zeros_for_empty_prompt=False,
         )
@@ -250,10 +256,13 @@ def write_tiny_model(
     unet_width: int = 16,
     vae_width: int = 8,
     vae_blocks: int = 4,
+    inpainting: bool = False,
 ) -> Path:
     """Write a tiny model in diffusers layout (safetensors weights, tokenizer files) and return its path."""
     path = Path(directory)
-    pipe = build_tiny_pipeline(family, seed=seed, unet_width=unet_width, vae_width=vae_width, vae_blocks=vae_blocks)
+    pipe = build_tiny_pipeline(
+        family, seed=seed, unet_width=unet_width, vae_width=vae_width, vae_blocks=vae_blocks, inpainting=inpainting
+    )
     pipe.save_pretrained(path, safe_serialization=True)
     return path
 

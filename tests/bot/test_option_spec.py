@@ -42,6 +42,11 @@ VALUES = {
     "hires_steps": st.integers(0, 150),
     "hires_upscaler": st.sampled_from(["Latent", "Latent (nearest-exact)", "Lanczos", "Nearest"]),
     "hires": st.just(0.0),  # a scale above 1 is checked against the size: drawn with it, below
+    "mask_blur": st.integers(0, 64),
+    "mask_mode": st.sampled_from(["masked", "unmasked"]),
+    "masked_content": st.sampled_from(["fill", "original", "noise", "nothing"]),
+    "inpaint_area": st.sampled_from(["whole", "masked"]),
+    "padding": st.integers(0, 256),
 }
 NOT_INLINE = {"aspect_ratio", "size", "preset", "lora"}  # not stored as themselves: tested one by one below
 
@@ -54,7 +59,7 @@ def test_stored_options_are_the_request_fields_and_prompt_parts():
     "field", [f for f in dataclasses.fields(GenerationRequest) if f.name not in NOT_OPTIONS], ids=lambda f: f.name
 )
 def test_stored_kinds_match_the_engine_request(field):
-    python = {"str": TEXT, "int": INT, "float": FLOAT, "float | None": FLOAT}[str(field.type)]
+    python = {"str": TEXT, "int": INT, "float": FLOAT, "float | None": FLOAT, "str | None": TEXT}[str(field.type)]
     assert STORED_KINDS[field.name] == python
 
 
@@ -185,9 +190,20 @@ def test_every_infotext_name_is_one_engine_infotext_writes_and_reads():
         hires_steps=3,
         hires_upscaler="Lanczos",
     )
-    text = infotext_for_request(
-        request, seed=5, model_name="m", model_hash=None, vae_name="anime", vae_hash=None, version=""
+    inpaint = GenerationRequest(
+        prompt="a cat",
+        init_image="a.png",
+        mask="m.png",
+        mask_mode="unmasked",
+        masked_content="fill",
+        inpaint_area="masked",
     )
-    info = parse_infotext(text)
-    assert set(info.params) - INFORMATIONAL == {o.infotext for o in VOCABULARY if o.infotext}
-    assert request_options(info)[1] == []
+    written: set[str] = set()
+    for job in (request, inpaint):
+        text = infotext_for_request(
+            job, seed=5, model_name="m", model_hash=None, vae_name="anime", vae_hash=None, version=""
+        )
+        info = parse_infotext(text)
+        assert request_options(info)[1] == []
+        written |= set(info.params) - INFORMATIONAL
+    assert written == {o.infotext for o in VOCABULARY if o.infotext}

@@ -26,6 +26,21 @@ def test_only_jobs_with_the_same_settings_that_fit_share_the_call():
     assert [j.id for j in same_call(head, queue, budget=1)] == ["same", "also"]
 
 
+def test_inpaint_jobs_share_a_call_only_with_the_same_start_image_mask_and_controls():
+    inpaint = {"init_image": "a.png", "mask": "m.png"}
+    head = Job("head", 0, **inpaint)
+    queue = [
+        Job("same", 1, **inpaint),
+        Job("other mask", 2, init_image="a.png", mask="n.png"),
+        Job("blur", 3, **inpaint, mask_blur=8),
+        Job("only masked", 4, **inpaint, inpaint_area="masked"),
+        Job("img2img", 5, init_image="a.png"),
+        Job("outpaint", 6, init_image="a.png", outpaint="0,0,64,0"),
+        Job("also", 7, **inpaint),
+    ]
+    assert [j.id for j in same_call(head, queue, budget=4)] == ["same", "also"]
+
+
 def test_fill_takes_jobs_in_queue_order_until_the_images_run_out():
     queue = [Job("a", 1), Job("b", 2, batch_size=2), Job("c", 3), Job("d", 4)]
     assert [j.id for j in fill(queue, {"a", "b", "c", "d"}, budget=3)] == ["a", "b"]

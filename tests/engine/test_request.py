@@ -89,3 +89,60 @@ def test_parse_size_only_raises_engine_errors(text):
         assert "WIDTHxHEIGHT" in str(err)
     else:
         assert isinstance(w, int) and isinstance(h, int)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"mask_blur": -1}, "mask blur must be from 0 to 64"),
+        ({"mask_blur": 65}, "mask blur must be from 0 to 64"),
+        ({"padding": 257}, "masked area padding must be from 0 to 256"),
+        ({"masked_content": "latent"}, "masked content must be fill, original, noise or nothing"),
+        ({"inpaint_area": "all"}, "inpaint area must be whole or masked"),
+        ({"mask_mode": "inverted"}, "mask mode must be masked or unmasked"),
+        ({"outpaint": "0,0,0,0", "init_image": "a.png"}, "outpaint 0,0,0,0 adds nothing"),
+        ({"outpaint": "64"}, "outpaint must be four whole numbers L,T,R,B"),
+        ({"mask": "m.png"}, "a mask needs a start image (the image to change)"),
+        ({"outpaint": "0,0,64,0"}, "outpaint needs a start image"),
+        ({"mask": "m.png", "outpaint": "0,0,64,0", "init_image": "a.png"}, "a mask and outpaint cannot be combined"),
+    ],
+)
+def test_invalid_inpaint_values_say_what_is_allowed(changes, message):
+    with pytest.raises(EngineError) as err:
+        GenerationRequest(**{"prompt": "cat", **changes})
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_inpaint_controls_take_a1111s_words_and_outpaint_is_canonical():
+    request = GenerationRequest(
+        "cat",
+        init_image="a.png",
+        outpaint=" 0, 64 ,0,0",
+        mask_mode="Inpaint not masked",
+        masked_content="latent noise",
+        inpaint_area="Only masked",
+    )
+    assert (request.outpaint, request.mask_mode, request.masked_content) == ("0,64,0,0", "unmasked", "noise")
+    assert request.inpaint_area == "masked" and request.is_inpaint
+
+
+@pytest.mark.parametrize(
+    ("changes", "content"),
+    [
+        ({"mask": "m.png"}, "original"),
+        ({"outpaint": "0,0,64,0"}, "fill"),
+        ({"mask": "m.png", "masked_content": "nothing"}, "nothing"),
+        ({"outpaint": "0,0,64,0", "masked_content": "original"}, "original"),
+    ],
+)
+def test_masked_content_defaults_to_original_and_to_fill_for_outpaint(changes, content):
+    assert GenerationRequest("cat", init_image="a.png", **changes).mask_settings.content == content
+
+
+def test_inpaint_jobs_batch_only_with_the_same_mask_and_controls():
+    base = GenerationRequest("cat", init_image="a.png", mask="m.png")
+    assert base.batch_key() == base.replace(prompt="dog").batch_key()
+    for changes in ({"mask": "n.png"}, {"mask_blur": 8}, {"inpaint_area": "masked"}, {"masked_content": "fill"}):
+        assert base.replace(**changes).batch_key() != base.batch_key()
+    plain = GenerationRequest("cat", init_image="a.png")
+    assert plain.replace(mask_blur=8).batch_key() == plain.batch_key()  # controls without a mask change nothing

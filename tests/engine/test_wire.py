@@ -36,3 +36,12 @@ def test_results_cross_the_wire_as_their_png_bytes():
         assert np.array_equal(np.asarray(got.image), np.asarray(want.image))
     assert encode_event(Queued(job_id="1", position=2)) is None  # positions are the bot's
     assert encode_event(Step(job_id="1", step=3, total=20)) == ("step", 3, 20, None)
+
+
+def test_the_start_image_and_mask_a_job_carried_do_not_travel_back():
+    request = GenerationRequest(
+        "a cat", width=64, height=64, init_image="/in.png", mask="/m.png", init_image_data=b"png", mask_data=b"mask"
+    )
+    _, data = encode_event(Finished(job_id="1", result=RenderResult(request, [], "tiny", None, 1.0)))
+    back = decode_result(data).request
+    assert (back.init_image_data, back.mask_data) == (b"", b"") and back == request  # the paths stay

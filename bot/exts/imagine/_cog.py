@@ -32,13 +32,15 @@ SIZES = ["512x512", "512x768", "768x512", "640x640", "768x768", "832x1216", "121
 
 def options_text(options: dict[str, Any], seed: int | None = None) -> str:
     """A job's options in the inline syntax, to prefill the edit modal (parsed back by `parse_inline`): what it
-    was made with, leaving out the settings that were off (no checkpoint named, no Hires. fix, no strength); the
-    prompts have fields of their own."""
+    was made with, leaving out the settings that were off (no checkpoint named, no Hires. fix, no strength, no
+    inpaint controls without a mask); the prompts have fields of their own."""
     shown = {**options, "seed": seed if seed is not None else options["seed"], "negative_prompt": None}
     if not shown.get("model"):
         shown["model"] = None
     if (shown.get("hires") or 0) <= 1:
         shown.update(hires=None, hires_steps=None, hires_upscaler=None)
+    if not shown.get("mask") and not shown.get("outpaint"):
+        shown.update(mask_blur=None, mask_mode=None, masked_content=None, inpaint_area=None, padding=None)
     return inline_text(shown)
 
 

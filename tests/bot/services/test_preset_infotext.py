@@ -34,11 +34,18 @@ KEYS = [
     "Denoising strength",
     "Lora hashes",
     "Version",
+    "Mask blur",
+    "Mask mode",
+    "Masked content",
+    "Inpaint area",
+    "Masked area padding",
+    "Conditional mask weight",
 ]
 junk_values = st.one_of(
     st.integers(-10, 10_000).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(str),
     st.sampled_from(sampler_labels() + ["DPM fast", "Karras", "", "512x512", "64x64", "7x8", "nan", "1e400"]),
+    st.sampled_from(["Inpaint not masked", "Only masked", "Whole picture", "latent noise", "fill", "original"]),
     st.text(max_size=20),
 )
 
@@ -183,3 +190,35 @@ async def test_import_infotext_errors(any_sessions, text, error, message):
         with pytest.raises(error) as info:
             await import_infotext(s, ALICE, "x", text)
     assert message in str(info.value)
+
+
+def test_an_inpaint_infotext_restores_its_controls_not_the_mask():
+    text = format_infotext(
+        "a red door",
+        "",
+        {
+            "Steps": 20,
+            "Sampler": "Euler a",
+            "CFG scale": 7,
+            "Seed": 1,
+            "Size": "512x512",
+            "Denoising strength": 0.6,
+            "Conditional mask weight": "1.0",
+            "Mask mode": "Inpaint not masked",
+            "Mask blur": 8,
+            "Inpaint area": "Only masked",
+            "Masked area padding": 48,
+            "Masked content": "latent nothing",
+        },
+    )
+    options, unknown, _ = infotext_options(text)
+    assert unknown == ()
+    assert {k: options[k] for k in ("strength", "mask_mode", "mask_blur", "inpaint_area", "padding")} == {
+        "strength": 0.6,
+        "mask_mode": "unmasked",
+        "mask_blur": 8,
+        "inpaint_area": "masked",
+        "padding": 48,
+    }
+    assert options["masked_content"] == "nothing"
+    assert not {"mask", "init_image", "outpaint"} & set(options)

@@ -158,7 +158,7 @@ def test_detect_family_refuses(keys: list[str], words: str) -> None:
         detect_family(keys, "x.safetensors")
 
 
-@pytest.mark.parametrize("channels, words", [(9, "inpainting"), (8, "InstructPix2Pix")])
+@pytest.mark.parametrize("channels, words", [(8, "InstructPix2Pix"), (5, "SD 1.x, 2.x and SDXL take 4 .9 for")])
 def test_detect_family_refuses_other_unet_inputs(channels: int, words: str) -> None:
     state = {
         UNET_KEY: torch.zeros(320, channels, 3, 3),
@@ -210,6 +210,17 @@ def test_sd1_single_file_matches_folder(sd15_file, sd15_folder_pipe) -> None:
     assert dict(pipe.scheduler.config) == dict(sd15_folder_pipe.scheduler.config)
     assert pipe.tokenizer("a photo").input_ids == sd15_folder_pipe.tokenizer("a photo").input_ids
     _assert_same_image(pipe, sd15_folder_pipe)
+
+
+def test_inpainting_single_file_gets_a_9_channel_unet(tmp_path: Path, tiny_sd15: Path) -> None:
+    """An inpainting checkpoint loads with the shipped (4-channel) configs: its weights say 9 input channels."""
+    from engine.tiny.models import write_tiny_model
+
+    folder_pipe = _load_folder(write_tiny_model(tmp_path / "tiny-inpaint", inpainting=True))
+    path = ldm_layout.save_single_file(folder_pipe, "sd1", tmp_path / "tiny-inpaint.safetensors")
+    pipe = load_single_file_pipeline(path, torch.float32, False, config_dir=_config_copy(tiny_sd15, tmp_path / "c"))
+    assert pipe.unet.config.in_channels == 9
+    _assert_same_weights(folder_pipe, pipe, ("unet",))
 
 
 def test_sd2_layout_single_file(tmp_path: Path, tiny_sd15: Path, sd15_folder_pipe) -> None:
