@@ -36,6 +36,7 @@ def job(**changes) -> JobRecord:
         seed=5,
         result_paths=[],
         image_scores=None,
+        notes=None,
         error=None,
         created_at=WHEN,
         updated_at=WHEN,
