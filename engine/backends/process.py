@@ -286,8 +286,11 @@ class ProcessWorker(DispatchWorker):
         self._call(self._on_gone, child, child.process.exitcode)
 
     def _call(self, fn, *args) -> None:
+        loop = self._loop
+        if loop is None:  # not connected yet: nobody is listening
+            return
         try:
-            self._loop.call_soon_threadsafe(fn, *args)
+            loop.call_soon_threadsafe(fn, *args)
         except RuntimeError:  # the loop is closed: nobody is listening any more
             pass
 
