@@ -54,6 +54,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 _BOUNDS: dict[str, dict[str, Any]] = {
     "vae_cache_size": dict(ge=0, le=64),
+    "controlnet_cache_size": dict(ge=0, le=64),
+    "max_controlnet_units": dict(ge=0, le=8),
     "checkpoint_cache_size": dict(ge=1, le=16),
     "max_steps": dict(ge=1, le=1000),
     "max_pixels": dict(ge=64 * 64, le=4096 * 4096),
@@ -94,6 +96,8 @@ def _engine_section() -> type[_Section]:
             kind = Literal[_CHOICES[key]]
         elif kind is Path:
             kind, default = str, str(default)
+        elif kind == Path | None:  # a folder that may be unset: "" in the file
+            kind, default = str, ""
         fields[key] = (Annotated[kind, Field(**_BOUNDS.get(key, {}))], default)
     return create_model("EngineSection", __base__=_Section, **fields)
 
@@ -147,6 +151,8 @@ class DiscordSection(_Section):
     post_backoff_s: _UpToAMinute = 1.0
     upscale_upscaler: str = "Lanczos"  # the Upscale ×2 button: this upscaler, then img2img at upscale_strength
     upscale_strength: _Fraction = 0.3
+    region_strength: _Fraction = 0.75  # Vary (Region): inpaint the region at this denoising strength
+    outpaint_strength: _Fraction = 1.0  # Zoom Out and Pan: paint the new border at this denoising strength
     # Sharding (docs/scaling.md): 1 = one gateway connection; "auto" = Discord's recommended count; N shards.
     shards: int | Literal["auto"] = 1
     # The shards this process runs: a list or a range "FIRST-LAST"; empty = all of them.
@@ -234,8 +240,13 @@ class Config:
         parts: dict[type, dict[str, Any]] = {cls: {} for cls, _ in _ENGINE_SOURCES}
         for key, (cls, name) in _engine_keys().items():
             parts[cls][name] = values[key]
+        annotators = values["control_annotators"].strip()
         return EngineConfig(
-            **{**parts[EngineConfig], "models_dir": self.models_dir},
+            **{
+                **parts[EngineConfig],
+                "models_dir": self.models_dir,
+                "control_annotators": self.resolve(annotators) if annotators else None,
+            },
             limits=Limits(**parts[Limits]),
             ray=RayConfig(**parts[RayConfig]),
             image_classifier=self.image_classifier,

@@ -12,7 +12,8 @@ Why the table holds kinds rather than Python types: a kind also says how text be
 
 A leaf: it imports nothing of `bot` (the store reads it too) and may import `engine`. The Discord areas import no
 `engine` themselves: what they show of it (sampler and schedule names, LoRA tags, the strength in effect, the
-request and its limits, start-image checks, a PNG's infotext, the engine's error type) they take from here.
+request and its limits, start-image and mask checks, Vary (Region)'s regions and masks, Zoom Out's and Pan's
+margins, a PNG's infotext, the engine's error type) they take from here.
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ from engine.networks.tags import lora_tag as lora_tag
 from engine.networks.tags import tags_of as tags_of
 from engine.render.input_image import default_size as default_size
 from engine.render.input_image import load_input_image as load_input_image
+from engine.render.input_image import open_input_image as open_input_image
+from engine.render.masking import binary_mask as binary_mask
+from engine.render.outpaint import grown_size as grown_size
+from engine.render.outpaint import pan_margins as pan_margins
+from engine.render.outpaint import zoom_out_margins as zoom_out_margins
+from engine.render.regions import parse_region as parse_region
+from engine.render.regions import region_mask as region_mask
 from engine.request import GenerationRequest as GenerationRequest
 from engine.request import strength_in_effect as strength_in_effect
 from engine.samplers import SCHEDULES as SCHEDULES
@@ -36,6 +44,8 @@ from engine.samplers import sampler_names as sampler_names
 
 INT, FLOAT, TEXT = "int", "float", "text"
 SIZE, RATIO, LORA, PRESET = "size", "ratio", "lora", "preset"
+CONTROLS = "controls"  # ControlNet units: a list of each unit's settings (engine/control/units.py)
+CN = "cn"  # `--cn MODULE[:WEIGHT]`: a ControlNet unit's module and weight, its image the attached one
 SCALARS = (INT, FLOAT, TEXT)
 
 
@@ -120,6 +130,7 @@ VOCABULARY: tuple[Option, ...] = (
         infotext="Denoising strength",
     ),
     Option("resize_mode", TEXT, ("resize-mode",), describe="How the image fits the size (img2img)"),
+    Option("controls", CONTROLS),  # ControlNet units come with their control images (attachments, the CLI)
     Option(
         "hires",
         FLOAT,
@@ -188,6 +199,12 @@ VOCABULARY: tuple[Option, ...] = (
     Option("outpaint", TEXT, describe="Outpainting: L,T,R,B pixels to add on the left, top, right and bottom"),
     Option("preset", PRESET, ("preset",), describe="One of your presets"),
     Option(
+        "control_net",
+        CN,
+        ("cn",),
+        describe="ControlNet with the attached image: --cn MODULE[:WEIGHT], e.g. --cn canny:0.8",
+    ),
+    Option(
         "lora",
         LORA,
         ("lora",),
@@ -195,13 +212,18 @@ VOCABULARY: tuple[Option, ...] = (
     ),
 )
 
+# A start image and a mask are files on the bot's host: they come only from an attachment or a button (never from a
+# preset, guild default or imported file, which could name any path), so they are request fields but not options;
+# outpaint margins belong to one start image the same way. A job's request saved as a preset leaves them out.
+COMMAND_ONLY: tuple[str, ...] = ("init_image", "mask", "outpaint")
+
 BY_KEY: dict[str, Option] = {o.key: o for o in VOCABULARY}
 BY_FLAG: dict[str, Option] = {flag: o for o in VOCABULARY for flag in o.flags}
 BY_PARAM: dict[str, Option] = {o.slash_name: o for o in VOCABULARY if o.flags or o.describe}
 # The canonical inline names, for "options are --ar, --batch, …".
 FLAG_NAMES: list[str] = sorted(o.flags[0] for o in VOCABULARY if o.flags)
 # Stored keys by type: what `bot.store.options` checks values against.
-STORED_KINDS: dict[str, str] = {o.key: o.kind for o in VOCABULARY if o.kind in SCALARS}
+STORED_KINDS: dict[str, str] = {o.key: o.kind for o in VOCABULARY if o.kind in (*SCALARS, CONTROLS)}
 
 
 def describe(*params: str, **others: str) -> dict[str, str]:

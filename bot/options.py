@@ -4,7 +4,8 @@ Pure parsing, shared by /imagine, the edit modal and /preset save, so every path
 prompt is the text before the first option; an option's value runs to the next option (so `--no text, blur`
 and `--sampler DPM++ 2M Karras` need no quotes; quotes are allowed). `--name` that is not an option names a
 preset. Discord's mobile keyboards turn `--` into an em dash, so `—seed` works too. `--lora NAME:0.8` (or
-`--lora a:0.5, b`) adds A1111's `<lora:NAME:0.8>` tag to the prompt, which is where LoRAs live.
+`--lora a:0.5, b`) adds A1111's `<lora:NAME:0.8>` tag to the prompt, which is where LoRAs live. `--cn canny:0.8`
+makes a ControlNet unit (module and weight) of the image that comes with the command.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.errors import UserError
-from bot.option_spec import BY_FLAG, BY_PARAM, FLAG_NAMES, FLOAT, INT, LORA, PRESET, RATIO, SIZE, TEXT
+from bot.option_spec import BY_FLAG, BY_PARAM, CN, FLAG_NAMES, FLOAT, INT, LORA, PRESET, RATIO, SIZE, TEXT
 
 _OPTION = re.compile(r"(?:^|(?<=\s))(?:--|—)([A-Za-z][\w-]*)")
 
@@ -58,6 +59,9 @@ def parse_inline(text: str) -> InlineOptions:
         if option.kind == LORA:
             tags += lora_tags(raw)
             continue
+        if option.kind == CN:
+            options["controls"] = [control_unit(raw)]
+            continue
         options.update(convert(name, option.key, option.kind, raw))
     return InlineOptions(" ".join([prompt.strip(), *tags]).strip(), options, tuple(presets))
 
@@ -83,6 +87,21 @@ def lora_tags(raw: str) -> list[str]:
     if not tags:
         raise UserError("--lora needs a LoRA name, e.g. --lora add_detail:0.8")
     return tags
+
+
+def control_unit(raw: str) -> dict[str, Any]:
+    """`canny:0.8` -> a ControlNet unit's settings {"module": "canny", "weight": 0.8}; the module is checked by
+    the engine with the job (its message lists the modules), a bad form here."""
+    module, sep, weight = raw.strip().rpartition(":")
+    if not sep:
+        module, weight = raw.strip(), ""
+    try:
+        value = float(weight) if weight else 1.0
+    except ValueError:
+        value = math.nan
+    if not module.strip() or not math.isfinite(value):
+        raise UserError(f"--cn takes MODULE or MODULE:WEIGHT, e.g. --cn canny:0.8 (got {raw!r})")
+    return {"module": module.strip(), "weight": value} if weight else {"module": module.strip()}
 
 
 def append_to_prompt(text: str, addition: str) -> str:

@@ -150,13 +150,19 @@ async def _preload(worker) -> None:
 
 
 def _relinker(engine_config):
-    """Imported infotexts' LoRAs and embeddings, renamed to this models dir's files by hash."""
-    from functools import partial
-
+    """Imported infotexts' LoRAs and embeddings, renamed to this models dir's files by hash; notes on those and on
+    the ControlNet units (their models here, their control image not in an infotext)."""
+    from engine.control.library import ControlNetLibrary
     from engine.networks.hash_import import relink_infotext
     from engine.networks.library import NetworkLibrary
 
-    return partial(relink_infotext, library=NetworkLibrary(engine_config))
+    networks, controlnets = NetworkLibrary(engine_config), ControlNetLibrary(engine_config)
+
+    def relink(text: str) -> tuple[str, list[str]]:
+        linked, notes = relink_infotext(text, library=networks)
+        return linked, notes + controlnets.import_notes(text)
+
+    return relink
 
 
 async def load_classifier(config: Config, worker: Any = None) -> Any:

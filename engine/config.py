@@ -18,6 +18,8 @@ class Limits:
     # Start images (img2img): bytes of the file, and pixels of its header's size (checked before decoding).
     max_input_bytes: int = 20 * 1024 * 1024
     max_input_pixels: int = 4096 * 4096
+    # ControlNet units one job may have (sd-webui-controlnet's default unit count); 0 turns ControlNet off.
+    max_controlnet_units: int = 3
 
 
 @dataclass(frozen=True)
@@ -64,3 +66,7 @@ class EngineConfig:
     # A local image-classification model folder; every rendered image is scored with it right after
     # decoding (engine/render/classifier.py). None: images are not scored.
     image_classifier: Path | None = None
+    # ControlNet: ControlNets kept warm per checkpoint (LRU), and the folder holding the weighted
+    # preprocessors' models (`depth_anything/` ...; engine/control/annotators.py); None: only the OpenCV ones.
+    controlnet_cache_size: int = 3
+    control_annotators: Path | None = None

@@ -20,6 +20,8 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, cast
 
+from engine.control.infotext import KEY_PREFIX as CONTROLNET_PREFIX
+from engine.control.infotext import units_from_params
 from engine.errors import EngineError
 from engine.infotext_parser import NEGATIVE_PREFIX, Infotext, parse_infotext, to_dict
 from engine.render.masking import INFOTEXT_OPTIONS, options_from_infotext
@@ -216,6 +218,7 @@ def request_options(info: Infotext) -> tuple[dict[str, object], list[str]]:
     what will not be reproduced instead of silently dropping it; informational keys (hashes, Version, RNG) are
     not reported. Both sampler forms are read: "DPM++ 2M Karras" and "DPM++ 2M" + "Schedule type: Karras".
     Missing Clip skip means 1 (A1111 writes it only when > 1). VAE/Model are set only when the text names them.
+    sd-webui-controlnet's `ControlNet N` entries become `controls`: the units' settings, without images.
     A value that does not parse raises EngineError naming the key and the value; ranges are left to
     GenerationRequest, which gives the same messages as for typed options.
     """
@@ -263,6 +266,10 @@ def request_options(info: Infotext) -> tuple[dict[str, object], list[str]]:
     _hires_options(params, options, used)
     options.update(options_from_infotext(params))  # the inpaint controls, never the mask itself
     used.update(INFOTEXT_OPTIONS)
+    units = units_from_params(params)  # "ControlNet N": the units' settings; an infotext carries no control image
+    if units:
+        options["controls"] = [unit.options() for unit in units]
+        used.update(key for key in params if key.startswith(CONTROLNET_PREFIX))
 
     unused = [key for key in params if key not in used]
     return options, unused

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.config import Limits
+from engine.control.units import ControlUnit, checked_units
 from engine.errors import EngineError
 from engine.networks.tags import network_set
 from engine.render.masking import DEFAULT_BLUR, DEFAULT_PADDING, MAX_BLUR, MAX_PADDING, MaskSettings, choose
@@ -89,6 +90,9 @@ class GenerationRequest:
     inpaint_area: str = "whole"
     padding: int = DEFAULT_PADDING
     outpaint: str = ""
+    # ControlNet units (engine/control/units.py): each with its control image (a path on the bot's host,
+    # its bytes carried by `portable()`), module, model, weight, steps and mode; at most `max_controlnet_units`.
+    controls: tuple[ControlUnit, ...] = ()
     limits: Limits = field(default=Limits(), compare=False, repr=False)
     # The start image's and the mask's bytes, for a worker on another machine (`portable()`); never stored, never
     # an option.
@@ -129,6 +133,7 @@ class GenerationRequest:
         _check_img2img_fields(self)
         _check_inpaint_fields(self)
         _check_hires_fields(self)
+        object.__setattr__(self, "controls", checked_units(self.controls, lim.max_controlnet_units))
 
     @property
     def sampler_label(self) -> str:
@@ -162,18 +167,28 @@ class GenerationRequest:
         return [self.seed + i for i in range(self.batch_size)]
 
     def portable(self) -> GenerationRequest:
-        """This request with its start image's and mask's bytes inside, so it renders the same on any machine (Ray
-        replicas): `init_image` and `mask` are paths on the bot's host (checked files). Read once, at submission;
-        checked again at render."""
+        """This request with its start image's, mask's and control images' bytes inside, so it renders the same on
+        any machine (Ray replicas): `init_image`, `mask` and the units' images are paths on the bot's host (checked
+        files). Read once, at submission; checked again at render."""
         from engine.render.input_image import checked_input_limits, read_input_bytes
 
         limits = checked_input_limits(self.limits)
-        changes: dict[str, bytes] = {}
+        changes: dict[str, Any] = {}
         if self.init_image and not self.init_image_data:
             changes["init_image_data"] = read_input_bytes(self.init_image, limits)
         if self.mask and not self.mask_data:
             changes["mask_data"] = read_input_bytes(self.mask, limits, "the mask")
+        if any(not unit.image_data for unit in self.controls):
+            changes["controls"] = tuple(
+                unit if unit.image_data else unit.replace(image_data=read_input_bytes(unit.image, limits))
+                for unit in self.controls
+            )
         return self.replace(**changes) if changes else self
+
+    def without_image_data(self) -> GenerationRequest:
+        """This request without the images' bytes in transit (a result carries back only the paths)."""
+        units = tuple(unit.replace(image_data=b"") for unit in self.controls)
+        return self.replace(init_image_data=b"", mask_data=b"", controls=units)
 
     def replace(self, **changes: Any) -> GenerationRequest:
         return dataclasses.replace(self, **changes)
@@ -200,6 +215,7 @@ class GenerationRequest:
             self.mask,
             self.outpaint,
             self.mask_settings if self.is_inpaint else None,
+            self.controls,
             network_set(self.prompt, self.negative_prompt),
         )
 
@@ -240,6 +256,7 @@ class GenerationRequest:
         data = dataclasses.asdict(self)
         for name in NOT_OPTIONS:
             data.pop(name)
+        data["controls"] = [unit.options() for unit in self.controls]
         return data
 
 

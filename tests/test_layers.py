@@ -31,6 +31,7 @@ RULES = {
     # backends; the tiny test models above them all.
     "engine/models": Rule(("engine.networks", "engine.render", "engine.backends", "engine.tiny")),
     "engine/networks": Rule(("engine.render", "engine.backends", "engine.tiny")),
+    "engine/control": Rule(("engine.render", "engine.backends", "engine.tiny")),
     "engine/render": Rule(("engine.backends", "engine.tiny")),
     # The store's only way into the rest of `bot/` is a leaf that imports nothing of `bot` itself.
     "bot/store": Rule(("bot", "discord", "torch", "diffusers"), allowed=("bot.store", "bot.option_spec")),

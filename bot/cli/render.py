@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from bot.cli.control import add_control_arguments, print_controlnets
 from bot.config import load_config
 from bot.errors import UserError
 from bot.options import from_slash
@@ -64,6 +65,7 @@ def add_parsers(sub) -> None:
         metavar="NAME",
         help="Latent, Latent (bicubic) ... Lanczos, Nearest or a model in models/ESRGAN",
     )
+    add_control_arguments(p)
     p.add_argument("--out", default="out/sdbot.png", metavar="FILE.png")
     p.add_argument("--config", metavar="F")
     p.set_defaults(func=cmd_render)
@@ -79,7 +81,7 @@ def add_parsers(sub) -> None:
     p.add_argument("file")
     p.set_defaults(func=cmd_infotext)
 
-    p = sub.add_parser("models", help="list checkpoints, VAEs and samplers")
+    p = sub.add_parser("models", help="list checkpoints, VAEs, LoRAs, ControlNets and samplers")
     p.add_argument("--config", metavar="F")
     p.set_defaults(func=cmd_models)
 
@@ -144,6 +146,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         width=width,
         height=height,
         init_image=args.init_image,
+        controls=tuple(args.controls),
         mask=args.mask,
         **options,
         limits=engine_config.limits,
@@ -209,6 +212,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         print("  (none: the tiny demo model is written on first use)")
     print("VAEs: auto, none" + "".join(f"\n  {v.name}  ({v.path})" for v in loadable(library.vaes(), allow)))
     print_networks(engine_config)
+    print_controlnets(engine_config)
     print("samplers: " + ", ".join(sampler_names()))
     print("upscalers: " + ", ".join(UpscalerLibrary(library.root, allow_pickle=allow).names()))
     print("schedule types: " + ", ".join(SCHEDULES))

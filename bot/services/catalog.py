@@ -1,5 +1,5 @@
-"""`ModelCatalog`: the names of what is installed (checkpoints, VAEs, LoRAs, embeddings, upscalers), for autocomplete
-and /models.
+"""`ModelCatalog`: the names of what is installed (checkpoints, VAEs, LoRAs, embeddings, upscalers, ControlNets and
+the ControlNet preprocessors offered), for autocomplete and /models.
 
 Why a service: autocomplete runs on every keystroke, and scanning the models folder (and reading each LoRA's header
 for /models) each time would put disk work on the event loop at typing speed. The catalog rescans in a thread at most
@@ -25,6 +25,14 @@ class Lora:
 
 
 @dataclass(frozen=True)
+class ControlNet:
+    name: str
+    family: str  # "SD 1.x", "SD 2.x", "SDXL" or "?" (a pickle, known when loaded)
+    union: bool = False
+    problem: str = ""  # why the file cannot be used ("a T2I-Adapter, not a ControlNet"); "" when it can
+
+
+@dataclass(frozen=True)
 class Catalog:
     """What was installed at the last scan; names as prompts and options write them."""
 
@@ -33,11 +41,16 @@ class Catalog:
     loras: tuple[Lora, ...] = ()
     embeddings: tuple[tuple[str, str], ...] = ()  # (name, family)
     upscalers: tuple[str, ...] = ()
+    controlnets: tuple[ControlNet, ...] = ()
+    preprocessors: tuple[str, ...] = ()  # the ControlNet modules this server offers
     refused: tuple[str, ...] = ()  # one line per file the engine will not load, saying why (not in the lists above)
 
 
 def scan(config: EngineConfig) -> Catalog:
     """One scan of the models folder (disk reads: call it off the event loop)."""
+    from engine.control.annotators import Annotators
+    from engine.control.library import ControlNetLibrary
+    from engine.control.preprocessors import opencv_modules
     from engine.models.loader import ModelLibrary
     from engine.models.state_dict import loadable
     from engine.networks.library import NetworkLibrary, embedding_family
@@ -56,6 +69,11 @@ def scan(config: EngineConfig) -> Catalog:
         embeddings=tuple((f.name, embedding_family(f)) for f in loadable(networks.embeddings(), allow)),
         upscalers=tuple(UpscalerLibrary(config.models_dir, allow_pickle=allow).names()),
         refused=tuple(f.line for f in refused_files(config)),
+        controlnets=tuple(
+            ControlNet(f.name, f.family_label, f.kind == "union", f.problem)
+            for f in loadable(ControlNetLibrary(config).files(), allow)
+        ),
+        preprocessors=(*opencv_modules(), *(p.name for p in Annotators(config.control_annotators).offered())),
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.errors import UserError
+from bot.option_spec import COMMAND_ONLY
 from bot.options import sized_by_ratio
 from bot.services.preset_infotext import InfotextImport, import_infotext
 from bot.services.resolution import Caps, resolve
@@ -54,6 +55,10 @@ class PresetService:
         return await transaction(
             self.sessions, preset_store.save, user_id, name, options, limit=self.max_per_user, limits=self.limits
         )
+
+    async def save_from_job(self, user_id: int, name: str, request: Mapping[str, Any]) -> preset_store.SaveResult:
+        """A preset of a job's options (💾 Save as preset)."""
+        return await self.save(user_id, name, presettable(request))
 
     async def get(self, user_id: int, name: str) -> Preset:
         return await transaction(self.sessions, preset_store.get, user_id, name)
@@ -104,6 +109,15 @@ class PresetService:
 
     async def export_json(self, user_id: int) -> str:
         return await transaction(self.sessions, preset_export.export_json, user_id)
+
+
+def presettable(request: Mapping[str, Any]) -> dict[str, Any]:
+    """A job's options as a preset may hold them: without its seed and the files that come with each command
+    (start image, mask, outpaint); its ControlNet units keep their settings, not their images."""
+    keep = {k: v for k, v in request.items() if k != "seed" and k not in COMMAND_ONLY}
+    if keep.get("controls"):
+        keep["controls"] = [{k: v for k, v in unit.items() if k != "image"} for unit in keep["controls"]]
+    return keep
 
 
 async def resolve_in(

@@ -16,6 +16,10 @@ Details a Midjourney-style user would otherwise trip over:
   prefix + ", " + prompt + ", " + suffix, leaving out empty parts (and stray commas at their edges), so a
   style preset adds its words around what the user typed. They are not stacked across presets: like every
   option, the last layer that sets one wins, which `sources` shows.
+- ControlNet units (`controls`) merge unit by unit, setting by setting, a higher layer's setting winning: a
+  preset imported from an infotext holds its units' settings (module, model, weight …) but never an image, and a
+  command that attaches a control image (and maybe a module) completes them. A unit still without an image takes
+  the first image any unit has: one attachment serves all of a preset's units.
 - `sampler` and `schedule` are one choice: a layer that sets a sampler without a schedule also resets the
   schedule to "Automatic" (an old combined name such as "DPM++ 2M Karras" then still carries its schedule, as
   `GenerationRequest` reads it). Otherwise a schedule from a lower layer could silently change, or make invalid,
@@ -106,10 +110,13 @@ def resolve(
                 raise ValueError(f"unknown option {key!r} in {label}")
             if value is None:
                 continue
+            if key == "controls":
+                value = merge_units(values.get("controls") or [], value)
             values[key], sources[key] = value, label
             if key == "sampler" and options.get("schedule") is None:
                 values["schedule"], sources["schedule"] = "Automatic", label
 
+    values["controls"] = with_images(values.get("controls") or [])
     prefix, suffix = values.pop("prompt_prefix", ""), values.pop("prompt_suffix", "")
     values["prompt"] = join_prompt(prefix, values["prompt"], suffix)
     _apply_caps(values, sources, caps or Caps())
@@ -119,6 +126,20 @@ def resolve(
         values["negative_prompt"] = join_prompt(had, forced)
         sources["negative_prompt"] = f"{sources['negative_prompt']} + {FORCED}" if had else FORCED
     return Resolved(MappingProxyType(values), MappingProxyType(sources))
+
+
+def merge_units(lower: Sequence[Mapping[str, Any]], higher: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """ControlNet units' settings merged index by index: each of `higher`'s settings replaces `lower`'s."""
+    return [
+        {**(lower[i] if i < len(lower) else {}), **(higher[i] if i < len(higher) else {})}
+        for i in range(max(len(lower), len(higher)))
+    ]
+
+
+def with_images(units: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Units without an image given the first image a unit has (none has one: left as they are)."""
+    image = next((u["image"] for u in units if u.get("image")), "")
+    return [{**u, "image": u.get("image") or image} if image else dict(u) for u in units]
 
 
 def join_prompt(*parts: Any) -> str:

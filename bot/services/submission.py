@@ -30,6 +30,7 @@ from bot.services.jobs import RESTARTING, JobListener, JobService
 from bot.services.presets import resolve_in
 from bot.services.ratelimit import RateLimits
 from bot.services.records import JobRecord, record
+from bot.services.resolution import fit_pixels
 from bot.services.review import ImageReview
 from bot.store import guilds as guild_store
 from bot.store import jobs as job_store
@@ -63,6 +64,9 @@ class Command:
     sources: Mapping[str, str] = field(default_factory=dict)  # added to (and over) the resolved sources
     what: str = ""  # a request made from an earlier job, named in a refusal ("Upscale ×2 of job #5, image 1")
     start_sized: bool = False  # the start image chose the size: rounded down for the resolved model's family
+    # A request whose size may shrink to the server's pixel cap (Pan's grown canvas: the engine lays the image out
+    # at whatever size the job gets) instead of being refused; rounded for the model's family too.
+    fit_to_cap: bool = False
     paced: bool = True  # False: a command replayed after a restart, paced when it was first typed
 
 
@@ -114,6 +118,8 @@ class Submissions:
                 request = round_for_model(request, await self.family_of(request.model))
         else:
             request, sources = command.request, dict(command.sources)
+            if command.fit_to_cap:
+                request = await self._fitted(request, settings)
             if command.what:
                 policy.check_pixels(settings, request.width, request.height, command.what)
         screening = policy.screen(settings, request.prompt)
@@ -130,6 +136,14 @@ class Submissions:
         )
         item = await mod_store.hold(s, job.id, reason=screening.reason) if screening.hold else None
         return _Accepted(job, request, item, settings)
+
+    async def _fitted(self, request: GenerationRequest, settings: GuildSettings | None) -> GenerationRequest:
+        """`request` shrunk to the server's pixel cap if it is over it, then rounded for its model's family."""
+        cap = settings.max_pixels if settings is not None else None
+        if cap is not None and request.width * request.height > cap:
+            width, height = fit_pixels(request.width, request.height, cap)
+            request = request.replace(width=width, height=height)
+        return round_for_model(request, await self.family_of(request.model))
 
 
 def round_for_model(request: GenerationRequest, family: str) -> GenerationRequest:

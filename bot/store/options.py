@@ -12,9 +12,10 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from bot.option_spec import FLOAT, INT, STORED_KINDS, TEXT
+from bot.option_spec import COMMAND_ONLY, CONTROLS, FLOAT, INT, STORED_KINDS, TEXT
 from bot.store.errors import InvalidOptions
 from engine.config import Limits
+from engine.control.units import ControlUnit
 from engine.errors import EngineError
 from engine.request import NOT_OPTIONS, GenerationRequest
 from engine.samplers import normalize_sampler
@@ -23,19 +24,21 @@ REQUEST_FIELDS: tuple[str, ...] = tuple(
     f.name for f in dataclasses.fields(GenerationRequest) if f.name not in NOT_OPTIONS
 )
 PROMPT_PARTS: tuple[str, ...] = ("prompt_prefix", "prompt_suffix")
-# A start image and a mask are files on the bot's host: they come only from an attachment or a button (never from a
-# preset, guild default or imported file, which could name any path), so they are request fields but not options;
-# outpaint margins belong to one start image the same way.
-COMMAND_ONLY: tuple[str, ...] = ("init_image", "mask", "outpaint")
 USER_FIELDS: tuple[str, ...] = tuple(f for f in REQUEST_FIELDS if f not in COMMAND_ONLY)
 OPTION_KEYS: tuple[str, ...] = (*USER_FIELDS, *PROMPT_PARTS)
 
 
 def validate_options(
-    options: Any, *, limits: Limits = Limits(), what: str = "option", allow_prompt_parts: bool = True
+    options: Any,
+    *,
+    limits: Limits = Limits(),
+    what: str = "option",
+    allow_prompt_parts: bool = True,
+    allow_controls: bool = False,
 ) -> dict[str, Any]:
     """A checked, normalized copy of `options`, or `InvalidOptions` naming the first bad option.
 
+    ControlNet units' settings (`controls`, without images) are kept only where `allow_controls` (presets).
     Normalization: the sampler is stored in its canonical spelling, and an old combined name ("DPM++ 2M
     Karras") is split into `sampler` + `schedule`; a float CFG that is whole stays a float; `None` values are
     dropped (they mean "not set").
@@ -45,8 +48,9 @@ def validate_options(
     allowed = OPTION_KEYS if allow_prompt_parts else USER_FIELDS
     out: dict[str, Any] = {}
     for key, value in options.items():
-        if key not in allowed:
-            raise InvalidOptions(f"unknown {what} {key!r}; allowed: {', '.join(allowed)}")
+        if key not in allowed or (key == "controls" and not allow_controls):
+            shown = [k for k in allowed if k != "controls" or allow_controls]
+            raise InvalidOptions(f"unknown {what} {key!r}; allowed: {', '.join(shown)}")
         if value is None:
             continue
         out[key] = _check_value(key, value, limits, what)
@@ -72,6 +76,8 @@ def validate_options(
 
 def _check_value(key: str, value: Any, limits: Limits, what: str) -> Any:
     kind = STORED_KINDS[key]
+    if kind == CONTROLS:
+        return _check_controls(value, what)
     if kind == TEXT and not isinstance(value, str):
         raise InvalidOptions(f"{what} {key} must be text (got {type(value).__name__})")
     if kind == INT and (isinstance(value, bool) or not isinstance(value, int)):
@@ -96,3 +102,21 @@ def _check_value(key: str, value: Any, limits: Limits, what: str) -> Any:
     except EngineError as exc:
         raise InvalidOptions(f"invalid {what} {key}: {exc}") from None
     return value
+
+
+def _check_controls(value: Any, what: str) -> list[dict[str, Any]]:
+    """ControlNet units' settings (module, model, weight ...) as a preset keeps them: without images, which come
+    with each command (a stored path could name any file), checked by the engine and stored as plain mappings."""
+    if not isinstance(value, (list, tuple)) or not all(isinstance(unit, Mapping) for unit in value):
+        raise InvalidOptions(f"{what} controls must be a list of ControlNet units' settings")
+    units = []
+    for index, settings in enumerate(value, start=1):
+        if settings.get("image") or settings.get("image_data"):
+            raise InvalidOptions(f"{what} controls: unit {index} names an image; the image comes with each command")
+        try:
+            units.append(ControlUnit(**{k: v for k, v in settings.items() if k not in ("image", "image_data")}))
+        except EngineError as exc:
+            raise InvalidOptions(f"invalid {what} controls: unit {index}: {exc}") from None
+        except TypeError:
+            raise InvalidOptions(f"invalid {what} controls: unit {index} has an unknown setting") from None
+    return [unit.options() for unit in units]

@@ -215,7 +215,7 @@ async def clear_default(s: AsyncSession, user_id: int) -> bool:
 
 def preset_options(options: Any, limits: Limits) -> dict[str, Any]:
     """The options a preset may hold, validated (`InvalidOptions` naming the option); at least one."""
-    clean = validate_options(options, limits=limits, what="preset option")
+    clean = validate_options(options, limits=limits, what="preset option", allow_controls=True)
     if not clean:
         raise InvalidOptions("a preset needs at least one option")
     return clean

@@ -36,7 +36,7 @@ def encode_result(result: RenderResult) -> dict:
     """A result with its images as their PNG bytes (already encoded by the worker thread): no raw pixels, and
     not the start image and mask the job carried in (the bot has them)."""
     return dict(
-        request=result.request.replace(init_image_data=b"", mask_data=b""),
+        request=result.request.without_image_data(),
         model=result.model,
         vae=result.vae,
         seconds=result.seconds,

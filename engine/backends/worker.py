@@ -474,7 +474,8 @@ class Worker(ContextManaged):
                         self._done(job, Failed(job_id=job.id, message=message))
 
     def free_memory(self) -> None:
-        """After an out-of-memory error: drop the cached models (and the CUDA cache)."""
+        """After an out-of-memory error: drop the cached models and ControlNets (and the CUDA cache)."""
+        self.engine.controls.cache.clear()
         self.engine.models.clear()
 
 

@@ -324,6 +324,10 @@ class ModelCache:
         self.vae(vae, ckpt)
         return ckpt.file.name
 
+    def loaded(self) -> list[Path]:
+        """The (resolved) paths of the checkpoints in memory, least recently used first."""
+        return list(self._checkpoints)
+
     def clear(self) -> None:
         """Drop every cached model (after an out-of-memory error)."""
         self._vaes.clear()

@@ -122,6 +122,15 @@ def checked_input_limits(limits: Limits) -> Limits:
     return dataclasses.replace(limits, max_input_bytes=most)
 
 
+def carried_image(path: str, data: bytes, limits: Limits, what: str = "") -> Image.Image:
+    """A job's image: the bytes it carries from the bot's host (`GenerationRequest.portable`), else the file at
+    `path` (the bot's saved copy, or the CLI's file: read with `checked_input_limits`); `what` names it in errors
+    ("ControlNet unit 2's image"), else its file name does."""
+    name = f"{what} ({os.path.basename(path)})" if what else os.path.basename(path)
+    checked = checked_input_limits(limits)
+    return load_input_image(data or read_input_bytes(path, checked), checked, name=name)
+
+
 def flatten(image: Image.Image) -> Image.Image:
     """RGB, with transparency composited over white (A1111's `images.flatten` with its default background)."""
     from PIL import Image

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -20,6 +20,7 @@ from PIL import Image
 
 from engine import __version__
 from engine.config import EngineConfig
+from engine.control.stage import ControlStage
 from engine.errors import EngineError, JobCancelled
 from engine.infotext import infotext_for_request, network_hashes, png_bytes
 from engine.models.loader import LoadedCheckpoint, ModelCache, ModelFile, file_hash
@@ -29,6 +30,8 @@ from engine.networks.lora import LoraMerger, UsedNetwork
 from engine.networks.tags import tags_of
 from engine.render import hires, img2img, inpaint
 from engine.render.classifier import Scores, ScoringStage
+from engine.render.control_units import prepared_control
+from engine.render.exact_batch import one_image_at_a_time
 from engine.render.noise import initial_noise
 from engine.render.prompts import PromptEncoder
 from engine.render.refusals import render_notes
@@ -85,6 +88,9 @@ class Engine:
         self.embeddings = EmbeddingStore(self.networks, config.allow_pickle)
         self.upscalers = UpscalerLibrary(config.models_dir, allow_pickle=config.allow_pickle, device=self.models.device)
         self.scorer = ScoringStage(config.image_classifier, self.models.device)
+        self.controls = ControlStage(
+            config, self.models.device, self.models.dtype, config.controlnet_cache_size, config.control_annotators
+        )
 
     def prompt_encoder(self, ckpt: LoadedCheckpoint) -> PromptEncoder:
         """The checkpoint's prompt encoder with the embeddings it can use (the worker counts chunks with it)."""
@@ -136,12 +142,17 @@ class Engine:
         if first.is_inpaint:  # the start latents and the latent mask (engine.render.inpaint)
             upscale = img2img.image_upscaler(first, self.upscalers)
             masked = inpaint.start(vae, pipe.unet, first, noise, upscale)
+        # 5b. ControlNet units: their ControlNets (warm per checkpoint) and maps; no hook when none can steer
+        control = prepared_control(self.controls, first, ckpt, self.models.loaded(), masked)
+        hook = control.hook
         # 6. denoise: txt2img from noise, or img2img from a start image (with a mask: inpainting); then Hires' pass
         interrupted = False
         progress = {"offset": 0, "total": None}  # Hires reports both passes as one run of steps
 
         def step_end(p, index, timestep, kwargs):
             nonlocal interrupted
+            if hook is not None:
+                hook.step_done()
             if on_step is not None:
                 on_step(progress["offset"] + index + 1, progress["total"] or p.num_timesteps, kwargs["latents"])
             if should_stop is not None and should_stop():
@@ -164,9 +175,13 @@ class Engine:
             **extra,
         )
         final_w, final_h = first.final_size
+        # The ControlNet hook goes on first, so the per-image split of the UNet call (exact batching) and an
+        # inpainting UNet's conditioning wrap it: it sees one image's rows, and an inpainting UNet's 9 channels.
+        steered = hook.installed(pipe.unet) if hook is not None else nullcontext()
         with (
             torch.inference_mode(),
-            _one_image_at_a_time(pipe.unet, len(seeds), exact),
+            steered,
+            one_image_at_a_time(pipe.unet, len(seeds), exact),
             inpaint.conditioned(pipe.unet, vae, masked),
         ):
             if first.is_img2img:
@@ -176,6 +191,8 @@ class Engine:
                     start, each_step = masked.latents, masked.keeping_mask(pipe, generators, step_end)
                 else:
                     start, each_step = img2img.start_latents(vae, first, len(seeds), self.upscalers), step_end
+                if hook is not None:
+                    hook.begin_pass(img2img.img2img_pipeline(pipe), first.width, first.height)
                 latents = img2img.run_last(
                     pipe,
                     img2img.StepPlan.img2img(first.steps, strength),
@@ -187,6 +204,8 @@ class Engine:
             else:
                 if first.hires_enabled:
                     progress["total"] = first.steps + (first.hires_steps or first.steps)
+                if hook is not None:
+                    hook.begin_pass(pipe, first.width, first.height)
                 latents = pipe(
                     num_inference_steps=first.steps,
                     width=first.width,
@@ -199,6 +218,8 @@ class Engine:
                 ).images
             if first.hires_enabled and not interrupted:
                 progress["offset"] = first.steps
+                if hook is not None:  # the extension controls the second pass too, with the map at its size
+                    hook.begin_pass(img2img.img2img_pipeline(pipe), final_w, final_h, hires_pass=True)
                 latents = hires.second_pass(
                     pipe,
                     vae,
@@ -223,7 +244,7 @@ class Engine:
         seconds = time.perf_counter() - started
         used = [(loras, c.embeddings + n.embeddings) for c, n in conds]
         notes_of = [notes + self._refused(r, ckpt) for r in requests]
-        return self._results(requests, images, ckpt, vae_file, seconds, notes_of, used, scores)
+        return self._results(requests, images, ckpt, vae_file, seconds, notes_of, used, scores, control.params)
 
     def _refused(self, request: GenerationRequest, ckpt: LoadedCheckpoint) -> tuple[str, ...]:
         sidecars = self.models.library.sidecar_vaes(ckpt.file)
@@ -254,13 +275,14 @@ class Engine:
         notes_of: list[tuple[str, ...]],
         used: list[tuple[list[UsedNetwork], tuple[str, ...]]],
         scores: list[Scores] | None = None,
+        control_params: dict[str, str] | None = None,
     ) -> list[RenderResult]:
         vae_name = vae_file.name if vae_file else None
         vae_hash = file_hash(vae_file.path) if vae_file else None
         results, i = [], 0
         for r, (loras, embeddings), notes in zip(requests, used, notes_of):
             rendered = []
-            extra = network_hashes(loras, self.embeddings.hashes(embeddings))
+            extra = {**(control_params or {}), **network_hashes(loras, self.embeddings.hashes(embeddings))}
             if inpaint.is_inpainting_unet(ckpt.pipe.unet):
                 extra["Conditional mask weight"] = inpaint.CONDITIONAL_MASK_WEIGHT
             for seed in r.seeds():
@@ -290,62 +312,6 @@ def _stack(tensors: list[torch.Tensor | None], repeats: list[int]) -> torch.Tens
     if len(present) != len(tensors):
         raise EngineError("a prompt was encoded without the pooled embedding this model needs")
     return torch.cat([t.expand(n, *t.shape[1:]) for t, n in zip(present, repeats)])
-
-
-@contextmanager
-def _one_image_at_a_time(unet, images: int, enabled: bool):
-    """Make the UNet see one image (its uncond + cond rows) per forward call while the pipeline batches.
-
-    BLAS kernels pick their blocking by matrix size, so a batched convolution or linear layer rounds differently
-    from the same image alone (~1e-7, enough to flip pixels). Splitting the UNet call per image keeps every
-    image bit-identical to its solo run while the rest of the job (prompts, scheduler, noise, callbacks,
-    decode and PNGs) is still shared.
-    """
-    if not enabled or images <= 1:
-        yield
-        return
-    forward = unet.forward
-    total = 0  # the rows of the UNet call being split
-
-    def split(value, rows: list[int]):
-        if torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == total:
-            return value[rows]
-        if isinstance(value, dict):
-            return {k: split(v, rows) for k, v in value.items()}
-        return value
-
-    def per_image(sample, timestep, encoder_hidden_states, *args, **kwargs):
-        nonlocal total
-        total = sample.shape[0]
-        if total == 1 or total % images:
-            return forward(sample, timestep, encoder_hidden_states, *args, **kwargs)
-        copies = total // images  # 2 with classifier-free guidance: [uncond..., cond...]
-        outputs: dict[int, torch.Tensor] = {}
-        for i in range(images):
-            rows = [i + c * images for c in range(copies)]
-            out = forward(
-                split(sample, rows),
-                split(timestep, rows),
-                split(encoder_hidden_states, rows),
-                *args,
-                **{k: split(v, rows) for k, v in kwargs.items() if k != "return_dict"},
-                return_dict=False,
-            )[0]
-            for c, row in enumerate(rows):
-                outputs[row] = out[c]
-        result = torch.stack([outputs[row] for row in range(total)])
-        return (result,) if kwargs.get("return_dict") is False else _UNetOutput(result)
-
-    unet.forward = per_image
-    try:
-        yield
-    finally:
-        del unet.forward
-
-
-@dataclass(frozen=True)
-class _UNetOutput:
-    sample: torch.Tensor
 
 
 def _vae_decode(vae, latents: torch.Tensor, exact: bool = True) -> torch.Tensor:

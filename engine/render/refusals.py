@@ -23,7 +23,7 @@ from engine.models.state_dict import PICKLE_REFUSAL, is_pickle, refusal
 
 @dataclass(frozen=True)
 class RefusedFile:
-    kind: str  # "checkpoint", "VAE", "LoRA", "embedding" or "upscaler"
+    kind: str  # "checkpoint", "VAE", "LoRA", "embedding", "upscaler" or "ControlNet"
     name: str  # as prompts and options write it
     path: Path
 
@@ -37,6 +37,7 @@ def refused_files(config: EngineConfig) -> list[RefusedFile]:
     """Every file under the models dir that the engine will not load, by kind (none with `allow_pickle`)."""
     if config.allow_pickle:
         return []
+    from engine.control.library import ControlNetLibrary
     from engine.networks.library import NetworkLibrary
     from engine.render.upscalers import UpscalerLibrary
 
@@ -47,6 +48,7 @@ def refused_files(config: EngineConfig) -> list[RefusedFile]:
         *(("LoRA", f) for f in networks.loras()),
         *(("embedding", f) for f in networks.embeddings()),
         *(("upscaler", ModelFile(f.name, f.path)) for f in UpscalerLibrary(config.models_dir).model_files()),
+        *(("ControlNet", ModelFile(f.name, f.path)) for f in ControlNetLibrary(config).files()),
     ]
     return [RefusedFile(kind, f.name, f.path) for kind, f in found if is_pickle(f.path)]
 

@@ -12,7 +12,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.errors import UserError
-from bot.option_spec import BY_FLAG, BY_KEY, FLOAT, INT, SIZE, STORED_KINDS, TEXT, VOCABULARY, inline_text
+from bot.option_spec import (
+    BY_FLAG,
+    BY_KEY,
+    CONTROLS,
+    FLOAT,
+    INT,
+    SIZE,
+    STORED_KINDS,
+    TEXT,
+    VOCABULARY,
+    inline_text,
+)
 from bot.options import from_slash, parse_inline, sized_by_ratio
 from bot.store.options import COMMAND_ONLY, OPTION_KEYS, validate_options
 from engine.infotext import infotext_for_request, parse_infotext, request_options
@@ -48,7 +59,13 @@ VALUES = {
     "inpaint_area": st.sampled_from(["whole", "masked"]),
     "padding": st.integers(0, 256),
 }
-NOT_INLINE = {"aspect_ratio", "size", "preset", "lora"}  # not stored as themselves: tested one by one below
+NOT_INLINE = {
+    "aspect_ratio",
+    "size",
+    "preset",
+    "lora",
+    "control_net",
+}  # not stored as themselves: tested one by one below
 
 
 def test_stored_options_are_the_request_fields_and_prompt_parts():
@@ -59,7 +76,8 @@ def test_stored_options_are_the_request_fields_and_prompt_parts():
     "field", [f for f in dataclasses.fields(GenerationRequest) if f.name not in NOT_OPTIONS], ids=lambda f: f.name
 )
 def test_stored_kinds_match_the_engine_request(field):
-    python = {"str": TEXT, "int": INT, "float": FLOAT, "float | None": FLOAT, "str | None": TEXT}[str(field.type)]
+    kinds = {"str": TEXT, "int": INT, "float": FLOAT, "float | None": FLOAT, "str | None": TEXT}
+    python = {**kinds, "tuple[ControlUnit, ...]": CONTROLS}[str(field.type)]
     assert STORED_KINDS[field.name] == python
 
 

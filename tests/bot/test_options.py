@@ -95,6 +95,29 @@ def test_inline_lora_adds_a1111_tags_to_the_prompt(text, prompt):
     assert parse_inline(text).prompt == prompt
 
 
+INVERT = "invert (from white bg & black line)"
+
+
+@pytest.mark.parametrize(
+    ("text", "unit"),
+    [
+        ("a cat --cn canny", {"module": "canny"}),
+        ("a cat --cn canny:0.8 --seed 5", {"module": "canny", "weight": 0.8}),
+        ("a cat --cn invert (from white bg & black line):1.2", {"module": INVERT, "weight": 1.2}),
+    ],
+)
+def test_inline_cn_is_a_controlnet_unit_of_the_attached_image(text, unit):
+    """The module by name or by the extension's label (which may hold spaces), the weight when given."""
+    parsed = parse_inline(text)
+    assert parsed.prompt == "a cat" and parsed.options["controls"] == [unit]
+
+
+@pytest.mark.parametrize("text", ["a --cn", "a --cn canny:lots", "a --cn :1"])
+def test_bad_inline_cn_says_the_form(text):
+    with pytest.raises(UserError, match=r"--cn (takes MODULE or MODULE:WEIGHT|needs)"):
+        parse_inline(text)
+
+
 @pytest.mark.parametrize("text", ["a --lora", "a --lora x:big", "a --lora :1", "a --lora <x>:1"])
 def test_bad_inline_lora_says_the_form(text):
     with pytest.raises(UserError, match="--lora"):

@@ -1007,9 +1007,10 @@ class DiscordStandIn:
         dm: bool = False,
         locale: str | None = None,
     ) -> dict[str, Any]:
-        """A modal-submit INTERACTION_CREATE. `fields`: {text input custom_id: value} ({select id: [values]}).
-        When the bot opened this modal (a type-9 callback with this custom_id), its layout, user, channel and
-        (if it came from a component) message are mirrored."""
+        """A modal-submit INTERACTION_CREATE. `fields`: {text input custom_id: value} ({select id: [values]};
+        {file upload id: an attachment from `upload_attachment`, or a list of them}, sent as ids with the
+        attachments in `resolved`). When the bot opened this modal (a type-9 callback with this custom_id), its
+        layout, user, channel and (if it came from a component) message are mirrored."""
         opener = self._modals.get(custom_id)
         template = opener.modal.get("components") if opener and opener.modal else None
         if opener is not None and user is None and guild is None and channel is None and not dm:
@@ -1020,7 +1021,17 @@ class DiscordStandIn:
                 message = opener.payload.get("message")
         else:
             g, ch, u = self._where(guild, channel, user, dm)
-        data = {"custom_id": custom_id, "components": P.modal_submit_components(fields, template)}
+        uploads: dict[str, dict[str, Any]] = {}
+        values: dict[str, Any] = {}
+        for key, value in fields.items():
+            items = value if isinstance(value, list) else [value]
+            if items and all(isinstance(v, dict) and "url" in v for v in items):
+                uploads.update({str(v["id"]): v for v in items})
+                value = [str(v["id"]) for v in items]
+            values[key] = value
+        data: dict[str, Any] = {"custom_id": custom_id, "components": P.modal_submit_components(values, template)}
+        if uploads:
+            data["resolved"] = {"attachments": uploads}
         return P.interaction_payload(
             type=P.MODAL_SUBMIT,
             data=data,

@@ -70,6 +70,10 @@ def parameters_embed(
         embed.add_field(name=label, value=clip(text, 1024), inline=True)
     for label, text in _second_pass_fields(options, sources):
         embed.add_field(name=label, value=clip(text, 1024), inline=True)
+    if options.get("controls"):
+        text = controls_text(options["controls"])
+        source = sources.get("controls")
+        embed.add_field(name="ControlNet", value=clip(f"{text}\n-# {source}" if source else text, 1024), inline=False)
     if user:
         embed.set_footer(text=clip(f"requested by {user}", 2048))
     return embed
@@ -84,12 +88,31 @@ def loras_text(prompt: str, negative: str) -> str:
     return ", ".join(f"{t.name} {t.te:g}" + (f" (UNet {t.unet:g})" if t.unet != t.te else "") for t in tags)
 
 
+def controls_text(units: Any) -> str:
+    """One line per ControlNet unit: "canny · control_v11p_sd15_canny · weight 0.8 · steps 0-0.5 · prompt first"."""
+    modes = {"My prompt is more important": "prompt first", "ControlNet is more important": "ControlNet first"}
+    lines = []
+    for unit in units:
+        parts = [unit.get("module") or "none", unit.get("model") or "model by preprocessor"]
+        parts.append(f"weight {unit.get('weight', 1.0):g}")
+        start, end = unit.get("guidance_start", 0.0), unit.get("guidance_end", 1.0)
+        if (start, end) != (0.0, 1.0):
+            parts.append(f"steps {start:g}-{end:g}")
+        if unit.get("control_mode") in modes:
+            parts.append(modes[unit["control_mode"]])
+        lines.append(" · ".join(parts))
+    return "\n".join(lines)
+
+
 def _second_pass_fields(options: Mapping[str, Any], sources: Mapping[str, str]) -> list[tuple[str, str]]:
-    """Start image (its lineage: an attachment, or "Vary (subtle) of job #12, image 2"), strength, Hires."""
+    """Start image (its lineage: an attachment, or "Vary (subtle) of job #12, image 2"), mask, strength, Hires."""
     fields = []
     img2img = bool(options.get("init_image"))
     if img2img:
         fields.append(("Start image", sources.get("init_image") or "an image"))
+    if options.get("mask") or options.get("outpaint"):
+        border = f"outpaint {options['outpaint']} (L,T,R,B)" if options.get("outpaint") else "a mask"
+        fields.append(("Mask", sources.get("mask") or border))
     hires = options.get("hires") or 0
     if img2img or hires > 1:
         strength = strength_in_effect(options.get("strength"), img2img=img2img, hires=hires)

@@ -5,24 +5,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from pathlib import Path
 from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.errors import USER_ERRORS, UserError
+from bot.errors import UserError
 from bot.exts.common.actor import actor_of
 from bot.exts.common.formatting import info_message
-from bot.exts.common.interactions import admit, reply_error
 from bot.exts.common.params import Batch, Cfg, ClipSkip, Hires, HiresSteps, Negative, Prompt, Seed, Steps, Strength
 from bot.exts.imagine import _inputs, _replay
 from bot.exts.imagine._delivery import DiscordJobListener
-from bot.exts.imagine._views import EditModal, RemixModal, SavePresetModal
+from bot.exts.imagine._images import ImageActions, errors_replace_thinking
+from bot.exts.imagine._views import EditModal, SavePresetModal
 from bot.option_spec import GenerationRequest, describe, inline_text, lora_tag, sampler_labels
 from bot.options import append_to_prompt, from_slash, parse_inline
 from bot.services.records import JobRecord
+from bot.services.resolution import merge_units
 from bot.services.submission import Command, Requester
 
 log = logging.getLogger(__name__)
@@ -44,17 +44,22 @@ def options_text(options: dict[str, Any], seed: int | None = None) -> str:
     return inline_text(shown)
 
 
-class Imagine(commands.Cog):
+class Imagine(ImageActions, commands.Cog):
     def __init__(self, bot) -> None:
         self.bot = bot
-        # A message context menu ("Apps > Remix"); context menus cannot be declared inside a cog class.
-        self._remix_menu = app_commands.ContextMenu(name="Remix", callback=self.remix)
+        # Message context menus ("Apps > Remix", "Apps > Use as control"); they cannot be declared inside a cog class.
+        self._menus = [
+            app_commands.ContextMenu(name="Remix", callback=self.remix),
+            app_commands.ContextMenu(name="Use as control", callback=self.use_as_control),
+        ]
 
     async def cog_load(self) -> None:
-        self.bot.tree.add_command(self._remix_menu)
+        for menu in self._menus:
+            self.bot.tree.add_command(menu)
 
     async def cog_unload(self) -> None:
-        self.bot.tree.remove_command(self._remix_menu.name, type=self._remix_menu.type)
+        for menu in self._menus:
+            self.bot.tree.remove_command(menu.name, type=menu.type)
 
     @property
     def services(self):
@@ -82,7 +87,12 @@ class Imagine(commands.Cog):
             "hires_steps",
             "hires_upscaler",
             prompt="What to draw; may end with options like --ar 2:3 --seed 5 --no text --steps 30 --<preset>",
-            image="Start from this image (img2img): PNG, JPEG or WebP",
+            image="Start from this image (img2img): PNG, JPEG or WebP; with --cn, the ControlNet image instead",
+            mask="Inpaint: change only the white part of the image (PNG, JPEG or WebP; needs image)",
+            control_image="ControlNet: steer the image with this one (a pose, lines, a depth map…)",
+            control_model="ControlNet model (default: one named after the preprocessor)",
+            control_module="ControlNet preprocessor: canny, none (the image is the map already), invert…",
+            control_weight="ControlNet weight, 0-2 (1)",
         )
     )
     @app_commands.choices(
@@ -109,11 +119,16 @@ class Imagine(commands.Cog):
         batch: Batch | None = None,
         lora: app_commands.Range[str, 1, 200] | None = None,
         image: discord.Attachment | None = None,
+        mask: discord.Attachment | None = None,
         strength: Strength | None = None,
         resize_mode: str | None = None,
         hires: Hires | None = None,
         hires_steps: HiresSteps | None = None,
         hires_upscaler: str | None = None,
+        control_image: discord.Attachment | None = None,
+        control_model: str | None = None,
+        control_module: str | None = None,
+        control_weight: app_commands.Range[float, 0.0, 2.0] | None = None,
     ) -> None:
         typed = from_slash(
             negative=negative,
@@ -134,7 +149,11 @@ class Imagine(commands.Cog):
         )
         if lora:
             prompt = append_to_prompt(prompt, lora_tag(lora.strip()))
-        await self.run_prompt(interaction, prompt, typed, [preset] if preset else [], image=image)
+        unit = {"model": control_model, "module": control_module, "weight": control_weight}
+        if any(v is not None for v in unit.values()):
+            typed["controls"] = [{k: v for k, v in unit.items() if v is not None}]
+        presets = [preset] if preset else []
+        await self.run_prompt(interaction, prompt, typed, presets, image=image, mask=mask, control=control_image)
 
     async def run_prompt(
         self,
@@ -145,21 +164,39 @@ class Imagine(commands.Cog):
         *,
         image: discord.Attachment | None = None,
         start: _inputs.StartImage | None = None,
+        mask: discord.Attachment | None = None,
+        control: discord.Attachment | None = None,
     ) -> None:
-        """Shared by /imagine, Remix and the edit modal: inline options, presets, typed options (which win).
+        """Shared by /imagine, Remix, Use as control and the edit modal: inline options, presets, typed options
+        (which win; a ControlNet unit's typed settings over its `--cn` ones).
 
         The start image is an attachment (`image`, downloaded after the acknowledgement) or one already kept
-        (`start`: Edit of an img2img result keeps its start image). Pure checks answer at once (ephemeral); then
-        the interaction is deferred before any database or engine work, so it is acknowledged within milliseconds
+        (`start`: Edit of an img2img result keeps its start image); an inpainting `mask` and the ControlNet image
+        (`control`) are attachments too. With `--cn` or control settings and no control image, the attached `image`
+        is the control image instead of a start image. Pure checks answer at once (ephemeral); then the
+        interaction is deferred before any database or engine work, so it is acknowledged within milliseconds
         however busy the bot is.
         """
         inline = parse_inline(text)
         merged = {**inline.options, **{k: v for k, v in typed.items() if v is not None}}
+        controls = merge_units(inline.options.get("controls", []), typed.get("controls") or [])
+        if control is None and image is not None and mask is None and controls and not controls[0].get("image"):
+            control, image = image, None  # `--cn canny` with an attached image: the image steers
+        if control is not None and not controls:
+            controls = [{}]
+        merged.pop("controls", None)
+        if controls:
+            merged["controls"] = controls
         if inline.prompt:
             merged["prompt"] = inline.prompt
         limits = self.bot.config.engine_config().limits
-        if image is not None:
-            _inputs.check_declared_size(image, limits)  # before any download, answered at once
+        for attachment in (image, control):
+            if attachment is not None:
+                _inputs.check_declared_size(attachment, limits)  # before any download, answered at once
+        if mask is not None:
+            if image is None and start is None:
+                raise UserError("a mask needs the image to change: attach it as `image` (white in the mask = change)")
+            _inputs.check_declared_size(mask, limits, "a mask")
         sized_by_image = "width" not in merged and "aspect_ratio" not in merged
         if start is not None:  # in the journal's payload too, so a replay starts from it
             merged = _inputs.with_start_image(merged, start, limits)
@@ -167,20 +204,25 @@ class Imagine(commands.Cog):
         payload = {"typed": merged, "presets": presets}
         if image is not None:  # downloaded after the acknowledgement: a replay downloads it again
             payload.update(image=image.filename, image_url=image.url)
+        if mask is not None:
+            payload.update(mask=mask.filename, mask_url=mask.url)
+        if control is not None:
+            payload.update(control=control.filename, control_url=control.url)
         async with self._acknowledged(interaction, payload):
             if image is not None:
                 start = await _inputs.save_attachment(image, self._inputs_dir, limits)
                 merged = _inputs.with_start_image(merged, start, limits)
             sources = {} if start is None else {"init_image": start.label}
+            if mask is not None:
+                kept = await _inputs.save_mask_attachment(mask, self._inputs_dir, limits)
+                merged["mask"], sources["mask"] = str(kept.path), kept.label
+            if control is not None:
+                steering = await _inputs.save_attachment(control, self._inputs_dir, limits)
+                merged = _inputs.with_control_image(merged, steering, limits, sized=start is None)
+                sources["controls"] = steering.label
+            sized = sized_by_image and (start is not None or control is not None)
             await self._submit(
-                interaction,
-                Command(
-                    self._requester(interaction),
-                    merged,
-                    presets,
-                    sources=sources,
-                    start_sized=sized_by_image and start is not None,
-                ),
+                interaction, Command(self._requester(interaction), merged, presets, sources=sources, start_sized=sized)
             )
 
     @property
@@ -199,7 +241,7 @@ class Imagine(commands.Cog):
             journal.append(_replay.ack_of(interaction, payload))
         try:
             await interaction.response.defer(thinking=True)
-            async with _errors_replace_thinking(interaction):
+            async with errors_replace_thinking(interaction):
                 yield
         except asyncio.CancelledError:
             raise  # stopped mid-way: the entry stays for the next start
@@ -264,6 +306,15 @@ class Imagine(commands.Cog):
     async def _upscaler_choices(self, interaction: discord.Interaction, current: str):
         return _choices(list((await self.services.catalog.current()).upscalers), current)
 
+    @imagine.autocomplete("control_model")
+    async def _controlnet_choices(self, interaction: discord.Interaction, current: str):
+        catalog = await self.services.catalog.current()
+        return _choices([c.name for c in catalog.controlnets if not c.problem], current)
+
+    @imagine.autocomplete("control_module")
+    async def _module_choices(self, interaction: discord.Interaction, current: str):
+        return _choices(list((await self.services.catalog.current()).preprocessors), current)
+
     @imagine.autocomplete("preset")
     async def _preset_choices(self, interaction: discord.Interaction, current: str):
         return _choices(await self.services.presets.names(interaction.user.id, current), current)
@@ -299,58 +350,6 @@ class Imagine(commands.Cog):
                 await interaction.message.delete()
             await interaction.followup.send(f"🗑️ deleted job #{job.id}'s images", ephemeral=True)
 
-    # --- image buttons (Upscale ×2, Vary) and the Remix menu -----------------------------------------------
-    async def on_image_button(self, interaction: discord.Interaction, job_id: int, index: int, action: str) -> None:
-        """Upscale ×2 / Vary (subtle|strong) of image `index` of a job: img2img from that image, lineage kept."""
-        job = await self.services.jobs.get(job_id)
-        paths = job.result_paths or []
-        what = "upscaled" if action == "upscale" else "varied"
-        if index >= len(paths) or not Path(paths[index]).exists():
-            raise UserError(f"image {index + 1} of job #{job.id} is gone (deleted), so it cannot be {what}")
-        path = Path(paths[index])
-        width, height = await asyncio.to_thread(_inputs.image_size, path)
-        settings = self.bot.config.settings.discord
-        common = dict(init_image=str(path), batch_size=1, hires=0.0, hires_steps=0, resize_mode="just")
-        if action == "upscale":
-            width, height = width * 2, height * 2
-            seed = job.seed + index if job.seed is not None else -1
-            changes = dict(
-                width=width,
-                height=height,
-                strength=settings.upscale_strength,
-                seed=seed,
-                hires_upscaler=settings.upscale_upscaler,
-            )
-            label = f"Upscale ×2 of job #{job.id}, image {index + 1}"
-        else:
-            changes = dict(width=width, height=height, strength=_inputs.VARY[action], seed=-1)
-            label = f"Vary ({action}) of job #{job.id}, image {index + 1}"
-        request = self._request_of(job).replace(**common, **changes)
-        await interaction.response.defer(thinking=True)
-        async with _errors_replace_thinking(interaction):
-            sources = {**(job.sources or {}), "init_image": label, "strength": label.split(" of ")[0]}
-            if action != "upscale":
-                sources["seed"] = "new seed"
-            await self._submit(
-                interaction, Command(self._requester(interaction), request=request, sources=sources, what=label)
-            )
-
-    async def remix(self, interaction: discord.Interaction, message: discord.Message) -> None:
-        """Apps > Remix on a message with an image: a modal for the prompt and strength, then img2img from it."""
-        if not await admit(interaction):
-            return
-        attachment = _inputs.first_image(message)
-        if attachment is None:
-            raise UserError("that message has no image to remix: Remix needs a PNG, JPEG or WebP attachment")
-        _inputs.check_declared_size(attachment, self.bot.config.engine_config().limits)
-        job = await self.services.jobs.by_message(message.id)
-        prompt = job.request.get("prompt", "") if job is not None else ""
-
-        async def submitted(modal_interaction: discord.Interaction, text: str, strength: float) -> None:
-            await self.run_prompt(modal_interaction, text, {"strength": strength}, [], image=attachment)
-
-        await interaction.response.send_modal(RemixModal(message.id, prompt, submitted))
-
     def _request_of(self, job: JobRecord):
         return GenerationRequest(**job.request, limits=self.bot.config.engine_config().limits)
 
@@ -358,16 +357,17 @@ class Imagine(commands.Cog):
         self, interaction: discord.Interaction, job: JobRecord, prompt: str, negative: str, options: str
     ) -> None:
         """The edited command runs again; an img2img job's edit starts from the same image (its strength and
-        resize mode are in the options text)."""
+        resize mode are in the options text), an inpaint job's with the same mask or outpaint margins."""
         start = None
+        typed: dict[str, Any] = {"negative_prompt": negative, "controls": job.request.get("controls") or None}
         if job.request.get("init_image"):
             label = (job.sources or {}).get("init_image") or f"the start image of job #{job.id}"
             start = await asyncio.to_thread(_inputs.kept_start_image, job.request["init_image"], label)
-        await self.run_prompt(interaction, f"{prompt} {options}", {"negative_prompt": negative}, [], start=start)
+            typed |= {k: job.request[k] for k in ("mask", "outpaint") if job.request.get(k)}
+        await self.run_prompt(interaction, f"{prompt} {options}", typed, [], start=start)
 
     async def _on_save(self, interaction: discord.Interaction, job: JobRecord, name: str) -> None:
-        keep = {k: v for k, v in job.request.items() if k not in ("seed", "init_image")}
-        result = await self.services.presets.save(interaction.user.id, name, keep)
+        result = await self.services.presets.save_from_job(interaction.user.id, name, job.request)
         verb = "created" if result.created else "updated"
         await interaction.response.send_message(
             f"💾 preset **{result.preset.name}** {verb}: use it with `--{result.preset.name}` or "
@@ -377,17 +377,6 @@ class Imagine(commands.Cog):
 
     def _info_message(self, job: JobRecord) -> dict[str, Any]:
         return info_message(job.id, job.request, job.sources, job.seed, self.services.jobs.infotext_of(job))
-
-
-@contextlib.asynccontextmanager
-async def _errors_replace_thinking(interaction: discord.Interaction):
-    """After a public defer, a user error removes the "thinking…" message and answers ephemerally instead."""
-    try:
-        yield
-    except USER_ERRORS as exc:
-        with contextlib.suppress(discord.HTTPException):
-            await interaction.delete_original_response()
-        await reply_error(interaction, exc)
 
 
 def _choices(values: list[str], current: str) -> list[app_commands.Choice[str]]:

@@ -6,8 +6,9 @@ same moderation checks, as a job of the same member in the same channel. While t
 (15 minutes) the "thinking…" message becomes the job's progress and result, through the token (a webhook: no
 `Interaction` object survives a restart); after that the result goes to the channel with a mention, like any
 late result. A command that cannot run now (its preset was deleted, a cap is reached) gets a clear "could not be
-run" reply in the same place. The entry is settled either way, so a replay happens once. A command's attachment
-(downloaded after the acknowledgement) is downloaded again from its URL and checked as the first time.
+run" reply in the same place. The entry is settled either way, so a replay happens once. A command's attachments
+(its image and its mask, downloaded after the acknowledgement) are downloaded again from their URLs and checked as
+the first time.
 """
 
 from __future__ import annotations
@@ -112,11 +113,30 @@ async def _command_of(bot, ack: Ack, who: Requester) -> Command:
         )
         sized_by_image = "width" not in typed and "aspect_ratio" not in typed
         typed = _inputs.with_start_image(typed, start, limits)
+    sources = {"init_image": start.label} if start else {}
+    if payload.get("mask"):  # the same for its mask
+        if not payload.get("mask_url"):
+            raise UserError(f"its mask ({payload['mask']}) was not saved before the restart; send it again")
+        mask = await _inputs.save_from_url(
+            bot.http, payload["mask_url"], payload["mask"], _inputs.inputs_dir(bot.config), limits, mask=True
+        )
+        typed, sources = {**typed, "mask": str(mask.path)}, {**sources, "mask": mask.label}
+    if payload.get("control"):  # its ControlNet image: downloaded again, checked as the first time
+        if not payload.get("control_url"):
+            raise UserError(
+                f"its ControlNet image ({payload['control']}) was not saved before the restart; send it again"
+            )
+        kept = await _inputs.save_from_url(
+            bot.http, payload["control_url"], payload["control"], _inputs.inputs_dir(bot.config), limits
+        )
+        sized_by_image = sized_by_image or ("width" not in typed and "aspect_ratio" not in typed and start is None)
+        typed = _inputs.with_control_image(typed, kept, limits, sized=start is None)
+        sources["controls"] = kept.label
     return Command(
         who,
         typed,
         payload.get("presets") or [],
-        sources={"init_image": start.label} if start else {},
+        sources=sources,
         start_sized=sized_by_image,
         paced=False,
     )

@@ -151,13 +151,22 @@ class Info(commands.Cog):
 
 
 def networks_fields(installed: Catalog) -> list[tuple[str, str]]:
-    """/models' LoRA and embedding fields: name [family] and a LoRA's trigger words."""
+    """/models' LoRA, embedding and ControlNet fields: name [family], a LoRA's trigger words, why a ControlNet file
+    cannot be used, and the ControlNet preprocessors offered."""
     loras = [
         f"{lora.name} [{lora.family}]" + (f" · {', '.join(lora.triggers)}" if lora.triggers else "")
         for lora in installed.loras
     ]
     embeddings = [f"{name} [{family}]" for name, family in installed.embeddings]
+    controlnets = [
+        f"{c.name} (cannot be used: {c.problem})"
+        if c.problem
+        else f"{c.name} [{c.family}{', union' if c.union else ''}]"
+        for c in installed.controlnets
+    ]
     return [
         ("LoRAs: <lora:NAME:WEIGHT> or --lora NAME:WEIGHT", "\n".join(loras) or "(none installed)"),
         ("Embeddings: write the name in a prompt", ", ".join(embeddings) or "(none installed)"),
+        ("ControlNets: control_model, or --cn MODULE with an image", "\n".join(controlnets) or "(none installed)"),
+        ("ControlNet preprocessors", ", ".join(installed.preprocessors)),
     ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import discord
 
 from bot.exts.common.formatting import clip
@@ -35,6 +37,14 @@ def review_embed(item: ReviewItemRecord, job: JobRecord) -> discord.Embed:
         embed.add_field(name="Held because", value=clip(item.reason, 1024), inline=False)
     if job.request.get("init_image"):
         embed.add_field(name="Start image", value="attached as start-image.png (img2img from it)", inline=False)
+    if job.request.get("mask"):
+        embed.add_field(name="Mask", value="attached as mask.png (white: the part redrawn)", inline=False)
+    elif job.request.get("outpaint"):
+        embed.add_field(name="Outpaint", value=f"the image grown by {job.request['outpaint']} (L,T,R,B)", inline=False)
+    controls = control_images(job)
+    if controls:
+        names = ", ".join(f"control-image-{i}.png" for i in range(1, len(controls) + 1))
+        embed.add_field(name="ControlNet images", value=f"attached as {names} (they steer the image)", inline=False)
     if job.image_scores:
         lines = [f"image {i}: {scores_line(scores)}" for i, scores in enumerate(job.image_scores, start=1)]
         embed.add_field(name="Image classifier", value=clip("\n".join(lines), 1024), inline=False)
@@ -125,3 +135,9 @@ def nsfw_text(s: SettingsRecord) -> str:
     if s.nsfw_flag_above >= 1:
         return "nothing is held"
     return f"held above {s.nsfw_flag_above:.2f}, refused above {s.nsfw_block_above:.2f}"
+
+
+def control_images(job: JobRecord) -> list[Path]:
+    """The job's ControlNet images still on disk, each once (units may share one)."""
+    paths = dict.fromkeys(Path(unit["image"]) for unit in job.request.get("controls") or [] if unit.get("image"))
+    return [path for path in paths if path.is_file()]

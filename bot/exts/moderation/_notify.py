@@ -42,6 +42,12 @@ class DiscordReviewNotifier:
         if job.request.get("init_image") and start.is_file() and len(uploads) < 10:
             # img2img: the start image is part of what is reviewed, shown beside the prompt (and the results).
             uploads.append(discord.File(start, filename="start-image.png", spoiler=True))
+        mask = Path(job.request.get("mask") or "")
+        if job.request.get("mask") and mask.is_file() and len(uploads) < 10:  # inpainting: and its mask
+            uploads.append(discord.File(mask, filename="mask.png", spoiler=True))
+        for index, path in enumerate(_format.control_images(job), start=1):  # ControlNet images are reviewed too
+            if len(uploads) < 10:
+                uploads.append(discord.File(path, filename=f"control-image-{index}.png", spoiler=True))
         async with self.bot.api_throttle:
             message = await self._channel(channel_id, job.guild_id).send(
                 embed=_format.review_embed(item, job),

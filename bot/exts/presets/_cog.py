@@ -16,6 +16,7 @@ from bot.exts.common.params import Batch, Cfg, ClipSkip, Negative, Seed, Steps
 from bot.exts.presets._format import describe_options, preset_lines
 from bot.option_spec import GenerationRequest, describe, read_png_infotext
 from bot.options import from_slash, parse_inline, sized_by_ratio
+from bot.services.presets import presettable
 
 MAX_IMPORT_BYTES = 1024 * 1024
 
@@ -110,7 +111,7 @@ class Presets(commands.GroupCog, group_name="preset", group_description="Your sa
             last = await self.services.jobs.last_for(interaction.user.id)
             if last is None:
                 raise UserError("you have no image yet to copy options from; make one with /imagine")
-            values.update({k: v for k, v in last.request.items() if k not in ("seed", "prompt", "init_image")})
+            values.update({k: v for k, v in presettable(last.request).items() if k != "prompt"})
         given: dict[str, Any] = {}
         if options:
             inline = parse_inline(options if options.lstrip().startswith(("--", "—")) else "--" + options.lstrip())

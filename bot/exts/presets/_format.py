@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bot.exts.common.formatting import clip
+from bot.exts.common.formatting import clip, controls_text
 from bot.option_spec import inline_text
 
 PART_LIMIT = 300  # characters of a prompt part shown; /preset export has the full text
@@ -24,6 +24,8 @@ def describe_options(options: Mapping[str, Any]) -> str:
         if options.get(key):
             parts.append(f"{label}: “{clip(options[key], PART_LIMIT)}”")
     parts.append(inline_text({**options, "negative_prompt": None}))
+    if options.get("controls"):  # ControlNet units: their settings (an image comes with each command)
+        parts.append("ControlNet: " + "; ".join(controls_text(options["controls"]).splitlines()))
     return " ".join(p for p in parts if p) or "(no options)"
 
 

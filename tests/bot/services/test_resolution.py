@@ -258,3 +258,20 @@ def test_every_value_names_the_last_layer_that_set_it(guild, default, named, typ
         expected = setters[-1] if setters else "default"
         assert result.sources.get(key, "default") == expected, key
     result.request()  # sample values are valid and stay valid when merged
+
+
+def test_controlnet_units_merge_unit_by_unit_and_share_the_attachment():
+    """A preset's units (settings, no image) completed by the command's control image and module."""
+    preset = {
+        "controls": [{"model": "control_v11p_sd15_canny", "module": "canny", "weight": 0.8}, {"module": "invert"}]
+    }
+    command = {"controls": [{"image": "/in/pose.png", "module": "threshold"}]}
+    result = _resolve({"first": preset, "command": command})
+    assert result.options["controls"] == [
+        {"model": "control_v11p_sd15_canny", "module": "threshold", "weight": 0.8, "image": "/in/pose.png"},
+        {"module": "invert", "image": "/in/pose.png"},
+    ]
+    assert result.sources["controls"] == "command"
+    assert _resolve({}).options["controls"] == []
+    alone = _resolve({"first": preset}).options["controls"]  # no image anywhere: the request will say so
+    assert [u.get("image") for u in alone] == [None, None]

@@ -148,7 +148,7 @@ async def test_remix_menu_starts_from_the_messages_image(tmp_path, tiny_sd15):
         await menu.wait_callback()
         modal = menu.callbacks[0].json
         assert modal["type"] == 9
-        texts = [c for row in modal["data"]["components"] for c in row["components"]]
+        texts = [c for row in modal["data"]["components"] if row["type"] == 1 for c in row["components"]]
         assert texts[0]["value"] == "a red fox" and texts[1]["value"] == "0.75"
         remixed = await with_images(
             s, s.modal_submit(modal["data"]["custom_id"], {"prompt": "a blue fox --steps 2", "strength": "0.6"})

@@ -102,6 +102,27 @@ async def test_models_lists_the_installed_checkpoint(harness):
     s.assert_no_invalid_requests()
 
 
+async def test_models_lists_controlnets_with_their_family(harness, tiny_controlnets):
+    import shutil
+
+    folder = harness.services.config.models_dir / "ControlNet"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(tiny_controlnets["sd15-file"], folder / "control_tiny_sd15_canny.safetensors")
+    shutil.copytree(tiny_controlnets["sdxl-union"], folder / "xl" / "tiny-union")
+    (folder / "notes.safetensors").write_bytes(b"")
+    s = harness.standin
+    data = await reply(s, s.slash("models", {"refresh": True}))
+    fields = {f["name"]: f["value"] for f in data["embeds"][0]["fields"]}
+    controlnets = next(value for name, value in fields.items() if name.startswith("ControlNets"))
+    assert controlnets.splitlines() == [
+        "control_tiny_sd15_canny [SD 1.x]",
+        "notes (cannot be used: not a readable safetensors file)",
+        "tiny-union [SDXL, union]",
+    ]
+    assert fields["ControlNet preprocessors"].startswith("none, canny, invert")
+    s.assert_no_invalid_requests()
+
+
 async def test_info_by_job_number_message_id_and_the_image_info_menu(harness):
     s = harness.standin
     ix = await s.send_interaction(s.slash("imagine", {"prompt": f"a cat --seed 3 {FAST}"}))
