@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
-	# Model upscalers (issue 14). spandrel's metadata asks for torchvision, but PyPI's torchvision is a CUDA
+	# Model upscalers. spandrel's metadata asks for torchvision, but PyPI's torchvision is a CUDA
 	# build that cannot load next to the CPU torch and then breaks transformers' image processors; the upscaler
 	# architectures never use it (engine/render/upscalers.py), so spandrel is installed without its dependencies.
 	$(BIN)/pip install -q --no-deps spandrel==0.4.2
@@ -34,10 +34,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# Lint and format check (ruff; configured in pyproject.toml).
+# Format check, lint and type check (ruff and mypy, configured in pyproject.toml); CI runs it before the tests.
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	$(BIN)/mypy bot engine
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest --slow

@@ -8,7 +8,7 @@ INTERACTION_CREATE to receiving the first callback (what Discord's 3 s limit app
 Run: .venv/bin/python benchmarks/discord_bench.py [--users 50]
 Prints `ack_ms_p50`, `ack_ms_p99`, `ack_ms_max`, `acked_within_3s`, then the same latencies for a burst (all
 200 commands at the same instant, `burst_ack_ms_*`), then what journaling a command costs before its deferral
-(`journal_append_us_p50`/`_p99`: one committed append to the WAL journal, issue 16) last, as `name: value` lines.
+(`journal_append_us_p50`/`_p99`: one committed append to the WAL journal) last, as `name: value` lines.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""End to end (issue 11): the whole bot through the Discord stand-in against a bare diffusers loop, in one run.
+"""End to end: the whole bot through the Discord stand-in against a bare diffusers loop, in one run.
 
 The bot is `sdbot run`'s code path (`bot.app.serve`) in this process, talking to the loopback stand-in with
 Discord-like rate limits on (per-route buckets from `tests.discord_standin.DISCORD_LIKE` and the global 50

@@ -9,10 +9,10 @@
   merge the new set), timed on its own, with a rank-8 LoCon on every Linear/Conv2d layer of the UNet and text
   encoder; lora_switch_fraction is that over one render (20 steps by default); lora_switch_render_ms is the same
   extra seen as the difference of whole renders (noisier: it carries the render's own variation).
-- classifier_ms_per_image: the image classifier (issue 17; the tiny test ViT) scoring a batch of 4 rendered
+- classifier_ms_per_image: the image classifier (the tiny test ViT) scoring a batch of 4 rendered
   images, per image; classifier_render_fraction: that over engine_ms_per_image (the cost it adds to a render).
-- The worker's figures (issue 3) come from benchmarks/worker_measures.py when present.
-- process_boundary_ms_per_job (issue 16): what running the engine in a child process (`isolation = "process"`)
+- The worker's figures come from benchmarks/worker_measures.py when present.
+- process_boundary_ms_per_job: what running the engine in a child process (`isolation = "process"`)
   adds per job over the in-process worker, jobs one at a time (submit to result), 128x128, 10 steps, interleaved;
   process_boundary_ratio is the same as a ratio. Goals: under 20 ms, or under 2 % of the render.
 

@@ -1,4 +1,4 @@
-"""img2img and Hires. fix costs (issue 14), measured side by side in one run on the same tiny model.
+"""img2img and Hires. fix costs, measured side by side in one run on the same tiny model.
 
 - img2img_cost_ratio: an img2img job at strength d over a txt2img job of the same size and steps; goal within 5 %
   of `(int(d*N)+1)/N` (`img2img_expected_ratio`), i.e. only the steps A1111 runs are paid for.

@@ -1,4 +1,4 @@
-"""Inpainting's cost (issue 22): a whole-picture inpaint at strength d against img2img at the same d, side by side.
+"""Inpainting's cost: a whole-picture inpaint at strength d against img2img at the same d, side by side.
 
 - inpaint_cost_ratio: an inpaint job ("Whole picture", mask blur 4, masked content original) over an img2img job of
   the same image, size, steps and strength; goal within 5 % (1.05). What the inpaint job adds: reading and

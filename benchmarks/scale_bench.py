@@ -1,4 +1,4 @@
-"""Scale-out figures (issue 8): the Ray backend with 1 and 2 CPU replicas, and its cost per job.
+"""Scale-out figures: the Ray backend with 1 and 2 CPU replicas, and its cost per job.
 
 - throughput_1_replica, throughput_2_replicas: jobs per second through `RayWorker` with one and with two engine
   replicas, each limited to one CPU (Ray `num_cpus = 1`) and one torch thread, on a tiny model with a wide UNet

@@ -7,7 +7,7 @@ request took effect, slow answers, gateway drops (resume, TCP abort, invalidated
 by another process, out-of-memory on 2% of renders (the worker retries smaller), and SIGKILLs of the bot at
 random instants (`--kills`, then a restart each time). Before each kill another process holds the database's
 write lock for a moment (`--hold-before-kill`), so commands are acknowledged ("thinking…") but not yet saved when
-the kill lands: the window the command journal (issue 16) closes. The engine runs as configured by default, in a
+the kill lands: the window the command journal closes. The engine runs as configured by default, in a
 child process (`--isolation`). Memory is the bot process's RSS, sampled every half second.
 
 At the end every job a user got a job number for must have exactly one message with its images:

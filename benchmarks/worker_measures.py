@@ -1,4 +1,4 @@
-"""The worker's figures (issue 3), measured on a tiny model; `benchmarks/engine_bench.py` prints them too.
+"""The worker's figures, measured on a tiny model; `benchmarks/engine_bench.py` prints them too.
 
 - batch_ratio: 8 compatible jobs (different prompts and seeds) queued together and rendered as batches, over
   the same 8 jobs one by one; images per second, median of interleaved rounds. Goal >= 1.0. Measured with the

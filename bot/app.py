@@ -16,7 +16,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import discord
 from asyncio_throttle import Throttler
@@ -31,6 +31,14 @@ from bot.runner import Core, DiscordSide, build_services, open_core
 from bot.services import Services
 
 log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class _Recovers(Protocol):
+    """A cog that replays what a killed process left (the imagine area: its journal's commands)."""
+
+    async def recover(self) -> int: ...
+
 
 EXTENSIONS = ("bot.exts.imagine", "bot.exts.presets", "bot.exts.info", "bot.exts.moderation")
 
@@ -98,7 +106,7 @@ class SdBot(commands.Bot):
         if await self.services.review.recover(self.serves):
             log.info("posted review items a previous run left unshown")
         imagine = self.get_cog("Imagine")
-        if imagine is not None:
+        if isinstance(imagine, _Recovers):
             await imagine.recover()  # the journal's acknowledged but unsaved commands
 
     async def sync_commands(self) -> bool:

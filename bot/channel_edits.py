@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import logging
+import functools
 import time
 from collections.abc import Awaitable
 from typing import Protocol
 
-log = logging.getLogger(__name__)
+from bot.best_effort import quietly
 
 
 class ShowsProgress(Protocol):
@@ -60,8 +60,4 @@ class ChannelEdits:
             task.add_done_callback(self._edits.discard)
 
 
-async def _quietly(edit: Awaitable[None]) -> None:
-    try:
-        await edit
-    except Exception:  # a dropped connection too: progress is best effort
-        log.warning("progress edit failed", exc_info=True)
+_quietly = functools.partial(quietly, what="progress edit")

@@ -24,6 +24,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from bot.errors import ConfigError
 from engine.config import EngineConfig, Limits, RayConfig
@@ -101,7 +102,19 @@ def _engine_section() -> type[_Section]:
     return create_model("EngineSection", __base__=_Section, **fields)
 
 
-EngineSection = _engine_section()
+if TYPE_CHECKING:
+
+    class EngineSection(_Section):
+        """What a type checker sees of [engine]: its keys are made at import from the engine's dataclasses."""
+
+        models_dir: str
+
+        def __init__(self, **values: Any) -> None: ...
+
+        def __getattr__(self, name: str) -> Any: ...
+
+else:
+    EngineSection = _engine_section()
 
 
 # Bounds that several keys share, each declared once.
@@ -185,7 +198,7 @@ class ModerationSection(_Section):
     max_queued_per_guild: Annotated[int, Field(ge=0, le=100000)] = 0
     max_grid_cells: Annotated[int, Field(ge=1, le=1000)] = 25  # cells in one X/Y/Z grid (/xyz, sdbot xyz)
     banned_users: _Ids = []
-    # Issue 17: a local image-classification model folder ("": none); guilds in `auto` mode need one.
+    # A local image-classification model folder ("": none); guilds in `auto` mode need one.
     image_classifier: str = ""
     unsafe_labels: list[Annotated[str, Field(min_length=1, max_length=100)]] = ["nsfw"]
     flag_above: _Fraction = 0.5
@@ -289,7 +302,7 @@ class Config:
         return self.base_dir / f"sdbot-journal{suffix}.db"
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _describe(err: ErrorDetails) -> str:
     key = ".".join(str(p) for p in err["loc"])
     section, _, rest = key.partition(".")
     where = f"[{section}] {rest}" if rest else key

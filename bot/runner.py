@@ -62,7 +62,9 @@ async def open_core(config: Config, make_worker: Callable[[Any], Any] | None = N
     `make_worker(engine_config)` builds the (not yet started) worker: `[engine] backend`'s by default; tests
     pass one whose render they control."""
     if make_worker is None:
-        from engine.backends.factory import make_worker
+        from engine.backends.factory import make_worker as configured_worker
+
+        make_worker = configured_worker
     from engine.tiny.models import ensure_demo_model
 
     engine_config = config.engine_config()

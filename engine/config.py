@@ -24,7 +24,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class RayConfig:
-    """The Ray Serve backend (issue 8, `backend = "ray"`; docs/scaling.md): where the cluster is, how many
+    """The Ray Serve backend (`backend = "ray"`; docs/scaling.md): where the cluster is, how many
     engine replicas, what each one reserves, and the back-pressure and retry limits."""
 
     address: str = ""  # "": the Ray of this process, else a local one; "auto", "HOST:6379" or "ray://HOST:10001"
@@ -48,7 +48,7 @@ class EngineConfig:
     checkpoint_cache_size: int = 1
     allow_pickle: bool = False
     limits: Limits = Limits()
-    # The worker's settings (issue 3): kept here so one object configures the whole engine.
+    # The worker's settings: kept here so one object configures the whole engine.
     max_queued_per_user: int = 5
     round_robin: bool = True
     job_timeout_s: float = 600.0
@@ -57,16 +57,16 @@ class EngineConfig:
     # "exact": a batched image is pixel-identical to its solo run (the UNet and VAE see one image at a time;
     # BLAS results depend on the batch size). "fast": true tensor batching, for GPU throughput.
     batch_mode: str = "exact"
-    # Who renders (issue 8): "local", the in-process worker; "ray", engine replicas on a Ray cluster.
+    # Who renders: "local", the in-process worker; "ray", engine replicas on a Ray cluster.
     backend: str = "local"
-    # The local backend's engine (issue 16): "process", a child process the bot restarts when it dies (the
+    # The local backend's engine: "process", a child process the bot restarts when it dies (the
     # default); "thread", a thread of the bot's own process (tests, tiny machines).
     isolation: str = "process"
     ray: RayConfig = RayConfig()
-    # Issue 17: a local image-classification model folder; every rendered image is scored with it right after
+    # A local image-classification model folder; every rendered image is scored with it right after
     # decoding (engine/render/classifier.py). None: images are not scored.
     image_classifier: Path | None = None
-    # ControlNet (issue 23): ControlNets kept warm per checkpoint (LRU), and the folder holding the weighted
+    # ControlNet: ControlNets kept warm per checkpoint (LRU), and the folder holding the weighted
     # preprocessors' models (`depth_anything/` ...; engine/control/annotators.py); None: only the OpenCV ones.
     controlnet_cache_size: int = 3
     control_annotators: Path | None = None

@@ -4,6 +4,7 @@ Why exactness matters: users paste infotexts between sdbot, the A1111 WebUI and 
 A1111's format lets every A1111-compatible tool read our images, and parsing with A1111's own rules (spec §3,
 `modules/infotext_utils.py`) means a text reads back here the way it reads back there, quirks included (each
 prompt line is stripped, the last line only counts as parameters when at least 3 `Key: value` pairs are found).
+The parser is `engine.infotext_parser`; its names are exported from here too.
 
 Nothing here imports Discord or SQL: the bot's `/infotext` command, the CLI (`sdbot infotext`) and the worker
 all share it. Every user-facing failure is an `EngineError`.
@@ -16,12 +17,13 @@ import json
 import numbers
 import os
 import re
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, cast
 
 from engine.control.infotext import KEY_PREFIX as CONTROLNET_PREFIX
 from engine.control.infotext import units_from_params
 from engine.errors import EngineError
+from engine.infotext_parser import NEGATIVE_PREFIX, Infotext, parse_infotext, to_dict
 from engine.render.masking import INFOTEXT_OPTIONS, options_from_infotext
 from engine.request import parse_size
 from engine.samplers import normalize_sampler
@@ -76,8 +78,6 @@ _EXTRA_ORDER: tuple[str, ...] = (
 _LAST: str = "Version"
 _KNOWN = frozenset(_CORE_ORDER) | frozenset(_EXTRA_ORDER) | {_LAST}
 
-_NEGATIVE_PREFIX = "Negative prompt:"
-
 
 def _drop_point_zero(text: str) -> str:
     """'7.0' -> '7': A1111's CFG slider hands over whole numbers, so its infotexts say `CFG scale: 7`."""
@@ -100,7 +100,7 @@ def _quote(text: str) -> str:
     return text
 
 
-def _ordered_keys(params: dict[str, object]) -> list[str]:
+def _ordered_keys(params: Mapping[str, object]) -> list[str]:
     """Spec order: core keys, known extras, unknown keys as given, then Version."""
     keys = [k for k in _CORE_ORDER if k in params]
     keys += [k for k in _EXTRA_ORDER if k in params]
@@ -110,7 +110,7 @@ def _ordered_keys(params: dict[str, object]) -> list[str]:
     return keys
 
 
-def format_infotext(prompt: str, negative_prompt: str, params: dict[str, object]) -> str:
+def format_infotext(prompt: str, negative_prompt: str, params: Mapping[str, object]) -> str:
     """A1111's infotext for one image: prompt, optional "Negative prompt:" line, parameter line; stripped.
 
     `params` values of None are left out (A1111 uses None for "not applicable"); other values are printed with
@@ -120,7 +120,7 @@ def format_infotext(prompt: str, negative_prompt: str, params: dict[str, object]
     line = ", ".join(
         f"{key}: {_quote(_value_text(params[key]))}" for key in _ordered_keys(params) if params[key] is not None
     )
-    negative_text = f"\n{_NEGATIVE_PREFIX} {negative_prompt}" if negative_prompt else ""
+    negative_text = f"\n{NEGATIVE_PREFIX} {negative_prompt}" if negative_prompt else ""
     return f"{prompt}{negative_text}\n{line}".strip()
 
 
@@ -178,113 +178,6 @@ def network_hashes(loras, embeddings: list[tuple[str, str]]) -> dict[str, object
     return {"Lora hashes": joined((u.name, u.hash) for u in loras), "TI hashes": joined(embeddings)}
 
 
-# --- reading -------------------------------------------------------------------------------------------------
-
-# A1111's pattern, verbatim (spec §3). It is only ever used through `_find_pairs`, see there.
-_RE_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
-# From a failed start: the whitespace the pattern would skip, then the run of key characters it would scan.
-_RE_SKIP = re.compile(r"\s*(\w[\w \-/]*)?")
-
-
-def _find_pairs(line: str) -> list[tuple[str, str]]:
-    """Exactly `_RE_PARAM.findall(line)`, in linear time.
-
-    Why not findall itself: after a failed attempt it retries one character later, and inside a long run of key
-    characters with no ':' every retry rescans to the run's end, so a 100 kB line from an uploaded PNG would take
-    minutes (quadratic). Every start inside that run fails the same way (the run has no ':'), and every start in
-    leading whitespace lands on the same character, so skipping them yields the same matches (the same groups and
-    the same end positions; only the unused span start could differ).
-    """
-    pairs: list[tuple[str, str]] = []
-    pos, end = 0, len(line)
-    while pos < end:
-        match = _RE_PARAM.match(line, pos)
-        if match is not None:
-            pairs.append((match.group(1), match.group(2)))
-            pos = match.end()  # always > pos: a match holds at least "xx:"
-            continue
-        skip = _RE_SKIP.match(line, pos)
-        assert skip is not None  # the pattern can match the empty string
-        pos = skip.end() if skip.group(1) else skip.end() + 1
-    return pairs
-
-
-def _unquote(value: str) -> str:
-    """A1111's `unquote`: a value in double quotes is JSON text; if it does not decode, keep it as written."""
-    if len(value) < 1 or value[0] != '"' or value[-1] != '"':
-        return value
-    try:
-        decoded = json.loads(value)
-    except (ValueError, RecursionError):
-        return value
-    return decoded if isinstance(decoded, str) else value
-
-
-@dataclass(frozen=True)
-class Infotext:
-    """A parsed infotext. `negative_prompt` is None when the text has no "Negative prompt:" line.
-
-    `params` holds the parameter line's pairs in the order written, values as (unquoted) strings: the parser
-    cannot know a key's type, and callers such as `to_dict` must show exactly what the image says.
-    """
-
-    prompt: str
-    negative_prompt: str | None
-    params: dict[str, str] = field(hash=False)
-
-
-def parse_infotext(text: str) -> Infotext:
-    """Parse an infotext with A1111's rules (spec §3, `parse_generation_parameters`).
-
-    The stripped text is split on "\\n"; the last line is the parameter line only if A1111's pattern finds at
-    least 3 pairs in it. Every other line is stripped; lines before the first line starting with
-    "Negative prompt:" form the prompt, that line (without the prefix) and the rest the negative prompt, each
-    joined with "\\n" the way A1111 accumulates them (so leading empty lines are dropped). Quoted values are
-    JSON-decoded (kept as written if that fails). A later duplicate key wins, as in A1111's dict.
-    Unlike A1111, a pair with an empty value is kept as "" rather than dropped (A1111 hits an IndexError on it).
-    Any text parses (garbage is a prompt-only Infotext); only non-text input raises EngineError.
-    """
-    if not isinstance(text, str):
-        raise EngineError(f"an infotext must be text, not {type(text).__name__}")
-    *lines, last = text.strip().split("\n")
-    pairs = _find_pairs(last)
-    if len(pairs) < 3:
-        lines.append(last)
-        pairs = []
-
-    prompt, negative = "", ""
-    in_negative = False
-    for line in lines:
-        line = line.strip()
-        if line.startswith(_NEGATIVE_PREFIX):
-            in_negative = True
-            line = line[len(_NEGATIVE_PREFIX) :].strip()
-        if in_negative:
-            negative += ("" if negative == "" else "\n") + line
-        else:
-            prompt += ("" if prompt == "" else "\n") + line
-
-    params: dict[str, str] = {}
-    for key, value in pairs:
-        params[key] = _unquote(value)
-    return Infotext(prompt=prompt, negative_prompt=negative if in_negative else None, params=params)
-
-
-def to_dict(info: Infotext) -> dict[str, str]:
-    """The JSON object `sdbot infotext` prints: Prompt, Negative prompt (when present), then the parameters.
-
-    Parameter keys are kept as written. A parameter literally named "Prompt" or "Negative prompt" (only in
-    malformed text) is left out so it cannot hide the real prompt.
-    """
-    result: dict[str, str] = {"Prompt": info.prompt}
-    if info.negative_prompt is not None:
-        result["Negative prompt"] = info.negative_prompt
-    for key, value in info.params.items():
-        if key not in ("Prompt", "Negative prompt"):
-            result[key] = value
-    return result
-
-
 # --- infotext -> request options -----------------------------------------------------------------------------
 
 # Keys that describe the render but are not settings: checked elsewhere (hashes; LoRAs and embeddings travel in
@@ -321,7 +214,7 @@ def _parse_float(key: str, value: str) -> float:
 def request_options(info: Infotext) -> tuple[dict[str, object], list[str]]:
     """GenerationRequest keyword options from an infotext, plus the parameter keys that were not used.
 
-    Unused keys (hires fix, denoising strength...) are returned so the caller can tell the user
+    Unused keys (face restoration, variation seeds, an extension's...) are returned so the caller can tell the user
     what will not be reproduced instead of silently dropping it; informational keys (hashes, Version, RNG) are
     not reported. Both sampler forms are read: "DPM++ 2M Karras" and "DPM++ 2M" + "Schedule type: Karras".
     Missing Clip skip means 1 (A1111 writes it only when > 1). VAE/Model are set only when the text names them.

@@ -230,7 +230,8 @@ class JobHandle:
         if isinstance(event, Step) and event.preview is not None:
             if self._preview_at is not None:
                 old = self._events[self._preview_at]
-                self._events[self._preview_at] = dataclasses.replace(old, preview=None)
+                if isinstance(old, Step):  # always: the step that carried the last preview
+                    self._events[self._preview_at] = dataclasses.replace(old, preview=None)
             self._preview_at = len(self._events)
         self._events.append(event)
         if isinstance(event, Queued):

@@ -71,7 +71,7 @@ class GenerationRequest:
     clip_skip: int = 1
     vae: str = "auto"
     model: str = ""
-    # img2img (issue 14): a path to the start image (checked by `engine.render.input_image`), A1111's "Denoising
+    # img2img: a path to the start image (checked by `engine.render.input_image`), A1111's "Denoising
     # strength" (None: 0.75 for img2img, 0.7 for the Hires second pass) and resize mode (just | crop | fill).
     init_image: str = ""
     strength: float | None = None
@@ -90,7 +90,7 @@ class GenerationRequest:
     inpaint_area: str = "whole"
     padding: int = DEFAULT_PADDING
     outpaint: str = ""
-    # ControlNet units (issue 23; engine/control/units.py): each with its control image (a path on the bot's host,
+    # ControlNet units (engine/control/units.py): each with its control image (a path on the bot's host,
     # its bytes carried by `portable()`), module, model, weight, steps and mode; at most `max_controlnet_units`.
     controls: tuple[ControlUnit, ...] = ()
     # Dynamic prompts ({a|b}, __wildcards__; engine/render/dynamic_prompts.py): False draws image i's prompt from

@@ -1,4 +1,4 @@
-"""`sdbot worker`: put the engine replicas on a Ray cluster for `[engine] backend = "ray"` (issue 8).
+"""`sdbot worker`: put the engine replicas on a Ray cluster for `[engine] backend = "ray"`.
 
     sdbot worker --ray-address HOST:6379            deploy, wait until the replicas are up, stay until Ctrl-C
     sdbot worker --ray-address HOST:6379 --detach   deploy and exit: the replicas keep running in the cluster

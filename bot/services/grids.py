@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from bot.best_effort import quietly
 from bot.errors import UserError
 from bot.services.jobs import Delivered, JobListener, JobService
-from bot.services.jobs import _quietly as quietly
 from bot.services.records import GridRecord, JobRecord, JobStatus, record
 from bot.services.xyz.axes import NOTHING
 from bot.services.xyz.compose import compose
@@ -143,7 +143,7 @@ class GridService:
             if cell.status == JobStatus.DONE.value:  # rendered before a restart, not yet delivered
                 run.sent.add(cell.id)
                 self._spawn(self.jobs.post(cell, CellListener(self, run, cell.id)), f"grid-{run.grid_id}-cell")
-        await quietly(listener.cells(run.job.id, len(run.ended), run.total))
+        await quietly(listener.cells(run.job.id, len(run.ended), run.total), "grid progress")
         await self._advance(run)
 
     async def _advance(self, run: _Run) -> None:
@@ -184,7 +184,7 @@ class GridService:
         if run.job.status == JobStatus.QUEUED.value:
             job = await self.jobs.write(job_store.transition, run.job.id, JobStatus.RUNNING)
             run.job = record(JobRecord, job)
-            await quietly(run.listener.started(run.job.id))
+            await quietly(run.listener.started(run.job.id), "grid progress")
         await self._advance(run)  # a waiting cell left the queue: room for the next
 
     async def _cell_ended(self, run: _Run, cell_id: int) -> None:
@@ -192,7 +192,7 @@ class GridService:
             return
         run.ended.add(cell_id)
         run.sent.discard(cell_id)
-        await quietly(run.listener.cells(run.job.id, len(run.ended), run.total))
+        await quietly(run.listener.cells(run.job.id, len(run.ended), run.total), "grid progress")
         await self._advance(run)
 
     async def _cell_checked(self, run: _Run, cell_id: int) -> None:
@@ -214,7 +214,7 @@ class GridService:
         if not any(_delivered(c) for c in cells):
             error = next((c.error for c in cells if c.error), None) or "no cell of the grid could be rendered"
             await self.jobs.write(job_store.transition, job.id, JobStatus.FAILED, error=error)
-            await quietly(run.listener.failed(job.id, error))
+            await quietly(run.listener.failed(job.id, error), "a grid's failure notice")
             return
         paths = await asyncio.to_thread(self._save, run.axes, job.id, cells)
         done = await self.jobs.write(
@@ -248,7 +248,7 @@ class GridService:
         job = await self.jobs.get(run.job.id)
         if job.status in (JobStatus.QUEUED.value, JobStatus.RUNNING.value):
             await self.jobs.write(job_store.transition, run.job.id, JobStatus.CANCELLED)
-        await quietly(run.listener.cancelled(run.job.id))
+        await quietly(run.listener.cancelled(run.job.id), "a grid's cancel notice")
 
     def _forget(self, run: _Run) -> None:
         self._runs.pop(run.grid_id, None)
@@ -338,7 +338,7 @@ class CellListener:
         return None
 
     async def notice(self, job_id: int, text: str) -> None:
-        await quietly(self.run.listener.notice(self.run.job.id, text))
+        await quietly(self.run.listener.notice(self.run.job.id, text), "a cell's notice")
         await self.grids._cell_checked(self.run, job_id)
 
     async def whisper(self, text: str) -> bool:

@@ -83,9 +83,10 @@ class ImagePolicy:
         return self.thresholds
 
     def judge(self, image_scores: Sequence[Scores | None] | None, thresholds: Thresholds) -> Judgement:
-        if not image_scores or any(s is None for s in image_scores):
+        known = [s for s in image_scores or () if s is not None]
+        if not known or len(known) < len(image_scores or ()):
             return Judgement(Verdict.HOLD, "the image classifier gave no score, so a moderator looks instead")
-        scored = [(*self.unsafe_score(s), i) for i, s in enumerate(image_scores, start=1)]  # type: ignore[arg-type]
+        scored = [(*self.unsafe_score(s), i) for i, s in enumerate(known, start=1)]
         score, label, index = max(scored)
         verdict = thresholds.verdict(score)
         which = f" (image {index} of {len(scored)})" if len(scored) > 1 else ""

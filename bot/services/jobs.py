@@ -21,6 +21,7 @@ The Discord side is a `JobListener` per job (progress message, final post); this
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import shutil
 import time
@@ -31,6 +32,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.best_effort import quietly
 from bot.services.records import JobRecord, record
 from bot.store import jobs as job_store
 from bot.store.db import transaction
@@ -435,9 +437,4 @@ def _reason(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-async def _quietly(coro) -> None:
-    """Progress reports are best effort: a failed edit must not fail the job."""
-    try:
-        await coro
-    except Exception:
-        log.warning("progress report failed", exc_info=True)
+_quietly = functools.partial(quietly, what="progress report")  # a failed edit must not fail the job

@@ -35,6 +35,7 @@ from bot.store import guilds as guild_store
 from bot.store import jobs as job_store
 from bot.store import moderation as mod_store
 from bot.store.db import transaction
+from bot.store.guilds import WordKind
 from bot.store.models import GuildSettings, JobStatus, ModerationMode, utcnow
 from engine.config import Limits
 
@@ -248,14 +249,14 @@ class ModerationService:
         finally:
             self.settings_cache.forget(guild_id)  # also after: a read during the write kept the old row
 
-    async def edit_words(self, actor: Actor, kind: str, words: list[str], *, add: bool) -> list[str]:
+    async def edit_words(self, actor: Actor, kind: WordKind, words: list[str], *, add: bool) -> list[str]:
         """Add words to (or remove them from) the banned or flagged list; returns those that changed."""
         await self.require_manager(actor, "words")
         guild_id = self._guild(actor)
 
         async def write(s: AsyncSession) -> list[str]:
             change = guild_store.add_words if add else guild_store.remove_words
-            changed = await change(s, guild_id, kind, words)  # type: ignore[arg-type]
+            changed = await change(s, guild_id, kind, words)
             if changed:
                 await mod_store.record(
                     s,

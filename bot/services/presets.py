@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,8 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.errors import UserError
 from bot.option_spec import COMMAND_ONLY
 from bot.options import sized_by_ratio
+from bot.services.preset_infotext import InfotextImport, import_infotext
 from bot.services.resolution import Caps, resolve
 from bot.store import guilds as guild_store
+from bot.store import preset_export
 from bot.store import presets as preset_store
 from bot.store.db import transaction
 from bot.store.models import GuildSettings, Preset
@@ -60,8 +63,10 @@ class PresetService:
     async def get(self, user_id: int, name: str) -> Preset:
         return await transaction(self.sessions, preset_store.get, user_id, name)
 
-    async def list(self, user_id: int) -> tuple[list[Preset], str | None]:
-        async def load(s: AsyncSession):
+    async def list_with_default(self, user_id: int) -> tuple[list[Preset], str | None]:
+        """The user's presets and the name of their default one (None when unset)."""
+
+        async def load(s: AsyncSession) -> tuple[list[Preset], str | None]:
             default = await preset_store.get_default(s, user_id)
             return await preset_store.list_for_user(s, user_id), default.name if default else None
 
@@ -82,13 +87,13 @@ class PresetService:
     async def clear_default(self, user_id: int) -> bool:
         return await transaction(self.sessions, preset_store.clear_default, user_id)
 
-    async def import_infotext(self, user_id: int, name: str, text: str) -> preset_store.InfotextImport:
+    async def import_infotext(self, user_id: int, name: str, text: str) -> InfotextImport:
         notes: list[str] = []
         if self.relink is not None:  # hashing local files reads them: not on the event loop
             text, notes = await asyncio.to_thread(self.relink, text)
         result = await transaction(
             self.sessions,
-            preset_store.import_infotext,
+            import_infotext,
             user_id,
             name,
             text,
@@ -97,13 +102,13 @@ class PresetService:
         )
         return dataclasses.replace(result, notes=tuple(notes))
 
-    async def import_json(self, user_id: int, text: str | bytes) -> preset_store.ImportResult:
+    async def import_json(self, user_id: int, text: str | bytes) -> preset_export.ImportResult:
         return await transaction(
-            self.sessions, preset_store.import_json, user_id, text, overwrite=True, limit=self.max_per_user
+            self.sessions, preset_export.import_json, user_id, text, overwrite=True, limit=self.max_per_user
         )
 
     async def export_json(self, user_id: int) -> str:
-        return await transaction(self.sessions, preset_store.export_json, user_id)
+        return await transaction(self.sessions, preset_export.export_json, user_id)
 
 
 def presettable(request: Mapping[str, Any]) -> dict[str, Any]:
@@ -128,17 +133,18 @@ async def resolve_in(
     typed = {k: v for k, v in with_ratio.items() if k != "aspect_ratio"}
     default = await preset_store.get_default(s, user_id)
     named = [await preset_store.get(s, user_id, name) for name in preset_names]
-    layers = dict(
+    resolve_layers = functools.partial(
+        resolve,
         guild_defaults=settings.defaults if settings else None,
         default_preset=(default.name, default.options) if default else None,
         presets=[(p.name, p.options) for p in named],
         caps=Caps.of(settings) if settings else None,
         forced_negative=settings.forced_negative_prompt if settings else "",
     )
-    resolved = resolve(typed=typed, **layers)
+    resolved = resolve_layers(typed=typed)
     sized = sized_by_ratio(with_ratio, (resolved.options["width"], resolved.options["height"]))
     if sized != typed:  # --ar: the size it gives, at the area the layers below would give
-        resolved = resolve(typed=sized, **layers)
+        resolved = resolve_layers(typed=sized)
     if not resolved.options["prompt"]:
         raise UserError("the prompt is empty: type what to draw, e.g. /imagine prompt: a cat in a hat")
     if settings is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot.store.journal import Ack
 from bot.store.models import ItemStatus, JobStatus, ModerationMode, NotifyBy, utcnow
@@ -30,12 +30,15 @@ __all__ = [
     "utcnow",
 ]
 
-_Record = TypeVar("_Record")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+_Record = TypeVar("_Record", bound="DataclassInstance")
 
 
 def record(cls: type[_Record], row: Any) -> _Record:
     """`cls` filled from `row`'s attributes of the same names (a row, or a record already)."""
-    return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})  # type: ignore[arg-type]
+    return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ class JobRecord:
     status: str
     seed: int | None
     result_paths: list[str]
-    image_scores: list[dict[str, float]] | None
+    image_scores: list[dict[str, float] | None] | None
     notes: list[str] | None
     error: str | None
     created_at: datetime

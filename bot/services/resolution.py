@@ -103,8 +103,9 @@ def resolve(
 
     values: dict[str, Any] = dict(_REQUEST_DEFAULTS)
     sources: dict[str, str] = dict.fromkeys(REQUEST_FIELDS, DEFAULT)
-    for label, options in layers:
-        for key, value in (options or {}).items():
+    for label, layer in layers:
+        options = layer or {}
+        for key, value in options.items():
             if key not in OPTION_KEYS and not (label == COMMAND and key in COMMAND_ONLY):
                 raise ValueError(f"unknown option {key!r} in {label}")
             if value is None:

@@ -15,6 +15,7 @@ calls the job service (the job service calls it), so the direction is one way.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.best_effort import quietly
 from bot.services.image_policy import ImagePolicy, Judgement, Verdict
 from bot.services.jobs import JobListener, files_of
 from bot.services.policy import SettingsCache
@@ -147,14 +149,9 @@ class ImageReview:
         for item in items:
             job = await transaction(self.sessions, job_store.get, item.job_id)
             if job.guild_id is not None and serves(job.guild_id):
-                await self.show(item, job, files_of(job), await self.settings.get(job.guild_id))
+                await self.show(item, job, files_of(record(JobRecord, job)), await self.settings.get(job.guild_id))
                 shown += 1
         return shown
 
 
-async def _quietly(coro) -> None:
-    """Telling people is best effort: a failed message must not undo a decision."""
-    try:
-        await coro
-    except Exception:
-        log.warning("moderation notice failed", exc_info=True)
+_quietly = functools.partial(quietly, what="moderation notice")  # a failed message must not undo a decision

@@ -151,7 +151,8 @@ class WordMatcher:
         for leet, regex in self._regexes:
             for view in _views(normalized, leet):
                 for match in regex.finditer(view):
-                    hits.add(int(match.lastgroup[1:]))  # type: ignore[index]
+                    if match.lastgroup is not None:  # each word is a named group, "w<its index>"
+                        hits.add(int(match.lastgroup[1:]))
                 if len(hits) == len(self.entries):
                     break
         return [self.entries[i].word for i in sorted(hits)]

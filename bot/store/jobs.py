@@ -99,7 +99,7 @@ async def interactions_with_jobs(s: AsyncSession, interaction_ids: Sequence[int]
     if not interaction_ids:
         return set()
     stmt = select(Job.interaction_id).where(Job.interaction_id.in_(list(interaction_ids)))
-    return {int(i) for i in (await s.execute(stmt)).scalars()}
+    return {int(i) for i in (await s.execute(stmt)).scalars() if i is not None}
 
 
 async def get(s: AsyncSession, job_id: int, *, for_update: bool = False) -> Job:

@@ -1,9 +1,9 @@
 """The command journal: every command the bot acknowledges is on disk before Discord hears the acknowledgement.
 
 Between the deferral ("thinking…") and the job row's commit lie database work that may wait (a busy database, a
-preset lookup, moderation caps). A process killed there used to lose the command: Discord showed "thinking…"
-until the token died. Now the cog appends the interaction (id, token, member, channel, what was asked) here
-first, then defers; once the command has its job row (or its answer: a refusal, an error), the entry is
+preset lookup, moderation caps). A process killed there would lose the command, and Discord would show
+"thinking…" until the token died. So the cog appends the interaction (id, token, member, channel, what was asked)
+here first, then defers; once the command has its job row (or its answer: a refusal, an error), the entry is
 settled (deleted). At start, `pending()` returns what a killed process left: each becomes a job, or a clear
 "could not be run" reply (see `bot.exts.imagine._replay`).
 

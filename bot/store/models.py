@@ -185,7 +185,7 @@ class Job(Base):
     seed: Mapped[int | None] = mapped_column(BigInteger)  # the seed actually used
     result_paths: Mapped[list[str]] = mapped_column(default=list)
     # The image classifier's {label: probability} per image, in result order; None: not scored.
-    image_scores: Mapped[list[dict[str, float]] | None] = mapped_column(JSON)
+    image_scores: Mapped[list[dict[str, float] | None] | None] = mapped_column(JSON)
     # The engine's notes on the render (e.g. an embedding left out because its file is refused); None: none.
     notes: Mapped[list[str] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
@@ -16,12 +17,14 @@ def dialect_name(s: AsyncSession) -> str:
 
 def upsert_ignore(s: AsyncSession, model: type[Any], values: dict[str, Any], key: list[str]) -> Any:
     """`INSERT ... ON CONFLICT (key) DO NOTHING` for SQLite and PostgreSQL, or None for other backends."""
-    name = dialect_name(s)
-    if name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    elif name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    inserts: dict[str, Callable[[Any], sqlite.Insert | postgresql.Insert]] = {
+        "sqlite": sqlite.insert,
+        "postgresql": postgresql.insert,
+    }
+    insert = inserts.get(dialect_name(s))
+    if insert is None:  # pragma: no cover - only SQLite and PostgreSQL are supported
         return None
     return insert(model).values(**values).on_conflict_do_nothing(index_elements=key)
 

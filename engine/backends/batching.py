@@ -1,4 +1,4 @@
-"""Which waiting jobs share the next diffusers call (issue 3's batching).
+"""Which waiting jobs share the next diffusers call.
 
 When a job starts, the worker adds queued jobs with the same `GenerationRequest.batch_key()` (model, VAE, CLIP
 skip, size, steps, sampler, schedule, CFG, LoRA set) and the same number of 75-token prompt chunks, in queue order,

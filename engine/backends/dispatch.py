@@ -111,7 +111,7 @@ class DispatchWorker(ContextManaged):
         self._in_flight = 0
         self._closing = False
         self._pause_until = 0.0
-        self._wake: asyncio.Event | None = None
+        self._wake = asyncio.Event()  # made again by `start()`, on its loop
         self._connecting: asyncio.Task | None = None
         self._dispatcher: asyncio.Task | None = None
         self._error: str | None = None
@@ -158,6 +158,7 @@ class DispatchWorker(ContextManaged):
     async def ready(self) -> None:
         """Wait until the engine is up; raises EngineError saying what went wrong if it cannot be used."""
         self.start()
+        assert self._connecting is not None  # made by start()
         await asyncio.shield(self._connecting)
 
     def call(self, fn: Callable[[Any], Any]) -> asyncio.Future:
@@ -222,7 +223,7 @@ class DispatchWorker(ContextManaged):
             if still:
                 self._cancel_dispatched(SHUTDOWN_RUNNING)
                 await asyncio.wait(still, timeout=30)
-        if self._dispatcher is not None and not self._torn_down:
+        if self._dispatcher is not None and self._connecting is not None and not self._torn_down:
             self._torn_down = True
             self._wake.set()
             await asyncio.wait([self._dispatcher], timeout=5)
@@ -254,6 +255,7 @@ class DispatchWorker(ContextManaged):
     # -- dispatch -------------------------------------------------------------------------------------------
 
     async def _dispatch_loop(self) -> None:
+        assert self._connecting is not None  # start() makes it before this task
         try:
             await self._connecting
         except Exception:

@@ -1,7 +1,7 @@
-"""The local engine in a child process (issue 16, `[engine] isolation = "process"`, the default).
+"""The local engine in a child process (`[engine] isolation = "process"`, the default).
 
 A segfault in a native library, a CUDA error that poisons the context ("restart required", as WebUI users know
-it) or the kernel's OOM killer used to take the whole bot down with the engine thread: Discord connection, queue
+it) or the kernel's OOM killer would take the whole bot down with an engine thread: Discord connection, queue
 and all. `ProcessWorker` keeps the queue in the bot and renders in a child process that holds the models; when
 the child dies, the bot notices at once (its end of the pipe closes), starts a new child (which loads the models
 again) and runs the job that was on it once more; if the child dies on that job again, the job fails with
@@ -286,8 +286,11 @@ class ProcessWorker(DispatchWorker):
         self._call(self._on_gone, child, child.process.exitcode)
 
     def _call(self, fn, *args) -> None:
+        loop = self._loop
+        if loop is None:  # not connected yet: nobody is listening
+            return
         try:
-            self._loop.call_soon_threadsafe(fn, *args)
+            loop.call_soon_threadsafe(fn, *args)
         except RuntimeError:  # the loop is closed: nobody is listening any more
             pass
 

@@ -1,4 +1,4 @@
-"""The Ray Serve backend (issue 8, `[engine] backend = "ray"`): the bot's worker, rendered by engine replicas.
+"""The Ray Serve backend (`[engine] backend = "ray"`): the bot's worker, rendered by engine replicas.
 
 `RayWorker` is one of the backends of engine/backends/base.py: `start()`, `ready()`, `submit(...)` returning a
 `JobHandle`, `cancel`, `position`, `close()`, all on the event loop. Its queue, dispatch, events and retries are

@@ -1,4 +1,4 @@
-"""The Ray Serve deployment behind `backend = "ray"` (issue 8): one engine worker per replica.
+"""The Ray Serve deployment behind `backend = "ray"`: one engine worker per replica.
 
 A replica is one Ray actor holding one `engine.backends.worker.Worker` (one device, one thread, its own model caches),
 built from the same frozen `EngineConfig` as the bot's: the same models dir (a path every node must have),
@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 from collections.abc import AsyncIterator
+from typing import Any
 
 import ray
 from ray import serve
@@ -34,6 +35,10 @@ from engine.errors import EngineError, internal_message
 from engine.jobs import JobHandle
 
 log = logging.getLogger(__name__)
+
+# Serve's `batch` is typed for handlers that map a list to a list; a streaming handler (an async generator method,
+# which Serve runs as well) and the decorated method's `set_max_batch_size` fall outside those types.
+_batched: Any = serve.batch
 
 GATE_S = 60.0  # the longest the local worker is held while a batch is queued (it takes microseconds)
 
@@ -79,7 +84,7 @@ class EngineReplica:
             self._worker.cancel(job["job_id"])
             raise
 
-    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.01)
+    @_batched(max_batch_size=4, batch_wait_timeout_s=0.01)
     async def _batch(self, jobs: list[dict]) -> AsyncIterator[list]:
         handles = self._queue_together(jobs)
         events: asyncio.Queue = asyncio.Queue()

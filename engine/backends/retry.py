@@ -1,4 +1,4 @@
-"""What the thread worker does when a render fails: the retry policy (issue 3's faults).
+"""What the thread worker does when a render fails: the retry policy.
 
 An exception in a render fails its jobs with a readable message, and the worker goes on with the next job. A
 failure in a batch of several jobs is retried job by job, so one bad job does not fail the others. Out of memory

@@ -1,4 +1,4 @@
-"""The engine's thread worker (issue 3): one device, one job at a time, and an event loop that never waits for it.
+"""The engine's thread worker: one device, one job at a time, and an event loop that never waits for it.
 
 `Worker` owns an `Engine` and renders in one dedicated thread, so there are never two generations on the
 device at once and the asyncio event loop stays free. The loop side is cheap and never touches torch:

@@ -9,7 +9,7 @@ exactly what diffusers' ControlNet pipelines do. A step no unit steers is the pl
 0 or guidance end 0 leaves the image bit for bit as without it. "ControlNet is more important" runs the ControlNet
 on the conditional half of the classifier-free-guidance batch only (the unconditional half gets no residual).
 
-The wrapper must sit inside any per-image splitting of the UNet call (pipeline `_one_image_at_a_time`), so the
+The wrapper must sit inside any per-image splitting of the UNet call (`engine.render.exact_batch`), so the
 ControlNet also sees one image (its unconditional and conditional rows) at a time.
 """
 

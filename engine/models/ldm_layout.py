@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from engine.models.single_file import (  # the single-file layout's key prefixes, read by the loader there
+from engine.models.ldm_keys import (  # the single-file layout's key prefixes, read by the loader too
     SD1_CLIP_PREFIX,
     SD2_OPENCLIP_PREFIX,
     SDXL_CLIP_PREFIX,

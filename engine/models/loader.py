@@ -136,7 +136,8 @@ def checkpoint_family(file: ModelFile) -> str:
     it cannot tell (a pickle), which only costs SDXL its 64-pixel rounding of default sizes."""
     from safetensors import SafetensorError, safe_open
 
-    from engine.models.single_file import detect_family, normalize_keys
+    from engine.models.ldm_keys import normalize_keys
+    from engine.models.single_file import detect_family
 
     try:
         if file.is_folder:

@@ -9,23 +9,17 @@ family is read from the keys, as A1111 does (`modules/sd_models_config.py`):
 
 The configs are the official diffusers ones, shipped in `engine/configs/<name>/` (sd1 = runwayml/stable-diffusion-
 v1-5, sd2 = stabilityai/stable-diffusion-2-1-base, sd2-v = stabilityai/stable-diffusion-2-1, sdxl = stabilityai/
-stable-diffusion-xl-base-1.0), so nothing is fetched from the hub. SD 2.x comes as 512 px epsilon and 768 px
-v-prediction models with the same keys; like A1111 we look for a `<checkpoint>.yaml` beside the file first
-(`parameterization: "v"`), then for a `v_pred` key (Forge's marker, also used by v-prediction SDXL merges), and
-otherwise run A1111's test: the UNet at t=999 on a constant input, `mean(out - x) < -1` means v-prediction.
+stable-diffusion-xl-base-1.0), so nothing is fetched from the hub. Epsilon or v-prediction is decided as A1111 does
+(`engine.models.prediction`); the tokenizer is the real CLIP BPE (`engine.models.clip_tokenizer`).
 
-Keys are first renamed as A1111 does (old SD 1.x text-encoder names, SD 2.x Turbo's prefix). Weights are
-converted with diffusers' own `convert_ldm_unet_checkpoint`, `convert_ldm_vae_checkpoint`,
-`convert_ldm_clip_checkpoint` and `convert_open_clip_checkpoint`, and loaded strictly: a missing or misshapen
-weight is an `EngineError`, never a silently random layer. The tokenizer is the real CLIP BPE, built from
-`engine/configs/clip/bpe_simple_vocab_16e6.txt.gz` (spec §7).
+Keys are first renamed as A1111 does (`engine.models.ldm_keys`). Weights are converted with diffusers' own
+`convert_ldm_unet_checkpoint`, `convert_ldm_vae_checkpoint`, `convert_ldm_clip_checkpoint` and
+`convert_open_clip_checkpoint`, and loaded strictly: a missing or misshapen weight is an `EngineError`, never a
+silently random layer.
 """
 
 from __future__ import annotations
 
-import copy
-import functools
-import gzip
 import json
 import logging
 from collections.abc import Iterable, Mapping
@@ -35,49 +29,24 @@ from typing import Any
 import torch
 
 from engine.errors import EngineError
+from engine.models.clip_tokenizer import load_tokenizer
+from engine.models.ldm_keys import (
+    SD1_CLIP_PREFIX,
+    SD2_OPENCLIP_PREFIX,
+    SDXL_CLIP_PREFIX,
+    SDXL_OPENCLIP_PREFIX,
+    SDXL_REFINER_PREFIX,
+    UNET_PREFIX,
+    VAE_PREFIX,
+    normalize_keys,
+)
+from engine.models.prediction import explicit_prediction_type, is_v_prediction_sd2, scheduler_for
 
 log = logging.getLogger(__name__)
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"  # engine/configs
-BPE_FILE = CONFIGS_DIR / "clip" / "bpe_simple_vocab_16e6.txt.gz"
 # The shipped config folder per family; SD 2.x: "sd2" (512, epsilon) or "sd2-v" (768, v-prediction).
 CONFIG_NAMES = {"sd1": "sd1", "sd2": "sd2", "sd2-v": "sd2-v", "sdxl": "sdxl"}
-
-UNET_PREFIX = "model.diffusion_model."
-VAE_PREFIX = "first_stage_model."
-SD1_CLIP_PREFIX = "cond_stage_model.transformer."
-SD2_OPENCLIP_PREFIX = "cond_stage_model.model."
-SDXL_CLIP_PREFIX = "conditioner.embedders.0.transformer."
-SDXL_OPENCLIP_PREFIX = "conditioner.embedders.1.model."
-SDXL_REFINER_PREFIX = "conditioner.embedders.0.model."
-
-
-# A1111's `checkpoint_dict_replacements_sd1` / `_sd2_turbo` (modules/sd_models.py): old SD 1.x files name the text
-# encoder without `text_model.`; SD 2.x Turbo keeps its OpenCLIP encoder under the SDXL-style prefix.
-_SD1_REPLACEMENTS = {
-    "cond_stage_model.transformer.embeddings.": "cond_stage_model.transformer.text_model.embeddings.",
-    "cond_stage_model.transformer.encoder.": "cond_stage_model.transformer.text_model.encoder.",
-    "cond_stage_model.transformer.final_layer_norm.": "cond_stage_model.transformer.text_model.final_layer_norm.",
-}
-_SD2_TURBO_REPLACEMENTS = {"conditioner.embedders.0.": "cond_stage_model."}
-
-
-def normalize_keys(state: dict[str, Any]) -> dict[str, Any]:
-    """The key renames A1111 applies to every checkpoint before loading it."""
-    ln_final = state.get(SDXL_REFINER_PREFIX + "ln_final.weight")
-    turbo = ln_final is not None and getattr(ln_final, "shape", (0,))[0] == 1024
-    replacements = _SD2_TURBO_REPLACEMENTS if turbo else _SD1_REPLACEMENTS
-    if not any(k.startswith(old) for k in state for old in replacements):
-        return state
-    out: dict[str, Any] = {}
-    for key, value in state.items():
-        for old, new in replacements.items():
-            if key.startswith(old):
-                key = new + key[len(old) :]
-                break
-        out[key] = value
-    return out
-
 
 # --------------------------------------------------------------------------------------------- family detection
 
@@ -187,121 +156,6 @@ def _what_is_it(state: Mapping[str, Any] | None, keys: list[str], name: str) -> 
         f"{name} is not an SD 1.x, 2.x or SDXL checkpoint (no model.diffusion_model.* UNet weights; first keys: "
         f"{', '.join(sorted(keys)[:3])})"
     )
-
-
-# -------------------------------------------------------------------------------------------------- tokenizer
-
-
-def clip_byte_characters() -> list[str]:
-    """CLIP's reversible byte -> printable character table, in CLIP's order (also the tiny vocab's base)."""
-    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for c in cs]
-
-
-@functools.lru_cache(maxsize=1)
-def _clip_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """CLIP's 49,408-token vocab and 48,894 merges, parsed once from the shipped BPE file (spec §7)."""
-    if not BPE_FILE.exists():
-        raise EngineError(f"the CLIP tokenizer file {BPE_FILE} is missing; reinstall sdbot")
-    with gzip.open(BPE_FILE, "rt", encoding="utf-8") as fh:
-        lines = fh.read().split("\n")
-    pairs = [line.split() for line in lines[1 : 49152 - 256 - 2 + 1]]
-    if any(len(pair) != 2 for pair in pairs):
-        raise EngineError(f"{BPE_FILE.name} is damaged (a merge that is not a pair of tokens); reinstall sdbot")
-    merges = [(first, second) for first, second in pairs]
-    chars = clip_byte_characters()
-    tokens = chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges]
-    tokens += ["<|startoftext|>", "<|endoftext|>"]
-    vocab = {tok: i for i, tok in enumerate(tokens)}
-    if len(vocab) != 49408:
-        raise EngineError(f"{BPE_FILE.name} is damaged ({len(vocab)} tokens instead of 49408); reinstall sdbot")
-    return vocab, merges
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_clip_tokenizer(pad_token: str):
-    from transformers import CLIPTokenizer
-
-    vocab, merges = _clip_vocab_and_merges()
-    return CLIPTokenizer(vocab=vocab, merges=list(merges), model_max_length=77, pad_token=pad_token)
-
-
-def clip_tokenizer(pad_token: str = "<|endoftext|>"):
-    """The real CLIP BPE tokenizer, offline. Pad token: `<|endoftext|>` for SD 1.x and SDXL encoder 1, `!` for
-    SD 2.x and SDXL encoder 2. Built once per pad token; each call gets its own copy (textual inversion adds
-    tokens to a tokenizer, which must not leak into other models)."""
-    return copy.deepcopy(_cached_clip_tokenizer(pad_token))
-
-
-def load_tokenizer(folder: Path):
-    """A tokenizer folder with its own vocabulary (vocab.json + merges.txt, or tokenizer.json) is loaded as is;
-    one with only tokenizer_config.json (the shipped configs) gets the CLIP BPE with the configured pad token."""
-    from transformers import CLIPTokenizer
-
-    if (folder / "tokenizer.json").exists() or (folder / "vocab.json").exists():
-        return CLIPTokenizer.from_pretrained(str(folder), local_files_only=True, model_max_length=77)
-    pad = "<|endoftext|>"
-    settings = folder / "tokenizer_config.json"
-    if settings.exists():
-        value = json.loads(settings.read_text()).get("pad_token", pad)
-        pad = value["content"] if isinstance(value, dict) else value
-    return clip_tokenizer(pad)
-
-
-# ----------------------------------------------------------------------------------------- v-prediction (SD 2)
-
-
-def explicit_prediction_type(path: Path | None, state: Mapping[str, Any]) -> str | None:
-    """ "v_prediction" / "epsilon" when the checkpoint says so: a `<stem>.yaml` beside it (A1111 reads that
-    first; `parameterization: "v"` means v-prediction, none means epsilon) or a `v_pred` key; else None."""
-    if path is not None:
-        config = path.with_suffix(".yaml")
-        if config.exists():
-            try:
-                import yaml
-
-                data = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-                params = (data.get("model") or {}).get("params") or {}
-            except Exception as exc:  # a broken sidecar is reported and ignored, as the key test still works
-                log.warning("ignoring %s: not a readable LDM config (%s)", config.name, exc)
-            else:
-                return "v_prediction" if params.get("parameterization") == "v" else "epsilon"
-    if "v_pred" in state:
-        return "v_prediction"
-    return None
-
-
-def is_v_prediction_sd2(unet) -> bool:
-    """A1111's `is_using_v_parameterization_for_sd2`: at t=999 on a constant input and constant conditioning, a
-    v-prediction UNet's output is far below the input (`mean(out - x) < -1`), an epsilon UNet's is not."""
-    param = next(unet.parameters())
-    dims = unet.config.cross_attention_dim
-
-    def run(dtype: torch.dtype) -> float:
-        x = torch.full((1, unet.config.in_channels, 8, 8), 0.5, dtype=dtype, device=param.device)
-        cond = torch.full((1, 2, dims), 0.5, dtype=dtype, device=param.device)
-        t = torch.tensor([999], device=param.device)
-        with torch.no_grad():
-            out = unet(x, t, encoder_hidden_states=cond).sample
-        return (out.float() - x.float()).mean().item()
-
-    try:
-        value = run(param.dtype)
-    except RuntimeError:  # a half-precision op missing on this device: test in float32, as A1111 does
-        original = param.dtype
-        unet.float()
-        try:
-            value = run(torch.float32)
-        finally:
-            unet.to(original)
-    return value < -1
 
 
 # -------------------------------------------------------------------------------------------------- building
@@ -447,20 +301,6 @@ def _build_text_encoder(
     return _fill(model, converted, f"text encoder ({component})", name, dtype)
 
 
-def _build_scheduler(folder: Path, prediction_type: str | None, zero_snr: bool):
-    import diffusers
-
-    config = _read_json(folder / "scheduler" / "scheduler_config.json")
-    cls = getattr(diffusers, config.get("_class_name", "PNDMScheduler"), None)
-    if cls is None:
-        raise EngineError(f"model config {folder}: unknown scheduler {config.get('_class_name')}")
-    if prediction_type:
-        config["prediction_type"] = prediction_type
-    if zero_snr:
-        config["rescale_betas_zero_snr"] = True
-    return cls.from_config(config)
-
-
 def pipeline_from_state_dict(
     state: Mapping[str, torch.Tensor],
     dtype: torch.dtype,
@@ -495,7 +335,8 @@ def pipeline_from_state_dict(
         log.info("%s: SD 2.x %s model (A1111's UNet test)", name, prediction_type)
     del converted
     vae = _build_vae(state, folder, dtype, name)
-    scheduler = _build_scheduler(folder, prediction_type, zero_snr)
+    scheduler_config = _read_json(folder / "scheduler" / "scheduler_config.json")
+    scheduler = scheduler_for(scheduler_config, prediction_type, zero_snr, f"model config {folder}")
     index = _read_json(folder / "model_index.json") if (folder / "model_index.json").exists() else {}
     if family == "sdxl":
         te1 = _build_text_encoder(state, folder, "text_encoder", SDXL_CLIP_PREFIX, False, dtype, name)

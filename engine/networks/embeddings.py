@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -99,7 +100,8 @@ class EmbeddingStore:
 
     def loaded(self) -> list[Embedding]:
         """Every readable embedding; unreadable or refused files are logged once and left out."""
-        result, seen = [], set()
+        result: list[Embedding] = []
+        seen = set()
         for file in self.library.embeddings():
             if file.is_pickle and not self.allow_pickle:
                 continue
@@ -112,8 +114,9 @@ class EmbeddingStore:
                 except EngineError as exc:
                     log.warning("embedding left out: %s", exc)
                     self._loaded[key] = None
-            if self._loaded[key] is not None:
-                result.append(self._loaded[key])
+            embedding = self._loaded[key]
+            if embedding is not None:
+                result.append(embedding)
         for key in [k for k in self._loaded if k not in seen]:
             del self._loaded[key]
         return result
@@ -124,7 +127,7 @@ class EmbeddingStore:
         if not embeddings:
             return [None] * len(encoders)
         slots = [""] if len(encoders) == 1 else ["clip_l", "clip_g"]
-        widths = [te.get_input_embeddings().weight.shape[1] for _, te in encoders]
+        widths = [_token_width(te) for _, te in encoders]
         fitting = [
             e
             for e in embeddings
@@ -143,3 +146,8 @@ class EmbeddingStore:
 
         by_name = {f.name: f for f in self.library.embeddings()}
         return [(name, embedding_hash(by_name[name].path)) for name in dict.fromkeys(names) if name in by_name]
+
+
+def _token_width(encoder: Any) -> int:
+    """How wide a transformers text encoder's token vectors are: an embedding's vectors must be as wide."""
+    return int(encoder.get_input_embeddings().weight.shape[1])

@@ -32,9 +32,7 @@ def relink_networks(info: Infotext, library) -> tuple[Infotext, list[str]]:
         found = library.lora_by_hash(short)
         if found is not None and found.name.lower() != name.lower():
             pattern = re.compile(r"(<(?:lora|lyco):)\s*" + re.escape(name) + r"\s*(?=[:>])", re.I)
-            prompt, negative = (
-                _sub(pattern, lambda m, local=found.name: m.group(1) + local, t) for t in (prompt, negative)
-            )
+            prompt, negative = _rename(pattern, found.name, prompt, negative)
             notes.append(f"LoRA {name} is {found.name} here (same hash {short})")
         elif found is None and name.lower() not in local_loras:
             notes.append(f"missing LoRA {name} (hash {short})")
@@ -43,7 +41,7 @@ def relink_networks(info: Infotext, library) -> tuple[Infotext, list[str]]:
         found = library.embedding_by_hash(short)
         if found is not None and found.name.lower() != name.lower():
             pattern = re.compile(r"(?<!\w)" + re.escape(name) + r"(?!\w)", re.I)
-            prompt, negative = (_sub(pattern, lambda m, local=found.name: local, t) for t in (prompt, negative))
+            prompt, negative = _rename(pattern, found.name, prompt, negative)
             notes.append(f"embedding {name} is {found.name} here (same hash {short})")
         elif found is None and name.lower() not in local_embeddings:
             notes.append(f"missing embedding {name} (hash {short})")
@@ -61,5 +59,10 @@ def relink_infotext(text: str, library) -> tuple[str, list[str]]:
     return format_infotext(linked.prompt, linked.negative_prompt or "", linked.params), notes
 
 
-def _sub(pattern: re.Pattern, repl, text: str | None) -> str | None:
-    return None if text is None else pattern.sub(repl, text)
+def _rename(pattern: re.Pattern[str], local: str, prompt: str, negative: str | None) -> tuple[str, str | None]:
+    """Each match of `pattern` becomes `local`, after what its first group (if any) matched: a LoRA tag's `<lora:`."""
+
+    def repl(match: re.Match[str]) -> str:
+        return (match.group(1) if pattern.groups else "") + local
+
+    return pattern.sub(repl, prompt), None if negative is None else pattern.sub(repl, negative)

@@ -3,12 +3,7 @@
 A1111 (`extensions-builtin/Lora`: `network_lora.py`, `network_hada.py`, `network_lokr.py`, `lyco_helpers.py`)
 adds to each matched Linear/Conv2d weight `delta × scale × multiplier`, where `scale` is `alpha / rank` when the
 file has an alpha (else 1) and the multiplier is the tag's TE value for text-encoder modules and its UNET value
-for the UNet. The deltas:
-- LoRA / LoCon (`lora_down`, `lora_up`; diffusers/PEFT `lora_A` = down, `lora_B` = up): `up @ down`, with the
-  CP form `lora_mid` for convolutions; rank = rows of `down`; `dyn` keeps the first `dyn` ranks;
-- LoHa (`hada_w1_a/b`, `hada_w2_a/b`, optional CP `hada_t1/t2`): `(w1a @ w1b) ⊙ (w2a @ w2b)`; rank = rows of w1b;
-- LoKr (`lokr_w1` or `lokr_w1_a @ lokr_w1_b`, `lokr_w2` or `lokr_w2_a @ lokr_w2_b`, optional `lokr_t2`):
-  `kron(w1, w2)`; rank = rows of w1b or w2b (a LoKr with both factors full uses scale 1, as LyCORIS does).
+for the UNet. The deltas of each kind (LoRA / LoCon, LoHa, LoKr) are `engine.networks.lora_deltas`.
 
 diffusers' loader needs peft and refuses LoHa and SD 1.5 LoKr, so sdbot owns the merge (the same sums). Every
 delta is computed before any weight changes, so a bad file fails the job with the model untouched.
@@ -25,6 +20,7 @@ import torch
 
 from engine.errors import EngineError
 from engine.networks.family import FAMILY_LABELS, SGM_BLOCKS, file_family
+from engine.networks.lora_deltas import module_delta
 
 log = logging.getLogger(__name__)
 
@@ -184,73 +180,6 @@ def pipeline_targets(pipe) -> dict[str, Target]:
     return targets
 
 
-# --- deltas ------------------------------------------------------------------------------------------------
-
-
-def module_delta(
-    name: str, key: str, w: dict[str, torch.Tensor], weight: torch.Tensor, dyn: int | None
-) -> torch.Tensor:
-    """`delta × alpha/rank` for one module, in float32 and the layer's weight shape (no multiplier yet)."""
-    f = {k: v.to(weight.device, torch.float32) for k, v in w.items()}
-    if "lora_A.weight" in f:
-        f["lora_down.weight"], f["lora_up.weight"] = f.pop("lora_A.weight"), f.pop("lora_B.weight", None)
-    rank: int | None = None
-    if "lora_down.weight" in f and f.get("lora_up.weight") is not None:
-        up, down = f["lora_up.weight"], f["lora_down.weight"]
-        rank = down.shape[0]
-        if "lora_mid.weight" in f:
-            mid = f["lora_mid.weight"]
-            delta = torch.einsum(
-                "n m k l, i n, m j -> i j k l", mid, up.reshape(up.shape[0], -1), down.reshape(down.shape[0], -1)
-            )
-        else:
-            up, down = up.reshape(up.shape[0], -1), down.reshape(down.shape[0], -1)
-            if dyn is not None:
-                up, down = up[:, :dyn], down[:dyn, :]
-            delta = up @ down
-    elif all(k in f for k in ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")):
-        rank = f["hada_w1_b"].shape[0]
-        delta = _hada_half(f, "1") * _hada_half(f, "2")
-    elif ("lokr_w1" in f or "lokr_w1_a" in f) and ("lokr_w2" in f or "lokr_w2_a" in f):
-        w1 = f["lokr_w1"] if "lokr_w1" in f else f["lokr_w1_a"] @ f["lokr_w1_b"]
-        if "lokr_w2" in f:
-            w2 = f["lokr_w2"]
-        elif "lokr_t2" in f:
-            w2 = _cp(f["lokr_t2"], f["lokr_w2_a"], f["lokr_w2_b"])
-        else:
-            w2 = f["lokr_w2_a"] @ f["lokr_w2_b"]
-        rank = f["lokr_w1_b"].shape[0] if "lokr_w1_b" in f else f["lokr_w2_b"].shape[0] if "lokr_w2_b" in f else None
-        if w2.ndim == 4:
-            w1 = w1[:, :, None, None]
-        delta = torch.kron(w1, w2.contiguous())
-    else:
-        raise EngineError(f"LoRA {name}: {key} has an incomplete set of weights ({', '.join(sorted(w))})")
-    if delta.numel() != weight.numel():
-        raise EngineError(
-            f"LoRA {name} does not fit this checkpoint: {key} has shape {tuple(delta.shape)}, the model's layer "
-            f"{tuple(weight.shape)} (a LoRA for another model family?)"
-        )
-    delta = delta.reshape(weight.shape)
-    if "scale" in f:
-        return delta * f["scale"].item()
-    if rank is not None and "alpha" in f:
-        return delta * (f["alpha"].item() / rank)
-    return delta
-
-
-def _hada_half(f: dict[str, torch.Tensor], i: str) -> torch.Tensor:
-    a, b = f[f"hada_w{i}_a"], f[f"hada_w{i}_b"]
-    if f"hada_t{i}" in f:
-        return _cp(f[f"hada_t{i}"], a, b)
-    return a @ b.reshape(b.shape[0], -1)
-
-
-def _cp(t: torch.Tensor, wa: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
-    """LyCORIS's CP (Tucker) rebuild for convolutions."""
-    temp = torch.einsum("i j k l, j r -> i r k l", t, wb)
-    return torch.einsum("i j k l, i r -> r j k l", temp, wa)
-
-
 # --- merging into a pipeline, and restoring ------------------------------------------------------------------
 
 
@@ -304,8 +233,9 @@ class LoraMerger:
         try:
             with torch.no_grad():
                 for module, delta in deltas.items():
-                    originals[module] = module.weight.detach().clone()
-                    module.weight.copy_((originals[module].float() + delta).to(module.weight.dtype))
+                    weight = weight_of(module)
+                    originals[module] = weight.detach().clone()
+                    weight.copy_((originals[module].float() + delta).to(weight.dtype))
         except BaseException:
             _put_back(originals)
             raise
@@ -352,7 +282,9 @@ class LoraMerger:
                     continue
                 try:
                     delta = (
-                        module_delta(file.name, module_key, network.groups[module_key], target.module.weight, tag.dyn)
+                        module_delta(
+                            file.name, module_key, network.groups[module_key], weight_of(target.module), tag.dyn
+                        )
                         * multiplier
                     )
                 except RuntimeError as exc:  # factors whose shapes do not multiply
@@ -401,4 +333,12 @@ def _check_family(network: ParsedNetwork, path: Path, family: str) -> None:
 def _put_back(originals: dict[torch.nn.Module, torch.Tensor]) -> None:
     with torch.no_grad():
         for module, weight in originals.items():
-            module.weight.copy_(weight)
+            weight_of(module).copy_(weight)
+
+
+def weight_of(layer: torch.nn.Module) -> torch.Tensor:
+    """The weight of a layer a LoRA changes (a Linear or a Conv2d: each has one)."""
+    weight = layer.weight
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{type(layer).__name__} has no weight tensor")
+    return weight

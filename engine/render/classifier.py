@@ -50,7 +50,7 @@ class PipelineClassifier:
     """A transformers image-classification model, built as transformers' `image-classification` pipeline (which
     checks that model and preprocessor fit the task) and run as that pipeline would, with its image processor and
     its choice of sigmoid or softmax, but as one batched forward pass: the pipeline's own per-image loop costs
-    about six times the model on small classifiers (tests/engine/test_classifier.py checks the scores agree)."""
+    about six times the model on small classifiers (tests/engine/render/test_classifier.py checks the scores agree)."""
 
     def __init__(self, path: Path, device: torch.device) -> None:
         from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
@@ -59,6 +59,7 @@ class PipelineClassifier:
         processor = AutoImageProcessor.from_pretrained(path, local_files_only=True)
         self.labels = tuple(str(model.config.id2label[i]) for i in sorted(model.config.id2label))
         self._pipe = pipeline("image-classification", model=model, image_processor=processor, device=device)
+        self._processor = processor  # the pipeline's own
         config = model.config
         self._sigmoid = config.problem_type == "multi_label_classification" or config.num_labels == 1
 
@@ -67,7 +68,7 @@ class PipelineClassifier:
         if not images:
             return []
         pipe = self._pipe
-        inputs = pipe.image_processor([im.convert("RGB") for im in images], return_tensors="pt")
+        inputs = self._processor([im.convert("RGB") for im in images], return_tensors="pt")
         pixels = inputs["pixel_values"].to(pipe.device, pipe.model.dtype)
         logits = pipe.model(pixel_values=pixels).logits.float()
         probabilities = logits.sigmoid() if self._sigmoid else logits.softmax(-1)
@@ -77,13 +78,15 @@ class PipelineClassifier:
 class SafetyCheckerClassifier:
     """diffusers' Stable Diffusion safety checker: CLIP image embeddings against its concept embeddings."""
 
-    labels = ("nsfw",)
+    labels: tuple[str, ...] = ("nsfw",)
 
     def __init__(self, path: Path, device: torch.device) -> None:
         from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
         from transformers import CLIPImageProcessor
 
-        self._checker = StableDiffusionSafetyChecker.from_pretrained(path, local_files_only=True).to(device).eval()
+        self._checker = StableDiffusionSafetyChecker.from_pretrained(path, local_files_only=True).eval()
+        module: torch.nn.Module = self._checker  # transformers' own `to` wrapper is typed unusably; same call
+        module.to(device)  # in place
         for folder in (path, path.parent / "feature_extractor"):
             if (folder / "preprocessor_config.json").is_file():
                 self._processor = CLIPImageProcessor.from_pretrained(folder, local_files_only=True)

@@ -49,9 +49,10 @@ def prepared_control(
 def control_image(unit: ControlUnit, request: GenerationRequest, index: int, masked: InpaintStart | None) -> np.ndarray:
     """Unit `index`'s image (RGB), cropped like the job's image when only the masked region is rendered."""
     image = carried_image(unit.image, unit.image_data, request.limits, f"ControlNet unit {index}'s image")
-    region = masked.prepared.paste_to if masked is not None else None
-    if region is not None:
-        full_w, full_h = masked.prepared.layer.size
+    prepared = masked.prepared if masked is not None else None
+    region = prepared.paste_to if prepared is not None else None
+    if prepared is not None and region is not None:
+        full_w, full_h = prepared.layer.size
         x, y, w, h = region
         whole = resize_image(image, full_w, full_h, _A1111_MODES[unit.resize_mode])
         image = resize_image(whole.crop((x, y, x + w, y + h)), request.width, request.height, "fill")

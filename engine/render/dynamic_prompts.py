@@ -205,11 +205,18 @@ def render_in_parts(
 
 
 class _Result(Protocol):
-    request: GenerationRequest
-    images: list[Any]
-    model: str
-    seconds: float
-    notes: tuple[str, ...]
+    """What `joined` reads of a result (the pipeline's `RenderResult`, a frozen dataclass)."""
+
+    @property
+    def request(self) -> GenerationRequest: ...
+    @property
+    def images(self) -> list[Any]: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def seconds(self) -> float: ...
+    @property
+    def notes(self) -> tuple[str, ...]: ...
 
 
 R = TypeVar("R", bound=_Result)

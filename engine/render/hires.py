@@ -51,7 +51,9 @@ def second_pass(
         images = decode(vae, latents)
         start = encode_images(vae, [upscalers.upscale(im, width, height, name) for im in images])
     steps = request.hires_steps or request.steps
-    plan = StepPlan.fixed(steps, request.denoising_strength)
+    strength = request.denoising_strength
+    assert strength is not None  # Hires is on: A1111's default strength applies when none was typed
+    plan = StepPlan.fixed(steps, strength)
     _, generators = initial_noise(seeds, width, height, start.shape[1], factor)  # fresh: the same seeds, new shape
     pipe.scheduler = make_scheduler(request.sampler, request.schedule, pipe.scheduler.config)  # schedulers hold state
     return run_last(pipe, plan, start, generators, step_end=step_end, **call)

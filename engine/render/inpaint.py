@@ -158,7 +158,7 @@ def conditioned(unet, vae, job: InpaintStart | None) -> Iterator[None]:
     """While open, an inpainting `unet` sees its conditioning after the latents on the channel axis: the job's
     mask and masked image, else a blank one of the call's size (the Hires pass has its own). Other UNets: nothing.
 
-    Opened inside `_one_image_at_a_time`, so the conditioning is joined before the rows are split per image.
+    Opened inside `exact_batch.one_image_at_a_time`, so the conditioning is joined before the rows are split per image.
     """
     if not is_inpainting_unet(unet):
         yield

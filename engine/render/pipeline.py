@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -24,7 +24,6 @@ from engine.control.stage import ControlStage
 from engine.errors import EngineError, JobCancelled
 from engine.infotext import infotext_for_request, network_hashes, png_bytes
 from engine.models.loader import LoadedCheckpoint, ModelCache, ModelFile, file_hash
-from engine.models.patching import forward_replaced
 from engine.networks.embeddings import EmbeddingStore
 from engine.networks.library import NetworkLibrary
 from engine.networks.lora import LoraMerger, UsedNetwork
@@ -32,6 +31,7 @@ from engine.networks.tags import tags_of
 from engine.render import dynamic_prompts, hires, img2img, inpaint
 from engine.render.classifier import Scores, ScoringStage
 from engine.render.control_units import prepared_control
+from engine.render.exact_batch import one_image_at_a_time
 from engine.render.noise import initial_noise
 from engine.render.prompts import PromptEncoder
 from engine.render.refusals import render_notes
@@ -200,10 +200,12 @@ class Engine:
         with (
             torch.inference_mode(),
             steered,
-            _one_image_at_a_time(pipe.unet, len(seeds), exact),
+            one_image_at_a_time(pipe.unet, len(seeds), exact),
             inpaint.conditioned(pipe.unet, vae, masked),
         ):
             if first.is_img2img:
+                strength = first.denoising_strength
+                assert strength is not None  # img2img: A1111's default strength applies when none was typed
                 if masked is not None:
                     start, each_step = masked.latents, masked.keeping_mask(pipe, generators, step_end)
                 else:
@@ -212,7 +214,7 @@ class Engine:
                     hook.begin_pass(img2img.img2img_pipeline(pipe), first.width, first.height)
                 latents = img2img.run_last(
                     pipe,
-                    img2img.StepPlan.img2img(first.steps, first.denoising_strength),
+                    img2img.StepPlan.img2img(first.steps, strength),
                     start,
                     generators,
                     step_end=each_step,
@@ -324,61 +326,12 @@ class Engine:
         return results
 
 
-def _stack(tensors: list[torch.Tensor], repeats: list[int]) -> torch.Tensor:
-    return torch.cat([t.expand(n, *t.shape[1:]) for t, n in zip(tensors, repeats)])
-
-
-@contextmanager
-def _one_image_at_a_time(unet, images: int, enabled: bool):
-    """Make the UNet see one image (its uncond + cond rows) per forward call while the pipeline batches.
-
-    BLAS kernels pick their blocking by matrix size, so a batched convolution or linear layer rounds differently
-    from the same image alone (~1e-7, enough to flip pixels). Splitting the UNet call per image keeps every
-    image bit-identical to its solo run while the rest of the job (prompts, scheduler, noise, callbacks,
-    decode and PNGs) is still shared.
-    """
-    if not enabled or images <= 1:
-        yield
-        return
-    forward = unet.forward
-
-    def split(value, rows: list[int]):
-        if torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == total:
-            return value[rows]
-        if isinstance(value, dict):
-            return {k: split(v, rows) for k, v in value.items()}
-        return value
-
-    def per_image(sample, timestep, encoder_hidden_states, *args, **kwargs):
-        nonlocal total
-        total = sample.shape[0]
-        if total == 1 or total % images:
-            return forward(sample, timestep, encoder_hidden_states, *args, **kwargs)
-        copies = total // images  # 2 with classifier-free guidance: [uncond..., cond...]
-        outputs = [None] * total
-        for i in range(images):
-            rows = [i + c * images for c in range(copies)]
-            out = forward(
-                split(sample, rows),
-                split(timestep, rows),
-                split(encoder_hidden_states, rows),
-                *args,
-                **{k: split(v, rows) for k, v in kwargs.items() if k != "return_dict"},
-                return_dict=False,
-            )[0]
-            for c, row in enumerate(rows):
-                outputs[row] = out[c]
-        result = torch.stack(outputs)
-        return (result,) if kwargs.get("return_dict") is False else _UNetOutput(result)
-
-    total = 0
-    with forward_replaced(unet, per_image):
-        yield
-
-
-@dataclass(frozen=True)
-class _UNetOutput:
-    sample: torch.Tensor
+def _stack(tensors: list[torch.Tensor | None], repeats: list[int]) -> torch.Tensor:
+    """One batch of each job's conditioning, repeated for its images (SDXL's pooled embeddings: never None there)."""
+    present = [t for t in tensors if t is not None]
+    if len(present) != len(tensors):
+        raise EngineError("a prompt was encoded without the pooled embedding this model needs")
+    return torch.cat([t.expand(n, *t.shape[1:]) for t, n in zip(present, repeats)])
 
 
 def _vae_decode(vae, latents: torch.Tensor, exact: bool = True) -> torch.Tensor:

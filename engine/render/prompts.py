@@ -267,7 +267,8 @@ class PromptEncoder:
         if zero_if_empty and self.sdxl and prompt == "":
             # A1111 (sd_models_xl) zeroes an empty SDXL negative prompt, embeddings and pooled alike.
             cond = self.encode("", clip_skip, chunks=chunks)
-            return Conditioning(torch.zeros_like(cond.embeds), torch.zeros_like(cond.pooled))
+            pooled = None if cond.pooled is None else torch.zeros_like(cond.pooled)
+            return Conditioning(torch.zeros_like(cond.embeds), pooled)
         per_encoder = []
         pooled = None
         used: dict[str, None] = {}

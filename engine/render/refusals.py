@@ -12,6 +12,7 @@ not work:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def refused_files(config: EngineConfig) -> list[RefusedFile]:
 
 
 def render_notes(
-    config: EngineConfig, embeddings: list[ModelFile], sidecars: list[ModelFile], vae: str, *texts: str
+    config: EngineConfig, embeddings: Sequence[ModelFile], sidecars: Sequence[ModelFile], vae: str, *texts: str
 ) -> tuple[str, ...]:
     """What a job's render leaves out because its file is refused: each refused embedding whose name `texts` (the
     prompt and the negative prompt) write, matched as a word and case-insensitively like the embeddings' tokens,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +32,7 @@ TILE = 192
 TILE_MARGIN = 16
 
 
-def canonical_name(name: str, models: list[str] = ()) -> str:
+def canonical_name(name: str, models: Sequence[str] = ()) -> str:
     """The upscaler's name as listed (case-insensitive match), or EngineError listing the valid ones."""
     known = [*LATENT_MODES, *IMAGE_UPSCALERS, *models]
     wanted = name.strip().lower()
@@ -224,9 +225,7 @@ def _torchvision_stand_in() -> dict[str, Any]:
     root = types.ModuleType("torchvision")
     transforms = types.ModuleType("torchvision.transforms")
     functional = types.ModuleType("torchvision.transforms.functional")
-    functional.InterpolationMode = InterpolationMode
-    functional.rotate = missing
-    functional.normalize = missing
-    root.transforms = transforms
-    transforms.functional = functional
+    functional.__dict__.update(InterpolationMode=InterpolationMode, rotate=missing, normalize=missing)
+    root.__dict__["transforms"] = transforms
+    transforms.__dict__["functional"] = functional
     return {"torchvision": root, "torchvision.transforms": transforms, "torchvision.transforms.functional": functional}

@@ -38,9 +38,11 @@ def write_tiny_classifier(path: Path, nsfw_logit: float = 4.0, *, seed: int = 0)
     )
     torch.manual_seed(seed)
     model = ViTForImageClassification(config)
+    head = model.classifier
+    assert isinstance(head, torch.nn.Linear)
     with torch.no_grad():
-        model.classifier.weight.zero_()
-        model.classifier.bias.copy_(torch.tensor([0.0, float(nsfw_logit)]))
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([0.0, float(nsfw_logit)]))
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)

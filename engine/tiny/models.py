@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -83,7 +84,7 @@ TEXT_HIDDEN = 32
 
 def byte_level_vocab(words: tuple[str, ...] | list[str] = TINY_WORDS) -> tuple[dict[str, int], list[str]]:
     """CLIP's byte-level BPE layout (spec §7) with merges that make each of `words` one token."""
-    from engine.models.single_file import clip_byte_characters
+    from engine.models.clip_tokenizer import clip_byte_characters
 
     chars = clip_byte_characters()
     tokens = chars + [c + "</w>" for c in chars]
@@ -109,9 +110,8 @@ def make_tokenizer(pad_token: str = "<|endoftext|>"):
     from transformers import CLIPTokenizer
 
     vocab, merges = byte_level_vocab()
-    return CLIPTokenizer(
-        vocab=vocab, merges=[tuple(m.split()) for m in merges], model_max_length=77, pad_token=pad_token
-    )
+    pairs: list[Any] = [tuple(m.split()) for m in merges]  # tokenizers' BPE takes pairs; transformers types str
+    return CLIPTokenizer(vocab=vocab, merges=pairs, model_max_length=77, pad_token=pad_token)
 
 
 def _text_encoder(tokenizer, *, hidden: int, layers: int, projection: bool, seed: int):
@@ -135,15 +135,17 @@ def _text_encoder(tokenizer, *, hidden: int, layers: int, projection: bool, seed
     model = (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
     with torch.no_grad():
         # Larger token embeddings make the prompt (and its weights) visibly steer the tiny UNet.
-        model.get_input_embeddings().weight.normal_(0.0, 1.0)
-        norm = model.final_layer_norm if hasattr(model, "final_layer_norm") else model.text_model.final_layer_norm
+        embeddings = model.get_input_embeddings()
+        norm = next(module for name, module in model.named_modules() if name.endswith("final_layer_norm"))
+        assert isinstance(embeddings, torch.nn.Embedding) and isinstance(norm, torch.nn.LayerNorm)
+        embeddings.weight.normal_(0.0, 1.0)
         norm.weight.uniform_(0.5, 1.5)
         norm.bias.uniform_(0.2, 0.8)
     return model.eval()
 
 
 def _vae(seed: int, width: int = 8, blocks: int = 4):
-    from diffusers import AutoencoderKL
+    from diffusers.models import AutoencoderKL
 
     torch.manual_seed(seed)
     return AutoencoderKL(
@@ -158,7 +160,7 @@ def _vae(seed: int, width: int = 8, blocks: int = 4):
 
 
 def _unet(seed: int, *, cross_dim: int, sdxl: bool, width: int, inpainting: bool = False):
-    from diffusers import UNet2DConditionModel
+    from diffusers.models import UNet2DConditionModel
 
     torch.manual_seed(seed)
     extra = {}

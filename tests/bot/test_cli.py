@@ -246,7 +246,7 @@ def test_run_start_shows_alembic_steps_only_with_debug(tmp_path, models_dir):
     assert "INFO alembic.runtime.migration: Running upgrade  -> 0001" in debug.stderr
 
 
-# --- the image classifier (issue 17) ---------------------------------------------------------------------------
+# --- the image classifier ------------------------------------------------------------------------------------------
 
 
 def _with_classifier(config: Path, folder: Path, **extra) -> Path:

@@ -13,7 +13,7 @@ from PIL import Image
 from bot.cli import main
 from engine.infotext import parse_infotext, read_png_infotext
 from engine.render.masking import blur
-from tests.engine.test_input_image import png_header_only
+from tests.engine.render.test_input_image import png_header_only
 
 BOX = (20, 16, 44, 40)
 

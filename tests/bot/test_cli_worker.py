@@ -1,4 +1,4 @@
-"""`sdbot worker` (issue 8) without a cluster: what it needs is said in one line."""
+"""`sdbot worker` without a cluster: what it needs is said in one line."""
 
 from __future__ import annotations
 

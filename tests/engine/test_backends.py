@@ -1,4 +1,4 @@
-"""Choosing the backend (issue 8); the Ray backend without Ray: the default stays light."""
+"""Choosing the backend; the Ray backend without Ray: the default stays light."""
 
 from __future__ import annotations
 

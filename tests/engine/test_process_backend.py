@@ -1,4 +1,4 @@
-"""The engine in a child process (issue 16): crashes of the child cost a restart and one re-run, never the bot.
+"""The engine in a child process: crashes of the child cost a restart and one re-run, never the bot.
 
 Real children (spawned interpreters with torch and the tiny model), real deaths: SIGKILL from outside mid-job,
 and os.abort() from inside (a test hook, `tests.engine.child_hooks`).

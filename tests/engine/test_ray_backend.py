@@ -1,4 +1,4 @@
-"""The Ray Serve backend (issue 8) on a local Ray instance: 2 CPU replicas of the tiny model.
+"""The Ray Serve backend on a local Ray instance: 2 CPU replicas of the tiny model.
 
 One Ray instance and one deployment serve the whole module (starting them takes most of its time); the tests
 that kill a replica come last. Every result is compared with the local backend, pixel for pixel.
@@ -184,7 +184,7 @@ async def test_the_bot_keeps_the_queue_positions_and_the_per_user_cap(worker):
         worker.submit(request(30), owner="b")
     assert worker.cancel(waiting[0].job_id)
     assert isinstance(waiting[0].last_event, Cancelled)
-    # b and c have had no turn yet: b, who sent first, goes first (round robin by server, then member: issue 11)
+    # b and c have had no turn yet: b, who sent first, goes first (round robin by server, then member)
     assert worker.position(waiting[1].job_id) == 1 and late.position == 2
     for handle in busy + waiting[1:] + [late]:
         await handle

@@ -1,4 +1,4 @@
-"""The engine's worker (issue 3) on tiny models: serialization, order, cancel, batching, faults, caches, shutdown.
+"""The engine's worker on tiny models: serialization, order, cancel, batching, faults, caches, shutdown.
 
 Tests hold the worker busy with `worker.call(gate)` (a function run in the worker thread before any queued job)
 instead of sleeping, so queue states are exact and nothing depends on timing, except where a test is about

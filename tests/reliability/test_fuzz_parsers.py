@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from bot.errors import UserError
 from bot.option_spec import BY_FLAG
 from bot.options import parse_inline
-from bot.store import migrate
+from bot.services.preset_infotext import infotext_options
+from bot.store import migrate, preset_export
 from bot.store import presets as preset_store
 from bot.store.db import make_engine, make_sessions
 from bot.store.errors import StoreError
@@ -158,7 +159,7 @@ PRESET = st.one_of(
 )
 VALID_EXPORT = st.fixed_dictionaries(
     {
-        "format": st.just(preset_store.EXPORT_FORMAT),
+        "format": st.just(preset_export.EXPORT_FORMAT),
         "version": st.just(1),
         "presets": st.lists(PRESET, max_size=4, unique_by=lambda p: str(p["name"]).lower()),
     }
@@ -168,7 +169,7 @@ EXPORT = st.one_of(
     VALID_EXPORT,
     st.fixed_dictionaries(
         {
-            "format": st.sampled_from([preset_store.EXPORT_FORMAT] * 4 + ["other"]),
+            "format": st.sampled_from([preset_export.EXPORT_FORMAT] * 4 + ["other"]),
             "version": st.sampled_from([1, 1, 1, 2, "1", None]),
             "presets": st.one_of(st.lists(PRESET, max_size=5), JSON),
         }
@@ -224,7 +225,7 @@ def test_infotext_parses_any_text_and_maps_or_says_why(text):
 @given(INFOTEXT, st.booleans())
 def test_infotext_import_gives_options_or_a_store_error(text, keep_seed):
     try:
-        options, unknown, dropped = preset_store.infotext_options(text, keep_seed=keep_seed)
+        options, unknown, dropped = infotext_options(text, keep_seed=keep_seed)
     except StoreError as exc:
         one_line(exc)
         return
@@ -255,7 +256,7 @@ async def test_preset_import_is_all_or_nothing(sessions, text, overwrite):
         await preset_store.save(s, user, "mine", {"steps": 12})
     try:
         async with sessions.begin() as s:
-            result = await preset_store.import_json(s, user, text, overwrite=overwrite)
+            result = await preset_export.import_json(s, user, text, overwrite=overwrite)
     except StoreError as exc:
         event(f"refused: {type(exc).__name__}")
         one_line(exc)

@@ -40,12 +40,18 @@ async def reply_error(interaction: discord.Interaction, error: BaseException) ->
         log.warning("could not report an error to the user", exc_info=True)
 
 
+def services_of(client: discord.Client) -> Services | None:
+    """The bot's services, or None for a client that is not the bot (tests of a bare view)."""
+    services = getattr(client, "services", None)
+    return services if isinstance(services, Services) else None
+
+
 async def admit(interaction: discord.Interaction) -> bool:
     """The one ban check, for commands and buttons alike: a banned user gets one clear message and nothing runs.
 
     In memory (`bot.services.bans`), so it adds no database work before the answer."""
-    services = getattr(interaction.client, "services", None)
-    if not isinstance(services, Services):  # a client that is not the bot (tests of a bare view)
+    services = services_of(interaction.client)
+    if services is None:
         return True
     ban = services.bans.ban_of(interaction.user.id, interaction.guild_id)
     if ban is None:

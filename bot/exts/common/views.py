@@ -1,5 +1,6 @@
 """Persistent buttons: the custom id carries what they act on (`sdbot:<kind>:<id>:<action>`), the state lives in
-the database, so they work after a restart. A press goes to a cog's handler; any error becomes a reply."""
+the database, so they work after a restart. A press goes to a cog's handler; any error becomes a reply, in
+modals too."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 from typing import Any, ClassVar
 
 import discord
+from discord.ext import commands
 
 from bot.exts.common.interactions import admit, reply_error
 
@@ -14,7 +16,9 @@ from bot.exts.common.interactions import admit, reply_error
 async def dispatch(interaction: discord.Interaction, cog_name: str, handler: str, *args: Any) -> None:
     """`cog.handler(interaction, *args)`; every error becomes a reply, none a silent failure."""
     try:
-        await getattr(interaction.client.get_cog(cog_name), handler)(interaction, *args)
+        client = interaction.client
+        cog = client.get_cog(cog_name) if isinstance(client, commands.Bot) else None
+        await getattr(cog, handler)(interaction, *args)
     except Exception as exc:  # noqa: BLE001
         await reply_error(interaction, exc)
 
@@ -49,7 +53,7 @@ class ActionButton(
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str]
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
     ) -> ActionButton:
         if match["action"] not in cls.ACTIONS:
             raise ValueError(f"unknown {cls.KIND} action {match['action']!r}")
@@ -60,3 +64,12 @@ class ActionButton(
 
     async def callback(self, interaction: discord.Interaction) -> Any:
         await dispatch(interaction, self.COG, self.HANDLER, self.item_id, self.action)
+
+
+class ReplyingModal(discord.ui.Modal):
+    """A modal whose errors become the one ephemeral reply, as a command's do."""
+
+    async def on_error(
+        self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item[Any] | None = None, /
+    ) -> None:
+        await reply_error(interaction, error)

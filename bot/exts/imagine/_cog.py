@@ -262,12 +262,15 @@ class Imagine(ImageActions, commands.Cog):
     async def _submit(self, interaction: Any, command: Command, resumed: bool = False, age_s: float = 0.0) -> JobRecord:
         """The one service call: the pipeline screens, caps and queues it (or holds it for review)."""
         who = command.who
+        channel_id = who.channel_id
+        if channel_id is None:  # Discord sends a channel with every command; a replayed one kept it
+            raise UserError("this command came from no channel, so there is nowhere to post its images")
 
         def listen(previews: bool) -> DiscordJobListener:
             return DiscordJobListener(
                 self.bot,
                 user_id=who.user_id,
-                channel_id=who.channel_id,
+                channel_id=channel_id,
                 guild_id=who.guild_id,
                 interaction=interaction,
                 previews=previews,

@@ -240,7 +240,7 @@ class DiscordJobListener:
 
     async def whisper(self, text: str) -> bool:
         """An ephemeral follow-up only the user sees, while the command's token lives; False when it cannot."""
-        if not self._token_alive():
+        if self.interaction is None or not self._token_alive():
             return False
         try:
             await self.interaction.followup.send(_format.clip(text, 2000), ephemeral=True)
@@ -298,7 +298,7 @@ class DiscordJobListener:
         async with self.bot.api_throttle:
             if final and self._first_final is None:
                 self._first_final = time.monotonic()
-            if self._token_alive():
+            if self.interaction is not None and self._token_alive():
                 try:
                     self._via_original = self._via_original or final
                     message = await self.interaction.edit_original_response(**kwargs)

@@ -16,7 +16,7 @@ def progress_line(
     job_id: int, state: str, *, position: int | None = None, step: int | None = None, total: int | None = None
 ) -> str:
     if state == "queued":
-        ahead = "next up" if position <= 1 else f"position {position}"
+        ahead = "next up" if position is None or position <= 1 else f"position {position}"
         return f"⏳ Job #{job_id} queued: {ahead}"
     if state == "step" and step is not None and total:
         filled = round(10 * step / total)

@@ -51,7 +51,8 @@ class TokenInteraction:
         self.filesize_limit = None
 
     async def edit_original_response(self, **kwargs: Any) -> discord.Message:
-        return await self.followup.edit_message("@original", **kwargs)  # type: ignore[arg-type]
+        original: Any = "@original"  # Discord's id for an interaction's first response; discord.py types an int
+        return await self.followup.edit_message(original, **kwargs)
 
 
 async def replay(bot, submit: Submit, submit_grid: Submit) -> int:

@@ -10,7 +10,7 @@ import discord
 
 from bot.errors import UserError
 from bot.exts.common.interactions import admit, reply_error
-from bot.exts.common.views import ActionButton, dispatch
+from bot.exts.common.views import ActionButton, ReplyingModal, dispatch
 
 ACTIONS = {
     "reroll": ("🎲", "Re-roll", discord.ButtonStyle.primary),
@@ -75,7 +75,7 @@ class ImageButton(
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str]
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
     ) -> ImageButton:
         if match["action"] not in IMAGE_ACTIONS:
             raise ValueError(f"unknown image action {match['action']!r}")
@@ -110,7 +110,7 @@ class ImageSelect(discord.ui.DynamicItem[discord.ui.Select], template=r"sdbot:im
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Select, match: re.Match[str]
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
     ) -> ImageSelect:
         return cls(int(match["job"]))
 
@@ -118,7 +118,7 @@ class ImageSelect(discord.ui.DynamicItem[discord.ui.Select], template=r"sdbot:im
         return await admit(interaction)
 
     async def callback(self, interaction: discord.Interaction) -> Any:
-        values = (interaction.data or {}).get("values") or []
+        values = self.item.values
         match = re.fullmatch(r"([0-9]{1,2}):([a-z0-9]+)", values[0]) if values else None
         if match is None or match[2] not in IMAGE_ACTIONS:
             await reply_error(interaction, ValueError(f"unknown choice {values!r}"))
@@ -152,24 +152,19 @@ def zoom_and_pan_view(job_id: int, index: int) -> discord.ui.View:
     return view
 
 
-class _Modal(discord.ui.Modal):
-    async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
-        await reply_error(interaction, error)
-
-
-class EditModal(_Modal, title="Edit and run again"):
+class EditModal(ReplyingModal, title="Edit and run again"):
     """Prefilled with the job's prompt and options; submitted through the same parser as /imagine."""
 
     def __init__(self, job_id: int, prompt: str, negative: str, options: str, on_submit) -> None:
         super().__init__(custom_id=f"sdbot:edit:{job_id}")
-        self.prompt = discord.ui.TextInput(
+        self.prompt: discord.ui.TextInput[Any] = discord.ui.TextInput(
             label="Prompt",
             style=discord.TextStyle.paragraph,
             default=prompt[:4000],
             max_length=4000,
             custom_id="prompt",
         )
-        self.negative = discord.ui.TextInput(
+        self.negative: discord.ui.TextInput[Any] = discord.ui.TextInput(
             label="Negative prompt",
             style=discord.TextStyle.paragraph,
             default=negative[:4000],
@@ -177,7 +172,7 @@ class EditModal(_Modal, title="Edit and run again"):
             max_length=4000,
             custom_id="negative",
         )
-        self.options = discord.ui.TextInput(
+        self.options: discord.ui.TextInput[Any] = discord.ui.TextInput(
             label="Options",
             default=options[:4000],
             required=False,
@@ -193,20 +188,20 @@ class EditModal(_Modal, title="Edit and run again"):
         await self._on_submit(interaction, self.prompt.value, self.negative.value, self.options.value)
 
 
-class RemixModal(_Modal, title="Remix this image"):
+class RemixModal(ReplyingModal, title="Remix this image"):
     """Apps > Remix: the prompt (prefilled when the image is one of ours), the denoising strength and an optional
     mask (white = change: inpainting instead of img2img)."""
 
     def __init__(self, message_id: int, prompt: str, on_submit) -> None:
         super().__init__(custom_id=f"sdbot:remix:{message_id}")
-        self.prompt = discord.ui.TextInput(
+        self.prompt: discord.ui.TextInput[Any] = discord.ui.TextInput(
             label="Prompt (options like --steps 30 work too)",
             style=discord.TextStyle.paragraph,
             default=prompt[:4000] or None,
             max_length=4000,
             custom_id="prompt",
         )
-        self.strength = discord.ui.TextInput(
+        self.strength: discord.ui.TextInput[Any] = discord.ui.TextInput(
             label="Strength: how much to change it (0-1)", default="0.75", max_length=8, custom_id="strength"
         )
         self.mask: discord.ui.FileUpload = discord.ui.FileUpload(
@@ -227,7 +222,7 @@ class RemixModal(_Modal, title="Remix this image"):
         await self._on_submit(interaction, self.prompt.value, strength, next(iter(self.mask.values), None))
 
 
-class RegionModal(_Modal, title="Vary (Region)"):
+class RegionModal(ReplyingModal, title="Vary (Region)"):
     """🖌️ under an image: the region to draw again, without a drawing tool, and the prompt (prefilled)."""
 
     def __init__(self, job_id: int, index: int, prompt: str, on_submit) -> None:
@@ -253,7 +248,7 @@ class RegionModal(_Modal, title="Vary (Region)"):
         await self._on_submit(interaction, self.region.value, self.prompt.value)
 
 
-class ControlModal(_Modal, title="Use as control (ControlNet)"):
+class ControlModal(ReplyingModal, title="Use as control (ControlNet)"):
     """Apps > Use as control: the prompt, the ControlNet model (empty: one named after the preprocessor) and the
     preprocessor that makes the map from the image (none: the image is a map already)."""
 
@@ -283,10 +278,10 @@ class ControlModal(_Modal, title="Use as control (ControlNet)"):
         await self._on_submit(interaction, self.prompt.value, self.model.value.strip(), self.module.value.strip())
 
 
-class SavePresetModal(_Modal, title="Save as preset"):
+class SavePresetModal(ReplyingModal, title="Save as preset"):
     def __init__(self, job_id: int, on_submit) -> None:
         super().__init__(custom_id=f"sdbot:save:{job_id}")
-        self.name = discord.ui.TextInput(
+        self.name: discord.ui.TextInput[Any] = discord.ui.TextInput(
             label="Preset name", min_length=1, max_length=32, custom_id="name", placeholder="letters, digits, - and _"
         )
         self.add_item(self.name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -11,7 +12,7 @@ from discord.ext import commands
 from bot.errors import UserError
 from bot.exts.common.actor import actor_of
 from bot.exts.common.formatting import clip, info_message
-from bot.exts.common.interactions import reply_error
+from bot.exts.common.interactions import reply_error, services_of
 from bot.option_spec import SCHEDULES, sampler_names
 from bot.services.catalog import Catalog
 
@@ -31,12 +32,16 @@ class CancelButton(discord.ui.DynamicItem[discord.ui.Button], template=r"sdbot:c
         self.job_id = job_id
 
     @classmethod
-    async def from_custom_id(cls, interaction, item, match) -> CancelButton:
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> CancelButton:
         return cls(int(match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         try:
-            services = interaction.client.services
+            services = services_of(interaction.client)
+            if services is None:
+                raise RuntimeError("a cancel button pressed on a client that is not the bot")
             job = await services.jobs.get(self.job_id)
             await services.moderation.authorize(actor_of(interaction), "cancel", job=job)  # owner or moderator
             done = services.jobs.cancel(job.id) or await services.grids.cancel(job.id)  # a job, or a grid

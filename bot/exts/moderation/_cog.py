@@ -7,7 +7,7 @@ Manage Server (/config) or Manage Messages (/mod); the service checks again, as 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import discord
 from discord import app_commands
@@ -18,9 +18,9 @@ from bot.exts.moderation import _format
 from bot.exts.moderation._duration import describe, parse_duration
 from bot.exts.moderation._views import RejectModal, review_view
 from bot.services.image_policy import parse_nsfw_thresholds
+from bot.services.moderation import WordKind
 
 Mode = Literal["off", "flagged", "prompts", "images", "auto"]
-WordList = Literal["banned", "flagged"]
 
 
 def split_words(text: str) -> list[str]:
@@ -83,7 +83,7 @@ class Moderation(commands.Cog):
         scores = parse_nsfw_thresholds(nsfw_channels) if nsfw_channels is not None else None
         await interaction.response.defer(ephemeral=True, thinking=True)
         actor = actor_of(interaction)
-        changes = {
+        changes: dict[str, Any] = {
             k: v
             for k, v in dict(
                 moderation_mode=mode,
@@ -106,7 +106,7 @@ class Moderation(commands.Cog):
         self,
         interaction: discord.Interaction,
         action: Literal["add", "remove", "list"],
-        which: WordList,
+        which: WordKind,
         words: app_commands.Range[str, 0, 4000] = "",
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)

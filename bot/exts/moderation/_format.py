@@ -6,15 +6,12 @@ from pathlib import Path
 
 import discord
 
+from bot.exts.common.formatting import clip
 from bot.services.image_policy import scores_line
 from bot.services.moderation import History
 from bot.services.records import AuditRecord, BanRecord, ItemStatus, JobRecord, ReviewItemRecord, SettingsRecord
 
 PENDING_COLOUR, APPROVED_COLOUR, REJECTED_COLOUR = 0xF0B232, 0x23A55A, 0xDA373C
-
-
-def clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _code(text: str, limit: int) -> str:

@@ -90,6 +90,8 @@ class DiscordReviewNotifier:
 
     def listener_for(self, job: JobRecord) -> DiscordJobListener:
         """For a job decided after its command's listener is gone (a restart): results go to its channel."""
+        if job.channel_id is None:  # every job from Discord has one: its command's
+            raise ValueError(f"job #{job.id} has no channel to post its images in")
         return DiscordJobListener(
             self.bot,
             user_id=job.user_id,

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import discord
 
-from bot.exts.common.interactions import reply_error
-from bot.exts.common.views import ActionButton
+from bot.exts.common.views import ActionButton, ReplyingModal
 
 ACTIONS = {
     "approve": ("✅", "Approve", discord.ButtonStyle.success),
@@ -29,12 +28,12 @@ def review_view(item_ids: list[int]) -> discord.ui.View:
     return view
 
 
-class RejectModal(discord.ui.Modal):
+class RejectModal(ReplyingModal):
     """Why (shown to the user), and for a ban, for how long."""
 
     def __init__(self, item_id: int, ban: bool, on_submit) -> None:
         super().__init__(title="Reject and ban" if ban else "Reject", custom_id=f"sdbot:modreject:{item_id}:{int(ban)}")
-        self.reason = discord.ui.TextInput(
+        self.reason: discord.ui.TextInput[RejectModal] = discord.ui.TextInput(
             label="Reason (the user sees it)",
             style=discord.TextStyle.paragraph,
             min_length=1,
@@ -43,7 +42,7 @@ class RejectModal(discord.ui.Modal):
             placeholder="e.g. not allowed on this server",
         )
         self.add_item(self.reason)
-        self.duration: discord.ui.TextInput | None = None
+        self.duration: discord.ui.TextInput[RejectModal] | None = None
         if ban:
             self.duration = discord.ui.TextInput(
                 label="Ban for",
@@ -57,6 +56,3 @@ class RejectModal(discord.ui.Modal):
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         await self._on_submit(interaction, self.reason.value, self.duration.value if self.duration else None)
-
-    async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
-        await reply_error(interaction, error)

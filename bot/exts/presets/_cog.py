@@ -154,7 +154,7 @@ class Presets(commands.GroupCog, group_name="preset", group_description="Your sa
 
     @app_commands.command(name="list", description="Your presets")
     async def list_(self, interaction: discord.Interaction) -> None:
-        presets, default = await self.services.presets.list(interaction.user.id)
+        presets, default = await self.services.presets.list_with_default(interaction.user.id)
         if not presets:
             await interaction.followup.send("you have no presets yet: /preset save", ephemeral=True)
             return

@@ -116,7 +116,7 @@ async def test_reset(any_sessions):
 
 
 async def test_auto_mode_and_age_restricted_thresholds(any_sessions):
-    """Issue 17: mode `auto` passes the database's check; the NSFW-channel scores are set together, in order."""
+    """Mode `auto` passes the database's check; the NSFW-channel scores are set together, in order."""
     async with any_sessions.begin() as s:
         await guilds.update(s, GUILD, moderation_mode="auto", nsfw_flag_above=0.8, nsfw_block_above=1)
     async with any_sessions.begin() as s:

@@ -1,24 +1,14 @@
-"""Preset operations against a real, migrated database: save, get, list, rename, delete, defaults, limits,
-export/import as JSON and import from an A1111 infotext."""
+"""Preset operations against a real, migrated database: save, get, list, rename, delete, defaults, limits."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 
 from bot.store import presets
-from bot.store.errors import InvalidImport, InvalidOptions, InvalidPresetName, PresetExists, PresetLimit, PresetNotFound
+from bot.store.errors import InvalidOptions, InvalidPresetName, PresetExists, PresetLimit, PresetNotFound
 from engine.config import Limits
 
 ALICE, BOB = 111, 222
-
-INFOTEXT = (
-    "a castle on a hill, (masterpiece:1.2)\n"
-    "Negative prompt: lowres, blurry\n"
-    "Steps: 28, Sampler: DPM++ 2M Karras, CFG scale: 6.5, Seed: 1234, Size: 512x768, Model hash: abcd, "
-    "Model: dreamshaper, Clip skip: 2, Hires upscale: 2, Hires steps: 10, Version: v1.9.4"
-)
 
 
 async def _save(sessions, user, name, options, **kw):
@@ -173,153 +163,3 @@ async def test_configured_limits_apply(any_sessions):
 async def test_invalid_names_are_refused(any_sessions):
     with pytest.raises(InvalidPresetName, match="contains ' '"):
         await _save(any_sessions, ALICE, "two words", {"steps": 3})
-
-
-# --- export / import -----------------------------------------------------------------------------------------
-
-
-async def test_export_import_round_trip(any_sessions):
-    """Exported presets (with the default mark) import into another account unchanged."""
-    await _save(any_sessions, ALICE, "Portrait", {"width": 512, "height": 768, "prompt_prefix": "photo of"})
-    await _save(any_sessions, ALICE, "anime", {"sampler": "Euler a", "negative_prompt": "lowres"})
-    async with any_sessions.begin() as s:
-        await presets.set_default(s, ALICE, "anime")
-        text = await presets.export_json(s, ALICE)
-    doc = json.loads(text)
-    assert doc["format"] == "sdbot-presets" and [p["name"] for p in doc["presets"]] == ["anime", "Portrait"]
-    async with any_sessions.begin() as s:
-        result = await presets.import_json(s, BOB, text)
-    assert set(result.created) == {"anime", "Portrait"} and result.updated == () and result.default == "anime"
-    async with any_sessions.begin() as s:
-        mine = {p.name: p.options for p in await presets.list_for_user(s, ALICE)}
-        theirs = {p.name: p.options for p in await presets.list_for_user(s, BOB)}
-        assert mine == theirs
-        assert (await presets.get_default(s, BOB)).name == "anime"
-
-
-async def test_export_only_some(any_sessions):
-    await _save(any_sessions, ALICE, "a", {"steps": 1})
-    await _save(any_sessions, ALICE, "b", {"steps": 2})
-    async with any_sessions.begin() as s:
-        doc = json.loads(await presets.export_json(s, ALICE, only=["B"]))
-        assert [p["name"] for p in doc["presets"]] == ["b"]
-        with pytest.raises(PresetNotFound):
-            await presets.export_json(s, ALICE, only=["zzz"])
-
-
-async def test_import_conflicts_and_overwrite(any_sessions):
-    """Existing names are refused unless overwrite; with it they are updated, and nothing is half-done."""
-    await _save(any_sessions, ALICE, "keep", {"steps": 1})
-    text = json.dumps(
-        {
-            "format": "sdbot-presets",
-            "version": 1,
-            "presets": [{"name": "KEEP", "options": {"steps": 9}}, {"name": "fresh", "options": {"steps": 8}}],
-        }
-    )
-    async with any_sessions.begin() as s:
-        with pytest.raises(PresetExists, match="'keep'"):
-            await presets.import_json(s, ALICE, text)
-    async with any_sessions.begin() as s:
-        assert await presets.find(s, ALICE, "fresh") is None  # all or nothing
-        result = await presets.import_json(s, ALICE, text, overwrite=True)
-    assert result.created == ("fresh",) and result.updated == ("KEEP",)
-    async with any_sessions.begin() as s:
-        assert (await presets.get(s, ALICE, "keep")).options == {"steps": 9}
-
-
-async def test_import_respects_the_limit(any_sessions):
-    await _save(any_sessions, ALICE, "one", {"steps": 1}, limit=2)
-    text = json.dumps(
-        {
-            "format": "sdbot-presets",
-            "version": 1,
-            "presets": [{"name": "two", "options": {"steps": 2}}, {"name": "three", "options": {"steps": 3}}],
-        }
-    )
-    async with any_sessions.begin() as s:
-        with pytest.raises(PresetLimit, match="would give you 3; the limit is 2"):
-            await presets.import_json(s, ALICE, text, limit=2)
-
-
-@pytest.mark.parametrize(
-    "text, message",
-    [
-        ("{", "not valid JSON"),
-        ("[]", "not an sdbot preset export"),
-        ('{"format": "sdbot-presets", "version": 2, "presets": []}', "version 2 is not supported"),
-        ('{"format": "sdbot-presets", "version": 1, "presets": [1]}', "preset #1 in the file needs a 'name'"),
-        (
-            '{"format": "sdbot-presets", "version": 1, "presets": [{"name": "a b", "options": {}}]}',
-            "preset #1 in the file: preset name 'a b' contains ' '",
-        ),
-        (
-            '{"format": "sdbot-presets", "version": 1, "presets": [{"name": "x", "options": {"steps": -1}}]}',
-            "preset 'x' in the file: invalid preset option steps",
-        ),
-        (
-            '{"format": "sdbot-presets", "version": 1, "presets": [{"name": "x", "options": {"steps": 1}},'
-            ' {"name": "X", "options": {"steps": 2}}]}',
-            "two presets named 'x' and 'X'",
-        ),
-        (
-            '{"format": "sdbot-presets", "version": 1, "presets": [{"name": "x", "default": true, "options": '
-            '{"steps": 1}}, {"name": "y", "default": true, "options": {"steps": 2}}]}',
-            "marks both 'x' and 'y'",
-        ),
-        (b"\xff\xfe", "not UTF-8"),
-        ("[" * 100_000, "not valid JSON"),
-    ],
-)
-async def test_bad_import_files(any_sessions, text, message):
-    async with any_sessions.begin() as s:
-        with pytest.raises(InvalidImport) as info:
-            await presets.import_json(s, ALICE, text)
-    assert message in str(info.value)
-
-
-# --- infotext ------------------------------------------------------------------------------------------------
-
-
-async def test_import_infotext(any_sessions):
-    """Settings and the negative prompt are kept, the prompt becomes the preset's prompt, the seed is dropped,
-    and parameters sdbot cannot reproduce are reported."""
-    async with any_sessions.begin() as s:
-        result = await presets.import_infotext(s, ALICE, "castle", INFOTEXT)
-    assert result.created
-    assert result.preset.options == {
-        "prompt": "a castle on a hill, (masterpiece:1.2)",
-        "negative_prompt": "lowres, blurry",
-        "steps": 28,
-        "sampler": "DPM++ 2M",
-        "schedule": "Karras",
-        "cfg_scale": 6.5,
-        "width": 512,
-        "height": 768,
-        "model": "dreamshaper",
-        "clip_skip": 2,
-        "hires": 2.0,
-        "hires_steps": 10,
-    }
-    assert result.unknown_keys == ()
-    assert result.dropped == ("seed",)
-    async with any_sessions.begin() as s:
-        again = await presets.import_infotext(s, ALICE, "CASTLE", INFOTEXT, keep_seed=True)
-    assert not again.created and again.preset.options["seed"] == 1234 and again.dropped == ()
-
-
-@pytest.mark.parametrize(
-    "text, error, message",
-    [
-        ("just a prompt", InvalidImport, "no A1111 parameter line"),
-        ("x\nSteps: many, Sampler: Euler, CFG scale: 7", InvalidImport, "the infotext's Steps is 'many'"),
-        ("x\nSteps: 20, Sampler: Nope, CFG scale: 7", InvalidImport, "Sampler 'Nope' cannot be used"),
-        ("x\nSteps: 9999, Sampler: Euler, CFG scale: 7", InvalidOptions, "invalid preset option steps"),
-        ("x\nSteps: 20, Sampler: Euler, CFG scale: 7, Size: 100x100", InvalidOptions, "multiple of 8"),
-    ],
-)
-async def test_import_infotext_errors(any_sessions, text, error, message):
-    async with any_sessions.begin() as s:
-        with pytest.raises(error) as info:
-            await presets.import_infotext(s, ALICE, "x", text)
-    assert message in str(info.value)

@@ -24,7 +24,7 @@ from engine.render.masking import blur, latent_mask
 from engine.render.pipeline import Engine
 from engine.request import GenerationRequest
 from engine.tiny.models import write_tiny_model
-from tests.engine.test_input_image import png_header_only
+from tests.engine.render.test_input_image import png_header_only
 
 SIZE = 64
 MASK_BOX = (16, 20, 44, 48)

@@ -1,4 +1,4 @@
-"""Delivery in a busy channel (issue 11): finals never wait behind progress, the defaults serve 50 members at
+"""Delivery in a busy channel: finals never wait behind progress, the defaults serve 50 members at
 once, a member's quick prompts are all queued, and servers take turns in the queue."""
 
 from __future__ import annotations

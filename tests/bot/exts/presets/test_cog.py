@@ -168,9 +168,9 @@ async def test_import_infotext_and_export_then_import_the_file(harness):
     text = await deferred(s, "preset import", {"name": "castle", "text": INFOTEXT})
     assert "preset **castle** created" in text
     assert "prompt: “a castle on a hill”" in text and "no: “ugly”" in text and "--steps 4" in text
-    assert "--hires 2" in text  # Hires. fix is a setting since issue 14
+    assert "--hires 2" in text  # Hires. fix is a setting
     assert "missing LoRA x (hash ab)" in text  # LoRAs travel in the prompt; their hashes are looked up here
-    assert "not imported" not in text  # both Hires and the LoRA hashes are understood now
+    assert "not imported" not in text  # both Hires and the LoRA hashes are understood
     assert "left out on purpose: seed" in text
     assert "updated" in await deferred(s, "preset import", {"name": "Castle", "text": INFOTEXT})
     assert "give the new preset a name" in await deferred(s, "preset import", {"text": INFOTEXT})

@@ -152,8 +152,8 @@ def test_default_sizes_round_to_64_for_sdxl_and_8_for_sd1(tmp_path, tiny_sd15, t
     import torch
     from safetensors.torch import save_file
 
+    from engine.models.ldm_keys import SD1_CLIP_PREFIX, SDXL_OPENCLIP_PREFIX, UNET_PREFIX
     from engine.models.loader import ModelFile, checkpoint_family
-    from engine.models.single_file import SD1_CLIP_PREFIX, SDXL_OPENCLIP_PREFIX, UNET_PREFIX
 
     files = {
         "sdxl": [UNET_PREFIX + "x", SDXL_OPENCLIP_PREFIX + "transformer.x"],

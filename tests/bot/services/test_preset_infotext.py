@@ -1,18 +1,22 @@
-"""Property tests for importing an A1111 infotext into a preset: any text gives valid options or our error."""
+"""Importing an A1111 infotext into a preset: what is kept and what is reported, and (property tests) any text
+gives valid options or our error, never anything else."""
 
 from __future__ import annotations
 
 import itertools
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bot.services.preset_infotext import import_infotext, infotext_options
 from bot.store import presets
-from bot.store.errors import StoreError
+from bot.store.errors import InvalidImport, InvalidOptions, StoreError
 from bot.store.options import OPTION_KEYS, validate_options
 from engine.infotext import format_infotext
 from engine.samplers import sampler_labels
 
+ALICE = 111
 _users = itertools.count(50_000)
 
 KEYS = [
@@ -56,7 +60,7 @@ def _check_result(result):
 @given(st.text(max_size=300))
 def test_any_text_gives_options_or_our_error(text):
     try:
-        result = presets.infotext_options(text)
+        result = infotext_options(text)
     except StoreError as exc:
         assert str(exc).strip()  # a message fit to show
         return
@@ -71,7 +75,7 @@ def test_any_text_gives_options_or_our_error(text):
 def test_infotext_shaped_junk_gives_options_or_our_error(prompt, negative, params):
     text = format_infotext(prompt, negative, params)
     try:
-        result = presets.infotext_options(text)
+        result = infotext_options(text)
     except StoreError:
         return
     _check_result(result)
@@ -102,7 +106,7 @@ valid_params = st.fixed_dictionaries(
 )
 def test_valid_infotexts_keep_their_settings(prompt, params, keep_seed):
     """Every setting of a well-formed infotext lands in the preset (the seed only when asked for)."""
-    options, unknown, dropped = presets.infotext_options(format_infotext(prompt, "", params), keep_seed=keep_seed)
+    options, unknown, dropped = infotext_options(format_infotext(prompt, "", params), keep_seed=keep_seed)
     assert options["steps"] == params["Steps"]
     assert options["cfg_scale"] == float(params["CFG scale"])
     assert f"{options['width']}x{options['height']}" == params["Size"]
@@ -129,11 +133,63 @@ async def test_import_into_the_database_never_raises_anything_else(any_sessions,
     user = next(_users)
     async with any_sessions.begin() as s:
         try:
-            result = await presets.import_infotext(s, user, "imported", text)
+            result = await import_infotext(s, user, "imported", text)
         except StoreError:
             assert await presets.count(s, user) == 0
             return
         assert (await presets.get(s, user, "imported")).options == result.preset.options
+
+
+INFOTEXT = (
+    "a castle on a hill, (masterpiece:1.2)\n"
+    "Negative prompt: lowres, blurry\n"
+    "Steps: 28, Sampler: DPM++ 2M Karras, CFG scale: 6.5, Seed: 1234, Size: 512x768, Model hash: abcd, "
+    "Model: dreamshaper, Clip skip: 2, Hires upscale: 2, Hires steps: 10, Version: v1.9.4"
+)
+
+
+async def test_import_infotext(any_sessions):
+    """Settings and the negative prompt are kept, the prompt becomes the preset's prompt, the seed is dropped,
+    and parameters sdbot cannot reproduce are reported."""
+    async with any_sessions.begin() as s:
+        result = await import_infotext(s, ALICE, "castle", INFOTEXT)
+    assert result.created
+    assert result.preset.options == {
+        "prompt": "a castle on a hill, (masterpiece:1.2)",
+        "negative_prompt": "lowres, blurry",
+        "steps": 28,
+        "sampler": "DPM++ 2M",
+        "schedule": "Karras",
+        "cfg_scale": 6.5,
+        "width": 512,
+        "height": 768,
+        "model": "dreamshaper",
+        "clip_skip": 2,
+        "hires": 2.0,
+        "hires_steps": 10,
+    }
+    assert result.unknown_keys == ()
+    assert result.dropped == ("seed",)
+    async with any_sessions.begin() as s:
+        again = await import_infotext(s, ALICE, "CASTLE", INFOTEXT, keep_seed=True)
+    assert not again.created and again.preset.options["seed"] == 1234 and again.dropped == ()
+
+
+@pytest.mark.parametrize(
+    "text, error, message",
+    [
+        ("just a prompt", InvalidImport, "no A1111 parameter line"),
+        ("x\nSteps: many, Sampler: Euler, CFG scale: 7", InvalidImport, "the infotext's Steps is 'many'"),
+        ("x\nSteps: 20, Sampler: Nope, CFG scale: 7", InvalidImport, "Sampler 'Nope' cannot be used"),
+        ("x\nSteps: 9999, Sampler: Euler, CFG scale: 7", InvalidOptions, "invalid preset option steps"),
+        ("x\nSteps: 20, Sampler: Euler, CFG scale: 7, Size: 100x100", InvalidOptions, "multiple of 8"),
+    ],
+)
+async def test_import_infotext_errors(any_sessions, text, error, message):
+    async with any_sessions.begin() as s:
+        with pytest.raises(error) as info:
+            await import_infotext(s, ALICE, "x", text)
+    assert message in str(info.value)
 
 
 def test_an_inpaint_infotext_restores_its_controls_not_the_mask():
@@ -155,7 +211,7 @@ def test_an_inpaint_infotext_restores_its_controls_not_the_mask():
             "Masked content": "latent nothing",
         },
     )
-    options, unknown, _ = presets.infotext_options(text)
+    options, unknown, _ = infotext_options(text)
     assert unknown == ()
     assert {k: options[k] for k in ("strength", "mask_mode", "mask_blur", "inpaint_area", "padding")} == {
         "strength": 0.6,

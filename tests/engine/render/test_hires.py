@@ -1,19 +1,19 @@
 """Hires. fix on the tiny model: output size, every latent mode, image upscalers, a tiny ESRGAN found and used,
-the fixed-steps second pass, infotext both ways, and the limits on the final size."""
+the fixed-steps second pass, infotext both ways, and the limits on the final size. The upscalers on their own:
+test_upscalers.py."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from engine.config import Limits
 from engine.errors import EngineError
 from engine.infotext import parse_infotext, request_options
-from engine.render.upscalers import LATENT_MODES, UpscalerLibrary, _import_spandrel, load_model, run_tiled
+from engine.render.upscalers import LATENT_MODES, UpscalerLibrary, load_model
 from engine.request import GenerationRequest
 from engine.tiny.models import write_tiny_esrgan
-from tests.engine._render_helpers import count_unet_calls, engine, module_models, vae2_engine  # noqa: F401 - fixtures
+from tests.engine.render._helpers import count_unet_calls, engine, module_models, vae2_engine  # noqa: F401 - fixtures
 
 
 def req(**kw) -> GenerationRequest:
@@ -123,47 +123,3 @@ def test_tiny_esrgan_is_found_detected_and_used(engine, module_models):
     assert "Hires upscaler: tiny-x2" in result.images[0].infotext
     lanczos = engine.render(req(hires_upscaler="Lanczos", hires_steps=1))
     assert not np.array_equal(np.asarray(result.images[0].image), np.asarray(lanczos.images[0].image))
-
-
-def test_upscaler_folders_realesrgan_swinir_dat_are_searched(tmp_path):
-    for folder in ("RealESRGAN", "SwinIR", "DAT"):
-        write_tiny_esrgan(tmp_path / folder / f"m-{folder}.safetensors")
-    assert {"m-RealESRGAN", "m-SwinIR", "m-DAT"} <= set(UpscalerLibrary(tmp_path).names())
-
-
-def test_tiling_matches_the_whole_image_run(tmp_path):
-    path = write_tiny_esrgan(tmp_path / "ESRGAN" / "t.safetensors", scale=2)
-    descriptor = load_model(path, allow_pickle=False, device="cpu")
-    rng = np.random.default_rng(0)
-    image = Image.fromarray(rng.integers(0, 255, (50, 70, 3), dtype=np.uint8))
-    whole = np.asarray(run_tiled(descriptor, image, "cpu", tile=1000)).astype(int)
-    tiled = np.asarray(run_tiled(descriptor, image, "cpu", tile=16, margin=16)).astype(int)
-    assert whole.shape == (100, 140, 3)
-    assert np.abs(whole - tiled).max() <= 1  # no seams: each tile saw enough context
-
-
-def test_pickled_upscaler_refused_unless_allowed(tmp_path):
-    import torch
-
-    _import_spandrel()
-    from spandrel.architectures.ESRGAN import ESRGAN
-
-    path = tmp_path / "ESRGAN" / "old.pth"
-    path.parent.mkdir(parents=True)
-    torch.save(ESRGAN(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=2).state_dict(), path)
-    with pytest.raises(
-        EngineError, match=r"old.pth is refused \(pickle format; set \[engine\] allow_pickle = true to allow it\)"
-    ):
-        load_model(path, allow_pickle=False, device="cpu")
-    assert load_model(path, allow_pickle=True, device="cpu").scale == 2
-
-
-def test_a_non_upscaler_file_is_a_clear_error(tmp_path):
-    import torch
-    from safetensors.torch import save_file
-
-    path = tmp_path / "ESRGAN" / "junk.safetensors"
-    path.parent.mkdir(parents=True)
-    save_file({"x": torch.zeros(3)}, str(path))
-    with pytest.raises(EngineError, match="not an upscaler architecture spandrel knows"):
-        load_model(path, allow_pickle=False, device="cpu")

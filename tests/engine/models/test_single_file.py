@@ -13,14 +13,12 @@ import torch
 
 from engine.errors import EngineError
 from engine.models import ldm_layout
+from engine.models.clip_tokenizer import clip_tokenizer, load_tokenizer
+from engine.models.prediction import explicit_prediction_type, is_v_prediction_sd2
 from engine.models.single_file import (
     CONFIGS_DIR,
-    clip_tokenizer,
     detect_family,
-    explicit_prediction_type,
-    is_v_prediction_sd2,
     load_single_file_pipeline,
-    load_tokenizer,
     pipeline_from_state_dict,
 )
 
@@ -171,7 +169,7 @@ def test_detect_family_refuses_other_unet_inputs(channels: int, words: str) -> N
 
 
 def test_a1111_key_renames() -> None:
-    from engine.models.single_file import normalize_keys
+    from engine.models.ldm_keys import normalize_keys
 
     turbo = {
         UNET_KEY: torch.zeros(320, 4, 3, 3),

@@ -15,7 +15,7 @@ from engine.infotext import parse_infotext, request_options
 from engine.render.img2img import StepPlan, fixed_steps_schedule, img2img_steps
 from engine.render.pipeline import Engine
 from engine.request import GenerationRequest
-from tests.engine._render_helpers import count_unet_calls, engine, module_models, vae2_engine  # noqa: F401 - fixtures
+from tests.engine.render._helpers import count_unet_calls, engine, module_models, vae2_engine  # noqa: F401 - fixtures
 
 
 def picture(width: int = 96, height: int = 64, fmt: str = "PNG", mode: str = "RGB") -> bytes:
