@@ -97,6 +97,9 @@ class SdBot(commands.Bot):
 
         Before any command is taken, so every unfinished job is the previous run's; only this process's guilds
         (another process, on the other shards, picks up its own)."""
+        grids = await self.services.grids.recover(self.serves)  # first: the jobs' recovery leaves grids alone
+        if grids:
+            log.info("recovered %d X/Y/Z grids", grids)
         self.recovered = rerun, posted = await self.services.jobs.recover(self.serves)
         if rerun or posted:
             log.info("recovered %d jobs to re-run and %d to post", rerun, posted)
@@ -185,10 +188,10 @@ def command_hash_path(config: Config) -> Path:
 
 def _services(core: Core, bot: SdBot) -> Services:
     """The services on `core`, built with this bot's Discord adapters (the review channel, job messages)."""
-    from bot.exts.imagine import recovery_listener
+    from bot.exts.imagine import recovery_grid_listener, recovery_listener
     from bot.exts.moderation import review_notifier
 
-    return build_services(core, DiscordSide(review_notifier(bot), recovery_listener(bot)))
+    return build_services(core, DiscordSide(review_notifier(bot), recovery_listener(bot), recovery_grid_listener(bot)))
 
 
 class _NoEngine:
@@ -255,6 +258,7 @@ async def serve(
             for task in waiters[1:]:
                 task.cancel()
             # Still connected: the running job may finish and post; new commands hear "restarting".
+            bot.services.grids.shutdown()
             await bot.services.jobs.shutdown(settings.shutdown_timeout_s)
         await bot.services.moderation.close()  # decisions' posts in flight
         log.info("bot stopped")

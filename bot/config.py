@@ -196,6 +196,7 @@ class ModerationSection(_Section):
     guild_period_s: _UpToADay = 60.0
     rate_wait_s: Annotated[float, Field(ge=0, le=10)] = 2.0
     max_queued_per_guild: Annotated[int, Field(ge=0, le=100000)] = 0
+    max_grid_cells: Annotated[int, Field(ge=1, le=1000)] = 25  # cells in one X/Y/Z grid (/xyz, sdbot xyz)
     banned_users: _Ids = []
     # A local image-classification model folder ("": none); guilds in `auto` mode need one.
     image_classifier: str = ""

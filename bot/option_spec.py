@@ -42,11 +42,11 @@ from engine.samplers import SCHEDULES as SCHEDULES
 from engine.samplers import sampler_labels as sampler_labels
 from engine.samplers import sampler_names as sampler_names
 
-INT, FLOAT, TEXT = "int", "float", "text"
+INT, FLOAT, TEXT, BOOL = "int", "float", "text", "bool"
 SIZE, RATIO, LORA, PRESET = "size", "ratio", "lora", "preset"
 CONTROLS = "controls"  # ControlNet units: a list of each unit's settings (engine/control/units.py)
 CN = "cn"  # `--cn MODULE[:WEIGHT]`: a ControlNet unit's module and weight, its image the attached one
-SCALARS = (INT, FLOAT, TEXT)
+SCALARS = (INT, FLOAT, TEXT, BOOL)
 
 
 @dataclass(frozen=True)
@@ -197,6 +197,13 @@ VOCABULARY: tuple[Option, ...] = (
         infotext="Masked area padding",
     ),
     Option("outpaint", TEXT, describe="Outpainting: L,T,R,B pixels to add on the left, top, right and bottom"),
+    Option(
+        "combinatorial",
+        BOOL,
+        ("combinatorial",),
+        "Combinatorial",
+        describe="Dynamic prompts: image i gets the i-th combination of the {a|b} choices, not a draw by its seed",
+    ),
     Option("preset", PRESET, ("preset",), describe="One of your presets"),
     Option(
         "control_net",
@@ -246,6 +253,9 @@ def inline_text(options: Mapping[str, Any]) -> str:
         if option.key == "schedule" and options.get("sampler") is not None:
             continue  # said with the sampler: `--sampler DPM++ 2M Karras`
         value = options[option.key]
+        if option.kind == BOOL:
+            parts.append(f"--{option.flags[0]}" if value else f"--{option.flags[0]} off")
+            continue
         if option.kind == RATIO:
             value = f"{value[0]}:{value[1]}"
         if option.key == "sampler" and options.get("schedule", "Automatic") != "Automatic":

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.errors import UserError
-from bot.option_spec import BY_FLAG, BY_PARAM, CN, FLAG_NAMES, FLOAT, INT, LORA, PRESET, RATIO, SIZE, TEXT
+from bot.option_spec import BOOL, BY_FLAG, BY_PARAM, CN, FLAG_NAMES, FLOAT, INT, LORA, PRESET, RATIO, SIZE, TEXT
 
 _OPTION = re.compile(r"(?:^|(?<=\s))(?:--|—)([A-Za-z][\w-]*)")
 
@@ -114,6 +114,10 @@ def append_to_prompt(text: str, addition: str) -> str:
 
 def convert(name: str, key: str, kind: str, raw: str) -> dict[str, Any]:
     """One option's typed value; `UserError` says what the option takes."""
+    if kind == BOOL:
+        if raw.lower() not in _BOOLS:
+            raise UserError(f"--{name} takes on or off, or nothing for on (got {raw!r})")
+        return {key: _BOOLS[raw.lower()]}
     if raw == "" and kind != TEXT:
         raise UserError(f"--{name} needs a value, e.g. --{name} {_EXAMPLES[kind]}")
     if kind == INT:
@@ -138,6 +142,17 @@ def convert(name: str, key: str, kind: str, raw: str) -> dict[str, Any]:
 
 
 _EXAMPLES = {INT: "30", FLOAT: "7.5", RATIO: "2:3", SIZE: "512x768", TEXT: "..."}
+_BOOLS = {
+    "": True,
+    "on": True,
+    "true": True,
+    "yes": True,
+    "1": True,
+    "off": False,
+    "false": False,
+    "no": False,
+    "0": False,
+}
 
 
 def parse_ratio(raw: str) -> tuple[int, int]:

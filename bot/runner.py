@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -18,6 +18,7 @@ from bot.config import Config
 from bot.services import Services
 from bot.services.bans import Bans
 from bot.services.catalog import ModelCatalog
+from bot.services.grids import GridListener, GridService
 from bot.services.jobs import JobListener, JobService
 from bot.services.moderation import ModerationService
 from bot.services.policy import Caps, SettingsCache
@@ -51,6 +52,7 @@ class DiscordSide:
 
     notifier: ReviewNotifier  # the review channel and members' notices
     listener_for: Callable[[JobRecord], JobListener]  # a job's Discord side when its command's is gone (a restart)
+    grid_listener_for: Callable[[JobRecord], GridListener] | None = None  # the same for a grid (its own job)
 
 
 @contextlib.asynccontextmanager
@@ -97,21 +99,38 @@ def build_services(core: Core, discord: DiscordSide) -> Services:
     m, d = config.settings.moderation, config.settings.discord
     settings_cache = SettingsCache(sessions)
     review = ImageReview(sessions, settings_cache, discord.notifier, image_policy=config.image_policy())
+    grids: GridService | None = None
+
+    def listener_for(job: JobRecord) -> JobListener:
+        """A cell's listener is its grid's; any other job's is the Discord side's."""
+        cell = grids.cell_listener(job) if grids is not None else None
+        return cell if cell is not None else discord.listener_for(job)
+
     jobs = JobService(
         sessions,
         core.worker,
         config.outputs_dir,
         review,
-        discord.listener_for,
+        listener_for,
         limits=limits,
         post_retry_s=d.post_retry_s,
         post_backoff_s=d.post_backoff_s,
+    )
+    grids = GridService(
+        jobs,
+        discord.grid_listener_for or cast(Callable[[JobRecord], GridListener], discord.listener_for),
+        limits=limits,
+        member_cap=engine_config.max_queued_per_user,
     )
     bans = Bans(sessions, global_bans=frozenset(m.banned_users))
     rates = RateLimits(
         Rate(m.user_rate, m.user_period_s), Rate(m.guild_rate, m.guild_period_s), m.rate_wait_s, cooldown_s=d.cooldown_s
     )
-    caps = Caps(max_active_per_user=engine_config.max_queued_per_user, max_queued_per_guild=m.max_queued_per_guild)
+    caps = Caps(
+        max_active_per_user=engine_config.max_queued_per_user,
+        max_queued_per_guild=m.max_queued_per_guild,
+        max_grid_cells=m.max_grid_cells,
+    )
     catalog = ModelCatalog(engine_config)
     presets = PresetService(
         sessions,
@@ -125,8 +144,11 @@ def build_services(core: Core, discord: DiscordSide) -> Services:
         sessions=sessions,
         worker=core.worker,
         jobs=jobs,
+        grids=grids,
         presets=presets,
-        submissions=Submissions(sessions, jobs, review, bans, rates, catalog.family_of, caps=caps, limits=limits),
+        submissions=Submissions(
+            sessions, jobs, review, bans, rates, catalog.family_of, caps=caps, limits=limits, grids=grids
+        ),
         review=review,
         moderation=ModerationService(sessions, jobs, review, bans, settings_cache, limits=limits),
         bans=bans,

@@ -93,6 +93,9 @@ class GenerationRequest:
     # ControlNet units (engine/control/units.py): each with its control image (a path on the bot's host,
     # its bytes carried by `portable()`), module, model, weight, steps and mode; at most `max_controlnet_units`.
     controls: tuple[ControlUnit, ...] = ()
+    # Dynamic prompts ({a|b}, __wildcards__; engine/render/dynamic_prompts.py): False draws image i's prompt from
+    # its seed; True gives image i the i-th combination (at most one image per combination).
+    combinatorial: bool = False
     limits: Limits = field(default=Limits(), compare=False, repr=False)
     # The start image's and the mask's bytes, for a worker on another machine (`portable()`); never stored, never
     # an option.
@@ -115,6 +118,8 @@ class GenerationRequest:
         _check_int("seed", self.seed, -1, MAX_SEED)
         _check_int("batch size", self.batch_size, 1, lim.max_batch)
         _check_int("CLIP skip", self.clip_skip, 1, MAX_CLIP_SKIP)
+        if not isinstance(self.combinatorial, bool):
+            raise EngineError(f"combinatorial must be true or false (got {self.combinatorial!r})")
         for name, value in (("width", self.width), ("height", self.height)):
             _check_int(name, value, MIN_SIDE, lim.max_side)
             if value % 8:

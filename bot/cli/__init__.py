@@ -15,7 +15,7 @@ from bot.errors import UserError
 from engine.errors import EngineError
 
 # Modules that contribute sub-commands, each with `add_parsers(subparsers)`.
-_COMMAND_MODULES = ("bot.cli.render", "bot.cli.db", "bot.cli.run", "bot.cli.worker", "bot.cli.classify")
+_COMMAND_MODULES = ("bot.cli.render", "bot.cli.xyz", "bot.cli.db", "bot.cli.run", "bot.cli.worker", "bot.cli.classify")
 
 
 def _user_error_types() -> tuple[type[Exception], ...]:

@@ -5,17 +5,47 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.cli.control import add_control_arguments, print_controlnets
 from bot.config import load_config
 from bot.errors import UserError
 from bot.options import from_slash
 
+if TYPE_CHECKING:
+    from engine.config import EngineConfig
+    from engine.render.pipeline import RenderedImage
+    from engine.request import GenerationRequest
+
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("render", help="render a prompt to PNG, without Discord")
-    p.add_argument("prompt")
+    p.add_argument("prompt", help="A1111 prompt syntax; {a|b} and __wildcard__ draw each image's prompt from its seed")
+    add_request_options(p)
+    p.add_argument("--out", default="out/sdbot.png", metavar="FILE.png")
+    p.add_argument("--config", metavar="F")
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("tiny-model", help="write a tiny random model (tests, offline demo)")
+    p.add_argument("dir")
+    p.add_argument("--family", choices=("sd15", "sdxl"), default="sd15")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--inpainting", action="store_true", help="a 9-channel inpainting UNet")
+    p.set_defaults(func=cmd_tiny_model)
+
+    p = sub.add_parser("infotext", help="print a PNG's (or a text file's) A1111 infotext as JSON")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_infotext)
+
+    p = sub.add_parser("models", help="list checkpoints, VAEs, LoRAs, ControlNets and samplers")
+    p.add_argument("--config", metavar="F")
+    p.set_defaults(func=cmd_models)
+
+
+def add_request_options(p: argparse.ArgumentParser, *, batch: bool = True) -> None:
+    """The render options (`sdbot render`, `sdbot xyz`): the slash commands' parameters as flags."""
     p.add_argument("--negative", metavar="T")
     p.add_argument("--steps", type=int, metavar="N")
     p.add_argument("--cfg", type=float, metavar="F")
@@ -30,7 +60,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--clip-skip", type=int, metavar="N")
     p.add_argument("--vae", metavar="auto|none|NAME|PATH")
     p.add_argument("--model", metavar="NAME|PATH")
-    p.add_argument("--batch", type=int, metavar="N")
+    if batch:
+        p.add_argument("--batch", type=int, metavar="N")
     p.add_argument("--init-image", default="", metavar="FILE", help="img2img: start from this PNG, JPEG or WebP")
     p.add_argument(
         "--strength",
@@ -65,25 +96,13 @@ def add_parsers(sub) -> None:
         metavar="NAME",
         help="Latent, Latent (bicubic) ... Lanczos, Nearest or a model in models/ESRGAN",
     )
+    p.add_argument(
+        "--combinatorial",
+        action="store_true",
+        default=None,
+        help="dynamic prompts: image i gets the i-th combination of the {a|b} choices (up to --batch)",
+    )
     add_control_arguments(p)
-    p.add_argument("--out", default="out/sdbot.png", metavar="FILE.png")
-    p.add_argument("--config", metavar="F")
-    p.set_defaults(func=cmd_render)
-
-    p = sub.add_parser("tiny-model", help="write a tiny random model (tests, offline demo)")
-    p.add_argument("dir")
-    p.add_argument("--family", choices=("sd15", "sdxl"), default="sd15")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--inpainting", action="store_true", help="a 9-channel inpainting UNet")
-    p.set_defaults(func=cmd_tiny_model)
-
-    p = sub.add_parser("infotext", help="print a PNG's (or a text file's) A1111 infotext as JSON")
-    p.add_argument("file")
-    p.set_defaults(func=cmd_infotext)
-
-    p = sub.add_parser("models", help="list checkpoints, VAEs, LoRAs, ControlNets and samplers")
-    p.add_argument("--config", metavar="F")
-    p.set_defaults(func=cmd_models)
 
 
 _OPTION_FLAGS = (
@@ -107,18 +126,15 @@ _OPTION_FLAGS = (
     "inpaint_area",
     "padding",
     "outpaint",
+    "combinatorial",
 )
 
 
-def cmd_render(args: argparse.Namespace) -> int:
+def request_from_args(args: argparse.Namespace, engine_config: EngineConfig) -> GenerationRequest:
+    """The request the render options describe; unset ones keep the request's defaults."""
     from engine.render.input_image import read_input_image
-    from engine.render.pipeline import Engine, save_images
     from engine.request import GenerationRequest, parse_size
-    from engine.tiny.models import ensure_demo_model
 
-    config = load_config(args.config)
-    engine_config = config.engine_config()
-    ensure_demo_model(engine_config)
     # The start image is what this user sends: it is checked against the limits here, as an attachment is.
     start = read_input_image(args.init_image, engine_config.limits) if args.init_image else None
     if args.mask and start is not None:  # the mask too (without a start image the request says what is missing)
@@ -139,9 +155,9 @@ def cmd_render(args: argparse.Namespace) -> int:
         width, height = default_size(width, height, engine_config.limits, multiple)
     else:
         width, height = 512, 512
-    # The flags are the slash commands' parameters (bot/option_spec.py); unset ones keep the request's defaults.
-    options = from_slash(**{name: getattr(args, name) for name in _OPTION_FLAGS})
-    request = GenerationRequest(
+    # The flags are the slash commands' parameters (bot/option_spec.py).
+    options = from_slash(**{name: getattr(args, name, None) for name in _OPTION_FLAGS})
+    return GenerationRequest(
         prompt=args.prompt,
         width=width,
         height=height,
@@ -151,10 +167,36 @@ def cmd_render(args: argparse.Namespace) -> int:
         **options,
         limits=engine_config.limits,
     )
-    if Path(args.out).suffix.lower() != ".png":
-        raise UserError(f"--out must name a .png file (got {args.out!r})")
+
+
+def png_target(out: str) -> Path:
+    if Path(out).suffix.lower() != ".png":
+        raise UserError(f"--out must name a .png file (got {out!r})")
+    return Path(out)
+
+
+def save_images(images: Sequence[RenderedImage], target: Path) -> list[Path]:
+    """The PNGs: FILE.png for one image, FILE-1.png, FILE-2.png ... for a batch."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    paths = [
+        target if len(images) == 1 else target.with_name(f"{target.stem}-{i}.png") for i in range(1, len(images) + 1)
+    ]
+    for path, image in zip(paths, images):
+        path.write_bytes(image.png())
+    return paths
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from engine.render.pipeline import Engine
+    from engine.tiny.models import ensure_demo_model
+
+    config = load_config(args.config)
+    engine_config = config.engine_config()
+    ensure_demo_model(engine_config)
+    request = request_from_args(args, engine_config)
+    target = png_target(args.out)
     result = Engine(engine_config).render(request)
-    for path, image in zip(save_images(result, args.out), result.images):
+    for path, image in zip(save_images(result.images, target), result.images):
         print(f"{path}  seed {image.seed}")
     for note in result.notes:  # what the render left out or changed, e.g. a refused embedding
         print(f"sdbot: warning: {note}", file=sys.stderr)
@@ -222,7 +264,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def print_networks(engine_config) -> None:
-    """LoRAs (with family and trigger words from their metadata) and embeddings; nothing is downloaded."""
+    """LoRAs (with family and trigger words from their metadata), embeddings and wildcards; nothing is downloaded."""
     from engine.models.state_dict import loadable
     from engine.networks.library import EMBEDDING_DIR, LORA_DIRS, NetworkLibrary, embedding_family
 
@@ -241,3 +283,7 @@ def print_networks(engine_config) -> None:
         print(f"  {file.name}  [{embedding_family(file)}]  ({file.path})")
     if not embeddings:
         print("  (none)")
+    from engine.render.dynamic_prompts import WILDCARDS_DIR, DynamicPrompts
+
+    wildcards = DynamicPrompts(engine_config.models_dir / WILDCARDS_DIR).wildcard_names()
+    print(f"wildcards ({WILDCARDS_DIR}/NAME.txt; use __NAME__ in a prompt): " + (", ".join(wildcards) or "(none)"))

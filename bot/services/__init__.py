@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.config import Config
 from bot.services.bans import Bans
 from bot.services.catalog import ModelCatalog
+from bot.services.grids import GridService
 from bot.services.jobs import JobService
 from bot.services.moderation import ModerationService
 from bot.services.presets import PresetService
@@ -31,6 +32,7 @@ class Services:
     sessions: async_sessionmaker[AsyncSession]
     worker: Backend
     jobs: JobService
+    grids: GridService  # X/Y/Z grids: their cells in the queue, the grid posted once
     presets: PresetService
     submissions: Submissions
     review: ImageReview

@@ -1,5 +1,5 @@
 """`ModelCatalog`: the names of what is installed (checkpoints, VAEs, LoRAs, embeddings, upscalers, ControlNets and
-the ControlNet preprocessors offered), for autocomplete and /models.
+the ControlNet preprocessors offered, wildcards), for autocomplete and /models.
 
 Why a service: autocomplete runs on every keystroke, and scanning the models folder (and reading each LoRA's header
 for /models) each time would put disk work on the event loop at typing speed. The catalog rescans in a thread at most
@@ -44,6 +44,7 @@ class Catalog:
     controlnets: tuple[ControlNet, ...] = ()
     preprocessors: tuple[str, ...] = ()  # the ControlNet modules this server offers
     refused: tuple[str, ...] = ()  # one line per file the engine will not load, saying why (not in the lists above)
+    wildcards: tuple[str, ...] = ()  # dynamic prompts' `__name__` files, `sub/name` in subfolders
 
 
 def scan(config: EngineConfig) -> Catalog:
@@ -54,6 +55,7 @@ def scan(config: EngineConfig) -> Catalog:
     from engine.models.loader import ModelLibrary
     from engine.models.state_dict import loadable
     from engine.networks.library import NetworkLibrary, embedding_family
+    from engine.render.dynamic_prompts import WILDCARDS_DIR, DynamicPrompts
     from engine.render.refusals import refused_files
     from engine.render.upscalers import UpscalerLibrary
 
@@ -74,6 +76,7 @@ def scan(config: EngineConfig) -> Catalog:
             for f in loadable(ControlNetLibrary(config).files(), allow)
         ),
         preprocessors=(*opencv_modules(), *(p.name for p in Annotators(config.control_annotators).offered())),
+        wildcards=tuple(DynamicPrompts(config.models_dir / WILDCARDS_DIR).wildcard_names()),
     )
 
 

@@ -222,23 +222,26 @@ class JobService:
         )
         await self.post(job, listener)
 
-    async def post(self, job: Job | JobRecord, listener: JobListener, *, check_first: bool = False) -> None:
+    async def post(
+        self, job: Job | JobRecord, listener: JobListener, *, check_first: bool = False, review: bool = True
+    ) -> None:
         """Post a `done` job's saved files and record it as `posted`, exactly once.
 
         Failures the listener calls retryable (Discord 5xx/429, dropped connections) are retried with exponential
         back-off for `post_retry_s`, each retry first asking `already_posted` (so a post whose answer was lost is
         not made twice); `check_first` asks before the first attempt too (after a restart). Other failures fail
         the job with the reason. A job still unposted at the end stays `done` and is posted at the next start.
+        `review=False` skips the image review stage (a grid, whose cells were reviewed one by one).
         """
         if job.id in self._posting:
             return  # already being posted by another task
         self._posting.add(job.id)
         try:
-            await self._post(record(JobRecord, job), listener, check_first)
+            await self._post(record(JobRecord, job), listener, check_first, review)
         finally:
             self._posting.discard(job.id)
 
-    async def _post(self, job: JobRecord, listener: JobListener, check_first: bool) -> None:
+    async def _post(self, job: JobRecord, listener: JobListener, check_first: bool, review: bool) -> None:
         files = [Path(p) for p in job.result_paths or []]
         if not files or not all(p.exists() for p in files):
             await self._write(
@@ -249,7 +252,7 @@ class JobService:
             )
             await _quietly(listener.failed(job.id, "the rendered images were lost before they could be posted"))
             return
-        if await self.review.images_held(job, listener):
+        if review and await self.review.images_held(job, listener):
             return
         deadline = time.monotonic() + self.post_retry_s
         delay, attempt = self.post_backoff_s, 0
@@ -296,6 +299,11 @@ class JobService:
                 await asyncio.sleep(min(delay, left))
                 delay = min(delay * 2, MAX_BACKOFF_S)
         await self._write(job_store.mark_posted, job.id, message_id=delivered.message_id)
+
+    async def write(self, fn, /, *args: Any, **kwargs: Any) -> Any:
+        """A job's own state change, retried while the database is briefly away (`_write`): for the services that
+        change jobs beside this one (grids)."""
+        return await self._write(fn, *args, **kwargs)
 
     async def _write(self, fn, /, *args: Any, **kwargs: Any) -> Any:
         """`transaction(fn, ...)` for a job's own state, retried with back-off for `record_retry_s` while the

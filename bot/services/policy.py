@@ -43,6 +43,7 @@ class Caps:
 
     max_active_per_user: int = 5  # [engine] max_queued_per_user
     max_queued_per_guild: int = 0  # [moderation] max_queued_per_guild; 0: no cap
+    max_grid_cells: int = 25  # [moderation] max_grid_cells: cells in one X/Y/Z grid
 
 
 def screen(settings: GuildSettings | None, prompt: str) -> Screening:
@@ -80,8 +81,11 @@ def check_pixels(settings: GuildSettings | None, width: int, height: int, what: 
         raise UserError(f"{what} would be {width}x{height} = {width * height} pixels; this server's cap is {cap}")
 
 
-async def check_caps(s: AsyncSession, user_id: int, settings: GuildSettings | None, caps: Caps) -> None:
-    """Every queue cap for one more job of `user_id`, counted under locks held until the transaction ends.
+async def check_caps(
+    s: AsyncSession, user_id: int, settings: GuildSettings | None, caps: Caps, *, cells: int = 1
+) -> None:
+    """Every queue cap for one more job of `user_id`, counted under locks held until the transaction ends. A grid
+    is one more of the member's jobs and `cells` more jobs in the server's queue.
 
     The member's row is locked (PostgreSQL `SELECT ... FOR UPDATE`; SQLite's `BEGIN IMMEDIATE` serializes
     writers already), and the guild's row too when the server-wide cap is on, so a concurrent submission waits
@@ -107,6 +111,11 @@ async def check_caps(s: AsyncSession, user_id: int, settings: GuildSettings | No
         return
     await guild_store.lock(s, guild_id)
     waiting = await job_store.count_active_in_guild(s, guild_id)
+    if cells > 1 and waiting + cells > caps.max_queued_per_guild:
+        raise UserError(
+            f"this server has {waiting} jobs waiting and the grid has {cells} cells; the bot allows a server "
+            f"{caps.max_queued_per_guild} at a time. Try a smaller grid, or again when some have finished"
+        )
     if waiting >= caps.max_queued_per_guild:
         raise UserError(
             f"this server has {waiting} jobs waiting, the most the bot allows a server "

@@ -148,12 +148,13 @@ async def resolve_in(
     if not resolved.options["prompt"]:
         raise UserError("the prompt is empty: type what to draw, e.g. /imagine prompt: a cat in a hat")
     if settings is not None:
-        _check_allowed("model", resolved.options["model"], settings.allowed_models)
-        _check_allowed("VAE", resolved.options["vae"], settings.allowed_vaes, always=("auto", "none"))
+        check_allowed("model", resolved.options["model"], settings.allowed_models)
+        check_allowed("VAE", resolved.options["vae"], settings.allowed_vaes, always=("auto", "none"))
     return CommandRequest(resolved.request(limits), dict(resolved.sources))
 
 
-def _check_allowed(what: str, value: str, allowed: list[str], always: tuple[str, ...] = ("",)) -> None:
+def check_allowed(what: str, value: str, allowed: list[str], always: tuple[str, ...] = ("",)) -> None:
+    """A model or VAE the guild allows (an empty list allows all), or a user error listing those it does."""
     if not allowed or value in always or value.lower() in {a.lower() for a in allowed}:
         return
     raise UserError(f"this server allows only these {what}s: {', '.join(allowed)} (got {value!r})")

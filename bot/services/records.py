@@ -18,6 +18,7 @@ __all__ = [
     "Ack",
     "AuditRecord",
     "BanRecord",
+    "GridRecord",
     "ItemStatus",
     "JobRecord",
     "JobStatus",
@@ -63,6 +64,16 @@ class JobRecord:
     started_at: datetime | None
     finished_at: datetime | None
     posted_at: datetime | None
+
+
+@dataclass(frozen=True)
+class GridRecord:
+    """An X/Y/Z grid: its own job's id, its axes as typed (`X: Steps: 10, 20`), and its cells in index order,
+    each with its labels (`Steps: 20, CFG Scale: 7.0`)."""
+
+    job_id: int
+    axes: tuple[str, ...]
+    cells: tuple[tuple[str, JobRecord], ...]
 
 
 @dataclass(frozen=True)

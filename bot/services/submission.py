@@ -11,6 +11,12 @@ For /imagine, the edit modal, re-roll, upscale / vary and a command replayed fro
    `awaiting_review` with its review item. Cap check and insert share the transaction, so they cannot race;
 3. after the commit: a queued job goes to the engine (`JobService.start`); a held one to the review stage.
 
+An X/Y/Z grid (`submit_grid`) takes the same way: its axes are read and its size checked against the cell cap
+before any database work; in one transaction every cell's request is made and checked (the server's step cap,
+models and VAEs apply to each cell), every distinct prompt screened (a grid cannot wait for prompt review), the caps
+counted (the grid as one of the member's jobs, its cells against the server's queue cap), and the grid's own job,
+its cells' jobs and the grid rows inserted; after the commit the grid service feeds the cells to the queue.
+
 The listener (the Discord side of the job) is made by `listen(previews)` once the settings say whether live
 previews may be shown. The transaction may be re-run when the database was busy: it does database work only.
 """
@@ -26,12 +32,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.errors import UserError
 from bot.services import policy
 from bot.services.bans import Bans
+from bot.services.grids import GridListener, GridService
 from bot.services.jobs import RESTARTING, JobListener, JobService
-from bot.services.presets import resolve_in
+from bot.services.presets import check_allowed, resolve_in
 from bot.services.ratelimit import RateLimits
 from bot.services.records import JobRecord, record
 from bot.services.resolution import fit_pixels
 from bot.services.review import ImageReview
+from bot.services.xyz.axes import NO_AXIS, parse_axis
+from bot.services.xyz.plan import GridPlan, check_cell_cap, plan_grid
+from bot.store import grids as grid_store
 from bot.store import guilds as guild_store
 from bot.store import jobs as job_store
 from bot.store import moderation as mod_store
@@ -78,6 +88,13 @@ class _Accepted:
     settings: GuildSettings | None
 
 
+@dataclass(frozen=True)
+class _AcceptedGrid:
+    job: Job
+    grid_id: int
+    settings: GuildSettings | None
+
+
 @dataclass
 class Submissions:
     sessions: async_sessionmaker[AsyncSession]
@@ -88,9 +105,35 @@ class Submissions:
     family_of: Callable[[str], Awaitable[str]]  # a checkpoint's family ("sd", "sdxl"): the catalog's, read in a thread
     caps: policy.Caps = policy.Caps()
     limits: Limits = Limits()
+    grids: GridService | None = None
 
     async def submit(self, command: Command, listen: Callable[[bool], JobListener]) -> JobRecord:
         """Make the command a job (queued, or held for review) or raise `UserError` saying why not."""
+        await self._admit(command)
+        accepted = await transaction(self.sessions, self._accept, command)
+        listener = listen(policy.previews_allowed(accepted.settings))
+        if accepted.item is not None:
+            await self.review.prompt_held(accepted.job, accepted.item, listener, accepted.settings)
+        else:
+            await self.jobs.start(accepted.job, accepted.request, listener)
+        return record(JobRecord, accepted.job)
+
+    async def submit_grid(
+        self, command: Command, axes: Sequence[str | None], listen: Callable[[bool], GridListener]
+    ) -> JobRecord:
+        """Make the command an X/Y/Z grid (`axes`: the X, Y and Z texts, `Steps: 10, 20`; None for an unused one)
+        or raise `UserError` saying why not. Returns the grid's own job."""
+        if self.grids is None:
+            raise UserError("X/Y/Z grids are not available here")
+        x, y, z = (parse_axis(text) if text else NO_AXIS for text in axes)
+        check_cell_cap((x, y, z), self.caps.max_grid_cells)
+        await self._admit(command)
+        accepted = await transaction(self.sessions, self._accept_grid, command, (x, y, z))
+        await self.grids.start(accepted.grid_id, listen(policy.previews_allowed(accepted.settings)))
+        return record(JobRecord, accepted.job)
+
+    async def _admit(self, command: Command) -> None:
+        """The checks before any database work: not shutting down, not banned, cooldown and rates."""
         who = command.who
         if self.jobs.stopping:
             raise UserError(RESTARTING)
@@ -100,13 +143,36 @@ class Submissions:
         if command.paced:
             self.rates.cooldown(who.user_id)
         await self.rates.acquire(who.user_id, who.guild_id)
-        accepted = await transaction(self.sessions, self._accept, command)
-        listener = listen(policy.previews_allowed(accepted.settings))
-        if accepted.item is not None:
-            await self.review.prompt_held(accepted.job, accepted.item, listener, accepted.settings)
-        else:
-            await self.jobs.start(accepted.job, accepted.request, listener)
-        return record(JobRecord, accepted.job)
+
+    async def _accept_grid(self, s: AsyncSession, command: Command, axes: tuple) -> _AcceptedGrid:
+        who = command.who
+        settings = await guild_store.get(s, who.guild_id) if who.guild_id is not None else None
+        resolved = await resolve_in(s, settings, who.user_id, command.presets, command.options, self.limits)
+        base = resolved.request.replace(batch_size=1)  # a cell is one image
+        if command.start_sized:  # the model is known now (typed, from a preset or the default)
+            base = round_for_model(base, await self.family_of(base.model))
+        plan = plan_grid(base.options(), *axes)
+        cells = plan.requests(self.limits)
+        _check_cells(plan, cells, settings)
+        for prompt in dict.fromkeys(c.prompt for c in cells):
+            if policy.screen(settings, prompt).hold:
+                raise UserError("this server reviews prompts before they run, and a grid cannot wait for review")
+        await policy.check_caps(s, who.user_id, settings, self.caps, cells=len(cells))
+        own = await job_store.create(
+            s,
+            user_id=who.user_id,
+            request=base.replace(seed=plan.cells[0].settings["seed"]),
+            guild_id=who.guild_id,
+            channel_id=who.channel_id,
+            interaction_id=who.interaction_id,
+            sources={**resolved.sources, **command.sources},
+        )
+        members = [
+            await job_store.create(s, user_id=who.user_id, request=r, guild_id=who.guild_id, channel_id=who.channel_id)
+            for r in cells
+        ]
+        grid = await grid_store.create(s, job=own, axes=plan.axes.to_data(), cells=members)
+        return _AcceptedGrid(own, grid.id, settings)
 
     async def _accept(self, s: AsyncSession, command: Command) -> _Accepted:
         who = command.who
@@ -144,6 +210,21 @@ class Submissions:
             width, height = fit_pixels(request.width, request.height, cap)
             request = request.replace(width=width, height=height)
         return round_for_model(request, await self.family_of(request.model))
+
+
+def _check_cells(plan: GridPlan, cells: Sequence[GenerationRequest], settings: GuildSettings | None) -> None:
+    """The server's rules on what the axes change: its step cap, and the models and VAEs it allows."""
+    if settings is None:
+        return
+    for index, cell in enumerate(cells):
+        where = ", ".join(plan.axes.cell_labels(index))
+        try:
+            if settings.max_steps is not None and cell.steps > settings.max_steps:
+                raise UserError(f"this server allows at most {settings.max_steps} steps")
+            check_allowed("model", cell.model, settings.allowed_models)
+            check_allowed("VAE", cell.vae, settings.allowed_vaes, always=("auto", "none"))
+        except UserError as exc:
+            raise UserError(f"the cell {where}: {exc}") from None
 
 
 def round_for_model(request: GenerationRequest, family: str) -> GenerationRequest:

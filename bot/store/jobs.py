@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.store.errors import IllegalTransition, InvalidOptions, JobNotFound
+from bot.store.grids import is_cell, is_grid_job
 from bot.store.models import ItemStatus, Job, JobStatus, ModerationItem, insert, utcnow
 from bot.store.options import REQUEST_FIELDS
 from bot.store.users import ensure_user
@@ -182,8 +183,9 @@ async def list_for_user(
     guild_id: int | None = None,
     limit: int = 25,
 ) -> list[Job]:
-    """The user's jobs, newest first, optionally only those in `statuses` / in one guild."""
-    stmt = select(Job).where(Job.user_id == user_id)
+    """The user's jobs, newest first, optionally only those in `statuses` / in one guild; a grid is its own job
+    (its cells are not listed)."""
+    stmt = select(Job).where(Job.user_id == user_id, ~is_cell())
     if statuses is not None:
         stmt = stmt.where(Job.status.in_([_status(x).value for x in statuses]))
     if guild_id is not None:
@@ -193,9 +195,12 @@ async def list_for_user(
 
 
 async def count_active(s: AsyncSession, user_id: int, *, guild_id: int | None = None) -> int:
-    """How many of the user's jobs are waiting for review, queued or running (for the per-user cap)."""
+    """How many of the user's jobs are waiting for review, queued or running (for the per-user cap): a grid counts
+    once, as one command."""
     stmt = (
-        select(func.count()).select_from(Job).where(Job.user_id == user_id, Job.status.in_([x.value for x in ACTIVE]))
+        select(func.count())
+        .select_from(Job)
+        .where(Job.user_id == user_id, Job.status.in_([x.value for x in ACTIVE]), ~is_cell())
     )
     if guild_id is not None:
         stmt = stmt.where(Job.guild_id == guild_id)
@@ -203,9 +208,12 @@ async def count_active(s: AsyncSession, user_id: int, *, guild_id: int | None = 
 
 
 async def count_active_in_guild(s: AsyncSession, guild_id: int) -> int:
-    """How many jobs of the guild are waiting for review, queued or running (for the guild's queue cap)."""
+    """How many jobs of the guild are waiting for review, queued or running (for the guild's queue cap): a grid
+    counts its cells, which are what the queue holds."""
     stmt = (
-        select(func.count()).select_from(Job).where(Job.guild_id == guild_id, Job.status.in_([x.value for x in ACTIVE]))
+        select(func.count())
+        .select_from(Job)
+        .where(Job.guild_id == guild_id, Job.status.in_([x.value for x in ACTIVE]), ~is_grid_job())
     )
     return int((await s.execute(stmt)).scalar_one())
 
@@ -214,13 +222,14 @@ async def unfinished(s: AsyncSession) -> Unfinished:
     """Jobs a fresh start must pick up: `queued`/`running` ones to re-run, `done` ones to post. Read-only.
 
     A `done` job whose images wait for a moderator (a pending moderation item) is left alone: it is posted
-    once approved."""
+    once approved. Grids and their cells are the grid service's to finish (`bot.store.grids.open_grids`)."""
     held = select(ModerationItem.id).where(
         ModerationItem.job_id == Job.id, ModerationItem.status == ItemStatus.PENDING.value
     )
     stmt = (
         select(Job)
         .where(Job.status.in_([S.QUEUED.value, S.RUNNING.value, S.DONE.value]), ~held.exists())
+        .where(~is_grid_job(), ~is_cell())
         .order_by(Job.id)
     )
     jobs = list((await s.execute(stmt)).scalars())

@@ -1,5 +1,5 @@
-"""The tables: users, presets (+ each user's default), jobs, guild settings, moderation items, the audit log,
-bans.
+"""The tables: users, presets (+ each user's default), jobs, X/Y/Z grids and their cells, guild settings,
+moderation items, the audit log, bans.
 
 Option dicts and word lists are JSON columns. A JSON value is replaced, never mutated in place (SQLAlchemy does
 not see in-place changes), which the store modules respect. Discord ids are 64-bit, hence `BigInteger`.
@@ -197,6 +197,31 @@ class Job(Base):
 
     def __repr__(self) -> str:
         return f"Job(id={self.id}, user_id={self.user_id}, status={self.status!r})"
+
+
+class Grid(Base):
+    """An X/Y/Z plot: its own job (the grid image, posted once; its status is the grid's) and one job per cell
+    (`GridCell`). `axes` is the plot's fixed axes as plain data (`bot.services.xyz.plan.GridAxes.to_data`)."""
+
+    __tablename__ = "grids"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
+    axes: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class GridCell(Base):
+    """One cell of a grid: a job of its own (rendered, saved and checked like any job), at place `cell`."""
+
+    __tablename__ = "grid_cells"
+    __table_args__ = (UniqueConstraint("grid_id", "cell"),)
+
+    job_id: Mapped[int] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    grid_id: Mapped[int] = mapped_column(ForeignKey("grids.id", ondelete="CASCADE"), index=True)
+    cell: Mapped[int] = mapped_column(Integer)
 
 
 class GuildSettings(Base):

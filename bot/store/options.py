@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from bot.option_spec import COMMAND_ONLY, CONTROLS, FLOAT, INT, STORED_KINDS, TEXT
+from bot.option_spec import BOOL, COMMAND_ONLY, CONTROLS, FLOAT, INT, STORED_KINDS, TEXT
 from bot.store.errors import InvalidOptions
 from engine.config import Limits
 from engine.control.units import ControlUnit
@@ -80,6 +80,8 @@ def _check_value(key: str, value: Any, limits: Limits, what: str) -> Any:
         return _check_controls(value, what)
     if kind == TEXT and not isinstance(value, str):
         raise InvalidOptions(f"{what} {key} must be text (got {type(value).__name__})")
+    if kind == BOOL and not isinstance(value, bool):
+        raise InvalidOptions(f"{what} {key} must be true or false (got {value!r})")
     if kind == INT and (isinstance(value, bool) or not isinstance(value, int)):
         raise InvalidOptions(f"{what} {key} must be a whole number (got {value!r})")
     if kind == FLOAT:

@@ -28,7 +28,7 @@ from engine.networks.embeddings import EmbeddingStore
 from engine.networks.library import NetworkLibrary
 from engine.networks.lora import LoraMerger, UsedNetwork
 from engine.networks.tags import tags_of
-from engine.render import hires, img2img, inpaint
+from engine.render import dynamic_prompts, hires, img2img, inpaint
 from engine.render.classifier import Scores, ScoringStage
 from engine.render.control_units import prepared_control
 from engine.render.exact_batch import one_image_at_a_time
@@ -91,6 +91,7 @@ class Engine:
         self.controls = ControlStage(
             config, self.models.device, self.models.dtype, config.controlnet_cache_size, config.control_annotators
         )
+        self.dynamic = dynamic_prompts.DynamicPrompts(config.models_dir / dynamic_prompts.WILDCARDS_DIR)
 
     def prompt_encoder(self, ckpt: LoadedCheckpoint) -> PromptEncoder:
         """The checkpoint's prompt encoder with the embeddings it can use (the worker counts chunks with it)."""
@@ -110,10 +111,28 @@ class Engine:
         on_step: StepCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> list[RenderResult]:
-        """Render compatible requests (equal `batch_key`) in one diffusers call; image i of a job uses seed + i."""
+        """Render compatible requests (equal `batch_key`), image i of a job with seed + i, one call per prompt chunk
+        count; a dynamic prompt is drawn per image seed (engine/render/dynamic_prompts.py), pixel-equal to alone."""
         started = time.perf_counter()
-        # 1. seeds
+        # 1. seeds, then each image's prompts when they are dynamic; calls by settings and chunk count
         requests = [r.with_seed() for r in requests]
+        encoder = self.prompt_encoder(self.models.checkpoint(requests[0].model))
+        return dynamic_prompts.render_in_parts(
+            requests,
+            self.dynamic,
+            lambda r: (r.batch_key(), encoder.pair_chunks(r.prompt, r.negative_prompt)),
+            lambda group: self._render_call(group, on_step, should_stop, started),
+        )
+
+    def _render_call(
+        self,
+        parts: Sequence[dynamic_prompts.Part],
+        on_step: StepCallback | None,
+        should_stop: Callable[[], bool] | None,
+        started: float,
+    ) -> list[RenderResult]:
+        """One diffusers call for parts with equal settings (stages 2 to 8)."""
+        requests = [p.request for p in parts]
         first = requests[0]
         if any(r.batch_key() != first.batch_key() for r in requests):
             raise EngineError("internal: only requests with equal settings can be batched")
@@ -244,7 +263,7 @@ class Engine:
         seconds = time.perf_counter() - started
         used = [(loras, c.embeddings + n.embeddings) for c, n in conds]
         notes_of = [notes + self._refused(r, ckpt) for r in requests]
-        return self._results(requests, images, ckpt, vae_file, seconds, notes_of, used, scores, control.params)
+        return self._results(parts, images, ckpt, vae_file, seconds, notes_of, used, scores, control.params)
 
     def _refused(self, request: GenerationRequest, ckpt: LoadedCheckpoint) -> tuple[str, ...]:
         sidecars = self.models.library.sidecar_vaes(ckpt.file)
@@ -267,7 +286,7 @@ class Engine:
 
     def _results(
         self,
-        requests,
+        parts: Sequence[dynamic_prompts.Part],
         images,
         ckpt: LoadedCheckpoint,
         vae_file: ModelFile | None,
@@ -280,11 +299,12 @@ class Engine:
         vae_name = vae_file.name if vae_file else None
         vae_hash = file_hash(vae_file.path) if vae_file else None
         results, i = [], 0
-        for r, (loras, embeddings), notes in zip(requests, used, notes_of):
-            rendered = []
+        for part, (loras, embeddings), notes in zip(parts, used, notes_of):
+            r, rendered = part.request, []
             extra = {**(control_params or {}), **network_hashes(loras, self.embeddings.hashes(embeddings))}
             if inpaint.is_inpainting_unet(ckpt.pipe.unet):
                 extra["Conditional mask weight"] = inpaint.CONDITIONAL_MASK_WEIGHT
+            extra |= part.template  # a dynamic prompt's Template / Negative Template
             for seed in r.seeds():
                 text = infotext_for_request(
                     r,
@@ -330,19 +350,3 @@ def _vae_decode(vae, latents: torch.Tensor, exact: bool = True) -> torch.Tensor:
         if getattr(config, "shift_factor", None):
             latents = latents + config.shift_factor
     return vae.decode(latents, return_dict=False)[0]
-
-
-def save_images(result: RenderResult, out: str) -> list[str]:
-    """Write a result's PNGs: FILE.png for one image, FILE-1.png, FILE-2.png ... for a batch."""
-    from pathlib import Path
-
-    target = Path(out)
-    if target.suffix.lower() != ".png":
-        raise EngineError(f"--out must name a .png file (got {out!r})")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, img in enumerate(result.images, start=1):
-        path = target if len(result.images) == 1 else target.with_name(f"{target.stem}-{i}.png")
-        path.write_bytes(img.png())
-        paths.append(str(path))
-    return paths

@@ -254,6 +254,10 @@ class PromptEncoder:
     def chunk_count(self, prompt: str) -> int:
         return len(tokenize_chunks(strip_tags(prompt), self.encoders[0][0], self.finders[0]))
 
+    def pair_chunks(self, prompt: str, negative_prompt: str) -> int:
+        """The chunks a prompt pair is encoded in: the longer one's (the other is padded to it)."""
+        return max(self.chunk_count(prompt), self.chunk_count(negative_prompt))
+
     @torch.no_grad()
     def encode(
         self, prompt: str, clip_skip: int, *, chunks: int | None = None, zero_if_empty: bool = False

@@ -211,7 +211,7 @@ def test_run_check_in_an_empty_folder_creates_nothing_and_prints_one_line_per_pa
     assert list(tmp_path.iterdir()) == []  # no sdbot.db, no journal, no models/ with a demo model
     assert proc.stdout.splitlines() == [
         "config: ok (embedded defaults)",
-        "database: not created yet: 5 migrations pending (sdbot db upgrade applies them)",
+        "database: not created yet: 6 migrations pending (sdbot db upgrade applies them)",
         f"models: no checkpoint in {tmp_path / 'models'} (the tiny demo model is written there at the first start)",
         "engine: local, in a child process, on cpu (float32)",
     ]

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from bot.errors import UserError
 from bot.option_spec import (
+    BOOL,
     BY_FLAG,
     BY_KEY,
     CONTROLS,
@@ -58,6 +59,7 @@ VALUES = {
     "masked_content": st.sampled_from(["fill", "original", "noise", "nothing"]),
     "inpaint_area": st.sampled_from(["whole", "masked"]),
     "padding": st.integers(0, 256),
+    "combinatorial": st.booleans(),
 }
 NOT_INLINE = {
     "aspect_ratio",
@@ -76,7 +78,7 @@ def test_stored_options_are_the_request_fields_and_prompt_parts():
     "field", [f for f in dataclasses.fields(GenerationRequest) if f.name not in NOT_OPTIONS], ids=lambda f: f.name
 )
 def test_stored_kinds_match_the_engine_request(field):
-    kinds = {"str": TEXT, "int": INT, "float": FLOAT, "float | None": FLOAT, "str | None": TEXT}
+    kinds = {"str": TEXT, "int": INT, "float": FLOAT, "float | None": FLOAT, "str | None": TEXT, "bool": BOOL}
     python = {**kinds, "tuple[ControlUnit, ...]": CONTROLS}[str(field.type)]
     assert STORED_KINDS[field.name] == python
 

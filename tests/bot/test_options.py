@@ -26,6 +26,8 @@ from bot.options import parse_inline, size_for_ratio
         ("--seed 1", "", {"seed": 1}, ()),
         ("x --seed 1 --seed 2", "x", {"seed": 2}, ()),
         ("x --SEED 3 --model sd15", "x", {"seed": 3, "model": "sd15"}, ()),
+        ("{a|b} --combinatorial --batch 2", "{a|b}", {"combinatorial": True, "batch_size": 2}, ()),
+        ("{a|b} --combinatorial off", "{a|b}", {"combinatorial": False}, ()),
     ],
 )
 def test_parse_inline(text, prompt, options, presets):
@@ -45,6 +47,7 @@ def test_parse_inline(text, prompt, options, presets):
         ("x --bogus 3", "unknown option --bogus; options are --ar, --batch"),
         ("x --preset", "--preset needs a preset name"),
         ("x --size big", "size takes WIDTHxHEIGHT"),
+        ("x --combinatorial maybe", "--combinatorial takes on or off, or nothing for on (got 'maybe')"),
     ],
 )
 def test_bad_options_say_what_is_allowed(text, message):

@@ -16,18 +16,17 @@ from bot.exts.common.actor import actor_of
 from bot.exts.common.formatting import info_message
 from bot.exts.common.params import Batch, Cfg, ClipSkip, Hires, HiresSteps, Negative, Prompt, Seed, Steps, Strength
 from bot.exts.imagine import _inputs, _replay
+from bot.exts.imagine._autocomplete import AUTOCOMPLETE, CONTROL_AUTOCOMPLETE, RESIZE_MODES
 from bot.exts.imagine._delivery import DiscordJobListener
 from bot.exts.imagine._images import ImageActions, errors_replace_thinking
 from bot.exts.imagine._views import EditModal, SavePresetModal
-from bot.option_spec import GenerationRequest, describe, inline_text, lora_tag, sampler_labels
+from bot.option_spec import GenerationRequest, describe, inline_text, lora_tag
 from bot.options import append_to_prompt, from_slash, parse_inline
 from bot.services.records import JobRecord
 from bot.services.resolution import merge_units
 from bot.services.submission import Command, Requester
 
 log = logging.getLogger(__name__)
-
-SIZES = ["512x512", "512x768", "768x512", "640x640", "768x768", "832x1216", "1216x832", "1024x1024"]
 
 
 def options_text(options: dict[str, Any], seed: int | None = None) -> str:
@@ -95,13 +94,8 @@ class Imagine(ImageActions, commands.Cog):
             control_weight="ControlNet weight, 0-2 (1)",
         )
     )
-    @app_commands.choices(
-        resize_mode=[
-            app_commands.Choice(name="Just resize", value="just"),
-            app_commands.Choice(name="Crop and resize", value="crop"),
-            app_commands.Choice(name="Resize and fill", value="fill"),
-        ]
-    )
+    @app_commands.autocomplete(**AUTOCOMPLETE, **CONTROL_AUTOCOMPLETE)
+    @app_commands.choices(resize_mode=RESIZE_MODES)
     async def imagine(
         self,
         interaction: discord.Interaction,
@@ -166,9 +160,10 @@ class Imagine(ImageActions, commands.Cog):
         start: _inputs.StartImage | None = None,
         mask: discord.Attachment | None = None,
         control: discord.Attachment | None = None,
+        axes: list[str | None] | None = None,
     ) -> None:
-        """Shared by /imagine, Remix, Use as control and the edit modal: inline options, presets, typed options
-        (which win; a ControlNet unit's typed settings over its `--cn` ones).
+        """Shared by /imagine, /xyz (`axes`: its X, Y and Z), Remix, Use as control and the edit modal: inline
+        options, presets, typed options (which win; a ControlNet unit's typed settings over its `--cn` ones).
 
         The start image is an attachment (`image`, downloaded after the acknowledgement) or one already kept
         (`start`: Edit of an img2img result keeps its start image); an inpainting `mask` and the ControlNet image
@@ -201,7 +196,9 @@ class Imagine(ImageActions, commands.Cog):
         if start is not None:  # in the journal's payload too, so a replay starts from it
             merged = _inputs.with_start_image(merged, start, limits)
         presets = [*inline.presets, *typed_presets]
-        payload = {"typed": merged, "presets": presets}
+        payload: dict[str, Any] = {"typed": merged, "presets": presets}
+        if axes is not None:
+            payload["xyz"] = axes
         if image is not None:  # downloaded after the acknowledgement: a replay downloads it again
             payload.update(image=image.filename, image_url=image.url)
         if mask is not None:
@@ -221,9 +218,11 @@ class Imagine(ImageActions, commands.Cog):
                 merged = _inputs.with_control_image(merged, steering, limits, sized=start is None)
                 sources["controls"] = steering.label
             sized = sized_by_image and (start is not None or control is not None)
-            await self._submit(
-                interaction, Command(self._requester(interaction), merged, presets, sources=sources, start_sized=sized)
-            )
+            command = Command(self._requester(interaction), merged, presets, sources=sources, start_sized=sized)
+            if axes is not None:
+                await self.bot.get_cog("Xyz").submit(interaction, command, axes)
+            else:
+                await self._submit(interaction, command)
 
     @property
     def _inputs_dir(self):
@@ -254,7 +253,7 @@ class Imagine(ImageActions, commands.Cog):
 
     async def recover(self) -> int:
         """At start (after the job service's recovery): commands a killed process acknowledged but never saved."""
-        return await _replay.replay(self.bot, self._submit)
+        return await _replay.replay(self.bot, self._submit, self.bot.get_cog("Xyz").submit)
 
     @staticmethod
     def _requester(interaction: discord.Interaction) -> Requester:
@@ -280,44 +279,6 @@ class Imagine(ImageActions, commands.Cog):
             )
 
         return await self.services.submissions.submit(command, listen)
-
-    # --- autocomplete ----------------------------------------------------------------------------------
-    @imagine.autocomplete("sampler")
-    async def _sampler_choices(self, interaction: discord.Interaction, current: str):
-        return _choices(sampler_labels(), current)
-
-    @imagine.autocomplete("size")
-    async def _size_choices(self, interaction: discord.Interaction, current: str):
-        return _choices(SIZES, current)
-
-    @imagine.autocomplete("vae")
-    async def _vae_choices(self, interaction: discord.Interaction, current: str):
-        return _choices(["auto", "none", *(await self.services.catalog.current()).vaes], current)
-
-    @imagine.autocomplete("model")
-    async def _model_choices(self, interaction: discord.Interaction, current: str):
-        return _choices(list((await self.services.catalog.current()).checkpoints), current)
-
-    @imagine.autocomplete("lora")
-    async def _lora_choices(self, interaction: discord.Interaction, current: str):
-        return _choices([lora.name for lora in (await self.services.catalog.current()).loras], current)
-
-    @imagine.autocomplete("hires_upscaler")
-    async def _upscaler_choices(self, interaction: discord.Interaction, current: str):
-        return _choices(list((await self.services.catalog.current()).upscalers), current)
-
-    @imagine.autocomplete("control_model")
-    async def _controlnet_choices(self, interaction: discord.Interaction, current: str):
-        catalog = await self.services.catalog.current()
-        return _choices([c.name for c in catalog.controlnets if not c.problem], current)
-
-    @imagine.autocomplete("control_module")
-    async def _module_choices(self, interaction: discord.Interaction, current: str):
-        return _choices(list((await self.services.catalog.current()).preprocessors), current)
-
-    @imagine.autocomplete("preset")
-    async def _preset_choices(self, interaction: discord.Interaction, current: str):
-        return _choices(await self.services.presets.names(interaction.user.id, current), current)
 
     # --- buttons ---------------------------------------------------------------------------------------
     async def on_job_button(self, interaction: discord.Interaction, job_id: int, action: str) -> None:
@@ -377,11 +338,3 @@ class Imagine(ImageActions, commands.Cog):
 
     def _info_message(self, job: JobRecord) -> dict[str, Any]:
         return info_message(job.id, job.request, job.sources, job.seed, self.services.jobs.infotext_of(job))
-
-
-def _choices(values: list[str], current: str) -> list[app_commands.Choice[str]]:
-    current = current.lower()
-    ranked = [v for v in values if v.lower().startswith(current)] + [
-        v for v in values if current in v.lower() and not v.lower().startswith(current)
-    ]
-    return [app_commands.Choice(name=v[:100], value=v[:100]) for v in ranked[:25]]

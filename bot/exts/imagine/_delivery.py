@@ -111,10 +111,8 @@ class DiscordJobListener:
         await self._stop_updates()
         limit = self._upload_limit()
         batches, note = await asyncio.to_thread(prepare_uploads, files, limit)
-        from bot.exts.imagine._views import job_view
-
-        embed = _format.parameters_embed(job.id, job.request, job.sources or {}, _seeds(job))
-        view = job_view(job.id, images=len(files))
+        notes = [f"⚠️ {n}" for n in job.notes or ()] + ([note] if note else [])
+        text, embed, view = await self._result(job, files, notes)
         first: discord.Message | None = None
         for i, batch in enumerate(batches):
             attachments = [discord.File(io.BytesIO(u.data), filename=u.filename) for u in batch]
@@ -122,8 +120,7 @@ class DiscordJobListener:
             kwargs: dict[str, Any] = dict(attachments=attachments)
             if last:
                 kwargs.update(embed=embed, view=view)
-            notes = [f"⚠️ {n}" for n in job.notes or ()] + ([note] if note else [])
-            content = self._prefix() + _format.final_content(job.id, None, notes, len(files))
+            content = self._prefix() + text
             if i == 0:
                 message = await self._show(content=content, final=True, nonce=post_nonce(job.id, "1"), **kwargs)
                 first = message
@@ -135,6 +132,15 @@ class DiscordJobListener:
                     **kwargs,
                 )
         return Delivered(first.id if first is not None else None)
+
+    async def _result(
+        self, job: JobRecord, files: list[Path], notes: list[str]
+    ) -> tuple[str, discord.Embed, discord.ui.View]:
+        """The final message's line, parameters embed and buttons."""
+        from bot.exts.imagine._views import job_view
+
+        embed = _format.parameters_embed(job.id, job.request, job.sources or {}, _seeds(job))
+        return _format.final_content(job.id, None, notes, len(files)), embed, job_view(job.id, images=len(files))
 
     async def failed(self, job_id: int, message: str) -> None:
         await self._stop_updates()

@@ -21,6 +21,9 @@ def progress_line(
     if state == "step" and step is not None and total:
         filled = round(10 * step / total)
         return f"🎨 Job #{job_id} rendering: {step}/{total} `{'█' * filled}{'░' * (10 - filled)}`"
+    if state == "cells" and step is not None and total:
+        filled = round(10 * step / total)
+        return f"🎨 Job #{job_id} grid: {step}/{total} cells `{'█' * filled}{'░' * (10 - filled)}`"
     if state == "started":
         return f"🎨 Job #{job_id} rendering…"
     if state == "resumed":
@@ -28,10 +31,11 @@ def progress_line(
     return f"Job #{job_id}: {state}"
 
 
-def final_content(job_id: int, mention: str | None, notes: Sequence[str], count: int) -> str:
-    """The result's text: the job is ready, then each note in small print (the render's, the upload's)."""
+def final_content(job_id: int, mention: str | None, notes: Sequence[str], count: int, what: str | None = None) -> str:
+    """The result's text: the job is ready (or `what` is), then each note in small print (the render's, the
+    upload's)."""
     head = f"{mention} " if mention else ""
-    what = "your image is ready" if count == 1 else f"your {count} images are ready"
+    what = what or ("your image is ready" if count == 1 else f"your {count} images are ready")
     text = f"{head}✅ Job #{job_id}: {what}"
     for note in notes:
         text += f"\n-# {note}"

@@ -55,7 +55,7 @@ class TokenInteraction:
         return await self.followup.edit_message(original, **kwargs)
 
 
-async def replay(bot, submit: Submit) -> int:
+async def replay(bot, submit: Submit, submit_grid: Submit) -> int:
     """Replay the journal's pending commands (see the module docstring); returns how many became jobs."""
     journal = bot.services.journal
     if journal is None:
@@ -67,7 +67,7 @@ async def replay(bot, submit: Submit) -> int:
     made = 0
     for ack in pending:
         if ack.interaction_id not in saved:
-            made += await _replay_one(bot, ack, submit)
+            made += await _replay_one(bot, ack, submit, submit_grid)
         journal.settle(ack.interaction_id)
     log.info(
         "journal: %d acknowledged command(s) a previous run had not saved; %d became jobs",
@@ -77,12 +77,16 @@ async def replay(bot, submit: Submit) -> int:
     return made
 
 
-async def _replay_one(bot, ack: Ack, submit: Submit) -> int:
+async def _replay_one(bot, ack: Ack, submit: Submit, submit_grid: Submit) -> int:
     lifetime = bot.config.settings.discord.token_lifetime_s
     interaction = TokenInteraction(bot, ack.application_id, ack.token) if ack.age_s < lifetime else None
     who = Requester(ack.user_id, ack.guild_id, ack.channel_id, ack.interaction_id)
     try:
-        await submit(interaction, await _command_of(bot, ack, who), resumed=True, age_s=ack.age_s)
+        command = await _command_of(bot, ack, who)
+        if "xyz" in ack.payload:  # an X/Y/Z grid: the same axes
+            await submit_grid(interaction, command, list(ack.payload["xyz"]), resumed=True, age_s=ack.age_s)
+        else:
+            await submit(interaction, command, resumed=True, age_s=ack.age_s)
         return 1
     except USER_ERRORS as exc:
         text = f"⚠️ your command could not be run after the bot restarted: {user_message(exc)[2:].lstrip()}"

@@ -44,7 +44,7 @@ class CancelButton(discord.ui.DynamicItem[discord.ui.Button], template=r"sdbot:c
                 raise RuntimeError("a cancel button pressed on a client that is not the bot")
             job = await services.jobs.get(self.job_id)
             await services.moderation.authorize(actor_of(interaction), "cancel", job=job)  # owner or moderator
-            done = services.jobs.cancel(job.id)
+            done = services.jobs.cancel(job.id) or await services.grids.cancel(job.id)  # a job, or a grid
             text = f"✖️ job #{self.job_id} cancelled" if done else f"job #{self.job_id} is no longer waiting or running"
             await interaction.response.send_message(text, ephemeral=True)
         except Exception as exc:  # noqa: BLE001 - every error becomes a reply
@@ -151,8 +151,8 @@ class Info(commands.Cog):
 
 
 def networks_fields(installed: Catalog) -> list[tuple[str, str]]:
-    """/models' LoRA, embedding and ControlNet fields: name [family], a LoRA's trigger words, why a ControlNet file
-    cannot be used, and the ControlNet preprocessors offered."""
+    """/models' LoRA, embedding, ControlNet and wildcard fields: name [family], a LoRA's trigger words, why a
+    ControlNet file cannot be used, the ControlNet preprocessors offered, and the wildcards."""
     loras = [
         f"{lora.name} [{lora.family}]" + (f" · {', '.join(lora.triggers)}" if lora.triggers else "")
         for lora in installed.loras
@@ -169,4 +169,8 @@ def networks_fields(installed: Catalog) -> list[tuple[str, str]]:
         ("Embeddings: write the name in a prompt", ", ".join(embeddings) or "(none installed)"),
         ("ControlNets: control_model, or --cn MODULE with an image", "\n".join(controlnets) or "(none installed)"),
         ("ControlNet preprocessors", ", ".join(installed.preprocessors)),
+        (
+            "Wildcards: __NAME__ in a prompt picks one of its lines",
+            ", ".join(f"__{name}__" for name in installed.wildcards) or "(none: text files in models/wildcards)",
+        ),
     ]

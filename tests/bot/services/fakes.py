@@ -45,6 +45,7 @@ class ScriptedBackend:
         self.requests: dict[str, object] = {}  # job id -> the request as the engine got it
         self.handles: dict[str, Handle] = {}
         self.refuse: Exception | None = None
+        self.waiting: list[w.PendingJob] = []  # submitted, not started yet: the queue's order is submission order
 
     def submit(self, request, *, job_id: str, owner: str, priority: bool = False, group: str | None = None):
         if self.refuse is not None:
@@ -52,7 +53,11 @@ class ScriptedBackend:
         self.submitted.append((job_id, priority))
         self.requests[job_id] = request
         self.handles[job_id] = handle = Handle(job_id)
+        self.waiting.append(w.PendingJob(job_id, str(owner), request, priority, group=group))
         return handle
+
+    def queued(self) -> list[w.PendingJob]:
+        return list(self.waiting)
 
     @property
     def ids(self) -> list[str]:
@@ -60,6 +65,8 @@ class ScriptedBackend:
 
     def emit(self, job_id: int, *events: w.JobEvent) -> None:
         for event in events:
+            if isinstance(event, w.Started) or event.terminal:
+                self.waiting = [p for p in self.waiting if p.job_id != str(job_id)]
             self.handles[str(job_id)].events.put_nowait(event)
 
     def render(self, job_id: int, request, images: int = 1) -> None:
@@ -74,11 +81,13 @@ class ScriptedBackend:
         handle = self.handles.get(job_id)
         if handle is None or handle.ended:
             return False
+        self.waiting = [p for p in self.waiting if p.job_id != job_id]
         handle.events.put_nowait(w.Cancelled(job_id=job_id, reason=w.CANCELLED))
         return True
 
     def position(self, job_id: str) -> int | None:
-        return None
+        ids = [p.job_id for p in self.waiting]
+        return ids.index(job_id) + 1 if job_id in ids else None
 
     async def close(self, timeout: float | None = None) -> None:
         for job_id, handle in self.handles.items():

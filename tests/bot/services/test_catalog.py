@@ -41,3 +41,11 @@ async def test_the_catalog_rescans_only_when_stale_or_asked(tmp_path):
     touch(tmp_path / "Lora" / "style.safetensors")
     assert [lora.name for lora in (await catalog.current()).loras] == ["detail"]
     assert [lora.name for lora in (await catalog.refresh()).loras] == ["detail", "style"]  # /models refresh:true
+
+
+async def test_the_catalog_lists_the_wildcards(tmp_path):
+    touch(tmp_path / "wildcards" / "colors.txt")
+    touch(tmp_path / "wildcards" / "people" / "jobs.txt")
+    catalog = ModelCatalog(EngineConfig(models_dir=tmp_path))
+    assert (await catalog.current()).wildcards == ("colors", "people/jobs")
+    assert (await ModelCatalog(EngineConfig(models_dir=tmp_path / "empty")).current()).wildcards == ()
