@@ -1,11 +1,10 @@
 """X/Y/Z plots: a grid row (its own job, the axes) and one row per cell (the cell's job, its place).
 
-Revision ID: 0008
+Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-07 02:00:00.000000
 
-Numbered 0008: 0005 is the jobs' render notes, 0006 and 0007 are kept for the inpainting and ControlNet work
-(the revisions are chained in the order they land). Two new tables; no existing table changes. A grid's job
+Two new tables; no existing table changes. A grid's job
 (`grids.job_id`) carries the grid image and its status; each cell is an ordinary job listed in `grid_cells`.
 Downgrade drops both tables (the jobs stay, as plain jobs).
 """
@@ -15,7 +14,7 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision: str = '0008'
+revision: str = '0006'
 down_revision: Union[str, Sequence[str], None] = '0005'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
