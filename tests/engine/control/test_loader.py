@@ -42,7 +42,10 @@ def test_single_file_and_folder_are_the_same_controlnet(
     a, b = folder.state_dict(), single.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     (down_a, mid_a), (down_b, mid_b) = (_outputs(m, pipe, family == "sdxl") for m in (folder, single))
-    assert all(torch.equal(x, y) for x, y in zip(down_a, down_b)) and torch.equal(mid_a, mid_b)
+    # The weights are equal to the bit (above); CPU kernels may sum in another order for another memory alignment
+    # of the same weights, so the outputs are compared to float32 rounding, far below one pixel level.
+    for x, y in zip([*down_a, mid_a], [*down_b, mid_b], strict=True):
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-5)
     assert mid_a.abs().mean() > 0.01  # the tiny ControlNet really outputs something
 
 
