@@ -266,14 +266,13 @@ class Imagine(ImageActions, commands.Cog):
         if channel_id is None:  # Discord sends a channel with every command; a replayed one kept it
             raise UserError("this command came from no channel, so there is nowhere to post its images")
 
-        def listen(previews: bool) -> DiscordJobListener:
+        def listen() -> DiscordJobListener:
             return DiscordJobListener(
                 self.bot,
                 user_id=who.user_id,
                 channel_id=channel_id,
                 guild_id=who.guild_id,
                 interaction=interaction,
-                previews=previews,
                 resumed=resumed,
                 age_s=age_s,
             )

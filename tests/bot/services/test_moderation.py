@@ -65,7 +65,7 @@ def request(prompt: str = "a cat") -> GenerationRequest:
 async def submit(world, prompt="a cat", user=ALICE, listener=None):
     listener = listener or Listener()
     job = await world.submissions.submit(
-        Command(Requester(user, GUILD, GENERAL), request=request(prompt)), lambda previews: listener
+        Command(Requester(user, GUILD, GENERAL), request=request(prompt)), lambda: listener
     )
     return job, listener
 
