@@ -51,6 +51,7 @@ class JobRecord:
     channel_id: int | None
     interaction_id: int | None
     message_id: int | None
+    age_restricted: bool
     request: dict[str, Any]
     sources: dict[str, Any]
     status: str

@@ -5,7 +5,7 @@
 * `JobService` asks `images_held()` after rendering and before posting (its `ImageGate`): in `images` mode a
   rendered job is held (still `done`, with a pending item) instead of being posted; in `auto` mode the image
   classifier's scores decide (post, hold, or refuse and keep for moderators: bot/services/image_policy.py), with
-  the guild's own thresholds in age-restricted channels.
+  the guild's own thresholds for jobs from age-restricted channels (a fact stored with the job at its command).
 * Decisions are the moderation service's (bot/services/moderation.py). This stage keeps no job's listener: it
   uses the one it is handed (to say the job is held) and lets go; the job service keeps each job's Discord side.
 
@@ -44,7 +44,6 @@ class ReviewNotifier(Protocol):
 
     async def decided(self, item: ReviewItemRecord, job: JobRecord, channel_id: int) -> None: ...
     async def tell(self, job: JobRecord, text: str, listener: JobListener | None, notify_by: str) -> None: ...
-    def is_nsfw(self, job: JobRecord) -> bool: ...  # asked in an age-restricted channel
 
 
 @dataclass
@@ -79,7 +78,7 @@ class ImageReview:
         if self.image_policy is None:
             return Judgement(Verdict.HOLD, "the bot has no image classifier, so a moderator looks instead")
         thresholds = self.image_policy.thresholds_for(
-            settings.nsfw_flag_above, settings.nsfw_block_above, self.notifier.is_nsfw(job)
+            settings.nsfw_flag_above, settings.nsfw_block_above, job.age_restricted
         )
         return self.image_policy.judge(job.image_scores, thresholds)
 

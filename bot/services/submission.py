@@ -61,6 +61,7 @@ class Requester:
     guild_id: int | None = None
     channel_id: int | None = None
     interaction_id: int | None = None
+    age_restricted: bool = False  # the channel is age-restricted (NSFW): the review's thresholds for such channels
 
 
 @dataclass(frozen=True)
@@ -169,10 +170,18 @@ class Submissions:
             guild_id=who.guild_id,
             channel_id=who.channel_id,
             interaction_id=who.interaction_id,
+            age_restricted=who.age_restricted,
             sources={**resolved.sources, **command.sources},
         )
         members = [
-            await job_store.create(s, user_id=who.user_id, request=r, guild_id=who.guild_id, channel_id=who.channel_id)
+            await job_store.create(
+                s,
+                user_id=who.user_id,
+                request=r,
+                guild_id=who.guild_id,
+                channel_id=who.channel_id,
+                age_restricted=who.age_restricted,
+            )
             for r in cells
         ]
         grid = await grid_store.create(s, job=own, axes=plan.axes.to_data(), cells=members)
@@ -201,6 +210,7 @@ class Submissions:
             guild_id=who.guild_id,
             channel_id=who.channel_id,
             interaction_id=who.interaction_id,
+            age_restricted=who.age_restricted,
             sources=sources,
             status=JobStatus.AWAITING_REVIEW if screening.hold else JobStatus.QUEUED,
         )

@@ -257,7 +257,12 @@ class Imagine(ImageActions, commands.Cog):
 
     @staticmethod
     def _requester(interaction: discord.Interaction) -> Requester:
-        return Requester(interaction.user.id, interaction.guild_id, interaction.channel_id, interaction.id)
+        """Who asked where, with what Discord says of the channel (age-restricted: the review's NSFW thresholds)."""
+        is_nsfw = getattr(interaction.channel, "is_nsfw", None)  # a thread answers for its parent
+        age_restricted = bool(is_nsfw()) if callable(is_nsfw) else False
+        return Requester(
+            interaction.user.id, interaction.guild_id, interaction.channel_id, interaction.id, age_restricted
+        )
 
     async def _submit(self, interaction: Any, command: Command, resumed: bool = False, age_s: float = 0.0) -> JobRecord:
         """The one service call: the pipeline screens, caps and queues it (or holds it for review)."""

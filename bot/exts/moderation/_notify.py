@@ -80,9 +80,3 @@ class DiscordReviewNotifier:
             f"<@{job.user_id}> {text}"[:2000],
             allowed_mentions=discord.AllowedMentions(users=[discord.Object(id=job.user_id)]),
         )
-
-    def is_nsfw(self, job: JobRecord) -> bool:
-        """Whether the job's channel (or a thread's parent) is age-restricted; False when it cannot be told."""
-        channel = self.bot.get_channel(job.channel_id) if job.channel_id else None
-        is_nsfw = getattr(channel, "is_nsfw", None)
-        return bool(is_nsfw()) if callable(is_nsfw) else False

@@ -201,9 +201,6 @@ class Notifier:
         self.listeners.append(listener := Listener())
         return listener
 
-    def is_nsfw(self, job) -> bool:
-        return False
-
 
 def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
     data = {
