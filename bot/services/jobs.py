@@ -125,12 +125,8 @@ class JobService:
         self._listeners[job_id] = listener
 
     def listener_of(self, job: JobRecord) -> JobListener | None:
-        """A job's Discord side, taken for a decision about it (held for review), while this process holds it
-        (None: it was made before this process started; `listener_for` makes one for the job's channel)."""
+        """A held job's Discord side, taken for a decision about it (None: made before this process started)."""
         return self._listeners.pop(job.id, None)
-
-    def _ended(self, job_id: int) -> None:
-        self._listeners.pop(job_id, None)
 
     async def _refused(self, job_id: int, exc: Exception) -> None:
         """The worker would not take a persisted job (shutting down, full): record it as failed."""
@@ -186,7 +182,7 @@ class JobService:
                     await self._finish(job_id, event.result, listener, message_id)
                 elif isinstance(event, w.Failed):
                     await self._write(job_store.transition, job_id, JobStatus.FAILED, error=event.message)
-                    self._ended(job_id)
+                    self._listeners.pop(job_id, None)
                     await _quietly(listener.failed(job_id, event.message))
                 elif (
                     isinstance(event, w.Cancelled)
@@ -197,7 +193,7 @@ class JobService:
                     await _quietly(listener.interrupted(job_id))
                 elif isinstance(event, w.Cancelled):
                     await transaction(self.sessions, job_store.transition, job_id, JobStatus.CANCELLED)
-                    self._ended(job_id)
+                    self._listeners.pop(job_id, None)
                     await _quietly(listener.cancelled(job_id))
         except Exception:
             log.exception("following job %s failed", job_id)
@@ -246,7 +242,7 @@ class JobService:
         files = [Path(p) for p in job.result_paths or []]
         if not files or not all(p.exists() for p in files):
             await self._write(job_store.transition, job.id, JobStatus.FAILED, error=LOST)
-            self._ended(job.id)
+            self._listeners.pop(job.id, None)
             await _quietly(listener.failed(job.id, LOST))
             return
         self._listeners[job.id] = listener
@@ -254,7 +250,7 @@ class JobService:
             return  # its listener is kept for the moderators' decision
         outcome = await self.posts.post(job, files, listener, check_first=check_first, stopping=lambda: self._stopping)
         if outcome is not None:
-            self._ended(job.id)
+            self._listeners.pop(job.id, None)
         if isinstance(outcome, Refused):
             await self._write(job_store.transition, job.id, JobStatus.FAILED, error=outcome.reason)
             await _quietly(listener.failed(job.id, outcome.reason))
