@@ -51,7 +51,6 @@ class JobRecord:
     channel_id: int | None
     interaction_id: int | None
     message_id: int | None
-    age_restricted: bool
     request: dict[str, Any]
     sources: dict[str, Any]
     status: str
@@ -65,6 +64,7 @@ class JobRecord:
     started_at: datetime | None
     finished_at: datetime | None
     posted_at: datetime | None
+    age_restricted: bool = False  # the command's channel was age-restricted (the review's NSFW thresholds)
 
 
 @dataclass(frozen=True)
