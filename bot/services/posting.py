@@ -67,6 +67,8 @@ def post_nonce(job_id: int) -> str:
 
 @dataclass(frozen=True)
 class Posted:
+    """The post is there: its first message (recorded with the job's `posted`)."""
+
     message_id: int | None
     again: bool = False  # found already there: not posted again
 

@@ -38,6 +38,7 @@ TRANSIENT = (discord.RateLimited, aiohttp.ClientError, OSError, asyncio.TimeoutE
 
 
 def transient(error: BaseException) -> bool:
+    """Whether a failed post may pass if repeated (the job service decides whether and when)."""
     if isinstance(error, discord.HTTPException):
         return error.status >= 500 or error.status == 429
     return isinstance(error, TRANSIENT)
