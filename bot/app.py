@@ -23,7 +23,7 @@ from asyncio_throttle import Throttler
 from discord import app_commands
 from discord.ext import commands
 
-from bot.channel_edits import ChannelEdits
+from bot.channel_edits import ProgressEdits
 from bot.config import Config
 from bot.discord_endpoints import point_discord_at
 from bot.exts.common.interactions import admit, reply_error
@@ -71,16 +71,9 @@ class SdBot(commands.Bot):
         # discord.py already honours Discord's buckets; this caps our own REST calls beyond that.
         self.api_throttle = Throttler(rate_limit=settings.api_calls_per_s, period=1.0)
         # Progress edits (best effort) may use half of that at most, so results always find room.
-        self.progress_throttle = Throttler(rate_limit=max(1, settings.api_calls_per_s // 2), period=1.0)
-        self._channel_edits: dict[int, ChannelEdits] = {}
+        slots = Throttler(rate_limit=max(1, settings.api_calls_per_s // 2), period=1.0)
+        self.progress = ProgressEdits(settings.edits_per_channel, settings.edit_period_s, slots)
         self.recovered: tuple[int, int] | None = None  # (re-run, re-posted), once `setup_hook` recovered
-
-    def channel_edits(self, channel_id: int) -> ChannelEdits:
-        """The pace of progress edits in a channel (finals do not take part: they never wait for progress)."""
-        if channel_id not in self._channel_edits:
-            s = self.config.settings.discord
-            self._channel_edits[channel_id] = ChannelEdits(s.edits_per_channel, s.edit_period_s)
-        return self._channel_edits[channel_id]
 
     async def setup_hook(self) -> None:
         for name in EXTENSIONS:
@@ -188,10 +181,11 @@ def command_hash_path(config: Config) -> Path:
 
 def _services(core: Core, bot: SdBot) -> Services:
     """The services on `core`, built with this bot's Discord adapters (the review channel, job messages)."""
-    from bot.exts.imagine import recovery_grid_listener, recovery_listener
+    from bot.exts.imagine import post_finder, recovery_grid_listener, recovery_listener
     from bot.exts.moderation import review_notifier
 
-    return build_services(core, DiscordSide(review_notifier(bot), recovery_listener(bot), recovery_grid_listener(bot)))
+    side = DiscordSide(review_notifier(bot), recovery_listener(bot), post_finder(bot), recovery_grid_listener(bot))
+    return build_services(core, side)
 
 
 class _NoEngine:

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable
+from typing import TypeVar
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 
-async def quietly(step: Awaitable[object], what: str) -> None:
-    """Await `step`; any failure is logged as "`what` failed" (with its traceback) and goes no further."""
+
+async def quietly(step: Awaitable[T], what: str) -> T | None:
+    """Await `step` and return what it returns; any failure is logged as "`what` failed" (with its traceback),
+    goes no further, and returns None."""
     try:
-        await step
+        return await step
     except Exception:
         log.warning("%s failed", what, exc_info=True)
+        return None

@@ -22,6 +22,7 @@ from bot.services.grids import GridListener, GridService
 from bot.services.jobs import JobListener, JobService
 from bot.services.moderation import ModerationService
 from bot.services.policy import Caps, SettingsCache
+from bot.services.posting import PostFinder, PostOnce
 from bot.services.presets import PresetService
 from bot.services.ratelimit import Rate, RateLimits
 from bot.services.records import JobRecord
@@ -52,6 +53,7 @@ class DiscordSide:
 
     notifier: ReviewNotifier  # the review channel and members' notices
     listener_for: Callable[[JobRecord], JobListener]  # a job's Discord side when its command's is gone (a restart)
+    posts: PostFinder  # where a job's post is looked for before a repeat (exactly-once posting)
     grid_listener_for: Callable[[JobRecord], GridListener] | None = None  # the same for a grid (its own job)
 
 
@@ -112,9 +114,9 @@ def build_services(core: Core, discord: DiscordSide) -> Services:
         config.outputs_dir,
         review,
         listener_for,
+        PostOnce(discord.posts, retry_s=d.post_retry_s, backoff_s=d.post_backoff_s),
+        settings_cache,
         limits=limits,
-        post_retry_s=d.post_retry_s,
-        post_backoff_s=d.post_backoff_s,
     )
     grids = GridService(
         jobs,

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from bot.best_effort import quietly
 from bot.errors import UserError
-from bot.services.jobs import Delivered, JobListener, JobService
+from bot.services.jobs import JobListener, JobService
 from bot.services.records import GridRecord, JobRecord, JobStatus, record
 from bot.services.xyz.axes import NOTHING
 from bot.services.xyz.compose import compose
@@ -62,6 +62,7 @@ class _Run:
     sent: set[int] = field(default_factory=set)
     ended: set[int] = field(default_factory=set)
     positions: dict[int, int] = field(default_factory=dict)  # waiting cells' places in the queue
+    message_id: int | None = None  # the grid's message, once its listener says (stored with the composed grid)
     total: int = 0
     cancelled: bool = False
 
@@ -131,7 +132,7 @@ class GridService:
         cells = [record(JobRecord, c) for c in rows.cells]
         waiting = {c.id for c in cells if c.status == JobStatus.QUEUED.value}
         pending = [
-            (cells[i], GenerationRequest(**cells[i].request, limits=self.limits))
+            (cells[i], GenerationRequest(**cells[i].request, limits=self.limits).replace(previews=False))
             for i in axes.render_order()
             if cells[i].id in waiting
         ]
@@ -218,7 +219,7 @@ class GridService:
             return
         paths = await asyncio.to_thread(self._save, run.axes, job.id, cells)
         done = await self.jobs.write(
-            job_store.transition, job.id, JobStatus.DONE, result_paths=paths, message_id=run.listener.message_id
+            job_store.transition, job.id, JobStatus.DONE, result_paths=paths, message_id=run.message_id
         )
         await self.jobs.post(done, run.listener, review=False)
 
@@ -294,21 +295,13 @@ class CellListener:
     def __init__(self, grids: GridService, run: _Run, cell_id: int) -> None:
         self.grids, self.run, self.cell_id = grids, run, cell_id
 
-    @property
-    def message_id(self) -> int | None:
-        return None
-
-    @property
-    def previews(self) -> bool:
-        return False
-
     async def queued(self, job_id: int, position: int) -> None:
         """The grid's place is its first waiting cell's, until a cell starts."""
-        positions = self.run.positions
+        run, positions = self.run, self.run.positions
         best = min(positions.values(), default=None)
         positions[job_id] = position
-        if self.run.job.status == JobStatus.QUEUED.value and min(positions.values()) != best:
-            await self.run.listener.queued(self.run.job.id, min(positions.values()))
+        if run.job.status == JobStatus.QUEUED.value and min(positions.values()) != best:
+            run.message_id = await run.listener.queued(run.job.id, min(positions.values())) or run.message_id
 
     async def started(self, job_id: int) -> None:
         self.run.positions.pop(job_id, None)
@@ -317,10 +310,9 @@ class CellListener:
     async def step(self, job_id: int, step: int, total: int, preview: Any | None) -> None:
         return None
 
-    async def finished(self, job: JobRecord, files: list[Path]) -> Delivered:
+    async def post(self, job: JobRecord, files: list[Path], nonce: str) -> None:
         # Recorded `posted` by the job service once this returns; the grid counts it now (its files are saved).
         self.grids._spawn(self.grids._cell_ended(self.run, job.id), f"grid-{self.run.grid_id}-delivered")
-        return Delivered(None)
 
     async def failed(self, job_id: int, message: str) -> None:
         await self.grids._cell_ended(self.run, job_id)
@@ -330,12 +322,6 @@ class CellListener:
 
     async def interrupted(self, job_id: int) -> None:
         return None  # back in the queue for the next start
-
-    def retryable(self, error: BaseException) -> bool:
-        return False
-
-    async def already_posted(self, job: JobRecord) -> Delivered | None:
-        return None
 
     async def notice(self, job_id: int, text: str) -> None:
         await quietly(self.run.listener.notice(self.run.job.id, text), "a cell's notice")

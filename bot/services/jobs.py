@@ -2,20 +2,17 @@
 
 Jobs come in committed: the submission pipeline (bot/services/submission.py) persists a job and then calls
 `start()`. The order is what makes restarts safe: a job row is committed (`queued`) before the worker hears of it, its
-images are written to disk and the row marked `done` before anything is posted, and `posted` is recorded after
-the post. `recover()` at start-up picks up whatever a crash left in between.
-
-Posting is at-least-once by nature: a post can reach Discord while its answer is lost (a reset connection), or
-the process can die between the post and `mark_posted`. It is made exactly-once by asking the listener whether
-the job's message is already there (`already_posted`: the job's message by its stored id, Discord's `nonce`
-idempotency, and only as the last resort the channel's history) before every retry and before re-posting a
-`done` job after a restart. Failed posts are retried with exponential
-back-off for `post_retry_s`; until then (and after, until the next start) the job stays `done` with its files.
+images are written to disk and the row marked `done` (with the message that showed its progress) before anything is
+posted, and `posted` is recorded after the post. `recover()` at start-up picks up whatever a crash left in between.
+Posting is made exactly-once by `PostOnce` (bot/services/posting.py: the nonce, the job's stored message, the
+check before every repeat); until a failed post goes through, the job stays `done` with its files.
 
 `shutdown()` (SIGTERM) stops taking jobs, lets the running one finish and post within the timeout, and puts
 what did not finish back to `queued` for the next start. See docs/operations.md for every failure case.
 
-The Discord side is a `JobListener` per job (progress message, final post); this module knows no Discord.
+The Discord side is a `JobListener` per job: effects only (show progress, post, tell the member); what to do is
+decided here. Whether the engine makes live previews is the guild's setting (`policy.previews_allowed`), set on the
+request by the submission pipeline and, for jobs started again (approved, recovered), here.
 """
 
 from __future__ import annotations
@@ -33,6 +30,8 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.best_effort import quietly
+from bot.services.policy import SettingsCache, previews_allowed
+from bot.services.posting import PostOnce, Refused
 from bot.services.records import JobRecord, record
 from bot.store import jobs as job_store
 from bot.store.db import transaction
@@ -47,47 +46,31 @@ from engine.request import GenerationRequest
 log = logging.getLogger(__name__)
 
 RESTARTING = "the bot is restarting; try again in a minute"
-MAX_BACKOFF_S = 60.0
-
-
-@dataclass(frozen=True)
-class Delivered:
-    """What was posted for a job: the message id (for the job row) and how the images were sent."""
-
-    message_id: int | None
+LOST = "the rendered images were lost before they could be posted"
 
 
 class JobListener(Protocol):
-    """The Discord side of one job; every method may be called from the event loop only."""
+    """The Discord side of one job: effects only, called from the event loop."""
 
-    @property
-    def message_id(self) -> int | None:
-        """The job's message once known (stored with the rendered job, so a restart checks that one message)."""
+    async def queued(self, job_id: int, position: int) -> int | None:
+        """Show the job's place in the queue. Returns the message that shows the job once there is one: stored
+        with the rendered job, it is the first place the check before a repeated post looks."""
 
-    @property
-    def previews(self) -> bool:
-        """Whether this job's live previews will be shown; the engine makes none otherwise."""
-
-    async def queued(self, job_id: int, position: int) -> None: ...
     async def started(self, job_id: int) -> None: ...
     async def step(self, job_id: int, step: int, total: int, preview: Any | None) -> None: ...
-    async def finished(self, job: JobRecord, files: list[Path]) -> Delivered: ...
+    async def post(self, job: JobRecord, files: list[Path], nonce: str) -> int | None:
+        """Post the images (see `posting.Poster`); returns the first message's id."""
+
     async def failed(self, job_id: int, message: str) -> None: ...
     async def cancelled(self, job_id: int) -> None: ...
     async def interrupted(self, job_id: int) -> None:
         """The job was put back in the queue by a shutdown; it resumes at the next start."""
 
-    def retryable(self, error: BaseException) -> bool:
-        """Whether a failed `finished` may succeed later (Discord 5xx/429, dropped connections)."""
-
-    async def already_posted(self, job: JobRecord) -> Delivered | None:
-        """The post of a job that seemed to fail but happened; None: post it (again)."""
-
     async def notice(self, job_id: int, text: str) -> None:
         """A status line in place of the progress (held for review, rejected)."""
 
     async def whisper(self, text: str) -> bool:
-        """A message only the member sees, while the command's token lives; False when it cannot."""
+        """Tell the member only, while the command's token lives; False when it cannot (then others tell them)."""
 
 
 class ImageGate(Protocol):
@@ -109,12 +92,13 @@ class JobService:
     worker: Backend
     outputs_dir: Path
     review: ImageGate  # asked after rendering whether the images wait for a moderator instead of being posted
-    listener_for: Callable[[JobRecord], JobListener]  # for jobs a previous run left: they report to their channel
+    listener_for: Callable[[JobRecord], JobListener]  # a job's Discord side when the service has none in hand
+    posts: PostOnce  # the one place a post is made exactly once
+    settings: SettingsCache  # the guilds' settings: whether a job started again makes live previews
     limits: Limits = Limits()
-    post_retry_s: float = 900.0  # how long a failed post is retried (then the job waits, `done`, for a restart)
-    post_backoff_s: float = 1.0  # the first retry's delay; doubled each time up to MAX_BACKOFF_S
     record_retry_s: float = 60.0  # how long a job's status change is retried while the database is unavailable
     _jobs: dict[int, _Running] = field(default_factory=dict)
+    _listeners: dict[int, JobListener] = field(default_factory=dict)  # each job's Discord side until the job ends
     _posting: set[int] = field(default_factory=set)
     _background: set[asyncio.Task] = field(default_factory=set)
     _stopping: bool = False
@@ -127,13 +111,22 @@ class JobService:
     async def start(
         self, job: Job | JobRecord, request: GenerationRequest, listener: JobListener, *, priority: bool = False
     ) -> None:
-        """Hand the worker a job whose `queued` row is committed (the submission pipeline's, or one approved after
-        review). A job the worker refuses is recorded `failed`, never left `queued`, and the error raised."""
+        """Hand the worker a job whose `queued` row is committed (the submission pipeline's, whose request says
+        whether to make previews). A job the worker refuses is recorded `failed`, never left `queued`, and the
+        error raised."""
         try:
             self._start(job.id, job.user_id, request, listener, priority=priority, guild_id=job.guild_id)
         except Exception as exc:
             await self._refused(job.id, exc)
             raise
+
+    def keep(self, job_id: int, listener: JobListener) -> None:
+        """Hold a job's Discord side while it waits outside the queue (a prompt held for review)."""
+        self._listeners[job_id] = listener
+
+    def listener_of(self, job: JobRecord) -> JobListener | None:
+        """A held job's Discord side, taken for a decision about it (None: made before this process started)."""
+        return self._listeners.pop(job.id, None)
 
     async def _refused(self, job_id: int, exc: Exception) -> None:
         """The worker would not take a persisted job (shutting down, full): record it as failed."""
@@ -145,7 +138,12 @@ class JobService:
 
     async def start_queued(self, job: JobRecord, listener: JobListener) -> None:
         """`start()` for a job whose row became `queued` later (approved after review)."""
-        await self.start(job, GenerationRequest(**job.request, limits=self.limits), listener)
+        await self.start(job, await self._again(job), listener)
+
+    async def _again(self, job: JobRecord) -> GenerationRequest:
+        """A stored job's request, with live previews as its guild's settings say today."""
+        settings = await self.settings.get(job.guild_id) if job.guild_id is not None else None
+        return GenerationRequest(**job.request, limits=self.limits).replace(previews=previews_allowed(settings))
 
     def _start(
         self,
@@ -158,7 +156,6 @@ class JobService:
         guild_id: int | None = None,
     ) -> None:
         # The queue is round robin by server (`group`), then by member.
-        request = request.replace(previews=listener.previews)
         handle = self.worker.submit(
             request,
             job_id=str(job_id),
@@ -168,21 +165,24 @@ class JobService:
         )
         task = asyncio.create_task(self._follow(job_id, handle, listener), name=f"job-{job_id}")
         self._jobs[job_id] = _Running(handle, task, user_id)
+        self._listeners[job_id] = listener
 
     async def _follow(self, job_id: int, handle: Any, listener: JobListener) -> None:
+        message_id = None  # the message that shows the job, once the listener says
         try:
             async for event in handle:
                 if isinstance(event, w.Queued):
-                    await _quietly(listener.queued(job_id, event.position))
+                    message_id = await _quietly(listener.queued(job_id, event.position)) or message_id
                 elif isinstance(event, w.Started):
                     await self._write(job_store.transition, job_id, JobStatus.RUNNING)
                     await _quietly(listener.started(job_id))
                 elif isinstance(event, w.Step):
                     await _quietly(listener.step(job_id, event.step, event.total, event.preview))
                 elif isinstance(event, w.Finished):
-                    await self._finish(job_id, event.result, listener)
+                    await self._finish(job_id, event.result, listener, message_id)
                 elif isinstance(event, w.Failed):
                     await self._write(job_store.transition, job_id, JobStatus.FAILED, error=event.message)
+                    self._listeners.pop(job_id, None)
                     await _quietly(listener.failed(job_id, event.message))
                 elif (
                     isinstance(event, w.Cancelled)
@@ -193,13 +193,14 @@ class JobService:
                     await _quietly(listener.interrupted(job_id))
                 elif isinstance(event, w.Cancelled):
                     await transaction(self.sessions, job_store.transition, job_id, JobStatus.CANCELLED)
+                    self._listeners.pop(job_id, None)
                     await _quietly(listener.cancelled(job_id))
         except Exception:
             log.exception("following job %s failed", job_id)
         finally:
             self._jobs.pop(job_id, None)
 
-    async def _finish(self, job_id: int, result: Any, listener: JobListener) -> None:
+    async def _finish(self, job_id: int, result: Any, listener: JobListener, message_id: int | None) -> None:
         folder = self.outputs_dir / str(job_id)
         folder.mkdir(parents=True, exist_ok=True)
         paths = []
@@ -209,7 +210,6 @@ class JobService:
             await asyncio.to_thread(_save_png, path, image)
             paths.append(path)
         scores = [getattr(image, "scores", None) for image in result.images]
-        # The job's message id, when the listener knows it already, lets a restart check that one message.
         job = await self._write(
             job_store.transition,
             job_id,
@@ -218,21 +218,18 @@ class JobService:
             result_paths=[str(p) for p in paths],
             image_scores=scores if any(s is not None for s in scores) else None,
             notes=getattr(result, "notes", ()),
-            message_id=listener.message_id,
+            message_id=message_id,
         )
         await self.post(job, listener)
 
     async def post(
         self, job: Job | JobRecord, listener: JobListener, *, check_first: bool = False, review: bool = True
     ) -> None:
-        """Post a `done` job's saved files and record it as `posted`, exactly once.
-
-        Failures the listener calls retryable (Discord 5xx/429, dropped connections) are retried with exponential
-        back-off for `post_retry_s`, each retry first asking `already_posted` (so a post whose answer was lost is
-        not made twice); `check_first` asks before the first attempt too (after a restart). Other failures fail
-        the job with the reason. A job still unposted at the end stays `done` and is posted at the next start.
-        `review=False` skips the image review stage (a grid, whose cells were reviewed one by one).
-        """
+        """Post a `done` job's saved files and record it as `posted`, exactly once (`PostOnce`: retried while
+        the failure may pass, each repeat checked first; `check_first`: the first attempt too, after a restart).
+        A failure that cannot pass fails the job with the reason; a job still unposted at the end stays `done`
+        and is posted at the next start. `review=False` skips the image review stage (a grid, whose cells were
+        reviewed one by one)."""
         if job.id in self._posting:
             return  # already being posted by another task
         self._posting.add(job.id)
@@ -244,61 +241,21 @@ class JobService:
     async def _post(self, job: JobRecord, listener: JobListener, check_first: bool, review: bool) -> None:
         files = [Path(p) for p in job.result_paths or []]
         if not files or not all(p.exists() for p in files):
-            await self._write(
-                job_store.transition,
-                job.id,
-                JobStatus.FAILED,
-                error="the rendered images were lost before they could be posted",
-            )
-            await _quietly(listener.failed(job.id, "the rendered images were lost before they could be posted"))
+            await self._write(job_store.transition, job.id, JobStatus.FAILED, error=LOST)
+            self._listeners.pop(job.id, None)
+            await _quietly(listener.failed(job.id, LOST))
             return
+        self._listeners[job.id] = listener
         if review and await self.review.images_held(job, listener):
-            return
-        deadline = time.monotonic() + self.post_retry_s
-        delay, attempt = self.post_backoff_s, 0
-        while True:
-            try:
-                delivered = None
-                if check_first or attempt:
-                    delivered = await listener.already_posted(job)
-                    if delivered is not None:
-                        log.info(
-                            "job %s was posted already (message %s); not posting it again", job.id, delivered.message_id
-                        )
-                if delivered is None:
-                    delivered = await listener.finished(job, files)
-                break
-            except Exception as exc:
-                attempt += 1
-                if self._stopping:
-                    log.warning(
-                        "job %s: posting failed during shutdown (%s); it is posted at the next start",
-                        job.id,
-                        _reason(exc),
-                    )
-                    return
-                if not listener.retryable(exc):
-                    log.warning("job %s could not be posted", job.id, exc_info=exc)
-                    message = f"the images could not be posted ({_reason(exc)})"
-                    await self._write(job_store.transition, job.id, JobStatus.FAILED, error=message)
-                    await _quietly(listener.failed(job.id, message))
-                    return
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    log.error(
-                        "job %s: still not posted after %d attempts (%s); its files are kept and it is "
-                        "posted at the next start",
-                        job.id,
-                        attempt,
-                        _reason(exc),
-                    )
-                    return
-                log.warning(
-                    "job %s: posting failed (%s); retry %d in %.1f s", job.id, _reason(exc), attempt, min(delay, left)
-                )
-                await asyncio.sleep(min(delay, left))
-                delay = min(delay * 2, MAX_BACKOFF_S)
-        await self._write(job_store.mark_posted, job.id, message_id=delivered.message_id)
+            return  # its listener is kept for the moderators' decision
+        outcome = await self.posts.post(job, files, listener, check_first=check_first, stopping=lambda: self._stopping)
+        if outcome is not None:
+            self._listeners.pop(job.id, None)
+        if isinstance(outcome, Refused):
+            await self._write(job_store.transition, job.id, JobStatus.FAILED, error=outcome.reason)
+            await _quietly(listener.failed(job.id, outcome.reason))
+        elif outcome is not None:
+            await self._write(job_store.mark_posted, job.id, message_id=outcome.message_id)
 
     async def write(self, fn, /, *args: Any, **kwargs: Any) -> Any:
         """A job's own state change, retried while the database is briefly away (`_write`): for the services that
@@ -377,7 +334,7 @@ class JobService:
             if job.status == JobStatus.RUNNING.value:  # its render died with the last process
                 await self._write(_back_to_queue, job.id)
             try:
-                request = GenerationRequest(**job.request, limits=self.limits)
+                request = await self._again(job)
                 if job.seed is not None:
                     request = request.replace(seed=job.seed)
             except EngineError as exc:  # e.g. the limits were lowered since: fail this job, recover the others
@@ -430,11 +387,6 @@ def files_of(job: JobRecord) -> list[Path]:
 
 def _save_png(path: Path, image: Any) -> None:
     path.write_bytes(image.png())
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-    return text or type(exc).__name__
 
 
 _quietly = functools.partial(quietly, what="progress report")  # a failed edit must not fail the job

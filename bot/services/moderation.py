@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.best_effort import quietly
 from bot.errors import UserError
 from bot.services.bans import BanInfo, Bans
 from bot.services.jobs import JobService
@@ -155,7 +156,7 @@ class ModerationService:
         await self.require_moderator(actor, "approve", item_id)
         item = await transaction(self.sessions, mod_store.approve, item_id, actor.user_id, reason=reason)
         job = await self.jobs.get(item.job_id)
-        listener = self.review.listener_of(job) or self.review.notifier.listener_for(job)
+        listener = self.jobs.listener_of(job) or self.jobs.listener_for(job)
         what = _what(job)
         if job.status == JobStatus.QUEUED.value:
             await self.jobs.start_queued(job, listener)
@@ -180,12 +181,9 @@ class ModerationService:
             info = await self.ban(actor, job.user_id, ban_for, reason)
         await self.jobs.delete_files(job)  # rejected images are not kept
         settings = await self.settings(job.guild_id) if job.guild_id is not None else None
-        listener = self.review.listener_of(job)
+        listener = self.jobs.listener_of(job)  # None: its command's is gone, and the member is told below
         if listener is not None:
-            try:
-                await listener.notice(job.id, f"❌ Job #{job.id} was rejected by a moderator")
-            except Exception:
-                log.warning("moderation notice failed", exc_info=True)
+            await quietly(listener.notice(job.id, f"❌ Job #{job.id} was rejected by a moderator"), "moderation notice")
         await self.review.decided(item, job, settings)
         text = f"❌ a moderator rejected {_what(job)} (job #{job.id}): {item.decision_reason}"
         if info is not None:

@@ -64,6 +64,7 @@ class JobRecord:
     started_at: datetime | None
     finished_at: datetime | None
     posted_at: datetime | None
+    age_restricted: bool = False  # the command's channel was age-restricted (the review's NSFW thresholds)
 
 
 @dataclass(frozen=True)

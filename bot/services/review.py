@@ -5,9 +5,9 @@
 * `JobService` asks `images_held()` after rendering and before posting (its `ImageGate`): in `images` mode a
   rendered job is held (still `done`, with a pending item) instead of being posted; in `auto` mode the image
   classifier's scores decide (post, hold, or refuse and keep for moderators: bot/services/image_policy.py), with
-  the guild's own thresholds in age-restricted channels.
-* Decisions are the moderation service's (bot/services/moderation.py), which takes the waiting listener back
-  from here with `listener_of()`.
+  the guild's own thresholds for jobs from age-restricted channels (a fact stored with the job at its command).
+* Decisions are the moderation service's (bot/services/moderation.py). This stage keeps no job's listener: it
+  uses the one it is handed (to say the job is held) and lets go; the job service keeps each job's Discord side.
 
 It knows no Discord: the `ReviewNotifier` (bot.exts.moderation) shows items and tells members, and it never
 calls the job service (the job service calls it), so the direction is one way.
@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -44,8 +44,6 @@ class ReviewNotifier(Protocol):
 
     async def decided(self, item: ReviewItemRecord, job: JobRecord, channel_id: int) -> None: ...
     async def tell(self, job: JobRecord, text: str, listener: JobListener | None, notify_by: str) -> None: ...
-    def listener_for(self, job: JobRecord) -> JobListener: ...
-    def is_nsfw(self, job: JobRecord) -> bool: ...  # asked in an age-restricted channel
 
 
 @dataclass
@@ -54,16 +52,10 @@ class ImageReview:
     settings: SettingsCache
     notifier: ReviewNotifier
     image_policy: ImagePolicy | None = None  # None: no image classifier, so no `auto` mode
-    _waiting: dict[int, JobListener] = field(default_factory=dict)  # job id -> its listener, while this process lives
-
-    def listener_of(self, job: JobRecord) -> JobListener | None:
-        """The listener of a held job's command, once (None: it was made before this process started)."""
-        return self._waiting.pop(job.id, None)
 
     async def prompt_held(
         self, job: Job, item: ModerationItem, listener: JobListener, settings: GuildSettings | None
     ) -> None:
-        self._waiting[job.id] = listener
         text = f"🕵️ Job #{job.id} waits for a moderator's review before it runs; you will be told when it is decided"
         await _quietly(listener.notice(job.id, text))
         await self.show(item, job, [], settings)
@@ -86,7 +78,7 @@ class ImageReview:
         if self.image_policy is None:
             return Judgement(Verdict.HOLD, "the bot has no image classifier, so a moderator looks instead")
         thresholds = self.image_policy.thresholds_for(
-            settings.nsfw_flag_above, settings.nsfw_block_above, self.notifier.is_nsfw(job)
+            settings.nsfw_flag_above, settings.nsfw_block_above, job.age_restricted
         )
         return self.image_policy.judge(job.image_scores, thresholds)
 
@@ -98,7 +90,6 @@ class ImageReview:
         item = await transaction(self.sessions, hold)
         if item.status != ItemStatus.PENDING.value:
             return False  # approved: post it
-        self._waiting[job.id] = listener
         text = (
             f"🚫 Job #{job.id}'s images were not posted ({why.reason}); moderators can still review them"
             if why.verdict is Verdict.BLOCK

@@ -9,7 +9,8 @@ For /imagine, the edit modal, re-roll, upscale / vary and a command replayed fro
    from an earlier job; the prompt is screened (`bot.services.policy.screen`: length, banned and flagged words);
    every queue cap is counted under locks (`policy.check_caps`); and the job is inserted, `queued` or
    `awaiting_review` with its review item. Cap check and insert share the transaction, so they cannot race;
-3. after the commit: a queued job goes to the engine (`JobService.start`); a held one to the review stage.
+3. after the commit: a queued job goes to the engine (`JobService.start`), its request saying whether to make
+   live previews (the guild's settings: `policy.previews_allowed`); a held one to the review stage.
 
 An X/Y/Z grid (`submit_grid`) takes the same way: its axes are read and its size checked against the cell cap
 before any database work; in one transaction every cell's request is made and checked (the server's step cap,
@@ -17,8 +18,8 @@ models and VAEs apply to each cell), every distinct prompt screened (a grid cann
 counted (the grid as one of the member's jobs, its cells against the server's queue cap), and the grid's own job,
 its cells' jobs and the grid rows inserted; after the commit the grid service feeds the cells to the queue.
 
-The listener (the Discord side of the job) is made by `listen(previews)` once the settings say whether live
-previews may be shown. The transaction may be re-run when the database was busy: it does database work only.
+The listener (the Discord side of the job, effects only) is made by `listen()` after the commit. The transaction
+may be re-run when the database was busy: it does database work only.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class Requester:
     guild_id: int | None = None
     channel_id: int | None = None
     interaction_id: int | None = None
+    age_restricted: bool = False  # the channel is age-restricted (NSFW): the review's thresholds for such channels
 
 
 @dataclass(frozen=True)
@@ -107,19 +109,22 @@ class Submissions:
     limits: Limits = Limits()
     grids: GridService | None = None
 
-    async def submit(self, command: Command, listen: Callable[[bool], JobListener]) -> JobRecord:
-        """Make the command a job (queued, or held for review) or raise `UserError` saying why not."""
+    async def submit(self, command: Command, listen: Callable[[], JobListener]) -> JobRecord:
+        """Make the command a job (queued, or held for review) or raise `UserError` saying why not; `listen()`
+        makes its Discord side. The guild's settings, read once here, say whether the engine makes previews."""
         await self._admit(command)
         accepted = await transaction(self.sessions, self._accept, command)
-        listener = listen(policy.previews_allowed(accepted.settings))
+        listener = listen()
         if accepted.item is not None:
+            self.jobs.keep(accepted.job.id, listener)  # for the moderators' decision
             await self.review.prompt_held(accepted.job, accepted.item, listener, accepted.settings)
         else:
-            await self.jobs.start(accepted.job, accepted.request, listener)
+            request = accepted.request.replace(previews=policy.previews_allowed(accepted.settings))
+            await self.jobs.start(accepted.job, request, listener)
         return record(JobRecord, accepted.job)
 
     async def submit_grid(
-        self, command: Command, axes: Sequence[str | None], listen: Callable[[bool], GridListener]
+        self, command: Command, axes: Sequence[str | None], listen: Callable[[], GridListener]
     ) -> JobRecord:
         """Make the command an X/Y/Z grid (`axes`: the X, Y and Z texts, `Steps: 10, 20`; None for an unused one)
         or raise `UserError` saying why not. Returns the grid's own job."""
@@ -129,7 +134,7 @@ class Submissions:
         check_cell_cap((x, y, z), self.caps.max_grid_cells)
         await self._admit(command)
         accepted = await transaction(self.sessions, self._accept_grid, command, (x, y, z))
-        await self.grids.start(accepted.grid_id, listen(policy.previews_allowed(accepted.settings)))
+        await self.grids.start(accepted.grid_id, listen())  # a grid's cells make no previews
         return record(JobRecord, accepted.job)
 
     async def _admit(self, command: Command) -> None:
@@ -165,10 +170,18 @@ class Submissions:
             guild_id=who.guild_id,
             channel_id=who.channel_id,
             interaction_id=who.interaction_id,
+            age_restricted=who.age_restricted,
             sources={**resolved.sources, **command.sources},
         )
         members = [
-            await job_store.create(s, user_id=who.user_id, request=r, guild_id=who.guild_id, channel_id=who.channel_id)
+            await job_store.create(
+                s,
+                user_id=who.user_id,
+                request=r,
+                guild_id=who.guild_id,
+                channel_id=who.channel_id,
+                age_restricted=who.age_restricted,
+            )
             for r in cells
         ]
         grid = await grid_store.create(s, job=own, axes=plan.axes.to_data(), cells=members)
@@ -197,6 +210,7 @@ class Submissions:
             guild_id=who.guild_id,
             channel_id=who.channel_id,
             interaction_id=who.interaction_id,
+            age_restricted=who.age_restricted,
             sources=sources,
             status=JobStatus.AWAITING_REVIEW if screening.hold else JobStatus.QUEUED,
         )

@@ -62,6 +62,7 @@ async def create(
     message_id: int | None = None,
     sources: Mapping[str, str] | None = None,
     status: JobStatus | str = S.QUEUED,
+    age_restricted: bool = False,
 ) -> Job:
     """Persist a new job (`queued`, or `awaiting_review` when moderation holds it) and return it with its id.
 
@@ -81,6 +82,7 @@ async def create(
             channel_id=channel_id,
             interaction_id=interaction_id,
             message_id=message_id,
+            age_restricted=age_restricted,
             request=data,
             sources=dict(sources or {}),
             status=initial.value,

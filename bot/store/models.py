@@ -28,6 +28,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncAttrs, AsyncSession
@@ -181,6 +182,8 @@ class Job(Base):
     message_id: Mapped[int | None] = mapped_column(BigInteger)  # the message showing the job / its images
     request: Mapped[dict[str, Any]] = mapped_column()  # resolved options: GenerationRequest field names
     sources: Mapped[dict[str, Any]] = mapped_column(default=dict)  # option -> where its value came from
+    # The command's channel was age-restricted (Discord's NSFW flag): the image review's thresholds for such channels.
+    age_restricted: Mapped[bool] = mapped_column(default=False, server_default=false())
     status: Mapped[str] = mapped_column(String(20), index=True)
     seed: Mapped[int | None] = mapped_column(BigInteger)  # the seed actually used
     result_paths: Mapped[list[str]] = mapped_column(default=list)

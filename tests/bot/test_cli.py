@@ -203,6 +203,8 @@ async def _revision(url: str) -> str | None:
 
 
 def test_run_check_in_an_empty_folder_creates_nothing_and_prints_one_line_per_part(tmp_path):
+    from bot.store import migrate
+
     env = {k: v for k, v in os.environ.items() if k not in ("SDBOT_DATABASE_URL", "DISCORD_TOKEN")}
     proc = subprocess.run(
         [sys.executable, "-m", "bot", "run", "--check"], cwd=tmp_path, env=env, capture_output=True, text=True
@@ -211,7 +213,7 @@ def test_run_check_in_an_empty_folder_creates_nothing_and_prints_one_line_per_pa
     assert list(tmp_path.iterdir()) == []  # no sdbot.db, no journal, no models/ with a demo model
     assert proc.stdout.splitlines() == [
         "config: ok (embedded defaults)",
-        "database: not created yet: 6 migrations pending (sdbot db upgrade applies them)",
+        f"database: not created yet: {len(migrate.pending(None))} migrations pending (sdbot db upgrade applies them)",
         f"models: no checkpoint in {tmp_path / 'models'} (the tiny demo model is written there at the first start)",
         "engine: local, in a child process, on cpu (float32)",
     ]

@@ -1,6 +1,6 @@
 """Helpers for the reliability tests: what the stand-in received per job, and fast bot settings.
 
-A job's final post is recognised the way `DiscordJobListener.already_posted` recognises it: a message carrying
+A job's final post is recognised the way `DiscordPosts` (bot/exts/imagine/_posts.py) recognises it: a message carrying
 the job's buttons (`sdbot:job:<id>:…`). "Delivered exactly once" means exactly one such message exists and
 exactly one upload of its images took effect (a PATCH of the original response or a channel POST).
 """

@@ -151,9 +151,9 @@ async def test_too_late_for_the_nonce_the_history_is_the_last_resort(bot, monkey
     and finds the post there instead of posting again."""
     from datetime import timedelta
 
-    from bot.exts.imagine import _delivery
+    from bot.services import posting
 
-    monkeypatch.setattr(_delivery, "NONCE_TRUST", timedelta(0))
+    monkeypatch.setattr(posting, "NONCE_TRUST", timedelta(0))
     s = bot.standin
     ix = await imagine(s)
     ix.expire()

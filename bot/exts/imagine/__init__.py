@@ -6,6 +6,7 @@ from typing import Any
 from bot.exts.imagine._cog import Imagine
 from bot.exts.imagine._delivery import DiscordJobListener
 from bot.exts.imagine._grid import CellSelect, DiscordGridListener
+from bot.exts.imagine._posts import DiscordPosts
 from bot.exts.imagine._views import ImageButton, ImageSelect, JobButton
 from bot.exts.imagine._xyz import Xyz
 
@@ -22,6 +23,11 @@ def recovery_grid_listener(bot) -> Callable[[Any], DiscordGridListener]:
     return lambda job: DiscordGridListener(
         bot, user_id=job.user_id, channel_id=job.channel_id, guild_id=job.guild_id, resumed=True
     )
+
+
+def post_finder(bot) -> DiscordPosts:
+    """Where the job service looks for a job's post before repeating it (exactly-once posting)."""
+    return DiscordPosts(bot)
 
 
 async def setup(bot) -> None:

@@ -257,7 +257,12 @@ class Imagine(ImageActions, commands.Cog):
 
     @staticmethod
     def _requester(interaction: discord.Interaction) -> Requester:
-        return Requester(interaction.user.id, interaction.guild_id, interaction.channel_id, interaction.id)
+        """Who asked where, with what Discord says of the channel (age-restricted: the review's NSFW thresholds)."""
+        is_nsfw = getattr(interaction.channel, "is_nsfw", None)  # a thread answers for its parent
+        age_restricted = bool(is_nsfw()) if callable(is_nsfw) else False
+        return Requester(
+            interaction.user.id, interaction.guild_id, interaction.channel_id, interaction.id, age_restricted
+        )
 
     async def _submit(self, interaction: Any, command: Command, resumed: bool = False, age_s: float = 0.0) -> JobRecord:
         """The one service call: the pipeline screens, caps and queues it (or holds it for review)."""
@@ -266,14 +271,13 @@ class Imagine(ImageActions, commands.Cog):
         if channel_id is None:  # Discord sends a channel with every command; a replayed one kept it
             raise UserError("this command came from no channel, so there is nowhere to post its images")
 
-        def listen(previews: bool) -> DiscordJobListener:
+        def listen() -> DiscordJobListener:
             return DiscordJobListener(
                 self.bot,
                 user_id=who.user_id,
                 channel_id=channel_id,
                 guild_id=who.guild_id,
                 interaction=interaction,
-                previews=previews,
                 resumed=resumed,
                 age_s=age_s,
             )

@@ -137,7 +137,7 @@ class Xyz(commands.Cog):
         if channel_id is None:  # Discord sends a channel with every command; a replayed one kept it
             raise UserError("this command needs a channel to post its grid in")
 
-        def listen(previews: bool) -> DiscordGridListener:
+        def listen() -> DiscordGridListener:
             return DiscordGridListener(
                 self.bot,
                 user_id=who.user_id,

@@ -12,7 +12,7 @@ from discord.ext import commands
 from bot.errors import UserError
 from bot.exts.common.actor import actor_of
 from bot.exts.common.formatting import clip, info_message
-from bot.exts.common.interactions import reply_error, services_of
+from bot.exts.common.interactions import admit, reply_error, services_of
 from bot.option_spec import SCHEDULES, sampler_names
 from bot.services.catalog import Catalog
 
@@ -36,6 +36,10 @@ class CancelButton(discord.ui.DynamicItem[discord.ui.Button], template=r"sdbot:c
         cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
     ) -> CancelButton:
         return cls(int(match["job"]))
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        """A banned member gets the ban's message and nothing runs (who else may cancel is `authorize`'s)."""
+        return await admit(interaction)
 
     async def callback(self, interaction: discord.Interaction) -> None:
         try:

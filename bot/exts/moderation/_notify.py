@@ -16,7 +16,6 @@ from typing import Any
 import discord
 
 from bot.exts.common.uploads import DEFAULT_UPLOAD_LIMIT, prepare_uploads
-from bot.exts.imagine import DiscordJobListener
 from bot.exts.moderation import _format
 from bot.exts.moderation._views import review_view
 from bot.services.records import ItemStatus, JobRecord, NotifyBy, ReviewItemRecord
@@ -80,22 +79,4 @@ class DiscordReviewNotifier:
         await self._channel(job.channel_id, job.guild_id).send(
             f"<@{job.user_id}> {text}"[:2000],
             allowed_mentions=discord.AllowedMentions(users=[discord.Object(id=job.user_id)]),
-        )
-
-    def is_nsfw(self, job: JobRecord) -> bool:
-        """Whether the job's channel (or a thread's parent) is age-restricted; False when it cannot be told."""
-        channel = self.bot.get_channel(job.channel_id) if job.channel_id else None
-        is_nsfw = getattr(channel, "is_nsfw", None)
-        return bool(is_nsfw()) if callable(is_nsfw) else False
-
-    def listener_for(self, job: JobRecord) -> DiscordJobListener:
-        """For a job decided after its command's listener is gone (a restart): results go to its channel."""
-        if job.channel_id is None:  # every job from Discord has one: its command's
-            raise ValueError(f"job #{job.id} has no channel to post its images in")
-        return DiscordJobListener(
-            self.bot,
-            user_id=job.user_id,
-            channel_id=job.channel_id,
-            guild_id=job.guild_id,
-            previews=self.bot.config.engine_config().preview_every > 0,
         )

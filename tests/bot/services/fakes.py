@@ -12,7 +12,6 @@ from PIL import Image
 from bot.config import Config, parse_settings
 from bot.runner import Core, DiscordSide, build_services
 from bot.services import Services
-from bot.services.jobs import Delivered
 from bot.store.journal import Journal
 from engine import jobs as w
 from engine.render.pipeline import RenderedImage, RenderResult
@@ -96,47 +95,53 @@ class ScriptedBackend:
 
 
 class Listener:
-    """A job's Discord side, recording what it was told; `fail_posts` scripts failures of `finished`."""
+    """A job's Discord side, recording what it was told; `fail_posts` scripts failures of `post`. Like Discord,
+    it answers a post repeated with the same nonce with the first message instead of posting again."""
 
     def __init__(
-        self, *, fail_posts: list[BaseException] | None = None, posted: Delivered | None = None, previews: bool = False
+        self,
+        *,
+        fail_posts: list[BaseException] | None = None,
+        message_id: int | None = None,
+        board: Posts | None = None,
     ) -> None:
         self.calls: list[str] = []
-        self.shows_previews = previews
         self.notices: list[str] = []
         self.posts: list[int] = []  # job ids actually posted
+        self.previews: list[Any] = []  # the previews it was given to show
         self.fail_posts = list(fail_posts or [])
-        self.lost_post = False  # the next failure happens after the post reached Discord
-        self.found = posted  # what `already_posted` answers
-        self.asked = 0
-
-    @property
-    def message_id(self) -> int | None:
-        return None
-
-    @property
-    def previews(self) -> bool:
-        return self.shows_previews
+        self.lost_post = False  # the next failure happens after the post reached the channel
+        self.message_id = message_id  # the message that shows the job, as `queued` says
+        self.board = board  # what Discord holds, where the job service may look
+        self.nonces: dict[str, int] = board.nonces if board is not None else {}  # nonce -> its post's message
 
     async def queued(self, job_id, position):
         self.calls.append("queued")
+        return self.message_id
 
     async def started(self, job_id):
         self.calls.append("started")
 
     async def step(self, job_id, step, total, preview):
         self.calls.append("step")
+        if preview is not None:
+            self.previews.append(preview)
 
-    async def finished(self, job, files) -> Delivered:
+    async def post(self, job, files, nonce) -> int:
+        if nonce in self.nonces:
+            return self.nonces[nonce]
         if self.fail_posts:
             error = self.fail_posts.pop(0)
             if self.lost_post:  # it reached the channel, the answer did not reach us
                 self.posts.append(job.id)
-                self.found = Delivered(4242)
+                self.nonces[nonce] = 4242
+                if self.board is not None:
+                    self.board.made[job.id] = 4242
             raise error
         self.posts.append(job.id)
         self.calls.append("finished")
-        return Delivered(1000 + job.id)
+        self.nonces[nonce] = 1000 + job.id
+        return 1000 + job.id
 
     async def failed(self, job_id, message):
         self.calls.append(f"failed: {message}")
@@ -147,18 +152,29 @@ class Listener:
     async def interrupted(self, job_id):
         self.calls.append("interrupted")
 
-    def retryable(self, error: BaseException) -> bool:
-        return isinstance(error, ConnectionError)
-
-    async def already_posted(self, job) -> Delivered | None:
-        self.asked += 1
-        return self.found
-
     async def notice(self, job_id, text):
         self.notices.append(text)
 
     async def whisper(self, text) -> bool:
         return False
+
+
+class Posts:
+    """Where the job service looks for a post before repeating one: `made` is what Discord holds (job id ->
+    its post's message id); `asked` counts the looks."""
+
+    def __init__(self) -> None:
+        self.made: dict[int, int] = {}
+        self.nonces: dict[str, int] = {}  # recent posts' nonces, which Discord answers a repeat by
+        self.asked: list[str] = []
+
+    async def carries(self, job, message_id) -> bool:
+        self.asked.append(f"message {message_id}")
+        return self.made.get(job.id) == message_id
+
+    async def search(self, job) -> int | None:
+        self.asked.append("history")
+        return self.made.get(job.id)
 
 
 class Notifier:
@@ -181,11 +197,9 @@ class Notifier:
         self.told.append((job.user_id, text, notify_by))
 
     def listener_for(self, job) -> Listener:
+        """For jobs whose command's listener is gone."""
         self.listeners.append(listener := Listener())
         return listener
-
-    def is_nsfw(self, job) -> bool:
-        return False
 
 
 def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
@@ -205,6 +219,7 @@ def make_services(
     backend: ScriptedBackend | None = None,
     notifier: Notifier | None = None,
     listener_for=None,
+    posts: Posts | None = None,
     **sections: dict[str, Any],
 ) -> Services:
     """The real services, wired as the bot wires them, around the stand-ins."""
@@ -216,4 +231,4 @@ def make_services(
         backend or ScriptedBackend(),
         Journal(tmp_path / "journal.db"),
     )
-    return build_services(core, DiscordSide(notifier, listener_for or notifier.listener_for))
+    return build_services(core, DiscordSide(notifier, listener_for or notifier.listener_for, posts or Posts()))

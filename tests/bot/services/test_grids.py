@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from bot.errors import UserError
-from bot.services.jobs import Delivered
+from bot.services.posting import PostUnavailable
 from bot.services.submission import Command, Requester
 from bot.store import grids as grid_store
 from bot.store import guilds as guild_store
@@ -22,7 +22,7 @@ from bot.store.db import transaction
 from bot.store.models import ModerationMode
 from engine import jobs as w
 from engine.infotext import parse_infotext, read_png_infotext
-from tests.bot.services.fakes import Listener, ScriptedBackend, make_services
+from tests.bot.services.fakes import Listener, Posts, ScriptedBackend, make_services
 
 GUILD, CHANNEL = 900, 902
 ALICE, BOB = 111, 112
@@ -56,7 +56,7 @@ def command(user: int = ALICE, prompt: str = "a cat in a hat", **options) -> Com
 async def submit(services, *axes: str | None, listener: GridListener | None = None, **options):
     listener = listener or GridListener()
     texts = (list(axes) + [None, None])[:3]
-    job = await services.submissions.submit_grid(command(**options), texts, lambda previews: listener)
+    job = await services.submissions.submit_grid(command(**options), texts, lambda: listener)
     return job, listener
 
 
@@ -128,7 +128,7 @@ async def test_a_grid_is_its_job_and_a_job_per_cell_fed_a_batch_at_a_time(world)
 async def test_the_member_cap_bounds_what_waits_in_the_queue(world):
     services, backend = world
     for i in range(3):  # three other jobs of the member wait already: the cap is 5
-        await services.submissions.submit(command(prompt=f"other {i}"), lambda previews: Listener())
+        await services.submissions.submit(command(prompt=f"other {i}"), lambda: Listener())
     job, listener = await submit(services, "Seed: 1-6")
     cells = backend.ids[3:]
     assert len(cells) == 2 and len(backend.queued()) == 5  # two cells fit under the cap
@@ -203,7 +203,7 @@ async def test_refusals_leave_nothing(world, axes, options, message):
 async def test_a_grid_is_one_of_the_members_jobs_and_its_cells_count_for_the_server(world, tmp_path):
     services, backend = world
     for i in range(4):
-        await services.submissions.submit(command(prompt=f"other {i}"), lambda previews: Listener())
+        await services.submissions.submit(command(prompt=f"other {i}"), lambda: Listener())
     await submit(services, "Seed: 1-8")  # the member's fifth job: allowed
     with pytest.raises(UserError, match="you have 5"):
         await submit(services, "Seed: 1-2")
@@ -261,12 +261,12 @@ async def test_a_restart_in_the_middle_resumes_the_grid_and_posts_it_once(engine
 
 
 async def test_a_grid_composed_but_not_posted_is_posted_once_after_a_restart(engine, sessions, tmp_path):
-    backend = ScriptedBackend()
-    first = make_services(engine, sessions, tmp_path, backend)
-    lost = GridListener(fail_posts=[ConnectionError("reset")])
+    backend, discord = ScriptedBackend(), Posts()
+    first = make_services(engine, sessions, tmp_path, backend, posts=discord)
+    lost = GridListener(fail_posts=[PostUnavailable("reset")], board=discord)
     lost.lost_post = True  # the post reached the channel; its answer did not
     job, _ = await submit(first, "Seed: 1-2", listener=lost)
-    first.jobs.post_retry_s = 0.0  # give up at once: the grid stays `done`
+    first.jobs.posts.retry_s = 0.0  # give up at once: the grid stays `done`
     render_all_waiting(backend)
     await wait_for(lambda: bool(lost.posts))
     await settle()
@@ -274,13 +274,19 @@ async def test_a_grid_composed_but_not_posted_is_posted_once_after_a_restart(eng
         assert (await job_store.get(s, job.id)).status == "done"
     first.journal.close()
 
-    second = make_services(engine, sessions, tmp_path, ScriptedBackend())
-    again = GridListener(posted=Delivered(4242))
+    second = make_services(engine, sessions, tmp_path, ScriptedBackend(), posts=discord)
+    again = GridListener(board=discord)
     second.grids.listener_for = lambda job: again
     assert await second.grids.recover() == 1
-    await wait_for(lambda: again.asked > 0)
-    await settle()
-    assert again.posts == [] and lost.posts == [job.id]  # found in the channel: not posted twice
+    async with asyncio.timeout(5):
+        while not await _posted(second, job.id):
+            await asyncio.sleep(0.01)
+    assert again.posts == [] and lost.posts == [job.id]  # the repeat, with the same nonce, was not a new post
     async with second.sessions.begin() as s:
-        assert (await job_store.get(s, job.id)).status == "posted"
+        assert (await job_store.get(s, job.id)).message_id == 4242
     second.journal.close()
+
+
+async def _posted(services, job_id: int) -> bool:
+    async with services.sessions.begin() as s:
+        return (await job_store.get(s, job_id)).status == "posted"

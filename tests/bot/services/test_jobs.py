@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from bot.services.jobs import Delivered
+from bot.services.posting import PostUnavailable
 from bot.store import jobs as job_store
 from bot.store.db import transaction
 from bot.store.models import JobStatus
 from engine import jobs as w
 from engine.errors import EngineError
 from engine.request import GenerationRequest
-from tests.bot.services.fakes import Listener, ScriptedBackend, make_services
+from tests.bot.services.fakes import Listener, Posts, ScriptedBackend, make_services
 
 USER, GUILD, CHANNEL = 111, 900, 902
 
@@ -34,17 +34,17 @@ async def world(engine, sessions, tmp_path: Path, backend: ScriptedBackend):
         recovery.append(listener := Listener())
         return listener
 
-    services = make_services(engine, sessions, tmp_path, backend, listener_for=listener_for)
-    services.jobs.post_backoff_s = 0.001
-    yield World(services, recovery)
+    services = make_services(engine, sessions, tmp_path, backend, listener_for=listener_for, posts=Posts())
+    services.jobs.posts.backoff_s = 0.001
+    yield World(services, recovery, services.jobs.posts.finder)
     services.journal.close()
 
 
 class World:
-    """The services, and the listeners `listener_for` made for recovered jobs."""
+    """The services, the listeners `listener_for` made for recovered jobs, and the posts Discord holds."""
 
-    def __init__(self, services, recovery: list[Listener]) -> None:
-        self.services, self.recovery = services, recovery
+    def __init__(self, services, recovery: list[Listener], posts: Posts) -> None:
+        self.services, self.recovery, self.posts = services, recovery, posts
 
     def __getattr__(self, name: str):
         return getattr(self.services, name)
@@ -54,7 +54,9 @@ def request(prompt: str = "a cat") -> GenerationRequest:
     return GenerationRequest(prompt=prompt, width=64, height=64, steps=2)
 
 
-async def queued(world, guild_id: int | None = GUILD, status: JobStatus = JobStatus.QUEUED):
+async def queued(
+    world, guild_id: int | None = GUILD, status: JobStatus = JobStatus.QUEUED, interaction_id: int | None = None
+):
     return await transaction(
         world.sessions,
         job_store.create,
@@ -62,6 +64,7 @@ async def queued(world, guild_id: int | None = GUILD, status: JobStatus = JobSta
         request=request(),
         guild_id=guild_id,
         channel_id=CHANNEL,
+        interaction_id=interaction_id,
         status=status,
     )
 
@@ -77,9 +80,11 @@ async def until(condition, what: str, timeout: float = 10.0) -> None:
             await asyncio.sleep(0.005)
 
 
-async def run_to_the_end(world, backend, listener: Listener, images: int = 1) -> int:
-    job = await queued(world)
+async def run_to_the_end(world, backend, listener: Listener, images: int = 1, interaction_id: int | None = None) -> int:
+    job = await queued(world, interaction_id=interaction_id)
     await world.jobs.start(job, request(), listener)
+    if listener.message_id is not None:
+        backend.emit(job.id, w.Queued(job_id=str(job.id), position=1))
     backend.render(job.id, request(), images)
     await until(lambda: _settled(world, job.id), f"job {job.id} to settle")
     return job.id
@@ -89,16 +94,23 @@ async def _settled(world, job_id: int) -> bool:
     return job_id not in world.jobs._jobs and await status_of(world, job_id) in ("posted", "failed")
 
 
-async def rendered(world, tmp_path: Path, *, posted: bool = False):
-    """A job a previous run rendered (its file on disk) and, with `posted`, posted too."""
-    job = await queued(world)
-    png = tmp_path / f"{job.id}.png"
+async def rendered(world, tmp_path: Path, *, posted: bool = False, message_id: int | None = None, **job):
+    """A job a previous run rendered (its file on disk, and the message that showed it) and, with `posted`,
+    posted too."""
+    made = await queued(world, **job)
+    png = tmp_path / f"{made.id}.png"
     png.write_bytes(b"png")
     for status in ("running", "done", "posted") if posted else ("running", "done"):
+        done = status == "done"
         await transaction(
-            world.sessions, job_store.transition, job.id, status, result_paths=[str(png)] if status == "done" else None
+            world.sessions,
+            job_store.transition,
+            made.id,
+            status,
+            result_paths=[str(png)] if done else None,
+            message_id=message_id if done else None,
         )
-    return job
+    return made
 
 
 # --- the way through --------------------------------------------------------------------------------------------
@@ -111,28 +123,42 @@ async def test_a_rendered_job_is_saved_then_posted_once(world, backend):
     assert job.status == "posted" and job.message_id == 1000 + job_id and job.seed == 5
     assert listener.posts == [job_id] and listener.calls == ["started", "finished"]
     assert [p.name for p in world.jobs.files_of(job)] == [f"{job_id}-1.png", f"{job_id}-2.png"]
-    assert listener.asked == 0  # a first attempt in this process needs no look for an earlier post
+    assert world.posts.asked == []  # a first attempt in this process needs no look for an earlier post
 
 
-async def test_the_engine_makes_previews_only_for_jobs_whose_previews_are_shown(world, backend):
-    for shown in (False, True):
-        job = await queued(world)
-        await world.jobs.start(job, request(), Listener(previews=shown))
-        assert backend.requests[str(job.id)].previews is shown
+async def test_the_message_that_showed_the_job_is_stored_with_it_before_the_post(world, backend):
+    listener = Listener(message_id=555, fail_posts=[PermissionError("Missing Access")])
+    job_id = await run_to_the_end(world, backend, listener)
+    assert (await world.jobs.get(job_id)).message_id == 555  # recorded with `done`: a restart checks that one
 
 
-async def test_a_post_whose_answer_was_lost_is_not_made_twice(world, backend):
-    listener = Listener(fail_posts=[ConnectionError("reset by peer")])
+async def test_a_post_whose_answer_was_lost_is_repeated_with_its_nonce(world, backend):
+    listener = Listener(fail_posts=[PostUnavailable("reset by peer")])
     listener.lost_post = True  # the post reached the channel; its answer did not reach us
     job_id = await run_to_the_end(world, backend, listener)
-    assert listener.posts == [job_id] and listener.asked == 1
-    assert (await world.jobs.get(job_id)).message_id == 4242  # the post that was found
+    assert listener.posts == [job_id] and world.posts.asked == []  # Discord answered the repeat with the first
+    assert (await world.jobs.get(job_id)).message_id == 4242  # the post that was made
+
+
+async def test_a_lost_post_on_the_jobs_own_message_is_found_there(world, backend):
+    listener = Listener(message_id=4242, fail_posts=[PostUnavailable("reset by peer")], board=world.posts)
+    listener.lost_post = True
+    job_id = await run_to_the_end(world, backend, listener, interaction_id=77)
+    assert listener.posts == [job_id] and world.posts.asked == ["message 4242"]
+
+
+async def test_a_lost_post_of_a_command_whose_message_is_unknown_is_looked_for_in_the_channel(world, backend):
+    listener = Listener(fail_posts=[PostUnavailable("reset by peer")], board=world.posts)
+    listener.lost_post = True
+    job_id = await run_to_the_end(world, backend, listener, interaction_id=77)  # no nonce covers an edit
+    assert listener.posts == [job_id] and world.posts.asked == ["history"]
+    assert (await world.jobs.get(job_id)).message_id == 4242
 
 
 async def test_failed_posts_are_retried_until_one_goes_through(world, backend):
-    listener = Listener(fail_posts=[ConnectionError("502"), ConnectionError("502")])
-    job_id = await run_to_the_end(world, backend, listener)
-    assert listener.posts == [job_id] and listener.asked == 2  # each retry looked first
+    listener = Listener(fail_posts=[PostUnavailable("502"), PostUnavailable("502")])
+    job_id = await run_to_the_end(world, backend, listener, interaction_id=77)
+    assert listener.posts == [job_id] and world.posts.asked == ["history", "history"]  # each retry looked first
     assert await status_of(world, job_id) == "posted"
 
 
@@ -230,20 +256,35 @@ async def test_recovery_reruns_unfinished_jobs_and_posts_rendered_ones_once(worl
     assert await status_of(world, running.id) == "queued"  # its render died with the last process
     await until(lambda: _is(world, done.id, "posted"), "the rendered job to be posted")
     [*_, poster] = world.recovery
-    assert poster.asked == 1 and poster.posts == [done.id]  # looked for an earlier post first
+    assert poster.posts == [done.id]
 
 
-async def test_recovery_does_not_repost_a_post_that_happened_before_the_crash(world, backend, tmp_path):
-    done = await rendered(world, tmp_path)
-
-    def found(job) -> Listener:
-        world.recovery.append(listener := Listener(posted=Delivered(777)))
-        return listener
-
-    world.jobs.listener_for = found
+@pytest.mark.parametrize("shown", [True, False])
+async def test_recovery_does_not_repost_a_post_that_happened_before_the_crash(world, backend, tmp_path, shown):
+    """`shown`: the job's message is known (checked by id); else its channel's history is searched."""
+    done = await rendered(world, tmp_path, message_id=777 if shown else None, interaction_id=77)
+    world.posts.made[done.id] = 777
     assert await world.jobs.recover() == (0, 1)
     await until(lambda: _is(world, done.id, "posted"), "the job to be marked posted")
     assert world.recovery[-1].posts == [] and (await world.jobs.get(done.id)).message_id == 777
+    assert world.posts.asked == (["message 777"] if shown else ["history"])
+
+
+async def test_a_restarted_job_makes_previews_as_its_guild_says(world, backend):
+    for previews in (True, False):
+        await transaction(world.sessions, _previews, previews)
+        world.moderation.settings_cache.forget(GUILD)
+        job = await queued(world)
+        await world.jobs.recover()
+        assert backend.requests[str(job.id)].previews is previews
+        backend.emit(job.id, w.Cancelled(job_id=str(job.id), reason=w.CANCELLED))
+        await until(lambda job_id=job.id: _left(world, job_id), "the job to end")
+
+
+async def _previews(s, on: bool) -> None:
+    from bot.store import guilds as guild_store
+
+    await guild_store.update(s, GUILD, previews=on)
 
 
 async def test_recovery_takes_only_the_guilds_this_process_serves(world, backend):

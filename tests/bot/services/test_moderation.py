@@ -65,7 +65,7 @@ def request(prompt: str = "a cat") -> GenerationRequest:
 async def submit(world, prompt="a cat", user=ALICE, listener=None):
     listener = listener or Listener()
     job = await world.submissions.submit(
-        Command(Requester(user, GUILD, GENERAL), request=request(prompt)), lambda previews: listener
+        Command(Requester(user, GUILD, GENERAL), request=request(prompt)), lambda: listener
     )
     return job, listener
 
@@ -210,23 +210,16 @@ async def test_images_are_held_until_approved(world, service, tmp_path):
             status,
             result_paths=[str(png)] if status == "done" else None,
         )
-    posted: list[int] = []
-
-    class Poster(Listener):
-        async def finished(self, job, files):
-            posted.append(job.id)
-            from bot.services.jobs import Delivered
-
-            return Delivered(1234)
-
-    await service.jobs.post(job, Poster())
-    assert posted == [] and (await service.jobs.get(job.id)).status == "done"
+    poster = Listener()
+    await service.jobs.post(job, poster)
+    assert poster.posts == [] and (await service.jobs.get(job.id)).status == "done"
     unfinished = await transaction(service.sessions, job_store.unfinished)
     assert unfinished.to_post == []  # a restart does not post held images
     [(item, _)] = await service.queue(mod())
     await service.approve(mod(), item.id)
     await service.close()
     assert (await service.jobs.get(job.id)).status == "posted"
+    assert poster.posts == [job.id]  # once, through the command's own listener, which the job service kept
 
 
 # --- bans, caps, rates ----------------------------------------------------------------------------------------

@@ -67,7 +67,7 @@ def imagine(user: int = ALICE, prompt: str = "a cat in a hat", presets=(), **opt
 
 async def submit(world, command: Command) -> tuple:
     listener = Listener()
-    return await world.submissions.submit(command, lambda previews: listener), listener
+    return await world.submissions.submit(command, lambda: listener), listener
 
 
 async def test_one_imagine_is_one_transaction_and_one_settings_read(world):

@@ -63,4 +63,4 @@ async def test_migrations_need_no_ini_file():
     cfg = migrate.alembic_config()
     assert cfg.config_file_name is None
     assert (migrate.migrations_dir() / "env.py").is_file()
-    assert migrate.head() == "0006"
+    assert migrate.head() == "0007"

@@ -47,7 +47,7 @@ async def test_a_final_is_not_delayed_by_a_storm_of_progress_edits(tmp_path, tin
         running = await start_bot(
             tmp_path, tiny_sd15, standin, engine={"threads": 1}, discord={"edits_per_channel": 1, "edit_period_s": 60.0}
         )
-        running.bot.channel_edits(standin.channel.id).period_s = 3600.0  # beyond what the config allows
+        running.bot.progress.channel(standin.channel.id).period_s = 3600.0  # beyond what the config allows
         try:
             handles = await asyncio.gather(
                 *(

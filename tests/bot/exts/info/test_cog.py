@@ -76,6 +76,24 @@ async def test_queue_lists_jobs_with_cancel_buttons_that_cancel_them(tmp_path, t
         s.assert_no_invalid_requests()
 
 
+async def test_a_banned_member_cannot_press_cancel(tmp_path, tiny_sd15):
+    """The cancel button checks bans as every other button does: the ban's message, and the job goes on."""
+    async with running_bot(tmp_path, tiny_sd15, step_s=0.2) as h:  # 150 steps: 30 s at least
+        s = h.standin
+        slow = await s.send_interaction(s.slash("imagine", {"prompt": "a slow cat --steps 150 --size 64x64"}))
+        started = await slow.wait_for(edited_to("rendering"), timeout=30)
+        slow_id = job_id_in(started.json["content"])
+        message = await reply(s, s.slash("queue"))
+        h.services.bans.global_bans = frozenset({s.user.id})
+        refused = await reply(s, s.button(f"sdbot:cancel:{slow_id}", message=message))
+        assert "global ban list" in refused["content"]
+        assert (await h.services.jobs.get(slow_id)).status == "running"
+        h.services.bans.global_bans = frozenset()
+        done = await reply(s, s.button(f"sdbot:cancel:{slow_id}", message=message))
+        assert done["content"] == f"✖️ job #{slow_id} cancelled"
+        s.assert_no_invalid_requests()
+
+
 LORAS = "LoRAs: <lora:NAME:WEIGHT> or --lora NAME:WEIGHT"
 
 
