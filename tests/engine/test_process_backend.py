@@ -113,9 +113,9 @@ async def test_the_next_job_waits_in_the_child_while_one_renders(config, monkeyp
     assert (tmp_path / "next-job").read_text() == "ready"
 
 
-async def test_the_jobs_in_the_child_take_turns_by_server(config, monkeypatch, tmp_path):
-    """Jobs waiting in the child keep the bot's order: a server that has had no turn goes before one that has had
-    one, even when its job reached the child last."""
+async def test_the_bot_orders_the_batches_and_the_child_renders_them_in_that_order(config, monkeypatch, tmp_path):
+    """One fair queue: a server that has had no turn goes before one that has had one, even when its job came
+    last; the child renders the batches in the order the bot sent them (the one it holds, then the bot's next)."""
     monkeypatch.setenv(HOOK_ENV, "tests.engine.child_hooks:probe_next_job")
     monkeypatch.setenv("SDBOT_TEST_MARKERS", str(tmp_path))
     two_per_batch = dataclasses.replace(config, limits=dataclasses.replace(config.limits, max_batch=2))
@@ -134,12 +134,27 @@ async def test_the_jobs_in_the_child_take_turns_by_server(config, monkeypatch, t
 
     async with ProcessWorker(two_per_batch) as worker:
         await worker.ready()
-        a1 = job("wait-for-3", 1, "a")  # renders once the three others are in the child (two batches fit there)
+        a1 = job("wait-for-1 hold", 1, "a")  # renders once a2 is held in the child, then until the test says go
         a2 = job("a cat", 2, "a")
-        a3 = job("a cat", 3, "a")
+        a3 = job("a cat", 3, "a")  # waits in the bot: two batches are out
         await wait_for(a1, Started)
-        b4 = job("a dog", 4, "b")  # reaches the child last, while a1 waits
+        b4 = job("a dog", 4, "b")  # comes last, while a1 renders
+        assert worker.queued()[0].job_id == "b4"
+        (tmp_path / "go").write_text("")
         await asyncio.wait_for(asyncio.gather(*(follow(h) for h in (a1, a2, a3, b4))), 300)
     assert [h.result().images != [] for h in (a1, a2, a3, b4)] == [True] * 4
     assert (tmp_path / "next-job").read_text() == "ready"
-    assert started == ["a1", "b4", "a2", "a3"]  # server b has had no turn yet; a has had one
+    assert started == ["a1", "a2", "b4", "a3"]  # server b has had no turn yet; a has had one
+
+
+async def test_a_burst_renders_as_full_batches_in_the_child(config):
+    """8 compatible jobs one by one: the bot gathers them into 4 + 4 (its gather window), the child renders those."""
+    window = dataclasses.replace(config, batch_window_ms=1000)
+    async with ProcessWorker(window) as worker:
+        await worker.ready()
+        handles = [
+            worker.submit(GenerationRequest(f"cat {i}", seed=i, **FAST), owner=i % 3, job_id=f"j{i}") for i in range(8)
+        ]
+        await asyncio.wait_for(asyncio.gather(*(h.wait() for h in handles)), 300)
+    assert [next(e.batch for e in h.events if isinstance(e, Started)) for h in handles] == [4] * 8
+    assert worker.stats.batches == 2
