@@ -5,7 +5,7 @@ skip, size, steps, sampler, schedule, CFG, LoRA set) and the same number of 75-t
 up to `max_batch` images per call (default `limits.max_batch`), and renders them in one diffusers call with one
 CPU generator per image. With `batch_mode = "exact"` (the config default) the engine gives the UNet and the VAE
 one image at a time inside that call, so every image is pixel-identical to the same job rendered alone (BLAS
-rounds differently for different batch sizes; tests/engine/test_worker.py compares the PNG pixels);
+rounds differently for different batch sizes; tests/engine/backends/test_worker.py compares the PNG pixels);
 `batch_mode = "fast"` batches the tensors too, for GPU throughput, and may differ from a solo render by a level in
 a few pixels.
 

@@ -121,7 +121,7 @@ async def test_engine_child_crashes_cost_a_restart_not_the_bot(tmp_path, tiny_sd
     from engine.backends.process import CRASHED_TWICE, HOOK_ENV
     from tests.reliability._helpers import DISCORD, ENGINE, recovered, wait_until
 
-    monkeypatch.setenv(HOOK_ENV, "tests.engine.child_hooks:crash_on_prompt")
+    monkeypatch.setenv(HOOK_ENV, "tests.engine.backends.child_hooks:crash_on_prompt")
     monkeypatch.setenv("SDBOT_TEST_MARKERS", str(tmp_path))
     async with running_bot(tmp_path, tiny_sd15, engine={**ENGINE, "isolation": "process"}, discord=DISCORD) as bot:
         await recovered(bot)

@@ -1,6 +1,7 @@
-"""Fault hooks for the engine child (`engine.backends.process`, `SDBOT_ENGINE_CHILD_HOOK=tests.engine.child_hooks:
-crash_on_prompt`), called in the child with its worker; each returns the function the child calls before every
-render (engine/backends/child.py): they run there, where a crash is what is tested.
+"""Fault hooks for the engine child (`engine.backends.process`,
+`SDBOT_ENGINE_CHILD_HOOK=tests.engine.backends.child_hooks:crash_on_prompt`), called in the child with its worker;
+each returns the function the child calls before every render (engine/backends/child.py): they run there, where
+a crash is what is tested.
 
 Prompts choose the fault: "abort-always" calls os.abort() (SIGABRT, as a segfaulting native library would die)
 on every try, "abort-once" only the first time (remembered in `$SDBOT_TEST_MARKERS`, since the retry runs in a

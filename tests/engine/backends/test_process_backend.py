@@ -1,7 +1,7 @@
 """The engine in a child process: crashes of the child cost a restart and one re-run, never the bot.
 
 Real children (spawned interpreters with torch and the tiny model), real deaths: SIGKILL from outside mid-job,
-and os.abort() from inside (a test hook, `tests.engine.child_hooks`).
+and os.abort() from inside (a test hook, `tests.engine.backends.child_hooks`).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ async def _until_done(handle) -> None:
 
 
 async def test_a_child_that_aborts_is_restarted_and_the_job_retried_once(config, monkeypatch, tmp_path):
-    monkeypatch.setenv(HOOK_ENV, "tests.engine.child_hooks:crash_on_prompt")
+    monkeypatch.setenv(HOOK_ENV, "tests.engine.backends.child_hooks:crash_on_prompt")
     monkeypatch.setenv("SDBOT_TEST_MARKERS", str(tmp_path))
     async with ProcessWorker(config) as worker:
         once = worker.submit(GenerationRequest("abort-once", seed=1, **FAST), owner=1, job_id="once")
@@ -101,7 +101,7 @@ async def _last(handle):
 async def test_the_next_job_waits_in_the_child_while_one_renders(config, monkeypatch, tmp_path):
     """The engine starts the next job the moment a render ends: it is in the child already, not in the bot waiting
     for the previous job's result to cross the pipe (even with one image per batch)."""
-    monkeypatch.setenv(HOOK_ENV, "tests.engine.child_hooks:probe_next_job")
+    monkeypatch.setenv(HOOK_ENV, "tests.engine.backends.child_hooks:probe_next_job")
     monkeypatch.setenv("SDBOT_TEST_MARKERS", str(tmp_path))
     one_per_batch = dataclasses.replace(config, limits=dataclasses.replace(config.limits, max_batch=1))
     async with ProcessWorker(one_per_batch) as worker:
@@ -116,7 +116,7 @@ async def test_the_next_job_waits_in_the_child_while_one_renders(config, monkeyp
 async def test_the_bot_orders_the_batches_and_the_child_renders_them_in_that_order(config, monkeypatch, tmp_path):
     """One fair queue: a server that has had no turn goes before one that has had one, even when its job came
     last; the child renders the batches in the order the bot sent them (the one it holds, then the bot's next)."""
-    monkeypatch.setenv(HOOK_ENV, "tests.engine.child_hooks:probe_next_job")
+    monkeypatch.setenv(HOOK_ENV, "tests.engine.backends.child_hooks:probe_next_job")
     monkeypatch.setenv("SDBOT_TEST_MARKERS", str(tmp_path))
     two_per_batch = dataclasses.replace(config, limits=dataclasses.replace(config.limits, max_batch=2))
     sizes = iter((64, 72, 80, 88))  # no two jobs share a diffusers call
