@@ -10,12 +10,13 @@ rounds differently for different batch sizes; tests/engine/backends/test_worker.
 a few pixels.
 
 The gather window (`batch_window_ms`, `GatherWindow`), as Triton's dynamic batcher (`max_queue_delay`) and Ray
-Serve's `@serve.batch` (`batch_wait_timeout_s`): the next job to start waits up to the window, counted from its
-own arrival, for compatible jobs to come, and starts at once when they fill the batch. A burst of compatible
-commands then renders as full batches (8 as 4 + 4, not 1 + 4 + 3), a job alone waits at most the window, and a
-job that already waited longer than the window (behind a render, say) does not wait at all; 0 turns it off. It
-gathers only jobs the fair order would run anyway: the batch is still the head job and its compatible
-followers in start order.
+Serve's `@serve.batch` (`batch_wait_timeout_s`): the next job to start waits for compatible jobs until the window
+has passed since the newest of its batch arrived, and starts at once when they fill the batch. A job alone waits
+at most the window; a burst whose commands reach the queue some milliseconds apart (each is acknowledged and
+recorded first) still renders as full batches (8 as 4 + 4, not 4 + 3 + 1), and its first job waits at most
+`max_batch - 1` windows; a job that already waited longer than the window (behind a render, say) does not wait
+at all; 0 turns it off. It gathers only jobs the fair order would run anyway: the batch is still the head job
+and its compatible followers in start order.
 
 Who chooses. The thread worker chooses its batches itself; with the engine elsewhere (the child process, Ray
 replicas), the bot side chooses them (engine/backends/dispatch.py) and the engine renders them as given, in the
@@ -95,7 +96,7 @@ class GatherWindow:
         batch = next_batch(ordered, self.max_batch)
         if sum(j.request.batch_size for j in batch) >= self.max_batch:
             return 0.0
-        return max(0.0, ordered[0].arrived + self.window_s - self.clock())
+        return max(0.0, max(j.arrived for j in batch) + self.window_s - self.clock())
 
 
 def chunk_counter(encoder: Any, checkpoint_path: Any) -> Callable[[Batchable], int]:

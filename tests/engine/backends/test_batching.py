@@ -98,6 +98,18 @@ def test_a_job_alone_waits_the_window_from_its_arrival_and_no_longer():
     assert window.remaining(alone) == 0.0
 
 
+def test_each_companion_that_comes_gives_the_batch_another_window():
+    clock = Clock()
+    window = GatherWindow(50, max_batch=4, clock=clock)
+    head, companion, stranger = Job("head", 0), Job("companion", 1), Job("stranger", 2, width=128)
+    companion.arrived = stranger.arrived = 0.04
+    clock.now = 0.045
+    assert abs(window.remaining([head, stranger]) - 0.005) < 1e-9  # not a companion: the head's own window
+    assert abs(window.remaining([head, companion, stranger]) - 0.045) < 1e-9
+    clock.now = 0.09
+    assert window.remaining([head, companion, stranger]) == 0.0
+
+
 def test_a_full_batch_never_waits_and_a_window_of_zero_never_waits():
     clock = Clock()
     window = GatherWindow(50, max_batch=4, clock=clock)
