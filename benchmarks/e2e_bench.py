@@ -15,7 +15,9 @@ share one interpreter lock with the bot and with the stand-in, whose work is Dis
   side, a quiet machine).
 - `e2e_vs_batched_ratio_10`, `e2e_vs_batched_ratio_40`: the same bot rounds over bare diffusers rendering the 8
   images in batches of `limits.max_batch` (one pipeline call per batch, a generator per image), timed in the same
-  rounds. The bot batches the burst too (the gather window); goal >= 0.85.
+  rounds. The bot batches the burst too (the gather window); goal >= 0.85. With `batch_mode = "exact"` (the
+  default, `--batch-mode`) the engine gives the UNet one image at a time so a batched image equals its solo
+  render, and only the per-call work is shared; `--batch-mode fast` batches the tensors as diffusers does.
 - `fast_engine_jobs_per_s`: the same path with the engine's render replaced (in the child, by the hook
   `stub_engine`) by a stub that returns a ready image after 20 ms per job: jobs delivered per second in one
   channel (`--fast-jobs` members, one job each, sent at once; from the first command to the last final).
@@ -25,6 +27,7 @@ share one interpreter lock with the bot and with the stand-in, whose work is Dis
   Goal: 50 delivered, none refused (`burst_50_refused` counts refusals).
 
 Run: .venv/bin/python benchmarks/e2e_bench.py [--rounds 3] [--members 8] [--unet-width 32] [--threads 1]
+     [--batch-mode exact|fast]
 Each figure is printed last as a `name: value` line. Request bodies are not validated against the OpenAPI spec
 here (the tests do that): the stand-in shares this process's CPU, and Discord does not share the bot's.
 """
@@ -108,7 +111,12 @@ class Bench:
         folder.mkdir()
         standin = DiscordStandIn([StandInGuild(members=list(members))], validate=False, rate_limits=DISCORD_LIKE)
         await standin.start()
-        engine = {"threads": self.args.threads, "isolation": EngineConfig().isolation, **sections.pop("engine", {})}
+        engine = {
+            "threads": self.args.threads,
+            "isolation": EngineConfig().isolation,
+            "batch_mode": self.args.batch_mode,
+            **sections.pop("engine", {}),
+        }
         config = write_config(folder, self.root / "models", standin, defaults=defaults, engine=engine, **sections)
         return standin, await RunningBot(standin, config).start()
 
@@ -258,6 +266,7 @@ def main() -> None:
         threads=(1, "torch threads, for both sides"),
         fast_jobs=50,
         burst=(50, "members in the burst (the figures keep their names)"),
+        batch_mode=(EngineConfig().batch_mode, "[engine] batch_mode of the bot: exact | fast"),
     ).parse_args()
     logging.basicConfig(level=logging.WARNING)
     figures = asyncio.run(run(args))
