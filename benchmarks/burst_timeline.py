@@ -17,6 +17,7 @@ then the batches as the engine ran them, and these figures, each last on its lin
   written to disk, uploaded).
 
 Run: .venv/bin/python benchmarks/burst_timeline.py [--members 8] [--steps 10] [--threads 1] [--window-ms 50]
+     [--batch-mode exact|fast]
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import arguments, print_figures  # noqa: E402
 from benchmarks.e2e_bench import Bench, log, prompt  # noqa: E402
+from engine.config import EngineConfig  # noqa: E402
 from engine.jobs import JobHandle  # noqa: E402
 from tests.discord_standin import Routes, StandInUser  # noqa: E402
 
@@ -131,7 +133,8 @@ def main() -> None:
         steps=10,
         unet_width=32,
         threads=(1, "torch threads"),
-        window_ms=(50, "[engine] batch_window_ms"),
+        window_ms=(EngineConfig().batch_window_ms, "[engine] batch_window_ms"),
+        batch_mode=(EngineConfig().batch_mode, "[engine] batch_mode: exact | fast"),
     ).parse_args()
     logging.basicConfig(level=logging.WARNING)
     print_figures(asyncio.run(timeline(args)), digits=1)
