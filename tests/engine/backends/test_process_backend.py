@@ -152,9 +152,10 @@ async def test_a_burst_renders_as_full_batches_in_the_child(config):
     window = dataclasses.replace(config, batch_window_ms=1000)
     async with ProcessWorker(window) as worker:
         await worker.ready()
-        handles = [
-            worker.submit(GenerationRequest(f"cat {i}", seed=i, **FAST), owner=i % 3, job_id=f"j{i}") for i in range(8)
-        ]
+        handles = []
+        for i in range(8):
+            handles.append(worker.submit(GenerationRequest(f"cat {i}", seed=i, **FAST), owner=i % 3, job_id=f"j{i}"))
+            await asyncio.sleep(0)  # the dispatcher runs between two submits: it sees the jobs one by one
         await asyncio.wait_for(asyncio.gather(*(h.wait() for h in handles)), 300)
     assert [next(e.batch for e in h.events if isinstance(e, Started)) for h in handles] == [4] * 8
     assert worker.stats.batches == 2

@@ -508,7 +508,10 @@ def started_batches(handles) -> list[int]:
 async def test_a_burst_renders_as_full_batches(make_worker):
     """8 compatible jobs submitted one by one to an idle engine: 4 + 4, not 1 + 4 + 3 (the window gathers)."""
     worker = make_worker(batch_window_ms=1000, max_batch=4)
-    handles = [worker.submit(req(f"cat {i}", seed=i), owner=f"m{i % 3}") for i in range(8)]
+    handles = []
+    for i in range(8):
+        handles.append(worker.submit(req(f"cat {i}", seed=i), owner=f"m{i % 3}"))
+        await worker.call(lambda engine: None)  # the worker thread looks at the queue between two submits
     await asyncio.gather(*handles)
     assert started_batches(handles) == [4] * 8 and worker.stats.renders == 2
 
