@@ -177,9 +177,16 @@ async def measure_process_boundary(rounds: int, unet_width: int, size: int = 128
 
     root = Path(tempfile.mkdtemp(prefix="sdbot-bench-process-"))
     write_tiny_model(root / "bench", unet_width=unet_width)
+    # Renders only: no step previews, and no gather window (each job here is alone: both sides would wait it).
     config = EngineConfig(
-        models_dir=root, default_model="bench", threads=1, job_timeout_s=0, max_queued_per_user=0, preview_every=0
-    )  # renders only: no step previews
+        models_dir=root,
+        default_model="bench",
+        threads=1,
+        job_timeout_s=0,
+        max_queued_per_user=0,
+        preview_every=0,
+        batch_window_ms=0,
+    )
     thread_t, process_t = [], []
     async with (
         Worker(dataclasses.replace(config, isolation="thread")) as local,

@@ -14,8 +14,8 @@
   (submit, await, next) through the local worker and through one replica, on the small tiny model
   (`--overhead-size`, 4 steps) where the overhead is visible; median per job of interleaved rounds, Ray minus
   local. `local_ms_per_job` and `ray_ms_per_job` are the two medians. Part of it is Serve's batch window: a
-  lone job waits `ray_batch_wait_s` (0.01 s) for company; `ray_overhead_ms_per_job_no_batch_wait` is the same
-  with `ray_batch_wait_s = 0`.
+  lone job waits `batch_window_ms` for company on the replica (the local worker runs without a window here);
+  `ray_overhead_ms_per_job_no_batch_wait` is the same with `batch_window_ms = 0`.
 
 Ray runs in this process (`ray.init(num_cpus=2)`), as the tests start it.
 Run: .venv/bin/python benchmarks/scale_bench.py [--jobs 16] [--size 256] [--steps 10] [--unet-width 96]
@@ -184,15 +184,12 @@ async def measure(args) -> dict[str, float]:
         figures["parallel_ceiling"] = await asyncio.to_thread(parallel_ceiling, root, args)
 
         small = _requests(args.overhead_jobs, args.overhead_size, 4)
-        local = Worker(dataclasses.replace(_config(root, "small", 1), backend="local"))
+        local = Worker(dataclasses.replace(_config(root, "small", 1), backend="local", batch_window_ms=0))
         local.start()
         try:
             await _one_by_one(local, small[:3])
-            for suffix, wait_s in (("", RayConfig.batch_wait_s), ("_no_batch_wait", 0.0)):
-                config = _config(root, "small", 1)
-                worker = RayWorker(
-                    dataclasses.replace(config, ray=dataclasses.replace(config.ray, batch_wait_s=wait_s))
-                )
+            for suffix, window_ms in (("", EngineConfig.batch_window_ms), ("_no_batch_wait", 0)):
+                worker = RayWorker(dataclasses.replace(_config(root, "small", 1), batch_window_ms=window_ms))
                 await worker.ready()
                 try:
                     await _one_by_one(worker, small[:3])

@@ -69,10 +69,10 @@ def oom_injector(oom_rate: float, seed: int):
     return inject
 
 
-def child_hook(worker) -> None:
+def child_hook(worker):
     """The engine child's hook (`SDBOT_ENGINE_CHILD_HOOK`): the same out-of-memory faults, in the child."""
     rate, seed = os.environ["SDBOT_SOAK_OOM"].split(":")
-    worker.fault_injector = oom_injector(float(rate), int(seed) * 1000 + os.getpid() % 1000)
+    return oom_injector(float(rate), int(seed) * 1000 + os.getpid() % 1000)
 
 
 def serve(config: str, oom_rate: float, seed: int) -> int:
@@ -84,8 +84,8 @@ def serve(config: str, oom_rate: float, seed: int) -> int:
     init = worker.Worker.__init__
 
     def patched(self, *args, **kwargs) -> None:
+        kwargs.setdefault("on_render", inject)  # with isolation = "thread"
         init(self, *args, **kwargs)
-        self.fault_injector = self.fault_injector or inject
 
     worker.Worker.__init__ = patched
     os.environ["SDBOT_ENGINE_CHILD_HOOK"] = "benchmarks.soak:child_hook"  # with isolation = "process"

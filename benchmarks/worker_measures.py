@@ -67,8 +67,10 @@ def write_models(root: Path, unet_width: int = 32) -> Path:
 
 
 def _config(root: Path, threads: int, **changes) -> EngineConfig:
+    """No gather window: batches form behind a gate here, and a job rendered alone would wait it."""
     return EngineConfig(
         models_dir=root,
+        batch_window_ms=0,
         default_model="bench",
         threads=threads,
         job_timeout_s=0,

@@ -67,13 +67,13 @@ _BOUNDS: dict[str, dict[str, Any]] = {
     "job_timeout_s": dict(gt=0, le=86400),
     "preview_every": dict(ge=0, le=1000),
     "threads": dict(ge=0, le=256),
+    "batch_window_ms": dict(ge=0, le=1000),
     "ray_app": dict(pattern=r"^[A-Za-z0-9_-]{1,64}$"),
     "ray_replicas": dict(ge=1, le=1024),
     "ray_num_gpus": dict(ge=0, le=64),
     "ray_num_cpus": dict(ge=0, le=1024),
     "ray_max_retries": dict(ge=0, le=100),
     "ray_max_ongoing_requests": dict(ge=1, le=1000),
-    "ray_batch_wait_s": dict(ge=0, le=10),
     "ray_start_timeout_s": dict(gt=0, le=86400),
 }
 

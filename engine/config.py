@@ -34,7 +34,6 @@ class RayConfig:
     num_cpus: float = 1.0  # CPUs each replica reserves; also its torch threads when `threads` is 0
     max_retries: int = 2  # re-runs of a job whose replica died, on another replica
     max_ongoing_requests: int = 4  # jobs one replica holds at once (Serve batches them); the bot keeps the rest
-    batch_wait_s: float = 0.01  # how long a replica waits for more jobs to batch
     start_timeout_s: float = 600.0  # how long `ready()` waits for the replicas to come up
 
 
@@ -57,6 +56,9 @@ class EngineConfig:
     # "exact": a batched image is pixel-identical to its solo run (the UNet and VAE see one image at a time;
     # BLAS results depend on the batch size). "fast": true tensor batching, for GPU throughput.
     batch_mode: str = "exact"
+    # The gather window: an idle engine's next job waits up to this long (from its arrival) for compatible jobs
+    # to share its call; never once the batch is full. 0: start at once (engine/backends/batching.py).
+    batch_window_ms: int = 50
     # Who renders: "local", the in-process worker; "ray", engine replicas on a Ray cluster.
     backend: str = "local"
     # The local backend's engine: "process", a child process the bot restarts when it dies (the

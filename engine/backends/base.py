@@ -5,7 +5,8 @@ cluster; Ray is imported only then). The local one runs in a child process the b
 (`isolation = "process"`, the default: `engine.backends.process.ProcessWorker`) or in a thread of the bot
 (`"thread"`: `engine.backends.worker.Worker`); `engine.backends.factory.make_worker` builds the one configured. All
 keep their queue in the bot's process in a `FairQueue` (engine/backends/fair_queue.py), so order, positions, cancels
-and the per-member cap are the same everywhere; tests/engine/test_backend_contract.py runs one suite over all three.
+and the per-member cap are the same everywhere; tests/engine/backends/test_backend_contract.py runs one suite over
+all three.
 """
 
 from __future__ import annotations

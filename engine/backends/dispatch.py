@@ -7,16 +7,21 @@ Queue. The waiting jobs stay in the bot, in a `FairQueue` (engine/backends/fair_
 the same `Queued(position)` events and `position()`. The engine executes, the bot's database remembers: nothing
 waits over there that the bot does not also hold.
 
-Dispatch and back-pressure. At most `capacity` jobs are out at once; the rest wait here, where fairness and
-cancellation are cheap. A job sent out has no position (None), like a running one. A refused send goes back to its
-place in the queue (`requeue`).
+Batches. This queue is the only one that orders: the bot chooses each batch (`next_batch`: the next job in fair
+order and the compatible jobs after it, up to `limits.max_batch` images, after the gather window of
+engine/backends/batching.py) and the engine renders the batches it is given, in the order given.
 
-Events. A subclass's `_attempt` runs one attempt of a job and feeds what comes back, wire tuples
+Dispatch and back-pressure. At most `capacity` jobs in at most `max_batches` batches are out at once; the rest
+wait here, where fairness and cancellation are cheap. A job sent out has no position (None), like a running one. A
+refused send goes back to its place in the queue (`requeue`).
+
+Events. A subclass's `_attempt` runs one attempt of a batch and feeds what comes back for each job, wire tuples
 (engine/backends/wire.py), to `_on_message`; `Started` is reported once and `Step`s only forward (a retried job does
 not go back to step 1 on screen).
 
-Retries. An attempt lost with its engine ("lost": a replica or child that died) runs again from the start, with the
-same seed (resolved before the first attempt), at most `max_retries` times, then the job fails with
+Retries. An attempt lost with its engine ("lost": a replica or child that died) runs again from the start (the
+lost jobs of a batch together), with the same seed (resolved before the first attempt), at most `max_retries`
+times, then the job fails with
 `lost_message`. Each attempt has its own id over there, and events of an abandoned attempt are never read, so a job
 ends exactly once: nothing is lost and nothing is reported finished twice.
 """
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -32,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from engine.backends.base import ContextManaged
+from engine.backends.batching import GatherWindow, next_batch
 from engine.backends.fair_queue import FairQueue, QueuedJob
 from engine.backends.wire import decode_result
 from engine.config import EngineConfig
@@ -79,6 +86,7 @@ class DispatchStats(JobCounts):
     retries: int = 0  # attempts re-run after their engine died
     back_pressure: int = 0  # sends refused; put back in the queue
     max_in_flight: int = 0
+    batches: int = 0  # batches sent (first attempts)
     by_replica: collections.Counter = field(default_factory=collections.Counter)  # finished jobs per replica
 
 
@@ -97,6 +105,7 @@ class DispatchWorker(ContextManaged):
     loop. Subclasses give `_connect`, `_attempt` and `_teardown`, and may change `capacity` and `max_retries`."""
 
     in_process = False  # the engine is not in this process: `call` cannot reach it
+    gathers = True  # the gather window is waited here (False: the engine's side waits it)
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
@@ -107,8 +116,10 @@ class DispatchWorker(ContextManaged):
             make=lambda pending, seq: DispatchedJob(pending, seq, JobHandle(pending, self.cancel)),
             emit=self._emit,
         )
+        self.gather = GatherWindow(config.batch_window_ms if self.gathers else 0, config.limits.max_batch)
         self._tasks: set[asyncio.Task] = set()
         self._in_flight = 0
+        self._batches_out = 0
         self._closing = False
         self._pause_until = 0.0
         self._wake = asyncio.Event()  # made again by `start()`, on its loop
@@ -125,6 +136,11 @@ class DispatchWorker(ContextManaged):
         return 1
 
     @property
+    def max_batches(self) -> int:
+        """Batches out at once."""
+        return self.capacity
+
+    @property
     def max_retries(self) -> int:
         """Re-runs of a job whose engine died."""
         return 0
@@ -136,9 +152,9 @@ class DispatchWorker(ContextManaged):
     async def _connect(self) -> None:
         """Make the engine usable (blocking work in a thread); raise EngineError (and set `_error`) if it is not."""
 
-    async def _attempt(self, job: DispatchedJob) -> Outcome:
-        """One attempt of a job: "done" (it ended), "lost" (its engine went away), "requeue" or "again" (refused
-        before or after it was shown started)."""
+    async def _attempt(self, jobs: list[DispatchedJob]) -> list[Outcome]:
+        """One attempt of a batch, rendered as given: for each job "done" (it ended), "lost" (its engine went
+        away), "requeue" or "again" (refused before or after it was shown started)."""
         raise NotImplementedError
 
     def _teardown(self) -> None:
@@ -190,6 +206,7 @@ class DispatchWorker(ContextManaged):
         job = self.queue.cancel(job_id, reason)
         if job is None:
             return False
+        self._wake.set()  # a gather waiting on this job looks again
         if job.state == "dispatched" and job.stream is not None:
             job.stream.cancel()  # the job's task reports Cancelled when the attempt stops
         return True
@@ -263,7 +280,7 @@ class DispatchWorker(ContextManaged):
                 self._done(job, Failed(job_id=job.id, message=self._error or "the image engine is not available"))
             return
         while True:
-            while not self._closing and not (len(self.queue) and self._in_flight < self.capacity):
+            while not self._closing and not (len(self.queue) and self._room() > 0):
                 self._wake.clear()
                 await self._wake.wait()
             if self._closing:
@@ -272,39 +289,70 @@ class DispatchWorker(ContextManaged):
             if pause > 0:
                 await asyncio.sleep(pause)
                 continue
-            job = self.queue.ordered()[0]
-            self.queue.take([job], "dispatched")  # every attempt draws the same noise
-            self._in_flight += 1
-            self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
-            task = asyncio.get_running_loop().create_task(self._run(job), name=f"sdbot-engine-job-{job.id}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            ordered = self.queue.ordered()
+            wait = self.gather.remaining(ordered)
+            if wait > 0:  # a submit or a cancel looks again at once
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
+                continue
+            self._send(self.next_batch(ordered))
 
-    async def _run(self, job: DispatchedJob) -> None:
-        """Run a dispatched job to its one terminal event, retrying when its engine dies."""
+    def _room(self) -> int:
+        """How many more jobs may go out now."""
+        return self.capacity - self._in_flight if self._batches_out < self.max_batches else 0
+
+    def next_batch(self, ordered: list[DispatchedJob]) -> list[DispatchedJob]:
+        """The next batch to send: the first waiting job and its compatible followers, as many as may go out."""
+        return next_batch(ordered, self.config.limits.max_batch)[: max(1, self._room())]
+
+    def _send(self, batch: list[DispatchedJob]) -> None:
+        self.queue.take(batch, "dispatched")  # every attempt draws the same noise
+        self._in_flight += len(batch)
+        self._batches_out += 1
+        self.stats.batches += 1
+        self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
+        task = asyncio.get_running_loop().create_task(self._run(batch), name=f"sdbot-engine-batch-{batch[0].id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: list[DispatchedJob]) -> None:
+        """Run a dispatched batch until each of its jobs has its one terminal event, retrying when its engine
+        dies."""
+        jobs = batch
         try:
-            while job.state != "done":
-                if job.cancel_reason is not None:
-                    self._cancelled(job)
+            while jobs:
+                for job in jobs:
+                    if job.cancel_reason is not None and job.state != "done":
+                        self._cancelled(job)
+                jobs = [job for job in jobs if job.state != "done"]
+                if not jobs:
                     break
-                outcome = await self._attempt(job)
-                if outcome == "requeue":
-                    self._requeue(job)
-                    return
-                if outcome == "again":  # refused a job already on screen as started: wait, send again
-                    await asyncio.sleep(BACK_PRESSURE_PAUSE_S)
-                    continue
-                if outcome == "lost":
-                    if job.attempts > self.max_retries:
+                again, pause = [], 0.0
+                for job, outcome in zip(jobs, await self._attempt(jobs)):
+                    if job.state == "done":
+                        continue
+                    if outcome == "requeue":
+                        self._requeue(job)
+                    elif outcome == "again":  # refused a job already on screen as started: wait, send again
+                        again.append(job)
+                        pause = max(pause, BACK_PRESSURE_PAUSE_S)
+                    elif outcome == "lost" and job.attempts > self.max_retries:
                         self._done(job, Failed(job_id=job.id, message=self.lost_message(job.attempts)))
-                        break
-                    self.stats.retries += 1
-                    await asyncio.sleep(min(2.0, 0.25 * 2 ** (job.attempts - 1)))
-        except Exception as exc:  # a bug here: fail the job readably, keep serving
-            log.exception("job %s", job.id)
-            self._done(job, Failed(job_id=job.id, message=internal_message(exc)))
+                    elif outcome == "lost":
+                        self.stats.retries += 1
+                        again.append(job)
+                        pause = max(pause, min(2.0, 0.25 * 2 ** (job.attempts - 1)))
+                jobs = again
+                if jobs:
+                    await asyncio.sleep(pause)
+        except Exception as exc:  # a bug here: fail the jobs readably, keep serving
+            log.exception("batch of %s", batch[0].id)
+            for job in batch:
+                self._done(job, Failed(job_id=job.id, message=internal_message(exc)))
         finally:
-            self._in_flight -= 1
+            self._in_flight -= len(batch)
+            self._batches_out -= 1
             self._wake.set()
 
     def _on_message(self, job: DispatchedJob, message: tuple) -> None:

@@ -50,6 +50,7 @@ class QueuedJob:
         self.request = pending.request  # the seed is resolved when the job starts
         self.priority = pending.priority
         self.seq = seq  # arrival
+        self.arrived = time.monotonic()  # when it was submitted: the gather window counts from it
         self.handle = handle
         self.position: int | None = None
         self.state = "queued"  # queued | started (a backend's own name: running, dispatched) | done

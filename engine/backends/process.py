@@ -13,16 +13,15 @@ dispatch with back-pressure, retries of a lost attempt, events decoded from smal
 its only replica, so the two backends cannot drift apart. What differs:
 
 * The child is started with multiprocessing's `spawn` method (a fresh interpreter: forking a process that has
-  torch, CUDA or threads is unsafe) and runs an `engine.backends.worker.Worker` as its own event loop's only client
-  (`_child_main`): ("submit", attempt, owner, request, priority, group) and ("cancel", attempt) come in,
+  torch, CUDA or threads is unsafe) and runs an `engine.backends.worker.Worker` in given order
+  (engine/backends/child.py): ("batch", [(attempt, request), ...]) and ("cancel", attempt) come in,
   ("events", [(attempt, wire tuple), ...]) go out, one message per burst of events. Results cross as their PNG
   bytes, previews as small PIL images.
-* At most two batches (`2 * limits.max_batch` jobs) are in the child at once: one rendering, the next waiting
-  in the child's own queue, so the engine starts it the moment a render ends (no round trip through the bot,
-  which may be busy encoding or posting the previous images), and compatible jobs that came one by one still
-  form a full batch there. The rest wait here, where fairness and cancellation are cheap; a job that comes
-  later (another server's, a moderator's re-run) waits at most for those two batches. The child orders the jobs
-  it holds by the same rule (round robin by server, then by member: each job's server goes with it). Just
+* The bot chooses the batches (engine/backends/dispatch.py); the child renders them as given, in the order
+  given. At most two batches (`2 * limits.max_batch` jobs) are in the child at once: one rendering, the next
+  waiting there, so the engine starts it the moment a render ends (no round trip through the bot, which may be
+  busy encoding or posting the previous images). The rest wait here, where fairness and cancellation are cheap;
+  a job that comes later (another server's, a moderator's re-run) waits at most for those two batches. Just
   before each render the child tells the bot which jobs it renders, synchronously (from the worker thread,
   before the engine is entered), so a crash is charged to the jobs that were on the engine, even when it comes
   at the render's first instruction; the others in the child just run again. A job whose child
@@ -35,25 +34,22 @@ The process boundary costs a few milliseconds per job (pickling the request, the
 switch per event): `benchmarks/engine_bench.py` measures it against the in-process worker.
 
 Tests inject faults into the child with a hook, `module:function` (the `child_hook` argument or the environment
-variable `SDBOT_ENGINE_CHILD_HOOK`), called in the child with its `Worker` before it reports ready.
+variable `SDBOT_ENGINE_CHILD_HOOK`): see engine/backends/child.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import importlib
 import logging
 import multiprocessing
 import os
 import threading
-import time
 from typing import Any
 
+from engine.backends.child import child_main
 from engine.backends.dispatch import DispatchedJob, DispatchWorker, Outcome, ReplicaInfo
-from engine.backends.wire import encode_event
 from engine.config import EngineConfig
-from engine.errors import EngineError, internal_message
+from engine.errors import EngineError
 from engine.jobs import SHUTDOWN_RUNNING, Cancelled, Failed
 
 log = logging.getLogger(__name__)
@@ -124,6 +120,10 @@ class ProcessWorker(DispatchWorker):
         return 2 * max(1, self.config.limits.max_batch)
 
     @property
+    def max_batches(self) -> int:
+        return 2
+
+    @property
     def max_retries(self) -> int:
         return 1
 
@@ -158,24 +158,34 @@ class ProcessWorker(DispatchWorker):
             child.process.join(5)
         child.conn.close()
 
-    async def _attempt(self, job: DispatchedJob) -> Outcome:
-        """One run of the job in the child: "done" (it ended) or "lost" (the child died under it)."""
+    async def _attempt(self, jobs: list[DispatchedJob]) -> list[Outcome]:
+        """One run of the batch in the child, as one message: per job "done" (it ended) or "lost" (the child
+        died under it)."""
         try:
             child = await self._live_child()
         except EngineError as exc:
-            self._done(job, Failed(job_id=job.id, message=str(exc)))
-            return "done"
-        job.attempts += 1
-        attempt_id = f"{job.id}#{job.attempts}"
-        inbox: asyncio.Queue = asyncio.Queue()
-        self._attempts[attempt_id] = (child.generation, inbox)
-        job.stream = _Stream(child, attempt_id)
-        job.replica = ReplicaInfo(f"child-{child.generation}", child.process.pid, "local", "127.0.0.1")
-        self.stats.dispatched += 1
+            for job in jobs:
+                self._done(job, Failed(job_id=job.id, message=str(exc)))
+            return ["done"] * len(jobs)
+        inboxes = []
+        for job in jobs:
+            job.attempts += 1
+            attempt_id = f"{job.id}#{job.attempts}"
+            inbox: asyncio.Queue = asyncio.Queue()
+            self._attempts[attempt_id] = (child.generation, inbox)
+            job.stream = _Stream(child, attempt_id)
+            job.replica = ReplicaInfo(f"child-{child.generation}", child.process.pid, "local", "127.0.0.1")
+            self.stats.dispatched += 1
+            inboxes.append((attempt_id, inbox))
+        if not child.send(("batch", [(attempt_id, job.request) for job, (attempt_id, _) in zip(jobs, inboxes)])):
+            for _, inbox in inboxes:
+                inbox.put_nowait(("lost",))
+        return list(await asyncio.gather(*(self._follow(job, *entry) for job, entry in zip(jobs, inboxes))))
+
+    async def _follow(self, job: DispatchedJob, attempt_id: str, inbox: asyncio.Queue) -> Outcome:
+        """One job's events from the child until it ended ("done") or the child died ("lost")."""
         started = False
         try:
-            if not child.send(("submit", attempt_id, job.owner, job.request, job.priority, job.group)):
-                inbox.put_nowait(("lost",))
             while True:
                 message = await inbox.get()
                 if message[0] == "lost":
@@ -257,7 +267,7 @@ class ProcessWorker(DispatchWorker):
         mine, theirs = ctx.Pipe(duplex=True)
         self._generation += 1
         process = ctx.Process(
-            target=_child_main,
+            target=child_main,
             args=(self.config, theirs, self.child_hook),
             name=f"sdbot-engine-{self._generation}",
             daemon=True,
@@ -340,104 +350,3 @@ def _exit_text(code: int | None) -> str:
         except ValueError:
             return f"signal {-code}"
     return f"exit code {code}"
-
-
-# --- the child ---------------------------------------------------------------------------------------------
-
-
-def _child_main(config: EngineConfig, conn: Any, hook: str | None) -> None:
-    """The child process's entry point (spawned): serve the engine until told to close or the bot goes away."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s engine-child: %(message)s")
-    try:
-        asyncio.run(_serve(config, conn, hook))
-    finally:
-        conn.close()
-
-
-async def _serve(config: EngineConfig, conn: Any, hook: str | None) -> None:
-    from engine.backends.worker import Worker
-
-    # The bot enforces the per-user cap; nothing here is handed back on close.
-    worker = Worker(dataclasses.replace(config, max_queued_per_user=0))
-    if hook:
-        module, _, name = hook.partition(":")
-        getattr(importlib.import_module(module), name)(worker)
-    lock = threading.Lock()
-
-    def post(message: tuple) -> None:
-        with lock:
-            conn.send(message)
-
-    injector = worker.fault_injector
-
-    def announce(attempt) -> None:  # in the worker thread, before the engine is entered: see the module doc
-        post(("rendering", attempt.job_ids))
-        if injector is not None:
-            injector(attempt)
-
-    worker.fault_injector = announce
-    worker.start()
-    started = time.monotonic()
-    try:  # the default checkpoint and its VAE now, so the first job does not wait for them (models are reloaded
-        name = await worker.call(lambda engine: engine.models.preload())  # in every new child)
-        log.info("default checkpoint %s loaded in %.1f s", name, time.monotonic() - started)
-    except Exception as exc:  # the jobs will report it
-        log.warning("could not preload the default model: %s", exc)
-    loop = asyncio.get_running_loop()
-    inbox: asyncio.Queue = asyncio.Queue()
-
-    def read() -> None:
-        while True:
-            try:
-                message = conn.recv()
-            except (EOFError, OSError):  # the bot is gone: stop
-                message = ("close",)
-            loop.call_soon_threadsafe(inbox.put_nowait, message)
-            if message[0] == "close":
-                return
-
-    outbox: list[tuple[str, tuple]] = []
-
-    def flush() -> None:
-        batch = outbox[:]
-        outbox.clear()
-        post(("events", batch))
-
-    def send(attempt_id: str, wire: tuple) -> None:
-        """Events made in the same loop turn (the worker wakes the loop once per burst) cross in one message."""
-        if not outbox:
-            loop.call_soon(flush)
-        outbox.append((attempt_id, wire))
-
-    async def pump(attempt_id: str, handle) -> None:
-        async for event in handle:
-            wire = encode_event(event)
-            if wire is not None:
-                send(attempt_id, wire)
-
-    post(("ready", os.getpid()))
-    threading.Thread(target=read, name="sdbot-engine-pipe", daemon=True).start()
-    pumps: set[asyncio.Task] = set()
-    while True:
-        message = await inbox.get()
-        if message[0] == "submit":
-            _, attempt_id, owner, request, priority, group = message
-            try:
-                handle = worker.submit(request, owner=owner, job_id=attempt_id, priority=priority, group=group)
-            except EngineError as exc:
-                send(attempt_id, ("failed", str(exc)))
-                continue
-            except Exception as exc:
-                send(attempt_id, ("failed", internal_message(exc)))
-                continue
-            task = loop.create_task(pump(attempt_id, handle))
-            pumps.add(task)
-            task.add_done_callback(pumps.discard)
-        elif message[0] == "cancel":
-            worker.cancel(message[1])
-        elif message[0] == "close":
-            break
-    await worker.close(cancel_running=True)
-    if pumps:
-        await asyncio.wait(pumps, timeout=5)
-    log.info("engine child stopping after %.0f s", time.monotonic() - started)

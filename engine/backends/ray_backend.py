@@ -5,6 +5,12 @@
 `engine.backends.dispatch.DispatchWorker`'s, shared with the engine child process (see that module); the replicas
 (`engine.backends.ray_replica.EngineReplica`) each run a thread `Worker`; see docs/scaling.md. What is Ray's:
 
+Batches. The bot chooses them (engine/backends/dispatch.py) and sends a batch's jobs together, in its order,
+without waiting: the gather window is Serve's `@serve.batch` on the replica (`batch_wait_timeout_s` =
+`batch_window_ms`), which collects the requests that reach it within the window, so a lone job waits the window
+once, not twice; the replica renders what it collected as given (engine/backends/ray_replica.py). With several replicas,
+Serve may spread one batch over two of them: both render at once.
+
 Dispatch and back-pressure. At most `replicas * max_ongoing_requests` jobs are in Ray at once (the same figure
 Serve enforces per replica with `max_ongoing_requests`). Serve's own queue (`max_queued_requests`, requests not
 yet on a replica) is capped at that same figure, so it never holds more than the bot put in flight; a request
@@ -145,6 +151,8 @@ class _Lost(Exception):
 class RayWorker(DispatchWorker):
     """The backend over Ray Serve replicas; every method is for the event loop. See the module docstring."""
 
+    gathers = False  # Serve's batcher on the replica waits the window (see the module docstring)
+
     def __init__(self, config: EngineConfig | None = None) -> None:
         super().__init__(config or EngineConfig(backend="ray"))
         self.ray = self.config.ray
@@ -221,7 +229,12 @@ class RayWorker(DispatchWorker):
 
     # -- one attempt ----------------------------------------------------------------------------------------
 
-    async def _attempt(self, job: DispatchedJob) -> Outcome:
+    async def _attempt(self, jobs: list[DispatchedJob]) -> list[Outcome]:
+        """The batch's jobs sent together, in its order, one streaming request each: Serve's batcher
+        (`batch_window_ms`) gathers them on a replica, which renders what it gathered as given."""
+        return list(await asyncio.gather(*(self._attempt_one(job) for job in jobs)))
+
+    async def _attempt_one(self, job: DispatchedJob) -> Outcome:
         """One streaming request: "done" (the job ended), "lost" (the replica went away), "requeue" or "again"
         (Serve's queue was full)."""
         from ray import exceptions as rx

@@ -5,12 +5,12 @@ built from the same frozen `EngineConfig` as the bot's: the same models dir (a p
 the same `batch_mode`, so a job renders to the same pixels as with the local backend. The bot's
 `engine.backends.ray_backend.RayWorker` calls `render(job)` as a streaming request and reads the job's events from it.
 
-Batching is Serve's: `@serve.batch` gathers the requests that reach a replica within `batch_wait_s` (at most
-`limits.max_batch`), and they are queued on the local worker together (held behind a gate, so none starts
-alone), which fuses the compatible ones (equal `batch_key()` and prompt chunk count) into one diffusers call
-exactly as the local backend does; incompatible ones run one after the other. A streamed batch yields one list
-per event, a slot per job; a slot holds `None` when that job has nothing new (`render` drops those) and
-`StopIteration` once the job has ended.
+Batching: the bot chooses the batches and sends a batch's jobs together; `@serve.batch` gathers the requests that
+reach a replica within `batch_window_ms` (at most `limits.max_batch`), and the local worker (`order="given"`)
+renders them as one given batch, in the order they came: compatible ones (equal `batch_key()` and prompt chunk
+count) in one diffusers call, exactly as the local backends do, the others one after the other. A streamed
+batch yields one list per event, a slot per job; a slot holds `None` when that job has nothing new (`render`
+drops those) and `StopIteration` once the job has ended.
 
 This module imports Ray at the top: only `engine.backends.ray_backend` imports it, and only when Ray is used.
 """
@@ -21,7 +21,6 @@ import asyncio
 import dataclasses
 import logging
 import os
-import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -31,7 +30,7 @@ from ray import serve
 from engine.backends.wire import TERMINAL, encode_event
 from engine.backends.worker import Worker
 from engine.config import EngineConfig
-from engine.errors import EngineError, internal_message
+from engine.errors import EngineError
 from engine.jobs import JobHandle
 
 log = logging.getLogger(__name__)
@@ -39,8 +38,6 @@ log = logging.getLogger(__name__)
 # Serve's `batch` is typed for handlers that map a list to a list; a streaming handler (an async generator method,
 # which Serve runs as well) and the decorated method's `set_max_batch_size` fall outside those types.
 _batched: Any = serve.batch
-
-GATE_S = 60.0  # the longest the local worker is held while a batch is queued (it takes microseconds)
 
 
 class EngineReplica:
@@ -62,14 +59,14 @@ class EngineReplica:
             ray.get_runtime_context().get_node_id(),
             ray.util.get_node_ip_address(),
         )
-        self._worker = Worker(self.config)
+        self._worker = Worker(self.config, order="given")
         try:  # load the default checkpoint now, so the first job does not wait for it
             self._worker.engine.models.checkpoint(self.config.default_model)
         except Exception as exc:  # the jobs will report it
             log.warning("could not preload the default model: %s", exc)
         size = max(1, min(config.limits.max_batch, config.ray.max_ongoing_requests))
         self._batch.set_max_batch_size(size)
-        self._batch.set_batch_wait_timeout_s(config.ray.batch_wait_s)
+        self._batch.set_batch_wait_timeout_s(config.batch_window_ms / 1000)
 
     async def render(self, job: dict) -> AsyncIterator[tuple]:
         """Stream one job: ("replica", id, pid, node id, node ip), then its events, ending with a terminal one."""
@@ -86,7 +83,10 @@ class EngineReplica:
 
     @_batched(max_batch_size=4, batch_wait_timeout_s=0.01)
     async def _batch(self, jobs: list[dict]) -> AsyncIterator[list]:
-        handles = self._queue_together(jobs)
+        try:
+            handles = self._worker.submit_batch([(job["job_id"], job["request"]) for job in jobs])
+        except EngineError as exc:  # the replica is shutting down
+            handles = [str(exc)] * len(jobs)
         events: asyncio.Queue = asyncio.Queue()
 
         async def pump(slot: int, handle: JobHandle) -> None:
@@ -111,29 +111,6 @@ class EngineReplica:
         finally:
             for task in pumps:
                 task.cancel()
-
-    def _queue_together(self, jobs: list[dict]) -> list[JobHandle | str]:
-        """Submit the batch's jobs while the worker thread waits at a gate, so compatible ones share a call."""
-        self._worker.start()
-        gate = threading.Event()
-        held = self._worker.call(lambda _engine: gate.wait(GATE_S))
-        held.add_done_callback(lambda f: f.exception())  # a shutdown refusal needs no reader
-        handles: list[JobHandle | str] = []
-        try:
-            for job in jobs:
-                try:
-                    handles.append(
-                        self._worker.submit(
-                            job["request"], owner=job["owner"], job_id=job["job_id"], priority=job["priority"]
-                        )
-                    )
-                except EngineError as exc:
-                    handles.append(str(exc))
-                except Exception as exc:
-                    handles.append(internal_message(exc))
-        finally:
-            gate.set()
-        return handles
 
     @staticmethod
     def _slots(size: int, ended: set[int], messages: dict[int, tuple]) -> list:

@@ -6,7 +6,7 @@ failure in a batch of several jobs is retried job by job, so one bad job does no
 (`ModelCache.clear()`, which also empties the CUDA cache) and retries once with smaller batches: the jobs split in
 two halves, or a single job's images in two halves (image i keeps seed + i).
 
-`RetryPolicy` decides; the runner (`engine.backends.worker.Worker`) makes each attempt and reports the jobs' ends.
+`RetryPolicy` decides; the runner (`engine.backends.executor.Executor`) makes each attempt and reports the jobs' ends.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ Status = Literal["ok", "cancelled", "oom", "error"]
 
 @dataclass(frozen=True)
 class RenderAttempt:
-    """What the worker is about to render (given to `fault_injector`); `retry` after a failure or OOM."""
+    """What the worker is about to render (given to `on_render`); `retry` after a failure or OOM."""
 
     job_ids: tuple[str, ...]
     requests: tuple[GenerationRequest, ...]

@@ -15,8 +15,15 @@ It is one of the backends of engine/backends/base.py (`isolation = "thread"`; th
 engine/backends/process.py and every Ray replica run one too). The parts it is made of:
   * events and handles: engine/jobs.py;
   * order, positions, cancel and the per-member cap: engine/backends/fair_queue.py (`FairQueue`);
-  * which jobs share a diffusers call: engine/backends/batching.py;
+  * which jobs share a diffusers call, and the gather window: engine/backends/batching.py;
+  * one batch on the engine, its steps, previews and ends: engine/backends/executor.py (`Executor`), with
+    a preview every `preview_every` steps;
   * what happens when a render fails or runs out of memory: engine/backends/retry.py (`RetryPolicy`).
+
+Order. By default the worker orders its jobs itself (`order="fair"`): when the engine is free it takes the next
+job in fair order, waits the gather window (`batch_window_ms`) for compatible jobs to come, and renders them in
+one call. The engine child and the Ray replicas run it with `order="given"`: the bot chose the batches, and
+`submit_batch` queues one to be rendered as it is, after the batches given before it.
 
 Threads. Events made in the worker thread reach the loop through one `Outbox` (engine/jobs.py): in order, one loop
 wake-up per burst (`stats.loop_callbacks`). Calls made on the loop thread (`submit`, `cancel`, `close`) deliver
@@ -28,12 +35,8 @@ engine renders the next job meanwhile and the loop never compresses an image.
 Cancel and time. A job cancelled inside a batch stops getting events at the next step; its images are dropped
 and the others go on (the call stops once every job in it is cancelled). A job running longer than
 `job_timeout_s` (0 = no limit) is cancelled at its next step; time in a model load or the VAE decode cannot be
-interrupted. `fault_injector(attempt)`, called in the worker thread before each render, lets tests inject
-failures.
-
-Previews. With `preview_every = K`, every K-th `Step` carries a preview of the job's first image, made by
-`engine.render.previews.Previewer`: TAESD when its weights are in `<models_dir>/VAE-taesd/`, A1111's "Approx cheap"
-otherwise (see engine/render/previews.py).
+interrupted. `on_render(attempt)`, given to the constructor, is called in the worker thread before each render
+(the engine child reports the jobs on the engine with it; tests inject faults).
 
 Shutdown. `close()` takes no new jobs, cancels the queued ones (they get `Cancelled`) and returns them as
 `PendingJob`s (id, owner, request, priority) in queue order so the caller can persist them; the running job
@@ -45,24 +48,23 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import itertools
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import torch
-from PIL import Image
 
 from engine.backends.base import ContextManaged
-from engine.backends.batching import BatchPlanner
+from engine.backends.batching import BatchPlanner, GatherWindow, fill
+from engine.backends.executor import Executor
 from engine.backends.fair_queue import FairQueue
-from engine.backends.retry import OOM_MESSAGE, RenderAttempt, RetryPolicy, Status, is_out_of_memory  # noqa: F401
+from engine.backends.retry import OOM_MESSAGE, RenderAttempt  # noqa: F401  (re-exported for the bot and tests)
 from engine.backends.worker_state import WorkerJob, WorkerStats
 from engine.config import EngineConfig
-from engine.errors import EngineError, JobCancelled, internal_message
+from engine.errors import EngineError, internal_message
 from engine.jobs import (  # noqa: F401  (re-exported: the names the bot and tests know from here)
     CANCELLED,
     CLOSING,
@@ -82,7 +84,7 @@ from engine.jobs import (  # noqa: F401  (re-exported: the names the bot and tes
     Step,
     WorkerClosed,
 )
-from engine.render.pipeline import Engine, RenderResult
+from engine.render.pipeline import Engine
 from engine.request import GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -106,13 +108,14 @@ class Worker(ContextManaged):
         engine: Engine | None = None,
         batching: bool = True,
         max_batch: int | None = None,
-        fault_injector: Callable[[RenderAttempt], None] | None = None,
+        order: Literal["fair", "given"] = "fair",
+        on_render: Callable[[RenderAttempt], None] | None = None,
         previewer: Any = None,
         nice: int = 0,
     ) -> None:
         self.config = config or (engine.config if engine is not None else EngineConfig())
         self.engine = engine if engine is not None else Engine(self.config)
-        self.fault_injector = fault_injector
+        self.order = order
         self.stats = WorkerStats()
         self.planner = BatchPlanner(
             self.engine,
@@ -120,24 +123,34 @@ class Worker(ContextManaged):
             batching=batching,
             max_batch=max_batch if max_batch is not None else self.config.limits.max_batch,
         )
+        self.gather = GatherWindow(self.config.batch_window_ms, self.planner.max_batch if batching else 1)
         self.nice = nice
+        given = order == "given"  # the batches come chosen: no caps, no turns, no waiting
         self.queue: FairQueue[WorkerJob] = FairQueue(
-            round_robin=self.config.round_robin,
-            cap=self.config.max_queued_per_user,
+            round_robin=self.config.round_robin and not given,
+            cap=0 if given else self.config.max_queued_per_user,
             make=lambda pending, seq: WorkerJob(pending, seq, JobHandle(pending, self.cancel)),
             emit=self._emit,
         )
-        self.retry = RetryPolicy(self, self.stats)
-        self._previewer = previewer
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
+        self._outbox = Outbox()
+        self.executor = Executor(
+            self.engine,
+            self.config,
+            stats=self.stats,
+            queue=self.queue,
+            outbox=self._outbox,
+            lock=self._lock,
+            planner=self.planner,
+            on_render=on_render,
+            previewer=previewer,
+        )
         self._running: list[WorkerJob] = []
+        self._given: collections.deque[list[WorkerJob]] = collections.deque()
         self._control: collections.deque = collections.deque()
         self._closing = False
         self._stopping = False
-        self._step_counter = 0
-        self._in_pipeline = 0
-        self._outbox = Outbox()
         self._thread: threading.Thread | None = None
         self._thread_done: asyncio.Future | None = None
 
@@ -173,9 +186,34 @@ class Worker(ContextManaged):
             if self._closing:
                 raise WorkerClosed(CLOSING)
             job = self.queue.submit(request, owner=owner, job_id=job_id, priority=priority, group=group)
+            if self.order == "given":
+                self._given.append([job])
             self._cond.notify_all()
         self._kick()
         return job.handle
+
+    def submit_batch(self, jobs: list[tuple[str, GenerationRequest]], *, owner: str = "bot") -> list[JobHandle | str]:
+        """(`order="given"`) Queue jobs (id, request) to render as one batch, after the batches given before:
+        a handle per job, or the message saying why that job was refused. Raises WorkerClosed."""
+        if self._thread is None:
+            self.start()
+        results: list[JobHandle | str] = []
+        with self._cond:
+            if self._closing:
+                raise WorkerClosed(CLOSING)
+            batch = []
+            for job_id, request in jobs:
+                try:
+                    batch.append(self.queue.submit(request, owner=owner, job_id=job_id))
+                    results.append(batch[-1].handle)
+                except EngineError as exc:
+                    results.append(str(exc))
+                except Exception as exc:
+                    results.append(internal_message(exc))
+            self._given.append(batch)
+            self._cond.notify_all()
+        self._kick()
+        return results
 
     def cancel(self, job_id: str, reason: str = CANCELLED) -> bool:
         """Cancel a job: a queued one leaves the queue at once, a running one stops at its next step.
@@ -187,7 +225,8 @@ class Worker(ContextManaged):
             if job is None:
                 return False
             if job.state == "running":
-                job.cancel_step = self._step_counter
+                job.cancel_step = self.executor.step_counter
+            self._cond.notify_all()  # a gather waiting on this job looks again
         self._kick()
         return True
 
@@ -248,10 +287,7 @@ class Worker(ContextManaged):
         for job in self._running:
             if job.state == "running" and job.cancel_reason is None:
                 job.cancel_reason = reason
-                job.cancel_step = self._step_counter
-
-    def _done(self, job: WorkerJob, event: JobEvent) -> None:
-        self.queue.finish(job, event)
+                job.cancel_step = self.executor.step_counter
 
     def _emit(self, job: WorkerJob, event: JobEvent) -> None:
         if event.terminal:
@@ -281,10 +317,11 @@ class Worker(ContextManaged):
                     self._run_control(*item)
                     continue
                 try:
-                    self._run(item)
+                    for call in item:
+                        self.executor.run(call)
                 except Exception as exc:  # a bug in the worker itself: fail the jobs, keep serving
                     log.exception("worker error")
-                    self.fail([j for j in item if j.state != "done"], internal_message(exc))
+                    self.executor.fail([j for call in item for j in call if j.state != "done"], internal_message(exc))
                 finally:
                     with self._lock:
                         self._running = []
@@ -310,22 +347,42 @@ class Worker(ContextManaged):
         except BaseException as exc:
             future.set_exception(exc)
 
-    def _next(self) -> list[WorkerJob] | tuple | None:
-        """Wait for work: a control call, or the next job with the queued jobs that can share its call."""
+    def _next(self) -> list[list[WorkerJob]] | tuple | None:
+        """Wait for work: a control call, or the next batch as the calls that render it."""
         with self._cond:
-            while not (self._control or len(self.queue) or self._stopping):
-                self._cond.wait()
-            if self._control:
-                return self._control.popleft()
-            if not len(self.queue):
-                return None
-            head = self.queue.ordered()[0]
-            self._take([head])
+            while True:
+                while not (self._control or self._ready() or self._stopping):
+                    self._cond.wait()
+                if self._control:
+                    return self._control.popleft()
+                if not self._ready():
+                    return None
+                if self.order == "given":
+                    given = [job for job in self._given.popleft() if job.state == "queued"]
+                    self._take(given)
+                    break
+                ordered = self.queue.ordered()
+                wait = self.gather.remaining(ordered)
+                if wait <= 0:
+                    head, candidates = ordered[0], ordered[1:]
+                    self._take([head])
+                    break
+                self._cond.wait(wait)  # a submit or a cancel wakes it earlier
         try:
-            return self.planner.plan(head, self.queue, self._lock, self._take)
-        except Exception:  # never lose the thread over batching: the head job runs alone
+            if self.order == "given":
+                return self.planner.split(given) if given else []
+            fits = self.planner.plan(head, candidates)
+        except Exception:  # never lose the thread over batching: each job runs alone
             log.exception("could not form a batch")
-            return [head]
+            return [[job] for job in given] if self.order == "given" else [[head]]
+        with self._lock:
+            more = fill(self.queue.ordered(), fits, self.planner.max_batch - head.request.batch_size) if fits else []
+            self._take(more)
+        return [[head, *more]]
+
+    def _ready(self) -> bool:
+        """(lock held) A batch can be taken."""
+        return bool(self._given) if self.order == "given" else bool(len(self.queue))
 
     def _take(self, jobs: list[WorkerJob]) -> None:
         """Move jobs from the queue to running (lock held)."""
@@ -334,149 +391,6 @@ class Worker(ContextManaged):
         for job in jobs:
             job.started_at = now
             self._running.append(job)
-
-    def _run(self, jobs: list[WorkerJob]) -> None:
-        live = []
-        with self._lock:
-            for job in jobs:
-                if job.cancel_reason is not None:  # cancelled between leaving the queue and starting
-                    self._done(job, Cancelled(job_id=job.id, reason=job.cancel_reason))
-                else:
-                    live.append(job)
-            for job in live:
-                self._emit(job, Started(job_id=job.id, batch=len(live)))
-        self._kick()
-        if live:
-            self.retry.render(live)
-
-    # -- what the retry policy drives (engine.backends.retry.Runner) -------------------------------------------------
-
-    def attempt(self, jobs: list[WorkerJob], requests: list[GenerationRequest], retry: bool) -> tuple[Status, Any]:
-        """One call into the engine: ("ok", results) | ("cancelled", None) | ("oom", None) | ("error", message).
-
-        The exception is turned into a status inside the `except` block, so its traceback (and the tensors its
-        frames hold) is gone before any retry.
-        """
-        attempt = RenderAttempt(tuple(j.id for j in jobs), tuple(requests), retry)
-        on_step, should_stop = self._step_hooks(jobs, requests)
-        self._in_pipeline += 1
-        self.stats.max_in_pipeline = max(self.stats.max_in_pipeline, self._in_pipeline)
-        self.stats.renders += 1
-        self.stats.batched_renders += len(jobs) > 1
-        try:
-            if self.fault_injector is not None:
-                self.fault_injector(attempt)
-            results = self.engine.render_batch(requests, on_step, should_stop)
-            self.stats.images += sum(len(r.images) for r in results)
-            return "ok", results
-        except JobCancelled:
-            return "cancelled", None
-        except Exception as exc:
-            if is_out_of_memory(exc):
-                return "oom", None
-            if isinstance(exc, EngineError):
-                log.info("job(s) %s failed: %s", ", ".join(attempt.job_ids), exc)
-                return "error", str(exc)
-            log.error(
-                "job(s) %s failed with an internal error: %s: %s", ", ".join(attempt.job_ids), type(exc).__name__, exc
-            )
-            return "error", internal_message(exc)
-        finally:
-            self._in_pipeline -= 1
-
-    def _step_hooks(self, jobs: list[WorkerJob], requests: list[GenerationRequest]):
-        """The engine's `on_step` (Step events, previews, the time limit) and `should_stop` (cancels) for a call."""
-        offsets = list(itertools.accumulate([0] + [r.batch_size for r in requests[:-1]]))
-        every = self.config.preview_every
-        timeout = self.config.job_timeout_s
-
-        def on_step(step: int, total: int, latents: torch.Tensor) -> None:
-            self._step_counter += 1
-            now = time.monotonic()
-            previews: dict[str, Image.Image | None] = {}
-            if every and every > 0 and step % every == 0:  # made outside the lock: TAESD takes a while
-                for job, offset, request in zip(jobs, offsets, requests):
-                    if request.previews and job.state != "done" and job.cancel_reason is None and step > job.last_step:
-                        previews[job.id] = self._preview(latents[offset : offset + 1])
-            with self._lock:
-                for job in jobs:
-                    if job.state == "done":
-                        continue
-                    if job.cancel_reason is None and timeout and timeout > 0 and now - job.started_at > timeout:
-                        job.cancel_reason = f"the job ran past the {timeout:g} s time limit"
-                    if job.cancel_reason is not None:
-                        self._report_cancelled([job])
-                    elif step > job.last_step:
-                        job.last_step = step
-                        self._emit(job, Step(job_id=job.id, step=step, total=total, preview=previews.get(job.id)))
-            self._kick()
-
-        def should_stop() -> bool:
-            with self._lock:  # a cancel that came during this step stops the job now
-                cancelled = [j for j in jobs if j.state != "done" and j.cancel_reason is not None]
-                self._report_cancelled(cancelled)
-                stop = all(job.state == "done" for job in jobs)
-            if cancelled:
-                self._kick()
-            return stop
-
-        return on_step, should_stop
-
-    def _preview(self, latents: torch.Tensor) -> Image.Image | None:
-        try:
-            if self._previewer is None:
-                from engine.render.previews import Previewer
-
-                models = self.engine.models
-                self._previewer = Previewer(
-                    self.config.models_dir,
-                    device=models.device,
-                    dtype=models.dtype,
-                    allow_pickle=self.config.allow_pickle,
-                )
-            return self._previewer.preview(latents, self.planner.family, self.planner.vae_scale_factor)
-        except Exception:  # a preview is a nicety: never fail a job for it
-            log.exception("preview failed")
-            return None
-
-    def deliver(self, job: WorkerJob, result: RenderResult) -> None:
-        # The PNGs are encoded by the caller in a thread of its own (`RenderedImage.png_data`, cached), so the
-        # engine goes on to the next job at once instead of compressing this one's images.
-        with self._lock:
-            if job.state == "done":
-                return
-            if job.cancel_reason is not None:
-                self._report_cancelled([job])
-            else:
-                self._done(job, Finished(job_id=job.id, result=result))
-
-    def report_cancelled(self, jobs: list[WorkerJob]) -> None:
-        with self._lock:
-            self._report_cancelled(jobs)
-
-    def _report_cancelled(self, jobs: list[WorkerJob]) -> None:
-        """(lock held)"""
-        for job in jobs:
-            if job.state == "done":
-                continue
-            if job.cancel_step is not None:
-                after = self._step_counter - job.cancel_step
-                self.stats.max_steps_after_cancel = max(self.stats.max_steps_after_cancel, after)
-            self._done(job, Cancelled(job_id=job.id, reason=job.cancel_reason or CANCELLED))
-
-    def fail(self, jobs: list[WorkerJob], message: str) -> None:
-        with self._lock:
-            for job in jobs:
-                if job.state != "done":
-                    if job.cancel_reason is not None:
-                        self._done(job, Cancelled(job_id=job.id, reason=job.cancel_reason))
-                    else:
-                        self._done(job, Failed(job_id=job.id, message=message))
-
-    def free_memory(self) -> None:
-        """After an out-of-memory error: drop the cached models and ControlNets (and the CUDA cache)."""
-        self.engine.controls.cache.clear()
-        self.engine.models.clear()
 
 
 def _set_done(future: asyncio.Future | None) -> None:

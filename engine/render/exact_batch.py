@@ -1,7 +1,7 @@
 """Batches that render every image exactly as it renders alone: the UNet sees one image per forward call.
 
 The engine batches compatible jobs into one diffusers call (`batch_mode = "exact"`, the default); this keeps the
-pixels of each image independent of what it was batched with, which `tests/engine/test_worker.py` checks.
+pixels of each image independent of what it was batched with, which `tests/engine/backends/test_worker.py` checks.
 """
 
 from __future__ import annotations

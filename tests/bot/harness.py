@@ -61,6 +61,7 @@ class RunningBot:
     standin: DiscordStandIn
     config_path: Path
     make_worker: Any = None  # e.g. tests.paced_engine.paced_worker(step_s): renders that last as long as asked
+    faults: Any = None  # the thread worker's `on_render` when the test asked for one: a `FaultSwitch`
     bot: Any = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task | None = None
@@ -104,9 +105,23 @@ class RunningBot:
         return self.bot.services
 
 
+class FaultSwitch:
+    """A thread worker's `on_render` (called in the worker thread before each render) that calls `inject(attempt)`
+    while a test has set one: faults reach the engine through the worker's constructor."""
+
+    inject: Any = None
+
+    def __call__(self, attempt: Any) -> None:
+        if self.inject is not None:
+            self.inject(attempt)
+
+
 @contextlib.asynccontextmanager
-async def running_bot(tmp_path: Path, tiny_sd15: Path, *, step_s: float = 0.0, **sections: dict[str, Any]):
-    """The bot against a fresh stand-in; `step_s` > 0 paces every render step (tests/paced_engine.py)."""
+async def running_bot(
+    tmp_path: Path, tiny_sd15: Path, *, step_s: float = 0.0, faults: bool = False, **sections: dict[str, Any]
+):
+    """The bot against a fresh stand-in; `step_s` > 0 paces every render step (tests/paced_engine.py); `faults`:
+    the thread worker is given a `FaultSwitch` as its `on_render` (`running.faults.inject = ...`)."""
     models = tmp_path / "models"
     if not models.exists():
         models.mkdir()
@@ -119,7 +134,12 @@ async def running_bot(tmp_path: Path, tiny_sd15: Path, *, step_s: float = 0.0, *
             from tests.paced_engine import paced_worker
 
             make_worker = paced_worker(step_s)
-        running = RunningBot(standin, write_config(tmp_path, models, standin, **sections), make_worker)
+        switch = FaultSwitch() if faults else None
+        if switch is not None:
+            from engine.backends.worker import Worker
+
+            make_worker = lambda config: Worker(config, on_render=switch)  # noqa: E731
+        running = RunningBot(standin, write_config(tmp_path, models, standin, **sections), make_worker, switch)
         await running.start()
         try:
             yield running

@@ -56,6 +56,9 @@ def test_environment_overrides_the_database_url(tmp_path, monkeypatch):
         ('[engine]\ndevice = "tpu"\n', "[engine] device must be one of 'auto', 'cpu' or 'cuda', got 'tpu'"),
         ('[engine]\ndtype = "fp8"\n', "[engine] dtype must be one of"),
         ("[engine]\nmax_steps = 0\n", "[engine] max_steps: input should be greater than or equal to 1, got 0"),
+        ("[engine]\nbatch_window_ms = -1\n", "[engine] batch_window_ms: input should be greater than or equal to 0"),
+        ("[engine]\nbatch_window_ms = 5000\n", "[engine] batch_window_ms: input should be less than or equal to 1000"),
+        ("[engine]\nray_batch_wait_s = 0.01\n", "unknown key [engine] ray_batch_wait_s"),
         ('[engine]\nvae_cache_size = "many"\n', "[engine] vae_cache_size: input should be a valid integer"),
         ("[engine\n", "not valid TOML"),
     ],
@@ -92,3 +95,8 @@ def test_ray_backend_keys_reach_the_engine(tmp_path):
     )
     with pytest.raises(ConfigError, match="backend must be one of 'local' or 'ray', got 'k8s'"):
         load_config(write(tmp_path, '[engine]\nbackend = "k8s"\n'))
+
+
+def test_the_gather_window_reaches_the_engine(tmp_path):
+    assert load_config(write(tmp_path, "[engine]\nbatch_window_ms = 0\n")).engine_config().batch_window_ms == 0
+    assert load_config(write(tmp_path, "[engine]\nbatch_window_ms = 80\n")).engine_config().batch_window_ms == 80

@@ -56,7 +56,7 @@ def job_rows(path) -> list[tuple]:
 async def quick_busy(tmp_path, tiny_sd15):
     """The bot with a 100 ms busy timeout, so a held lock turns into "busy" within about a second."""
     async with running_bot(
-        tmp_path, tiny_sd15, engine=ENGINE, discord=DISCORD, database={"busy_timeout_ms": 100}
+        tmp_path, tiny_sd15, engine=ENGINE, discord=DISCORD, database={"busy_timeout_ms": 100}, faults=True
     ) as running:
         await recovered(running)
         yield running
@@ -96,7 +96,7 @@ async def test_a_lock_during_a_job_delays_it_and_loses_nothing(quick_busy, caplo
         rendering.set()
         locked.wait(10)
 
-    quick_busy.services.worker.fault_injector = hold_the_render
+    quick_busy.faults.inject = hold_the_render
     ix = await s.send_interaction(s.slash("imagine", {"prompt": f"a cat {FAST}"}))
     await wait_until(rendering.is_set, 30, "the render to start")
     await wait_until(lambda: job_rows(path) and job_rows(path)[0][1] == "running", 10, "the job to be running")

@@ -1,8 +1,9 @@
 """Engine faults in the running bot: an exception, out of memory, a NaN decode, corrupt model files.
 
 Each fails (with a message to its user) or recovers only the job concerned; the jobs around it are posted
-once and the queue keeps moving. Faults are injected with the worker's `fault_injector` hook (called in the
-worker thread before each render) and, for the NaN, by making the VAE decode return NaN for one prompt.
+once and the queue keeps moving. Faults are injected through the worker's `on_render` (a `FaultSwitch` given
+to its constructor, called in the worker thread before each render) and, for the NaN, by making the VAE decode
+return NaN for one prompt.
 """
 
 from __future__ import annotations
@@ -11,17 +12,18 @@ import os
 import shutil
 import threading
 
-import pytest
+import pytest_asyncio
 import torch
 
 from engine.backends.worker import OOM_MESSAGE
-from tests.reliability._helpers import FAST, assert_delivered_once, marker_of, wait_until
+from tests.bot.harness import running_bot
+from tests.reliability._helpers import DISCORD, ENGINE, FAST, assert_delivered_once, marker_of, recovered, wait_until
 
 NAN = "the image came out as NaN (not a number) even in 32-bit; try another VAE"
 
 
-@pytest.fixture
-def faulty(bot, monkeypatch):
+@pytest_asyncio.fixture
+async def faulty(tmp_path, tiny_sd15, monkeypatch):
     """Faults keyed by prompt: 'boom' raises, 'oom-once' runs out of memory on its first try, 'oom-always'
     on every try, 'nan-decode' decodes to NaN."""
     import engine.render.pipeline as pipeline
@@ -45,9 +47,10 @@ def faulty(bot, monkeypatch):
         return out * float("nan") if getattr(poisoned, "nan", False) else out
 
     monkeypatch.setattr(pipeline, "_vae_decode", nan_decode)
-    bot.services.worker.fault_injector = inject
-    yield bot
-    bot.services.worker.fault_injector = None
+    async with running_bot(tmp_path, tiny_sd15, engine=ENGINE, discord=DISCORD, faults=True) as running:
+        await recovered(running)
+        running.faults.inject = inject
+        yield running
 
 
 async def test_each_engine_fault_touches_only_its_job(faulty):
@@ -74,7 +77,7 @@ async def test_each_engine_fault_touches_only_its_job(faulty):
     # All queued at once: faulty jobs share the queue (and batches) with good ones. Which jobs share a call must
     # not depend on how fast commands arrive, so the engine holds the first job ("a cat", alone) until every
     # other one is waiting: the batches are then the same on a busy machine as on an idle one.
-    worker, inject = faulty.services.worker, faulty.services.worker.fault_injector
+    worker, inject = faulty.services.worker, faulty.faults.inject
     first_render, every_job_waits = threading.Event(), threading.Event()
 
     def held_until_all_wait(attempt) -> None:
@@ -82,7 +85,7 @@ async def test_each_engine_fault_touches_only_its_job(faulty):
         every_job_waits.wait(120)
         inject(attempt)
 
-    worker.fault_injector = held_until_all_wait
+    faulty.faults.inject = held_until_all_wait
     sent = {}
     for i, prompt in enumerate(cases):
         sent[prompt] = await s.send_interaction(s.slash("imagine", {"prompt": f"{prompt} {FAST}"}, user=users[i % 3]))
@@ -103,7 +106,7 @@ async def test_each_engine_fault_touches_only_its_job(faulty):
             assert not final.get("attachments")
     stats = faulty.services.worker.stats
     assert stats.oom_retries >= 2 and stats.jobs_failed == 5
-    faulty.services.worker.fault_injector = None
+    faulty.faults.inject = None
     again = await s.send_interaction(s.slash("imagine", {"prompt": f"after {FAST}"}))  # the queue still moves
     assert await again.wait_original_message(lambda m: bool(m.get("attachments")), timeout=30)
     s.assert_no_invalid_requests()
@@ -116,10 +119,9 @@ async def test_engine_child_crashes_cost_a_restart_not_the_bot(tmp_path, tiny_sd
     import signal
 
     from engine.backends.process import CRASHED_TWICE, HOOK_ENV
-    from tests.bot.harness import running_bot
     from tests.reliability._helpers import DISCORD, ENGINE, recovered, wait_until
 
-    monkeypatch.setenv(HOOK_ENV, "tests.engine.child_hooks:crash_on_prompt")
+    monkeypatch.setenv(HOOK_ENV, "tests.engine.backends.child_hooks:crash_on_prompt")
     monkeypatch.setenv("SDBOT_TEST_MARKERS", str(tmp_path))
     async with running_bot(tmp_path, tiny_sd15, engine={**ENGINE, "isolation": "process"}, discord=DISCORD) as bot:
         await recovered(bot)

@@ -1,6 +1,6 @@
 """The thread worker's retry policy (engine/backends/retry.py), driven by a scripted runner: no engine, exact decisions.
 
-tests/engine/test_worker.py shows the same policy on the real engine (OOM in a batch of four, a job's images in
+tests/engine/backends/test_worker.py shows the same policy on the real engine (OOM in a batch of four, a job's images in
 halves, one bad job in a batch); here every branch is played out call by call.
 """
 

@@ -18,7 +18,7 @@ from engine.config import EngineConfig
 from engine.errors import EngineError
 from engine.request import GenerationRequest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_make_worker_picks_the_backend():

@@ -1,7 +1,7 @@
 """The engine in a child process: crashes of the child cost a restart and one re-run, never the bot.
 
 Real children (spawned interpreters with torch and the tiny model), real deaths: SIGKILL from outside mid-job,
-and os.abort() from inside (a test hook, `tests.engine.child_hooks`).
+and os.abort() from inside (a test hook, `tests.engine.backends.child_hooks`).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ async def _until_done(handle) -> None:
 
 
 async def test_a_child_that_aborts_is_restarted_and_the_job_retried_once(config, monkeypatch, tmp_path):
-    monkeypatch.setenv(HOOK_ENV, "tests.engine.child_hooks:crash_on_prompt")
+    monkeypatch.setenv(HOOK_ENV, "tests.engine.backends.child_hooks:crash_on_prompt")
     monkeypatch.setenv("SDBOT_TEST_MARKERS", str(tmp_path))
     async with ProcessWorker(config) as worker:
         once = worker.submit(GenerationRequest("abort-once", seed=1, **FAST), owner=1, job_id="once")
@@ -101,7 +101,7 @@ async def _last(handle):
 async def test_the_next_job_waits_in_the_child_while_one_renders(config, monkeypatch, tmp_path):
     """The engine starts the next job the moment a render ends: it is in the child already, not in the bot waiting
     for the previous job's result to cross the pipe (even with one image per batch)."""
-    monkeypatch.setenv(HOOK_ENV, "tests.engine.child_hooks:probe_next_job")
+    monkeypatch.setenv(HOOK_ENV, "tests.engine.backends.child_hooks:probe_next_job")
     monkeypatch.setenv("SDBOT_TEST_MARKERS", str(tmp_path))
     one_per_batch = dataclasses.replace(config, limits=dataclasses.replace(config.limits, max_batch=1))
     async with ProcessWorker(one_per_batch) as worker:
@@ -113,10 +113,10 @@ async def test_the_next_job_waits_in_the_child_while_one_renders(config, monkeyp
     assert (tmp_path / "next-job").read_text() == "ready"
 
 
-async def test_the_jobs_in_the_child_take_turns_by_server(config, monkeypatch, tmp_path):
-    """Jobs waiting in the child keep the bot's order: a server that has had no turn goes before one that has had
-    one, even when its job reached the child last."""
-    monkeypatch.setenv(HOOK_ENV, "tests.engine.child_hooks:probe_next_job")
+async def test_the_bot_orders_the_batches_and_the_child_renders_them_in_that_order(config, monkeypatch, tmp_path):
+    """One fair queue: a server that has had no turn goes before one that has had one, even when its job came
+    last; the child renders the batches in the order the bot sent them (the one it holds, then the bot's next)."""
+    monkeypatch.setenv(HOOK_ENV, "tests.engine.backends.child_hooks:probe_next_job")
     monkeypatch.setenv("SDBOT_TEST_MARKERS", str(tmp_path))
     two_per_batch = dataclasses.replace(config, limits=dataclasses.replace(config.limits, max_batch=2))
     sizes = iter((64, 72, 80, 88))  # no two jobs share a diffusers call
@@ -134,12 +134,28 @@ async def test_the_jobs_in_the_child_take_turns_by_server(config, monkeypatch, t
 
     async with ProcessWorker(two_per_batch) as worker:
         await worker.ready()
-        a1 = job("wait-for-3", 1, "a")  # renders once the three others are in the child (two batches fit there)
+        a1 = job("wait-for-1 hold", 1, "a")  # renders once a2 is held in the child, then until the test says go
         a2 = job("a cat", 2, "a")
-        a3 = job("a cat", 3, "a")
+        a3 = job("a cat", 3, "a")  # waits in the bot: two batches are out
         await wait_for(a1, Started)
-        b4 = job("a dog", 4, "b")  # reaches the child last, while a1 waits
+        b4 = job("a dog", 4, "b")  # comes last, while a1 renders
+        assert worker.queued()[0].job_id == "b4"
+        (tmp_path / "go").write_text("")
         await asyncio.wait_for(asyncio.gather(*(follow(h) for h in (a1, a2, a3, b4))), 300)
     assert [h.result().images != [] for h in (a1, a2, a3, b4)] == [True] * 4
     assert (tmp_path / "next-job").read_text() == "ready"
-    assert started == ["a1", "b4", "a2", "a3"]  # server b has had no turn yet; a has had one
+    assert started == ["a1", "a2", "b4", "a3"]  # server b has had no turn yet; a has had one
+
+
+async def test_a_burst_renders_as_full_batches_in_the_child(config):
+    """8 compatible jobs one by one: the bot gathers them into 4 + 4 (its gather window), the child renders those."""
+    window = dataclasses.replace(config, batch_window_ms=1000)
+    async with ProcessWorker(window) as worker:
+        await worker.ready()
+        handles = []
+        for i in range(8):
+            handles.append(worker.submit(GenerationRequest(f"cat {i}", seed=i, **FAST), owner=i % 3, job_id=f"j{i}"))
+            await asyncio.sleep(0)  # the dispatcher runs between two submits: it sees the jobs one by one
+        await asyncio.wait_for(asyncio.gather(*(h.wait() for h in handles)), 300)
+    assert [next(e.batch for e in h.events if isinstance(e, Started)) for h in handles] == [4] * 8
+    assert worker.stats.batches == 2

@@ -498,6 +498,43 @@ async def test_only_compatible_jobs_share_a_call(make_worker, engine, monkeypatc
     assert worker.stats.batched_renders == 1
 
 
+# --- the gather window and given batches ------------------------------------------------------------------
+
+
+def started_batches(handles) -> list[int]:
+    return [next(e.batch for e in h.events if e.kind == "started") for h in handles]
+
+
+async def test_a_burst_renders_as_full_batches(make_worker):
+    """8 compatible jobs submitted one by one to an idle engine: 4 + 4, not 1 + 4 + 3 (the window gathers)."""
+    worker = make_worker(batch_window_ms=1000, max_batch=4)
+    handles = []
+    for i in range(8):
+        handles.append(worker.submit(req(f"cat {i}", seed=i), owner=f"m{i % 3}"))
+        await worker.call(lambda engine: None)  # the worker thread looks at the queue between two submits
+    await asyncio.gather(*handles)
+    assert started_batches(handles) == [4] * 8 and worker.stats.renders == 2
+
+
+async def test_a_job_alone_starts_after_the_window(make_worker):
+    worker = make_worker(batch_window_ms=100, max_batch=4)
+    handle = worker.submit(req(), owner="a")
+    await asyncio.wait_for(handle, 60)  # it did not wait for companions that never came
+    assert started_batches([handle]) == [1] and worker.stats.renders == 1
+
+
+async def test_given_batches_render_as_given_in_order(make_worker):
+    calls: list[tuple[str, ...]] = []
+    worker = make_worker(order="given", max_batch=4, on_render=lambda attempt: calls.append(attempt.job_ids))
+    gate = Gate(worker)
+    first = worker.submit_batch([("a", req("a", seed=1)), ("b", req("b", seed=2)), ("c", req("c", width=96))])
+    second = worker.submit_batch([("d", req("d", seed=3)), ("a", req("again"))])  # "a" is in use: refused
+    assert second[1] == "a job with id 'a' is already queued or running"
+    await gate.open()
+    await asyncio.gather(*first, second[0])
+    assert calls == [("a", "b"), ("c",), ("d",)]  # the given order; c's size splits it off a's and b's call
+
+
 # --- faults ------------------------------------------------------------------------------------------------
 
 
@@ -506,7 +543,7 @@ async def test_injected_failure_fails_only_that_job(make_worker):
         if "bad" in attempt.job_ids:
             raise RuntimeError("boom")
 
-    worker = make_worker(fault_injector=inject)
+    worker = make_worker(on_render=inject)
     gate = Gate(worker)
     good1 = worker.submit(req("one", seed=1), owner="a")
     bad = worker.submit(req("two", seed=2), owner="b", job_id="bad")
@@ -527,7 +564,7 @@ async def test_engine_error_message_reaches_the_user(make_worker):
         if any(r.prompt == "nan" for r in attempt.requests):
             raise EngineError(nan)
 
-    worker = make_worker(fault_injector=inject)
+    worker = make_worker(on_render=inject)
     failed = worker.submit(req("nan"), owner="a")
     with pytest.raises(EngineError) as info:
         await failed
@@ -556,7 +593,7 @@ def oom_above(limit: int):
 
 async def test_oom_on_a_batch_of_four_retries_with_smaller_batches(make_worker, engine):
     inject, calls = oom_above(2)
-    worker = make_worker(fault_injector=inject, max_batch=4)
+    worker = make_worker(on_render=inject, max_batch=4)
     gate = Gate(worker)
     requests = [req(f"cat {i}", seed=i) for i in range(4)]
     handles = [worker.submit(r, owner=i) for i, r in enumerate(requests)]
@@ -571,7 +608,7 @@ async def test_oom_on_a_batch_of_four_retries_with_smaller_batches(make_worker, 
 
 async def test_oom_on_one_job_renders_its_images_in_halves(make_worker):
     inject, calls = oom_above(2)
-    worker = make_worker(fault_injector=inject)
+    worker = make_worker(on_render=inject)
     result = await worker.submit(req(batch_size=4, seed=100), owner="a")
     assert calls == [4, 2, 2]
     assert [i.seed for i in result.images] == [100, 101, 102, 103] and result.request.batch_size == 4
@@ -580,12 +617,14 @@ async def test_oom_on_one_job_renders_its_images_in_halves(make_worker):
 
 async def test_oom_twice_fails_with_a_readable_message(make_worker):
     inject, calls = oom_above(0)
-    worker = make_worker(fault_injector=inject)
+    armed = threading.Event()
+    armed.set()
+    worker = make_worker(on_render=lambda attempt: inject(attempt) if armed.is_set() else None)
     handle = worker.submit(req(), owner="a")
     with pytest.raises(EngineError) as info:
         await handle
     assert str(info.value) == OOM_MESSAGE and calls == [1, 1]
-    worker.fault_injector = None
+    armed.clear()
     await worker.submit(req(), owner="a")
 
 

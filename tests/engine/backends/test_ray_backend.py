@@ -40,7 +40,7 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> EngineConfig:
     write_tiny_model(root / "tiny-sd15")
     # A generous batch window: jobs sent together must meet on a replica even on a loaded CI machine.
     ray_config = RayConfig(
-        replicas=2, num_gpus=0, num_cpus=1, max_retries=2, max_ongoing_requests=2, start_timeout_s=180, batch_wait_s=0.2
+        replicas=2, num_gpus=0, num_cpus=1, max_retries=2, max_ongoing_requests=2, start_timeout_s=180
     )
     return EngineConfig(
         models_dir=root,
@@ -48,6 +48,7 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> EngineConfig:
         threads=1,
         job_timeout_s=0,
         max_queued_per_user=3,
+        batch_window_ms=200,
         backend="ray",
         ray=ray_config,
     )
