@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# Under pytest-xdist the workers share the cores: each worker (and the engine children it starts, which inherit the
+# variable) gets its share of torch threads instead of all of them, so the workers do not fight over every core.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_share))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
